@@ -1,0 +1,52 @@
+"""The agent contract: `@agent`, `AgentContext` and the events agents receive.
+
+This package imports nothing else of nightowl's, so agent code and its tests
+depend only on it.
+"""
+
+from agents._context import (
+    AgentContext,
+    OutboxBuffer,
+    OutboxValueError,
+    OutboxWrite,
+    UnknownSinkError,
+    Usage,
+)
+from agents._errors import AgentDefinitionError, AgentError, NightowlError, NonRetryable
+from agents._events import (
+    CronTick,
+    Event,
+    ManualFire,
+    MetricAlert,
+    QueueDepth,
+    RowChange,
+    event_from_json,
+    event_to_json,
+)
+from agents._location import SourceLocation
+from agents._spec import AgentSpec, Backoff, agent
+
+__all__ = [
+    "AgentContext",
+    "AgentDefinitionError",
+    "AgentError",
+    "AgentSpec",
+    "Backoff",
+    "CronTick",
+    "Event",
+    "ManualFire",
+    "MetricAlert",
+    "NightowlError",
+    "NonRetryable",
+    "OutboxBuffer",
+    "OutboxValueError",
+    "OutboxWrite",
+    "QueueDepth",
+    "RowChange",
+    "SourceLocation",
+    "UnknownSinkError",
+    "Usage",
+    "agent",
+    "event_from_json",
+    "event_to_json",
+]

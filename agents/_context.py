@@ -1,0 +1,133 @@
+"""`AgentContext`: what an agent sees of its run.
+
+The worker runtime (or `agents.testing`) injects the heartbeat sink, the
+outbox buffer and the logger, so this package never imports the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agents._errors import AgentError
+
+MAX_OUTBOX_VALUE_BYTES = 256 * 1024
+
+
+class UnknownSinkError(AgentError):
+    """`ctx.outbox.put` named a sink nobody registered."""
+
+
+class OutboxValueError(AgentError):
+    """An outbox value is not JSON-serialisable or is too large."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxWrite:
+    """One intended write, buffered until the run's success commits."""
+
+    sink: str
+    key: str
+    value: Any
+
+
+class OutboxBuffer:
+    """Buffers writes in memory; they are committed with the run's success or not at all."""
+
+    def __init__(self, sinks: Collection[str]) -> None:
+        self._sinks = frozenset(sinks)
+        self._writes: list[OutboxWrite] = []
+
+    def put(self, sink: str, key: str, value: Any) -> None:
+        """Queue `value` for `sink` under `key`; validated now so the agent sees the error."""
+        if sink not in self._sinks:
+            known = ", ".join(sorted(self._sinks)) or "none registered"
+            raise UnknownSinkError(
+                f"unknown outbox sink {sink!r}; registered sinks: {known}. "
+                "Register it in your trigger module with register_sink(...)"
+            )
+        try:
+            encoded = json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise OutboxValueError(
+                f"outbox value for {sink}/{key} is not JSON-serialisable: {exc}"
+            ) from None
+        if len(encoded) > MAX_OUTBOX_VALUE_BYTES:
+            raise OutboxValueError(
+                f"outbox value for {sink}/{key} is {len(encoded)} bytes; "
+                f"the limit is {MAX_OUTBOX_VALUE_BYTES}"
+            )
+        self._writes.append(OutboxWrite(sink, str(key), json.loads(encoded)))
+
+    @property
+    def writes(self) -> list[OutboxWrite]:
+        """The buffered writes, in put order."""
+        return list(self._writes)
+
+
+@dataclass
+class Usage:
+    """Accumulated resource use of one attempt, recorded on the run."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
+    tool_calls: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "cost_usd": self.cost_usd, "tool_calls": self.tool_calls}
+
+
+HeartbeatSink = Callable[[str | None, dict[str, Any]], None]
+
+
+def _drop_heartbeat(note: str | None, details: dict[str, Any]) -> None:
+    """Default sink for contexts built without a runtime."""
+
+
+@dataclass(kw_only=True)
+class AgentContext:
+    """The run an agent is executing, and the verbs it may use.
+
+    `logical_time` is the time the trigger meant (the cron slot), never the
+    wall clock at execution, so a retried 09:00 digest still covers 09:00.
+    """
+
+    run_id: str
+    idempotency_key: str
+    attempt: int
+    logical_time: datetime | None
+    trigger: str | None
+    agent: str
+    fence: int
+    deadline: datetime | None
+    log: logging.LoggerAdapter[logging.Logger]
+    outbox: OutboxBuffer
+    previous_heartbeat: dict[str, Any] | None = None
+    _heartbeat_sink: HeartbeatSink = field(default=_drop_heartbeat, repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _usage: Usage = field(default_factory=Usage, repr=False)
+
+    def heartbeat(self, note: str | None = None, **details: Any) -> None:
+        """Report progress. Cheap and non-blocking: the latest value wins."""
+        self._heartbeat_sink(note, details)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled or timed out: stop at the next safe point."""
+        return self._cancel.is_set()
+
+    def usage(self, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0) -> None:
+        """Add to this attempt's token, cost and tool-call counters."""
+        self._usage.tokens += tokens
+        self._usage.cost_usd += cost_usd
+        self._usage.tool_calls += tool_calls
+
+    @property
+    def usage_totals(self) -> Usage:
+        """What `usage()` has accumulated so far."""
+        return self._usage

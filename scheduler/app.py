@@ -1,0 +1,100 @@
+"""The Celery boundary: one thin task per agent, named `agent.<name>`, argument `[run_id]`.
+
+Tasks only pass the run id to the runtime; everything testable lives there.
+The settings that decide message loss and duplication are set together here
+(acks_late + reject_on_worker_lost + prefetch 1 + JSON only).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery, Task, signals
+
+from scheduler.settings import Settings
+from triggers import Registry, load
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply nightowl's non-negotiable Celery settings."""
+    broker = settings.require_broker_url()
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.redis_prefix:
+        transport["global_keyprefix"] = settings.redis_prefix
+    app.conf.update(
+        broker_url=broker,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=broker.startswith(("redis://", "rediss://", "unix://")),
+        broker_transport_options=transport,
+        task_default_queue="agents",
+        task_create_missing_queues=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+    )
+
+
+def create_app(settings: Settings, registry: Registry) -> Celery:
+    """A Celery app with one `agent.<name>` task per registered agent."""
+    app = Celery("nightowl", set_as_current=False)
+    configure(app, settings)
+    for spec in registry.agents.values():
+        _register_task(app, spec.name, spec.queue)
+    app.conf.nightowl_queues = sorted({a.queue for a in registry.agents.values()} or {"agents"})
+    return app
+
+
+def _register_task(app: Celery, agent_name: str, queue: str) -> None:
+    def run_agent(task: Task[Any, Any], run_id: str) -> None:
+        from scheduler.worker_runtime import current_runtime
+
+        current_runtime().executor.execute(agent_name, run_id, task_id=task.request.id)
+
+    app.task(name=f"agent.{agent_name}", bind=True, queue=queue, acks_late=True,
+             reject_on_worker_lost=True, ignore_result=True)(run_agent)
+
+
+_app_lock = threading.Lock()
+_app: Celery | None = None
+
+
+def get_app() -> Celery:
+    """The process-wide app, built from the environment on first use.
+
+    `celery -A scheduler.celery_app` and `from scheduler import celery_app`
+    both land here; the registry is loaded from NIGHTOWL_TRIGGERS so workers
+    know every agent.
+    """
+    global _app
+    with _app_lock:
+        if _app is None:
+            settings = Settings()
+            _app = create_app(settings, load(settings.triggers))
+        return _app
+
+
+def set_app(app: Celery | None) -> None:
+    """Install an app built elsewhere (the CLI builds it from its own options)."""
+    global _app
+    with _app_lock:
+        _app = app
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Connections inherited over fork() must not be shared with the parent.
+    from scheduler.worker_runtime import reset_runtime
+
+    reset_runtime()

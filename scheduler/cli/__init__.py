@@ -1,0 +1,38 @@
+"""The `nightowl` command line. Exit codes: 0 ok, 1 findings/refusals/failures, 2 usage/internal."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from agents import NightowlError
+from scheduler.cli import runs, services, triggers_cmd
+from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
+
+app = typer.Typer(
+    name="nightowl",
+    help="Run AI agents in the background: triggers, Celery workers, watchdogs, outbox.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(runs.app, name="runs")
+app.add_typer(triggers_cmd.app, name="triggers")
+app.add_typer(services.db_app, name="db")
+app.command("scheduler")(services.scheduler)
+app.command("worker")(services.worker)
+app.command("dev")(services.dev)
+
+
+def main() -> None:
+    """Console-script entry point: map our errors to exit codes."""
+    try:
+        app()
+    except NightowlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FINDINGS)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(EXIT_USAGE)

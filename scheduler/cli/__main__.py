@@ -1,0 +1,5 @@
+"""`python -m scheduler.cli` (used by `nightowl dev` to start its worker)."""
+
+from scheduler.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""Helpers every CLI command shares: options, settings, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from scheduler.settings import Settings
+from scheduler.storage.engine import make_engine
+from scheduler.storage.store import Store
+from triggers import Registry, load, split_modules
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1  # findings, refusals, failed operations
+EXIT_USAGE = 2  # usage or internal errors
+
+TriggersOpt = Annotated[
+    str | None,
+    typer.Option("--triggers", "-t", help="Trigger modules, comma-separated "
+                 "(default: NIGHTOWL_TRIGGERS)", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def settings_for(triggers: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with command-line values on top."""
+    if triggers:
+        overrides["triggers"] = split_modules(triggers)
+    return Settings(**overrides)
+
+
+def registry_for(settings: Settings) -> Registry:
+    return load(settings.triggers)
+
+
+def store_for(settings: Settings) -> Store:
+    return Store(make_engine(settings.require_database_url()))
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC, as every listing prints times."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A plain aligned table (no colours: output is often piped into other tools)."""
+    if not rows:
+        typer.echo("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def fail(message: str, code: int = EXIT_FINDINGS) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)

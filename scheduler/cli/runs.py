@@ -1,0 +1,92 @@
+"""`nightowl runs list|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from scheduler.cli._common import (
+    JsonOpt,
+    TriggersOpt,
+    fail,
+    iso,
+    print_json,
+    print_table,
+    settings_for,
+    store_for,
+)
+from scheduler.storage.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Attempt, Run
+
+app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+
+STATUSES = (*ACTIVE_STATUSES, *TERMINAL_STATUSES)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The `runs list --json` object, exactly as DESIGN.md specifies it."""
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "agent": run.agent,
+        "status": run.status,
+        "terminal_reason": run.terminal_reason,
+        "idempotency_key": run.idempotency_key,
+        "attempt": run.attempt,
+        "scheduled_for": iso(run.logical_time),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "agent_version": run.agent_version,
+    }
+
+
+def attempt_dict(a: Attempt) -> dict[str, Any]:
+    return {
+        "number": a.number, "fence": a.fence, "status": a.status, "reason": a.reason,
+        "error_class": a.error_class, "error": a.error_message, "worker": a.worker,
+        "celery_task_id": a.celery_task_id, "started_at": iso(a.started_at),
+        "finished_at": iso(a.finished_at), "heartbeat_at": iso(a.heartbeat_at),
+    }
+
+
+@app.command("list")
+def list_runs(
+    status: Annotated[str | None, typer.Option(help=f"One of: {', '.join(STATUSES)}")] = None,
+    trigger: Annotated[str | None, typer.Option(help="Only runs of this trigger.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    json_: JsonOpt = False,
+    triggers: TriggersOpt = None,
+) -> None:
+    """Runs, newest first."""
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"{status!r}; use one of {', '.join(STATUSES)}",
+                                 param_hint="--status")
+    store = store_for(settings_for(triggers))
+    rows = [run_summary(r) for r in store.list_runs(status=status, trigger=trigger, limit=limit)]
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "trigger", "agent", "status", "terminal_reason", "attempt",
+                           "scheduled_for", "finished_at"])
+
+
+@app.command("show")
+def show_run(run_id: str, json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
+    """One run with its event, result, error, attempts and usage."""
+    store = store_for(settings_for(triggers))
+    run = store.get_run(run_id)
+    if run is None:
+        fail(f"no run with id {run_id!r}; list runs with `nightowl runs list`")
+    data = run_summary(run) | {
+        "event": run.event, "result": run.result, "error": run.error,
+        "attempts": [attempt_dict(a) for a in store.attempts_of(run_id)], "usage": run.usage,
+    }
+    if json_:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key != "attempts":
+            typer.echo(f"{key:16} {value}")
+    typer.echo("attempts:")
+    print_table(data["attempts"], ["number", "fence", "status", "reason", "worker",
+                                   "started_at", "finished_at"])

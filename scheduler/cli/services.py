@@ -1,0 +1,191 @@
+"""Long-running subcommands: `scheduler`, `worker`, `dev`, and `db upgrade`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from scheduler.app import create_app, set_app
+from scheduler.cli._common import TriggersOpt, fail, registry_for, settings_for
+from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
+from scheduler.errors import ConfigError
+from scheduler.logs import configure_logging
+from scheduler.runner import ServiceLoop, build_service
+from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
+from scheduler.storage.engine import make_engine
+from scheduler.storage.migrate import upgrade
+from scheduler.storage.store import Store
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations up to the newest (safe to repeat)."""
+    settings = settings_for()
+    upgrade(make_engine(settings.require_database_url()))
+    typer.echo(f"database at {settings.describe()['database_url']} is up to date")
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(0.5):
+        pass
+
+
+def _require_urls(settings: Settings) -> None:
+    try:
+        settings.require_database_url()
+        settings.require_redis_url()
+    except ConfigError as exc:
+        fail(f"{exc} (long-running commands never create a local database on their own)")
+
+
+def scheduler(triggers: TriggersOpt = None) -> None:
+    """Evaluate triggers and dispatch runs (one leader among replicas)."""
+    settings = settings_for(triggers)
+    configure_logging(settings.log_format)
+    _require_urls(settings)
+    typer.echo(f"nightowl scheduler: {settings.describe()}")
+    loop = ServiceLoop(build_service(settings, registry_for(settings)), settings)
+    loop.start()
+    try:
+        _wait_for_signal(threading.Event())
+    finally:
+        loop.stop()
+
+
+def worker(
+    triggers: TriggersOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1)] = 2,
+    pool: Annotated[str, typer.Option(help="prefork | threads | solo")] = "prefork",
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues "
+                                               "(default: every agent's queue)")] = None,
+    loglevel: str = "INFO",
+) -> None:
+    """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
+    if pool not in ("prefork", "threads", "solo"):
+        raise typer.BadParameter("use prefork, threads or solo", param_hint="--pool")
+    settings = settings_for(triggers)
+    configure_logging(settings.log_format)
+    _require_urls(settings)
+    if settings.triggers:
+        # Prefork children and the lazily built runtime read the same modules.
+        os.environ["NIGHTOWL_TRIGGERS"] = ",".join(settings.triggers)
+    registry = registry_for(settings)
+    app = create_app(settings, registry)
+    set_app(app)
+    chosen = queues or ",".join(app.conf.nightowl_queues)
+    typer.echo(f"nightowl worker: queues={chosen} {settings.describe()}")
+    app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}",
+                     f"--queues={chosen}", f"--loglevel={loglevel}", "--without-gossip",
+                     "--without-mingle"])
+
+
+def _write_env_file(values: dict[str, str]) -> None:
+    DEV_DIR.mkdir(exist_ok=True)
+    body = "".join(f"{k}={v}\n" for k, v in values.items())
+    DEV_ENV_FILE.write_text("# written by `nightowl dev`; other nightowl commands here read it\n"
+                            + body)
+
+
+def _print_finished(store: Store, stop: threading.Event) -> None:
+    """Echo each run as it finishes, so the demo shows what fired and what came back."""
+    seen: set[str] = set()
+    started = datetime.now(UTC)
+    while not stop.wait(1.0):
+        try:
+            runs = store.list_runs(limit=100)
+        except Exception:  # the database may be busy; try again next second
+            continue
+        for run in reversed(runs):
+            if run.finished_at is None or run.id in seen or run.created_at < started:
+                continue
+            seen.add(run.id)
+            detail = run.result if run.status == "succeeded" else run.error
+            typer.echo(f"[{run.finished_at:%H:%M:%S}] {run.trigger} -> {run.agent}: "
+                       f"{run.status}{'/' + run.terminal_reason if run.terminal_reason else ''}"
+                       f" run={run.id} {detail}")
+
+
+def dev(
+    triggers: TriggersOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Everything in one process tree: embedded Redis + SQLite unless URLs are set."""
+    explicit = Settings(_env_file=None)  # type: ignore[call-arg]  # a stale env file is not "set"
+    settings = settings_for(triggers)
+    if not settings.triggers:
+        raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)",
+                                 param_hint="--triggers")
+    configure_logging(settings.log_format)
+    registry_for(settings)  # fail fast on a broken module, before starting anything
+    embedded: EmbeddedRedis | None = None
+    db_url = (explicit.database_url.get_secret_value() if explicit.database_url
+              else f"sqlite:///{(DEV_DIR / 'nightowl.db').resolve()}")
+    if explicit.redis_url is None:
+        embedded = EmbeddedRedis(DEV_DIR)
+        embedded.start()
+        redis_url = embedded.url
+    else:
+        redis_url = explicit.redis_url.get_secret_value()
+    values = {"NIGHTOWL_DATABASE_URL": db_url, "NIGHTOWL_REDIS_URL": redis_url,
+              "NIGHTOWL_TRIGGERS": ",".join(settings.triggers),
+              "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix}
+    _write_env_file(values)
+    settings = Settings(**{k.removeprefix("NIGHTOWL_").lower(): v for k, v in values.items()
+                           if k != "NIGHTOWL_TRIGGERS"}, triggers=settings.triggers)
+    worker_proc: subprocess.Popen[bytes] | None = None
+    loop: ServiceLoop | None = None
+    stop = threading.Event()
+    try:
+        upgrade(make_engine(db_url))
+        typer.echo(f"nightowl dev: database {db_url}")
+        typer.echo(f"nightowl dev: redis {redis_url}{' (embedded)' if embedded else ''}")
+        typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
+        env = {**os.environ, **values}
+        worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "worker", f"--concurrency={concurrency}",
+             "--loglevel=WARNING"], env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
+        service = build_service(settings, registry_for(settings))
+        loop = ServiceLoop(service, settings)
+        loop.start()
+        printer = threading.Thread(target=_print_finished, args=(service.store, stop),
+                                   daemon=True)
+        printer.start()
+        typer.echo("nightowl dev: running; Ctrl-C to stop")
+        _wait_for_signal(stop)
+    finally:
+        stop.set()
+        typer.echo("nightowl dev: stopping")
+        if loop is not None:
+            loop.stop()
+        if worker_proc is not None:
+            _stop_child(worker_proc)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+

@@ -1,0 +1,77 @@
+"""Wiring for the long-running scheduler process: APScheduler wakes, our steps do the work."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from scheduler.app import create_app
+from scheduler.clock import Clock, SystemClock
+from scheduler.publish import Publisher
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from scheduler.storage.engine import make_engine
+from scheduler.storage.store import Store
+from triggers import Registry
+
+log = logging.getLogger("nightowl.scheduler")
+
+
+def build_service(settings: Settings, registry: Registry, clock: Clock | None = None) -> SchedulerService:
+    app = create_app(settings, registry)
+    return SchedulerService(
+        registry=registry,
+        store=Store(make_engine(settings.require_database_url())),
+        publisher=Publisher(app),
+        redis_client=redis.Redis.from_url(settings.require_redis_url()),
+        clock=clock or SystemClock(),
+        key_prefix=settings.redis_prefix,
+        leader_ttl=settings.leader_ttl,
+        pending_grace=settings.pending_grace,
+    )
+
+
+class ServiceLoop:
+    """Runs `tick` and `sweep` on APScheduler interval jobs until `stop()`.
+
+    misfire_grace_time=None, coalesce and max_instances=1: a slow tick delays
+    the next wake-up instead of stacking or silently dropping it; the tick
+    itself decides what is due from the clock, so nothing is lost either way.
+    """
+
+    def __init__(self, service: SchedulerService, settings: Settings) -> None:
+        self.service = service
+        self.stopped = threading.Event()
+        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
+        })
+        self._aps.add_job(self._tick, "interval", seconds=settings.tick_interval, id="tick")
+        self._aps.add_job(self._sweep, "interval", seconds=settings.sweep_interval, id="sweep")
+
+    def _tick(self) -> None:
+        try:
+            report = self.service.tick()
+            for trigger, run_id in report.fired:
+                log.info("fired %s -> run %s", trigger, run_id)
+        except Exception:
+            log.exception("tick failed; retrying at the next wake-up")
+
+    def _sweep(self) -> None:
+        try:
+            self.service.sweep()
+        except Exception:
+            log.exception("sweep failed; retrying at the next wake-up")
+
+    def start(self) -> None:
+        self._tick()
+        self._aps.start()
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self._aps.shutdown(wait=True)
+        self.service.resign()

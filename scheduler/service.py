@@ -1,0 +1,259 @@
+"""The scheduler service: one leader evaluates due triggers and dispatches runs.
+
+`tick()` and `sweep()` are the step methods tests call directly; APScheduler
+only wakes them (the loop computes with `clock.now()`, never with the time
+APScheduler thinks it is).
+
+Tick, numbered:
+1. hold (or take) the leader lease; a standby does nothing;
+2. pop triggers whose next evaluation is due (a heap: cost follows what is due);
+3. evaluate each: firings, new state, next evaluation;
+4. in transactions of <= 500 firings: insert runs (duplicates ignored by the
+   UNIQUE idempotency key) and compare-and-set each trigger's state;
+5. after each commit, publish that chunk in one pipelined batch, then mark it queued.
+A crash between 4 and 5 leaves runs `pending`; `sweep()` publishes them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+from agents import event_to_json
+from scheduler.clock import Clock
+from scheduler.errors import StateConflictError
+from scheduler.leases import Lease, identity
+from scheduler.publish import Publisher
+from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
+from triggers import Evaluation, Registry, TriggerSpec
+
+log = logging.getLogger("nightowl.scheduler")
+
+CHUNK_SIZE = 500
+ERROR_BACKOFF = timedelta(seconds=5)
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for logs and tests."""
+
+    leader: bool = False
+    evaluated: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    published: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    fired: list[tuple[str, str]] = field(default_factory=list)  # (trigger, run_id)
+
+
+@dataclass
+class _Pending:
+    """One trigger's evaluation, waiting to be committed."""
+
+    spec: TriggerSpec
+    evaluation: Evaluation
+    runs: list[NewRun]
+    write: StateWrite | None
+    final: bool = True  # False for the leading pieces of a trigger split across chunks
+
+
+class SchedulerService:
+    """Evaluates triggers and dispatches runs; safe to run as N replicas."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        publisher: Publisher,
+        redis_client: redis.Redis,
+        clock: Clock,
+        key_prefix: str = "nightowl:",
+        leader_ttl: float = 10.0,
+        pending_grace: float = 5.0,
+        owner: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.pending_grace = timedelta(seconds=pending_grace)
+        self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
+                           owner or identity("scheduler"), leader_ttl)
+        self._lock = threading.Lock()
+        self._leader = False
+        self._heap: list[tuple[datetime, str]] = []
+        self._states: dict[str, tuple[dict[str, Any], int]] = {}
+
+    # -- leadership ---------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def hold_leadership(self) -> bool:
+        """Take or renew the leader lease; on gaining it, reload state from the database."""
+        gained = self.lease.renew() if self._leader else self.lease.acquire()
+        if gained and not self._leader:
+            self._become_leader()
+        elif not gained and self._leader:
+            log.warning("lost the scheduler leader lease; standing by")
+            self._leader = False
+        return gained
+
+    def _become_leader(self) -> None:
+        self._states = self.store.load_trigger_states()
+        now = self.clock.now()
+        self._heap = [(now, name) for name in sorted(self.registry.triggers)]
+        heapq.heapify(self._heap)
+        self._leader = True
+        log.info("became scheduler leader (%s); %d triggers", self.lease.owner,
+                 len(self._heap))
+
+    def resign(self) -> None:
+        """Give the lease up now (clean shutdown), so a standby takes over at once."""
+        with self._lock:
+            if self._leader:
+                self.lease.release()
+            self._leader = False
+
+    # -- the tick -------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Evaluate everything due now and dispatch the firings."""
+        with self._lock:
+            report = TickReport()
+            if not self.hold_leadership():
+                return report
+            report.leader = True
+            now = self.clock.now()
+            pending = [self._evaluate(name, now, report) for name in self._pop_due(now)]
+            for chunk in _chunks([p for p in pending if p is not None]):
+                self._commit_chunk(chunk, now, report)
+            return report
+
+    def _pop_due(self, now: datetime) -> Iterator[str]:
+        while self._heap and self._heap[0][0] <= now:
+            _, name = heapq.heappop(self._heap)
+            if name in self.registry.triggers:
+                yield name
+
+    def _evaluate(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
+        spec = self.registry.triggers[name]
+        state, revision = self._states.get(name, (None, 0))
+        try:
+            ev = spec.source.evaluate(name, now, state)
+        except Exception:
+            report.errors += 1
+            log.exception("trigger %s failed to evaluate; retrying in %s", name, ERROR_BACKOFF)
+            heapq.heappush(self._heap, (now + ERROR_BACKOFF, name))
+            return None
+        report.evaluated += 1
+        agent = self.registry.agent_for(spec)
+        runs = [
+            NewRun(idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
+                   queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,
+                   agent_version=agent.version)
+            for f in ev.firings
+        ]
+        write = None
+        if revision == 0 or ev.state != state or ev.missed:
+            write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at)
+        return _Pending(spec, ev, runs, write)
+
+    def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
+        runs = [r for p in chunk for r in p.runs]
+        writes = [p.write for p in chunk if p.write is not None]
+        missed = [MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
+                  for p in chunk for g in p.evaluation.missed]
+        try:
+            inserted = self.store.commit_tick(runs, writes, missed, now)
+        except StateConflictError as exc:
+            # Another leader wrote first (we were paused): reload and look again next tick.
+            report.conflicts += 1
+            log.warning("trigger state conflict, reloading: %s", exc)
+            fresh = self.store.load_trigger_states()
+            for p in chunk:
+                if p.spec.name in fresh:
+                    self._states[p.spec.name] = fresh[p.spec.name]
+                if p.final:
+                    heapq.heappush(self._heap, (now, p.spec.name))
+            return
+        for p in chunk:
+            if p.write is not None:
+                self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
+            if p.final:
+                heapq.heappush(self._heap, (p.evaluation.next_at, p.spec.name))
+        report.inserted += len(inserted)
+        report.duplicates += len(runs) - len(inserted)
+        report.fired.extend((r.trigger or "", r.id) for r in inserted)
+        self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
+                       for r in inserted if r.status == "pending"], now, report)
+
+    def _publish(self, dispatches: list[Dispatch], now: datetime, report: TickReport) -> None:
+        if not dispatches:
+            return
+        try:
+            self.publisher.publish(dispatches)
+        except Exception:
+            log.exception("publishing %d runs failed; the sweeper will retry", len(dispatches))
+            return
+        self.store.mark_queued([d.run_id for d in dispatches], now)
+        report.published += len(dispatches)
+
+    # -- the sweeper ------------------------------------------------------------
+
+    def sweep(self, limit: int = CHUNK_SIZE) -> int:
+        """Republish runs left `pending` past the grace period and `waiting` runs now due."""
+        with self._lock:
+            if not self._leader:
+                return 0
+            now = self.clock.now()
+            due = self.store.due_for_publish(now, now - self.pending_grace, limit)
+            if not due:
+                return 0
+            self.publisher.publish(due)
+            ids = [d.run_id for d in due]
+            self.store.mark_queued(ids, now)
+            self.store.requeue_waiting(ids, now)
+            log.info("sweeper republished %d runs", len(due))
+            return len(due)
+
+
+def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:
+    """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes.
+
+    A single trigger with more runs than that (catch-up `all`) is split; its
+    state travels with its last piece, and the UNIQUE key makes a re-run of an
+    earlier piece after a crash harmless.
+    """
+    chunk: list[_Pending] = []
+    size = 0
+    for p in pending:
+        runs = p.runs
+        while len(runs) > CHUNK_SIZE:
+            head, runs = runs[:CHUNK_SIZE], runs[CHUNK_SIZE:]
+            if chunk:
+                yield chunk
+                chunk, size = [], 0
+            yield [_Pending(p.spec, _no_state(p.evaluation), head, None, final=False)]
+        weight = max(1, len(runs))
+        if chunk and size + weight > CHUNK_SIZE:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(_Pending(p.spec, p.evaluation, runs, p.write))
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _no_state(ev: Evaluation) -> Evaluation:
+    return Evaluation([], ev.state, ev.next_at, [])

@@ -1,0 +1,118 @@
+"""Settings: the one place nightowl reads its environment (prefix `NIGHTOWL_`).
+
+`./.nightowl/env`, written by `nightowl dev`, is read as a dotenv file so
+any command run in that directory sees the same database and Redis; real
+environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scheduler.errors import ConfigError
+
+DEV_DIR = Path(".nightowl")
+DEV_ENV_FILE = DEV_DIR / "env"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL for display (`redis://:***@host`)."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else creds
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+class Settings(BaseSettings):
+    """Every knob, typed. Durations are seconds (`_s` would be redundant in env names)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTOWL_", env_file=str(DEV_ENV_FILE), env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    broker_url: SecretStr | None = None
+    triggers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_prefix: str = "nightowl:"
+
+    heartbeat_interval: float = Field(5.0, gt=0)
+    watchdog_interval: float = Field(2.0, gt=0)
+    sweep_interval: float = Field(2.0, gt=0)
+    tick_interval: float = Field(0.5, gt=0)
+    leader_ttl: float = Field(10.0, gt=0)
+    claim_ttl: float = Field(30.0, gt=0)
+    pending_grace: float = Field(5.0, ge=0)
+    visibility_timeout: float = Field(7200.0, gt=0)
+    retention: timedelta = timedelta(days=30)
+
+    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _split_triggers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _split_alert_urls(cls, value: Any) -> Any:
+        # apprise URLs may contain commas, so: a JSON array, or whitespace-separated.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                parsed = json.loads(text)
+                if not isinstance(parsed, list):
+                    raise ValueError("NIGHTOWL_ALERT_URLS: a JSON value must be an array")
+                return [str(u) for u in parsed]
+            return text.split()
+        return value
+
+    # -- resolved values -------------------------------------------------
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise ConfigError(
+                "NIGHTOWL_DATABASE_URL is not set. Fix: export it (e.g. "
+                "postgresql://user@host/db) or run `nightowl dev` for the embedded default"
+            )
+        return self.database_url.get_secret_value()
+
+    def require_redis_url(self) -> str:
+        if self.redis_url is None:
+            raise ConfigError(
+                "NIGHTOWL_REDIS_URL is not set. Fix: export it (e.g. redis://127.0.0.1:6379/0) "
+                "or run `nightowl dev` for the embedded default"
+            )
+        return self.redis_url.get_secret_value()
+
+    def require_broker_url(self) -> str:
+        """The broker defaults to the Redis URL, as DESIGN.md says."""
+        if self.broker_url is not None:
+            return self.broker_url.get_secret_value()
+        return self.require_redis_url()
+
+    def describe(self) -> dict[str, str]:
+        """URLs masked, for start-up banners and `status`."""
+        out = {}
+        for key in ("database_url", "redis_url", "broker_url"):
+            value: SecretStr | None = getattr(self, key)
+            if key == "broker_url" and value is None and self.redis_url is not None:
+                out[key] = mask_url(self.redis_url.get_secret_value()) + " (from redis_url)"
+            else:
+                out[key] = mask_url(value.get_secret_value()) if value else "(unset)"
+        return out

@@ -1,0 +1,201 @@
+"""Tables, as typed SQLAlchemy 2.0 models. The same schema runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Run statuses and terminal reasons, exactly as DESIGN.md lists them.
+ACTIVE_STATUSES = ("pending", "waiting", "queued", "running")
+TERMINAL_STATUSES = (
+    "succeeded", "failed", "timed_out", "dead", "cancelled", "skipped", "budget_exceeded",
+)
+TERMINAL_REASONS: dict[str, tuple[str, ...]] = {
+    "skipped": ("overlap", "missed", "paused"),
+    "failed": ("error", "non_retryable", "poison", "not_serialisable", "unknown_agent"),
+    "timed_out": ("soft", "hard"),
+    "cancelled": ("by_user", "cancel_other"),
+    "dead": ("attempts_exhausted",),
+}
+ATTEMPT_STATUSES = ("running", "succeeded", "failed", "stalled", "fenced_out", "timed_out",
+                    "cancelled")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in and out on every backend (SQLite would hand back naive values)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, Any: JSONType}
+
+
+class Run(Base):
+    """One firing of a trigger (or a manual fire). UNIQUE idempotency_key dedupes firings."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index("ix_runs_status_not_before", "status", "not_before"),
+        sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
+        sa.Index("ix_runs_created", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(512), unique=True)
+    trigger: Mapped[str | None] = mapped_column(sa.String(64))
+    agent: Mapped[str] = mapped_column(sa.String(64))
+    queue: Mapped[str] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    terminal_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    attempt: Mapped[int] = mapped_column(default=0)
+    deliveries: Mapped[int] = mapped_column(default=0)
+    fence: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    not_before: Mapped[datetime | None]
+    logical_time: Mapped[datetime | None]
+    event: Mapped[Any]
+    result: Mapped[Any | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    usage: Mapped[Any | None]
+    agent_version: Mapped[str | None] = mapped_column(sa.String(64))
+    overlap_key: Mapped[str | None] = mapped_column(sa.String(256))
+    last_heartbeat: Mapped[Any | None]
+    created_at: Mapped[datetime]
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Attempt(Base):
+    """One try of a run, with the fence it held."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (sa.UniqueConstraint("run_id", "number", name="uq_attempts_run_number"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    fence: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.String(32))
+    error_class: Mapped[str | None] = mapped_column(sa.String(256))
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+    worker: Mapped[str | None] = mapped_column(sa.String(256))
+    celery_task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    progress_at: Mapped[datetime | None]
+
+
+class TriggerState(Base):
+    """A trigger's versioned durable state, written with compare-and-set on `revision`."""
+
+    __tablename__ = "trigger_state"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    state: Mapped[dict[str, Any]]
+    revision: Mapped[int] = mapped_column(default=1)
+    next_evaluation: Mapped[datetime | None]
+    source_failing: Mapped[bool] = mapped_column(default=False)
+    paused: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime]
+
+
+class MissedSlot(Base):
+    """The missed-run ledger: one row per contiguous gap of slots that did not run."""
+
+    __tablename__ = "missed_slots"
+    __table_args__ = (sa.Index("ix_missed_trigger_first", "trigger", "first_slot"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    trigger: Mapped[str] = mapped_column(sa.String(64))
+    first_slot: Mapped[datetime]
+    last_slot: Mapped[datetime]
+    count: Mapped[int]
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    recorded_at: Mapped[datetime]
+
+
+class OutboxEntry(Base):
+    """An intended write to a sink, committed with its run's success."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.UniqueConstraint("sink", "key", "seq", name="uq_outbox_sink_key_seq"),
+        sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # <run_id>:<seq>
+    run_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    sink: Mapped[str] = mapped_column(sa.String(64))
+    key: Mapped[str] = mapped_column(sa.String(512))
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    value: Mapped[Any]
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(256))
+    claim_expires: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class Alert(Base):
+    """An alert episode; `dedupe_key` + `state` make sending idempotent across replicas."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (sa.UniqueConstraint("dedupe_key", "state", name="uq_alerts_dedupe_state"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    severity: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    dedupe_key: Mapped[str] = mapped_column(sa.String(512))
+    run_id: Mapped[str | None] = mapped_column(sa.String(36))
+    trigger: Mapped[str | None] = mapped_column(sa.String(64))
+    agent: Mapped[str | None] = mapped_column(sa.String(64))
+    attempt: Mapped[int | None]
+    message: Mapped[str] = mapped_column(sa.Text)
+    details: Mapped[Any | None]
+    channels: Mapped[Any | None]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class DeadLetter(Base):
+    """A message that could not be processed (bad payload, unknown task or run)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    task_name: Mapped[str | None] = mapped_column(sa.String(256))
+    task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    payload: Mapped[str | None] = mapped_column(sa.Text)
+    details: Mapped[Any | None]
+    created_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,349 @@
+"""Data access for runs, attempts and trigger state.
+
+Every state change is a guarded UPDATE (compare-and-set on status, fence or
+revision), never a blind write, so a paused ex-leader or a stale worker
+changes nothing when it wakes up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from scheduler.errors import StateConflictError
+from scheduler.storage.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Attempt,
+    MissedSlot,
+    Run,
+    TriggerState,
+)
+
+runs_t = sa.inspect(Run).local_table
+attempts_t = sa.inspect(Attempt).local_table
+state_t = sa.inspect(TriggerState).local_table
+missed_t = sa.inspect(MissedSlot).local_table
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run row to insert (status `pending` unless policy decided otherwise)."""
+
+    idempotency_key: str
+    trigger: str | None
+    agent: str
+    queue: str
+    event: dict[str, Any]
+    logical_time: datetime | None
+    agent_version: str | None
+    status: str = "pending"
+    terminal_reason: str | None = None
+    overlap_key: str | None = None
+    id: str = field(default_factory=new_run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Persist a trigger's new state if its revision is still `expected_revision` (0 = new)."""
+
+    name: str
+    kind: str
+    state: dict[str, Any]
+    expected_revision: int
+    next_evaluation: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MissedRow:
+    trigger: str
+    first: datetime
+    last: datetime
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What a publisher needs to send `agent.<name>(run_id)`."""
+
+    run_id: str
+    agent: str
+    queue: str
+    trigger: str | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartedAttempt:
+    run_id: str
+    fence: int
+    attempt: int
+    deliveries: int
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class Store:
+    """Runs, attempts and trigger state on one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- scheduler side ---------------------------------------------------
+
+    def load_trigger_states(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every persisted trigger state as (state, revision)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(state_t.c.name, state_t.c.state, state_t.c.revision))
+            return {r.name: (r.state, r.revision) for r in rows}
+
+    def commit_tick(
+        self,
+        runs: Sequence[NewRun],
+        states: Sequence[StateWrite],
+        missed: Sequence[MissedRow],
+        now: datetime,
+    ) -> list[NewRun]:
+        """One transaction: insert runs (duplicates ignored) and CAS-write trigger states.
+
+        Returns the runs actually inserted. Raises StateConflictError (and
+        writes nothing) when any state's revision moved: another leader won.
+        """
+        with self.engine.begin() as conn:
+            self._write_states(conn, states, now)
+            inserted: list[NewRun] = []
+            if runs:
+                rows = [
+                    {
+                        "id": r.id, "idempotency_key": r.idempotency_key, "trigger": r.trigger,
+                        "agent": r.agent, "queue": r.queue, "status": r.status,
+                        "terminal_reason": r.terminal_reason, "attempt": 0, "deliveries": 0,
+                        "fence": 0, "event": r.event, "logical_time": r.logical_time,
+                        "agent_version": r.agent_version, "overlap_key": r.overlap_key,
+                        "created_at": now,
+                        "finished_at": now if r.status in TERMINAL_STATUSES else None,
+                    }
+                    for r in runs
+                ]
+                stmt = (
+                    _insert(conn, runs_t)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    .returning(runs_t.c.id)
+                )
+                ids = {row.id for row in conn.execute(stmt)}
+                inserted = [r for r in runs if r.id in ids]
+            if missed:
+                conn.execute(sa.insert(missed_t), [
+                    {"trigger": m.trigger, "first_slot": m.first, "last_slot": m.last,
+                     "count": m.count, "reason": m.reason, "recorded_at": now} for m in missed
+                ])
+            return inserted
+
+    def _write_states(self, conn: Connection, states: Sequence[StateWrite], now: datetime) -> None:
+        new = [s for s in states if s.expected_revision == 0]
+        old = [s for s in states if s.expected_revision > 0]
+        if new:
+            stmt = _insert(conn, state_t).values([
+                {"name": s.name, "kind": s.kind, "state": s.state, "revision": 1,
+                 "next_evaluation": s.next_evaluation, "updated_at": now,
+                 "source_failing": False, "paused": False} for s in new
+            ]).on_conflict_do_nothing(index_elements=["name"]).returning(state_t.c.name)
+            written = {row.name for row in conn.execute(stmt)}
+            if len(written) != len(new):
+                lost = sorted({s.name for s in new} - written)
+                raise StateConflictError(f"trigger state created concurrently: {lost}")
+        if old:
+            stmt = (
+                sa.update(state_t)
+                .where(state_t.c.name == sa.bindparam("b_name"))
+                .where(state_t.c.revision == sa.bindparam("b_rev"))
+                .values(state=sa.bindparam("b_state"), revision=state_t.c.revision + 1,
+                        next_evaluation=sa.bindparam("b_next"), updated_at=now)
+            )
+            params = [{"b_name": s.name, "b_rev": s.expected_revision, "b_state": s.state,
+                       "b_next": s.next_evaluation} for s in old]
+            result = conn.execute(stmt, params)
+            if result.rowcount != len(old):
+                raise StateConflictError(
+                    f"{len(old) - result.rowcount} trigger state(s) changed under us"
+                )
+
+    def mark_queued(self, run_ids: Iterable[str], now: datetime) -> None:
+        """`pending -> queued` after a successful publish (a no-op for runs already further)."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id.in_(ids), runs_t.c.status == "pending")
+                .values(status="queued", queued_at=now)
+            )
+
+    def due_for_publish(self, now: datetime, pending_before: datetime, limit: int) -> list[Dispatch]:
+        """Runs the sweeper must (re)publish: `pending` older than the grace, and due `waiting`."""
+        stmt = (
+            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
+                      runs_t.c.attempt)
+            .where(sa.or_(
+                sa.and_(runs_t.c.status == "pending", runs_t.c.created_at <= pending_before),
+                sa.and_(runs_t.c.status == "waiting",
+                        sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
+            ))
+            .order_by(runs_t.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt)
+                    for r in conn.execute(stmt)]
+
+    def requeue_waiting(self, run_ids: Iterable[str], now: datetime) -> None:
+        """`waiting -> queued` once its retry message is published."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id.in_(ids), runs_t.c.status == "waiting")
+                .values(status="queued", queued_at=now, not_before=None)
+            )
+
+    # -- worker side ------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Run, run_id)
+
+    def begin_attempt(
+        self, run_id: str, worker: str, task_id: str | None, now: datetime
+    ) -> StartedAttempt | None:
+        """Take a new fence from the database and open an attempt; None if the run is terminal.
+
+        `fence = fence + 1 ... RETURNING` makes the database, not Redis, the
+        source of fencing tokens, so a Redis restart cannot repeat one.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                .values(status="running", fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
+                        deliveries=runs_t.c.deliveries + 1, not_before=None,
+                        started_at=sa.func.coalesce(runs_t.c.started_at, now))
+                .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(sa.insert(attempts_t).values(
+                run_id=run_id, number=row.attempt, fence=row.fence, status="running",
+                worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
+            ))
+            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries)
+
+    def finish(
+        self,
+        started: StartedAttempt,
+        *,
+        status: str,
+        reason: str | None,
+        attempt_status: str,
+        now: datetime,
+        result: Any = None,
+        error: str | None = None,
+        error_class: str | None = None,
+        usage: dict[str, Any] | None = None,
+        last_heartbeat: dict[str, Any] | None = None,
+        not_before: datetime | None = None,
+    ) -> bool:
+        """The fenced final write. False (and nothing written) when our fence is stale."""
+        terminal = status in TERMINAL_STATUSES
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == started.run_id, runs_t.c.fence == started.fence,
+                       runs_t.c.status == "running")
+                .values(status=status, terminal_reason=reason, result=result, error=error,
+                        usage=usage, last_heartbeat=last_heartbeat, not_before=not_before,
+                        finished_at=now if terminal else None)
+            ).rowcount
+            if updated == 1:
+                conn.execute(
+                    sa.update(attempts_t)
+                    .where(attempts_t.c.run_id == started.run_id,
+                           attempts_t.c.number == started.attempt)
+                    .values(status=attempt_status, reason=reason, error_class=error_class,
+                            error_message=error, finished_at=now)
+                )
+                return True
+        # Someone holds a newer fence: our result must not land anywhere.
+        self._close_attempt(started, "fenced_out", "fenced_out", None, None, now)
+        return False
+
+    def _close_attempt(self, started: StartedAttempt, status: str, reason: str | None,
+                       error_class: str | None, error: str | None, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(attempts_t)
+                .where(attempts_t.c.run_id == started.run_id,
+                       attempts_t.c.number == started.attempt,
+                       attempts_t.c.status == "running")
+                .values(status=status, reason=reason, error_class=error_class,
+                        error_message=error, finished_at=now)
+            )
+
+    def fail_without_attempt(self, run_id: str, reason: str, error: str, now: datetime) -> bool:
+        """End an active run `failed/<reason>` before any attempt ran (poison, unknown agent)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                .values(status="failed", terminal_reason=reason, error=error, finished_at=now)
+            ).rowcount == 1
+
+    def defer(self, run_id: str, not_before: datetime) -> None:
+        """Note when the sweeper may redeliver a run whose lease someone else holds."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                .values(not_before=not_before)
+            )
+
+    # -- queries for the CLI ---------------------------------------------
+
+    def list_runs(self, *, status: str | None = None, trigger: str | None = None,
+                  limit: int = 50) -> list[Run]:
+        stmt = sa.select(Run).order_by(runs_t.c.created_at.desc(), runs_t.c.id).limit(limit)
+        if status:
+            stmt = stmt.where(runs_t.c.status == status)
+        if trigger:
+            stmt = stmt.where(runs_t.c.trigger == trigger)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt))
+
+    def attempts_of(self, run_id: str) -> list[Attempt]:
+        stmt = sa.select(Attempt).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.number)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt))
+
+    def trigger_rows(self) -> dict[str, TriggerState]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return {row.name: row for row in session.scalars(sa.select(TriggerState))}

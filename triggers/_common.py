@@ -1,0 +1,55 @@
+"""Checks every trigger constructor shares: name, agent reference, overlap, options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from agents import AgentSpec, SourceLocation
+from agents._options import check_choice, check_name, unknown_option_message
+from triggers._base import OVERLAP_POLICIES, Overlap, TriggerDefinitionError
+
+T = TypeVar("T")
+
+
+def fail(location: SourceLocation, call: str, field: str, problem: str, fix: str) -> TriggerDefinitionError:
+    """The one error shape users see: where, which field, what is wrong, what to do."""
+    return TriggerDefinitionError(f"{location}: {call}: field {field!r}: {problem}. Fix: {fix}")
+
+
+def reject_unknown(location: SourceLocation, call: str, extra: dict[str, Any], valid: Iterable[str]) -> None:
+    message = unknown_option_message(f"{location}: {call}", extra, valid)
+    if message:
+        raise TriggerDefinitionError(message)
+
+
+def check_common(
+    location: SourceLocation, call: str, name: object, agent: object, overlap: object
+) -> tuple[str, AgentSpec | str, Overlap]:
+    why = check_name(name)
+    if why:
+        raise fail(location, call, "name", why, "pick a name like 'digest-9am'")
+    if isinstance(agent, str):
+        agent_ref: AgentSpec | str = agent  # resolved by the loader once the module is imported
+    elif isinstance(agent, AgentSpec):
+        agent_ref = agent
+    elif callable(agent):
+        raise fail(
+            location, call, "agent", f"{getattr(agent, '__name__', agent)!r} is not an agent",
+            "decorate the function with @agent('name') from agents",
+        )
+    else:
+        raise fail(location, call, "agent", f"got {agent!r}", "pass an @agent function or its name")
+    try:
+        policy = check_choice(overlap, "overlap", OVERLAP_POLICIES)
+    except ValueError as exc:
+        raise fail(location, call, "overlap", str(exc), "use one of the listed policies") from None
+    return str(name), agent_ref, policy  # type: ignore[return-value]
+
+
+def field_check(location: SourceLocation, call: str, field: str, fix: str, check: Callable[[], T]) -> T:
+    """Run a validator and turn its ValueError into a located TriggerDefinitionError."""
+    try:
+        return check()
+    except ValueError as exc:
+        raise fail(location, call, field, str(exc), fix) from None
