@@ -19,5 +19,5 @@ class AgentDefinitionError(AgentError):
     """An `@agent(...)` declaration is invalid; the message names file:line and the fix."""
 
 
-class NonRetryable(AgentError):  # noqa: N818 - the name users raise, as Temporal and dramatiq spell it
+class NonRetryable(AgentError):
     """Raise from an agent to end the run `failed/non_retryable` without retries."""

@@ -16,6 +16,14 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = "lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 64"
 
 
+# Names people bring from Celery, APScheduler or Prometheus, mapped to ours.
+_SYNONYMS = {
+    "timezone": "tz", "zone": "tz", "retries": "max_attempts", "max_retries": "max_attempts",
+    "time_limit": "timeout", "soft_time_limit": "timeout", "for": "for_", "misfire_grace_time":
+    "start_deadline", "coalesce": "catchup", "max_instances": "overlap",
+}
+
+
 def unknown_option_message(what: str, given: Iterable[str], valid: Iterable[str]) -> str | None:
     """A message naming each unknown option and the likely intended one, or None."""
     valid_list = sorted(valid)
@@ -24,6 +32,8 @@ def unknown_option_message(what: str, given: Iterable[str], valid: Iterable[str]
         if name in valid_list:
             continue
         close = difflib.get_close_matches(name, valid_list, n=1)
+        if _SYNONYMS.get(name) in valid_list:
+            close = [_SYNONYMS[name]]
         hint = f"did you mean {close[0]!r}?" if close else "remove it"
         problems.append(f"unknown option {name!r} ({hint})")
     if not problems:

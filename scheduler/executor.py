@@ -23,7 +23,7 @@ import redis
 from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
 from scheduler.clock import Clock
 from scheduler.leases import Lease
-from scheduler.storage.models import TERMINAL_STATUSES
+from scheduler.storage.models import TERMINAL_STATUSES, Run
 from scheduler.storage.store import StartedAttempt, Store
 from triggers import Registry
 
@@ -129,15 +129,13 @@ class Executor:
             log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
             return "lease_held"
         try:
-            return self._run_leased(spec, run_id, task_id, lease, ttl_ms,
-                                    run.event, run.logical_time, run.idempotency_key,
-                                    run.trigger, run.last_heartbeat)
+            return self._run_leased(spec, run, task_id, lease, ttl_ms)
         finally:
             lease.release()
 
-    def _run_leased(self, spec: AgentSpec, run_id: str, task_id: str | None, lease: Lease,
-                    ttl_ms: int, event_json: Any, logical_time: Any, key: str,
-                    trigger: str | None, previous: Any) -> Outcome:
+    def _run_leased(self, spec: AgentSpec, run: Run, task_id: str | None, lease: Lease,
+                    ttl_ms: int) -> Outcome:
+        run_id, trigger = run.id, run.trigger
         started = self.store.begin_attempt(run_id, self.worker_id, task_id, self.clock.now())
         if started is None:
             return "duplicate"
@@ -150,16 +148,16 @@ class Executor:
                                              "trigger": trigger, "attempt": started.attempt})
         latest: dict[str, Any] = {}
         ctx = AgentContext(
-            run_id=run_id, idempotency_key=key, attempt=started.attempt,
-            logical_time=logical_time, trigger=trigger, agent=spec.name, fence=started.fence,
+            run_id=run_id, idempotency_key=run.idempotency_key, attempt=started.attempt,
+            logical_time=run.logical_time, trigger=trigger, agent=spec.name, fence=started.fence,
             deadline=self.clock.now() + spec.timeout, log=logger,
-            outbox=OutboxBuffer(self.sinks), previous_heartbeat=previous,
+            outbox=OutboxBuffer(self.sinks), previous_heartbeat=run.last_heartbeat,
             _heartbeat_sink=lambda note, details: latest.update(note=note, details=details),
         )
         interval = min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3)
         with _Heartbeat(lease, ttl_ms, interval, lambda: None):
             try:
-                result = self._call(spec, ctx, event_json)
+                result = self._call(spec, ctx, run.event)
             except Exception as exc:
                 verdict = self._failure_verdict(spec, exc, started)
                 self._finish(started, verdict, error=f"{type(exc).__name__}: {exc}",
@@ -180,10 +178,7 @@ class Executor:
 
     def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any) -> Any:
         event = event_from_json(event_json)
-        if spec.is_async:
-            result = asyncio.run(spec.func(ctx, event))
-        else:
-            result = spec.func(ctx, event)
+        result = asyncio.run(spec.func(ctx, event)) if spec.is_async else spec.func(ctx, event)
         try:
             return json.loads(json.dumps(result))
         except (TypeError, ValueError) as exc:

@@ -78,4 +78,4 @@ class Lease:
 
     def remaining_ms(self) -> int:
         """Milliseconds until the current holder's lease expires (0 if free)."""
-        return max(0, int(cast(int, self.client.pttl(self.key))))
+        return max(0, int(cast(Any, self.client.pttl(self.key))))

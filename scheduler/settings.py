@@ -108,7 +108,7 @@ class Settings(BaseSettings):
 
     def describe(self) -> dict[str, str]:
         """URLs masked, for start-up banners and `status`."""
-        out = {}
+        out: dict[str, str] = {}
         for key in ("database_url", "redis_url", "broker_url"):
             value: SecretStr | None = getattr(self, key)
             if key == "broker_url" and value is None and self.redis_url is not None:

@@ -80,9 +80,8 @@ class CronTrigger:
             return timedelta(0)
         digest = hashlib.sha256(name.encode()).digest()
         fraction = int.from_bytes(digest[:8], "big") / 2**64
-        offset = self.jitter * fraction
         gap = self.expr.next_after(slot) - slot
-        return min(offset, gap / 2)
+        return min(self.jitter, gap) * fraction  # fraction < 1: never reaches the next slot
 
     def next_slots(self, after: datetime, count: int) -> list[datetime]:
         """Preview: the next `count` slots after `after` (jitter not applied)."""

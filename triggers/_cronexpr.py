@@ -82,7 +82,7 @@ class CronExpr:
         self.wildcard = minute.startswith("*") or hour.startswith("*")
         self._croniter_expr = normalised
         try:
-            croniter(normalised, datetime(2000, 1, 1), **_CRONITER_OPTS).get_next(datetime)
+            croniter(normalised, datetime(2000, 1, 1), **_CRONITER_OPTS)  # noqa: DTZ001 - wall time.get_next(datetime)
         except (CroniterError, ValueError, KeyError) as exc:
             raise CronSyntaxError(f"invalid cron expression {expr!r}: {exc}") from None
 

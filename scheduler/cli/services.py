@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from scheduler.app import create_app, set_app
 from scheduler.cli._common import TriggersOpt, fail, registry_for, settings_for
@@ -74,6 +76,8 @@ def worker(
     queues: Annotated[str | None, typer.Option(help="Comma-separated queues "
                                                "(default: every agent's queue)")] = None,
     loglevel: str = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")]
+    = None,
 ) -> None:
     """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
     if pool not in ("prefork", "threads", "solo"):
@@ -89,9 +93,11 @@ def worker(
     set_app(app)
     chosen = queues or ",".join(app.conf.nightowl_queues)
     typer.echo(f"nightowl worker: queues={chosen} {settings.describe()}")
-    app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}",
-                     f"--queues={chosen}", f"--loglevel={loglevel}", "--without-gossip",
-                     "--without-mingle"])
+    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--queues={chosen}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
 
 
 def _write_env_file(values: dict[str, str]) -> None:
@@ -108,7 +114,8 @@ def _print_finished(store: Store, stop: threading.Event) -> None:
     while not stop.wait(1.0):
         try:
             runs = store.list_runs(limit=100)
-        except Exception:  # the database may be busy; try again next second
+        except Exception as exc:  # the database may be busy; try again next second
+            logging.getLogger("nightowl.dev").debug("listing runs failed: %s", exc)
             continue
         for run in reversed(runs):
             if run.finished_at is None or run.id in seen or run.created_at < started:
@@ -125,7 +132,7 @@ def dev(
     concurrency: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Everything in one process tree: embedded Redis + SQLite unless URLs are set."""
-    explicit = Settings(_env_file=None)  # type: ignore[call-arg]  # a stale env file is not "set"
+    explicit = Settings(_env_file=None)  # a stale env file from an earlier run is not "set"
     settings = settings_for(triggers)
     if not settings.triggers:
         raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)",
@@ -145,8 +152,8 @@ def dev(
               "NIGHTOWL_TRIGGERS": ",".join(settings.triggers),
               "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix}
     _write_env_file(values)
-    settings = Settings(**{k.removeprefix("NIGHTOWL_").lower(): v for k, v in values.items()
-                           if k != "NIGHTOWL_TRIGGERS"}, triggers=settings.triggers)
+    settings = settings.model_copy(update={"database_url": SecretStr(db_url),
+                                           "redis_url": SecretStr(redis_url)})
     worker_proc: subprocess.Popen[bytes] | None = None
     loop: ServiceLoop | None = None
     stop = threading.Event()

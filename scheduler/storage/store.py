@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,10 +28,10 @@ from scheduler.storage.models import (
     TriggerState,
 )
 
-runs_t = sa.inspect(Run).local_table
-attempts_t = sa.inspect(Attempt).local_table
-state_t = sa.inspect(TriggerState).local_table
-missed_t = sa.inspect(MissedSlot).local_table
+runs_t = cast(sa.Table, Run.__table__)
+attempts_t = cast(sa.Table, Attempt.__table__)
+state_t = cast(sa.Table, TriggerState.__table__)
+missed_t = cast(sa.Table, MissedSlot.__table__)
 
 
 def new_run_id() -> str:
@@ -294,19 +294,18 @@ class Store:
                 )
                 return True
         # Someone holds a newer fence: our result must not land anywhere.
-        self._close_attempt(started, "fenced_out", "fenced_out", None, None, now)
+        self._close_attempt(started, "fenced_out", "fenced_out", now)
         return False
 
     def _close_attempt(self, started: StartedAttempt, status: str, reason: str | None,
-                       error_class: str | None, error: str | None, now: datetime) -> None:
+                       now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(attempts_t)
                 .where(attempts_t.c.run_id == started.run_id,
                        attempts_t.c.number == started.attempt,
                        attempts_t.c.status == "running")
-                .values(status=status, reason=reason, error_class=error_class,
-                        error_message=error, finished_at=now)
+                .values(status=status, reason=reason, finished_at=now)
             )
 
     def fail_without_attempt(self, run_id: str, reason: str, error: str, now: datetime) -> bool:

@@ -7,8 +7,8 @@ Create Date: 2026-11-28
 The whole schema of the foundation: runs (the broker outbox), attempts,
 versioned trigger state, the missed-slot ledger, outbox, alerts, dead letters.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'

@@ -1,0 +1,120 @@
+"""Storage contract: the same assertions on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from scheduler.errors import StateConflictError
+from scheduler.storage.migrate import current
+from scheduler.storage.store import MissedRow, NewRun, StateWrite, Store, missed_t
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def new_run(key: str, **kw: object) -> NewRun:
+    return NewRun(idempotency_key=key, trigger="t", agent="a", queue="agents",  # type: ignore[arg-type]
+                  event={"kind": "cron", "trigger": "t", "scheduled_for": T0.isoformat(),
+                         "fired_at": T0.isoformat()},
+                  logical_time=T0, agent_version="v1", **kw)
+
+
+def test_schema_is_at_head(store: Store) -> None:
+    assert current(store.engine) == "0001"
+
+
+def test_insert_dedupes_on_idempotency_key(store: Store) -> None:
+    first = store.commit_tick([new_run("k1"), new_run("k2")], [], [], T0)
+    assert len(first) == 2
+    again = store.commit_tick([new_run("k1"), new_run("k3")], [], [], T0)
+    assert [r.idempotency_key for r in again] == ["k3"]
+    assert len(store.list_runs()) == 3
+
+
+def test_times_round_trip_as_aware_utc(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    loaded = store.get_run(run.id)
+    assert loaded is not None
+    assert loaded.logical_time == T0 and loaded.logical_time.tzinfo is not None
+    assert loaded.created_at == T0
+    assert loaded.status == "pending" and loaded.fence == 0
+
+
+def test_state_compare_and_set(store: Store) -> None:
+    store.commit_tick([], [StateWrite("t", "cron", {"version": 1, "n": 1}, 0, T0)], [], T0)
+    assert store.load_trigger_states()["t"] == ({"version": 1, "n": 1}, 1)
+    store.commit_tick([], [StateWrite("t", "cron", {"version": 1, "n": 2}, 1, T0)], [], T0)
+    assert store.load_trigger_states()["t"] == ({"version": 1, "n": 2}, 2)
+    # A paused ex-leader writing from revision 1 loses, and its runs are not inserted either.
+    with pytest.raises(StateConflictError):
+        store.commit_tick([new_run("stale")], [StateWrite("t", "cron", {"version": 1, "n": 9}, 1, T0)],
+                          [], T0)
+    assert store.load_trigger_states()["t"] == ({"version": 1, "n": 2}, 2)
+    assert store.list_runs() == []
+    # Creating a state that already exists is a conflict too.
+    with pytest.raises(StateConflictError):
+        store.commit_tick([], [StateWrite("t", "cron", {"version": 1}, 0, T0)], [], T0)
+
+
+def test_missed_ledger_rows(store: Store) -> None:
+    store.commit_tick([], [], [MissedRow("t", T0, T0 + timedelta(minutes=9), 10, "missed")], T0)
+    with store.engine.connect() as conn:
+        (row,) = conn.execute(sa.select(missed_t)).all()
+    assert (row.count, row.reason) == (10, "missed")
+
+
+def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    a1 = store.begin_attempt(run.id, "w1", "task-1", T0)
+    assert a1 is not None and (a1.fence, a1.attempt, a1.deliveries) == (1, 1, 1)
+    # A second worker takes over (the first one is paused): a new, higher fence.
+    a2 = store.begin_attempt(run.id, "w2", "task-2", T0)
+    assert a2 is not None and a2.fence == 2
+    # The stale worker's commit matches no row and writes nothing.
+    assert not store.finish(a1, status="succeeded", reason=None, attempt_status="succeeded",
+                            now=T0, result={"from": "w1"})
+    assert store.finish(a2, status="succeeded", reason=None, attempt_status="succeeded",
+                        now=T0, result={"from": "w2"})
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.status == "succeeded" and loaded.result == {"from": "w2"}
+    statuses = [(a.number, a.status) for a in store.attempts_of(run.id)]
+    assert statuses == [(1, "fenced_out"), (2, "succeeded")]
+    # Terminal runs cannot be started again.
+    assert store.begin_attempt(run.id, "w3", None, T0) is None
+
+
+def test_publish_bookkeeping(store: Store) -> None:
+    runs = store.commit_tick([new_run("k1"), new_run("k2")], [], [], T0)
+    # Pending runs are not swept before the grace period...
+    assert store.due_for_publish(T0, T0 - timedelta(seconds=5), 10) == []
+    # ...and are after it.
+    due = store.due_for_publish(T0 + timedelta(seconds=10), T0 + timedelta(seconds=5), 10)
+    assert {d.run_id for d in due} == {r.id for r in runs}
+    store.mark_queued([runs[0].id], T0)
+    due = store.due_for_publish(T0 + timedelta(seconds=10), T0 + timedelta(seconds=5), 10)
+    assert [d.run_id for d in due] == [runs[1].id]
+
+
+def test_retry_waits_until_not_before(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    started = store.begin_attempt(run.id, "w", None, T0)
+    assert started is not None
+    store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
+                 error="boom", not_before=T0 + timedelta(seconds=30))
+    assert store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
+    assert due.run_id == run.id and due.attempt == 1
+    store.requeue_waiting([run.id], T0 + timedelta(seconds=30))
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.status == "queued"
+
+
+def test_list_runs_newest_first_with_filters(store: Store) -> None:
+    store.commit_tick([new_run("old")], [], [], T0)
+    store.commit_tick([new_run("new")], [], [], T0 + timedelta(seconds=1))
+    assert [r.idempotency_key for r in store.list_runs()] == ["new", "old"]
+    assert [r.idempotency_key for r in store.list_runs(limit=1)] == ["new"]
+    assert store.list_runs(status="succeeded") == []
+    assert len(store.list_runs(trigger="t")) == 2
