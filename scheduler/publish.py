@@ -29,6 +29,10 @@ class Publisher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
+    def close(self) -> None:
+        """Release the producer pool's broker connections."""
+        self.app.close()
+
     def publish(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish every dispatch or raise; a partial failure leaves runs `pending` for the sweeper."""
         if not dispatches:

@@ -74,4 +74,4 @@ class ServiceLoop:
             return
         self.stopped.set()
         self._aps.shutdown(wait=True)
-        self.service.resign()
+        self.service.close()

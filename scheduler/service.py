@@ -86,6 +86,7 @@ class SchedulerService:
         self.publisher = publisher
         self.clock = clock
         self.pending_grace = timedelta(seconds=pending_grace)
+        self.redis = redis_client
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
                            owner or identity("scheduler"), leader_ttl)
         self._lock = threading.Lock()
@@ -124,6 +125,13 @@ class SchedulerService:
             if self._leader:
                 self.lease.release()
             self._leader = False
+
+    def close(self) -> None:
+        """Resign and release every connection this service opened."""
+        self.resign()
+        self.publisher.close()
+        self.store.engine.dispose()
+        self.redis.close()
 
     # -- the tick -------------------------------------------------------------
 

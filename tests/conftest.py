@@ -36,6 +36,14 @@ def _pg_database_url() -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/nightowl_test_{os.getpid()}"
 
 
+@pytest.fixture(autouse=True)
+def _close_services() -> Iterator[None]:
+    from tests.helpers import close_services
+
+    yield
+    close_services()
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
@@ -166,6 +174,8 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture

@@ -1,0 +1,117 @@
+"""The scheduler service against real Redis and both databases, with a fake clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import redis
+
+from scheduler.clock import FakeClock
+from scheduler.settings import Settings
+from scheduler.storage.store import Store
+from tests.conftest import ROOT, T0, child_env, wait_for
+from tests.helpers import make_service, queue_length, registry_of
+
+MODULE = "tests.fixtures.e2e_triggers"
+
+
+def test_tick_inserts_and_publishes_one_message_per_firing(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Given a per-second trigger that the scheduler has seen once
+    clock = FakeClock(T0)
+    svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
+    assert svc.tick().inserted == 0  # a new trigger starts from now
+    # When three seconds pass, one tick at a time
+    for _ in range(3):
+        clock.advance(1)
+        svc.tick()
+    # Then three runs exist, each queued with exactly one message
+    runs = store.list_runs()
+    assert sorted(r.idempotency_key for r in runs) == [
+        "cron:every-second:2026-03-01T12:00:01Z", "cron:every-second:2026-03-01T12:00:02Z",
+        "cron:every-second:2026-03-01T12:00:03Z"]
+    assert {r.status for r in runs} == {"queued"}
+    assert queue_length(redis_client, prefix) == 3
+    assert store.load_trigger_states()["every-second"][1] == 4  # created + 3 CAS writes
+
+
+def test_two_replicas_fire_each_slot_exactly_once(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Given two scheduler replicas on the same clock, ticking in turn
+    clock = FakeClock(T0)
+    registry = registry_of(MODULE, ["every-second"])
+    a = make_service(settings, registry, clock, owner="replica-a")
+    b = make_service(settings, registry, clock, owner="replica-b")
+    for _ in range(10):
+        a.tick()
+        b.tick()
+        clock.advance(1)
+    assert a.is_leader != b.is_leader
+    # When the leader goes away and the standby takes over
+    leader, standby = (a, b) if a.is_leader else (b, a)
+    leader.resign()
+    for _ in range(10):
+        standby.tick()
+        leader_report = leader.tick()  # the old leader may come back: it must not double-fire
+        clock.advance(1)
+    assert standby.is_leader and not leader_report.leader
+    standby.tick()
+    # Then every slot has exactly one run and one message
+    keys = [r.idempotency_key for r in store.list_runs(limit=1000)]
+    assert len(keys) == len(set(keys)) == 20
+    assert queue_length(redis_client, prefix) == 20
+
+
+CRASHING_SCHEDULER = textwrap.dedent("""
+    import os
+    from datetime import timedelta
+    from scheduler.clock import FakeClock
+    from scheduler.publish import Publisher
+    from scheduler.settings import Settings
+    from tests.conftest import T0
+    from tests.helpers import make_service, registry_of
+
+    class DiesBeforePublishing(Publisher):
+        def publish(self, dispatches):
+            os._exit(137)  # killed after the runs committed, before any message left
+
+    settings = Settings()
+    clock = FakeClock(T0)
+    registry = registry_of("tests.fixtures.e2e_triggers", ["every-second"])
+    svc = make_service(settings, registry, clock, leader_ttl=1.0,
+                       publisher=DiesBeforePublishing(None))
+    svc.tick()
+    clock.advance(1)
+    svc.tick()
+    raise SystemExit("unreachable: the publisher should have killed the process")
+""")
+
+
+def test_sweeper_publishes_runs_of_a_scheduler_killed_before_publishing(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Given a scheduler process that dies between committing runs and publishing them
+    proc = subprocess.run([sys.executable, "-c", CRASHING_SCHEDULER], cwd=ROOT,
+                          env=child_env(settings, MODULE), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 137, proc.stderr
+    (run,) = store.list_runs()
+    assert run.status == "pending"
+    assert queue_length(redis_client, prefix) == 0
+    # When a new scheduler takes over (after the dead one's lease expires) and sweeps
+    clock = FakeClock(T0 + timedelta(seconds=1))
+    svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
+    wait_for(svc.hold_leadership, timeout=5, message="the dead leader's lease to expire")
+    assert svc.sweep() == 0  # still inside the pending grace period: a live publisher may be busy
+    clock.advance(settings.pending_grace + 1)
+    assert svc.sweep() == 1
+    assert svc.sweep() == 0
+    # Then the pending run was published exactly once
+    assert queue_length(redis_client, prefix) == 1
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.status == "queued"
