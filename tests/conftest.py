@@ -138,11 +138,14 @@ def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]
 class WorkerProcess:
     """A real `nightowl worker` process; its output is kept for failure messages."""
 
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int) -> None:
+    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
+                 command: list[str] | None = None) -> None:
         name = f"test-{uuid.uuid4().hex[:6]}@%h"
+        if command is None:
+            command = [sys.executable, "-m", "scheduler.cli", "worker"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "worker", f"--pool={pool}",
-             f"--concurrency={concurrency}", f"--hostname={name}", "--loglevel=INFO"],
+            [*command, f"--pool={pool}", f"--concurrency={concurrency}", f"--hostname={name}",
+             "--loglevel=INFO"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []

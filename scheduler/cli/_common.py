@@ -26,10 +26,17 @@ TriggersOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def settings_for(triggers: str | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment, with command-line values on top."""
+def settings_for(triggers: str | None = None, *, dev_env_file: bool = True,
+                 **overrides: Any) -> Settings:
+    """Settings from the environment, with command-line values on top.
+
+    Long-running services pass `dev_env_file=False`: they run only on URLs
+    someone set on purpose, never on a `nightowl dev` leftover.
+    """
     if triggers:
         overrides["triggers"] = split_modules(triggers)
+    if not dev_env_file:
+        overrides["_env_file"] = None
     return Settings(**overrides)
 
 

@@ -52,12 +52,13 @@ def _require_urls(settings: Settings) -> None:
         settings.require_database_url()
         settings.require_redis_url()
     except ConfigError as exc:
-        fail(f"{exc} (long-running commands never create a local database on their own)")
+        fail(f"{exc} (long-running commands need URLs set on purpose: they neither create "
+             f"a local database nor reuse {DEV_ENV_FILE}, which is for `nightowl dev`)")
 
 
 def scheduler(triggers: TriggersOpt = None) -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
-    settings = settings_for(triggers)
+    settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format)
     _require_urls(settings)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
@@ -82,7 +83,7 @@ def worker(
     """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
     if pool not in ("prefork", "threads", "solo"):
         raise typer.BadParameter("use prefork, threads or solo", param_hint="--pool")
-    settings = settings_for(triggers)
+    settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format)
     _require_urls(settings)
     if settings.triggers:

@@ -1,0 +1,136 @@
+"""The CLI as users run it: real processes, JSON shapes from DESIGN.md, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from scheduler.clock import FakeClock
+from scheduler.settings import Settings
+from scheduler.storage.store import Store
+from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
+from tests.helpers import make_service, registry_of
+
+MODULE = "tests.fixtures.e2e_triggers"
+RUN_KEYS = {"id", "trigger", "agent", "status", "terminal_reason", "idempotency_key", "attempt",
+            "scheduled_for", "started_at", "finished_at", "agent_version"}
+
+
+def cli(settings: Settings | None, *args: str, env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `nightowl` in an empty folder (no `.nightowl/env` to pick up)."""
+    if env is None:
+        env = child_env(settings, MODULE) if settings else child_env_empty()
+    cwd = tempfile.mkdtemp(prefix="nightowl-cli-")
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def child_env_empty() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def test_runs_list_and_show_json(settings: Settings, store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
+    svc.tick()
+    for _ in range(3):
+        clock.advance(1)
+        svc.tick()
+    out = cli(settings, "runs", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [set(r) for r in rows] == [RUN_KEYS] * 3
+    assert [r["scheduled_for"] for r in rows] == [  # newest first, ISO 8601 UTC
+        "2026-03-01T12:00:03+00:00", "2026-03-01T12:00:02+00:00", "2026-03-01T12:00:01+00:00"]
+    limited = json.loads(cli(settings, "runs", "list", "--json", "--limit", "1").stdout)
+    assert len(limited) == 1
+    assert json.loads(cli(settings, "runs", "list", "--json", "--status", "succeeded").stdout) == []
+    shown = cli(settings, "runs", "show", rows[0]["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert set(detail) == RUN_KEYS | {"event", "result", "error", "attempts", "usage"}
+    assert detail["event"]["trigger"] == "every-second"
+    missing = cli(settings, "runs", "show", "nope")
+    assert missing.returncode == 1 and "no run with id" in missing.stderr
+    bad_status = cli(settings, "runs", "list", "--status", "sleeping")
+    assert bad_status.returncode == 2
+
+
+def test_triggers_list_and_next(settings: Settings, store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    make_service(settings, registry_of(MODULE, ["every-second"]), clock).tick()
+    out = cli(settings, "triggers", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert set(rows["every-second"]) == {"name", "kind", "agent", "state", "next_evaluation",
+                                         "source_failing", "paused"}
+    assert rows["every-second"]["kind"] == "cron" and rows["every-second"]["agent"] == "echo"
+    assert rows["every-second"]["next_evaluation"] == "2026-03-01T12:00:01+00:00"
+    assert rows["failing"]["state"] == "new"  # never evaluated
+    nxt = cli(None, "triggers", "next", "every-second", "--triggers", MODULE, "--count", "2",
+              "--after", "2026-10-25T00:00:00+02:00", "--json")
+    assert nxt.returncode == 0, nxt.stderr
+    assert json.loads(nxt.stdout) == ["2026-10-24T22:00:01+00:00", "2026-10-24T22:00:02+00:00"]
+
+
+def test_db_upgrade_and_refusal_without_urls(settings: Settings) -> None:
+    up = cli(settings, "db", "upgrade")
+    assert up.returncode == 0 and "up to date" in up.stdout, up.stderr
+    refused = cli(None, "scheduler", "--triggers", MODULE, timeout=30)
+    assert refused.returncode == 1
+    assert "NIGHTOWL_DATABASE_URL is not set" in refused.stderr
+
+
+def test_celery_app_is_public_and_json_only(settings: Settings) -> None:
+    code = ("from scheduler import celery_app as a; import json; print(json.dumps({"
+            "'accept': a.conf.accept_content, 'ser': a.conf.task_serializer,"
+            "'acks_late': a.conf.task_acks_late, 'reject': a.conf.task_reject_on_worker_lost,"
+            "'prefetch': a.conf.worker_prefetch_multiplier,"
+            "'prefix': a.conf.broker_transport_options['global_keyprefix'],"
+            "'tasks': sorted(t for t in a.tasks if t.startswith('agent.'))}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(settings, MODULE),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    conf = json.loads(out.stdout)
+    assert conf == {"accept": ["json"], "ser": "json", "acks_late": True, "reject": True,
+                    "prefetch": 1, "prefix": settings.redis_prefix,
+                    "tasks": ["agent.always-fails", "agent.async-echo", "agent.echo",
+                              "agent.returns-set"]}
+
+
+def test_scheduler_and_plain_celery_worker_processes(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given `celery -A scheduler.celery_app worker` and `nightowl scheduler`, as deployed
+    worker = WorkerProcess(child_env(settings, "tests.fixtures.seconds_triggers"), "solo", 1,
+                           command=[sys.executable, "-m", "celery", "-A", "scheduler.celery_app",
+                                    "worker", "-Q", "agents", "--without-mingle",
+                                    "--without-gossip"])
+    try:
+        worker.wait_ready()
+        sched = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "scheduler"], cwd=ROOT,
+            env=child_env(settings, "tests.fixtures.seconds_triggers"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            # When a seconds-level schedule comes due, then Then a run succeeds
+            wait_for(lambda: any(r.status == "succeeded" for r in store.list_runs()),
+                     timeout=30, message="a succeeded run from the scheduler process")
+        finally:
+            sched.terminate()
+            out, _ = sched.communicate(timeout=30)
+        assert sched.returncode == 0, out
+        assert "became scheduler leader" in out and "fired each-second" in out
+        run = next(r for r in store.list_runs() if r.status == "succeeded")
+        assert run.result == {"pong": "each-second"}
+    finally:
+        worker.stop()
