@@ -1,0 +1,37 @@
+"""Every trigger module in the docs imports and validates, so docs never drift from the API."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from triggers import load
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def trigger_modules() -> list[tuple[str, str]]:
+    out = []
+    for doc in sorted(DOCS.glob("*.md")):
+        for i, block in enumerate(BLOCK.findall(doc.read_text())):
+            if "from triggers import" in block and "@agent" in block:
+                out.append((f"{doc.name}#{i}", block))
+    return out
+
+
+@pytest.mark.parametrize(("where", "code"), trigger_modules())
+def test_doc_trigger_module_validates(where: str, code: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"docmod_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load(name)
+    assert registry.triggers, where
+
+
+def test_docs_have_trigger_modules() -> None:
+    assert len(trigger_modules()) >= 1
