@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -143,8 +143,11 @@ class SchedulerService:
                 return report
             report.leader = True
             now = self.clock.now()
-            pending = [self._evaluate(name, now, report) for name in self._pop_due(now)]
-            for chunk in _chunks([p for p in pending if p is not None]):
+            due = list(self._pop_due(now))
+            # Streamed: the first chunk commits and publishes after <= 500 evaluations,
+            # not after all of them.
+            evaluated = (self._evaluate(name, now, report) for name in due)
+            for chunk in _chunks(p for p in evaluated if p is not None):
                 self._commit_chunk(chunk, now, report)
             return report
 
@@ -236,7 +239,7 @@ class SchedulerService:
             return len(due)
 
 
-def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:
+def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
     """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes.
 
     A single trigger with more runs than that (catch-up `all`) is split; its

@@ -70,6 +70,7 @@ def test_two_replicas_fire_each_slot_exactly_once(
 CRASHING_SCHEDULER = textwrap.dedent("""
     import os
     from datetime import timedelta
+    from scheduler.app import create_app
     from scheduler.clock import FakeClock
     from scheduler.publish import Publisher
     from scheduler.settings import Settings
@@ -84,7 +85,7 @@ CRASHING_SCHEDULER = textwrap.dedent("""
     clock = FakeClock(T0)
     registry = registry_of("tests.fixtures.e2e_triggers", ["every-second"])
     svc = make_service(settings, registry, clock, leader_ttl=1.0,
-                       publisher=DiesBeforePublishing(None))
+                       publisher=DiesBeforePublishing(create_app(settings, registry)))
     svc.tick()
     clock.advance(1)
     svc.tick()

@@ -14,6 +14,7 @@ croniter's own tz handling has open DST bugs, so it never sees a timezone.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,14 @@ class CronExpr:
         except (CroniterError, ValueError, KeyError) as exc:
             raise CronSyntaxError(f"invalid cron expression {expr!r}: {exc}") from None
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CronExpr):
+            return NotImplemented
+        return (self._croniter_expr, self.tz) == (other._croniter_expr, other.tz)
+
+    def __hash__(self) -> int:
+        return hash((self._croniter_expr, self.tz))
+
     def __repr__(self) -> str:
         return f"CronExpr({self.expr!r}, tz={self.tz!r})"
 
@@ -127,8 +136,14 @@ class CronExpr:
             yield it.get_next(datetime)
 
     def next_after(self, after: datetime) -> datetime:
-        """The first fire instant strictly after `after` (aware), in UTC."""
-        after = after.astimezone(UTC)
+        """The first fire instant strictly after `after` (aware), in UTC.
+
+        Cached across instances: thousands of triggers on `0 * * * *` share one
+        computation per slot, so a tick's cost follows distinct schedules.
+        """
+        return _next_after_cached(self, after.astimezone(UTC))
+
+    def _compute_next_after(self, after: datetime) -> datetime:
         margin = _MAX_SHIFT if self._near_transition(after) else timedelta(0)
         start_wall = after.astimezone(self.zone).replace(tzinfo=None) - margin
         best: datetime | None = None
@@ -153,3 +168,9 @@ class CronExpr:
 
 
 _CRONITER_OPTS = {"implement_cron_bug": True, "second_at_beginning": True}
+
+
+@functools.lru_cache(maxsize=8192)
+def _next_after_cached(expr: CronExpr, after: datetime) -> datetime:
+    # Equal expressions (same normalised fields and zone) hash alike, so they share entries.
+    return expr._compute_next_after(after)
