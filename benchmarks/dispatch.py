@@ -26,16 +26,15 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import agent  # noqa: E402
-from scheduler.app import create_app  # noqa: E402
-from scheduler.clock import FakeClock  # noqa: E402
-from scheduler.publish import Publisher  # noqa: E402
-from scheduler.service import SchedulerService  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
-from scheduler.storage.engine import make_engine  # noqa: E402
-from scheduler.storage.migrate import upgrade  # noqa: E402
-from scheduler.storage.store import Dispatch, Store  # noqa: E402
-from triggers import load  # noqa: E402
+from scheduler.app import create_app
+from scheduler.clock import FakeClock
+from scheduler.publish import Publisher
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from scheduler.storage.engine import make_engine
+from scheduler.storage.migrate import upgrade
+from scheduler.storage.store import Dispatch, Store
+from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,7 +67,7 @@ def build_module(n: int) -> str:
         "@agent('noop')\ndef noop(ctx, event):\n    return None\n"
         f"for i in range({n}):\n    cron('0 * * * *', agent=noop, name=f't{{i}}')\n"
     )
-    exec(compile(code, f"<{name}>", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(code, f"<{name}>", "exec"), module.__dict__)
     return name
 
 

@@ -73,7 +73,7 @@ class Publisher:
         """One message exactly as kombu's Redis transport stores it."""
         task_id = str(uuid.uuid4())
         msg = self.app.amqp.as_task_v2(
-            task_id, f"agent.{d.agent}", args=[d.run_id], kwargs={}, argsrepr=argsrepr(d),
+            task_id, f"agent.{d.agent}", args=(d.run_id,), kwargs={}, argsrepr=argsrepr(d),
             kwargsrepr="{}", origin=self._origin, ignore_result=True,
         )
         headers: dict[str, Any] = {**msg.headers, PUBLISHED_AT_HEADER: published_at}
@@ -109,7 +109,7 @@ class Publisher:
             with self.app.connection_for_write() as conn:
                 channel = conn.default_channel
                 for name in missing:
-                    self.app.amqp.queues.select_add(name)
+                    # Missing queues are created on lookup (task_create_missing_queues).
                     self.app.amqp.queues[name].bind(channel).declare()
             self._declared |= missing
 

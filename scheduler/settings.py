@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     alert_webhook_secret: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
     log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("triggers", mode="before")
     @classmethod

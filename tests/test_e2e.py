@@ -23,6 +23,16 @@ def real_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def foreign_keys(client: redis.Redis) -> set[str]:
+    """Keys outside every test's or benchmark's own prefix."""
+    return {k.decode() for k in client.scan_iter(count=1000)
+            if not k.decode().startswith(("nightowl-test-", "bench-"))}
+
+
+def prefixed_keys(client: redis.Redis, prefix: str) -> set[str]:
+    return {k.decode() for k in client.scan_iter(match=f"{prefix}*", count=1000)}
+
+
 def finished(store: Store, run_id: str) -> object:
     run = store.get_run(run_id)
     return run is not None and run.finished_at is not None
@@ -33,6 +43,7 @@ def test_cron_fires_and_agent_runs_once_in_a_real_worker(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a worker process and a scheduler on a fake clock
+    foreign_before = foreign_keys(redis_client)
     worker = start_worker(MODULE)
     clock = FakeClock(real_now())
     svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
@@ -57,6 +68,9 @@ def test_cron_fires_and_agent_runs_once_in_a_real_worker(
     assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 1
     (attempt,) = store.attempts_of(run_id)
     assert attempt.status == "succeeded" and attempt.fence == 1
+    # And every Redis key the scheduler, the worker and kombu wrote carries our prefix
+    assert foreign_keys(redis_client) - foreign_before == set()
+    assert any(k.startswith(f"{prefix}_kombu.binding.") for k in prefixed_keys(redis_client, prefix))
 
 
 def test_results_failures_and_retries_end_in_the_right_state(

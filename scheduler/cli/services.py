@@ -59,7 +59,7 @@ def _require_urls(settings: Settings) -> None:
 def scheduler(triggers: TriggersOpt = None) -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
     settings = settings_for(triggers, dev_env_file=False)
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
     loop = ServiceLoop(build_service(settings, registry_for(settings)), settings)
@@ -84,7 +84,7 @@ def worker(
     if pool not in ("prefork", "threads", "solo"):
         raise typer.BadParameter("use prefork, threads or solo", param_hint="--pool")
     settings = settings_for(triggers, dev_env_file=False)
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
     if settings.triggers:
         # Prefork children and the lazily built runtime read the same modules.
@@ -138,7 +138,7 @@ def dev(
     if not settings.triggers:
         raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)",
                                  param_hint="--triggers")
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     registry_for(settings)  # fail fast on a broken module, before starting anything
     embedded: EmbeddedRedis | None = None
     db_url = (explicit.database_url.get_secret_value() if explicit.database_url
@@ -163,7 +163,8 @@ def dev(
         typer.echo(f"nightowl dev: database {db_url}")
         typer.echo(f"nightowl dev: redis {redis_url}{' (embedded)' if embedded else ''}")
         typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
-        env = {**os.environ, **values}
+        # The dev console prints each finished run itself; the worker only reports problems.
+        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING"}
         worker_proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "worker", f"--concurrency={concurrency}",
              "--loglevel=WARNING"], env=env, preexec_fn=die_with_parent)  # noqa: PLW1509

@@ -103,7 +103,8 @@ _RUN_COLUMNS: dict[str, str] = {
     "finished_at": "timestamptz",
 }
 _PG_INSERT_RUNS = sa.text(
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) SELECT "
+    # Built once from the constant column map above; every value is a bound array parameter.
+    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) SELECT "  # noqa: S608
     + ", ".join(f"{c}::jsonb" if c == "event" else c for c in _RUN_COLUMNS)
     + " FROM unnest("
     + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _RUN_COLUMNS.items())
@@ -116,6 +117,13 @@ _PG_CAS_STATES = sa.text(
     "CAST(:nexts AS timestamptz[])) AS v(name, rev, state, next) "
     "WHERE t.name = v.name AND t.revision = v.rev RETURNING t.name"
 )
+
+
+def _id_in(conn: Connection, ids: list[str]) -> sa.ColumnElement[bool]:
+    """`id IN (...)`; on PostgreSQL one array parameter instead of 500 placeholders."""
+    if conn.dialect.name == "postgresql":
+        return runs_t.c.id == sa.func.any(sa.cast(sa.literal(ids), postgresql.ARRAY(sa.Text)))
+    return runs_t.c.id.in_(ids)
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -242,7 +250,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id.in_(ids), runs_t.c.status == "pending")
+                .where(_id_in(conn, ids), runs_t.c.status == "pending")
                 .values(status="queued", queued_at=now)
             )
 
@@ -271,7 +279,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id.in_(ids), runs_t.c.status == "waiting")
+                .where(_id_in(conn, ids), runs_t.c.status == "waiting")
                 .values(status="queued", queued_at=now, not_before=None)
             )
 
