@@ -232,9 +232,7 @@ class SchedulerService:
             if not due:
                 return 0
             self.publisher.publish(due)
-            ids = [d.run_id for d in due]
-            self.store.mark_queued(ids, now)
-            self.store.requeue_waiting(ids, now)
+            self.store.mark_queued([d.run_id for d in due], now)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
 

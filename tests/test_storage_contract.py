@@ -106,7 +106,7 @@ def test_retry_waits_until_not_before(store: Store) -> None:
     assert store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
     (due,) = store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
     assert due.run_id == run.id and due.attempt == 1
-    store.requeue_waiting([run.id], T0 + timedelta(seconds=30))
+    store.mark_queued([run.id], T0 + timedelta(seconds=30))
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == "queued"
 

@@ -243,15 +243,18 @@ class Store:
             raise StateConflictError(f"{len(old) - matched} trigger state(s) changed under us")
 
     def mark_queued(self, run_ids: Iterable[str], now: datetime) -> None:
-        """`pending -> queued` after a successful publish (a no-op for runs already further)."""
+        """`pending`/`waiting` -> `queued` once published (a no-op for runs already further).
+
+        Only ids that were just published are passed, so a `waiting` run here is due.
+        """
         ids = list(run_ids)
         if not ids:
             return
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(_id_in(conn, ids), runs_t.c.status == "pending")
-                .values(status="queued", queued_at=now)
+                .where(_id_in(conn, ids), runs_t.c.status.in_(("pending", "waiting")))
+                .values(status="queued", queued_at=now, not_before=None)
             )
 
     def due_for_publish(self, now: datetime, pending_before: datetime, limit: int) -> list[Dispatch]:
@@ -271,17 +274,6 @@ class Store:
             return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt)
                     for r in conn.execute(stmt)]
 
-    def requeue_waiting(self, run_ids: Iterable[str], now: datetime) -> None:
-        """`waiting -> queued` once its retry message is published."""
-        ids = list(run_ids)
-        if not ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(runs_t)
-                .where(_id_in(conn, ids), runs_t.c.status == "waiting")
-                .values(status="queued", queued_at=now, not_before=None)
-            )
 
     # -- worker side ------------------------------------------------------
 
