@@ -136,7 +136,8 @@ class Executor:
     def _run_leased(self, spec: AgentSpec, run: Run, task_id: str | None, lease: Lease,
                     ttl_ms: int) -> Outcome:
         run_id, trigger = run.id, run.trigger
-        started = self.store.begin_attempt(run_id, self.worker_id, task_id, self.clock.now())
+        started = self.store.begin_attempt(run_id, self.worker_id, task_id, self.clock.now(),
+                                           spec.heartbeat_timeout)
         if started is None:
             return "duplicate"
         if started.deliveries > spec.max_deliveries:
@@ -155,7 +156,11 @@ class Executor:
             _heartbeat_sink=lambda note, details: latest.update(note=note, details=details),
         )
         interval = min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3)
-        with _Heartbeat(lease, ttl_ms, interval, lambda: None):
+        def beat() -> None:
+            self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
+                            dict(latest) if latest else None)
+
+        with _Heartbeat(lease, ttl_ms, interval, beat):
             try:
                 result = self._call(spec, ctx, run.event)
             except Exception as exc:

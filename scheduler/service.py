@@ -232,7 +232,9 @@ class SchedulerService:
             if not due:
                 return 0
             self.publisher.publish(due)
-            self.store.mark_queued([d.run_id for d in due], now)
+            ids = [d.run_id for d in due]
+            self.store.mark_queued(ids, now)
+            self.store.mark_redelivered(ids, now + self.pending_grace)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
 

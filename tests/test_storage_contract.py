@@ -118,3 +118,30 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert [r.idempotency_key for r in store.list_runs(limit=1)] == ["new"]
     assert store.list_runs(status="succeeded") == []
     assert len(store.list_runs(trigger="t")) == 2
+
+
+def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    ttl = timedelta(seconds=10)
+    a1 = store.begin_attempt(run.id, "w1", None, T0, ttl)
+    assert a1 is not None
+    # A live worker's beat extends the lease mirror and records progress.
+    assert store.beat(a1, T0 + timedelta(seconds=5), ttl, {"note": "step", "details": {"n": 1}})
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.lease_expires_at == T0 + timedelta(seconds=15)
+    assert loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
+    # Before the lease expires nothing is swept; after, the run is due for redelivery.
+    assert store.due_for_publish(T0 + timedelta(seconds=14), T0, 10) == []
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=16), T0, 10)
+    assert due.run_id == run.id
+    store.mark_redelivered([run.id], T0 + timedelta(seconds=21))
+    assert store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
+    # The replacement attempt closes the lost one as stalled/worker_lost...
+    a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl)
+    assert a2 is not None and a2.fence == a1.fence + 1
+    # ...and a late beat from the lost worker changes nothing.
+    assert not store.beat(a1, T0 + timedelta(seconds=23), ttl, {"note": "late", "details": {}})
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
+    assert [(a.number, a.status, a.reason) for a in store.attempts_of(run.id)] == [
+        (1, "stalled", "worker_lost"), (2, "running", None)]

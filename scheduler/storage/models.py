@@ -61,6 +61,7 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         sa.Index("ix_runs_status_not_before", "status", "not_before"),
+        sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
         sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
         sa.Index("ix_runs_created", "created_at"),
     )
@@ -84,6 +85,8 @@ class Run(Base):
     agent_version: Mapped[str | None] = mapped_column(sa.String(64))
     overlap_key: Mapped[str | None] = mapped_column(sa.String(256))
     last_heartbeat: Mapped[Any | None]
+    # Mirrors the Redis run lease: past it with status `running`, the holder is gone.
+    lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -258,7 +258,12 @@ class Store:
             )
 
     def due_for_publish(self, now: datetime, pending_before: datetime, limit: int) -> list[Dispatch]:
-        """Runs the sweeper must (re)publish: `pending` older than the grace, and due `waiting`."""
+        """Runs the sweeper must (re)publish.
+
+        `pending` older than the grace (the publisher died), `waiting` whose
+        `not_before` passed (retries), and `running` whose lease expired (the
+        worker was killed: Celery would only redeliver after the visibility timeout).
+        """
         stmt = (
             sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
                       runs_t.c.attempt)
@@ -266,6 +271,7 @@ class Store:
                 sa.and_(runs_t.c.status == "pending", runs_t.c.created_at <= pending_before),
                 sa.and_(runs_t.c.status == "waiting",
                         sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
+                sa.and_(runs_t.c.status == "running", runs_t.c.lease_expires_at < now),
             ))
             .order_by(runs_t.c.created_at)
             .limit(limit)
@@ -275,6 +281,18 @@ class Store:
                     for r in conn.execute(stmt)]
 
 
+    def mark_redelivered(self, run_ids: Iterable[str], retry_after: datetime) -> None:
+        """A republished `running` run waits this long for a worker before the next republish."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(runs_t)
+                .where(_id_in(conn, ids), runs_t.c.status == "running")
+                .values(lease_expires_at=retry_after)
+            )
+
     # -- worker side ------------------------------------------------------
 
     def get_run(self, run_id: str) -> Run | None:
@@ -282,12 +300,15 @@ class Store:
             return session.get(Run, run_id)
 
     def begin_attempt(
-        self, run_id: str, worker: str, task_id: str | None, now: datetime
+        self, run_id: str, worker: str, task_id: str | None, now: datetime,
+        lease_ttl: timedelta = timedelta(seconds=60),
     ) -> StartedAttempt | None:
         """Take a new fence from the database and open an attempt; None if the run is terminal.
 
         `fence = fence + 1 ... RETURNING` makes the database, not Redis, the
-        source of fencing tokens, so a Redis restart cannot repeat one.
+        source of fencing tokens, so a Redis restart cannot repeat one. An
+        attempt still marked `running` belonged to a worker that vanished: it
+        is closed as `stalled/worker_lost`.
         """
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -295,16 +316,49 @@ class Store:
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
                 .values(status="running", fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
                         deliveries=runs_t.c.deliveries + 1, not_before=None,
+                        lease_expires_at=now + lease_ttl,
                         started_at=sa.func.coalesce(runs_t.c.started_at, now))
                 .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries)
             ).first()
             if row is None:
                 return None
+            conn.execute(
+                sa.update(attempts_t)
+                .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
+                .values(status="stalled", reason="worker_lost", finished_at=now)
+            )
             conn.execute(sa.insert(attempts_t).values(
                 run_id=run_id, number=row.attempt, fence=row.fence, status="running",
                 worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
             ))
             return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries)
+
+    def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
+             last_heartbeat: dict[str, Any] | None) -> bool:
+        """Record liveness (and the latest progress); False if the attempt is no longer current.
+
+        Conditional on our fence and `running`, so a late beat from a finished
+        or fenced-out attempt changes nothing.
+        """
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"lease_expires_at": now + lease_ttl}
+            if last_heartbeat is not None:
+                values["last_heartbeat"] = last_heartbeat
+            current = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == started.run_id, runs_t.c.fence == started.fence,
+                       runs_t.c.status == "running")
+                .values(**values)
+            ).rowcount == 1
+            if current:
+                conn.execute(
+                    sa.update(attempts_t)
+                    .where(attempts_t.c.run_id == started.run_id,
+                           attempts_t.c.number == started.attempt,
+                           attempts_t.c.status == "running")
+                    .values(heartbeat_at=now)
+                )
+            return current
 
     def finish(
         self,
@@ -330,7 +384,7 @@ class Store:
                        runs_t.c.status == "running")
                 .values(status=status, terminal_reason=reason, result=result, error=error,
                         usage=usage, last_heartbeat=last_heartbeat, not_before=not_before,
-                        finished_at=now if terminal else None)
+                        lease_expires_at=None, finished_at=now if terminal else None)
             ).rowcount
             if updated == 1:
                 conn.execute(
@@ -352,7 +406,8 @@ class Store:
                 sa.update(attempts_t)
                 .where(attempts_t.c.run_id == started.run_id,
                        attempts_t.c.number == started.attempt,
-                       attempts_t.c.status == "running")
+                       # a worker presumed lost that wakes up and tries to commit was alive after all
+                       attempts_t.c.status.in_(("running", "stalled")))
                 .values(status=status, reason=reason, finished_at=now)
             )
 

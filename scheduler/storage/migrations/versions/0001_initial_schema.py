@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('agent_version', sa.String(length=64), nullable=True),
     sa.Column('overlap_key', sa.String(length=256), nullable=True),
     sa.Column('last_heartbeat', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('queued_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
@@ -114,6 +115,7 @@ def upgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index('ix_runs_created', ['created_at'], unique=False)
         batch_op.create_index('ix_runs_status_not_before', ['status', 'not_before'], unique=False)
+        batch_op.create_index('ix_runs_status_lease', ['status', 'lease_expires_at'], unique=False)
         batch_op.create_index('ix_runs_trigger_created', ['trigger', 'created_at'], unique=False)
 
     op.create_table('trigger_state',

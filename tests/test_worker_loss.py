@@ -1,0 +1,93 @@
+"""Workers that die or freeze mid-run: the run is delivered again and completes once.
+
+Real worker processes, real signals, real Redis, both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import redis
+
+from scheduler.clock import FakeClock
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from scheduler.storage.store import Store
+from tests.conftest import WorkerProcess, wait_for
+from tests.fixtures.e2e_triggers import calls_key
+from tests.helpers import make_service, registry_of
+
+MODULE = "tests.fixtures.e2e_triggers"
+
+
+def fire_slow(settings: Settings) -> tuple[SchedulerService, FakeClock, str]:
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    svc = make_service(settings, registry_of(MODULE, ["slow"]), clock)
+    svc.tick()
+    clock.advance(1)
+    (run_id,) = [rid for _, rid in svc.tick().fired]
+    return svc, clock, run_id
+
+
+def sweep_until_finished(svc: SchedulerService, clock: FakeClock, store: Store, run_id: str,
+                         timeout: float = 30) -> None:
+    """Run the sweeper on the real time line until the run is terminal."""
+    def step() -> bool:
+        clock.set(max(clock.now(), datetime.now(UTC)))
+        svc.sweep()
+        run = store.get_run(run_id)
+        return run is not None and run.finished_at is not None
+
+    wait_for(step, timeout=timeout, interval=0.2, message=f"run {run_id} to finish")
+
+
+def test_whole_worker_killed_mid_run_is_replaced_within_one_lease(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given a worker running a 3-second agent whose lease lasts 2 seconds
+    first = start_worker(MODULE)
+    svc, clock, run_id = fire_slow(settings)
+    wait_for(lambda: redis_client.get(calls_key(run_id, prefix)), message="the agent to start")
+    # When the whole worker is SIGKILLed mid-run and another worker is up
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    second = start_worker(MODULE)
+    # Then the sweeper republishes once the lease expired, and the run completes once
+    sweep_until_finished(svc, clock, store, run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "succeeded"
+    assert run.result == {"pid": second.proc.pid, "attempt": 2}
+    assert [(a.number, a.status, a.reason) for a in store.attempts_of(run_id)] == [
+        (1, "stalled", "worker_lost"), (2, "succeeded", None)]
+    assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 2
+
+
+def test_frozen_worker_is_fenced_out_when_it_wakes(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given two workers, one of which takes the run
+    workers = [start_worker(MODULE), start_worker(MODULE)]
+    svc, clock, run_id = fire_slow(settings)
+    wait_for(lambda: store.attempts_of(run_id), message="the first attempt")
+    (attempt,) = store.attempts_of(run_id)
+    holder = next(w for w in workers if f"-{w.proc.pid}-" in (attempt.worker or ""))
+    other = next(w for w in workers if w is not holder)
+    # When the holder is frozen (SIGSTOP) past its lease, and the run is delivered again
+    os.kill(holder.proc.pid, signal.SIGSTOP)
+    try:
+        sweep_until_finished(svc, clock, store, run_id)
+    finally:
+        os.kill(holder.proc.pid, signal.SIGCONT)
+    # Then, once it wakes, the frozen worker's final write is fenced out
+    wait_for(lambda: "fenced_out" in holder.output(), timeout=15,
+             message="the woken worker to report fenced_out")
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "succeeded"
+    assert run.result == {"pid": other.proc.pid, "attempt": 2}
+    assert [(a.number, a.status) for a in store.attempts_of(run_id)] == [
+        (1, "fenced_out"), (2, "succeeded")]
