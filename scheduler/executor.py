@@ -2,8 +2,9 @@
 
 1. load the run; terminal -> drop (the stored result stands);
 2. take the Redis lease `run:<id>`; held elsewhere -> drop and note when it expires;
-3. take a new fence from the database and open the attempt;
-4. heartbeat beside the agent, call it;
+3. take a new fence from the database and open the attempt (blocked by a
+   running run with the same overlap key -> skip or wait, by policy);
+4. a watch thread beside the agent: lease, heartbeat, cancel requests, deadline;
 5. one fenced transaction with the outcome; a stale fence writes nothing.
 """
 
@@ -12,27 +13,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import redis
 
 from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
+from scheduler import cancel
 from scheduler.clock import Clock
 from scheduler.leases import Lease
 from scheduler.storage.models import TERMINAL_STATUSES, Run
-from scheduler.storage.store import StartedAttempt, Store
+from scheduler.storage.store import OverlapBlockedError, StartedAttempt, Store
 from triggers import Registry
 
 log = logging.getLogger("nightowl.worker")
 
 Outcome = Literal[
     "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
-    "unknown_run", "unknown_agent", "poison",
+    "unknown_run", "unknown_agent", "poison", "skipped", "parked", "timed_out", "cancelled",
 ]
+# A run parked behind a running one is woken when that one ends; this is the fallback poll.
+PARK_POLL = timedelta(seconds=30)
 
 
 class NotSerialisableError(Exception):
@@ -48,24 +54,46 @@ class _Verdict:
     not_before_in: timedelta | None = None
 
 
-class _Heartbeat:
-    """Beats every `interval` seconds from a thread: extends the lease, records liveness.
+def _cancel_verdict(reason: str, *, hard: bool) -> _Verdict:
+    if reason == "timeout":
+        return _Verdict("timed_out", "hard" if hard else "soft", "timed_out", "timed_out")
+    return _Verdict("cancelled", reason, "cancelled", "cancelled")
 
-    Writes are conditional on our fence (in the store), so a late beat from a
-    finished or fenced-out attempt changes nothing.
+
+def in_prefork_child() -> bool:
+    """True inside a Celery prefork pool process: the only pool where we may kill the task."""
+    from billiard.process import current_process
+
+    return str(current_process().name).startswith("ForkPoolWorker")
+
+
+class _Watch:
+    """Beside the agent, every `interval` seconds: renew the lease, record the heartbeat,
+    turn a cancel request or the passed deadline into `ctx.cancelled`, and after
+    `grace` end the attempt hard.
     """
 
-    def __init__(self, lease: Lease, ttl_ms: int, interval: float,
-                 beat: Callable[[], None]) -> None:
+    def __init__(self, *, lease: Lease, ttl_ms: int, interval: float, clock: Clock,
+                 deadline: datetime, grace: timedelta, cancel_event: threading.Event,
+                 beat: Callable[[], None], poll_cancel: Callable[[], str | None],
+                 on_hard: Callable[[str], None]) -> None:
         self._lease = lease
         self._ttl_ms = ttl_ms
         self._interval = interval
+        self._clock = clock
+        self._deadline = deadline
+        self._grace = grace.total_seconds()
+        self._cancel = cancel_event
         self._beat = beat
+        self._poll_cancel = poll_cancel
+        self._on_hard = on_hard
         self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nightowl-heartbeat", daemon=True)
+        self._cancelled_at: float | None = None
+        self.reason: str | None = None
+        self.hard = False
+        self._thread = threading.Thread(target=self._run, name="nightowl-watch", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> _Watch:
         self._thread.start()
         return self
 
@@ -76,11 +104,25 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                if not self._lease.renew(self._ttl_ms):
-                    self.lost.set()
-                self._beat()
-            except Exception:  # a blip must not kill the beat; the next one retries
+                self._step()
+            except Exception:  # a blip must not kill the watch; the next step retries
                 log.warning("heartbeat failed", exc_info=True)
+
+    def _step(self) -> None:
+        self._lease.renew(self._ttl_ms)
+        self._beat()
+        if self._cancelled_at is None:
+            reason = self._poll_cancel()
+            if reason is None and self._clock.now() >= self._deadline:
+                reason = "timeout"
+            if reason is not None:
+                self.reason = reason
+                self._cancelled_at = self._clock.monotonic()
+                self._cancel.set()
+        elif not self.hard and self._clock.monotonic() - self._cancelled_at >= self._grace:
+            self.hard = True
+            assert self.reason is not None
+            self._on_hard(self.reason)
 
 
 class Executor:
@@ -129,61 +171,106 @@ class Executor:
             log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
             return "lease_held"
         try:
-            return self._run_leased(spec, run, task_id, lease, ttl_ms)
+            try:
+                started = self.store.begin_attempt(run_id, self.worker_id, task_id,
+                                                   self.clock.now(), spec.heartbeat_timeout)
+            except OverlapBlockedError as blocked:
+                return self._blocked(blocked)
+            if started is None:
+                return "duplicate"
+            return self._run_started(spec, run, started, lease, ttl_ms)
         finally:
             lease.release()
 
-    def _run_leased(self, spec: AgentSpec, run: Run, task_id: str | None, lease: Lease,
-                    ttl_ms: int) -> Outcome:
-        run_id, trigger = run.id, run.trigger
-        started = self.store.begin_attempt(run_id, self.worker_id, task_id, self.clock.now(),
-                                           spec.heartbeat_timeout)
-        if started is None:
-            return "duplicate"
+    def _blocked(self, blocked: OverlapBlockedError) -> Outcome:
+        now = self.clock.now()
+        if blocked.overlap == "skip":
+            self.store.skip(blocked.run_id, "overlap", now)
+            log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
+            return "skipped"
+        self.store.park(blocked.run_id, now + PARK_POLL)
+        log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
+        return "parked"
+
+    def _run_started(self, spec: AgentSpec, run: Run, started: StartedAttempt, lease: Lease,
+                     ttl_ms: int) -> Outcome:
+        run_id = run.id
+        logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
+                                             "trigger": run.trigger, "attempt": started.attempt})
         if started.deliveries > spec.max_deliveries:
             self._finish(started, _Verdict("failed", "poison", "failed", "poison"),
                          error=f"delivered {started.deliveries - 1} times without finishing "
                                f"(max_deliveries={spec.max_deliveries})")
+            logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
             return "poison"
-        logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
-                                             "trigger": trigger, "attempt": started.attempt})
         latest: dict[str, Any] = {}
+        cancel_event = threading.Event()
+        deadline = self.clock.now() + spec.timeout
         ctx = AgentContext(
             run_id=run_id, idempotency_key=run.idempotency_key, attempt=started.attempt,
-            logical_time=run.logical_time, trigger=trigger, agent=spec.name, fence=started.fence,
-            deadline=self.clock.now() + spec.timeout, log=logger,
+            logical_time=run.logical_time, trigger=run.trigger, agent=spec.name,
+            fence=started.fence, deadline=deadline, log=logger,
             outbox=OutboxBuffer(self.sinks), previous_heartbeat=run.last_heartbeat,
             _heartbeat_sink=lambda note, details: latest.update(note=note, details=details),
+            _cancel=cancel_event,
         )
-        interval = min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3)
+
         def beat() -> None:
             self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
                             dict(latest) if latest else None)
 
-        with _Heartbeat(lease, ttl_ms, interval, beat):
+        def on_hard(reason: str) -> None:
+            self._finish(started, _cancel_verdict(reason, hard=True),
+                         error=f"still running {spec.cancel_grace} after {reason}",
+                         last_heartbeat=dict(latest) or None)
+            cancel.clear(self.redis, self.prefix, run_id)
+            if in_prefork_child():
+                logger.error("run %s: terminating the pool process after %s", run_id, reason)
+                os.kill(os.getpid(), signal.SIGKILL)
+            logger.error("run %s: agent ignores cancellation; this pool cannot terminate it "
+                         "(use --pool prefork)", run_id)
+
+        watch = _Watch(
+            lease=lease, ttl_ms=ttl_ms, clock=self.clock, deadline=deadline,
+            interval=min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3),
+            grace=spec.cancel_grace, cancel_event=cancel_event, beat=beat,
+            poll_cancel=lambda: cancel.cancel_reason(self.redis, self.prefix, run_id),
+            on_hard=on_hard)
+        with watch:
             try:
-                result = self._call(spec, ctx, run.event)
-            except Exception as exc:
-                verdict = self._failure_verdict(spec, exc, started)
-                self._finish(started, verdict, error=f"{type(exc).__name__}: {exc}",
-                             error_class=type(exc).__qualname__, usage=ctx.usage_totals.as_dict(),
-                             last_heartbeat=latest or None)
-                logger.warning("run %s attempt %d %s: %s", run_id, started.attempt,
-                               verdict.outcome, exc)
-                return verdict.outcome
-        ok = self._finish(started, _Verdict("succeeded", None, "succeeded", "succeeded"),
-                          result=result, usage=ctx.usage_totals.as_dict(),
-                          last_heartbeat=latest or None)
+                result = self._call(spec, ctx, run.event, cancel_event)
+                error: BaseException | None = None
+            except (Exception, asyncio.CancelledError) as exc:
+                result, error = None, exc
+        if watch.hard and watch.reason is not None:
+            return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
+        if watch.reason is not None:
+            verdict = _cancel_verdict(watch.reason, hard=False)
+        elif error is not None:
+            verdict = self._failure_verdict(spec, error, started)
+        else:
+            verdict = _Verdict("succeeded", None, "succeeded", "succeeded")
+        ok = self._finish(
+            started, verdict, result=result,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            error_class=None if error is None else type(error).__qualname__,
+            usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None)
+        cancel.clear(self.redis, self.prefix, run_id)
         if not ok:
             logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
                            run_id, started.attempt)
             return "fenced_out"
-        logger.info("run %s succeeded", run_id)
-        return "succeeded"
+        logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
+                   verdict.outcome, "" if error is None else f": {error}")
+        return verdict.outcome
 
-    def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any) -> Any:
+    def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any,
+              cancel_event: threading.Event) -> Any:
         event = event_from_json(event_json)
-        result = asyncio.run(spec.func(ctx, event)) if spec.is_async else spec.func(ctx, event)
+        if spec.is_async:
+            result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
+        else:
+            result = spec.func(ctx, event)
         try:
             return json.loads(json.dumps(result))
         except (TypeError, ValueError) as exc:
@@ -193,7 +280,8 @@ class Executor:
                 " or None"
             ) from None
 
-    def _failure_verdict(self, spec: AgentSpec, exc: Exception, started: StartedAttempt) -> _Verdict:
+    def _failure_verdict(self, spec: AgentSpec, exc: BaseException,
+                         started: StartedAttempt) -> _Verdict:
         if isinstance(exc, NotSerialisableError):
             return _Verdict("failed", "not_serialisable", "failed", "failed")
         if isinstance(exc, NonRetryable):
@@ -216,3 +304,14 @@ class Executor:
             error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
             not_before=now + verdict.not_before_in if verdict.not_before_in else None,
         )
+
+
+async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
+    """Run an async agent; cancel its task when the run is cancelled or times out."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        if cancel_event.is_set():
+            task.cancel()
+            break
+        await asyncio.wait({task}, timeout=0.1)
+    return await task

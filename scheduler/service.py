@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
+from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
 from scheduler.errors import StateConflictError
 from scheduler.leases import Lease, identity
@@ -87,6 +88,7 @@ class SchedulerService:
         self.clock = clock
         self.pending_grace = timedelta(seconds=pending_grace)
         self.redis = redis_client
+        self.prefix = key_prefix
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
                            owner or identity("scheduler"), leader_ttl)
         self._lock = threading.Lock()
@@ -169,12 +171,13 @@ class SchedulerService:
             return None
         report.evaluated += 1
         agent = self.registry.agent_for(spec)
-        runs = [
-            NewRun(idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
-                   queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,
-                   agent_version=agent.version)
-            for f in ev.firings
-        ]
+        runs = []
+        for i, f in enumerate(ev.firings):
+            overlap, key = overlap_for(spec.overlap, name, f.overlap_key, catchup=i > 0)
+            runs.append(NewRun(
+                idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
+                queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,
+                agent_version=agent.version, overlap=overlap, overlap_key=key))
         write = None
         if revision == 0 or ev.state != state or ev.missed:
             write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at)
@@ -203,11 +206,20 @@ class SchedulerService:
                 self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
             if p.final:
                 heapq.heappush(self._heap, (p.evaluation.next_at, p.spec.name))
+        self._cancel_others([r for r in inserted if r.overlap == "cancel_other"
+                             and r.status == "pending"])
         report.inserted += len(inserted)
         report.duplicates += len(runs) - len(inserted)
         report.fired.extend((r.trigger or "", r.id) for r in inserted)
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
                        for r in inserted if r.status == "pending"], now, report)
+
+    def _cancel_others(self, runs: list[NewRun]) -> None:
+        keys = {r.overlap_key for r in runs if r.overlap_key}
+        new_ids = {r.id for r in runs}
+        for run_id in self.store.running_with_keys(k for k in keys if k):
+            if run_id not in new_ids:
+                request_cancel(self.redis, self.prefix, run_id, "cancel_other")
 
     def _publish(self, dispatches: list[Dispatch], now: datetime, report: TickReport) -> None:
         if not dispatches:
@@ -237,6 +249,20 @@ class SchedulerService:
             self.store.mark_redelivered(ids, now + self.pending_grace)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
+
+
+def overlap_for(policy: str, trigger: str, firing_key: str | None, *,
+                catchup: bool = False) -> tuple[str | None, str | None]:
+    """(run.overlap, run.overlap_key) for a firing under the trigger's policy.
+
+    Catch-up runs of one evaluation queue behind each other (`wait`); they are
+    never skipped as overlapping one another.
+    """
+    if policy == "allow":
+        return None, None
+    if policy == "per_key":
+        return "wait", f"{trigger}:{firing_key or ''}"
+    return ("wait" if catchup else policy), trigger
 
 
 def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:

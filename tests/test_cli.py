@@ -104,7 +104,7 @@ def test_celery_app_is_public_and_json_only(settings: Settings) -> None:
     assert conf == {"accept": ["json"], "ser": "json", "acks_late": True, "reject": True,
                     "prefetch": 1, "prefix": settings.redis_prefix,
                     "tasks": ["agent.always-fails", "agent.async-echo", "agent.echo",
-                              "agent.returns-set"]}
+                              "agent.returns-set", "agent.slow"]}
 
 
 def test_scheduler_and_plain_celery_worker_processes(

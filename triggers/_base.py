@@ -37,6 +37,8 @@ class Firing:
     idempotency_key: str
     logical_time: datetime
     event: Event
+    # Runs with the same key never run at once under `per_key` (db_change: the row key).
+    overlap_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,11 @@ class Run(Base):
     __table_args__ = (
         sa.Index("ix_runs_status_not_before", "status", "not_before"),
         sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        sa.Index("ix_runs_overlap_active", "overlap_key", "status"),
+        # At most one running run per overlap key, across every worker and machine.
+        sa.Index("uq_runs_running_overlap", "overlap_key", unique=True,
+                 postgresql_where=sa.text("status = 'running'"),
+                 sqlite_where=sa.text("status = 'running'")),
         sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
         sa.Index("ix_runs_created", "created_at"),
     )
@@ -84,6 +89,8 @@ class Run(Base):
     usage: Mapped[Any | None]
     agent_version: Mapped[str | None] = mapped_column(sa.String(64))
     overlap_key: Mapped[str | None] = mapped_column(sa.String(256))
+    # How this run yields to others with its overlap_key: skip | buffer_one | cancel_other | wait.
+    overlap: Mapped[str | None] = mapped_column(sa.String(16))
     last_heartbeat: Mapped[Any | None]
     # Mirrors the Redis run lease: past it with status `running`, the holder is gone.
     lease_expires_at: Mapped[datetime | None]

@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler.errors import StateConflictError
+from scheduler.errors import StateConflictError, StorageError
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -53,6 +54,7 @@ class NewRun:
     status: str = "pending"
     terminal_reason: str | None = None
     overlap_key: str | None = None
+    overlap: str | None = None  # skip | buffer_one | cancel_other | wait | None (allow)
     id: str = field(default_factory=new_run_id)
 
 
@@ -93,13 +95,23 @@ class StartedAttempt:
     fence: int
     attempt: int
     deliveries: int
+    overlap_key: str | None = None
+
+
+class OverlapBlockedError(StorageError):
+    """Another run with the same overlap key is running; this one may not start now."""
+
+    def __init__(self, run_id: str, overlap: str | None) -> None:
+        self.run_id = run_id
+        self.overlap = overlap
+        super().__init__(f"run {run_id} is blocked by a running run with the same overlap key")
 
 
 _RUN_COLUMNS: dict[str, str] = {
     "id": "text", "idempotency_key": "text", "trigger": "text", "agent": "text", "queue": "text",
     "status": "text", "terminal_reason": "text", "attempt": "int", "deliveries": "int",
     "fence": "bigint", "event": "text", "logical_time": "timestamptz",
-    "agent_version": "text", "overlap_key": "text", "created_at": "timestamptz",
+    "agent_version": "text", "overlap_key": "text", "overlap": "text", "created_at": "timestamptz",
     "finished_at": "timestamptz",
 }
 _PG_INSERT_RUNS = sa.text(
@@ -161,6 +173,7 @@ class Store:
         with self.engine.begin() as conn:
             self._write_states(conn, states, now)
             inserted: list[NewRun] = []
+            runs = self._apply_overlap(conn, runs)
             if runs:
                 rows = [
                     {
@@ -169,6 +182,7 @@ class Store:
                         "terminal_reason": r.terminal_reason, "attempt": 0, "deliveries": 0,
                         "fence": 0, "event": r.event, "logical_time": r.logical_time,
                         "agent_version": r.agent_version, "overlap_key": r.overlap_key,
+                        "overlap": r.overlap,
                         "created_at": now,
                         "finished_at": now if r.status in TERMINAL_STATUSES else None,
                     }
@@ -182,6 +196,39 @@ class Store:
                      "count": m.count, "reason": m.reason, "recorded_at": now} for m in missed
                 ])
             return inserted
+
+    @staticmethod
+    def _apply_overlap(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
+        """Decide at insert time which firings are `skipped` for overlap.
+
+        `skip`: any active run with the key. `buffer_one`: a running one and a
+        buffered one already. `cancel_other` and `wait` never skip here (the
+        worker-side unique index makes them wait their turn).
+        """
+        keys = {r.overlap_key for r in runs
+                if r.overlap_key and r.overlap in ("skip", "buffer_one")}
+        if not keys:
+            return list(runs)
+        active: dict[str, int] = {
+            row.overlap_key: row.n for row in conn.execute(
+                sa.select(runs_t.c.overlap_key, sa.func.count().label("n"))
+                .where(runs_t.c.overlap_key.in_(keys), runs_t.c.status.in_(ACTIVE_STATUSES))
+                .group_by(runs_t.c.overlap_key))
+        }
+        out = []
+        for r in runs:
+            key = r.overlap_key
+            if key is None or r.overlap not in ("skip", "buffer_one", "wait", "cancel_other"):
+                out.append(r)
+                continue
+            n = active.get(key, 0)
+            limit = {"skip": 1, "buffer_one": 2}.get(r.overlap or "")
+            if limit is not None and n >= limit:
+                out.append(replace(r, status="skipped", terminal_reason="overlap"))
+            else:
+                active[key] = n + 1
+                out.append(r)
+        return out
 
     def _write_states(self, conn: Connection, states: Sequence[StateWrite], now: datetime) -> None:
         new = [s for s in states if s.expected_revision == 0]
@@ -310,6 +357,15 @@ class Store:
         attempt still marked `running` belonged to a worker that vanished: it
         is closed as `stalled/worker_lost`.
         """
+        try:
+            return self._begin_attempt(run_id, worker, task_id, now, lease_ttl)
+        except IntegrityError:
+            # uq_runs_running_overlap: a run with the same overlap key is running.
+            run = self.get_run(run_id)
+            raise OverlapBlockedError(run_id, run.overlap if run else None) from None
+
+    def _begin_attempt(self, run_id: str, worker: str, task_id: str | None, now: datetime,
+                       lease_ttl: timedelta) -> StartedAttempt | None:
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.update(runs_t)
@@ -318,7 +374,8 @@ class Store:
                         deliveries=runs_t.c.deliveries + 1, not_before=None,
                         lease_expires_at=now + lease_ttl,
                         started_at=sa.func.coalesce(runs_t.c.started_at, now))
-                .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries)
+                .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries,
+                           runs_t.c.overlap_key)
             ).first()
             if row is None:
                 return None
@@ -331,7 +388,7 @@ class Store:
                 run_id=run_id, number=row.attempt, fence=row.fence, status="running",
                 worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
             ))
-            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries)
+            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key)
 
     def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
              last_heartbeat: dict[str, Any] | None) -> bool:
@@ -394,10 +451,49 @@ class Store:
                     .values(status=attempt_status, reason=reason, error_class=error_class,
                             error_message=error, finished_at=now)
                 )
+                if started.overlap_key is not None:
+                    self._wake_next(conn, started.overlap_key, started.run_id, now)
                 return True
         # Someone holds a newer fence: our result must not land anywhere.
         self._close_attempt(started, "fenced_out", "fenced_out", now)
         return False
+
+    @staticmethod
+    def _wake_next(conn: Connection, key: str, after: str, now: datetime) -> None:
+        """Let the oldest run parked behind `key` go now (the sweeper publishes it)."""
+        nxt = (sa.select(runs_t.c.id)
+               .where(runs_t.c.overlap_key == key, runs_t.c.status == "waiting",
+                      runs_t.c.id != after)
+               .order_by(runs_t.c.created_at).limit(1).scalar_subquery())
+        conn.execute(sa.update(runs_t).where(runs_t.c.id == nxt).values(not_before=now))
+
+    def park(self, run_id: str, until: datetime) -> None:
+        """Blocked by overlap: wait (woken when the holder ends, or at `until` at the latest)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
+                .values(status="waiting", not_before=until)
+            )
+
+    def skip(self, run_id: str, reason: str, now: datetime) -> bool:
+        """End an active run `skipped/<reason>` before it started."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
+                .values(status="skipped", terminal_reason=reason, finished_at=now)
+            ).rowcount == 1
+
+    def running_with_keys(self, keys: Iterable[str]) -> list[str]:
+        """Ids of running runs holding any of `keys` (for cancel_other)."""
+        wanted = list(keys)
+        if not wanted:
+            return []
+        with self.engine.connect() as conn:
+            return [r.id for r in conn.execute(
+                sa.select(runs_t.c.id).where(runs_t.c.overlap_key.in_(wanted),
+                                             runs_t.c.status == "running"))]
 
     def _close_attempt(self, started: StartedAttempt, status: str, reason: str | None,
                        now: datetime) -> None:
