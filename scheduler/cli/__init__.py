@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from agents import NightowlError
-from scheduler.cli import runs, services, triggers_cmd
+from scheduler.cli import fire, runs, services, triggers_cmd
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(services.db_app, name="db")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("dev")(services.dev)
+app.command("fire")(fire.fire)
 
 
 def main() -> None:

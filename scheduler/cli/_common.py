@@ -7,8 +7,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
+import redis
 import typer
 
+from scheduler.app import create_app
+from scheduler.publish import Publisher
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
@@ -46,6 +49,15 @@ def registry_for(settings: Settings) -> Registry:
 
 def store_for(settings: Settings) -> Store:
     return Store(make_engine(settings.require_database_url()))
+
+
+def publisher_for(settings: Settings, registry: Registry | None = None) -> Publisher:
+    """A publisher on the configured broker (closing it is the caller's job)."""
+    return Publisher(create_app(settings, registry or Registry()))
+
+
+def redis_for(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.require_redis_url())
 
 
 def iso(value: datetime | None) -> str | None:

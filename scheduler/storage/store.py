@@ -485,6 +485,28 @@ class Store:
                 .values(status="skipped", terminal_reason=reason, finished_at=now)
             ).rowcount == 1
 
+    def revive(self, run_id: str, from_statuses: Sequence[str]) -> Dispatch | None:
+        """Reopen an ended run for one more attempt (`pending`, deliveries reset)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(from_statuses))
+                .values(status="pending", terminal_reason=None, finished_at=None,
+                        not_before=None, deliveries=0, lease_expires_at=None)
+                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt)
+            ).first()
+        return None if row is None else Dispatch(run_id, row.agent, row.queue, row.trigger,
+                                                 row.attempt)
+
+    def cancel_unstarted(self, run_id: str, now: datetime) -> bool:
+        """`cancelled/by_user` for a run that has not started; False if it is running or ended."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
+                .values(status="cancelled", terminal_reason="by_user", finished_at=now)
+            ).rowcount == 1
+
     def running_with_keys(self, keys: Iterable[str]) -> list[str]:
         """Ids of running runs holding any of `keys` (for cancel_other)."""
         wanted = list(keys)

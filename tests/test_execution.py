@@ -1,0 +1,141 @@
+"""Terminal reasons with real worker processes: non-retryable, dead + retry, soft and hard
+timeouts, cancel, poison; and the CLI verbs `fire`, `runs retry`, `runs cancel`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.settings import Settings
+from scheduler.storage.models import Run
+from scheduler.storage.store import NewRun, Store
+from tests.conftest import WorkerProcess, child_env, wait_for
+from tests.helpers import make_service, registry_of
+
+MODULE = "tests.fixtures.exec_triggers"
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args],
+                          cwd=tempfile.mkdtemp(prefix="nightowl-cli-"),
+                          env=child_env(settings, MODULE), capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def fire(settings: Settings, trigger: str, *extra: str) -> str:
+    out = cli(settings, "fire", trigger, "--json", *extra)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["idempotency_key"].startswith(f"manual:{trigger}:")
+    return str(data["run_id"])
+
+
+def ended(store: Store, run_id: str, timeout: float = 30, sweep: Callable[[], object] | None = None
+          ) -> Run:
+    def done() -> Run | None:
+        if sweep is not None:
+            sweep()
+        run = store.get_run(run_id)
+        return run if run is not None and run.finished_at is not None else None
+
+    result = wait_for(done, timeout=timeout, interval=0.2, message=f"run {run_id} to end")
+    assert isinstance(result, Run)
+    return result
+
+
+def real_sweeper(settings: Settings) -> Callable[[], object]:
+    clock = FakeClock(datetime.now(UTC))
+    svc = make_service(settings, registry_of(MODULE, []), clock)
+
+    def sweep() -> object:
+        clock.set(max(clock.now(), datetime.now(UTC)))
+        svc.hold_leadership()
+        return svc.sweep()
+
+    return sweep
+
+
+def test_non_retryable_fails_at_once(settings: Settings, store: Store,
+                                     start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(MODULE)
+    run = ended(store, fire(settings, "x-refuses"))
+    assert (run.status, run.terminal_reason, run.attempt) == ("failed", "non_retryable", 1)
+    assert run.error is not None and "retrying cannot help" in run.error
+
+
+def test_dead_run_is_revived_by_runs_retry(settings: Settings, store: Store,
+                                           start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(MODULE)
+    run_id = fire(settings, "x-gives-up")
+    run = ended(store, run_id)
+    assert (run.status, run.terminal_reason, run.attempt) == ("dead", "attempts_exhausted", 1)
+    out = cli(settings, "runs", "retry", run_id)
+    assert out.returncode == 0 and "attempt 2" in out.stdout, out.stderr
+    run = ended(store, run_id)
+    assert (run.status, run.attempt) == ("dead", 2)
+    assert run.error == "RuntimeError: attempt 2 failed"
+    (pending,) = store.commit_tick([NewRun(
+        idempotency_key="manual:x-gives-up:unsent", trigger="x-gives-up", agent="gives-up",
+        queue="agents", event={"kind": "manual", "trigger": "x-gives-up", "fired_by": "t"},
+        logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
+    refused = cli(settings, "runs", "retry", pending.id)
+    assert refused.returncode == 1 and "only dead, failed, timed_out" in refused.stderr
+
+
+def test_soft_timeout_and_user_cancel(settings: Settings, store: Store,
+                                      start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(MODULE, pool="threads", concurrency=2)
+    timed = ended(store, fire(settings, "x-polite-slowpoke"))
+    assert (timed.status, timed.terminal_reason) == ("timed_out", "soft")
+    assert timed.result is not None and timed.result["partial"] is True
+
+    # Cancel while running: the agent sees ctx.cancelled and stops.
+    run_id = fire(settings, "x-listener")
+    wait_for(lambda: store.attempts_of(run_id), message="the listener to start")
+    out = cli(settings, "runs", "cancel", run_id)
+    assert out.returncode == 0 and "cancel requested" in out.stdout, out.stderr
+    run = ended(store, run_id)
+    assert (run.status, run.terminal_reason) == ("cancelled", "by_user")
+    assert run.result is not None and run.result["stopped_at"] is not None
+
+    # Cancel before it starts (a run nobody has published yet): it never runs.
+    (pending,) = store.commit_tick([NewRun(
+        idempotency_key="manual:x-listener:not-yet", trigger="x-listener", agent="listener",
+        queue="agents", event={"kind": "manual", "trigger": "x-listener", "fired_by": "t"},
+        logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
+    out = cli(settings, "runs", "cancel", pending.id)
+    assert out.returncode == 0 and "before it started" in out.stdout, out.stderr
+    run = store.get_run(pending.id)
+    assert run is not None and (run.status, run.terminal_reason) == ("cancelled", "by_user")
+    assert store.attempts_of(pending.id) == []
+    again = cli(settings, "runs", "cancel", pending.id)
+    assert again.returncode == 1 and "already ended" in again.stderr
+    assert cli(settings, "runs", "cancel", "no-such-run").returncode == 1
+
+
+@pytest.mark.parametrize("pool", ["prefork"])
+def test_hard_timeout_terminates_the_pool_process(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], pool: str
+) -> None:
+    start_worker(MODULE, pool=pool, concurrency=1)
+    run = ended(store, fire(settings, "x-stubborn"), timeout=40)
+    assert (run.status, run.terminal_reason) == ("timed_out", "hard")
+    (attempt,) = store.attempts_of(run.id)
+    assert attempt.status == "timed_out"
+
+
+def test_agent_that_kills_its_process_ends_poison(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker(MODULE, pool="prefork", concurrency=1)
+    run = ended(store, fire(settings, "x-crasher"), timeout=60, sweep=real_sweeper(settings))
+    assert (run.status, run.terminal_reason) == ("failed", "poison")
+    assert run.deliveries == 3  # two started attempts, then the guard
+    assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
