@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery, Task, signals
 
+from scheduler import deadletters
 from scheduler.settings import Settings
 from triggers import Registry, load
 
@@ -43,6 +44,9 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         enable_utc=True,
         timezone="UTC",
+        # Records undecodable messages as dead letters before acking them (a Celery setting
+        # that only takes a dotted path).
+        worker_consumer=f"{deadletters.__name__}:{deadletters.DeadLetterConsumer.__name__}",
     )
 
 
@@ -57,10 +61,18 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
 
 
 def _register_task(app: Celery, agent_name: str, queue: str) -> None:
-    def run_agent(task: Task[Any, Any], run_id: str) -> None:
+    def run_agent(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         from scheduler.worker_runtime import current_runtime
 
-        current_runtime().executor.execute(agent_name, run_id, task_id=task.request.id)
+        if kwargs or len(args) != 1 or not isinstance(args[0], str):
+            deadletters.record("bad_arguments", task_name=task.name, task_id=task.request.id,
+                               payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
+                               details={"expected": "[run_id]"})
+            return
+        outcome = current_runtime().executor.execute(agent_name, args[0], task_id=task.request.id)
+        if outcome == "unknown_run":
+            deadletters.record("unknown_run", task_name=task.name, task_id=task.request.id,
+                               payload=repr(args), details={"run_id": args[0]})
 
     app.task(name=f"agent.{agent_name}", bind=True, queue=queue, acks_late=True,
              reject_on_worker_lost=True, ignore_result=True)(run_agent)

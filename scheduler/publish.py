@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -46,8 +45,6 @@ class Publisher:
             self._redis = redis.Redis.from_url(broker)
             options = app.conf.broker_transport_options or {}
             self._prefix = str(options.get("global_keyprefix", ""))
-        self._declared: set[str] = set()
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Release broker connections."""
@@ -62,7 +59,6 @@ class Publisher:
         if self._redis is None:
             self._publish_via_celery(dispatches)
             return
-        self._declare({d.queue for d in dispatches})
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for d in dispatches:
@@ -87,6 +83,7 @@ class Publisher:
                 "correlation_id": task_id,
                 "reply_to": self.app.thread_oid,
                 "delivery_mode": 2,
+                # The anonymous exchange: kombu routes (and restores) by queue name alone.
                 "delivery_info": {"exchange": "", "routing_key": d.queue},
                 "priority": 0,
                 "body_encoding": "base64",
@@ -99,19 +96,6 @@ class Publisher:
         from celery.utils.nodenames import anon_nodename
 
         return str(anon_nodename())
-
-    def _declare(self, queues: set[str]) -> None:
-        """Declare each queue once (kombu's binding keys, used when it restores unacked messages)."""
-        with self._lock:
-            missing = queues - self._declared
-            if not missing:
-                return
-            with self.app.connection_for_write() as conn:
-                channel = conn.default_channel
-                for name in missing:
-                    # Missing queues are created on lookup (task_create_missing_queues).
-                    self.app.amqp.queues[name].bind(channel).declare()
-            self._declared |= missing
 
     def _publish_via_celery(self, dispatches: Sequence[Dispatch]) -> None:
         now = time.time()

@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from agents import NightowlError
-from scheduler.cli import fire, runs, services, triggers_cmd
+from scheduler.cli import deadletters_cmd, fire, runs, services, triggers_cmd
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(runs.app, name="runs")
 app.add_typer(triggers_cmd.app, name="triggers")
 app.add_typer(services.db_app, name="db")
+app.add_typer(deadletters_cmd.app, name="deadletters")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("dev")(services.dev)

@@ -25,6 +25,7 @@ from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     Attempt,
+    DeadLetter,
     MissedSlot,
     Run,
     TriggerState,
@@ -34,6 +35,7 @@ runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
 state_t = cast(sa.Table, TriggerState.__table__)
 missed_t = cast(sa.Table, MissedSlot.__table__)
+dead_t = cast(sa.Table, DeadLetter.__table__)
 
 
 def new_run_id() -> str:
@@ -546,6 +548,19 @@ class Store:
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
                 .values(not_before=not_before)
             )
+
+    def add_dead_letter(self, *, reason: str, task_name: str | None, task_id: str | None,
+                        payload: str | None, details: dict[str, Any] | None,
+                        now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(dead_t).values(
+                reason=reason, task_name=task_name, task_id=task_id, payload=payload,
+                details=details, created_at=now))
+
+    def list_dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        stmt = sa.select(DeadLetter).order_by(dead_t.c.created_at.desc(), dead_t.c.id.desc())
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt.limit(limit)))
 
     # -- queries for the CLI ---------------------------------------------
 
