@@ -28,7 +28,12 @@ from scheduler import cancel
 from scheduler.clock import Clock
 from scheduler.leases import Lease
 from scheduler.storage.models import TERMINAL_STATUSES, Run
-from scheduler.storage.store import OverlapBlockedError, StartedAttempt, Store
+from scheduler.storage.store import (
+    ConcurrencyBlockedError,
+    OverlapBlockedError,
+    StartedAttempt,
+    Store,
+)
 from triggers import Registry
 
 log = logging.getLogger("nightowl.worker")
@@ -172,10 +177,15 @@ class Executor:
             return "lease_held"
         try:
             try:
-                started = self.store.begin_attempt(run_id, self.worker_id, task_id,
-                                                   self.clock.now(), spec.heartbeat_timeout)
+                started = self.store.begin_attempt(
+                    run_id, self.worker_id, task_id, self.clock.now(), spec.heartbeat_timeout,
+                    agent=spec.name, concurrency=spec.concurrency)
             except OverlapBlockedError as blocked:
                 return self._blocked(blocked)
+            except ConcurrencyBlockedError:
+                self.store.park(run_id, self.clock.now() + PARK_POLL, "concurrency")
+                log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
+                return "parked"
             if started is None:
                 return "duplicate"
             return self._run_started(spec, run, started, lease, ttl_ms)
@@ -188,7 +198,7 @@ class Executor:
             self.store.skip(blocked.run_id, "overlap", now)
             log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
             return "skipped"
-        self.store.park(blocked.run_id, now + PARK_POLL)
+        self.store.park(blocked.run_id, now + PARK_POLL, "overlap")
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return "parked"
 

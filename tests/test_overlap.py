@@ -116,3 +116,29 @@ def test_policy_with_a_real_worker(
         cancelled = [r for r in store.list_runs(limit=100) if r.status == "cancelled"]
         assert {r.terminal_reason for r in cancelled} == {"cancel_other"}
         assert all(r.result == {"stopped_early": True} for r in cancelled)
+
+
+def test_agent_concurrency_cap_holds_across_workers(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given two workers with room for two runs each, and an agent capped at one
+    start_worker(MODULE, pool="threads", concurrency=2)
+    start_worker(MODULE, pool="threads", concurrency=2)
+    clock = FakeClock(datetime.now(UTC))
+    svc = make_service(settings, registry_of(MODULE, ["capped"]), clock)
+
+    def step() -> None:
+        clock.set(max(clock.now(), datetime.now(UTC)))
+        svc.tick()
+        svc.sweep()
+
+    # When it fires every second for three seconds (overlap allowed)
+    drive(step, 3.0)
+    svc.registry.triggers.clear()
+    wait_for(lambda: (step(), all(r.finished_at for r in store.list_runs()))[1], timeout=40,
+             interval=0.2, message="every capped run to finish")
+    # Then every run succeeded, never two at once
+    runs = store.list_runs()
+    assert len(runs) >= 3 and {r.status for r in runs} == {"succeeded"}
+    assert int(redis_client.get(gauge_keys("capped", prefix)[1]) or 0) == 1

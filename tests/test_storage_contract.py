@@ -9,7 +9,14 @@ import sqlalchemy as sa
 
 from scheduler.errors import StateConflictError
 from scheduler.storage.migrate import current
-from scheduler.storage.store import MissedRow, NewRun, StateWrite, Store, missed_t
+from scheduler.storage.store import (
+    ConcurrencyBlockedError,
+    MissedRow,
+    NewRun,
+    StateWrite,
+    Store,
+    missed_t,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -145,3 +152,21 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store) -
     assert loaded is not None and loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
     assert [(a.number, a.status, a.reason) for a in store.attempts_of(run.id)] == [
         (1, "stalled", "worker_lost"), (2, "running", None)]
+
+
+def test_concurrency_cap_parks_and_wakes(store: Store) -> None:
+    runs = store.commit_tick([new_run("c1"), new_run("c2"), new_run("c3")], [], [], T0)
+    a1 = store.begin_attempt(runs[0].id, "w", None, T0, agent="a", concurrency=2)
+    a2 = store.begin_attempt(runs[1].id, "w", None, T0, agent="a", concurrency=2)
+    assert a1 is not None and a2 is not None
+    # A third run of the same agent must wait: the cap is fleet-wide, in the database.
+    with pytest.raises(ConcurrencyBlockedError):
+        store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2)
+    store.park(runs[2].id, T0 + timedelta(minutes=5), "concurrency")
+    assert store.due_for_publish(T0 + timedelta(seconds=1), T0, 10) == []
+    # When one finishes, the parked run is woken at once.
+    store.finish(a1, status="succeeded", reason=None, attempt_status="succeeded",
+                 now=T0 + timedelta(seconds=2))
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
+    assert due.run_id == runs[2].id
+    assert store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2) is not None

@@ -63,6 +63,7 @@ class Run(Base):
         sa.Index("ix_runs_status_not_before", "status", "not_before"),
         sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
         sa.Index("ix_runs_overlap_active", "overlap_key", "status"),
+        sa.Index("ix_runs_agent_status", "agent", "status"),
         # At most one running run per overlap key, across every worker and machine.
         sa.Index("uq_runs_running_overlap", "overlap_key", unique=True,
                  postgresql_where=sa.text("status = 'running'"),
@@ -91,6 +92,8 @@ class Run(Base):
     overlap_key: Mapped[str | None] = mapped_column(sa.String(256))
     # How this run yields to others with its overlap_key: skip | buffer_one | cancel_other | wait.
     overlap: Mapped[str | None] = mapped_column(sa.String(16))
+    # Why a `waiting` run waits: overlap | concurrency (woken when a holder ends) or retry.
+    waiting_for: Mapped[str | None] = mapped_column(sa.String(16))
     last_heartbeat: Mapped[Any | None]
     # Mirrors the Redis run lease: past it with status `running`, the holder is gone.
     lease_expires_at: Mapped[datetime | None]

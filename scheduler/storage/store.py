@@ -98,6 +98,15 @@ class StartedAttempt:
     attempt: int
     deliveries: int
     overlap_key: str | None = None
+    capped_agent: str | None = None  # set when the agent has a concurrency cap
+
+
+class ConcurrencyBlockedError(StorageError):
+    """The agent already runs `concurrency` runs across the fleet; this one must wait."""
+
+    def __init__(self, run_id: str, cap: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} waits: its agent is at its concurrency cap of {cap}")
 
 
 class OverlapBlockedError(StorageError):
@@ -350,7 +359,8 @@ class Store:
 
     def begin_attempt(
         self, run_id: str, worker: str, task_id: str | None, now: datetime,
-        lease_ttl: timedelta = timedelta(seconds=60),
+        lease_ttl: timedelta = timedelta(seconds=60), *, agent: str | None = None,
+        concurrency: int | None = None,
     ) -> StartedAttempt | None:
         """Take a new fence from the database and open an attempt; None if the run is terminal.
 
@@ -360,20 +370,24 @@ class Store:
         is closed as `stalled/worker_lost`.
         """
         try:
-            return self._begin_attempt(run_id, worker, task_id, now, lease_ttl)
+            return self._begin_attempt(run_id, worker, task_id, now, lease_ttl, agent=agent,
+                                       concurrency=concurrency)
         except IntegrityError:
             # uq_runs_running_overlap: a run with the same overlap key is running.
             run = self.get_run(run_id)
             raise OverlapBlockedError(run_id, run.overlap if run else None) from None
 
     def _begin_attempt(self, run_id: str, worker: str, task_id: str | None, now: datetime,
-                       lease_ttl: timedelta) -> StartedAttempt | None:
+                       lease_ttl: timedelta, *, agent: str | None,
+                       concurrency: int | None) -> StartedAttempt | None:
         with self.engine.begin() as conn:
+            if concurrency is not None and agent is not None:
+                self._check_concurrency(conn, run_id, agent, concurrency)
             row = conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
                 .values(status="running", fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
-                        deliveries=runs_t.c.deliveries + 1, not_before=None,
+                        deliveries=runs_t.c.deliveries + 1, not_before=None, waiting_for=None,
                         lease_expires_at=now + lease_ttl,
                         started_at=sa.func.coalesce(runs_t.c.started_at, now))
                 .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries,
@@ -390,7 +404,8 @@ class Store:
                 run_id=run_id, number=row.attempt, fence=row.fence, status="running",
                 worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
             ))
-            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key)
+            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
+                                  agent if concurrency is not None else None)
 
     def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
              last_heartbeat: dict[str, Any] | None) -> bool:
@@ -443,6 +458,7 @@ class Store:
                        runs_t.c.status == "running")
                 .values(status=status, terminal_reason=reason, result=result, error=error,
                         usage=usage, last_heartbeat=last_heartbeat, not_before=not_before,
+                        waiting_for=None if terminal else "retry",
                         lease_expires_at=None, finished_at=now if terminal else None)
             ).rowcount
             if updated == 1:
@@ -454,28 +470,50 @@ class Store:
                             error_message=error, finished_at=now)
                 )
                 if started.overlap_key is not None:
-                    self._wake_next(conn, started.overlap_key, started.run_id, now)
+                    self._wake_next(conn, now, after=started.run_id, waiting_for="overlap",
+                                    column=runs_t.c.overlap_key, value=started.overlap_key)
+                if started.capped_agent is not None:
+                    self._wake_next(conn, now, after=started.run_id, waiting_for="concurrency",
+                                    column=runs_t.c.agent, value=started.capped_agent)
                 return True
         # Someone holds a newer fence: our result must not land anywhere.
         self._close_attempt(started, "fenced_out", "fenced_out", now)
         return False
 
     @staticmethod
-    def _wake_next(conn: Connection, key: str, after: str, now: datetime) -> None:
-        """Let the oldest run parked behind `key` go now (the sweeper publishes it)."""
+    def _check_concurrency(conn: Connection, run_id: str, agent: str, cap: int) -> None:
+        """Raise ConcurrencyBlockedError when `agent` already runs `cap` runs.
+
+        On PostgreSQL a transaction-scoped advisory lock per agent makes the
+        count-then-start atomic across workers; SQLite's BEGIN IMMEDIATE already is.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                sa.func.hashtext(sa.literal(f"nightowl:agent:{agent}")))))
+        running = conn.execute(
+            sa.select(sa.func.count()).select_from(runs_t)
+            .where(runs_t.c.agent == agent, runs_t.c.status == "running", runs_t.c.id != run_id)
+        ).scalar_one()
+        if running >= cap:
+            raise ConcurrencyBlockedError(run_id, cap)
+
+    @staticmethod
+    def _wake_next(conn: Connection, now: datetime, *, after: str, waiting_for: str,
+                   column: sa.Column[Any], value: str) -> None:
+        """Let the oldest run parked for `waiting_for` on `column = value` go now."""
         nxt = (sa.select(runs_t.c.id)
-               .where(runs_t.c.overlap_key == key, runs_t.c.status == "waiting",
-                      runs_t.c.id != after)
+               .where(column == value, runs_t.c.status == "waiting",
+                      runs_t.c.waiting_for == waiting_for, runs_t.c.id != after)
                .order_by(runs_t.c.created_at).limit(1).scalar_subquery())
         conn.execute(sa.update(runs_t).where(runs_t.c.id == nxt).values(not_before=now))
 
-    def park(self, run_id: str, until: datetime) -> None:
-        """Blocked by overlap: wait (woken when the holder ends, or at `until` at the latest)."""
+    def park(self, run_id: str, until: datetime, waiting_for: str) -> None:
+        """Blocked (overlap or concurrency): wait until a holder ends, or `until` at the latest."""
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
-                .values(status="waiting", not_before=until)
+                .values(status="waiting", not_before=until, waiting_for=waiting_for)
             )
 
     def skip(self, run_id: str, reason: str, now: datetime) -> bool:

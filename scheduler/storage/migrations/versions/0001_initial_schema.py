@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('agent_version', sa.String(length=64), nullable=True),
     sa.Column('overlap_key', sa.String(length=256), nullable=True),
     sa.Column('overlap', sa.String(length=16), nullable=True),
+    sa.Column('waiting_for', sa.String(length=16), nullable=True),
     sa.Column('last_heartbeat', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -118,6 +119,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_runs_status_not_before', ['status', 'not_before'], unique=False)
         batch_op.create_index('ix_runs_status_lease', ['status', 'lease_expires_at'], unique=False)
         batch_op.create_index('ix_runs_overlap_active', ['overlap_key', 'status'], unique=False)
+        batch_op.create_index('ix_runs_agent_status', ['agent', 'status'], unique=False)
         # At most one running run per overlap key, across every worker and machine.
         batch_op.create_index('uq_runs_running_overlap', ['overlap_key'], unique=True,
                               postgresql_where=sa.text("status = 'running'"),
