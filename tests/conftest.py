@@ -130,8 +130,8 @@ def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]
         "NIGHTOWL_TRIGGERS": triggers,
         "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
         "PYTHONPATH": str(ROOT),
-        **extra,
     })
+    env.update(extra)
     return env
 
 

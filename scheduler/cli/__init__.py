@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from agents import NightowlError
-from scheduler.cli import deadletters_cmd, fire, runs, services, triggers_cmd
+from scheduler.cli import deadletters_cmd, doctor_cmd, fire, runs, services, triggers_cmd
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("dev")(services.dev)
 app.command("fire")(fire.fire)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def main() -> None:

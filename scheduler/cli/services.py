@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from scheduler.app import create_app, set_app
 from scheduler.cli._common import TriggersOpt, fail, registry_for, settings_for
+from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
@@ -25,6 +26,7 @@ from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import Store
+from triggers import Registry
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -56,13 +58,22 @@ def _require_urls(settings: Settings) -> None:
              f"a local database nor reuse {DEV_ENV_FILE}, which is for `nightowl dev`)")
 
 
+def _checked_registry(settings: Settings) -> Registry:
+    """The registry, refusing to run agents the broker would redeliver mid-run."""
+    registry = registry_for(settings)
+    problems = visibility_problems(registry, settings.visibility_timeout)
+    if problems:
+        fail("\n".join(problems))
+    return registry
+
+
 def scheduler(triggers: TriggersOpt = None) -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
     settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
-    loop = ServiceLoop(build_service(settings, registry_for(settings)), settings)
+    loop = ServiceLoop(build_service(settings, _checked_registry(settings)), settings)
     loop.start()
     try:
         _wait_for_signal(threading.Event())
@@ -89,7 +100,7 @@ def worker(
     if settings.triggers:
         # Prefork children and the lazily built runtime read the same modules.
         os.environ["NIGHTOWL_TRIGGERS"] = ",".join(settings.triggers)
-    registry = registry_for(settings)
+    registry = _checked_registry(settings)
     app = create_app(settings, registry)
     set_app(app)
     chosen = queues or ",".join(app.conf.nightowl_queues)

@@ -20,6 +20,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.doctor import visibility_problems
 from scheduler.storage.models import TriggerState
 from scheduler.storage.store import missed_t
 from triggers import CronTrigger, Registry, RegistryLoadError, TriggerSpec
@@ -66,14 +67,17 @@ def validate(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
                                  param_hint="--triggers")
     try:
         registry = registry_for(settings)
+        problems = visibility_problems(registry, settings.visibility_timeout)
     except RegistryLoadError as exc:
+        problems = exc.problems
+    if problems:
         if json_:
-            print_json({"ok": False, "problems": exc.problems})
+            print_json({"ok": False, "problems": problems})
         else:
-            for problem in exc.problems:
+            for problem in problems:
                 typer.echo(problem, err=True)
-            typer.echo(f"{len(exc.problems)} problem(s) found", err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+            typer.echo(f"{len(problems)} problem(s) found", err=True)
+        raise typer.Exit(EXIT_FINDINGS)
     if json_:
         print_json({"ok": True, "agents": sorted(registry.agents),
                     "triggers": sorted(registry.triggers)})
