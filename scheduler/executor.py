@@ -26,8 +26,8 @@ import redis
 from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
 from scheduler import cancel
 from scheduler.clock import Clock
-from scheduler.leases import Lease
-from scheduler.storage.models import TERMINAL_STATUSES, Run
+from scheduler.leases import Lease, LeaseScripts
+from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import (
     ConcurrencyBlockedError,
     OverlapBlockedError,
@@ -153,23 +153,14 @@ class Executor:
         self.prefix = key_prefix
         self.heartbeat_interval = heartbeat_interval
         self.sinks = sinks
+        self._scripts = LeaseScripts(redis_client)
 
     def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Outcome:
-        run = self.store.get_run(run_id)
-        if run is None:
-            log.error("delivery for unknown run %s (task %s) dropped", run_id, task_id)
-            return "unknown_run"
-        if run.status in TERMINAL_STATUSES:
-            log.info("run %s already %s; duplicate delivery dropped", run_id, run.status)
-            return "duplicate"
-        spec = self.registry.agents.get(run.agent)
-        if spec is None:
-            self.store.fail_without_attempt(
-                run_id, "unknown_agent",
-                f"agent {run.agent!r} is not in the loaded trigger modules", self.clock.now())
-            return "unknown_agent"
+        """One delivery. The common path costs a lease, one start and one finish transaction."""
+        spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
         ttl_ms = int(spec.heartbeat_timeout.total_seconds() * 1000)
-        lease = Lease(self.redis, f"{self.prefix}run:{run_id}", self.worker_id, ttl_ms / 1000)
+        lease = Lease(self.redis, f"{self.prefix}run:{run_id}", self.worker_id, ttl_ms / 1000,
+                      self._scripts)
         if not lease.acquire():
             until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
             self.store.defer(run_id, until)
@@ -187,10 +178,25 @@ class Executor:
                 log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
                 return "parked"
             if started is None:
-                return "duplicate"
-            return self._run_started(spec, run, started, lease, ttl_ms)
+                return self._not_started(agent_name, run_id, task_id)
+            return self._run_started(spec, started, lease, ttl_ms)
         finally:
             lease.release()
+
+    def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Outcome:
+        """Why a delivery could not start its run: a duplicate, or a message that is wrong."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            log.error("delivery for unknown run %s (task %s) dropped", run_id, task_id)
+            return "unknown_run"
+        if run.status in TERMINAL_STATUSES:
+            log.info("run %s already %s; duplicate delivery dropped", run_id, run.status)
+            return "duplicate"
+        if run.agent != agent_name:
+            log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent,
+                      agent_name)
+            return "unknown_run"
+        return "duplicate"
 
     def _blocked(self, blocked: OverlapBlockedError) -> Outcome:
         now = self.clock.now()
@@ -202,11 +208,15 @@ class Executor:
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return "parked"
 
-    def _run_started(self, spec: AgentSpec, run: Run, started: StartedAttempt, lease: Lease,
+    def _run_started(self, spec: AgentSpec, started: StartedAttempt, lease: Lease,
                      ttl_ms: int) -> Outcome:
-        run_id = run.id
+        run_id = started.run_id
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
-                                             "trigger": run.trigger, "attempt": started.attempt})
+                                             "trigger": started.trigger,
+                                             "attempt": started.attempt})
+        if started.attempt > 1:
+            # A cancel request aimed at an earlier attempt must not stop this one.
+            cancel.clear(self.redis, self.prefix, run_id)
         if started.deliveries > spec.max_deliveries:
             self._finish(started, _Verdict("failed", "poison", "failed", "poison"),
                          error=f"delivered {started.deliveries - 1} times without finishing "
@@ -217,10 +227,10 @@ class Executor:
         cancel_event = threading.Event()
         deadline = self.clock.now() + spec.timeout
         ctx = AgentContext(
-            run_id=run_id, idempotency_key=run.idempotency_key, attempt=started.attempt,
-            logical_time=run.logical_time, trigger=run.trigger, agent=spec.name,
+            run_id=run_id, idempotency_key=started.idempotency_key, attempt=started.attempt,
+            logical_time=started.logical_time, trigger=started.trigger, agent=spec.name,
             fence=started.fence, deadline=deadline, log=logger,
-            outbox=OutboxBuffer(self.sinks), previous_heartbeat=run.last_heartbeat,
+            outbox=OutboxBuffer(self.sinks), previous_heartbeat=started.previous_heartbeat,
             _heartbeat_sink=lambda note, details: latest.update(note=note, details=details),
             _cancel=cancel_event,
         )
@@ -248,7 +258,7 @@ class Executor:
             on_hard=on_hard)
         with watch:
             try:
-                result = self._call(spec, ctx, run.event, cancel_event)
+                result = self._call(spec, ctx, started.event, cancel_event)
                 error: BaseException | None = None
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
@@ -265,7 +275,8 @@ class Executor:
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
             usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None)
-        cancel.clear(self.redis, self.prefix, run_id)
+        if watch.reason is not None:
+            cancel.clear(self.redis, self.prefix, run_id)
         if not ok:
             logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
                            run_id, started.attempt)

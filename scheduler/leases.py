@@ -46,17 +46,26 @@ def identity(role: str = "") -> str:
     return f"{role}:{base}" if role else base
 
 
+class LeaseScripts:
+    """The three Lua scripts, registered once per client (a worker makes a lease per run)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.acquire = client.register_script(_ACQUIRE)
+        self.renew = client.register_script(_RENEW)
+        self.release = client.register_script(_RELEASE)
+
+
 class Lease:
     """One named lease held by `owner` for `ttl_s` seconds at a time."""
 
-    def __init__(self, client: redis.Redis, key: str, owner: str, ttl_s: float) -> None:
+    def __init__(self, client: redis.Redis, key: str, owner: str, ttl_s: float,
+                 scripts: LeaseScripts | None = None) -> None:
         self.client = client
         self.key = key
         self.owner = owner
         self.ttl_ms = max(1, int(ttl_s * 1000))
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        s = scripts or LeaseScripts(client)
+        self._acquire, self._renew, self._release = s.acquire, s.renew, s.release
 
     def acquire(self, ttl_ms: int | None = None) -> bool:
         """Take the lease if free or ours (then also extend it)."""

@@ -241,6 +241,12 @@ class SchedulerService:
                 return 0
             now = self.clock.now()
             due = self.store.due_for_publish(now, now - self.pending_grace, limit)
+            orphans = [d for d in due if d.agent not in self.registry.agents]
+            for d in orphans:  # its agent was removed or renamed since the run was created
+                self.store.fail_without_attempt(
+                    d.run_id, "unknown_agent",
+                    f"agent {d.agent!r} is not in the loaded trigger modules", now)
+            due = [d for d in due if d.agent in self.registry.agents]
             if not due:
                 return 0
             self.publisher.publish(due)

@@ -99,6 +99,12 @@ class StartedAttempt:
     deliveries: int
     overlap_key: str | None = None
     capped_agent: str | None = None  # set when the agent has a concurrency cap
+    # What the agent needs of its run, returned by the same statement that took the fence.
+    idempotency_key: str = ""
+    trigger: str | None = None
+    event: Any = None
+    logical_time: datetime | None = None
+    previous_heartbeat: dict[str, Any] | None = None
 
 
 class ConcurrencyBlockedError(StorageError):
@@ -383,7 +389,7 @@ class Store:
         with self.engine.begin() as conn:
             if concurrency is not None and agent is not None:
                 self._check_concurrency(conn, run_id, agent, concurrency)
-            row = conn.execute(
+            stmt = (
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
                 .values(status="running", fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
@@ -391,21 +397,28 @@ class Store:
                         lease_expires_at=now + lease_ttl,
                         started_at=sa.func.coalesce(runs_t.c.started_at, now))
                 .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries,
-                           runs_t.c.overlap_key)
-            ).first()
+                           runs_t.c.overlap_key, runs_t.c.idempotency_key, runs_t.c.trigger,
+                           runs_t.c.event, runs_t.c.logical_time, runs_t.c.last_heartbeat)
+            )
+            if agent is not None:  # a message routed to the wrong agent's task starts nothing
+                stmt = stmt.where(runs_t.c.agent == agent)
+            row = conn.execute(stmt).first()
             if row is None:
                 return None
-            conn.execute(
-                sa.update(attempts_t)
-                .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
-                .values(status="stalled", reason="worker_lost", finished_at=now)
-            )
+            if row.attempt > 1:
+                conn.execute(
+                    sa.update(attempts_t)
+                    .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
+                    .values(status="stalled", reason="worker_lost", finished_at=now)
+                )
             conn.execute(sa.insert(attempts_t).values(
                 run_id=run_id, number=row.attempt, fence=row.fence, status="running",
                 worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
             ))
-            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
-                                  agent if concurrency is not None else None)
+            return StartedAttempt(
+                run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
+                agent if concurrency is not None else None, row.idempotency_key, row.trigger,
+                row.event, row.logical_time, row.last_heartbeat)
 
     def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
              last_heartbeat: dict[str, Any] | None) -> bool:
