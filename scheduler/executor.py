@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -159,7 +160,10 @@ class Executor:
         """One delivery. The common path costs a lease, one start and one finish transaction."""
         spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
         ttl_ms = int(spec.heartbeat_timeout.total_seconds() * 1000)
-        lease = Lease(self.redis, f"{self.prefix}run:{run_id}", self.worker_id, ttl_ms / 1000,
+        # The owner is this delivery, not this process: in a threads pool two deliveries of
+        # one run in the same process must not both see the lease as "mine".
+        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
+        lease = Lease(self.redis, f"{self.prefix}run:{run_id}", owner, ttl_ms / 1000,
                       self._scripts)
         if not lease.acquire():
             until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())

@@ -80,6 +80,8 @@ def drive(svc_tick: Callable[[], object], seconds: float) -> None:
         ("ov-buffer-one", 1, lambda c: c["succeeded"] >= 2 and c["skipped"] >= 1),
         ("ov-allow", 2, lambda c: c["succeeded"] >= 3 and c["skipped"] == 0),
         ("ov-cancel-other", 1, lambda c: c["cancelled"] >= 1 and c["skipped"] == 0),
+        # cron firings carry no row key, so they all share one: one at a time, none skipped
+        ("ov-per-key", 1, lambda c: c["succeeded"] >= 3 and c["skipped"] == 0),
     ],
 )
 def test_policy_with_a_real_worker(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import redis
 from scheduler.clock import FakeClock
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from scheduler.storage.store import Store
+from scheduler.storage.store import Dispatch, Store
 from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.e2e_triggers import calls_key
 from tests.helpers import make_service, registry_of
@@ -91,3 +92,46 @@ def test_frozen_worker_is_fenced_out_when_it_wakes(
     assert run.result == {"pid": other.proc.pid, "attempt": 2}
     assert [(a.number, a.status) for a in store.attempts_of(run_id)] == [
         (1, "fenced_out"), (2, "succeeded")]
+
+
+def test_prefork_child_killed_mid_run_is_redelivered_and_completes_once(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given a prefork worker running the 3-second agent in a pool process
+    start_worker(MODULE, pool="prefork", concurrency=1)
+    svc, clock, run_id = fire_slow(settings)
+    wait_for(lambda: redis_client.get(calls_key(run_id, prefix)), message="the agent to start")
+    (attempt,) = store.attempts_of(run_id)
+    child_pid = int((attempt.worker or "").split("-")[-2])
+    # When only that pool process is SIGKILLed (Celery requeues: task_reject_on_worker_lost)
+    os.kill(child_pid, signal.SIGKILL)
+    # Then the run is delivered again once its lease has expired, and completes once
+    sweep_until_finished(svc, clock, store, run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "succeeded"
+    assert run.result is not None and run.result["pid"] != child_pid
+    assert [a.status for a in store.attempts_of(run_id)] == ["stalled", "succeeded"]
+    assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 2
+
+
+def test_the_same_message_five_times_runs_the_agent_once(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given two workers with four threads each
+    start_worker(MODULE, pool="threads", concurrency=4)
+    start_worker(MODULE, pool="threads", concurrency=4)
+    svc, clock, run_id = fire_slow(settings)
+    # When the same agent.<name>(run_id) message is published four more times at once
+    dispatch = Dispatch(run_id, "slow", "agents", "slow", 0)
+    svc.publisher.publish([dispatch] * 4)
+    sweep_until_finished(svc, clock, store, run_id)
+    # And once more after the run succeeded
+    svc.publisher.publish([dispatch])
+    time.sleep(1.0)
+    # Then the agent body ran exactly once and one attempt exists
+    assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 1
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "succeeded"
+    assert [a.status for a in store.attempts_of(run_id)] == ["succeeded"]
