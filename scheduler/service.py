@@ -250,9 +250,7 @@ class SchedulerService:
             if not due:
                 return 0
             self.publisher.publish(due)
-            ids = [d.run_id for d in due]
-            self.store.mark_queued(ids, now)
-            self.store.mark_redelivered(ids, now + self.pending_grace)
+            self.store.mark_queued([d.run_id for d in due], now, self.pending_grace)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
 

@@ -141,7 +141,7 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store) -
     assert store.due_for_publish(T0 + timedelta(seconds=14), T0, 10) == []
     (due,) = store.due_for_publish(T0 + timedelta(seconds=16), T0, 10)
     assert due.run_id == run.id
-    store.mark_redelivered([run.id], T0 + timedelta(seconds=21))
+    store.mark_queued([run.id], T0 + timedelta(seconds=16), timedelta(seconds=5))
     assert store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
     # The replacement attempt closes the lost one as stalled/worker_lost...
     a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl)

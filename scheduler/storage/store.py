@@ -306,10 +306,14 @@ class Store:
         if matched != len(old):
             raise StateConflictError(f"{len(old) - matched} trigger state(s) changed under us")
 
-    def mark_queued(self, run_ids: Iterable[str], now: datetime) -> None:
-        """`pending`/`waiting` -> `queued` once published (a no-op for runs already further).
+    def mark_queued(self, run_ids: Iterable[str], now: datetime,
+                    redeliver_grace: timedelta | None = None) -> None:
+        """Bookkeeping after a publish, in one transaction.
 
-        Only ids that were just published are passed, so a `waiting` run here is due.
+        `pending`/`waiting` -> `queued` (only ids just published are passed, so a
+        `waiting` one is due). With `redeliver_grace`, a republished `running` run
+        (its worker died) gets that long for a worker to pick it up before the
+        sweeper sends it again.
         """
         ids = list(run_ids)
         if not ids:
@@ -320,6 +324,12 @@ class Store:
                 .where(_id_in(conn, ids), runs_t.c.status.in_(("pending", "waiting")))
                 .values(status="queued", queued_at=now, not_before=None)
             )
+            if redeliver_grace is not None:
+                conn.execute(
+                    sa.update(runs_t)
+                    .where(_id_in(conn, ids), runs_t.c.status == "running")
+                    .values(lease_expires_at=now + redeliver_grace)
+                )
 
     def due_for_publish(self, now: datetime, pending_before: datetime, limit: int) -> list[Dispatch]:
         """Runs the sweeper must (re)publish.
@@ -344,18 +354,6 @@ class Store:
             return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt)
                     for r in conn.execute(stmt)]
 
-
-    def mark_redelivered(self, run_ids: Iterable[str], retry_after: datetime) -> None:
-        """A republished `running` run waits this long for a worker before the next republish."""
-        ids = list(run_ids)
-        if not ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(runs_t)
-                .where(_id_in(conn, ids), runs_t.c.status == "running")
-                .values(lease_expires_at=retry_after)
-            )
 
     # -- worker side ------------------------------------------------------
 
