@@ -31,6 +31,7 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         key_prefix=settings.redis_prefix,
         leader_ttl=settings.leader_ttl,
         pending_grace=settings.pending_grace,
+        requeue_after=settings.visibility_timeout,
     )
 
 

@@ -80,6 +80,7 @@ class SchedulerService:
         key_prefix: str = "nightowl:",
         leader_ttl: float = 10.0,
         pending_grace: float = 5.0,
+        requeue_after: float = 7200.0,
         owner: str | None = None,
     ) -> None:
         self.registry = registry
@@ -87,6 +88,8 @@ class SchedulerService:
         self.publisher = publisher
         self.clock = clock
         self.pending_grace = timedelta(seconds=pending_grace)
+        # A run `queued` this long without starting lost its message: publish it again.
+        self.requeue_after = timedelta(seconds=requeue_after)
         self.redis = redis_client
         self.prefix = key_prefix
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
@@ -240,7 +243,8 @@ class SchedulerService:
             if not self._leader:
                 return 0
             now = self.clock.now()
-            due = self.store.due_for_publish(now, now - self.pending_grace, limit)
+            due = self.store.due_for_publish(now, now - self.pending_grace, limit,
+                                             queued_before=now - self.requeue_after)
             orphans = [d for d in due if d.agent not in self.registry.agents]
             for d in orphans:  # its agent was removed or renamed since the run was created
                 self.store.fail_without_attempt(

@@ -170,3 +170,16 @@ def test_concurrency_cap_parks_and_wakes(store: Store) -> None:
     (due,) = store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
     assert due.run_id == runs[2].id
     assert store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2) is not None
+
+
+def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("q1")], [], [], T0)
+    store.mark_queued([run.id], T0)
+    hour = timedelta(hours=1)
+    # Waiting in a long queue is normal: nothing to do within the horizon.
+    assert store.due_for_publish(T0 + hour, T0, 10, queued_before=T0 + hour - 2 * hour) == []
+    # Past it (a Redis restart lost the message), the sweeper sends it again, once per horizon.
+    (due,) = store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour)
+    assert due.run_id == run.id
+    store.mark_queued([run.id], T0 + 3 * hour)
+    assert store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour) == []

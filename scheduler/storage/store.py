@@ -321,7 +321,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(_id_in(conn, ids), runs_t.c.status.in_(("pending", "waiting")))
+                .where(_id_in(conn, ids), runs_t.c.status.in_(("pending", "waiting", "queued")))
                 .values(status="queued", queued_at=now, not_before=None)
             )
             if redeliver_grace is not None:
@@ -331,22 +331,28 @@ class Store:
                     .values(lease_expires_at=now + redeliver_grace)
                 )
 
-    def due_for_publish(self, now: datetime, pending_before: datetime, limit: int) -> list[Dispatch]:
+    def due_for_publish(self, now: datetime, pending_before: datetime, limit: int,
+                        queued_before: datetime | None = None) -> list[Dispatch]:
         """Runs the sweeper must (re)publish.
 
         `pending` older than the grace (the publisher died), `waiting` whose
-        `not_before` passed (retries), and `running` whose lease expired (the
-        worker was killed: Celery would only redeliver after the visibility timeout).
+        `not_before` passed (retries), `running` whose lease expired (the
+        worker was killed: Celery would only redeliver after the visibility
+        timeout), and `queued` since before `queued_before` (its message was lost,
+        say with a Redis restart that kept nothing: no run waits forever).
         """
+        due = [
+            sa.and_(runs_t.c.status == "pending", runs_t.c.created_at <= pending_before),
+            sa.and_(runs_t.c.status == "waiting",
+                    sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
+            sa.and_(runs_t.c.status == "running", runs_t.c.lease_expires_at < now),
+        ]
+        if queued_before is not None:
+            due.append(sa.and_(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before))
         stmt = (
             sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
                       runs_t.c.attempt)
-            .where(sa.or_(
-                sa.and_(runs_t.c.status == "pending", runs_t.c.created_at <= pending_before),
-                sa.and_(runs_t.c.status == "waiting",
-                        sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
-                sa.and_(runs_t.c.status == "running", runs_t.c.lease_expires_at < now),
-            ))
+            .where(sa.or_(*due))
             .order_by(runs_t.c.created_at)
             .limit(limit)
         )
