@@ -148,6 +148,28 @@ _PG_CAS_STATES = sa.text(
 )
 
 
+# Hot-path statements, built once: a worker runs them for every delivery.
+_FINISH_RUN = (
+    sa.update(runs_t)
+    .where(runs_t.c.id == sa.bindparam("b_id"), runs_t.c.fence == sa.bindparam("b_fence"),
+           runs_t.c.status == "running")
+    .values(status=sa.bindparam("b_status"), terminal_reason=sa.bindparam("b_reason"),
+            result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
+            usage=sa.bindparam("b_usage"), last_heartbeat=sa.bindparam("b_heartbeat"),
+            not_before=sa.bindparam("b_not_before"), waiting_for=sa.bindparam("b_waiting_for"),
+            lease_expires_at=None, finished_at=sa.bindparam("b_finished_at"))
+)
+_FINISH_ATTEMPT = (
+    sa.update(attempts_t)
+    .where(attempts_t.c.run_id == sa.bindparam("b_run_id"),
+           attempts_t.c.number == sa.bindparam("b_number"))
+    .values(status=sa.bindparam("b_status"), reason=sa.bindparam("b_reason"),
+            error_class=sa.bindparam("b_error_class"), error_message=sa.bindparam("b_error"),
+            finished_at=sa.bindparam("b_now"))
+)
+_INSERT_ATTEMPT = sa.insert(attempts_t)
+
+
 def _id_in(conn: Connection, ids: list[str]) -> sa.ColumnElement[bool]:
     """`id IN (...)`; on PostgreSQL one array parameter instead of 500 placeholders."""
     if conn.dialect.name == "postgresql":
@@ -406,7 +428,7 @@ class Store:
             )
             if agent is not None:  # a message routed to the wrong agent's task starts nothing
                 stmt = stmt.where(runs_t.c.agent == agent)
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt).first()  # (compiled once: SQLAlchemy caches by shape)
             if row is None:
                 return None
             if row.attempt > 1:
@@ -415,10 +437,11 @@ class Store:
                     .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
                     .values(status="stalled", reason="worker_lost", finished_at=now)
                 )
-            conn.execute(sa.insert(attempts_t).values(
-                run_id=run_id, number=row.attempt, fence=row.fence, status="running",
-                worker=worker, celery_task_id=task_id, started_at=now, heartbeat_at=now,
-            ))
+            conn.execute(_INSERT_ATTEMPT, {
+                "run_id": run_id, "number": row.attempt, "fence": row.fence, "status": "running",
+                "worker": worker, "celery_task_id": task_id, "started_at": now,
+                "heartbeat_at": now,
+            })
             return StartedAttempt(
                 run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
                 agent if concurrency is not None else None, row.idempotency_key, row.trigger,
@@ -469,23 +492,19 @@ class Store:
         """The fenced final write. False (and nothing written) when our fence is stale."""
         terminal = status in TERMINAL_STATUSES
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == started.run_id, runs_t.c.fence == started.fence,
-                       runs_t.c.status == "running")
-                .values(status=status, terminal_reason=reason, result=result, error=error,
-                        usage=usage, last_heartbeat=last_heartbeat, not_before=not_before,
-                        waiting_for=None if terminal else "retry",
-                        lease_expires_at=None, finished_at=now if terminal else None)
-            ).rowcount
+            updated = conn.execute(_FINISH_RUN, {
+                "b_id": started.run_id, "b_fence": started.fence, "b_status": status,
+                "b_reason": reason, "b_result": result, "b_error": error, "b_usage": usage,
+                "b_heartbeat": last_heartbeat, "b_not_before": not_before,
+                "b_waiting_for": None if terminal else "retry",
+                "b_finished_at": now if terminal else None,
+            }).rowcount
             if updated == 1:
-                conn.execute(
-                    sa.update(attempts_t)
-                    .where(attempts_t.c.run_id == started.run_id,
-                           attempts_t.c.number == started.attempt)
-                    .values(status=attempt_status, reason=reason, error_class=error_class,
-                            error_message=error, finished_at=now)
-                )
+                conn.execute(_FINISH_ATTEMPT, {
+                    "b_run_id": started.run_id, "b_number": started.attempt,
+                    "b_status": attempt_status, "b_reason": reason, "b_error_class": error_class,
+                    "b_error": error, "b_now": now,
+                })
                 if started.overlap_key is not None:
                     self._wake_next(conn, now, after=started.run_id, waiting_for="overlap",
                                     column=runs_t.c.overlap_key, value=started.overlap_key)
