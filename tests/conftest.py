@@ -182,7 +182,26 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerProcess]]:
+def pg_settings(pg_url: str, prefix: str) -> Settings:
+    """Settings on PostgreSQL only, for real-time process tests that need one backend."""
+    engine = make_engine(pg_url)
+    _truncate(engine)
+    engine.dispose()
+    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,  # type: ignore[arg-type]
+                    redis_prefix=prefix, triggers=[])
+
+
+@pytest.fixture
+def pg_store(pg_settings: Settings) -> Iterator[Store]:
+    s = Store(make_engine(pg_settings.require_database_url()))
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def start_worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
+    settings: Settings = request.getfixturevalue(
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
     workers: list[WorkerProcess] = []
 
     def start(triggers: str, pool: str = "solo", concurrency: int = 1, **extra: str) -> WorkerProcess:

@@ -85,10 +85,13 @@ def drive(svc_tick: Callable[[], object], seconds: float) -> None:
     ],
 )
 def test_policy_with_a_real_worker(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
     start_worker: Callable[..., WorkerProcess], trigger: str, max_inside: int,
     check: Callable[[Counter[str]], bool],
 ) -> None:
+    # Real time, real worker: on PostgreSQL only (the index that enforces this is covered on
+    # both backends by tests/test_storage_contract.py).
+    settings, store = pg_settings, pg_store
     # Given a worker with room for four runs, and a per-second trigger whose agent takes 3 s
     start_worker(MODULE, pool="threads", concurrency=4)
     clock = FakeClock(datetime.now(UTC))

@@ -13,6 +13,7 @@ from scheduler.storage.store import (
     ConcurrencyBlockedError,
     MissedRow,
     NewRun,
+    OverlapBlockedError,
     StateWrite,
     Store,
     missed_t,
@@ -183,3 +184,24 @@ def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> Non
     assert due.run_id == run.id
     store.mark_queued([run.id], T0 + 3 * hour)
     assert store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour) == []
+
+
+def test_one_running_run_per_overlap_key(store: Store) -> None:
+    r1, r2, r3 = store.commit_tick(
+        [new_run("o1", overlap="wait", overlap_key="t"), new_run("o2", overlap="wait",
+                                                                  overlap_key="t"),
+         new_run("o3", overlap="wait", overlap_key="other")], [], [], T0)
+    first = store.begin_attempt(r1.id, "w", None, T0)
+    assert first is not None
+    # The partial unique index refuses a second running run with the same key...
+    with pytest.raises(OverlapBlockedError) as blocked:
+        store.begin_attempt(r2.id, "w", None, T0)
+    assert blocked.value.overlap == "wait"
+    # ...but not one with another key.
+    assert store.begin_attempt(r3.id, "w", None, T0) is not None
+    store.park(r2.id, T0 + timedelta(minutes=5), "overlap")
+    store.finish(first, status="succeeded", reason=None, attempt_status="succeeded",
+                 now=T0 + timedelta(seconds=1))
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
+    assert due.run_id == r2.id  # woken when the holder ended
+    assert store.begin_attempt(r2.id, "w", None, T0) is not None
