@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import timedelta
 
@@ -116,3 +118,40 @@ def test_sweeper_publishes_runs_of_a_scheduler_killed_before_publishing(
     assert queue_length(redis_client, prefix) == 1
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == "queued"
+
+
+def test_runs_of_a_removed_agent_end_failed_unknown_agent(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Given a pending run of an agent that a later deploy removed
+    from scheduler.storage.store import NewRun
+
+    (run,) = store.commit_tick([NewRun(
+        idempotency_key="cron:gone:2026-03-01T12:00:00Z", trigger="gone", agent="retired",
+        queue="agents", event={"kind": "cron", "trigger": "gone",
+                               "scheduled_for": T0.isoformat(), "fired_at": T0.isoformat()},
+        logical_time=T0, agent_version="v0")], [], [], T0)
+    clock = FakeClock(T0 + timedelta(minutes=1))
+    svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
+    assert svc.hold_leadership()
+    # When the sweeper finds it
+    assert svc.sweep() == 0
+    # Then it ends failed/unknown_agent instead of being published to a task nobody has
+    loaded = store.get_run(run.id)
+    assert loaded is not None and (loaded.status, loaded.terminal_reason) == (
+        "failed", "unknown_agent")
+    assert queue_length(redis_client, prefix) == 0
+
+
+def test_triggers_list_all_reports_orphaned_state(settings: Settings, store: Store) -> None:
+    # Given state persisted for a trigger that the current modules no longer define
+    from scheduler.storage.store import StateWrite
+
+    store.commit_tick([], [StateWrite("renamed-away", "cron", {"version": 1}, 0, None)], [], T0)
+    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "triggers", "list", "--all",
+                          "--json"], cwd=tempfile.mkdtemp(), env=child_env(settings, MODULE),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["renamed-away"]["state"] == "orphaned"
+    assert rows["every-second"]["state"] == "new"
