@@ -1,6 +1,6 @@
 """`AgentContext`: what an agent sees of its run.
 
-The worker runtime (or `agents.testing`) injects the heartbeat sink, the
+The worker runtime (or a test) injects the heartbeat sink, the
 outbox buffer and the logger, so this package never imports the scheduler.
 """
 
@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agents._errors import AgentError
+from agents._errors import NonRetryable
 
 MAX_OUTBOX_VALUE_BYTES = 256 * 1024
 
 
-class UnknownSinkError(AgentError):
-    """`ctx.outbox.put` named a sink nobody registered."""
+class UnknownSinkError(NonRetryable):
+    """`ctx.outbox.put` named a sink nobody registered (a retry would fail the same way)."""
 
 
-class OutboxValueError(AgentError):
-    """An outbox value is not JSON-serialisable or is too large."""
+class OutboxValueError(NonRetryable):
+    """An outbox value is not JSON-serialisable or is too large (retrying cannot help)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,3 +73,17 @@ def test_async_agents_are_detected() -> None:
         return None
 
     assert f.is_async
+
+
+def test_outbox_buffer_validates_at_put() -> None:
+    from agents import OutboxBuffer, OutboxValueError, UnknownSinkError
+
+    buf = OutboxBuffer({"audit"})
+    buf.put("audit", "k", {"n": 1})
+    with pytest.raises(UnknownSinkError, match="registered sinks: audit"):
+        buf.put("crm", "k", 1)
+    with pytest.raises(OutboxValueError, match="not JSON-serialisable"):
+        buf.put("audit", "k", {1, 2})
+    assert [(w.sink, w.key, w.value) for w in buf.writes] == [("audit", "k", {"n": 1})]
+    # Configuration mistakes do not burn retries.
+    assert issubclass(UnknownSinkError, NonRetryable) and issubclass(OutboxValueError, NonRetryable)
