@@ -205,3 +205,16 @@ def test_one_running_run_per_overlap_key(store: Store) -> None:
     (due,) = store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == r2.id  # woken when the holder ended
     assert store.begin_attempt(r2.id, "w", None, T0) is not None
+
+
+def test_a_delivery_deferred_behind_a_vanished_lease_holder_is_republished(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("d1")], [], [], T0)
+    store.mark_queued([run.id], T0)
+    # A duplicate delivery found the lease held and noted when it expires...
+    store.defer(run.id, T0 + timedelta(seconds=60))
+    assert store.due_for_publish(T0 + timedelta(seconds=59), T0, 10) == []
+    # ...the holder never started the run: once the lease is gone, it is sent again.
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=60), T0, 10)
+    assert due.run_id == run.id
+    store.mark_queued([run.id], T0 + timedelta(seconds=60))
+    assert store.due_for_publish(T0 + timedelta(seconds=61), T0, 10) == []

@@ -358,7 +358,8 @@ class Store:
         """Runs the sweeper must (re)publish.
 
         `pending` older than the grace (the publisher died), `waiting` whose
-        `not_before` passed (retries), `running` whose lease expired (the
+        `not_before` passed (retries), `queued` deferred behind a lease whose
+        holder never started, `running` whose lease expired (the
         worker was killed: Celery would only redeliver after the visibility
         timeout), and `queued` since before `queued_before` (its message was lost,
         say with a Redis restart that kept nothing: no run waits forever).
@@ -368,6 +369,9 @@ class Store:
             sa.and_(runs_t.c.status == "waiting",
                     sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
             sa.and_(runs_t.c.status == "running", runs_t.c.lease_expires_at < now),
+            # A delivery dropped because another worker held the lease, whose holder then
+            # never started the run (it died between taking the lease and its start commit).
+            sa.and_(runs_t.c.status == "queued", runs_t.c.not_before <= now),
         ]
         if queued_before is not None:
             due.append(sa.and_(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before))
