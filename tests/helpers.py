@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import redis
 
 from scheduler.app import create_app
-from scheduler.clock import Clock
+from scheduler.clock import Clock, FakeClock
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
+from tests.conftest import wait_for
 from triggers import Registry, load
 
 
@@ -46,6 +50,30 @@ def make_service(settings: Settings, registry: Registry, clock: Clock, *, owner:
     )
     _open.append(svc)
     return svc
+
+
+def follow_real_time(clock: FakeClock) -> None:
+    """Move a fake clock up to the wall clock, for tests with real worker processes
+    (workers stamp leases and retries with real time)."""
+    clock.set(max(clock.now(), datetime.now(UTC)))
+
+
+def fire_then_drain(svc: SchedulerService, clock: FakeClock, store: Store, seconds: float,
+                    drain_timeout: float = 40) -> None:
+    """Tick and sweep on real time for `seconds`, then stop firing and sweep until every
+    run is terminal."""
+    def step() -> None:
+        follow_real_time(clock)
+        svc.tick()
+        svc.sweep()
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        step()
+        time.sleep(0.1)
+    svc.registry.triggers.clear()
+    wait_for(lambda: (step(), all(r.finished_at for r in store.list_runs()))[1],
+             timeout=drain_timeout, interval=0.2, message="every run to finish")
 
 
 def queue_length(client: redis.Redis, prefix: str, queue: str = "agents") -> int:

@@ -17,7 +17,7 @@ from scheduler.settings import Settings
 from scheduler.storage.models import Run
 from scheduler.storage.store import NewRun, Store
 from tests.conftest import WorkerProcess, child_env, wait_for
-from tests.helpers import make_service, registry_of
+from tests.helpers import follow_real_time, make_service, registry_of
 
 MODULE = "tests.fixtures.exec_triggers"
 
@@ -55,7 +55,7 @@ def real_sweeper(settings: Settings) -> Callable[[], object]:
     svc = make_service(settings, registry_of(MODULE, []), clock)
 
     def sweep() -> object:
-        clock.set(max(clock.now(), datetime.now(UTC)))
+        follow_real_time(clock)
         svc.hold_leadership()
         return svc.sweep()
 

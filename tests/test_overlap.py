@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,9 +12,9 @@ import redis
 from scheduler.clock import FakeClock
 from scheduler.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import T0, WorkerProcess, wait_for
+from tests.conftest import T0, WorkerProcess
 from tests.fixtures.overlap_triggers import gauge_keys
-from tests.helpers import make_service, registry_of
+from tests.helpers import fire_then_drain, make_service, registry_of
 
 MODULE = "tests.fixtures.overlap_triggers"
 
@@ -66,12 +65,6 @@ def test_catchup_runs_queue_behind_each_other(settings: Settings, store: Store) 
     assert sorted(r.overlap for r in runs) == ["skip", "wait", "wait", "wait", "wait"]
 
 
-def drive(svc_tick: Callable[[], object], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        svc_tick()
-        time.sleep(0.1)
-
 
 @pytest.mark.parametrize(
     ("trigger", "max_inside", "check"),
@@ -97,16 +90,8 @@ def test_policy_with_a_real_worker(
     clock = FakeClock(datetime.now(UTC))
     svc = make_service(settings, registry_of(MODULE, [trigger]), clock)
 
-    def step() -> None:
-        clock.set(max(clock.now(), datetime.now(UTC)))
-        svc.tick()
-        svc.sweep()
-
     # When it fires for five seconds, then everything drains
-    drive(step, 5.0)
-    svc.registry.triggers.clear()  # stop firing; keep sweeping until every run is terminal
-    wait_for(lambda: (step(), all(r.finished_at for r in store.list_runs()))[1], timeout=40,
-             interval=0.2, message="every run to finish")
+    fire_then_drain(svc, clock, store, 5.0)
     counts = Counter(r.status for r in store.list_runs(limit=100))
     inside_key, peak_key = gauge_keys(trigger, prefix)
     peak = int(redis_client.get(peak_key) or 0)
@@ -133,16 +118,8 @@ def test_agent_concurrency_cap_holds_across_workers(
     clock = FakeClock(datetime.now(UTC))
     svc = make_service(settings, registry_of(MODULE, ["capped"]), clock)
 
-    def step() -> None:
-        clock.set(max(clock.now(), datetime.now(UTC)))
-        svc.tick()
-        svc.sweep()
-
-    # When it fires every second for three seconds (overlap allowed)
-    drive(step, 3.0)
-    svc.registry.triggers.clear()
-    wait_for(lambda: (step(), all(r.finished_at for r in store.list_runs()))[1], timeout=40,
-             interval=0.2, message="every capped run to finish")
+    # When it fires every second for four seconds (at least three slots, whatever the phase)
+    fire_then_drain(svc, clock, store, 4.0)
     # Then every run succeeded, never two at once
     runs = store.list_runs()
     assert len(runs) >= 3 and {r.status for r in runs} == {"succeeded"}

@@ -19,7 +19,7 @@ from scheduler.settings import Settings
 from scheduler.storage.store import Dispatch, Store
 from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.e2e_triggers import calls_key
-from tests.helpers import make_service, registry_of
+from tests.helpers import follow_real_time, make_service, registry_of
 
 MODULE = "tests.fixtures.e2e_triggers"
 
@@ -37,7 +37,7 @@ def sweep_until_finished(svc: SchedulerService, clock: FakeClock, store: Store, 
                          timeout: float = 30) -> None:
     """Run the sweeper on the real time line until the run is terminal."""
     def step() -> bool:
-        clock.set(max(clock.now(), datetime.now(UTC)))
+        follow_real_time(clock)
         svc.sweep()
         run = store.get_run(run_id)
         return run is not None and run.finished_at is not None
