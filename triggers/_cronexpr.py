@@ -83,9 +83,16 @@ class CronExpr:
         self.wildcard = minute.startswith("*") or hour.startswith("*")
         self._croniter_expr = normalised
         try:
-            croniter(normalised, datetime(2000, 1, 1), **_CRONITER_OPTS)  # noqa: DTZ001 - wall time.get_next(datetime)
+            probe = croniter(normalised, datetime(2000, 1, 1), **_CRONITER_OPTS)  # noqa: DTZ001 - wall time
         except (CroniterError, ValueError, KeyError) as exc:
             raise CronSyntaxError(f"invalid cron expression {expr!r}: {exc}") from None
+        try:
+            # Debian cron silently never runs `0 0 31 4 *`; we refuse it at load instead of
+            # failing every evaluation later.
+            probe.get_next(datetime)
+        except CroniterError:
+            raise CronSyntaxError(
+                f"cron expression {expr!r} never fires (no such date, e.g. April 31)") from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CronExpr):
