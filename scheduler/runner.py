@@ -32,6 +32,8 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         leader_ttl=settings.leader_ttl,
         pending_grace=settings.pending_grace,
         requeue_after=settings.visibility_timeout,
+        poll_wait=min(settings.tick_interval, 0.25),
+        source_defaults=settings.source_defaults(),
     )
 
 

@@ -12,6 +12,12 @@ Tick, numbered:
    UNIQUE idempotency key) and compare-and-set each trigger's state;
 5. after each commit, publish that chunk in one pipelined batch, then mark it queued.
 A crash between 4 and 5 leaves runs `pending`; `sweep()` publishes them.
+
+Polling triggers (db_change, queue_depth, metric: `source.polls`) do I/O, so
+step 3 runs them on a small thread pool: a slow or dead watched database
+must not delay a cron slot. A tick waits up to `poll_wait` for the polls it
+started and commits whatever has finished; the rest commit on a later tick.
+A trigger is never polled twice at once (it is off the heap while in flight).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +40,7 @@ from scheduler.errors import StateConflictError
 from scheduler.leases import Lease, identity
 from scheduler.publish import Publisher
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
-from triggers import Evaluation, Registry, TriggerSpec
+from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
 
 log = logging.getLogger("nightowl.scheduler")
 
@@ -82,8 +89,12 @@ class SchedulerService:
         pending_grace: float = 5.0,
         requeue_after: float = 7200.0,
         owner: str | None = None,
+        poll_workers: int = 8,
+        poll_wait: float = 30.0,
+        source_defaults: SourceDefaults | None = None,
     ) -> None:
         self.registry = registry
+        registry.bind_sources(source_defaults or SourceDefaults())
         self.store = store
         self.publisher = publisher
         self.clock = clock
@@ -98,6 +109,9 @@ class SchedulerService:
         self._leader = False
         self._heap: list[tuple[datetime, str]] = []
         self._states: dict[str, tuple[dict[str, Any], int]] = {}
+        self.poll_wait = poll_wait
+        self._pool = ThreadPoolExecutor(max_workers=poll_workers, thread_name_prefix="nightowl-poll")
+        self._inflight: dict[str, Future[Evaluation]] = {}  # polls started, not yet committed
 
     # -- leadership ---------------------------------------------------------
 
@@ -134,6 +148,7 @@ class SchedulerService:
     def close(self) -> None:
         """Resign and release every connection this service opened."""
         self.resign()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.publisher.close()
         self.store.engine.dispose()
         self.redis.close()
@@ -149,24 +164,46 @@ class SchedulerService:
             report.leader = True
             now = self.clock.now()
             due = list(self._pop_due(now))
+            started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
             # Streamed: the first chunk commits and publishes after <= 500 evaluations,
             # not after all of them.
-            evaluated = (self._evaluate(name, now, report) for name in due)
+            evaluated = (self._evaluate(name, now, report) for name in due
+                         if not _polls(self.registry, name))
             for chunk in _chunks(p for p in evaluated if p is not None):
+                self._commit_chunk(chunk, now, report)
+            if started:
+                wait(started, timeout=self.poll_wait)
+            polled = (self._finish_poll(name, now, report) for name in list(self._inflight)
+                      if self._inflight[name].done())
+            for chunk in _chunks(p for p in polled if p is not None):
                 self._commit_chunk(chunk, now, report)
             return report
 
     def _pop_due(self, now: datetime) -> Iterator[str]:
         while self._heap and self._heap[0][0] <= now:
             _, name = heapq.heappop(self._heap)
-            if name in self.registry.triggers:
+            if name in self.registry.triggers and name not in self._inflight:
                 yield name
 
-    def _evaluate(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
+    def _start_poll(self, name: str, now: datetime) -> Future[Evaluation]:
+        spec = self.registry.triggers[name]
+        state, _ = self._states.get(name, (None, 0))
+        future = self._pool.submit(spec.source.evaluate, name, now, state)
+        self._inflight[name] = future
+        return future
+
+    def _finish_poll(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
+        future = self._inflight.pop(name)
+        if name not in self.registry.triggers:
+            return None
+        return self._evaluate(name, now, report, future.result)
+
+    def _evaluate(self, name: str, now: datetime, report: TickReport,
+                  compute: Callable[[], Evaluation] | None = None) -> _Pending | None:
         spec = self.registry.triggers[name]
         state, revision = self._states.get(name, (None, 0))
         try:
-            ev = spec.source.evaluate(name, now, state)
+            ev = compute() if compute else spec.source.evaluate(name, now, state)
         except Exception:
             report.errors += 1
             log.exception("trigger %s failed to evaluate; retrying in %s", name, ERROR_BACKOFF)
@@ -183,7 +220,8 @@ class SchedulerService:
                 agent_version=agent.version, overlap=overlap, overlap_key=key))
         write = None
         if revision == 0 or ev.state != state or ev.missed:
-            write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at)
+            write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
+                               source_failing=bool(ev.state.get("source_failing")))
         return _Pending(spec, ev, runs, write)
 
     def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
@@ -257,6 +295,10 @@ class SchedulerService:
             self.store.mark_queued([d.run_id for d in due], now, self.pending_grace)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
+
+
+def _polls(registry: Registry, name: str) -> bool:
+    return bool(getattr(registry.triggers[name].source, "polls", False))
 
 
 def overlap_for(policy: str, trigger: str, firing_key: str | None, *,

@@ -16,19 +16,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler.errors import ConfigError
+from triggers._polling import SourceDefaults, mask_url
 
 DEV_DIR = Path(".nightowl")
 DEV_ENV_FILE = DEV_DIR / "env"
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL for display (`redis://:***@host`)."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else creds
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
 
 
 class Settings(BaseSettings):
@@ -106,6 +97,14 @@ class Settings(BaseSettings):
         if self.broker_url is not None:
             return self.broker_url.get_secret_value()
         return self.require_redis_url()
+
+    def source_defaults(self) -> SourceDefaults:
+        """What a polling trigger watches when it names no database or broker of its own."""
+        broker = self.broker_url or self.redis_url
+        return SourceDefaults(
+            database_url=self.database_url.get_secret_value() if self.database_url else None,
+            broker_url=broker.get_secret_value() if broker else None,
+        )
 
     def describe(self) -> dict[str, str]:
         """URLs masked, for start-up banners and `status`."""

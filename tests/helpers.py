@@ -47,6 +47,7 @@ def make_service(settings: Settings, registry: Registry, clock: Clock, *, owner:
         leader_ttl=leader_ttl,
         pending_grace=settings.pending_grace,
         owner=owner,
+        source_defaults=settings.source_defaults(),
     )
     _open.append(svc)
     return svc

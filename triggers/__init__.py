@@ -19,6 +19,8 @@ from triggers._base import (
 )
 from triggers._cron import CronTrigger, cron, cron_key
 from triggers._cronexpr import CronExpr, CronSyntaxError
+from triggers._dbchange import DbChangeTrigger, db_change
+from triggers._polling import SourceDefaults, SourceError, dispose_engines
 from triggers._registry import Registry, RegistryLoadError, load, split_modules
 
 __all__ = [
@@ -26,12 +28,15 @@ __all__ = [
     "CronExpr",
     "CronSyntaxError",
     "CronTrigger",
+    "DbChangeTrigger",
     "Evaluation",
     "Firing",
     "MissedGap",
     "Overlap",
     "Registry",
     "RegistryLoadError",
+    "SourceDefaults",
+    "SourceError",
     "StateVersionError",
     "Trigger",
     "TriggerDefinitionError",
@@ -40,6 +45,8 @@ __all__ = [
     "check_state",
     "cron",
     "cron_key",
+    "db_change",
+    "dispose_engines",
     "load",
     "split_modules",
 ]

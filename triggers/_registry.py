@@ -15,6 +15,7 @@ from agents._spec import declared_agents
 from agents._spec import forget_module as forget_agents
 from triggers._base import TriggerError, TriggerSpec, declared_triggers
 from triggers._base import forget_module as forget_triggers
+from triggers._polling import SourceDefaults
 
 
 class RegistryLoadError(TriggerError):
@@ -32,6 +33,13 @@ class Registry:
     modules: tuple[str, ...] = ()
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     triggers: dict[str, TriggerSpec] = field(default_factory=dict)
+
+    def bind_sources(self, defaults: SourceDefaults) -> None:
+        """Give polling triggers nightowl's own database and broker as their defaults."""
+        for spec in self.triggers.values():
+            bind = getattr(spec.source, "bind", None)
+            if bind is not None:
+                bind(defaults)
 
     def agent_for(self, trigger: TriggerSpec) -> AgentSpec:
         """The resolved agent of a trigger (the loader checked it exists)."""

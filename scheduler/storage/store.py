@@ -69,6 +69,7 @@ class StateWrite:
     state: dict[str, Any]
     expected_revision: int
     next_evaluation: datetime | None
+    source_failing: bool = False  # mirrored from the state so listings and alerts need no JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +142,9 @@ _PG_INSERT_RUNS = sa.text(
 )
 _PG_CAS_STATES = sa.text(
     "UPDATE trigger_state AS t SET state = v.state::jsonb, revision = t.revision + 1, "
-    "next_evaluation = v.next, updated_at = :now "
+    "next_evaluation = v.next, source_failing = v.failing, updated_at = :now "
     "FROM unnest(CAST(:names AS text[]), CAST(:revs AS int[]), CAST(:states AS text[]), "
-    "CAST(:nexts AS timestamptz[])) AS v(name, rev, state, next) "
+    "CAST(:nexts AS timestamptz[]), CAST(:failing AS boolean[])) AS v(name, rev, state, next, failing) "
     "WHERE t.name = v.name AND t.revision = v.rev RETURNING t.name"
 )
 
@@ -278,7 +279,7 @@ class Store:
             written = {row.name for row in conn.execute(stmt, [
                 {"name": s.name, "kind": s.kind, "state": s.state, "revision": 1,
                  "next_evaluation": s.next_evaluation, "updated_at": now,
-                 "source_failing": False, "paused": False} for s in new
+                 "source_failing": s.source_failing, "paused": False} for s in new
             ])}
             if len(written) != len(new):
                 lost = sorted({s.name for s in new} - written)
@@ -291,10 +292,11 @@ class Store:
                 .where(state_t.c.name == sa.bindparam("b_name"))
                 .where(state_t.c.revision == sa.bindparam("b_rev"))
                 .values(state=sa.bindparam("b_state"), revision=state_t.c.revision + 1,
-                        next_evaluation=sa.bindparam("b_next"), updated_at=now)
+                        next_evaluation=sa.bindparam("b_next"),
+                        source_failing=sa.bindparam("b_failing"), updated_at=now)
             )
             params = [{"b_name": s.name, "b_rev": s.expected_revision, "b_state": s.state,
-                       "b_next": s.next_evaluation} for s in old]
+                       "b_next": s.next_evaluation, "b_failing": s.source_failing} for s in old]
             result = conn.execute(stmt, params)
             if result.rowcount != len(old):
                 raise StateConflictError(
@@ -322,6 +324,7 @@ class Store:
             "revs": [s.expected_revision for s in old],
             "states": [json.dumps(s.state) for s in old],
             "nexts": [s.next_evaluation for s in old],
+            "failing": [s.source_failing for s in old],
             "now": now,
         })
         matched = len(result.fetchall())

@@ -1,0 +1,156 @@
+"""What every polling trigger shares: source-failure counting, defaults, URLs, engines.
+
+A polling trigger (db_change, queue_depth, metric) does I/O in `evaluate`, so
+the scheduler runs it off the dispatch thread. Its source failing is part of
+its persisted state: three failed polls in a row set `source_failing`, which
+`triggers list` shows and the watchdog alerts on; a failing source never just
+goes quiet.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+# Polls in a row that must fail before a trigger is marked `source_failing`.
+FAILURES_TO_FLAG = 3
+MAX_ERROR_CHARS = 500
+
+
+class SourceError(Exception):
+    """A poll failed in a way the trigger author can fix; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDefaults:
+    """nightowl's own connections, for triggers that leave `db_url`/`broker_url` unset."""
+
+    database_url: str | None = None
+    broker_url: str | None = None
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL for display (`redis://:***@host`)."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else creds
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+def secret_url(value: object, field: str) -> SecretStr | None:
+    """Accept a URL as str or SecretStr; keep it secret from here on."""
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if isinstance(value, str) and "://" in value:
+        return SecretStr(value)
+    raise ValueError(f"{field} must be a URL like 'postgresql://user@host/db', got {type(value).__name__}")
+
+
+def shown_url(url: SecretStr | None, default: str) -> str:
+    return mask_url(url.get_secret_value()) if url is not None else default
+
+
+def scrub(message: str, *secrets: SecretStr | None) -> str:
+    """An error message fit for state and logs: no secret URL or password, bounded length."""
+    for secret in secrets:
+        if secret is None:
+            continue
+        raw = secret.get_secret_value()
+        message = message.replace(raw, mask_url(raw))
+        password = _password(raw)
+        if password:
+            message = message.replace(password, "***")
+    return message[:MAX_ERROR_CHARS]
+
+
+def _password(url: str) -> str | None:
+    if "://" not in url or "@" not in url:
+        return None
+    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return creds.split(":", 1)[1] if ":" in creds and len(creds.split(":", 1)[1]) >= 3 else None
+
+
+def record_failure(state: dict[str, Any], error: str, now: datetime) -> dict[str, Any]:
+    """Count a failed poll; the third in a row flags the source. Nothing else changes."""
+    failures = int(state.get("failures", 0)) + 1
+    return {**state, "failures": failures, "last_error": error, "last_error_at": now.isoformat(),
+            "source_failing": failures >= FAILURES_TO_FLAG or bool(state.get("source_failing"))}
+
+
+def record_success(state: dict[str, Any]) -> dict[str, Any]:
+    if not state.get("failures") and not state.get("source_failing"):
+        return state
+    return {**state, "failures": 0, "source_failing": False}
+
+
+def check_number(value: object, what: str) -> float | None:
+    """A source's reading as a float; None means "no data". NaN and non-numbers fail."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)  # type: ignore[arg-type]  # Decimal, numeric strings
+        except (TypeError, ValueError):
+            raise SourceError(f"{what} returned {value!r}, not a number") from None
+    number = float(value)
+    if math.isnan(number):
+        raise SourceError(f"{what} returned NaN")
+    return number
+
+
+def poll_interval(value: object, field: str = "every") -> timedelta:
+    from agents._options import as_timedelta
+
+    return as_timedelta(value, field, allow_zero=False)
+
+
+# -- engines for watched databases ----------------------------------------------
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 30_000
+
+
+def engine_for(url: str) -> sa.Engine:
+    """One pooled engine per watched URL, with connect and statement timeouts.
+
+    A database that hangs must fail the poll (and count toward
+    `source_failing`), not block the poller thread forever.
+    """
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _make_engine(url)
+            _engines[url] = engine
+        return engine
+
+
+def _make_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S,
+                                  "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
+        kwargs["pool_size"] = 2
+    elif parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
+    return sa.create_engine(parsed, **kwargs)
+
+
+def dispose_engines() -> None:
+    """Close every watched-database pool (tests and shutdown)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
