@@ -55,7 +55,7 @@ class MetricAlert(_Event):
 
     kind: Literal["metric"] = "metric"
     name: str
-    value: float
+    value: float | None  # None: the source had no data (an empty Prometheus result resolves)
     threshold: float
     state: AlertState
     since: datetime

@@ -111,7 +111,10 @@ class SchedulerService:
         self._states: dict[str, tuple[dict[str, Any], int]] = {}
         self.poll_wait = poll_wait
         self._pool = ThreadPoolExecutor(max_workers=poll_workers, thread_name_prefix="nightowl-poll")
-        self._inflight: dict[str, Future[Evaluation]] = {}  # polls started, not yet committed
+        # Polls started and not yet committed, with the (state, revision) each started from:
+        # the write must compare-and-set against *that* revision, so a result computed
+        # before a leadership change can never overwrite what the other leader wrote.
+        self._inflight: dict[str, tuple[Future[Evaluation], tuple[dict[str, Any] | None, int]]] = {}
 
     # -- leadership ---------------------------------------------------------
 
@@ -174,7 +177,7 @@ class SchedulerService:
             if started:
                 wait(started, timeout=self.poll_wait)
             polled = (self._finish_poll(name, now, report) for name in list(self._inflight)
-                      if self._inflight[name].done())
+                      if self._inflight[name][0].done())
             for chunk in _chunks(p for p in polled if p is not None):
                 self._commit_chunk(chunk, now, report)
             return report
@@ -187,21 +190,22 @@ class SchedulerService:
 
     def _start_poll(self, name: str, now: datetime) -> Future[Evaluation]:
         spec = self.registry.triggers[name]
-        state, _ = self._states.get(name, (None, 0))
-        future = self._pool.submit(spec.source.evaluate, name, now, state)
-        self._inflight[name] = future
+        prior = self._states.get(name, (None, 0))
+        future = self._pool.submit(spec.source.evaluate, name, now, prior[0])
+        self._inflight[name] = (future, prior)
         return future
 
     def _finish_poll(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
-        future = self._inflight.pop(name)
+        future, prior = self._inflight.pop(name)
         if name not in self.registry.triggers:
             return None
-        return self._evaluate(name, now, report, future.result)
+        return self._evaluate(name, now, report, future.result, prior)
 
     def _evaluate(self, name: str, now: datetime, report: TickReport,
-                  compute: Callable[[], Evaluation] | None = None) -> _Pending | None:
+                  compute: Callable[[], Evaluation] | None = None,
+                  prior: tuple[dict[str, Any] | None, int] | None = None) -> _Pending | None:
         spec = self.registry.triggers[name]
-        state, revision = self._states.get(name, (None, 0))
+        state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
             ev = compute() if compute else spec.source.evaluate(name, now, state)
         except Exception:

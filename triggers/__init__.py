@@ -20,7 +20,9 @@ from triggers._base import (
 from triggers._cron import CronTrigger, cron, cron_key
 from triggers._cronexpr import CronExpr, CronSyntaxError
 from triggers._dbchange import DbChangeTrigger, db_change
+from triggers._metric import MetricTrigger, metric, prometheus, sql
 from triggers._polling import SourceDefaults, SourceError, dispose_engines
+from triggers._queue import QueueDepthTrigger, queue_depth, redis_list
 from triggers._registry import Registry, RegistryLoadError, load, split_modules
 
 __all__ = [
@@ -31,8 +33,10 @@ __all__ = [
     "DbChangeTrigger",
     "Evaluation",
     "Firing",
+    "MetricTrigger",
     "MissedGap",
     "Overlap",
+    "QueueDepthTrigger",
     "Registry",
     "RegistryLoadError",
     "SourceDefaults",
@@ -48,5 +52,10 @@ __all__ = [
     "db_change",
     "dispose_engines",
     "load",
+    "metric",
+    "prometheus",
+    "queue_depth",
+    "redis_list",
     "split_modules",
+    "sql",
 ]

@@ -1,0 +1,244 @@
+"""The alert state machine shared by metric and queue_depth: transitions, failures, persistence."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from scheduler.clock import FakeClock
+from scheduler.settings import Settings
+from scheduler.storage.store import Store
+from tests.conftest import T0
+from tests.helpers import make_service
+from tests.polling import Poller, forget, registry_with
+from triggers import TriggerDefinitionError, metric
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> Iterator[None]:
+    yield from forget(__name__)
+
+
+class Gauge:
+    """A callable metric source the test sets; it can also fail, hang or return NaN."""
+
+    def __init__(self, value: Any = 0.0) -> None:
+        self.value = value
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        self.release.wait(30)
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def alert(gauge: Gauge, **options: Any) -> Any:
+    options.setdefault("every", 10)
+    return metric(gauge, agent="on-alert", name=options.pop("name", "errors"), **options)
+
+
+def walk(poller: Poller, gauge: Gauge, script: list[tuple[float, Any]]) -> list[tuple[str, list[str]]]:
+    """Feed (seconds later, value) pairs; return (alert state, fired states) after each poll."""
+    out = []
+    for advance, value in script:
+        gauge.value = value
+        ev = poller.poll(advance)
+        out.append((ev.state["alert_state"],
+                    [f.event.state for f in ev.firings]))  # type: ignore[union-attr]
+    return out
+
+
+def test_transitions_with_for_hysteresis_resolve_and_cooldown() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10, clear_below=5, for_=60, cooldown=300, on_resolve=True), T0)
+    assert walk(poller, gauge, [
+        (0, 3),     # ok
+        (10, 12),   # breach: pending
+        (30, 12),   # held 30 s < for_
+        (30, 12),   # held 60 s: firing, one run
+        (10, 12),   # still firing: no second run
+        (10, 8),    # below the threshold but above clear_below: still firing (hysteresis)
+        (10, 4),    # past the clear bound: ok, and a resolved run
+        (10, 12),   # a new breach: pending
+        (60, 12),   # held for_, but only 90 s since the last firing run: held by cooldown
+        (120, 12),  # 210 s
+        (100, 12),  # 310 s since the last run: fires
+    ]) == [
+        ("ok", []), ("pending", []), ("pending", []), ("firing", ["firing"]), ("firing", []),
+        ("firing", []), ("ok", ["resolved"]), ("pending", []), ("pending", []), ("pending", []),
+        ("firing", ["firing"]),
+    ]
+
+
+def test_a_breach_that_ends_before_for_never_fires() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10, for_=60), T0)
+    assert walk(poller, gauge, [(0, 11), (30, 11), (10, 9), (30, 11), (40, 11)]) == [
+        ("pending", []), ("pending", []), ("ok", []), ("pending", []), ("pending", [])]
+
+
+def test_firing_and_resolved_runs_name_the_episode() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10, on_resolve=True), T0)
+    gauge.value = 50
+    fired = poller.poll().firings
+    gauge.value = 1
+    resolved = poller.poll(10).firings
+    since = "2026-03-01T12:00:00+00:00"
+    assert [f.idempotency_key for f in fired + resolved] == [
+        f"metric:errors:{since}:firing", f"metric:errors:{since}:resolved"]
+    event = fired[0].event
+    assert (event.kind, event.value, event.threshold, event.state) == (  # type: ignore[union-attr]
+        "metric", 50.0, 10.0, "firing")
+    assert resolved[0].event.value == 1.0  # type: ignore[union-attr]
+
+
+def test_below_uses_clear_above() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, below=100, clear_above=150, on_resolve=True), T0)
+    assert walk(poller, gauge, [(0, 120), (10, 90), (10, 120), (10, 151)]) == [
+        ("ok", []), ("firing", ["firing"]), ("firing", []), ("ok", ["resolved"])]
+
+
+@pytest.mark.parametrize("bad", [RuntimeError("exporter down"), float("nan"), "n/a"])
+def test_three_failed_polls_flag_the_source_and_freeze_the_machine(bad: Any) -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10), T0)
+    assert walk(poller, gauge, [(0, 20)]) == [("firing", ["firing"])]
+    # When the source fails three times in a row (even with a clear value in between lost)
+    states = walk(poller, gauge, [(10, bad), (10, bad)])
+    assert poller.state is not None and poller.state["source_failing"] is False
+    states += walk(poller, gauge, [(10, bad)])
+    # Then it is flagged, firing is not reset, and no run fires
+    assert states == [("firing", [])] * 3
+    assert poller.state["source_failing"] is True and poller.state["failures"] == 3
+    # And the first good reading clears the flag and moves the machine again
+    assert walk(poller, gauge, [(10, 1)]) == [("ok", [])]
+    assert poller.state["source_failing"] is False
+
+
+def test_a_hung_source_times_out_and_is_not_called_again_while_stuck() -> None:
+    gauge = Gauge(1)
+    poller = Poller(alert(gauge, above=10, timeout=0.2), T0)
+    gauge.release.clear()
+    started = time.monotonic()
+    poller.poll()
+    assert poller.state is not None and "timed out after 0.2s" in poller.state["last_error"]
+    poller.poll(10)
+    assert time.monotonic() - started < 5
+    assert gauge.calls == 1  # the second poll did not start a second stuck call
+    assert "still running" in poller.state["last_error"] and poller.state["failures"] == 2
+    gauge.release.set()
+
+
+def test_empty_means_false_unless_empty_fail() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10, on_resolve=True), T0)
+    assert walk(poller, gauge, [(0, 20), (10, None)]) == [("firing", ["firing"]), ("ok", ["resolved"])]
+    strict = Poller(alert(Gauge(None), above=10, empty="fail", name="strict"), T0)
+    strict.poll()
+    assert strict.state is not None and "no data" in strict.state["last_error"]
+
+
+def test_a_restart_keeps_pending_and_firing(settings: Settings, store: Store) -> None:
+    # Given a scheduler that saw the breach begin (pending, for_=60 s)
+    gauge = Gauge(20)
+    clock = FakeClock(T0)
+    first = make_service(settings, registry_with(alert(gauge, above=10, for_=60)), clock)
+    first.tick()
+    clock.advance(30)
+    first.tick()
+    assert store.trigger_rows()["errors"].state["alert_state"] == "pending"
+    first.close()
+    # When a new scheduler process takes over 30 s later (not a fresh 60 s wait)
+    clock.advance(30)
+    second = make_service(settings, registry_with(alert(gauge, above=10, for_=60)), clock)
+    report = second.tick()
+    # Then the breach that began before the restart fires now, once
+    assert report.inserted == 1
+    clock.advance(10)
+    second.close()
+    third = make_service(settings, registry_with(alert(gauge, above=10, for_=60)), clock)
+    assert third.tick().inserted == 0  # still firing after another restart: no re-fire
+    assert [r.idempotency_key for r in store.list_runs()] == [
+        "metric:errors:2026-03-01T12:00:00+00:00:firing"]
+
+
+def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Settings, store: Store) -> None:
+    # Given leader A whose poll of the source is stuck (a paused process, as far as we care)
+    gauge = Gauge(20)
+    clock = FakeClock(T0)
+    a = make_service(settings, registry_with(alert(gauge, above=10, on_resolve=True)), clock,
+                     owner="a")
+    a.poll_wait = 0.2
+    gauge.release.clear()
+    a.tick()
+    # When A loses the lease and B runs a whole episode (firing, then resolved)
+    a.resign()
+    b_gauge = Gauge(20)
+    b = make_service(settings, registry_with(alert(b_gauge, above=10, on_resolve=True)), clock,
+                     owner="b")
+    b.tick()
+    clock.advance(10)
+    b_gauge.value = 1
+    b.tick()
+    b.resign()
+    after_b = store.trigger_rows()["errors"]
+    assert after_b.state["alert_state"] == "ok"
+    # And A takes the lease back and its stale poll (breach seen long ago) completes
+    gauge.release.set()
+    time.sleep(0.5)  # the stuck poll finishes
+    clock.advance(10)
+    report = a.tick()
+    # Then A's write loses the compare-and-set: B's episode stands, nothing fires twice
+    assert report.conflicts == 1
+    assert store.trigger_rows()["errors"].revision == after_b.revision
+    keys = sorted(r.idempotency_key for r in store.list_runs())
+    assert keys == ["metric:errors:2026-03-01T12:00:00+00:00:firing",
+                    "metric:errors:2026-03-01T12:00:00+00:00:resolved"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "needle"),
+    [
+        ({"above": 1, "below": 2}, "above", "exactly one"),
+        ({}, "above", "exactly one"),
+        ({"above": 10, "clear_below": 20}, "above", "must be <="),
+        ({"above": 10, "clear_above": 20}, "above", "clear_above goes with below"),
+        ({"below": 10, "clear_above": 5}, "above", "must be >="),
+        ({"above": 1, "empty": "zero"}, "empty", "'false'"),
+        ({"above": 1, "for_": -1}, "for_", "zero or positive"),
+        ({"above": 1, "on_resolve": "yes"}, "on_resolve", "True or False"),
+        ({"above": "high"}, "above", "must be a number"),
+    ],
+)
+def test_bad_definitions_fail_at_load(options: dict[str, Any], field: str, needle: str) -> None:
+    with pytest.raises(TriggerDefinitionError) as info:
+        metric(Gauge(), agent="on-alert", name="bad", **options)
+    message = str(info.value)
+    assert "test_alert_triggers.py:" in message and repr(field) in message and needle in message
+
+
+def test_a_source_that_is_not_a_source_fails_at_load() -> None:
+    with pytest.raises(TriggerDefinitionError, match="'source'.*prometheus"):
+        metric("sum(rate(x[5m]))", agent="on-alert", name="bad", above=1)  # type: ignore[arg-type]
+
+
+def test_state_transitions_are_listed(settings: Settings, store: Store) -> None:
+    gauge = Gauge(20)
+    clock = FakeClock(T0)
+    svc = make_service(settings, registry_with(alert(gauge, above=10, for_=timedelta(minutes=1))),
+                       clock)
+    svc.tick()
+    row = store.trigger_rows()["errors"]
+    assert row.state["alert_state"] == "pending" and row.state["last_value"] == 20
+    assert row.next_evaluation == T0 + timedelta(seconds=10)

@@ -1,0 +1,247 @@
+"""`metric(...)`: wake an agent when a number leaves its bounds, from Prometheus, SQL or code.
+
+The number comes from a source; the alert state machine (`_alerting`) decides.
+Sources: `prometheus(query, url=)` (instant query over the HTTP API),
+`sql(query, db_url=)` (a scalar), or any callable returning a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import httpx
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from agents import AgentSpec, Event, MetricAlert
+from agents._location import caller_location
+from agents._options import as_timedelta, check_choice
+from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
+from triggers._base import Overlap, TriggerSpec, declare
+from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._polling import (
+    SourceDefaults,
+    SourceError,
+    check_number,
+    engine_for,
+    poll_interval,
+    secret_url,
+    shown_url,
+)
+
+Reducer = Literal["max", "min", "sum", "avg", "count"]
+_REDUCERS: dict[str, Callable[[list[float]], float]] = {
+    "max": max, "min": min, "sum": sum, "avg": lambda v: sum(v) / len(v), "count": len,
+}
+
+
+class MetricSource(Protocol):
+    """Where a metric's value comes from. `read` returns None for "no data"."""
+
+    def read(self, defaults: SourceDefaults) -> float | None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class PrometheusSource:
+    """An instant query against Prometheus's HTTP API (`/api/v1/query`)."""
+
+    def __init__(self, query: str, url: SecretStr, reduce: Reducer | None, timeout: timedelta) -> None:
+        self.query = query
+        self.url = url
+        self.reduce = reduce
+        self.timeout = timeout
+
+    def fingerprint(self) -> str:
+        return f"prometheus:{self.query}|{self.reduce}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "prometheus", "query": self.query, "url": shown_url(self.url, ""),
+                "reduce": self.reduce}
+
+    def read(self, defaults: SourceDefaults) -> float | None:
+        base = self.url.get_secret_value().rstrip("/")
+        response = httpx.get(f"{base}/api/v1/query", params={"query": self.query},
+                             timeout=self.timeout.total_seconds())
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceError(f"Prometheus answered HTTP {response.status_code} without JSON") from None
+        if body.get("status") != "success":
+            raise SourceError(f"Prometheus rejected the query: {body.get('errorType', '')} "
+                              f"{body.get('error', response.status_code)}")
+        data = body["data"]
+        kind, result = data["resultType"], data["result"]
+        if kind == "scalar":
+            return check_number(result[1], "the query")
+        if kind != "vector":
+            raise SourceError(f"the query returned a {kind}; use an instant vector or a scalar")
+        values = [check_number(sample["value"][1], "the query") for sample in result]
+        numbers = [v for v in values if v is not None]
+        if not numbers:
+            return None
+        if len(numbers) > 1 and self.reduce is None:
+            raise SourceError(f"the query returned {len(numbers)} series; aggregate it in PromQL "
+                              "(sum(...), max(...)) or pass reduce='max'")
+        return numbers[0] if len(numbers) == 1 else float(_REDUCERS[self.reduce or "max"](numbers))
+
+
+class SqlSource:
+    """A scalar query: `SELECT count(*) FROM jobs WHERE status = 'failed'`."""
+
+    def __init__(self, query: str, db_url: SecretStr | None, params: Mapping[str, Any]) -> None:
+        self.query = query
+        self.db_url = db_url
+        self.params = dict(params)
+
+    def fingerprint(self) -> str:
+        return f"sql:{self.query}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "sql", "query": self.query,
+                "db_url": shown_url(self.db_url, "(nightowl's database)")}
+
+    def read(self, defaults: SourceDefaults) -> float | None:
+        url = self.db_url.get_secret_value() if self.db_url else defaults.database_url
+        if not url:
+            raise SourceError("no database: pass db_url= to sql() or set NIGHTOWL_DATABASE_URL")
+        with engine_for(url).connect() as conn:
+            return check_number(conn.execute(sa.text(self.query), self.params).scalar(), "the query")
+
+
+class CallableSource:
+    """Any function returning a number (or None for no data)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.label = callable_label(fn)
+
+    def fingerprint(self) -> str:
+        return f"callable:{self.label}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "callable", "callable": self.label}
+
+    def read(self, defaults: SourceDefaults) -> float | None:
+        return check_number(self.fn(), self.label)
+
+
+def callable_label(fn: object) -> str:
+    """A stable name for a callable source (its fingerprint must survive a restart)."""
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{module}.{qualname}"
+
+
+def prometheus(query: str, *, url: str | SecretStr, reduce: Reducer | None = None,
+               timeout: timedelta | float = timedelta(seconds=10)) -> PrometheusSource:
+    """A PromQL instant query as a metric source: `prometheus("sum(rate(x[5m]))", url=...)`."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("prometheus(): query must be a non-empty PromQL string")
+    secret = secret_url(url, "url")
+    if secret is None:
+        raise ValueError("prometheus(): url= is required, e.g. 'http://prometheus:9090'")
+    if reduce is not None:
+        check_choice(reduce, "reduce", _REDUCERS)
+    return PrometheusSource(query, secret, reduce, as_timedelta(timeout, "timeout", allow_zero=False))
+
+
+def sql(query: str, *, db_url: str | SecretStr | None = None,
+        params: Mapping[str, Any] | None = None) -> SqlSource:
+    """A scalar SQL query as a metric source; values are bound through `params`."""
+    if not isinstance(query, str) or not query.strip() or ";" in query.strip().rstrip(";"):
+        raise ValueError("sql(): query must be one SELECT returning a single value")
+    return SqlSource(query, secret_url(db_url, "db_url"), params or {})
+
+
+class MetricTrigger(AlertTrigger):
+    kind = "metric"
+
+    def __init__(self, source: MetricSource, bounds: Bounds, policy: Policy, *, every: timedelta,
+                 timeout: timedelta, empty: Literal["false", "fail"]) -> None:
+        super().__init__(bounds, policy, every, timeout)
+        self.source = source
+        self.empty = empty
+
+    def source_fingerprint(self) -> str:
+        return self.source.fingerprint()
+
+    def secrets(self) -> tuple[Any, ...]:
+        return tuple(getattr(self.source, a, None) for a in ("url", "db_url"))
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source.describe(), **self.describe_policy(), "empty": self.empty}
+
+    def read(self, now: datetime) -> Reading:
+        value = self.source.read(self.defaults)
+        if value is None and self.empty == "fail":
+            raise SourceError("the source returned no data (empty='fail')")
+        return Reading(value)
+
+    def event(self, name: str, state: str, since: datetime, reading: Reading) -> Event:
+        return MetricAlert(name=name, value=reading.value, threshold=self.bounds.threshold,
+                           state=state, since=since)
+
+
+def as_source(value: object) -> MetricSource:
+    if isinstance(value, PrometheusSource | SqlSource | CallableSource):
+        return value
+    if callable(value):
+        return CallableSource(value)
+    raise ValueError(f"got {value!r}; pass prometheus(...), sql(...) or a function returning a number")
+
+
+_OPTIONS = ("above", "below", "clear_below", "clear_above", "for_", "every", "cooldown",
+            "on_resolve", "empty", "overlap", "timeout")
+
+
+def metric(
+    source: MetricSource | Callable[[], Any],
+    *,
+    agent: AgentSpec | str,
+    name: str,
+    above: float | None = None,
+    below: float | None = None,
+    clear_below: float | None = None,
+    clear_above: float | None = None,
+    for_: timedelta | float = 0,
+    every: timedelta | float = timedelta(seconds=30),
+    cooldown: timedelta | float = timedelta(minutes=5),
+    on_resolve: bool = False,
+    empty: Literal["false", "fail"] = "false",
+    overlap: Overlap = "skip",
+    timeout: timedelta | float = timedelta(seconds=10),
+    **unknown: Any,
+) -> TriggerSpec:
+    """Run `agent` when a metric crosses a threshold and stays there for `for_`."""
+    location = caller_location()
+    call = f"metric(name={name!r})"
+    reject_unknown(location, call, unknown, ("source", "agent", "name", *_OPTIONS))
+    trigger_name, agent_ref, policy = check_common(location, call, name, agent, overlap)
+    src = field_check(location, call, "source", "pass prometheus(...), sql(...) or a callable",
+                      lambda: as_source(source))
+    bounds = field_check(location, call, "above", "give above= (or below=) and a clear bound on "
+                         "the safe side of it", lambda: bounds_from(above, below, clear_below, clear_above))
+    alert_policy = alert_policy_from(location, call, for_, cooldown, on_resolve)
+    interval = field_check(location, call, "every", "pass a positive timedelta", lambda: poll_interval(every))
+    limit = field_check(location, call, "timeout", "pass a positive timedelta",
+                        lambda: as_timedelta(timeout, "timeout", allow_zero=False))
+    mode = field_check(location, call, "empty", "use 'false' or 'fail'",
+                       lambda: check_choice(empty, "empty", ("false", "fail")))
+    trigger = MetricTrigger(src, bounds, alert_policy, every=interval, timeout=limit,
+                            empty=mode)  # type: ignore[arg-type]
+    return declare(TriggerSpec(trigger_name, agent_ref, policy, location, trigger))
+
+
+def alert_policy_from(location: Any, call: str, for_: object, cooldown: object, on_resolve: object) -> Policy:
+    """The shared `for_`/`cooldown`/`on_resolve` checks of metric and queue_depth."""
+    hold = field_check(location, call, "for_", "pass a timedelta", lambda: as_timedelta(for_, "for_"))
+    wait = field_check(location, call, "cooldown", "pass a timedelta",
+                       lambda: as_timedelta(cooldown, "cooldown"))
+    if not isinstance(on_resolve, bool):
+        raise fail(location, call, "on_resolve", f"got {on_resolve!r}", "pass True or False")
+    return Policy(hold, wait, on_resolve)

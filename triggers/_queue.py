@@ -1,0 +1,256 @@
+"""`queue_depth(...)`: wake an agent when a queue backs up, and (optionally) when it drains.
+
+Why not just LLEN: kombu's Redis transport keeps one list per priority
+(`<queue>` for priority 0, `<queue>\\x06\\x16<n>` for the others) and moves a
+message to the `unacked` hash while a worker holds it, so LLEN of the bare
+name misses both prioritised and in-flight work. The depth here sums every
+priority list; `unacked` (messages reserved by workers for this queue) and
+`oldest_age_s` (from the published-at header nightowl stamps on its own
+messages) are reported beside it where they can be read.
+
+Sources: a Celery queue on a Redis broker or a RabbitMQ broker (passive
+declare: the message count), any Redis list (`redis_list(key)`), or any
+callable returning a number.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from pydantic import SecretStr
+
+from agents import AgentSpec, Event, QueueDepth
+from agents._location import caller_location
+from agents._options import as_timedelta
+from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
+from triggers._base import Overlap, TriggerSpec, declare
+from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._metric import alert_policy_from, callable_label
+from triggers._polling import SourceDefaults, SourceError, check_number, poll_interval, secret_url, shown_url
+
+PRIORITY_SEP = "\x06\x16"
+PRIORITIES = range(1, 10)  # kombu's priority lists besides the bare (priority 0) one
+PUBLISHED_AT_HEADER = "nightowl_published_at"
+# Counting unacked means reading the `unacked` hash; past this size we report None, not guess.
+MAX_UNACKED_SCAN = 10_000
+SOCKET_TIMEOUT_S = 5.0
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def redis_for(url: str) -> redis.Redis:
+    """One client per watched Redis URL, with timeouts so a dead Redis fails the poll."""
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
+                                          socket_connect_timeout=SOCKET_TIMEOUT_S)
+            _clients[url] = client
+        return client
+
+
+def celery_redis_reading(client: redis.Redis, queue: str, key_prefix: str, now: datetime) -> Reading:
+    """Depth of a kombu Redis queue over all priority lists, plus unacked and oldest age."""
+    base = f"{key_prefix}{queue}"
+    keys = [base, *(f"{base}{PRIORITY_SEP}{p}" for p in PRIORITIES)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.llen(key)
+    for key in keys:
+        pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the tail is the oldest message
+    pipe.hlen(f"{key_prefix}unacked")
+    replies = pipe.execute()
+    lengths, tails, unacked_total = replies[: len(keys)], replies[len(keys): 2 * len(keys)], replies[-1]
+    depth = int(sum(lengths))
+    stamps = [t for t in (_published_at(tail) for tail in tails if tail) if t is not None]
+    oldest = max(0.0, now.timestamp() - min(stamps)) if stamps else None
+    unacked = _unacked_for(client, key_prefix, queue, int(unacked_total))
+    return Reading(float(depth), {"depth": depth, "unacked": unacked, "oldest_age_s": oldest})
+
+
+def _published_at(raw: bytes) -> float | None:
+    try:
+        value = json.loads(raw).get("headers", {}).get(PUBLISHED_AT_HEADER)
+    except (ValueError, AttributeError):
+        return None  # a foreign message we cannot read: no age, but it still counts
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _unacked_for(client: redis.Redis, key_prefix: str, queue: str, total: int) -> int | None:
+    """Messages of this queue reserved by workers (kombu's `unacked` hash holds all queues)."""
+    if total == 0:
+        return 0
+    if total > MAX_UNACKED_SCAN:
+        return None
+    count = 0
+    for _, raw in client.hscan_iter(f"{key_prefix}unacked", count=1000):
+        try:
+            _, _, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        count += routing_key == queue
+    return count
+
+
+def rabbitmq_reading(url: str, queue: str) -> Reading:
+    """A RabbitMQ queue's ready-message count through a passive declare."""
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    try:
+        with Connection(url, connect_timeout=SOCKET_TIMEOUT_S) as conn:
+            channel: Any = conn.channel()
+            try:
+                _, depth, _ = channel.queue_declare(queue=queue, passive=True)
+            finally:
+                channel.close()
+    except OperationalError as exc:
+        raise SourceError(f"RabbitMQ is unreachable: {exc}") from None
+    except Exception as exc:
+        if "NOT_FOUND" in str(exc) or "404" in str(exc):
+            raise SourceError(f"RabbitMQ has no queue {queue!r}; check the name and vhost") from None
+        raise
+    return Reading(float(depth), {"depth": int(depth), "unacked": None, "oldest_age_s": None})
+
+
+class RedisList:
+    """Any Redis list: `queue_depth(redis_list("jobs:pending"), ...)`."""
+
+    def __init__(self, key: str, redis_url: SecretStr | None) -> None:
+        self.key = key
+        self.redis_url = redis_url
+
+    def name(self) -> str:
+        return self.key
+
+
+def redis_list(key: str, *, redis_url: str | SecretStr | None = None) -> RedisList:
+    """Watch the length of any Redis list (default Redis: nightowl's broker)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("redis_list(): key must be a non-empty string")
+    return RedisList(key, secret_url(redis_url, "redis_url"))
+
+
+class QueueDepthTrigger(AlertTrigger):
+    kind = "queue_depth"
+
+    def __init__(self, queue: str | RedisList | Callable[[], Any], *, broker_url: SecretStr | None,
+                 key_prefix: str, bounds: Bounds, policy: Policy, every: timedelta,
+                 timeout: timedelta) -> None:
+        super().__init__(bounds, policy, every, timeout)
+        self.queue = queue
+        self.broker_url = broker_url
+        self.key_prefix = key_prefix
+
+    @property
+    def queue_name(self) -> str:
+        if isinstance(self.queue, str):
+            return self.queue
+        if isinstance(self.queue, RedisList):
+            return self.queue.key
+        return callable_label(self.queue)
+
+    def source_fingerprint(self) -> str:
+        kind = "celery" if isinstance(self.queue, str) else "list" if isinstance(self.queue, RedisList) \
+            else "callable"
+        return f"{kind}:{self.key_prefix}{self.queue_name}"
+
+    def secrets(self) -> tuple[Any, ...]:
+        extra = self.queue.redis_url if isinstance(self.queue, RedisList) else None
+        return (self.broker_url, extra)
+
+    def describe(self) -> dict[str, Any]:
+        if isinstance(self.queue, RedisList):
+            source = {"source": "redis_list", "key": self.queue.key,
+                      "redis_url": shown_url(self.queue.redis_url, "(nightowl's broker)")}
+        elif isinstance(self.queue, str):
+            source = {"source": "celery", "queue": self.queue, "key_prefix": self.key_prefix,
+                      "broker_url": shown_url(self.broker_url, "(nightowl's broker)")}
+        else:
+            source = {"source": "callable", "callable": self.queue_name}
+        return {**source, **self.describe_policy()}
+
+    def _broker(self, defaults: SourceDefaults) -> str:
+        if self.broker_url is not None:
+            return self.broker_url.get_secret_value()
+        if defaults.broker_url:
+            return defaults.broker_url
+        raise SourceError("no broker: pass broker_url= to queue_depth or set NIGHTOWL_BROKER_URL")
+
+    def read(self, now: datetime) -> Reading:
+        if isinstance(self.queue, RedisList):
+            url = (self.queue.redis_url.get_secret_value() if self.queue.redis_url
+                   else self._broker(self.defaults))
+            depth = int(redis_for(url).llen(self.queue.key))
+            return Reading(float(depth), {"depth": depth, "unacked": None, "oldest_age_s": None})
+        if not isinstance(self.queue, str):
+            value = check_number(self.queue(), self.queue_name)
+            if value is None:
+                raise SourceError(f"{self.queue_name} returned None, not a depth")
+            return Reading(value, {"depth": int(value), "unacked": None, "oldest_age_s": None})
+        url = self._broker(self.defaults)
+        scheme = url.split("://", 1)[0]
+        if scheme in ("redis", "rediss", "valkey"):
+            return celery_redis_reading(redis_for(url.replace("valkey://", "redis://", 1)),
+                                        self.queue, self.key_prefix, now)
+        if scheme in ("amqp", "amqps", "pyamqp"):
+            return rabbitmq_reading(url, self.queue)
+        raise SourceError(f"broker scheme {scheme!r} is not supported; use Redis or RabbitMQ, "
+                          "or pass a callable")
+
+    def event(self, name: str, state: str, since: datetime, reading: Reading) -> Event:
+        extra = reading.extra
+        return QueueDepth(queue=self.queue_name, depth=int(extra.get("depth", reading.value or 0)),
+                          unacked=extra.get("unacked"), oldest_age_s=extra.get("oldest_age_s"),
+                          threshold=self.bounds.threshold, state=state,
+                          since=since)
+
+
+_OPTIONS = ("broker_url", "key_prefix", "above", "clear_below", "for_", "every", "cooldown",
+            "on_resolve", "overlap", "timeout")
+
+
+def queue_depth(
+    queue: str | RedisList | Callable[[], Any],
+    *,
+    agent: AgentSpec | str,
+    name: str,
+    above: float,
+    clear_below: float | None = None,
+    broker_url: str | SecretStr | None = None,
+    key_prefix: str = "",
+    for_: timedelta | float = 0,
+    every: timedelta | float = timedelta(seconds=10),
+    cooldown: timedelta | float = timedelta(minutes=5),
+    on_resolve: bool = False,
+    overlap: Overlap = "skip",
+    timeout: timedelta | float = timedelta(seconds=10),
+    **unknown: Any,
+) -> TriggerSpec:
+    """Run `agent` when `queue` holds more than `above` messages for `for_`."""
+    location = caller_location()
+    call = f"queue_depth({getattr(queue, 'key', queue)!r}, name={name!r})"
+    reject_unknown(location, call, unknown, ("queue", "agent", "name", *_OPTIONS))
+    trigger_name, agent_ref, policy = check_common(location, call, name, agent, overlap)
+    if not (isinstance(queue, str | RedisList) or callable(queue)) or queue == "":
+        raise fail(location, call, "queue", f"got {queue!r}",
+                   "name a Celery queue, or pass redis_list('key') or a function returning a depth")
+    bounds = field_check(location, call, "above", "pass above= (and clear_below <= above)",
+                         lambda: bounds_from(above, None, clear_below, None))
+    alert_policy = alert_policy_from(location, call, for_, cooldown, on_resolve)
+    interval = field_check(location, call, "every", "pass a positive timedelta", lambda: poll_interval(every))
+    limit = field_check(location, call, "timeout", "pass a positive timedelta",
+                        lambda: as_timedelta(timeout, "timeout", allow_zero=False))
+    url = field_check(location, call, "broker_url", "pass a redis:// or amqp:// URL",
+                      lambda: secret_url(broker_url, "broker_url"))
+    if not isinstance(key_prefix, str):
+        raise fail(location, call, "key_prefix", f"got {key_prefix!r}", "pass a string such as 'myapp:'")
+    trigger = QueueDepthTrigger(queue, broker_url=url, key_prefix=key_prefix, bounds=bounds,
+                                policy=alert_policy, every=interval, timeout=limit)
+    return declare(TriggerSpec(trigger_name, agent_ref, policy, location, trigger))
