@@ -229,7 +229,7 @@ def test_bad_definitions_fail_at_load(options: dict[str, Any], field: str, needl
 
 
 def test_a_source_that_is_not_a_source_fails_at_load() -> None:
-    with pytest.raises(TriggerDefinitionError, match="'source'.*prometheus"):
+    with pytest.raises(TriggerDefinitionError, match=r"'source'.*prometheus"):
         metric("sum(rate(x[5m]))", agent="on-alert", name="bad", above=1)  # type: ignore[arg-type]
 
 
