@@ -59,7 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     gauge = Gauge("nightowl_demo_queue_lag_seconds", "A gauge the test sets.", ["shard"],
                   registry=registry)
     exporter_port = free_port()
-    server, thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
+    server, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
     workdir: Path = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
     config.write_text(
