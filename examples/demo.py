@@ -1,11 +1,43 @@
-"""The demo trigger module `make demo` loads: cron triggers firing every few seconds."""
+"""The demo trigger module `make demo` loads: all four trigger kinds firing within a minute.
+
+- cron: `summarise` every 5 s, and a small writer every 3 s that feeds the others;
+- db_change: a run per new row the writer inserts into `demo_orders`;
+- queue_depth: the writer pushes to a Redis list; past 5 items `drain-inbox` empties it,
+  and the alert resolves (`on_resolve=True`);
+- metric: a sawtooth demo gauge (0..30 every 30 s); above 20 wakes `investigate`.
+
+The writer is itself an agent: it runs on the worker, where `nightowl dev` has set
+NIGHTOWL_DATABASE_URL and NIGHTOWL_REDIS_URL.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
+from functools import cache
 
-from agents import AgentContext, CronTick, agent
-from triggers import cron
+import redis
+import sqlalchemy as sa
+
+from agents import AgentContext, CronTick, MetricAlert, QueueDepth, RowChange, agent
+from triggers import cron, db_change, metric, queue_depth, redis_list
+
+INBOX = "nightowl-demo:inbox"
+
+
+@cache
+def _engine() -> sa.Engine:
+    engine = sa.create_engine(os.environ["NIGHTOWL_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS demo_orders (id INTEGER PRIMARY KEY, "
+                             "customer TEXT NOT NULL, total NUMERIC NOT NULL)"))
+    return engine
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["NIGHTOWL_REDIS_URL"])
 
 
 @agent("summarise", timeout=timedelta(minutes=1), heartbeat_timeout=timedelta(seconds=15))
@@ -16,11 +48,48 @@ def summarise(ctx: AgentContext, event: CronTick) -> dict[str, object]:
     return {"slot": event.scheduled_for.isoformat(), "items": 3, "attempt": ctx.attempt}
 
 
-@agent("tidy-up")
-def tidy_up(ctx: AgentContext, event: CronTick) -> dict[str, object]:
-    """A second agent on its own schedule."""
-    return {"tidied": True, "trigger": event.trigger}
+@agent("demo-writer")
+def demo_writer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
+    """The demo's outside world: a new order row and two inbox items per run."""
+    with _engine().begin() as conn:
+        order = conn.execute(sa.text("INSERT INTO demo_orders (customer, total) VALUES "
+                                     "(:c, :t) RETURNING id"),
+                             {"c": f"customer-{event.scheduled_for:%S}", "t": 42.5}).scalar()
+    depth = _redis().lpush(INBOX, f"mail-{order}-a", f"mail-{order}-b")
+    return {"order": order, "inbox": depth}
+
+
+@agent("triage")
+def triage(ctx: AgentContext, event: RowChange) -> dict[str, object]:
+    """Wakes once per new order (db_change)."""
+    return {"order": event.key, "customer": event.row["customer"]}  # type: ignore[call-overload]
+
+
+@agent("drain-inbox")
+def drain_inbox(ctx: AgentContext, event: QueueDepth) -> dict[str, object]:
+    """Wakes when the inbox backs up (queue_depth), and once more when it has drained."""
+    if event.state == "resolved":
+        return {"state": "resolved", "depth": event.depth}
+    drained = len(_redis().rpop(INBOX, 1000) or [])
+    return {"state": "firing", "depth": event.depth, "drained": drained}
+
+
+@agent("investigate")
+def investigate(ctx: AgentContext, event: MetricAlert) -> dict[str, object]:
+    """Wakes when the demo gauge is out of bounds (metric)."""
+    return {"gauge": event.value, "threshold": event.threshold, "state": event.state}
+
+
+def demo_gauge() -> float:
+    """A sawtooth standing in for a real metric: 0..30 over every 30 seconds."""
+    return time.time() % 30
 
 
 cron("*/5 * * * * *", agent=summarise, name="every-5s")
-cron("*/10 * * * * *", agent=tidy_up, name="every-10s", overlap="allow")
+cron("*/3 * * * * *", agent=demo_writer, name="demo-writer", overlap="allow")
+db_change("demo_orders", agent=triage, name="new-orders", cursor="id", key="id",
+          every=timedelta(seconds=2), start="beginning")
+queue_depth(redis_list(INBOX), agent=drain_inbox, name="inbox-backlog", above=5, clear_below=3,
+            every=timedelta(seconds=2), cooldown=timedelta(seconds=10), on_resolve=True)
+metric(demo_gauge, agent=investigate, name="demo-gauge", above=20, clear_below=10,
+       every=timedelta(seconds=2), for_=timedelta(seconds=2), cooldown=timedelta(seconds=20))

@@ -85,3 +85,22 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
         assert proc.returncode == 0, out
         assert "nightowl dev: stopping" in out
     assert first_success_s < 30, out
+
+
+def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> None:
+    """`make demo`'s module: cron, db_change, queue_depth and metric each run an agent."""
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers",
+                             "examples.demo"], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wanted = {"demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
+    try:
+        def kinds_done() -> bool:
+            done = {r["trigger"] for r in _runs(tmp_path) if r["status"] == "succeeded"}
+            return wanted <= done
+        wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "new-orders -> triage: succeeded" in out
+    assert "inbox-backlog -> drain-inbox: succeeded" in out
