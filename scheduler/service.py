@@ -223,7 +223,9 @@ class SchedulerService:
                 queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,
                 agent_version=agent.version, overlap=overlap, overlap_key=key))
         write = None
-        if revision == 0 or ev.state != state or ev.missed:
+        # Polling triggers write every poll: `next_evaluation` then doubles as "last polled"
+        # for listings and the watchdog. Cron writes only when its state moved.
+        if revision == 0 or ev.state != state or ev.missed or _polls(self.registry, name):
             write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
                                source_failing=bool(ev.state.get("source_failing")))
         return _Pending(spec, ev, runs, write)

@@ -134,3 +134,32 @@ def test_scheduler_and_plain_celery_worker_processes(
         assert run.result == {"pong": "each-second"}
     finally:
         worker.stop()
+
+
+def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Settings, store: Store) -> None:
+    module = "tests.fixtures.poll_triggers"
+    clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    svc = make_service(settings, registry_of(module), clock)
+    for _ in range(3):
+        svc.tick()
+        clock.advance(5)
+    env = child_env(settings, module)
+    out = cli(None, "triggers", "list", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert {n: (r["kind"], r["state"], r["source_failing"]) for n, r in rows.items()} == {
+        "down-db": ("db_change", "ok", True),
+        "hot-gauge": ("metric", "firing", False),
+        "calm-queue": ("queue_depth", "ok", False),
+    }
+    assert rows["hot-gauge"]["next_evaluation"] == "2026-03-01T12:00:15+00:00"
+    shown = cli(None, "triggers", "show", "down-db", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "hunter22" not in shown.stdout and "hunter22" not in out.stdout
+    detail = json.loads(shown.stdout)
+    assert detail["settings"]["db_url"] == "postgresql://shop:***@127.0.0.1:1/shop"
+    assert detail["stored_state"]["failures"] == 3 and detail["stored_state"]["last_error"]
+    table = cli(None, "triggers", "list", env=env)
+    assert "SOURCE_FAILING" in table.stdout and "down-db" in table.stdout
+    not_cron = cli(None, "triggers", "next", "hot-gauge", env=env)
+    assert not_cron.returncode == 1 and "previews cron triggers only" in not_cron.stderr
