@@ -150,6 +150,9 @@ class AlertTrigger:
     kind = "alert"
     state_version = 1
     polls = True
+    # Only user callables run under the Guard's thread: the built-in sources carry their own
+    # timeouts (httpx, statement_timeout, socket timeouts), so they cost no extra thread.
+    guarded = False
 
     def __init__(self, bounds: Bounds, policy: Policy, every: timedelta, timeout: timedelta) -> None:
         self.bounds = bounds
@@ -192,7 +195,7 @@ class AlertTrigger:
             state = {"version": self.state_version, "fingerprint": self.fingerprint(),
                      "alert_state": "ok", "since": _iso(now)}
         try:
-            reading = self.guard.call(lambda: self.read(now))
+            reading = self.guard.call(lambda: self.read(now)) if self.guarded else self.read(now)
             if reading.value is not None and math.isnan(reading.value):
                 raise SourceError("the source returned NaN")
         except Exception as exc:  # any source failure freezes the machine and is counted

@@ -166,6 +166,7 @@ class MetricTrigger(AlertTrigger):
         super().__init__(bounds, policy, every, timeout)
         self.source = source
         self.empty = empty
+        self.guarded = isinstance(source, CallableSource)
 
     def source_fingerprint(self) -> str:
         return self.source.fingerprint()

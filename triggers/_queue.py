@@ -147,6 +147,7 @@ class QueueDepthTrigger(AlertTrigger):
         self.queue = queue
         self.broker_url = broker_url
         self.key_prefix = key_prefix
+        self.guarded = not isinstance(queue, str | RedisList)
 
     @property
     def queue_name(self) -> str:
