@@ -121,7 +121,8 @@ def main() -> None:
     sizes = sorted(results)
     if len(sizes) >= 2:
         small, big = results[sizes[0]], results[sizes[-1]]
-        print(f"growth {sizes[0]:,} -> {sizes[-1]:,} rows: idle poll x{big['idle_ms'] / small['idle_ms']:.2f}, "
+        print(f"growth {sizes[0]:,} -> {sizes[-1]:,} rows: "
+              f"idle poll x{big['idle_ms'] / small['idle_ms']:.2f}, "
               f"500-row poll x{big['new500_ms'] / small['new500_ms']:.2f}, "
               f"naive poll x{big['naive_idle_ms'] / small['naive_idle_ms']:.1f}")
 
