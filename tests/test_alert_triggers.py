@@ -242,3 +242,36 @@ def test_state_transitions_are_listed(settings: Settings, store: Store) -> None:
     row = store.trigger_rows()["errors"]
     assert row.state["alert_state"] == "pending" and row.state["last_value"] == 20
     assert row.next_evaluation == T0 + timedelta(seconds=10)
+
+
+def test_sql_source_reads_a_scalar_with_bound_values(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    from triggers import sql
+
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    table = f"jobs_{T0:%H%M%S}_{id(engine) % 10000}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, status TEXT)"))
+        conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 'failed'), (2, 'failed'), (3, 'ok')"))
+    try:
+        spec = metric(sql(f"SELECT count(*) FROM {table} WHERE status = :s", db_url=db_url,
+                          params={"s": "failed"}), agent="on-alert", name="failed-jobs", above=1)
+        poller = Poller(spec, T0)
+        fired = poller.poll().firings
+        assert [(f.event.state, f.event.value) for f in fired] == [("firing", 2.0)]  # type: ignore[union-attr]
+        empty = Poller(metric(sql(f"SELECT max(id) FROM {table} WHERE status = 'none'", db_url=db_url),
+                              agent="on-alert", name="none", above=1, empty="fail"), T0)
+        empty.poll()
+        assert empty.state is not None and "no data" in empty.state["last_error"]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        engine.dispose()
+
+
+def test_sql_source_rejects_several_statements() -> None:
+    from triggers import sql
+
+    with pytest.raises(ValueError, match="one SELECT"):
+        sql("SELECT 1; DROP TABLE runs")
