@@ -11,7 +11,7 @@ from typing import Any, cast
 import redis
 
 FLAG_TTL_S = 24 * 3600
-REASONS = ("by_user", "cancel_other")
+REASONS = ("by_user", "cancel_other", "no_progress")  # no_progress: from the watchdog
 
 
 def _key(prefix: str, run_id: str) -> str:

@@ -27,6 +27,7 @@ import redis
 from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
 from scheduler import cancel
 from scheduler.clock import Clock
+from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Lease, LeaseScripts
 from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import (
@@ -155,6 +156,7 @@ class Executor:
         self.heartbeat_interval = heartbeat_interval
         self.sinks = sinks
         self._scripts = LeaseScripts(redis_client)
+        self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
 
     def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Outcome:
         """One delivery. The common path costs a lease, one start and one finish transaction."""
@@ -228,20 +230,31 @@ class Executor:
             logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
             return "poison"
         latest: dict[str, Any] = {}
+        progress: dict[str, datetime] = {"at": self.clock.now()}
         cancel_event = threading.Event()
         deadline = self.clock.now() + spec.timeout
+        member = Member(run_id, started.attempt, started.fence)
+        self._index_beat(member, spec, progress["at"])
+
+        def on_progress(note: str | None, details: dict[str, Any]) -> None:
+            # Coalesced: only the latest progress is kept; the watch thread writes it.
+            latest.update(note=note, details=details)
+            progress["at"] = self.clock.now()
+
         ctx = AgentContext(
             run_id=run_id, idempotency_key=started.idempotency_key, attempt=started.attempt,
             logical_time=started.logical_time, trigger=started.trigger, agent=spec.name,
             fence=started.fence, deadline=deadline, log=logger,
             outbox=OutboxBuffer(self.sinks), previous_heartbeat=started.previous_heartbeat,
-            _heartbeat_sink=lambda note, details: latest.update(note=note, details=details),
+            _heartbeat_sink=on_progress,
             _cancel=cancel_event,
         )
 
         def beat() -> None:
-            self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
-                            dict(latest) if latest else None)
+            current = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
+                                      dict(latest) if latest else None, progress_at=progress["at"])
+            if current:
+                self._index_beat(member, spec, progress["at"])
 
         def on_hard(reason: str) -> None:
             self._finish(started, _cancel_verdict(reason, hard=True),
@@ -266,6 +279,7 @@ class Executor:
                 error: BaseException | None = None
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
+        self._index_clear(member)
         if watch.hard and watch.reason is not None:
             return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
         if watch.reason is not None:
@@ -288,6 +302,25 @@ class Executor:
         logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
                    verdict.outcome, "" if error is None else f": {error}")
         return verdict.outcome
+
+    def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
+        """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the
+        database heartbeat is the truth and the watchdog falls back to it)."""
+        now = self.clock.now().timestamp()
+        progress = (progress_at.timestamp() + spec.progress_timeout.total_seconds()
+                    if spec.progress_timeout is not None else None)
+        try:
+            self.heartbeats.beat(member, now + spec.heartbeat_timeout.total_seconds(), progress)
+        except redis.RedisError:
+            log.warning("could not record heartbeat deadlines of run %s", member.run_id,
+                        exc_info=True)
+
+    def _index_clear(self, member: Member) -> None:
+        try:
+            self.heartbeats.clear(member)
+        except redis.RedisError:
+            log.warning("could not clear heartbeat deadlines of run %s", member.run_id,
+                        exc_info=True)
 
     def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any,
               cancel_event: threading.Event) -> Any:

@@ -4,30 +4,60 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from scheduler.alerts import AlertManager, channels_from
 from scheduler.app import create_app
 from scheduler.clock import Clock, SystemClock
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
+from scheduler.watchdog import Watchdog
 from triggers import Registry
 
 log = logging.getLogger("nightowl.scheduler")
 
 
+def build_alerts(settings: Settings, store: Store, clock: Clock) -> AlertManager:
+    channels = channels_from(settings.alert_urls, settings.alert_webhook_url,
+                             settings.alert_webhook_secret)
+    return AlertManager(AlertStore(store.engine), clock, channels,
+                        repeat=timedelta(seconds=settings.alert_repeat))
+
+
+def build_watchdog(settings: Settings, registry: Registry, clock: Clock | None = None) -> Watchdog:
+    app = create_app(settings, registry)
+    clock = clock or SystemClock()
+    store = Store(make_engine(settings.require_database_url()))
+
+    def revoke(task_id: str) -> None:
+        # SIGKILL: an agent stuck in a loop may ignore SIGTERM; the pool replaces the process.
+        app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+
+    return Watchdog(
+        registry=registry, store=store, alerts=build_alerts(settings, store, clock),
+        redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
+        publisher=Publisher(app), key_prefix=settings.redis_prefix,
+        leader_ttl=settings.leader_ttl, revoke=revoke)
+
+
 def build_service(settings: Settings, registry: Registry, clock: Clock | None = None) -> SchedulerService:
     app = create_app(settings, registry)
+    clock = clock or SystemClock()
+    store = Store(make_engine(settings.require_database_url()))
     return SchedulerService(
         registry=registry,
-        store=Store(make_engine(settings.require_database_url())),
+        store=store,
         publisher=Publisher(app),
         redis_client=redis.Redis.from_url(settings.require_redis_url()),
-        clock=clock or SystemClock(),
+        clock=clock,
+        alerts=build_alerts(settings, store, clock),
         key_prefix=settings.redis_prefix,
         leader_ttl=settings.leader_ttl,
         pending_grace=settings.pending_grace,
@@ -35,6 +65,35 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         poll_wait=min(settings.tick_interval, 0.25),
         source_defaults=settings.source_defaults(),
     )
+
+
+class WatchdogLoop:
+    """Runs `check` every `watchdog_interval` until `stop()` (same APScheduler rules as below)."""
+
+    def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
+        self.watchdog = watchdog
+        self.stopped = threading.Event()
+        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
+        })
+        self._aps.add_job(self._check, "interval", seconds=settings.watchdog_interval, id="check")
+
+    def _check(self) -> None:
+        try:
+            self.watchdog.check()
+        except Exception:
+            log.exception("watchdog check failed; retrying at the next wake-up")
+
+    def start(self) -> None:
+        self._check()
+        self._aps.start()
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self._aps.shutdown(wait=True)
+        self.watchdog.close()
 
 
 class ServiceLoop:

@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
+from scheduler.alerts import AlertManager, leader_watch
 from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
 from scheduler.errors import StateConflictError
@@ -92,6 +93,7 @@ class SchedulerService:
         poll_workers: int = 8,
         poll_wait: float = 30.0,
         source_defaults: SourceDefaults | None = None,
+        alerts: AlertManager | None = None,
     ) -> None:
         self.registry = registry
         registry.bind_sources(source_defaults or SourceDefaults())
@@ -103,6 +105,9 @@ class SchedulerService:
         self.requeue_after = timedelta(seconds=requeue_after)
         self.redis = redis_client
         self.prefix = key_prefix
+        self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
+        self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self._watchdog_missing_since: datetime | None = None
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
                            owner or identity("scheduler"), leader_ttl)
         self._lock = threading.Lock()
@@ -152,6 +157,9 @@ class SchedulerService:
         """Resign and release every connection this service opened."""
         self.resign()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.alerts is not None:
+            self.alerts.flush(timeout=5)
+            self.alerts.close()
         self.publisher.close()
         self.store.engine.dispose()
         self.redis.close()
@@ -287,6 +295,9 @@ class SchedulerService:
             if not self._leader:
                 return 0
             now = self.clock.now()
+            if self.alerts is not None:
+                leader_watch(self, "watchdog", now, self.alerts,
+                             "no watchdog holds the leader lease: stalls and late runs go unseen")
             due = self.store.due_for_publish(now, now - self.pending_grace, limit,
                                              queued_before=now - self.requeue_after)
             orphans = [d for d in due if d.agent not in self.registry.agents]

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     pending_grace: float = Field(5.0, ge=0)
     visibility_timeout: float = Field(7200.0, gt=0)
     retention: timedelta = timedelta(days=30)
+    alert_repeat: float = Field(3600.0, gt=0)  # reminder interval of a still-firing alert
 
     alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_webhook_url: str | None = None

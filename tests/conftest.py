@@ -38,9 +38,10 @@ def _pg_database_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _close_services() -> Iterator[None]:
-    from tests.helpers import close_services
+    from tests.helpers import close_services, close_watchdogs
 
     yield
+    close_watchdogs()
     close_services()
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import redis
 
+from scheduler.alerts import AlertManager, Channel
 from scheduler.app import create_app
 from scheduler.clock import Clock, FakeClock
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
+from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
+from scheduler.watchdog import Watchdog
 from tests.conftest import wait_for
 from triggers import Registry, load
 
@@ -85,3 +89,28 @@ def queue_length(client: redis.Redis, prefix: str, queue: str = "agents") -> int
         if name == f"{prefix}{queue}" or name.startswith(f"{prefix}{queue}\x06\x16"):
             total += int(client.llen(key))  # type: ignore[arg-type]
     return total
+
+
+def make_watchdog(settings: Settings, registry: Registry, clock: Clock, *,
+                  channels: Sequence[Channel] = (), owner: str | None = None,
+                  revoke: Callable[[str], None] | None = None,
+                  repeat: float = 3600) -> Watchdog:
+    """A watchdog on the test's Redis prefix and database, closed after the test."""
+    store = Store(make_engine(settings.require_database_url()))
+    dog = Watchdog(
+        registry=registry, store=store,
+        alerts=AlertManager(AlertStore(store.engine), clock, channels,
+                            repeat=timedelta(seconds=repeat), attempts=3, backoff_max=0.2),
+        redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
+        publisher=Publisher(create_app(settings, registry)), key_prefix=settings.redis_prefix,
+        leader_ttl=10.0, revoke=revoke, owner=owner)
+    _dogs.append(dog)
+    return dog
+
+
+_dogs: list[Watchdog] = []
+
+
+def close_watchdogs() -> None:
+    while _dogs:
+        _dogs.pop().close()

@@ -97,7 +97,9 @@ class CronTrigger:
         fp = self.fingerprint()
         if state is None or state.get("fingerprint") != fp:
             # New or changed: start from now, never replay history we never promised.
-            fresh = {"version": self.state_version, "fingerprint": fp, "last_slot": _iso(now)}
+            # `since` lets the watchdog tell "late" from "before this schedule existed".
+            fresh = {"version": self.state_version, "fingerprint": fp, "last_slot": _iso(now),
+                     "since": _iso(now)}
             return Evaluation([], fresh, self._due_at(name, now))
         last = datetime.fromisoformat(state["last_slot"])
         due: list[datetime] = []

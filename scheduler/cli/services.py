@@ -21,7 +21,7 @@ from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
-from scheduler.runner import ServiceLoop, build_service
+from scheduler.runner import ServiceLoop, WatchdogLoop, build_service, build_watchdog
 from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
@@ -74,6 +74,20 @@ def scheduler(triggers: TriggersOpt = None) -> None:
     _require_urls(settings)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
     loop = ServiceLoop(build_service(settings, _checked_registry(settings)), settings)
+    loop.start()
+    try:
+        _wait_for_signal(threading.Event())
+    finally:
+        loop.stop()
+
+
+def watchdog(triggers: TriggersOpt = None) -> None:
+    """Detect stalled, dead and late runs and failing sources; send alerts (one leader)."""
+    settings = settings_for(triggers, dev_env_file=False)
+    configure_logging(settings.log_format, settings.log_level)
+    _require_urls(settings)
+    typer.echo(f"nightowl watchdog: {settings.describe()}")
+    loop = WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings)
     loop.start()
     try:
         _wait_for_signal(threading.Event())
@@ -168,6 +182,7 @@ def dev(
                                            "redis_url": SecretStr(redis_url)})
     worker_proc: subprocess.Popen[bytes] | None = None
     loop: ServiceLoop | None = None
+    dog: WatchdogLoop | None = None
     stop = threading.Event()
     try:
         upgrade(make_engine(db_url))
@@ -182,6 +197,8 @@ def dev(
         service = build_service(settings, registry_for(settings))
         loop = ServiceLoop(service, settings)
         loop.start()
+        dog = WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings)
+        dog.start()
         printer = threading.Thread(target=_print_finished, args=(service.store, stop),
                                    daemon=True)
         printer.start()
@@ -190,6 +207,8 @@ def dev(
     finally:
         stop.set()
         typer.echo("nightowl dev: stopping")
+        if dog is not None:
+            dog.stop()
         if loop is not None:
             loop.stop()
         if worker_proc is not None:

@@ -107,7 +107,11 @@ class Attempt(Base):
     """One try of a run, with the fence it held."""
 
     __tablename__ = "attempts"
-    __table_args__ = (sa.UniqueConstraint("run_id", "number", name="uq_attempts_run_number"),)
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "number", name="uq_attempts_run_number"),
+        # The watchdog reads running attempts and recently stalled ones.
+        sa.Index("ix_attempts_status_finished", "status", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -181,10 +185,15 @@ class OutboxEntry(Base):
 
 
 class Alert(Base):
-    """An alert episode; `dedupe_key` + `state` make sending idempotent across replicas."""
+    """One alert event (an episode firing or resolving); the unique key makes sending
+    idempotent across replicas: whoever inserts the row sends it."""
 
     __tablename__ = "alerts"
-    __table_args__ = (sa.UniqueConstraint("dedupe_key", "state", name="uq_alerts_dedupe_state"),)
+    __table_args__ = (
+        sa.UniqueConstraint("dedupe_key", "episode", "state", name="uq_alerts_dedupe_episode_state"),
+        sa.Index("ix_alerts_kind_state", "kind", "state"),
+        sa.Index("ix_alerts_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(sa.String(32))
@@ -200,6 +209,8 @@ class Alert(Base):
     channels: Mapped[Any | None]
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    episode: Mapped[int] = mapped_column(default=0, server_default="0")
+    reminded_at: Mapped[datetime | None]
 
 
 class DeadLetter(Base):

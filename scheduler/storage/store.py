@@ -455,7 +455,7 @@ class Store:
                 row.event, row.logical_time, row.last_heartbeat)
 
     def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
-             last_heartbeat: dict[str, Any] | None) -> bool:
+             last_heartbeat: dict[str, Any] | None, *, progress_at: datetime | None = None) -> bool:
         """Record liveness (and the latest progress); False if the attempt is no longer current.
 
         Conditional on our fence and `running`, so a late beat from a finished
@@ -477,7 +477,7 @@ class Store:
                     .where(attempts_t.c.run_id == started.run_id,
                            attempts_t.c.number == started.attempt,
                            attempts_t.c.status == "running")
-                    .values(heartbeat_at=now)
+                    .values(heartbeat_at=now, progress_at=progress_at)
                 )
             return current
 

@@ -1,0 +1,116 @@
+"""Alert rows: the history, and the unique key that makes sending idempotent.
+
+An episode is one firing of a `dedupe_key` until it resolves; the next firing
+of the same key is episode + 1. Every replica that detects an episode inserts
+the same (dedupe_key, episode, state) row; the insert that wins sends, the
+others do nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from scheduler.storage.models import Alert as AlertRow
+
+alerts_t = cast(sa.Table, AlertRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEpisode:
+    id: int
+    dedupe_key: str
+    episode: int
+    created_at: datetime
+    reminded_at: datetime | None
+    run_id: str | None
+    trigger: str | None
+
+
+class AlertStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _latest(self, conn: sa.Connection, dedupe_key: str) -> list[sa.Row[Any]]:
+        top = sa.select(sa.func.max(alerts_t.c.episode)).where(
+            alerts_t.c.dedupe_key == dedupe_key).scalar_subquery()
+        return list(conn.execute(
+            sa.select(alerts_t.c.id, alerts_t.c.episode, alerts_t.c.state, alerts_t.c.created_at,
+                      alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
+            .where(alerts_t.c.dedupe_key == dedupe_key, alerts_t.c.episode == top)))
+
+    def open_episode(self, dedupe_key: str) -> OpenEpisode | None:
+        """The firing episode of this key, if it has not resolved."""
+        with self.engine.connect() as conn:
+            rows = self._latest(conn, dedupe_key)
+        if not rows or any(r.state == "resolved" for r in rows):
+            return None
+        r = next(r for r in rows if r.state == "firing")
+        return OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id,
+                           r.trigger)
+
+    def next_episode(self, dedupe_key: str) -> int:
+        with self.engine.connect() as conn:
+            rows = self._latest(conn, dedupe_key)
+        return rows[0].episode + 1 if rows else 0
+
+    def insert(self, values: dict[str, Any]) -> int | None:
+        """Insert one alert event; None when another replica inserted it first."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            stmt = (insert(alerts_t).values(**values)
+                    .on_conflict_do_nothing(index_elements=["dedupe_key", "episode", "state"])
+                    .returning(alerts_t.c.id))
+            return conn.execute(stmt).scalar()
+
+    def claim_reminder(self, alert_id: int, now: datetime, repeat: timedelta) -> bool:
+        """True for exactly one caller once `repeat` has passed since the last send."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(alerts_t)
+                .where(alerts_t.c.id == alert_id,
+                       sa.func.coalesce(alerts_t.c.reminded_at, alerts_t.c.created_at) <= now - repeat)
+                .values(reminded_at=now)
+            ).rowcount == 1
+
+    def record_channel(self, alert_id: int, channel: str, outcome: str, now: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(AlertRow, alert_id, with_for_update=True)
+            if row is None:
+                return
+            row.channels = {**(row.channels or {}), channel: outcome}
+            if outcome == "sent" and row.sent_at is None:
+                row.sent_at = now
+
+    def open_of_kind(self, kind: str) -> list[OpenEpisode]:
+        """Every firing episode of `kind` without its resolved row (O(open alerts))."""
+        resolved = alerts_t.alias("resolved")
+        query = (
+            sa.select(alerts_t.c.id, alerts_t.c.dedupe_key, alerts_t.c.episode, alerts_t.c.created_at,
+                      alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
+            .outerjoin(resolved, sa.and_(resolved.c.dedupe_key == alerts_t.c.dedupe_key,
+                                         resolved.c.episode == alerts_t.c.episode,
+                                         resolved.c.state == "resolved"))
+            .where(alerts_t.c.kind == kind, alerts_t.c.state == "firing", resolved.c.id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return [OpenEpisode(r.id, r.dedupe_key, r.episode, r.created_at, r.reminded_at,
+                                r.run_id, r.trigger) for r in conn.execute(query)]
+
+    def history(self, *, limit: int = 50, kind: str | None = None,
+                state: str | None = None) -> list[AlertRow]:
+        query = sa.select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
+        if kind:
+            query = query.where(AlertRow.kind == kind)
+        if state:
+            query = query.where(AlertRow.state == state)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(query))

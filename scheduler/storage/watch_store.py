@@ -1,0 +1,173 @@
+"""The watchdog's reads and its one write (ending a stalled attempt), kept apart from the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scheduler.storage.models import Attempt, Run, TriggerState
+
+runs_t = cast(sa.Table, Run.__table__)
+attempts_t = cast(sa.Table, Attempt.__table__)
+state_t = cast(sa.Table, TriggerState.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningAttempt:
+    run_id: str
+    attempt: int
+    fence: int
+    agent: str
+    trigger: str | None
+    status: str
+    heartbeat_at: datetime | None
+    progress_at: datetime | None
+    started_at: datetime
+    task_id: str | None
+    worker: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """What ending a stalled attempt did to its run."""
+
+    run_status: str | None  # "pending" (requeued), "dead", or None (a newer attempt already runs)
+    agent: str
+    queue: str
+    trigger: str | None
+
+
+_ATTEMPT_COLUMNS = (attempts_t.c.run_id, attempts_t.c.number, attempts_t.c.fence, runs_t.c.agent,
+                    runs_t.c.trigger, attempts_t.c.status, attempts_t.c.heartbeat_at,
+                    attempts_t.c.progress_at, attempts_t.c.started_at,
+                    attempts_t.c.celery_task_id, attempts_t.c.worker)
+
+
+def _attempt(row: Any) -> RunningAttempt:
+    return RunningAttempt(row.run_id, row.number, row.fence, row.agent, row.trigger, row.status,
+                          row.heartbeat_at, row.progress_at, row.started_at, row.celery_task_id,
+                          row.worker, getattr(row, "reason", None))
+
+
+class WatchStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def attempts(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], RunningAttempt]:
+        """The current rows of the given (run_id, attempt) pairs, whatever their status."""
+        pairs = list(keys)
+        if not pairs:
+            return {}
+        query = (sa.select(*_ATTEMPT_COLUMNS).join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+                 .where(sa.tuple_(attempts_t.c.run_id, attempts_t.c.number).in_(pairs)))
+        with self.engine.connect() as conn:
+            return {(r.run_id, r.number): _attempt(r) for r in conn.execute(query)}
+
+    def running(self, *, heartbeat_before: datetime | None = None,
+                progress_before: datetime | None = None) -> list[RunningAttempt]:
+        """Attempts still `running` (optionally only stale ones): the sweep and the rebuild."""
+        query = (sa.select(*_ATTEMPT_COLUMNS).join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+                 .where(attempts_t.c.status == "running"))
+        stale = []
+        if heartbeat_before is not None:
+            stale.append(sa.func.coalesce(attempts_t.c.heartbeat_at, attempts_t.c.started_at)
+                         < heartbeat_before)
+        if progress_before is not None:
+            stale.append(sa.func.coalesce(attempts_t.c.progress_at, attempts_t.c.started_at)
+                         < progress_before)
+        if stale:
+            query = query.where(sa.or_(*stale))
+        with self.engine.connect() as conn:
+            return [_attempt(r) for r in conn.execute(query)]
+
+    def stall(self, run_id: str, attempt: int, fence: int, *, reason: str, now: datetime,
+              max_attempts: int) -> Stall | None:
+        """End a stalled attempt; requeue its run with a new fence, or mark it dead.
+
+        One transaction, conditional on the attempt still running and the run
+        still holding that fence: if the execution path's redelivery already
+        started the next attempt, the run is left alone (the stall is still
+        reported). None when the attempt had already ended.
+        """
+        with self.engine.begin() as conn:
+            closed = conn.execute(
+                sa.update(attempts_t)
+                .where(attempts_t.c.run_id == run_id, attempts_t.c.number == attempt,
+                       attempts_t.c.status == "running")
+                .values(status="stalled", reason=reason, finished_at=now,
+                        error_message=f"stalled: {reason}")
+            ).rowcount
+            if not closed:
+                return None
+            exhausted = attempt >= max_attempts
+            row = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.fence == fence, runs_t.c.status == "running")
+                .values(
+                    fence=runs_t.c.fence + 1,  # the stalled worker can no longer commit anything
+                    status="dead" if exhausted else "pending",
+                    terminal_reason="attempts_exhausted" if exhausted else None,
+                    error=f"attempt {attempt} stalled: {reason}",
+                    lease_expires_at=None, waiting_for=None, not_before=None,
+                    finished_at=now if exhausted else None,
+                )
+                .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger)
+            ).first()
+            if row is None:
+                info = conn.execute(sa.select(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger)
+                                    .where(runs_t.c.id == run_id)).first()
+                assert info is not None
+                return Stall(None, info.agent, info.queue, info.trigger)
+            return Stall(row.status, row.agent, row.queue, row.trigger)
+
+    def stalled_since(self, since: datetime) -> list[RunningAttempt]:
+        """Attempts ended `stalled` after `since`, by the watchdog or by a redelivery."""
+        query = (sa.select(*_ATTEMPT_COLUMNS, attempts_t.c.reason)
+                 .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+                 .where(attempts_t.c.status == "stalled", attempts_t.c.finished_at > since))
+        with self.engine.connect() as conn:
+            return [_attempt(r) for r in conn.execute(query)]
+
+    def dead_since(self, since: datetime) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.trigger, runs_t.c.attempt,
+                          runs_t.c.error, runs_t.c.terminal_reason)
+                .where(runs_t.c.status == "dead", runs_t.c.finished_at > since)))
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            return {r.id: r.status for r in conn.execute(
+                sa.select(runs_t.c.id, runs_t.c.status).where(runs_t.c.id.in_(ids)))}
+
+    def by_keys(self, keys: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
+        """(status, started_at) of the runs with these idempotency keys."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            return {r.idempotency_key: (r.status, r.started_at) for r in conn.execute(
+                sa.select(runs_t.c.idempotency_key, runs_t.c.status, runs_t.c.started_at)
+                .where(runs_t.c.idempotency_key.in_(wanted)))}
+
+    def failing_sources(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r.name: r.state for r in conn.execute(
+                sa.select(state_t.c.name, state_t.c.state).where(state_t.c.source_failing.is_(True)))}
+
+    def trigger_states(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(names)
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            return {r.name: r.state for r in conn.execute(
+                sa.select(state_t.c.name, state_t.c.state).where(state_t.c.name.in_(wanted)))}

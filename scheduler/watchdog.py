@@ -1,0 +1,345 @@
+"""The watchdog: nothing dies, hangs or fails to start without someone hearing about it.
+
+One leader among replicas (a Redis lease). Each `check()` (tests call it
+directly with a fake clock):
+
+1. stalls: attempts past their liveness deadline (`worker_lost`) or progress
+   deadline (`no_progress`), read from the Redis sorted sets in O(expired)
+   and confirmed against the database; every so often the database itself is
+   swept for stale `running` attempts, so a Redis restart loses nothing. A
+   stalled attempt ends `stalled`; its run is requeued with a new fence (or
+   marked `dead` when attempts are exhausted); a worker still alive but not
+   progressing has its task revoked with terminate, so it stops burning tokens;
+2. alerts for every attempt that ended `stalled` (whichever path ended it: the
+   execution layer's redelivery may have got there first) and every run that
+   ended `dead`; a `resolved` alert once a stalled run succeeds;
+3. late schedules: a cron slot with no started run `start_deadline` after its
+   logical time is `run_late`, computed from the registry, so it fires even
+   when the scheduler is down and no run row exists (a dead-man's switch);
+4. triggers flagged `source_failing`, and a missing scheduler leader.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+from scheduler.alerts import Alert, AlertManager, leader_watch
+from scheduler.cancel import request_cancel
+from scheduler.clock import Clock
+from scheduler.heartbeats import HeartbeatIndex, Member
+from scheduler.leases import Lease, identity
+from scheduler.publish import Publisher
+from scheduler.storage.store import Dispatch, Store
+from scheduler.storage.watch_store import RunningAttempt, WatchStore
+from triggers import CronTrigger, Registry, cron_key
+
+log = logging.getLogger("nightowl.watchdog")
+
+DB_SWEEP_EVERY = 10  # checks between full database sweeps for stale running attempts
+RECENT_OVERLAP = timedelta(seconds=30)  # re-read this much history each check (clock skew)
+MAX_LATE_SLOTS = 100  # per trigger per check; a long outage is one alert per slot up to this
+
+
+@dataclass
+class CheckReport:
+    leader: bool = False
+    expired_read: int = 0
+    stalled: list[tuple[str, int, str]] = field(default_factory=list)  # (run, attempt, reason)
+    requeued: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    late: list[tuple[str, datetime]] = field(default_factory=list)
+    alerts_sent: int = 0
+
+
+class Watchdog:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        alerts: AlertManager,
+        redis_client: redis.Redis,
+        clock: Clock,
+        publisher: Publisher | None,
+        key_prefix: str = "nightowl:",
+        leader_ttl: float = 10.0,
+        revoke: Callable[[str], None] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.watch = WatchStore(store.engine)
+        self.alerts = alerts
+        self.redis = redis_client
+        self.clock = clock
+        self.publisher = publisher
+        self.prefix = key_prefix
+        self.index = HeartbeatIndex(redis_client, key_prefix)
+        self.lease = Lease(redis_client, f"{key_prefix}leader:watchdog", owner or identity("watchdog"),
+                           leader_ttl)
+        self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self.revoke = revoke
+        self._leader = False
+        self._checks = 0
+        self._since: datetime | None = None
+        self._late_heap: list[tuple[datetime, str, datetime]] = []
+        self._scheduler_missing_since: datetime | None = None
+        self._lock = threading.Lock()
+
+    # -- leadership ----------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def _hold(self) -> bool:
+        gained = self.lease.renew() if self._leader else self.lease.acquire()
+        if gained and not self._leader:
+            self._become_leader()
+        elif not gained and self._leader:
+            log.warning("lost the watchdog leader lease; standing by")
+            self._leader = False
+        return gained
+
+    def _become_leader(self) -> None:
+        now = self.clock.now()
+        entries = [e for a in self.watch.running() for e in self._deadlines(a)]
+        self.index.load(entries)
+        self._since = now - timedelta(minutes=10)
+        self._late_heap = []
+        for name, spec in self.registry.triggers.items():
+            if isinstance(spec.source, CronTrigger):
+                self._push_late(name, spec.source, now)
+        self._leader = True
+        log.info("became watchdog leader (%s); rebuilt %d heartbeat deadlines", self.lease.owner,
+                 len(entries))
+
+    def resign(self) -> None:
+        with self._lock:
+            if self._leader:
+                self.lease.release()
+            self._leader = False
+
+    def close(self) -> None:
+        """Resign, let queued alert sends finish briefly, release connections."""
+        self.resign()
+        self.alerts.flush(timeout=5)
+        self.alerts.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        self.store.engine.dispose()
+        self.redis.close()
+
+    # -- the check -------------------------------------------------------------
+
+    def check(self) -> CheckReport:
+        with self._lock:
+            report = CheckReport()
+            if not self._hold():
+                return report
+            report.leader = True
+            now = self.clock.now()
+            self._checks += 1
+            self._expired(now, report)
+            if self._checks % DB_SWEEP_EVERY == 0:
+                self._sweep_database(now, report)
+            since = self._since or now
+            self._since = now - RECENT_OVERLAP
+            self._alert_stalls(since, report)
+            self._alert_dead(since, report)
+            self._resolve_recovered(report)
+            self._late(now, report)
+            self._sources(report)
+            self._scheduler_leader(now, report)
+            return report
+
+    # 1. stalls ---------------------------------------------------------------
+
+    def _deadlines(self, a: RunningAttempt) -> list[tuple[Any, Member, float]]:
+        spec = self.registry.agents.get(a.agent)
+        if spec is None:
+            return []
+        member = Member(a.run_id, a.attempt, a.fence)
+        beat = (a.heartbeat_at or a.started_at).timestamp()
+        out: list[tuple[Any, Member, float]] = [
+            ("live", member, beat + spec.heartbeat_timeout.total_seconds())]
+        if spec.progress_timeout is not None:
+            progress = (a.progress_at or a.started_at).timestamp()
+            out.append(("progress", member, progress + spec.progress_timeout.total_seconds()))
+        return out
+
+    def _expired(self, now: datetime, report: CheckReport) -> None:
+        expired = self.index.expired(now.timestamp())
+        report.expired_read = len(expired)
+        if not expired:
+            return
+        rows = self.watch.attempts((m.run_id, m.attempt) for _, m, _ in expired)
+        for which, member, _ in expired:
+            row = rows.get((member.run_id, member.attempt))
+            if row is None or row.status != "running" or row.fence != member.fence:
+                self.index.drop(which, [member])  # ended already; the stalled scan reports it
+                continue
+            truth = {w: d for w, _, d in self._deadlines(row)}
+            deadline = truth.get(which)
+            if deadline is None:
+                self.index.drop(which, [member])
+            elif deadline > now.timestamp():
+                self.index.load([(which, member, deadline)])  # Redis lagged the database
+            else:
+                self._stall(row, "worker_lost" if which == "live" else "no_progress", now, report)
+
+    def _sweep_database(self, now: datetime, report: CheckReport) -> None:
+        """The slow path: stale `running` attempts the sorted sets do not know about."""
+        specs = list(self.registry.agents.values())
+        if not specs:
+            return
+        shortest = min(s.heartbeat_timeout for s in specs)
+        progress = [s.progress_timeout for s in specs if s.progress_timeout is not None]
+        candidates = self.watch.running(
+            heartbeat_before=now - shortest,
+            progress_before=now - min(progress) if progress else None)
+        for row in candidates:
+            for which, _member, deadline in self._deadlines(row):
+                if deadline <= now.timestamp():
+                    self._stall(row, "worker_lost" if which == "live" else "no_progress", now,
+                                report)
+                    break
+
+    def _stall(self, row: RunningAttempt, reason: str, now: datetime, report: CheckReport) -> None:
+        spec = self.registry.agents.get(row.agent)
+        max_attempts = spec.max_attempts if spec is not None else 1
+        if reason == "no_progress":
+            # Alive but stuck: ask politely (ctx.cancelled), then terminate the task.
+            request_cancel(self.redis, self.prefix, row.run_id, "no_progress")
+            if self.revoke is not None and row.task_id:
+                try:
+                    self.revoke(row.task_id)
+                    report.revoked.append(row.run_id)
+                except Exception:
+                    log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
+                                exc_info=True)
+        result = self.watch.stall(row.run_id, row.attempt, row.fence, reason=reason, now=now,
+                                  max_attempts=max_attempts)
+        self.index.clear(Member(row.run_id, row.attempt, row.fence))
+        if result is None:
+            return
+        report.stalled.append((row.run_id, row.attempt, reason))
+        log.warning("run %s attempt %d stalled (%s)", row.run_id, row.attempt, reason)
+        # The run lease may still be held by the stuck worker: the new fence already shuts it
+        # out of the database, so free the lease for the next attempt now.
+        self.redis.delete(f"{self.prefix}run:{row.run_id}")
+        if result.run_status == "dead":
+            report.dead.append(row.run_id)
+        elif result.run_status == "pending":
+            report.requeued.append(row.run_id)
+            if self.publisher is not None:
+                self.publisher.publish([Dispatch(row.run_id, result.agent, result.queue,
+                                                 result.trigger, row.attempt + 1)])
+                self.store.mark_queued([row.run_id], now)
+
+    # 2. alerts for stalls, deaths and recoveries -------------------------------
+
+    def _alert_stalls(self, since: datetime, report: CheckReport) -> None:
+        for a in self.watch.stalled_since(since):
+            reason = a.reason or "worker_lost"
+            sent = self.alerts.fire(Alert(
+                kind="run_stalled", dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
+                message=f"run {a.run_id} of {a.agent} stalled on attempt {a.attempt} ({reason})",
+                run_id=a.run_id, trigger=a.trigger, agent=a.agent, attempt=a.attempt,
+                details={"reason": reason, "worker": a.worker,
+                         "last_heartbeat": a.heartbeat_at.isoformat() if a.heartbeat_at else None}))
+            report.alerts_sent += sent
+
+    def _alert_dead(self, since: datetime, report: CheckReport) -> None:
+        for r in self.watch.dead_since(since):
+            report.alerts_sent += self.alerts.fire(Alert(
+                kind="run_dead", dedupe_key=f"run_dead:{r.id}",
+                message=f"run {r.id} of {r.agent} is dead after {r.attempt} attempt(s): {r.error}",
+                run_id=r.id, trigger=r.trigger, agent=r.agent, attempt=r.attempt,
+                details={"reason": r.terminal_reason}))
+
+    def _resolve_recovered(self, report: CheckReport) -> None:
+        open_ = self.alerts.store.open_of_kind("run_stalled")
+        statuses = self.watch.statuses({o.run_id for o in open_ if o.run_id})
+        for o in open_:
+            if o.run_id and statuses.get(o.run_id) == "succeeded":
+                report.alerts_sent += self.alerts.resolve(Alert(
+                    kind="run_stalled", dedupe_key=o.dedupe_key, run_id=o.run_id, trigger=o.trigger,
+                    message=f"run {o.run_id} succeeded after its stalled attempt"))
+
+    # 3. late schedules -----------------------------------------------------------
+
+    def _push_late(self, name: str, trigger: CronTrigger, after: datetime) -> None:
+        """Queue the first slot whose start deadline falls after `after`."""
+        slot = trigger.expr.next_after(after - trigger.start_deadline)
+        heapq.heappush(self._late_heap, (slot + trigger.start_deadline, name, slot))
+
+    def _late(self, now: datetime, report: CheckReport) -> None:
+        due: list[tuple[str, datetime]] = []
+        per_trigger: dict[str, int] = {}
+        while self._late_heap and self._late_heap[0][0] <= now:
+            _, name, slot = heapq.heappop(self._late_heap)
+            spec = self.registry.triggers.get(name)
+            if spec is None or not isinstance(spec.source, CronTrigger):
+                continue
+            per_trigger[name] = per_trigger.get(name, 0) + 1
+            if per_trigger[name] <= MAX_LATE_SLOTS:
+                due.append((name, slot))
+            heapq.heappush(self._late_heap, (spec.source.expr.next_after(slot)
+                                             + spec.source.start_deadline, name,
+                                             spec.source.expr.next_after(slot)))
+        if not due:
+            return
+        runs = self.watch.by_keys(cron_key(n, s) for n, s in due)
+        states = self.watch.trigger_states({n for n, _ in due})
+        for name, slot in due:
+            status, started = runs.get(cron_key(name, slot), (None, None))
+            if started is not None or status in ("skipped", "waiting", "succeeded", "failed",
+                                                 "dead", "cancelled", "timed_out", "running"):
+                continue  # started, or deliberately held back (overlap, buffer)
+            since = (states.get(name) or {}).get("since")
+            if since and slot <= datetime.fromisoformat(since):
+                continue  # before this trigger (or this version of it) existed
+            spec = self.registry.triggers[name]
+            assert isinstance(spec.source, CronTrigger)
+            report.late.append((name, slot))
+            what = "no run exists" if status is None else f"its run is still {status}"
+            report.alerts_sent += self.alerts.fire(Alert(
+                kind="run_late", dedupe_key=f"run_late:{name}:{slot.isoformat()}",
+                message=(f"trigger {name}: the {slot.isoformat()} slot has not started "
+                         f"{spec.source.start_deadline} after its time ({what})"),
+                trigger=name, agent=spec.agent_name,
+                details={"slot": slot.isoformat(), "run_status": status}))
+
+    # 4. sources and leaders ---------------------------------------------------------
+
+    def _sources(self, report: CheckReport) -> None:
+        failing = self.watch.failing_sources()
+        for name, state in failing.items():
+            spec = self.registry.triggers.get(name)
+            report.alerts_sent += self.alerts.fire(Alert(
+                kind="trigger_source_failing", dedupe_key=f"trigger_source_failing:{name}",
+                message=f"trigger {name}: its source failed {state.get('failures')} polls in a "
+                        f"row: {state.get('last_error')}",
+                trigger=name, agent=spec.agent_name if spec else None,
+                details={"last_error": state.get("last_error"),
+                         "failures": state.get("failures")}))
+        for o in self.alerts.store.open_of_kind("trigger_source_failing"):
+            if o.trigger and o.trigger not in failing:
+                report.alerts_sent += self.alerts.resolve(Alert(
+                    kind="trigger_source_failing", dedupe_key=o.dedupe_key, trigger=o.trigger,
+                    message=f"trigger {o.trigger}: its source answers again"))
+
+    def _scheduler_leader(self, now: datetime, report: CheckReport) -> None:
+        report.alerts_sent += leader_watch(
+            self, "scheduler", now, self.alerts,
+            "no scheduler holds the leader lease: no trigger is being evaluated")
