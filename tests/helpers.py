@@ -14,8 +14,8 @@ from scheduler.clock import Clock, FakeClock
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from scheduler.storage.engine import make_engine
 from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
 from scheduler.watchdog import Watchdog
 from tests.conftest import wait_for

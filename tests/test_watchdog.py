@@ -288,14 +288,14 @@ def test_missing_leaders_are_alerted_both_ways(settings: Settings, store: Store)
     svc = make_service(settings, registry, clock)
     svc.tick()
     dog.check()
-    assert [(a.kind, a.state) for a in alerts.history()][0] == ("scheduler_down", "resolved")
+    assert next((a.kind, a.state) for a in alerts.history()) == ("scheduler_down", "resolved")
     from scheduler.alerts import AlertManager
     svc.alerts = AlertManager(alerts, clock)
     dog.resign()
     svc.sweep()
     clock.advance(25)
     svc.sweep()
-    assert [(a.kind, a.state) for a in alerts.history()][0] == ("watchdog_down", "firing")
+    assert next((a.kind, a.state) for a in alerts.history()) == ("watchdog_down", "firing")
 
 
 def test_dedupe_reminders_and_a_failing_channel_that_does_not_block_others(
