@@ -114,3 +114,13 @@ _dogs: list[Watchdog] = []
 def close_watchdogs() -> None:
     while _dogs:
         _dogs.pop().close()
+
+
+def build_revoke(settings: Settings, registry: Registry) -> Callable[[str], None]:
+    """The production revoke (Celery remote control, terminate with SIGKILL)."""
+    app = create_app(settings, registry)
+
+    def revoke(task_id: str) -> None:
+        app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+
+    return revoke
