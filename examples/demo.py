@@ -4,7 +4,9 @@
 - db_change: a run per new row the writer inserts into `demo_orders`;
 - queue_depth: the writer pushes to a Redis list; past 5 items `drain-inbox` empties it,
   and the alert resolves (`on_resolve=True`);
-- metric: a sawtooth demo gauge (0..30 every 30 s); above 20 wakes `investigate`.
+- metric: a sawtooth demo gauge (0..30 every 30 s); above 20 wakes `investigate`;
+- the watchdog: `daydreamer` stalls on purpose every 20 s; its `run_stalled` and `run_dead`
+  alerts show on the console and in `nightowl alerts list`.
 
 The writer is itself an agent: it runs on the worker, where `nightowl dev` has set
 NIGHTOWL_DATABASE_URL and NIGHTOWL_REDIS_URL.
@@ -80,6 +82,19 @@ def investigate(ctx: AgentContext, event: MetricAlert) -> dict[str, object]:
     return {"gauge": event.value, "threshold": event.threshold, "state": event.state}
 
 
+@agent("daydreamer", progress_timeout=timedelta(seconds=3), max_attempts=1)
+def daydreamer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
+    """Stalls on purpose: promises progress every 3 s, then goes quiet. The watchdog
+    stalls it (`no_progress`), terminates it, and with max_attempts=1 the run is dead:
+    watch for the ALERT lines and `nightowl alerts list`."""
+    ctx.heartbeat("thinking")
+    for _ in range(200):
+        if ctx.cancelled:
+            return {"gave_up": True}
+        time.sleep(0.05)
+    return {"woke_up": True}
+
+
 def demo_gauge() -> float:
     """A sawtooth standing in for a real metric: 0..30 over every 30 seconds."""
     return time.time() % 30
@@ -91,5 +106,6 @@ db_change("demo_orders", agent=triage, name="new-orders", cursor="id", key="id",
           every=timedelta(seconds=2), start="beginning")
 queue_depth(redis_list(INBOX), agent=drain_inbox, name="inbox-backlog", above=5, clear_below=3,
             every=timedelta(seconds=2), cooldown=timedelta(seconds=10), on_resolve=True)
+cron("*/20 * * * * *", agent=daydreamer, name="daydream")
 metric(demo_gauge, agent=investigate, name="demo-gauge", above=20, clear_below=10,
        every=timedelta(seconds=2), for_=timedelta(seconds=2), cooldown=timedelta(seconds=20))

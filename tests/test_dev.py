@@ -98,9 +98,19 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> No
             done = {r["trigger"] for r in _runs(tmp_path) if r["status"] == "succeeded"}
             return wanted <= done
         wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
+
+        def stalled_alert() -> bool:
+            out = subprocess.run([sys.executable, "-m", "scheduler.cli", "alerts", "list", "--json"],
+                                 cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                                 timeout=60, check=False)
+            return out.returncode == 0 and any(
+                a["kind"] == "run_stalled" and a["trigger"] == "daydream"
+                for a in json.loads(out.stdout))
+        wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "new-orders -> triage: succeeded" in out
     assert "inbox-backlog -> drain-inbox: succeeded" in out
+    assert "ALERT run_stalled firing" in out

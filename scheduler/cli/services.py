@@ -23,6 +23,7 @@ from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
 from scheduler.runner import ServiceLoop, WatchdogLoop, build_service, build_watchdog
 from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
+from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import Store
@@ -134,15 +135,22 @@ def _write_env_file(values: dict[str, str]) -> None:
 
 
 def _print_finished(store: Store, stop: threading.Event) -> None:
-    """Echo each run as it finishes, so the demo shows what fired and what came back."""
+    """Echo each run as it finishes, and each alert, so the demo shows what happened."""
     seen: set[str] = set()
+    seen_alerts: set[int] = set()
     started = datetime.now(UTC)
+    alerts = AlertStore(store.engine)
     while not stop.wait(1.0):
         try:
             runs = store.list_runs(limit=100)
+            new_alerts = [a for a in reversed(alerts.history(limit=20))
+                          if a.id not in seen_alerts and a.created_at >= started]
         except Exception as exc:  # the database may be busy; try again next second
             logging.getLogger("nightowl.dev").debug("listing runs failed: %s", exc)
             continue
+        for a in new_alerts:
+            seen_alerts.add(a.id)
+            typer.echo(f"[{a.created_at:%H:%M:%S}] ALERT {a.kind} {a.state}: {a.message}")
         for run in reversed(runs):
             if run.finished_at is None or run.id in seen or run.created_at < started:
                 continue
