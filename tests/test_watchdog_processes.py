@@ -70,6 +70,8 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
     first = start_worker(MODULE)
     run_id = fire_run(pg_settings, pg_store, "x-plodder")
     checking(dog, lambda: marks(redis_client, prefix, run_id), 20, "the agent to start")
+    checking(dog, lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
+             10, "a progress heartbeat to be saved")
     # When the whole worker is SIGKILLed mid-run
     first.proc.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -89,7 +91,10 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
     checking(dog, lambda: len(receiver.requests) >= 2, 30, "the resolved alert")
     run = pg_store.get_run(run_id)
     assert run is not None and run.status == "succeeded"
-    assert run.result == {"pid": second.proc.pid, "attempt": 2}
+    assert run.result is not None
+    assert (run.result["pid"], run.result["attempt"]) == (second.proc.pid, 2)
+    # the retry got the killed attempt's last progress (ctx.previous_heartbeat) to resume from
+    assert isinstance(run.result["resumed_from_step"], int)
     assert [(a["kind"], a["state"]) for a in receiver.alerts()] == [
         ("run_stalled", "firing"), ("run_stalled", "resolved")]
 
