@@ -163,3 +163,38 @@ def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Setting
     assert "SOURCE_FAILING" in table.stdout and "down-db" in table.stdout
     not_cron = cli(None, "triggers", "next", "hot-gauge", env=env)
     assert not_cron.returncode == 1 and "previews cron triggers only" in not_cron.stderr
+
+
+def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store: Store) -> None:
+    # Given `nightowl watchdog` with a webhook and no scheduler anywhere
+    from tests.receiver import Receiver
+
+    receiver = Receiver()
+    env = child_env(settings, "tests.fixtures.watch_agents", NIGHTOWL_LEADER_TTL="1",
+                    NIGHTOWL_WATCHDOG_INTERVAL="0.2", NIGHTOWL_ALERT_WEBHOOK_URL=receiver.url,
+                    NIGHTOWL_ALERT_WEBHOOK_SECRET="cli-secret")
+    dog = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "watchdog"], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # When the scheduler leader has been missing past the grace (2 x leader_ttl)
+        wait_for(lambda: receiver.requests, timeout=30, message="the scheduler_down alert")
+    finally:
+        dog.terminate()
+        out, _ = dog.communicate(timeout=30)
+        receiver.close()
+    # Then it was alerted once, signed, and `alerts list` shows it
+    assert dog.returncode == 0, out
+    assert "became watchdog leader" in out and "cli-secret" not in out
+    assert [a["kind"] for a in receiver.alerts()] == ["scheduler_down"]
+    listed = cli(settings, "alerts", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["kind"], r["state"], r["severity"]) for r in rows] == [
+        ("scheduler_down", "firing", "critical")]
+    assert set(rows[0]) >= {"id", "kind", "state", "dedupe_key", "episode", "run_id", "trigger",
+                            "agent", "attempt", "message", "details", "channels", "created_at"}
+    assert list(rows[0]["channels"].values()) == ["sent"]
+    table = cli(settings, "alerts", "list")
+    assert "scheduler_down" in table.stdout
+    bad = cli(settings, "alerts", "list", "--state", "sleeping")
+    assert bad.returncode == 2

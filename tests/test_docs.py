@@ -35,3 +35,25 @@ def test_doc_trigger_module_validates(where: str, code: str, tmp_path: Path,
 
 def test_docs_have_trigger_modules() -> None:
     assert len(trigger_modules()) >= 1
+
+
+def test_the_webhook_verifier_in_the_docs_accepts_our_signature_and_rejects_replays() -> None:
+    """docs/alerts.md's reference verifier, run against a body WebhookChannel really signed."""
+    import time
+
+    from scheduler.alerts import sign
+
+    text = (DOCS / "alerts.md").read_text()
+    (code,) = [b for b in BLOCK.findall(text) if "def verify(" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/alerts.md", "exec"), namespace)  # noqa: S102 - our own docs
+    verify = namespace["verify"]
+    body = b'{"kind": "run_stalled", "run_id": "r1"}'
+    now = int(time.time())
+    good = sign("s3cret", now, body)
+    assert verify("s3cret", str(now), body, good)  # type: ignore[operator]
+    assert not verify("s3cret", str(now + 1), body, good)  # type: ignore[operator]  # fresh ts, old sig
+    old = now - 600
+    assert not verify("s3cret", str(old), body, sign("s3cret", old, body))  # type: ignore[operator]
+    assert not verify("wrong", str(now), body, good)  # type: ignore[operator]
+    assert not verify("s3cret", str(now), body + b" ", good)  # type: ignore[operator]
