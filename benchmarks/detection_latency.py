@@ -1,0 +1,120 @@
+"""Stall detection latency: SIGKILL a worker mid-run, time until the signed alert arrives.
+
+Ten times: a real worker runs an agent with heartbeat_timeout=2 s, it is SIGKILLed,
+and a real watchdog (checking every `--interval` seconds) alerts `run_stalled` to a
+real HTTP receiver. Reports the median against the configured bound,
+heartbeat_timeout + 2 x watchdog_interval.
+
+Run: `.venv/bin/python benchmarks/detection_latency.py [--kills 10] [--interval 0.5]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import redis
+from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scheduler.alerts import AlertManager, WebhookChannel
+from scheduler.app import create_app
+from scheduler.clock import SystemClock
+from scheduler.operations import fire
+from scheduler.publish import Publisher
+from scheduler.settings import Settings
+from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.engine import make_engine
+from scheduler.storage.migrate import upgrade
+from scheduler.storage.store import Store
+from scheduler.watchdog import Watchdog
+from tests.conftest import WorkerProcess, child_env
+from tests.receiver import Receiver
+from triggers import load
+
+REDIS = "redis://127.0.0.1:6379/0"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+MODULE = "tests.fixtures.stall_agents"
+HEARTBEAT_TIMEOUT = 2.0  # the plodder agent's
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=0.5)
+    args = parser.parse_args()
+    name = f"nightowl_bench_dl_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    prefix = f"bench-dl-{uuid.uuid4().hex[:6]}:"
+    receiver = Receiver()
+    stop = threading.Event()
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        store = Store(engine)
+        settings = Settings(_env_file=None, database_url=url, redis_url=REDIS,  # type: ignore[arg-type]
+                            redis_prefix=prefix)
+        registry = load(MODULE)
+        client = redis.Redis.from_url(REDIS)
+        clock = SystemClock()
+        manager = AlertManager(AlertStore(engine), clock,
+                               [WebhookChannel(receiver.url, SecretStr("bench"))])
+        dog = Watchdog(registry=registry, store=store, alerts=manager, redis_client=client,
+                       clock=clock, publisher=None, key_prefix=prefix)
+
+        def loop() -> None:
+            while not stop.wait(args.interval):
+                dog.check()
+
+        threading.Thread(target=loop, daemon=True).start()
+        publisher = Publisher(create_app(settings, registry))
+        latencies = []
+        for i in range(args.kills):
+            worker = WorkerProcess(child_env(settings, MODULE), "solo", 1)
+            worker.wait_ready()
+            run_id = fire(store, publisher, registry, "x-plodder", datetime.now(UTC)).run_id
+            while client.llen(f"{prefix}marks:{run_id}") == 0:
+                time.sleep(0.02)
+            time.sleep(0.5)
+            worker.proc.send_signal(signal.SIGKILL)
+            killed = time.time()
+            worker.proc.wait()
+            worker.stop()
+            while not any(r["json"]["run_id"] == run_id and r["json"]["kind"] == "run_stalled"
+                          for r in receiver.requests):
+                if time.time() - killed > 30:
+                    raise SystemExit(f"no alert for run {run_id} within 30 s")
+                time.sleep(0.01)
+            arrived = next(r["at"] for r in receiver.requests if r["json"]["run_id"] == run_id)
+            latencies.append(arrived - killed)
+            print(f"kill {i + 1}: alert after {arrived - killed:.2f} s", flush=True)
+        bound = HEARTBEAT_TIMEOUT + 2 * args.interval
+        print(f"median detection latency {statistics.median(latencies):.2f} s "
+              f"(min {min(latencies):.2f}, max {max(latencies):.2f}) over {len(latencies)} SIGKILLs; "
+              f"configured bound {bound:.2f} s (heartbeat_timeout {HEARTBEAT_TIMEOUT:g} s + "
+              f"2 x watchdog_interval {args.interval:g} s)")
+        publisher.close()
+        stop.set()
+        dog.resign()
+        manager.close()
+        engine.dispose()
+    finally:
+        stop.set()
+        receiver.close()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
