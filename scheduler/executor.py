@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import redis
 
 from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
+from agents._context import OutboxWrite
 from scheduler import cancel
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
@@ -292,7 +293,8 @@ class Executor:
             started, verdict, result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
-            usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None)
+            usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None,
+            outbox=ctx.outbox.writes)
         if watch.reason is not None:
             cancel.clear(self.redis, self.prefix, run_id)
         if not ok:
@@ -354,13 +356,15 @@ class Executor:
     def _finish(self, started: StartedAttempt, verdict: _Verdict, *, result: Any = None,
                 error: str | None = None, error_class: str | None = None,
                 usage: dict[str, Any] | None = None,
-                last_heartbeat: dict[str, Any] | None = None) -> bool:
+                last_heartbeat: dict[str, Any] | None = None,
+                outbox: Sequence[OutboxWrite] = ()) -> bool:
         now = self.clock.now()
         return self.store.finish(
             started, status=verdict.status, reason=verdict.reason,
             attempt_status=verdict.attempt_status, now=now, result=result, error=error,
             error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
             not_before=now + verdict.not_before_in if verdict.not_before_in else None,
+            outbox=outbox,
         )
 
 

@@ -12,11 +12,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from scheduler.alerts import AlertManager, channels_from
 from scheduler.app import create_app
 from scheduler.clock import Clock, SystemClock
+from scheduler.outbox.relay import Relay
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
+from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from scheduler.watchdog import Watchdog
 from triggers import Registry
@@ -45,6 +47,14 @@ def build_watchdog(settings: Settings, registry: Registry, clock: Clock | None =
         redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
         publisher=Publisher(app), key_prefix=settings.redis_prefix,
         leader_ttl=settings.leader_ttl, revoke=revoke)
+
+
+def build_relay(settings: Settings, *, batch: int = 200, clock: Clock | None = None) -> Relay:
+    """A relay over the configured database; sinks come from the loaded trigger modules."""
+    store = OutboxStore(make_engine(settings.require_database_url()))
+    return Relay(store, clock or SystemClock(), batch=batch,
+                 claim_ttl=timedelta(seconds=settings.claim_ttl),
+                 retention=settings.retention, defaults=settings.source_defaults())
 
 
 def build_service(settings: Settings, registry: Registry, clock: Clock | None = None) -> SchedulerService:

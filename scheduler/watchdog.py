@@ -37,6 +37,7 @@ from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Lease, identity
 from scheduler.publish import Publisher
+from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Dispatch, Store
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
 from triggers import CronTrigger, Registry, cron_key
@@ -78,6 +79,7 @@ class Watchdog:
         self.registry = registry
         self.store = store
         self.watch = WatchStore(store.engine)
+        self.outbox = OutboxStore(store.engine)
         self.alerts = alerts
         self.redis = redis_client
         self.clock = clock
@@ -159,6 +161,7 @@ class Watchdog:
             self._resolve_recovered(report)
             self._late(now, report)
             self._sources(report)
+            self._outbox_dead(since, report)
             self._scheduler_leader(now, report)
             return report
 
@@ -338,6 +341,15 @@ class Watchdog:
                 report.alerts_sent += self.alerts.resolve(Alert(
                     kind="trigger_source_failing", dedupe_key=o.dedupe_key, trigger=o.trigger,
                     message=f"trigger {o.trigger}: its source answers again"))
+
+    def _outbox_dead(self, since: datetime, report: CheckReport) -> None:
+        for row in self.outbox.dead_since(since):
+            report.alerts_sent += self.alerts.fire(Alert(
+                kind="outbox_dead", dedupe_key=f"outbox_dead:{row.id}", run_id=row.run_id,
+                message=f"outbox entry {row.id} to sink {row.sink} (key {row.key}) is dead after "
+                        f"{row.attempts} attempts: {row.last_error}; `nightowl outbox retry "
+                        "--dead` requeues it",
+                details={"sink": row.sink, "key": row.key, "entry_id": row.id}))
 
     def _scheduler_leader(self, now: datetime, report: CheckReport) -> None:
         report.alerts_sent += leader_watch(

@@ -10,6 +10,7 @@ import redis
 from scheduler.clock import SystemClock
 from scheduler.executor import Executor
 from scheduler.leases import identity
+from scheduler.outbox import registered_sinks
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
@@ -36,6 +37,7 @@ def build_runtime(settings: Settings) -> Runtime:
         store=store, redis_client=client, registry=registry, clock=SystemClock(),
         worker_id=identity("worker"), key_prefix=settings.redis_prefix,
         heartbeat_interval=settings.heartbeat_interval,
+        sinks=registered_sinks(),  # the trigger modules registered them on import
     )
     return Runtime(settings, store, client, executor)
 

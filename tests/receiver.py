@@ -27,15 +27,18 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *,
 class Receiver:
     """Collects POSTs; `fail_first` answers 500 that many times first (a flaky endpoint)."""
 
-    def __init__(self, fail_first: int = 0, status: int = 200) -> None:
+    def __init__(self, fail_first: int = 0, status: int = 200, delay: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_first = fail_first
         self.status = status
+        self.delay = delay
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.delay:
+                    time.sleep(outer.delay)
                 if outer.fail_first > 0:
                     outer.fail_first -= 1
                     self.send_response(500)

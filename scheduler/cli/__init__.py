@@ -8,7 +8,16 @@ import traceback
 import typer
 
 from agents import NightowlError
-from scheduler.cli import alerts_cmd, deadletters_cmd, doctor_cmd, fire, runs, services, triggers_cmd
+from scheduler.cli import (
+    alerts_cmd,
+    deadletters_cmd,
+    doctor_cmd,
+    fire,
+    outbox_cmd,
+    runs,
+    services,
+    triggers_cmd,
+)
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
 
 app = typer.Typer(
@@ -23,9 +32,11 @@ app.add_typer(triggers_cmd.app, name="triggers")
 app.add_typer(services.db_app, name="db")
 app.add_typer(deadletters_cmd.app, name="deadletters")
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(outbox_cmd.app, name="outbox")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("watchdog")(services.watchdog)
+app.command("relay")(services.relay)
 app.command("dev")(services.dev)
 app.command("fire")(fire.fire)
 app.command("doctor")(doctor_cmd.doctor)

@@ -21,7 +21,9 @@ from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
-from scheduler.runner import ServiceLoop, WatchdogLoop, build_service, build_watchdog
+from scheduler.outbox import registered_sinks
+from scheduler.outbox.relay import RelayLoop
+from scheduler.runner import ServiceLoop, WatchdogLoop, build_relay, build_service, build_watchdog
 from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
@@ -89,6 +91,25 @@ def watchdog(triggers: TriggersOpt = None) -> None:
     _require_urls(settings)
     typer.echo(f"nightowl watchdog: {settings.describe()}")
     loop = WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings)
+    loop.start()
+    try:
+        _wait_for_signal(threading.Event())
+    finally:
+        loop.stop()
+
+
+def relay(
+    triggers: TriggersOpt = None,
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Rows claimed per step.")] = 200,
+) -> None:
+    """Deliver outbox rows to their sinks (run several: they share the work)."""
+    settings = settings_for(triggers, dev_env_file=False)
+    configure_logging(settings.log_format, settings.log_level)
+    _require_urls(settings)
+    registry_for(settings)  # importing the trigger modules registers their sinks
+    typer.echo(f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; "
+               f"{settings.describe()}")
+    loop = RelayLoop(build_relay(settings, batch=batch))
     loop.start()
     try:
         _wait_for_signal(threading.Event())
@@ -189,8 +210,7 @@ def dev(
     settings = settings.model_copy(update={"database_url": SecretStr(db_url),
                                            "redis_url": SecretStr(redis_url)})
     worker_proc: subprocess.Popen[bytes] | None = None
-    loop: ServiceLoop | None = None
-    dog: WatchdogLoop | None = None
+    loops: list[ServiceLoop | WatchdogLoop | RelayLoop] = []
     stop = threading.Event()
     try:
         upgrade(make_engine(db_url))
@@ -203,21 +223,18 @@ def dev(
             [sys.executable, "-m", "scheduler.cli", "worker", f"--concurrency={concurrency}",
              "--loglevel=WARNING"], env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
         service = build_service(settings, registry_for(settings))
-        loop = ServiceLoop(service, settings)
-        loop.start()
-        dog = WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings)
-        dog.start()
-        printer = threading.Thread(target=_print_finished, args=(service.store, stop),
-                                   daemon=True)
-        printer.start()
+        loops = [ServiceLoop(service, settings),
+                 WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
+                 RelayLoop(build_relay(settings))]
+        for loop in loops:
+            loop.start()
+        threading.Thread(target=_print_finished, args=(service.store, stop), daemon=True).start()
         typer.echo("nightowl dev: running; Ctrl-C to stop")
         _wait_for_signal(stop)
     finally:
         stop.set()
         typer.echo("nightowl dev: stopping")
-        if dog is not None:
-            dog.stop()
-        if loop is not None:
+        for loop in reversed(loops):
             loop.stop()
         if worker_proc is not None:
             _stop_child(worker_proc)

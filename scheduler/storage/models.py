@@ -182,6 +182,17 @@ class OutboxEntry(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class OutboxKey(Base):
+    """The last sequence number handed out per (sink, key); locked while taking the next."""
+
+    __tablename__ = "outbox_keys"
+
+    sink: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 class Alert(Base):

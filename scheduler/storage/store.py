@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agents._context import OutboxWrite
 from scheduler.errors import StateConflictError, StorageError
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
@@ -30,6 +31,7 @@ from scheduler.storage.models import (
     Run,
     TriggerState,
 )
+from scheduler.storage.outbox_store import insert_writes
 
 runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
@@ -495,8 +497,13 @@ class Store:
         usage: dict[str, Any] | None = None,
         last_heartbeat: dict[str, Any] | None = None,
         not_before: datetime | None = None,
+        outbox: Sequence[OutboxWrite] = (),
     ) -> bool:
-        """The fenced final write. False (and nothing written) when our fence is stale."""
+        """The fenced final write. False (and nothing written) when our fence is stale.
+
+        On success the run's outbox writes commit in this same transaction; on any
+        other outcome, or with a stale fence, none of them do.
+        """
         terminal = status in TERMINAL_STATUSES
         with self.engine.begin() as conn:
             updated = conn.execute(_FINISH_RUN, {
@@ -507,6 +514,8 @@ class Store:
                 "b_finished_at": now if terminal else None,
             }).rowcount
             if updated == 1:
+                if status == "succeeded" and outbox:
+                    insert_writes(conn, started.run_id, outbox, now)
                 conn.execute(_FINISH_ATTEMPT, {
                     "b_run_id": started.run_id, "b_number": started.attempt,
                     "b_status": attempt_status, "b_reason": reason, "b_error_class": error_class,

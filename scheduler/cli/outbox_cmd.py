@@ -1,0 +1,44 @@
+"""`nightowl outbox status|retry`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from scheduler.cli._common import JsonOpt, TriggersOpt, print_json, print_table, settings_for, store_for
+from scheduler.storage.outbox_store import OutboxStore
+
+app = typer.Typer(help="The outbox: writes waiting for, or delivered to, their sinks.",
+                  no_args_is_help=True)
+
+
+@app.command("status")
+def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
+    """Per sink: pending, claimed, delivered, dead, and the oldest pending row's age (relay lag)."""
+    store = OutboxStore(store_for(settings_for(triggers)).engine)
+    data = store.status(datetime.now(UTC))
+    if json_:
+        print_json(data)
+        return
+    rows = [{"sink": sink, **counts} for sink, counts in sorted(data.items())]
+    print_table(rows, ["sink", "pending", "claimed", "delivered", "dead", "oldest_pending_age_s"])
+
+
+@app.command("retry")
+def retry(
+    dead: Annotated[bool, typer.Option("--dead", help="Requeue rows marked dead.")] = False,
+    sink: Annotated[str | None, typer.Option(help="Only this sink.")] = None,
+    json_: JsonOpt = False,
+    triggers: TriggersOpt = None,
+) -> None:
+    """Requeue dead rows (after fixing the sink) with their attempts reset."""
+    if not dead:
+        raise typer.BadParameter("say which rows: --dead", param_hint="--dead")
+    store = OutboxStore(store_for(settings_for(triggers)).engine)
+    n = store.retry_dead(sink, datetime.now(UTC))
+    if json_:
+        print_json({"requeued": n})
+    else:
+        typer.echo(f"requeued {n} dead row(s){f' of sink {sink}' if sink else ''}")

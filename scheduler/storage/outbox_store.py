@@ -1,0 +1,208 @@
+"""Outbox rows: written with a run's success, claimed and settled by relays.
+
+Statuses: `pending` (a live claim makes it "claimed"), `delivered`, `dead`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from agents._context import OutboxWrite
+from scheduler.storage.models import OutboxEntry, OutboxKey
+
+outbox_t = cast(sa.Table, OutboxEntry.__table__)
+keys_t = cast(sa.Table, OutboxKey.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a sink receives: the entry id (`<run_id>:<n>`), the key's sequence number, the value."""
+
+    id: str
+    run_id: str
+    sink: str
+    key: str
+    seq: int
+    value: Any
+    attempts: int = 0
+
+
+def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], now: datetime) -> int:
+    """Inside the run's fenced success transaction: number and insert its writes.
+
+    Keys are locked in sorted order (no deadlock between two runs touching the
+    same keys) by bumping their counter rows; a concurrent run writing the same
+    key waits for our commit, so sequence order is commit order.
+    """
+    if not writes:
+        return 0
+    per_key: dict[tuple[str, str], int] = defaultdict(int)
+    for w in writes:
+        per_key[(w.sink, w.key)] += 1
+    last: dict[tuple[str, str], int] = {}
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    for (sink, key), n in sorted(per_key.items()):
+        stmt = insert(keys_t).values(sink=sink, key=key, last_seq=n)
+        stmt = stmt.on_conflict_do_update(index_elements=["sink", "key"],
+                                          set_={"last_seq": keys_t.c.last_seq + n})
+        last[(sink, key)] = int(conn.execute(stmt.returning(keys_t.c.last_seq)).scalar_one())
+    next_seq = {k: last[k] - per_key[k] + 1 for k in per_key}
+    rows = []
+    for i, w in enumerate(writes):
+        seq = next_seq[(w.sink, w.key)]
+        next_seq[(w.sink, w.key)] = seq + 1
+        rows.append({"id": f"{run_id}:{i}", "run_id": run_id, "sink": w.sink, "key": w.key,
+                     "seq": seq, "value": w.value, "status": "pending", "attempts": 0,
+                     "created_at": now})
+    conn.execute(sa.insert(outbox_t), rows)
+    return len(rows)
+
+
+def backoff(attempts: int, base: float = 1.0, cap: float = 300.0) -> timedelta:
+    """Exponential with full jitter: many failing rows do not retry in lockstep."""
+    return timedelta(seconds=random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1))))  # noqa: S311
+
+
+class OutboxStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def claim(self, relay: str, now: datetime, ttl: timedelta, limit: int) -> list[Entry]:
+        """Claim due rows: only the oldest undelivered entry of each (sink, key) is eligible.
+
+        PostgreSQL: `FOR UPDATE SKIP LOCKED`, and the claim is set in the same
+        statement, so relays share the work and an expired claim is taken over.
+        SQLite: the write transaction serialises claimers (one relay is expected).
+        """
+        older = outbox_t.alias("older")
+        blocked = (sa.select(older.c.id)
+                   .where(older.c.sink == outbox_t.c.sink, older.c.key == outbox_t.c.key,
+                          older.c.seq < outbox_t.c.seq, older.c.status == "pending")
+                   .exists())
+        eligible = (
+            sa.select(outbox_t.c.id)
+            .where(outbox_t.c.status == "pending",
+                   sa.or_(outbox_t.c.next_attempt_at.is_(None), outbox_t.c.next_attempt_at <= now),
+                   sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
+                   ~blocked)
+            .order_by(outbox_t.c.created_at, outbox_t.c.id)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                eligible = eligible.with_for_update(skip_locked=True, of=outbox_t)
+            result = conn.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id.in_(eligible.scalar_subquery()))
+                .values(claimed_by=relay, claim_expires=now + ttl, attempts=outbox_t.c.attempts + 1)
+                .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
+                           outbox_t.c.seq, outbox_t.c.value, outbox_t.c.attempts))
+            entries = [Entry(r.id, r.run_id, r.sink, r.key, r.seq, r.value, r.attempts)
+                       for r in result]
+        return sorted(entries, key=lambda e: (e.sink, e.key, e.seq))
+
+    def delivered(self, relay: str, ids: Sequence[str], now: datetime) -> int:
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id.in_(list(ids)), outbox_t.c.claimed_by == relay,
+                       outbox_t.c.status == "pending")
+                .values(status="delivered", delivered_at=now, claimed_by=None, claim_expires=None,
+                        last_error=None)
+            ).rowcount
+
+    def failed(self, relay: str, failures: Sequence[tuple[Entry, str]], now: datetime,
+               max_attempts: int) -> list[str]:
+        """Schedule retries with backoff; rows past `max_attempts` go dead. The dead ids."""
+        dead: list[str] = []
+        with self.engine.begin() as conn:
+            for entry, error in failures:
+                exhausted = entry.attempts >= max_attempts
+                conn.execute(
+                    sa.update(outbox_t)
+                    .where(outbox_t.c.id == entry.id, outbox_t.c.claimed_by == relay,
+                           outbox_t.c.status == "pending")
+                    .values(status="dead" if exhausted else "pending",
+                            dead_at=now if exhausted else None,
+                            next_attempt_at=None if exhausted else now + backoff(entry.attempts),
+                            claimed_by=None, claim_expires=None, last_error=error[:2000]))
+                if exhausted:
+                    dead.append(entry.id)
+        return dead
+
+    def release(self, relay: str, ids: Iterable[str]) -> None:
+        """Give claims back unsent (shutdown), without counting an attempt."""
+        wanted = list(ids)
+        if not wanted:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(outbox_t)
+                         .where(outbox_t.c.id.in_(wanted), outbox_t.c.claimed_by == relay)
+                         .values(claimed_by=None, claim_expires=None,
+                                 attempts=outbox_t.c.attempts - 1))
+
+    def status(self, now: datetime) -> dict[str, dict[str, Any]]:
+        """Per sink: pending, claimed, delivered, dead, and the oldest pending row's age."""
+        claimed = sa.and_(outbox_t.c.status == "pending", outbox_t.c.claim_expires > now)
+        query = (sa.select(
+            outbox_t.c.sink,
+            sa.func.count().filter(outbox_t.c.status == "pending").label("pending"),
+            sa.func.count().filter(claimed).label("claimed"),
+            sa.func.count().filter(outbox_t.c.status == "delivered").label("delivered"),
+            sa.func.count().filter(outbox_t.c.status == "dead").label("dead"),
+            sa.func.min(outbox_t.c.created_at).filter(outbox_t.c.status == "pending").label("oldest"),
+        ).group_by(outbox_t.c.sink))
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                oldest = r.oldest
+                if isinstance(oldest, str):  # SQLite aggregates lose the column type
+                    oldest = datetime.fromisoformat(oldest)
+                if oldest is not None and oldest.tzinfo is None:
+                    oldest = oldest.replace(tzinfo=now.tzinfo)
+                out[r.sink] = {"pending": r.pending, "claimed": r.claimed, "delivered": r.delivered,
+                               "dead": r.dead,
+                               "oldest_pending_age_s": round((now - oldest).total_seconds(), 3)
+                               if oldest is not None else None}
+        return out
+
+    def retry_dead(self, sink: str | None, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            stmt = sa.update(outbox_t).where(outbox_t.c.status == "dead")
+            if sink:
+                stmt = stmt.where(outbox_t.c.sink == sink)
+            return conn.execute(stmt.values(status="pending", attempts=0, dead_at=None,
+                                            next_attempt_at=now, last_error=None)).rowcount
+
+    def dead_since(self, since: datetime) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
+                          outbox_t.c.attempts, outbox_t.c.last_error)
+                .where(outbox_t.c.status == "dead", outbox_t.c.dead_at > since)))
+
+    def prune(self, before: datetime, limit: int = 1000) -> int:
+        """Delete delivered rows older than `before`, one batch (the audit sink is the record)."""
+        with self.engine.begin() as conn:
+            ids = sa.select(outbox_t.c.id).where(outbox_t.c.status == "delivered",
+                                                 outbox_t.c.delivered_at < before).limit(limit)
+            return conn.execute(sa.delete(outbox_t).where(
+                outbox_t.c.id.in_(ids.scalar_subquery()))).rowcount
+
+    def rows(self) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(outbox_t).order_by(outbox_t.c.created_at,
+                                                                  outbox_t.c.id)))
