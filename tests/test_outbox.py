@@ -1,0 +1,258 @@
+"""The outbox contract on both databases (in-process relays, a fake clock), plus PostgreSQL
+concurrency: fencing, per-key order, two relays, a sink that is down, dead rows and alerts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from agents import ManualFire, event_to_json
+from agents._context import OutboxWrite
+from scheduler.clock import FakeClock
+from scheduler.outbox import Entry, Outcome, RedisCacheSink, SqlAppendSink, WebhookSink, register_sink
+from scheduler.outbox.relay import Relay
+from scheduler.settings import Settings
+from scheduler.storage.engine import make_engine
+from scheduler.storage.outbox_store import OutboxStore
+from scheduler.storage.store import NewRun, StartedAttempt, Store
+from tests.conftest import T0
+from tests.helpers import make_watchdog, registry_of
+from tests.receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+def _restore_sinks() -> Iterator[None]:
+    """Sinks registered by a test are forgotten after it (the registry is process-wide)."""
+    from scheduler.outbox import _base
+
+    saved = dict(_base._sinks)
+    _base._sinks.clear()
+    yield
+    _base._sinks.clear()
+    _base._sinks.update(saved)
+
+
+class Recorder:
+    """A sink that records what it receives (and can be told to fail)."""
+
+    def __init__(self) -> None:
+        self.got: list[Entry] = []
+        self.lock = threading.Lock()
+
+    def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
+        with self.lock:
+            self.got.extend(entries)
+        return [None] * len(entries)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "recorder"}
+
+
+def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], key: str,
+                    *, finish: bool = True) -> StartedAttempt:
+    (run,) = store.commit_tick([NewRun(
+        idempotency_key=key, trigger=None, agent="steady", queue="agents",
+        event=event_to_json(ManualFire(trigger="m", fired_by="t")), logical_time=clock.now(),
+        agent_version=None)], [], [], clock.now())
+    started = store.begin_attempt(run.id, "w", "t", clock.now(), agent="steady")
+    assert started is not None
+    if finish:
+        assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
+                            now=clock.now(), outbox=writes)
+    return started
+
+
+def test_writes_commit_with_success_numbered_per_key(store: Store) -> None:
+    clock = FakeClock(T0)
+    first = run_with_writes(store, clock, [OutboxWrite("rec", "a", 1), OutboxWrite("rec", "b", 2),
+                                          OutboxWrite("rec", "a", 3)], "r1")
+    run_with_writes(store, clock, [OutboxWrite("rec", "a", 4)], "r2")
+    rows = OutboxStore(store.engine).rows()
+    assert [(r.id, r.key, r.seq, r.value) for r in rows if r.run_id == first.run_id] == [
+        (f"{first.run_id}:0", "a", 1, 1), (f"{first.run_id}:1", "b", 1, 2),
+        (f"{first.run_id}:2", "a", 2, 3)]
+    assert [(r.key, r.seq) for r in rows if r.run_id != first.run_id] == [("a", 3)]
+
+
+def test_a_fenced_out_worker_and_a_failed_run_commit_nothing(store: Store) -> None:
+    clock = FakeClock(T0)
+    stale = run_with_writes(store, clock, [], "r1", finish=False)
+    # A redelivery started the run again (new fence); the stale worker then "succeeds"
+    fresh = store.begin_attempt(stale.run_id, "w2", "t2", clock.now(), agent="steady")
+    assert fresh is not None
+    assert not store.finish(stale, status="succeeded", reason=None, attempt_status="succeeded",
+                            now=clock.now(), outbox=[OutboxWrite("rec", "k", "stale")])
+    # The current attempt fails: its writes are dropped too
+    assert store.finish(fresh, status="failed", reason="error", attempt_status="failed",
+                        now=clock.now(), outbox=[OutboxWrite("rec", "k", "failed")])
+    assert OutboxStore(store.engine).rows() == []
+
+
+def test_one_key_is_delivered_in_commit_order(store: Store) -> None:
+    clock = FakeClock(T0)
+    recorder = Recorder()
+    register_sink("rec", recorder)
+    for n in range(5):
+        run_with_writes(store, clock, [OutboxWrite("rec", "k", n), OutboxWrite("rec", f"other{n}", n)],
+                        f"r{n}")
+    relay = Relay(OutboxStore(store.engine), clock, batch=100)
+    relay.drain()
+    relay.close()
+    assert [e.value for e in recorder.got if e.key == "k"] == [0, 1, 2, 3, 4]
+    assert [e.seq for e in recorder.got if e.key == "k"] == [1, 2, 3, 4, 5]
+    assert len(recorder.got) == 10
+
+
+def test_two_relays_share_the_work_and_deliver_nothing_twice(pg_settings: Settings,
+                                                             pg_store: Store) -> None:
+    clock = FakeClock(T0)
+    recorder = Recorder()
+    register_sink("rec", recorder)
+    for n in range(150):
+        run_with_writes(pg_store, clock, [OutboxWrite("rec", f"k{n}-{i}", i) for i in range(4)],
+                        f"r{n}")
+    relays = [Relay(OutboxStore(make_engine(pg_settings.require_database_url())), clock, batch=10,
+                    relay_id=f"relay-{i}") for i in range(2)]
+    by_relay: Counter[str] = Counter()
+
+    def work(relay: Relay) -> None:
+        while True:
+            report = relay.step()
+            by_relay[relay.relay_id] += report.delivered
+            if report.claimed == 0:
+                return
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in relays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    counts = Counter(e.id for e in recorder.got)
+    assert len(counts) == 600 and max(counts.values()) == 1
+    assert by_relay["relay-0"] > 0 and by_relay["relay-1"] > 0
+    for r in relays:
+        r.close()
+        r.store.engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server the test can stop and start again (a sink that goes down)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is required"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def cache_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def test_a_down_sink_waits_and_retries_a_dead_one_alerts_others_flow(
+    settings: Settings, store: Store, cache_server: RedisServer
+) -> None:
+    clock = FakeClock(T0)
+    broken = Receiver(status=500)
+    try:
+        tag = f"audit_{int(time.time() * 1000) % 10**8}"
+        register_sink("cache", RedisCacheSink(prefix="c:", redis_url=cache_server.url))
+        register_sink("hook", WebhookSink(url=broken.url))
+        register_sink("audit", SqlAppendSink(tag, db_url=settings.require_database_url()))
+        for n in range(5):
+            run_with_writes(store, clock, [OutboxWrite("cache", f"u{n}", n),
+                                           OutboxWrite("hook", f"u{n}", n),
+                                           OutboxWrite("audit", f"u{n}", n)], f"r{n}")
+        outbox = OutboxStore(store.engine)
+        relay = Relay(outbox, clock, batch=100, max_attempts=3)
+        # The cache's Redis is down and the webhook answers 500: only the audit rows land
+        relay.step()
+        status = outbox.status(clock.now())
+        assert status["audit"]["delivered"] == 5
+        assert status["cache"]["pending"] == 5 and status["hook"]["pending"] == 5
+        assert relay.step().claimed == 0  # backing off: not retried at once
+        # When the cache comes back, its rows are delivered on a later attempt
+        cache_server.start()
+        clock.advance(10)
+        relay.step()
+        assert outbox.status(clock.now())["cache"]["delivered"] == 5
+        assert redis.Redis.from_url(cache_server.url).get("c:u3") == b"3"
+        # And the webhook that never recovers goes dead after max_attempts, with an alert
+        dog = make_watchdog(settings, registry_of("tests.fixtures.watch_agents"), clock)
+        dog.check()
+        for _ in range(5):
+            clock.advance(60)
+            relay.step()
+        assert outbox.status(clock.now())["hook"]["dead"] == 5
+        dog.check()
+        from scheduler.storage.alert_store import AlertStore
+        dead_alerts = [a for a in AlertStore(store.engine).history() if a.kind == "outbox_dead"]
+        assert len(dead_alerts) == 5 and "retry --dead" in dead_alerts[0].message
+        # `outbox retry --dead` requeues them
+        assert outbox.retry_dead("hook", clock.now()) == 5
+        assert outbox.status(clock.now())["hook"]["pending"] == 5
+        relay.close()
+        engine = sa.create_engine(settings.require_database_url().replace(
+            "postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {tag}"))
+        engine.dispose()
+    finally:
+        broken.close()
+
+
+def test_delivered_rows_are_pruned_after_retention(store: Store) -> None:
+    clock = FakeClock(T0)
+    register_sink("rec", Recorder())
+    run_with_writes(store, clock, [OutboxWrite("rec", "k", 1)], "r1")
+    outbox = OutboxStore(store.engine)
+    relay = Relay(outbox, clock)
+    relay.drain()
+    assert outbox.prune(clock.now() - timedelta(days=7)) == 0
+    clock.advance(8 * 86400)
+    assert outbox.prune(clock.now() - timedelta(days=7)) == 1
+    assert outbox.rows() == []
+    relay.close()
