@@ -1,7 +1,9 @@
 """The demo trigger module `make demo` loads: all four trigger kinds firing within a minute.
 
 - cron: `summarise` every 5 s, and a small writer every 3 s that feeds the others;
-- db_change: a run per new row the writer inserts into `demo_orders`;
+- db_change: a run per new row the writer inserts into `demo_orders`; `triage` writes each
+  order through the outbox to a Redis cache, a Redis stream, an audit table and a vector
+  store (`nightowl outbox status` shows them delivered);
 - queue_depth: the writer pushes to a Redis list; past 5 items `drain-inbox` empties it,
   and the alert resolves (`on_resolve=True`);
 - metric: a sawtooth demo gauge (0..30 every 30 s); above 20 wakes `investigate`;
@@ -23,6 +25,13 @@ import redis
 import sqlalchemy as sa
 
 from agents import AgentContext, CronTick, MetricAlert, QueueDepth, RowChange, agent
+from scheduler.outbox import (
+    RedisCacheSink,
+    RedisStreamSink,
+    SqlAppendSink,
+    VectorSink,
+    register_sink,
+)
 from triggers import cron, db_change, metric, queue_depth, redis_list
 
 INBOX = "nightowl-demo:inbox"
@@ -63,8 +72,17 @@ def demo_writer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
 
 @agent("triage")
 def triage(ctx: AgentContext, event: RowChange) -> dict[str, object]:
-    """Wakes once per new order (db_change)."""
-    return {"order": event.key, "customer": event.row["customer"]}  # type: ignore[call-overload]
+    """Wakes once per new order (db_change) and remembers it in four stores at once,
+    through the outbox: all of them or none, each exactly once (`nightowl outbox status`)."""
+    row = event.row
+    assert isinstance(row, dict)
+    key = f"order:{event.key}"
+    fact = {"order": event.key, "customer": row["customer"], "priority": "normal"}
+    ctx.outbox.put("cache", key, fact)
+    ctx.outbox.put("events", key, {"type": "order_triaged", **fact})
+    ctx.outbox.put("audit", key, {"decision": "normal", **fact})
+    ctx.outbox.put("memory", key, {"vector": [float(event.key), 1.0, 0.0], **fact})
+    return {"order": event.key, "customer": row["customer"]}
 
 
 @agent("drain-inbox")
@@ -99,6 +117,11 @@ def demo_gauge() -> float:
     """A sawtooth standing in for a real metric: 0..30 over every 30 seconds."""
     return time.time() % 30
 
+
+register_sink("cache", RedisCacheSink(prefix="nightowl-demo:cache:", ttl=timedelta(hours=1)))
+register_sink("events", RedisStreamSink(stream="nightowl-demo:events"))
+register_sink("audit", SqlAppendSink("demo_audit"))
+register_sink("memory", VectorSink(table="demo_memory", dim=3))
 
 cron("*/5 * * * * *", agent=summarise, name="every-5s")
 cron("*/3 * * * * *", agent=demo_writer, name="demo-writer", overlap="allow")

@@ -107,6 +107,17 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> No
                 a["kind"] == "run_stalled" and a["trigger"] == "daydream"
                 for a in json.loads(out.stdout))
         wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
+
+        def outbox_delivered() -> bool:
+            out = subprocess.run([sys.executable, "-m", "scheduler.cli", "outbox", "status",
+                                  "--json"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                                 text=True, timeout=60, check=False)
+            if out.returncode != 0:
+                raise AssertionError(out.stderr)
+            status = json.loads(out.stdout)
+            return all(status.get(s, {}).get("delivered", 0) > 0
+                       for s in ("cache", "events", "audit", "memory"))
+        wait_for(outbox_delivered, timeout=30, interval=1.0, message="outbox rows delivered")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

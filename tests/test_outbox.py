@@ -256,3 +256,16 @@ def test_delivered_rows_are_pruned_after_retention(store: Store) -> None:
     assert outbox.prune(clock.now() - timedelta(days=7)) == 1
     assert outbox.rows() == []
     relay.close()
+
+
+def test_sql_sinks_on_sqlite_create_their_tables_without_locking_themselves(tmp_path: Any) -> None:
+    """Regression: the append sink created its table on a second connection while its own
+    write transaction held SQLite's lock, and waited on itself for the busy timeout."""
+    from scheduler.outbox import SqlUpsertSink
+
+    url = f"sqlite:///{tmp_path / 'sinks.db'}"
+    started = time.monotonic()
+    entries = [Entry(f"r:{i}", "r", "audit", f"k{i}", 1, {"i": i}) for i in range(3)]
+    assert SqlAppendSink("audit_trail", db_url=url).deliver(entries) == [None] * 3
+    assert SqlUpsertSink("prefs", db_url=url).deliver(entries) == [None] * 3
+    assert time.monotonic() - started < 5

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from scheduler.outbox._base import Outcome, SinkError
+from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import Entry
 from triggers._polling import SourceDefaults, engine_for, mask_url, secret_url
 
@@ -48,7 +49,10 @@ class _SqlSink:
         return url
 
     def engine(self) -> sa.Engine:
-        return engine_for(self.url())
+        url = self.url()
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url)
+        return engine_for(url)
 
     def table(self) -> sa.Table:
         with self._lock:
@@ -63,6 +67,8 @@ class _SqlSink:
         raise NotImplementedError
 
     def insert(self, conn: sa.Connection) -> Any:
+        """An upsert-capable INSERT; call `table()` before opening `conn`'s transaction (on
+        SQLite a second connection creating the table would wait for ours: a self-deadlock)."""
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -137,6 +143,7 @@ class SqlAppendSink(_SqlSink):
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
         rows = [{self.id_column: e.id, "run_id": e.run_id, "key": e.key, "seq": e.seq,
                  "value": e.value} for e in entries]
+        self.table()  # created (on its own connection) before our write transaction starts
         with self.engine().begin() as conn:
             stmt = self.insert(conn).on_conflict_do_nothing(index_elements=[self.id_column])
             conn.execute(stmt, rows)
@@ -260,6 +267,18 @@ class VectorSink(_SqlSink):
             return [(r.key, float(r.d)) for r in rows]
 
 
+def _sqlite_engine(url: str) -> sa.Engine:
+    """A writing SQLite engine with nightowl's locking settings (deferred transactions that
+    upgrade to writes fail with "database is locked" under concurrency)."""
+    with _vec_lock:
+        engine = _sql_engines.get(url)
+        if engine is None:
+            engine = make_engine(url)
+            _sql_engines[url] = engine
+        return engine
+
+
+_sql_engines: dict[str, sa.Engine] = {}
 _vec_engines: dict[str, sa.Engine] = {}
 _vec_lock = threading.Lock()
 
@@ -277,7 +296,8 @@ def _sqlite_vec_engine(url: str) -> sa.Engine:
         except ImportError as exc:
             raise SinkError(f"the SQLite vector store needs pysqlite3-binary and sqlite-vec: {exc}") \
                 from None
-        engine = sa.create_engine(url, module=sqlite_module, connect_args={"timeout": 30})
+        # nightowl's SQLite settings (WAL, busy_timeout, BEGIN IMMEDIATE) on pysqlite3.
+        engine = make_engine(url, module=sqlite_module)
 
         @sa.event.listens_for(engine, "connect")
         def _load(dbapi_conn: Any, _record: Any) -> None:
