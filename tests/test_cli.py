@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from scheduler.clock import FakeClock
 from scheduler.settings import Settings
@@ -198,3 +198,31 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
     assert "scheduler_down" in table.stdout
     bad = cli(settings, "alerts", "list", "--state", "sleeping")
     assert bad.returncode == 2
+
+
+def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
+    from agents._context import OutboxWrite
+    from scheduler.storage.outbox_store import OutboxStore, insert_writes
+
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        insert_writes(conn, "run-1", [OutboxWrite("cache", "a", 1), OutboxWrite("audit", "a", 1),
+                                      OutboxWrite("audit", "b", 2)], now)
+    outbox = OutboxStore(store.engine)
+    claimed = outbox.claim("relay-x", now, timedelta(seconds=30), 10)
+    audit_a = next(e for e in claimed if e.sink == "audit" and e.key == "a")
+    outbox.delivered("relay-x", [e.id for e in claimed if e.sink == "cache"], now)
+    assert outbox.failed("relay-x", [(audit_a, "500 from the audit store")], now, max_attempts=1) == [
+        audit_a.id]
+    out = cli(settings, "outbox", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["cache"] == {"pending": 0, "claimed": 0, "delivered": 1, "dead": 0,
+                               "oldest_pending_age_s": None}
+    assert (status["audit"]["pending"], status["audit"]["claimed"], status["audit"]["dead"]) == (1, 1, 1)
+    assert status["audit"]["oldest_pending_age_s"] >= 0
+    assert "SINK" in cli(settings, "outbox", "status").stdout
+    assert cli(settings, "outbox", "retry").returncode == 2  # must say which rows
+    retried = cli(settings, "outbox", "retry", "--dead", "--sink", "audit", "--json")
+    assert json.loads(retried.stdout) == {"requeued": 1}
+    assert json.loads(cli(settings, "outbox", "status", "--json").stdout)["audit"]["dead"] == 0
