@@ -85,7 +85,7 @@ def run_checks(settings: Settings, registry: Registry, app: Celery) -> list[Chec
 
 def _database_check(settings: Settings) -> Check:
     from scheduler.storage.engine import make_engine
-    from scheduler.storage.migrate import current
+    from scheduler.storage.migrate import current, head_revision
 
     try:
         engine = make_engine(settings.require_database_url())
@@ -95,7 +95,7 @@ def _database_check(settings: Settings) -> Check:
             engine.dispose()
     except Exception as exc:
         return Check("database", False, f"{type(exc).__name__}: {exc}")
-    ok = revision == "0001"
+    ok = revision == head_revision()
     return Check("database", ok, f"schema revision {revision}" if ok else
                  f"schema revision {revision}; run `nightowl db upgrade`")
 

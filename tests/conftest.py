@@ -45,6 +45,20 @@ def _close_services() -> Iterator[None]:
     close_services()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dispose_cached_connections() -> Iterator[None]:
+    """Watched-database engines, sink engines and watched-Redis clients are cached per URL
+    for the process; close them before the interpreter does (psycopg warns otherwise)."""
+    yield
+    from scheduler.outbox.sql_sinks import dispose_sink_engines
+    from triggers import dispose_engines
+    from triggers._queue import close_clients
+
+    dispose_engines()
+    dispose_sink_engines()
+    close_clients()
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)

@@ -113,6 +113,9 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
     assert len(set(keys)) == RUNS  # the receiver dedupes on Idempotency-Key
     assert all("X-Nightowl-Signature" in r["headers"] for r in receiver.requests)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE prefs_{tag}"))
+        conn.execute(sa.text(f"DROP TABLE audit_{tag}"))
 
 
 def test_a_failed_run_commits_no_outbox_rows(

@@ -55,6 +55,14 @@ def redis_for(url: str) -> redis.Redis:
         return client
 
 
+def close_clients() -> None:
+    """Close every watched-Redis client (tests, shutdown)."""
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
 def celery_redis_reading(client: redis.Redis, queue: str, key_prefix: str, now: datetime) -> Reading:
     """Depth of a kombu Redis queue over all priority lists, plus unacked and oldest age."""
     base = f"{key_prefix}{queue}"

@@ -307,3 +307,12 @@ def _sqlite_vec_engine(url: str) -> sa.Engine:
 
         _vec_engines[url] = engine
         return engine
+
+
+def dispose_sink_engines() -> None:
+    """Close the SQLite sink engines this process opened (tests, shutdown)."""
+    with _vec_lock:
+        for engine in [*_sql_engines.values(), *_vec_engines.values()]:
+            engine.dispose()
+        _sql_engines.clear()
+        _vec_engines.clear()
