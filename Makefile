@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/nightowl dev --triggers examples.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
