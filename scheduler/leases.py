@@ -8,9 +8,11 @@ losing its lease cannot extend or delete someone else's (RedBeat #127).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -44,6 +46,8 @@ def identity(role: str = "") -> str:
     """An owner identity `host-pid-random`, unique per process start."""
     base = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return f"{role}:{base}" if role else base
+
+log = logging.getLogger("nightowl.leases")
 
 
 class LeaseScripts:
@@ -88,3 +92,34 @@ class Lease:
     def remaining_ms(self) -> int:
         """Milliseconds until the current holder's lease expires (0 if free)."""
         return max(0, int(cast(Any, self.client.pttl(self.key))))
+
+
+class Leadership:
+    """One role's leadership among replicas: take or renew the lease on each step.
+
+    `on_gain` runs when the lease is won (reload state, rebuild indexes), so a
+    replica that takes over never acts on what it remembered from before.
+    """
+
+    def __init__(self, lease: Lease, role: str, on_gain: Callable[[], None]) -> None:
+        self.lease = lease
+        self.role = role
+        self.on_gain = on_gain
+        self.leading = False
+
+    def hold(self) -> bool:
+        gained = self.lease.renew() if self.leading else self.lease.acquire()
+        if gained and not self.leading:
+            self.on_gain()
+            self.leading = True
+            log.info("became %s leader (%s)", self.role, self.lease.owner)
+        elif not gained and self.leading:
+            log.warning("lost the %s leader lease; standing by", self.role)
+            self.leading = False
+        return gained
+
+    def resign(self) -> None:
+        """Give the lease up now (clean shutdown), so a standby takes over at once."""
+        if self.leading:
+            self.lease.release()
+        self.leading = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import redis
@@ -77,73 +78,62 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
     )
 
 
-class WatchdogLoop:
-    """Runs `check` every `watchdog_interval` until `stop()` (same APScheduler rules as below)."""
+class _IntervalLoop:
+    """Runs steps on APScheduler interval jobs until `stop()`.
+
+    misfire_grace_time=None, coalesce and max_instances=1: a slow step delays
+    the next wake-up instead of stacking or silently dropping it; each step
+    decides what is due from the clock, so nothing is lost either way.
+    """
+
+    def __init__(self, jobs: list[tuple[str, Callable[[], object], float]],
+                 on_stop: Callable[[], None]) -> None:
+        self.stopped = threading.Event()
+        self._on_stop = on_stop
+        self._first = jobs[0]
+        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
+        })
+        for name, step, seconds in jobs:
+            self._aps.add_job(self._guarded, "interval", args=[name, step], seconds=seconds, id=name)
+
+    @staticmethod
+    def _guarded(name: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            log.exception("%s failed; retrying at the next wake-up", name)
+
+    def start(self) -> None:
+        self._guarded(self._first[0], self._first[1])
+        self._aps.start()
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self._aps.shutdown(wait=True)
+        self._on_stop()
+
+
+class WatchdogLoop(_IntervalLoop):
+    """`check` every `watchdog_interval`."""
 
     def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
         self.watchdog = watchdog
-        self.stopped = threading.Event()
-        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
-        })
-        self._aps.add_job(self._check, "interval", seconds=settings.watchdog_interval, id="check")
-
-    def _check(self) -> None:
-        try:
-            self.watchdog.check()
-        except Exception:
-            log.exception("watchdog check failed; retrying at the next wake-up")
-
-    def start(self) -> None:
-        self._check()
-        self._aps.start()
-
-    def stop(self) -> None:
-        if self.stopped.is_set():
-            return
-        self.stopped.set()
-        self._aps.shutdown(wait=True)
-        self.watchdog.close()
+        super().__init__([("watchdog check", watchdog.check, settings.watchdog_interval)],
+                         watchdog.close)
 
 
-class ServiceLoop:
-    """Runs `tick` and `sweep` on APScheduler interval jobs until `stop()`.
-
-    misfire_grace_time=None, coalesce and max_instances=1: a slow tick delays
-    the next wake-up instead of stacking or silently dropping it; the tick
-    itself decides what is due from the clock, so nothing is lost either way.
-    """
+class ServiceLoop(_IntervalLoop):
+    """`tick` every `tick_interval` and `sweep` every `sweep_interval`."""
 
     def __init__(self, service: SchedulerService, settings: Settings) -> None:
         self.service = service
-        self.stopped = threading.Event()
-        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
-        })
-        self._aps.add_job(self._tick, "interval", seconds=settings.tick_interval, id="tick")
-        self._aps.add_job(self._sweep, "interval", seconds=settings.sweep_interval, id="sweep")
+        super().__init__([("tick", self._tick, settings.tick_interval),
+                          ("sweep", service.sweep, settings.sweep_interval)], service.close)
 
     def _tick(self) -> None:
-        try:
-            report = self.service.tick()
-            for trigger, run_id in report.fired:
-                log.info("fired %s -> run %s", trigger, run_id)
-        except Exception:
-            log.exception("tick failed; retrying at the next wake-up")
-
-    def _sweep(self) -> None:
-        try:
-            self.service.sweep()
-        except Exception:
-            log.exception("sweep failed; retrying at the next wake-up")
-
-    def start(self) -> None:
-        self._tick()
-        self._aps.start()
-
-    def stop(self) -> None:
-        if self.stopped.is_set():
-            return
-        self.stopped.set()
-        self._aps.shutdown(wait=True)
-        self.service.close()
+        report = self.service.tick()
+        for trigger, run_id in report.fired:
+            log.info("fired %s -> run %s", trigger, run_id)

@@ -38,7 +38,7 @@ from scheduler.alerts import AlertManager, leader_watch
 from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
 from scheduler.errors import StateConflictError
-from scheduler.leases import Lease, identity
+from scheduler.leases import Leadership, Lease, identity
 from scheduler.publish import Publisher
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
@@ -110,8 +110,8 @@ class SchedulerService:
         self._watchdog_missing_since: datetime | None = None
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
                            owner or identity("scheduler"), leader_ttl)
+        self.leadership = Leadership(self.lease, "scheduler", self._become_leader)
         self._lock = threading.Lock()
-        self._leader = False
         self._heap: list[tuple[datetime, str]] = []
         self._states: dict[str, tuple[dict[str, Any], int]] = {}
         self.poll_wait = poll_wait
@@ -125,33 +125,23 @@ class SchedulerService:
 
     @property
     def is_leader(self) -> bool:
-        return self._leader
+        return self.leadership.leading
 
     def hold_leadership(self) -> bool:
         """Take or renew the leader lease; on gaining it, reload state from the database."""
-        gained = self.lease.renew() if self._leader else self.lease.acquire()
-        if gained and not self._leader:
-            self._become_leader()
-        elif not gained and self._leader:
-            log.warning("lost the scheduler leader lease; standing by")
-            self._leader = False
-        return gained
+        return self.leadership.hold()
 
     def _become_leader(self) -> None:
         self._states = self.store.load_trigger_states()
         now = self.clock.now()
         self._heap = [(now, name) for name in sorted(self.registry.triggers)]
         heapq.heapify(self._heap)
-        self._leader = True
-        log.info("became scheduler leader (%s); %d triggers", self.lease.owner,
-                 len(self._heap))
+        log.info("scheduler leader: %d triggers", len(self._heap))
 
     def resign(self) -> None:
         """Give the lease up now (clean shutdown), so a standby takes over at once."""
         with self._lock:
-            if self._leader:
-                self.lease.release()
-            self._leader = False
+            self.leadership.resign()
 
     def close(self) -> None:
         """Resign and release every connection this service opened."""
@@ -292,7 +282,7 @@ class SchedulerService:
     def sweep(self, limit: int = CHUNK_SIZE) -> int:
         """Republish runs left `pending` past the grace period and `waiting` runs now due."""
         with self._lock:
-            if not self._leader:
+            if not self.leadership.leading:
                 return 0
             now = self.clock.now()
             if self.alerts is not None:

@@ -35,7 +35,7 @@ from scheduler.alerts import Alert, AlertManager, leader_watch
 from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
-from scheduler.leases import Lease, identity
+from scheduler.leases import Leadership, Lease, identity
 from scheduler.publish import Publisher
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Dispatch, Store
@@ -89,8 +89,8 @@ class Watchdog:
         self.lease = Lease(redis_client, f"{key_prefix}leader:watchdog", owner or identity("watchdog"),
                            leader_ttl)
         self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self.leadership = Leadership(self.lease, "watchdog", self._become_leader)
         self.revoke = revoke
-        self._leader = False
         self._checks = 0
         self._since: datetime | None = None
         self._late_heap: list[tuple[datetime, str, datetime]] = []
@@ -101,16 +101,7 @@ class Watchdog:
 
     @property
     def is_leader(self) -> bool:
-        return self._leader
-
-    def _hold(self) -> bool:
-        gained = self.lease.renew() if self._leader else self.lease.acquire()
-        if gained and not self._leader:
-            self._become_leader()
-        elif not gained and self._leader:
-            log.warning("lost the watchdog leader lease; standing by")
-            self._leader = False
-        return gained
+        return self.leadership.leading
 
     def _become_leader(self) -> None:
         now = self.clock.now()
@@ -121,15 +112,11 @@ class Watchdog:
         for name, spec in self.registry.triggers.items():
             if isinstance(spec.source, CronTrigger):
                 self._push_late(name, spec.source, now)
-        self._leader = True
-        log.info("became watchdog leader (%s); rebuilt %d heartbeat deadlines", self.lease.owner,
-                 len(entries))
+        log.info("watchdog leader: rebuilt %d heartbeat deadlines", len(entries))
 
     def resign(self) -> None:
         with self._lock:
-            if self._leader:
-                self.lease.release()
-            self._leader = False
+            self.leadership.resign()
 
     def close(self) -> None:
         """Resign, let queued alert sends finish briefly, release connections."""
@@ -146,7 +133,7 @@ class Watchdog:
     def check(self) -> CheckReport:
         with self._lock:
             report = CheckReport()
-            if not self._hold():
+            if not self.leadership.hold():
                 return report
             report.leader = True
             now = self.clock.now()

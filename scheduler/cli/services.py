@@ -70,32 +70,34 @@ def _checked_registry(settings: Settings) -> Registry:
     return registry
 
 
-def scheduler(triggers: TriggersOpt = None) -> None:
-    """Evaluate triggers and dispatch runs (one leader among replicas)."""
+def _service_settings(triggers: str | None) -> Settings:
+    """Settings of a long-running role: explicit URLs only (never .nightowl/env), logging on."""
     settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
-    typer.echo(f"nightowl scheduler: {settings.describe()}")
-    loop = ServiceLoop(build_service(settings, _checked_registry(settings)), settings)
+    return settings
+
+
+def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop) -> None:
     loop.start()
     try:
         _wait_for_signal(threading.Event())
     finally:
         loop.stop()
+
+
+def scheduler(triggers: TriggersOpt = None) -> None:
+    """Evaluate triggers and dispatch runs (one leader among replicas)."""
+    settings = _service_settings(triggers)
+    typer.echo(f"nightowl scheduler: {settings.describe()}")
+    _run_until_signal(ServiceLoop(build_service(settings, _checked_registry(settings)), settings))
 
 
 def watchdog(triggers: TriggersOpt = None) -> None:
     """Detect stalled, dead and late runs and failing sources; send alerts (one leader)."""
-    settings = settings_for(triggers, dev_env_file=False)
-    configure_logging(settings.log_format, settings.log_level)
-    _require_urls(settings)
+    settings = _service_settings(triggers)
     typer.echo(f"nightowl watchdog: {settings.describe()}")
-    loop = WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings)
-    loop.start()
-    try:
-        _wait_for_signal(threading.Event())
-    finally:
-        loop.stop()
+    _run_until_signal(WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings))
 
 
 def relay(
@@ -103,18 +105,11 @@ def relay(
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="Rows claimed per step.")] = 200,
 ) -> None:
     """Deliver outbox rows to their sinks (run several: they share the work)."""
-    settings = settings_for(triggers, dev_env_file=False)
-    configure_logging(settings.log_format, settings.log_level)
-    _require_urls(settings)
+    settings = _service_settings(triggers)
     registry_for(settings)  # importing the trigger modules registers their sinks
     typer.echo(f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; "
                f"{settings.describe()}")
-    loop = RelayLoop(build_relay(settings, batch=batch))
-    loop.start()
-    try:
-        _wait_for_signal(threading.Event())
-    finally:
-        loop.stop()
+    _run_until_signal(RelayLoop(build_relay(settings, batch=batch)))
 
 
 def worker(
