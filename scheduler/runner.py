@@ -69,6 +69,7 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         redis_client=redis.Redis.from_url(settings.require_redis_url()),
         clock=clock,
         alerts=build_alerts(settings, store, clock),
+        retention=settings.retention,
         key_prefix=settings.redis_prefix,
         leader_ttl=settings.leader_ttl,
         pending_grace=settings.pending_grace,

@@ -40,12 +40,14 @@ from scheduler.clock import Clock
 from scheduler.errors import StateConflictError
 from scheduler.leases import Leadership, Lease, identity
 from scheduler.publish import Publisher
+from scheduler.storage.retention import prune
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
 
 log = logging.getLogger("nightowl.scheduler")
 
 CHUNK_SIZE = 500
+PRUNE_EVERY = 30  # sweeps between retention batches (about a minute at the default interval)
 ERROR_BACKOFF = timedelta(seconds=5)
 
 
@@ -94,6 +96,7 @@ class SchedulerService:
         poll_wait: float = 30.0,
         source_defaults: SourceDefaults | None = None,
         alerts: AlertManager | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.registry = registry
         registry.bind_sources(source_defaults or SourceDefaults())
@@ -106,6 +109,8 @@ class SchedulerService:
         self.redis = redis_client
         self.prefix = key_prefix
         self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
+        self.retention = retention  # the leader prunes old history every PRUNE_EVERY sweeps
+        self._sweeps = 0
         self.leader_grace = timedelta(seconds=2 * leader_ttl)
         self._watchdog_missing_since: datetime | None = None
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
@@ -288,6 +293,11 @@ class SchedulerService:
             if self.alerts is not None:
                 leader_watch(self, "watchdog", now, self.alerts,
                              "no watchdog holds the leader lease: stalls and late runs go unseen")
+            self._sweeps += 1
+            if self.retention is not None and self._sweeps % PRUNE_EVERY == 0:
+                pruned = prune(self.store.engine, now - self.retention)
+                if pruned.total:
+                    log.info("retention: pruned %s", pruned)
             due = self.store.due_for_publish(now, now - self.pending_grace, limit,
                                              queued_before=now - self.requeue_after)
             orphans = [d for d in due if d.agent not in self.registry.agents]

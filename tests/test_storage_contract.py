@@ -237,3 +237,31 @@ def test_migrations_match_the_models(store: Store) -> None:
         context = MigrationContext.configure(conn, opts={"include_object": only_ours})
         diff = compare_metadata(context, Base.metadata)
     assert diff == []
+
+
+def test_retention_prunes_finished_history_in_batches_and_never_active_runs(store: Store) -> None:
+    from datetime import timedelta
+
+    from scheduler.storage.retention import prune
+
+    old = T0 - timedelta(days=40)
+    rows = [NewRun(idempotency_key=f"old-{i}", trigger="t", agent="a", queue="q", event={},
+                   logical_time=old, agent_version=None) for i in range(5)]
+    store.commit_tick(rows, [], [], old)
+    finished = [store.begin_attempt(r.id, "w", "t", old) for r in rows[:3]]
+    for s in finished:
+        assert s is not None
+        store.finish(s, status="succeeded", reason=None, attempt_status="succeeded", now=old)
+    (recent,) = store.commit_tick([NewRun(idempotency_key="recent", trigger="t", agent="a",
+                                          queue="q", event={}, logical_time=T0,
+                                          agent_version=None)], [], [], T0)
+    store.add_dead_letter(reason="bad", task_name=None, task_id=None, payload="x", details={},
+                          now=old)
+    # Batches of 2: the first pass takes two old finished runs, the second the third
+    first = prune(store.engine, T0 - timedelta(days=30), batch=2)
+    second = prune(store.engine, T0 - timedelta(days=30), batch=2)
+    assert (first.runs, second.runs, first.dead_letters) == (2, 1, 1)
+    left = {r.idempotency_key: r.status for r in store.list_runs(limit=50)}
+    assert left == {"old-3": "pending", "old-4": "pending", "recent": "pending"}
+    assert all(store.attempts_of(s.run_id) == [] for s in finished if s is not None)
+    assert recent.id in {r.id for r in store.list_runs(limit=50)}
