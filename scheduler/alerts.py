@@ -241,9 +241,13 @@ class AlertManager:
                 time.sleep(0.02)
         return True
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the channel threads and wait for them, so no thread still holds a database
+        connection when the caller disposes the engine."""
         for worker in self._workers:
             worker.queue.put(None)
+        for worker in self._workers:
+            worker.thread.join(timeout)
 
 
 def channels_from(urls: Sequence[str], webhook_url: str | None,

@@ -170,7 +170,8 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
     from tests.receiver import Receiver
 
     receiver = Receiver()
-    env = child_env(settings, "tests.fixtures.watch_agents", NIGHTOWL_LEADER_TTL="1",
+    # (a module with agents but no cron trigger: a minute boundary must not add a run_late)
+    env = child_env(settings, "tests.fixtures.poll_agents", NIGHTOWL_LEADER_TTL="1",
                     NIGHTOWL_WATCHDOG_INTERVAL="0.2", NIGHTOWL_ALERT_WEBHOOK_URL=receiver.url,
                     NIGHTOWL_ALERT_WEBHOOK_SECRET="cli-secret")
     dog = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "watchdog"], cwd=ROOT, env=env,
@@ -226,3 +227,31 @@ def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
     retried = cli(settings, "outbox", "retry", "--dead", "--sink", "audit", "--json")
     assert json.loads(retried.stdout) == {"requeued": 1}
     assert json.loads(cli(settings, "outbox", "status", "--json").stdout)["audit"]["dead"] == 0
+
+
+def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given a scheduler leader that fired a few runs, a worker, and one open alert
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
+    svc.tick()
+    for _ in range(2):
+        clock.advance(1)
+        svc.tick()
+    from scheduler.alerts import Alert, AlertManager
+    from scheduler.storage.alert_store import AlertStore
+    AlertManager(AlertStore(store.engine), clock).fire(
+        Alert(kind="run_late", dedupe_key="run_late:x", message="late", trigger="x"))
+    worker = start_worker(MODULE)
+    out = cli(settings, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["leaders"]["scheduler"]["alive"] is True
+    assert data["leaders"]["watchdog"]["alive"] is False
+    assert any(f"-{worker.proc.pid}-" in w or "test-" in w for w in data["workers"]), data["workers"]
+    assert sum(data["runs_last_hour"].values()) == 2
+    assert data["open_alerts"] == {"run_late": 1}
+    assert set(data["queues"]) >= {"agents"} and data["outbox_lag_s"] == 0.0
+    screen = cli(settings, "status")
+    assert "scheduler leader" in screen.stdout and "open alerts" in screen.stdout

@@ -16,6 +16,7 @@ from scheduler.cli import (
     outbox_cmd,
     runs,
     services,
+    status_cmd,
     triggers_cmd,
 )
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
@@ -40,6 +41,7 @@ app.command("relay")(services.relay)
 app.command("dev")(services.dev)
 app.command("fire")(fire.fire)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("status")(status_cmd.status)
 
 
 def main() -> None:

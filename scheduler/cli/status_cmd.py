@@ -1,0 +1,83 @@
+"""`nightowl status`: one screen for "is everything alive and keeping up?"."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+import typer
+
+from scheduler.cli._common import JsonOpt, TriggersOpt, iso, print_json, redis_for, settings_for, store_for
+from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.models import Run
+from scheduler.storage.outbox_store import OutboxStore
+from triggers import Registry, load
+from triggers._queue import celery_redis_reading
+
+ROLES = ("scheduler", "watchdog")
+ALERT_KINDS = ("run_stalled", "run_dead", "run_late", "trigger_source_failing", "outbox_dead",
+               "watchdog_down", "scheduler_down")
+
+
+def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-ready dict."""
+    client = redis_for(settings)
+    prefix = settings.redis_prefix
+    leaders = {}
+    for role in ROLES:
+        owner = client.get(f"{prefix}leader:{role}")
+        ttl = client.pttl(f"{prefix}leader:{role}")
+        leaders[role] = {"alive": owner is not None,
+                         "owner": owner.decode() if isinstance(owner, bytes) else owner,
+                         "lease_ms_left": ttl if ttl and ttl > 0 else None}
+    queues = {"agents"}
+    if settings.triggers:
+        queues |= {a.queue for a in load(settings.triggers).agents.values()}
+    depths = {}
+    for q in sorted(queues):
+        reading = celery_redis_reading(client, q, prefix, now)
+        depths[q] = {k: reading.extra[k] for k in ("depth", "unacked", "oldest_age_s")}
+    workers: list[str] = []
+    if ping_workers:
+        from scheduler.app import create_app
+
+        replies = create_app(settings, Registry()).control.ping(timeout=1.0) or []
+        workers = sorted(name for reply in replies for name in reply)
+    store = store_for(settings)
+    runs = cast(sa.Table, Run.__table__)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(runs.c.status, runs.c.terminal_reason, sa.func.count())
+                            .where(runs.c.created_at >= now - timedelta(hours=1))
+                            .group_by(runs.c.status, runs.c.terminal_reason))
+        last_hour = {f"{s}/{r}" if r else s: n for s, r, n in rows}
+    alerts = AlertStore(store.engine)
+    open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
+    outbox = OutboxStore(store.engine).status(now)
+    lag = max((s["oldest_pending_age_s"] or 0.0 for s in outbox.values()), default=0.0)
+    store.engine.dispose()
+    client.close()
+    return {"at": iso(now), "leaders": leaders, "workers": workers, "queues": depths,
+            "runs_last_hour": last_hour, "open_alerts": {k: v for k, v in open_alerts.items() if v},
+            "outbox": outbox, "outbox_lag_s": lag}
+
+
+def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
+    """Leaders, workers, queue depths, runs in the last hour, open alerts, outbox lag."""
+    data = gather(settings_for(triggers), now=datetime.now(UTC))
+    if json_:
+        print_json(data)
+        return
+    for role, lead in data["leaders"].items():
+        state = f"alive ({lead['owner']})" if lead["alive"] else "NONE"
+        typer.echo(f"{role + ' leader':20} {state}")
+    typer.echo(f"{'workers':20} {', '.join(data['workers']) or 'none answered'}")
+    for q, d in data["queues"].items():
+        age = f", oldest {d['oldest_age_s']:.0f}s" if d["oldest_age_s"] is not None else ""
+        typer.echo(f"{'queue ' + q:20} {d['depth']} waiting, {d['unacked']} reserved{age}")
+    runs = ", ".join(f"{k} {v}" for k, v in sorted(data["runs_last_hour"].items())) or "none"
+    typer.echo(f"{'runs (last hour)':20} {runs}")
+    alerts = ", ".join(f"{k} {v}" for k, v in sorted(data["open_alerts"].items())) or "none"
+    typer.echo(f"{'open alerts':20} {alerts}")
+    typer.echo(f"{'outbox lag':20} {data['outbox_lag_s']:.1f}s")
