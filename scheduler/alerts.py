@@ -33,6 +33,7 @@ import httpx
 from pydantic import SecretStr
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
+from scheduler import metrics
 from scheduler.clock import Clock
 from scheduler.storage.alert_store import AlertStore
 from triggers._polling import mask_url
@@ -169,8 +170,11 @@ class _Worker:
                     self.channel.send(alert, payload)
         except Exception as exc:
             outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            metrics.ALERTS_SENT.labels(self.channel.name, "failed").inc()
             log.error("alert %s via %s failed after %d attempts: %s", alert.dedupe_key,
                       self.channel.name, self.attempts, exc)
+        if outcome == "sent":
+            metrics.ALERTS_SENT.labels(self.channel.name, "sent").inc()
         try:
             self.store.record_channel(alert_id, self.channel.name, outcome, self.clock.now())
         except Exception:
@@ -224,6 +228,7 @@ class AlertManager:
                 "created_at": now}
 
     def _send(self, alert_id: int, alert: Alert, *, reminder: bool, episode: int) -> None:
+        metrics.ALERTS_SENT.labels("log", "sent").inc()
         level = logging.INFO if alert.state == "resolved" else logging.WARNING
         log.log(level, "ALERT %s%s %s: %s [%s]", alert.kind, " (reminder)" if reminder else "",
                 alert.state, alert.message, alert.dedupe_key)

@@ -108,7 +108,10 @@ class Leadership:
         self.leading = False
 
     def hold(self) -> bool:
+        from scheduler.metrics import LEADER
+
         gained = self.lease.renew() if self.leading else self.lease.acquire()
+        LEADER.labels(self.role).set(1 if gained else 0)
         if gained and not self.leading:
             self.on_gain()
             self.leading = True

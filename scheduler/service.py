@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
+from scheduler import metrics
 from scheduler.alerts import AlertManager, leader_watch
 from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
@@ -217,6 +218,7 @@ class SchedulerService:
             heapq.heappush(self._heap, (now + ERROR_BACKOFF, name))
             return None
         report.evaluated += 1
+        _observe(spec, ev.state)
         agent = self.registry.agent_for(spec)
         runs = []
         for i, f in enumerate(ev.firings):
@@ -260,6 +262,13 @@ class SchedulerService:
                              and r.status == "pending"])
         report.inserted += len(inserted)
         report.duplicates += len(runs) - len(inserted)
+        kinds = {p.spec.name: p.spec.kind for p in chunk}
+        inserted_ids = {r.id for r in inserted}
+        for r in runs:
+            if r.id in inserted_ids:
+                metrics.FIRINGS.labels(r.trigger or "", kinds.get(r.trigger or "", "manual")).inc()
+            else:
+                metrics.DUPLICATE_FIRINGS.labels(r.trigger or "").inc()
         report.fired.extend((r.trigger or "", r.id) for r in inserted)
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
                        for r in inserted if r.status == "pending"], now, report)
@@ -312,6 +321,18 @@ class SchedulerService:
             self.store.mark_queued([d.run_id for d in due], now, self.pending_grace)
             log.info("sweeper republished %d runs", len(due))
             return len(due)
+
+
+def _observe(spec: TriggerSpec, state: dict[str, Any]) -> None:
+    """Trigger state (and a watched queue's depth) for /metrics."""
+    name = spec.name
+    current = "source_failing" if state.get("source_failing") else state.get("alert_state", "ok")
+    for label in ("ok", "pending", "firing", "source_failing"):
+        metrics.TRIGGER_STATE.labels(name, label).set(1 if label == current else 0)
+    reading = state.get("last_reading")
+    if spec.kind == "queue_depth" and isinstance(reading, dict) and "depth" in reading:
+        queue = str(getattr(spec.source, "queue_name", name))
+        metrics.QUEUE_DEPTH.labels(name, queue).set(reading["depth"])
 
 
 def _polls(registry: Registry, name: str) -> bool:

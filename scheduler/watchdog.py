@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from scheduler import metrics
 from scheduler.alerts import Alert, AlertManager, leader_watch
 from scheduler.cancel import request_cancel
 from scheduler.clock import Clock
@@ -194,6 +195,8 @@ class Watchdog:
             return
         shortest = min(s.heartbeat_timeout for s in specs)
         progress = [s.progress_timeout for s in specs if s.progress_timeout is not None]
+        oldest = self.watch.oldest_heartbeat()
+        metrics.HEARTBEAT_AGE.set((now - oldest).total_seconds() if oldest else 0)
         candidates = self.watch.running(
             heartbeat_before=now - shortest,
             progress_before=now - min(progress) if progress else None)
@@ -223,12 +226,14 @@ class Watchdog:
         if result is None:
             return
         report.stalled.append((row.run_id, row.attempt, reason))
+        metrics.STALLED.labels(row.agent, reason).inc()
         log.warning("run %s attempt %d stalled (%s)", row.run_id, row.attempt, reason)
         # The run lease may still be held by the stuck worker: the new fence already shuts it
         # out of the database, so free the lease for the next attempt now.
         self.redis.delete(f"{self.prefix}run:{row.run_id}")
         if result.run_status == "dead":
             report.dead.append(row.run_id)
+            metrics.DEAD.labels(row.agent).inc()
         elif result.run_status == "pending":
             report.requeued.append(row.run_id)
             if self.publisher is not None:

@@ -21,6 +21,7 @@ from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
+from scheduler.metrics import serve as serve_metrics
 from scheduler.outbox import registered_sinks
 from scheduler.outbox.relay import RelayLoop
 from scheduler.runner import ServiceLoop, WatchdogLoop, build_relay, build_service, build_watchdog
@@ -78,7 +79,15 @@ def _service_settings(triggers: str | None) -> Settings:
     return settings
 
 
-def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop) -> None:
+MetricsPortOpt = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus /metrics on this port.", show_default=False)]
+MetricsAddressOpt = Annotated[str, typer.Option(
+    "--metrics-address", help="Address for /metrics (loopback unless you open it).")]
+
+
+def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop, metrics_port: int | None,
+                      metrics_address: str) -> None:
+    serve_metrics(metrics_port, metrics_address)
     loop.start()
     try:
         _wait_for_signal(threading.Event())
@@ -86,30 +95,36 @@ def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop) -> None:
         loop.stop()
 
 
-def scheduler(triggers: TriggersOpt = None) -> None:
+def scheduler(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
+              metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
     settings = _service_settings(triggers)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
-    _run_until_signal(ServiceLoop(build_service(settings, _checked_registry(settings)), settings))
+    _run_until_signal(ServiceLoop(build_service(settings, _checked_registry(settings)), settings),
+                      metrics_port, metrics_address)
 
 
-def watchdog(triggers: TriggersOpt = None) -> None:
+def watchdog(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
+             metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
     """Detect stalled, dead and late runs and failing sources; send alerts (one leader)."""
     settings = _service_settings(triggers)
     typer.echo(f"nightowl watchdog: {settings.describe()}")
-    _run_until_signal(WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings))
+    _run_until_signal(WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
+                      metrics_port, metrics_address)
 
 
 def relay(
     triggers: TriggersOpt = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="Rows claimed per step.")] = 200,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddressOpt = "127.0.0.1",
 ) -> None:
     """Deliver outbox rows to their sinks (run several: they share the work)."""
     settings = _service_settings(triggers)
     registry_for(settings)  # importing the trigger modules registers their sinks
     typer.echo(f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; "
                f"{settings.describe()}")
-    _run_until_signal(RelayLoop(build_relay(settings, batch=batch)))
+    _run_until_signal(RelayLoop(build_relay(settings, batch=batch)), metrics_port, metrics_address)
 
 
 def worker(

@@ -23,8 +23,9 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from scheduler import metrics
 from scheduler.clock import Clock
 from scheduler.leases import identity
 from scheduler.outbox._base import Outcome, registered_sinks, sink_for
@@ -70,6 +71,8 @@ class Relay:
         self._steps += 1
         if self._steps % 100 == 0:
             report.pruned = self.store.prune(now - self.retention)
+        if self._steps % 10 == 1:
+            self._gauges(now)
         if not entries:
             return report
         by_sink: dict[str, list[Entry]] = defaultdict(list)
@@ -87,12 +90,26 @@ class Relay:
                     failures.append((entry, outcome))
         done = self.clock.now()
         report.delivered = self.store.delivered(self.relay_id, ok, done)
+        sinks = {e.id: e.sink for e in entries}
+        for entry_id in ok:
+            metrics.OUTBOX_DELIVERED.labels(sinks[entry_id]).inc()
+        for entry, _ in failures:
+            metrics.OUTBOX_FAILED.labels(entry.sink).inc()
         report.dead = self.store.failed(self.relay_id, failures, done, self.max_attempts)
         report.failed = len(failures)
         for entry, error in failures:
             log.warning("outbox entry %s to %s failed (attempt %d): %s", entry.id, entry.sink,
                         entry.attempts, error)
         return report
+
+    def _gauges(self, now: datetime) -> None:
+        status = self.store.status(now)
+        lag = 0.0
+        for sink, counts in status.items():
+            for state in ("pending", "claimed", "delivered", "dead"):
+                metrics.OUTBOX_ROWS.labels(sink, state).set(counts[state])
+            lag = max(lag, counts["oldest_pending_age_s"] or 0.0)
+        metrics.OUTBOX_LAG.set(lag)
 
     def _deliver(self, name: str, group: list[Entry]) -> list[Outcome]:
         sink = sink_for(name)

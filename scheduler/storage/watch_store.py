@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -85,6 +85,19 @@ class WatchStore:
             query = query.where(sa.or_(*stale))
         with self.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query)]
+
+    def oldest_heartbeat(self) -> datetime | None:
+        """The oldest liveness beat among running attempts (for the heartbeat-age gauge)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.min(sa.func.coalesce(attempts_t.c.heartbeat_at,
+                                                       attempts_t.c.started_at)))
+                .where(attempts_t.c.status == "running")).scalar()
+        if isinstance(value, str):  # SQLite aggregates lose the column type
+            value = datetime.fromisoformat(value)
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
     def stall(self, run_id: str, attempt: int, fence: int, *, reason: str, now: datetime,
               max_attempts: int) -> Stall | None:
