@@ -8,11 +8,12 @@ The settings that decide message loss and duplication are set together here
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from celery import Celery, Task, signals
 
-from scheduler import deadletters
+from scheduler import deadletters, metrics
 from scheduler.settings import Settings
 from triggers import Registry, load
 
@@ -69,7 +70,9 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
                                payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
                                details={"expected": "[run_id]"})
             return
+        started = time.monotonic()
         outcome = current_runtime().executor.execute(agent_name, args[0], task_id=task.request.id)
+        metrics.observe_delivery(agent_name, outcome, time.monotonic() - started)
         if outcome == "unknown_run":
             deadletters.record("unknown_run", task_name=task.name, task_id=task.request.id,
                                payload=repr(args), details={"run_id": args[0]})

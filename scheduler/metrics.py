@@ -8,7 +8,10 @@ reports the outbox).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import os
+import tempfile
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 FIRINGS = Counter("nightowl_trigger_firings_total", "Runs created by triggers.",
                   ["trigger", "kind"])
@@ -38,7 +41,45 @@ OUTBOX_DELIVERED = Counter("nightowl_outbox_delivered_total", "Outbox entries de
 OUTBOX_FAILED = Counter("nightowl_outbox_failed_total", "Failed outbox deliveries.", ["sink"])
 ALERTS_SENT = Counter("nightowl_alerts_sent_total", "Alert sends by channel and outcome.",
                       ["channel", "outcome"])
-LEADER = Gauge("nightowl_leader", "1 while this process leads its role.", ["role"])
+LEADER = Gauge("nightowl_leader", "1 while this process leads its role.", ["role"],
+               multiprocess_mode="max")
+
+# Outcomes of a delivery that ran the agent to a verdict, and those that did not start it.
+_FINISHED = {"succeeded": ("succeeded", ""), "failed": ("failed", "error"),
+             "dead": ("dead", "attempts_exhausted"), "timed_out": ("timed_out", ""),
+             "cancelled": ("cancelled", ""), "poison": ("failed", "poison"),
+             "retry": ("waiting", "retry")}
+
+
+def observe_delivery(agent: str, outcome: str, seconds: float) -> None:
+    """Called by the worker task after each delivery."""
+    finished = _FINISHED.get(outcome)
+    if finished is None:
+        DELIVERIES_DROPPED.labels(outcome).inc()
+        return
+    status, reason = finished
+    RUNS_FINISHED.labels(agent, status, reason).inc()
+    RUN_DURATION.labels(agent).observe(seconds)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str:
+    """A fresh directory for prefork children's metric files (set before prometheus_client
+    is imported: the worker command re-executes itself with it)."""
+    return tempfile.mkdtemp(prefix="nightowl-metrics-")
+
+
+def serve_multiprocess(port: int | None, address: str = "127.0.0.1") -> None:
+    """/metrics for a prefork worker: the children's values, summed by the collector."""
+    if not port:
+        return
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=os.environ[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=address, registry=registry)
 
 
 def serve(port: int | None, address: str = "127.0.0.1") -> None:

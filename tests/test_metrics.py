@@ -58,3 +58,35 @@ def test_long_running_processes_serve_nightowl_metrics(settings: Settings, store
         for p in procs:
             assert p.wait(timeout=30) == 0
     assert store.list_runs(limit=5)
+
+
+def test_prefork_worker_metrics_sum_the_pool_processes(
+    settings: Settings, store: Store
+) -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.clock import FakeClock
+    from tests.conftest import WorkerProcess
+    from tests.helpers import fire_then_drain, make_service, registry_of
+
+    port = free_port()
+    worker = WorkerProcess(child_env(settings, "tests.fixtures.seconds_triggers"), "prefork", 2,
+                           command=[sys.executable, "-m", "scheduler.cli", "worker",
+                                    "--metrics-port", str(port)])
+    try:
+        worker.wait_ready()
+        clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+        svc = make_service(settings, registry_of("tests.fixtures.seconds_triggers"), clock)
+        fire_then_drain(svc, clock, store, seconds=3)
+        done = len(store.list_runs(status="succeeded", limit=100))
+        assert done >= 2
+
+        def finished() -> float:
+            return scrape(port).get(("nightowl_runs_finished_total",
+                                     (("agent", "pong"), ("reason", ""), ("status", "succeeded"))),
+                                    0.0)
+        wait_for(lambda: finished() == done, timeout=20, interval=0.3,
+                 message="the worker's finished-runs counter")
+        assert scrape(port).get(("nightowl_run_duration_seconds_count", (("agent", "pong"),))) == done
+    finally:
+        worker.stop()

@@ -21,6 +21,7 @@ from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
 from scheduler.logs import configure_logging
+from scheduler.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multiprocess
 from scheduler.metrics import serve as serve_metrics
 from scheduler.outbox import registered_sinks
 from scheduler.outbox.relay import RelayLoop
@@ -136,10 +137,18 @@ def worker(
     loglevel: str = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")]
     = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddressOpt = "127.0.0.1",
 ) -> None:
     """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
     if pool not in ("prefork", "threads", "solo"):
         raise typer.BadParameter("use prefork, threads or solo", param_hint="--pool")
+    if metrics_port and MULTIPROC_ENV not in os.environ:
+        # prometheus_client picks its multiprocess mode when it is imported, which has already
+        # happened here: start again with the directory set, so pool children share it.
+        os.environ[MULTIPROC_ENV] = multiprocess_dir()
+        os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *sys.argv[1:]])  # noqa: S606
+    serve_multiprocess(metrics_port, metrics_address)
     settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
