@@ -36,7 +36,8 @@ def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists() ->
         if command and command[0] == "nightowl":
             words = [w for w in command[1:] if not w.startswith("-")]
             commands.add(tuple(words[:2]) if words[0] in ("db", "outbox") else (words[0],))
-    assert {("scheduler",), ("worker",), ("watchdog",), ("relay",), ("db", "upgrade")} <= commands
+    assert {("scheduler",), ("worker",), ("watchdog",), ("relay",), ("flower",),
+            ("db", "upgrade")} <= commands
     for words in sorted(commands):
         out = subprocess.run([sys.executable, "-m", "scheduler.cli", *words, "--help"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60, check=False)
@@ -44,5 +45,5 @@ def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists() ->
 
 
 def test_long_running_services_have_healthchecks() -> None:
-    for name in ("redis", "postgres", "scheduler", "worker", "watchdog", "relay"):
+    for name in ("redis", "postgres", "scheduler", "worker", "watchdog", "relay", "flower"):
         assert "healthcheck" in services()[name], name

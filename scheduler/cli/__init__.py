@@ -13,6 +13,7 @@ from scheduler.cli import (
     deadletters_cmd,
     doctor_cmd,
     fire,
+    flower_cmd,
     outbox_cmd,
     runs,
     services,
@@ -38,6 +39,7 @@ app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("watchdog")(services.watchdog)
 app.command("relay")(services.relay)
+app.command("flower")(flower_cmd.flower)
 app.command("dev")(services.dev)
 app.command("fire")(fire.fire)
 app.command("doctor")(doctor_cmd.doctor)
