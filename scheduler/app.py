@@ -43,6 +43,10 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        # Graceful drain: SIGTERM (remapped to a cold shutdown by `nightowl worker`) first
+        # waits this long for running agents, then hands unfinished messages back.
+        worker_soft_shutdown_timeout=settings.shutdown_grace,
+        worker_enable_soft_shutdown_on_idle=False,  # idle: nothing to wait for
         enable_utc=True,
         timezone="UTC",
         # Records undecodable messages as dead letters before acking them (a Celery setting

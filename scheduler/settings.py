@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     visibility_timeout: float = Field(7200.0, gt=0)
     retention: timedelta = timedelta(days=30)
     alert_repeat: float = Field(3600.0, gt=0)  # reminder interval of a still-firing alert
+    # On SIGTERM a worker stops taking work and gives running agents this long to finish;
+    # the rest go back to the queue (Celery's soft shutdown).
+    shutdown_grace: float = Field(30.0, ge=0)
 
     alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_webhook_url: str | None = None

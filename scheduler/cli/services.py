@@ -143,10 +143,18 @@ def worker(
     """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
     if pool not in ("prefork", "threads", "solo"):
         raise typer.BadParameter("use prefork, threads or solo", param_hint="--pool")
-    if metrics_port and MULTIPROC_ENV not in os.environ:
-        # prometheus_client picks its multiprocess mode when it is imported, which has already
-        # happened here: start again with the directory set, so pool children share it.
-        os.environ[MULTIPROC_ENV] = multiprocess_dir()
+    # Two libraries decide at import time, which has already happened here, so the command
+    # starts itself again with the environment they read:
+    # - prometheus_client's multiprocess mode (pool children share one metrics directory);
+    # - billiard's REMAP_SIGTERM: SIGTERM (what `docker stop` and Kubernetes send) becomes
+    #   Celery's soft shutdown: stop consuming, let running agents finish within
+    #   NIGHTOWL_SHUTDOWN_GRACE, requeue the rest. (A plain warm shutdown waits without limit,
+    #   until the orchestrator's SIGKILL.)
+    wanted = {"REMAP_SIGTERM": "SIGQUIT"}
+    if metrics_port:
+        wanted[MULTIPROC_ENV] = os.environ.get(MULTIPROC_ENV) or multiprocess_dir()
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        os.environ.update(wanted)
         os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *sys.argv[1:]])  # noqa: S606
     serve_multiprocess(metrics_port, metrics_address)
     settings = settings_for(triggers, dev_env_file=False)
