@@ -112,6 +112,7 @@ class SchedulerService:
         self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
         self.retention = retention  # the leader prunes old history every PRUNE_EVERY sweeps
         self._sweeps = 0
+        self._observed: dict[str, str] = {}  # trigger -> state label last exported
         self.leader_grace = timedelta(seconds=2 * leader_ttl)
         self._watchdog_missing_since: datetime | None = None
         self.lease = Lease(redis_client, f"{key_prefix}leader:scheduler",
@@ -218,7 +219,7 @@ class SchedulerService:
             heapq.heappush(self._heap, (now + ERROR_BACKOFF, name))
             return None
         report.evaluated += 1
-        _observe(spec, ev.state)
+        self._observe(spec, ev.state)
         agent = self.registry.agent_for(spec)
         runs = []
         for i, f in enumerate(ev.firings):
@@ -234,6 +235,17 @@ class SchedulerService:
             write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
                                source_failing=bool(ev.state.get("source_failing")))
         return _Pending(spec, ev, runs, write)
+
+    def _observe(self, spec: TriggerSpec, state: dict[str, Any]) -> None:
+        """Trigger state for /metrics, touched only when it changes: 10,000 cron triggers
+        due at once must not cost 40,000 gauge updates on the dispatch path."""
+        current = "source_failing" if state.get("source_failing") else state.get("alert_state", "ok")
+        if self._observed.get(spec.name) != current:
+            for label in ("ok", "pending", "firing", "source_failing"):
+                metrics.TRIGGER_STATE.labels(spec.name, label).set(1 if label == current else 0)
+            self._observed[spec.name] = current
+        if spec.kind == "queue_depth":
+            _observe_reading(spec, state)
 
     def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
         runs = [r for p in chunk for r in p.runs]
@@ -323,12 +335,9 @@ class SchedulerService:
             return len(due)
 
 
-def _observe(spec: TriggerSpec, state: dict[str, Any]) -> None:
-    """Trigger state (and a watched queue's depth) for /metrics."""
+def _observe_reading(spec: TriggerSpec, state: dict[str, Any]) -> None:
+    """A watched queue's depth for /metrics."""
     name = spec.name
-    current = "source_failing" if state.get("source_failing") else state.get("alert_state", "ok")
-    for label in ("ok", "pending", "firing", "source_failing"):
-        metrics.TRIGGER_STATE.labels(name, label).set(1 if label == current else 0)
     reading = state.get("last_reading")
     if spec.kind == "queue_depth" and isinstance(reading, dict) and "depth" in reading:
         queue = str(getattr(spec.source, "queue_name", name))
