@@ -149,15 +149,16 @@ def worker(
     # - billiard's REMAP_SIGTERM: SIGTERM (what `docker stop` and Kubernetes send) becomes
     #   Celery's soft shutdown: stop consuming, let running agents finish within
     #   NIGHTOWL_SHUTDOWN_GRACE, requeue the rest. (A plain warm shutdown waits without limit,
-    #   until the orchestrator's SIGKILL.)
-    wanted = {"REMAP_SIGTERM": "SIGQUIT"}
+    #   until the orchestrator's SIGKILL.) NIGHTOWL_SHUTDOWN_GRACE=0 keeps the warm shutdown
+    #   (`nightowl dev` does: its worker dies with it and its broker).
+    settings = settings_for(triggers, dev_env_file=False)
+    wanted = {"REMAP_SIGTERM": "SIGQUIT"} if settings.shutdown_grace > 0 else {}
     if metrics_port:
         wanted[MULTIPROC_ENV] = os.environ.get(MULTIPROC_ENV) or multiprocess_dir()
     if any(os.environ.get(k) != v for k, v in wanted.items()):
         os.environ.update(wanted)
         os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *sys.argv[1:]])  # noqa: S606
     serve_multiprocess(metrics_port, metrics_address)
-    settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
     if settings.triggers:
@@ -245,7 +246,9 @@ def dev(
         typer.echo(f"nightowl dev: redis {redis_url}{' (embedded)' if embedded else ''}")
         typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
         # The dev console prints each finished run itself; the worker only reports problems.
-        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING"}
+        # The dev worker dies with `dev` (and with its embedded broker): no drain to wait for.
+        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING",
+               "NIGHTOWL_SHUTDOWN_GRACE": "0"}
         worker_proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "worker", f"--concurrency={concurrency}",
              "--loglevel=WARNING"], env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
