@@ -218,15 +218,16 @@ def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
     out = cli(settings, "outbox", "status", "--json")
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
-    assert status["cache"] == {"pending": 0, "claimed": 0, "delivered": 1, "dead": 0,
-                               "oldest_pending_age_s": None}
-    assert (status["audit"]["pending"], status["audit"]["claimed"], status["audit"]["dead"]) == (1, 1, 1)
-    assert status["audit"]["oldest_pending_age_s"] >= 0
+    assert set(status) == {"sinks", "oldest_pending_age_s"}  # DESIGN.md's shape
+    assert status["sinks"]["cache"] == {"pending": 0, "claimed": 0, "delivered": 1, "dead": 0}
+    audit = status["sinks"]["audit"]
+    assert (audit["pending"], audit["claimed"], audit["dead"]) == (1, 1, 1)
+    assert status["oldest_pending_age_s"] >= 0
     assert "SINK" in cli(settings, "outbox", "status").stdout
     assert cli(settings, "outbox", "retry").returncode == 2  # must say which rows
     retried = cli(settings, "outbox", "retry", "--dead", "--sink", "audit", "--json")
     assert json.loads(retried.stdout) == {"requeued": 1}
-    assert json.loads(cli(settings, "outbox", "status", "--json").stdout)["audit"]["dead"] == 0
+    assert json.loads(cli(settings, "outbox", "status", "--json").stdout)["sinks"]["audit"]["dead"] == 0
 
 
 def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(

@@ -114,7 +114,7 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> No
                                  text=True, timeout=60, check=False)
             if out.returncode != 0:
                 raise AssertionError(out.stderr)
-            status = json.loads(out.stdout)
+            status = json.loads(out.stdout)["sinks"]
             return all(status.get(s, {}).get("delivered", 0) > 0
                        for s in ("cache", "events", "audit", "memory"))
         wait_for(outbox_delivered, timeout=30, interval=1.0, message="outbox rows delivered")

@@ -20,7 +20,13 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
     store = OutboxStore(store_for(settings_for(triggers)).engine)
     data = store.status(datetime.now(UTC))
     if json_:
-        print_json(data)
+        # DESIGN.md's shape: counts per sink, and the overall relay lag.
+        ages = [c["oldest_pending_age_s"] for c in data.values() if c["oldest_pending_age_s"] is not None]
+        print_json({
+            "sinks": {sink: {k: c[k] for k in ("pending", "claimed", "delivered", "dead")}
+                      for sink, c in sorted(data.items())},
+            "oldest_pending_age_s": max(ages) if ages else None,
+        })
         return
     rows = [{"sink": sink, **counts} for sink, counts in sorted(data.items())]
     print_table(rows, ["sink", "pending", "claimed", "delivered", "dead", "oldest_pending_age_s"])
