@@ -195,13 +195,12 @@ class AlertManager:
     def fire(self, alert: Alert) -> bool:
         """Raise (or remind about) a firing alert; True when something was sent."""
         now = self.clock.now()
-        open_ = self.store.open_episode(alert.dedupe_key)
+        open_, episode = self.store.episode(alert.dedupe_key)
         if open_ is not None:
             if self.store.claim_reminder(open_.id, now, self.repeat):
                 self._send(open_.id, alert, reminder=True, episode=open_.episode)
                 return True
             return False
-        episode = self.store.next_episode(alert.dedupe_key)
         alert_id = self.store.insert(self._row(alert, episode, now))
         if alert_id is None:
             return False  # another replica inserted this episode first and sends it
@@ -210,7 +209,7 @@ class AlertManager:
 
     def resolve(self, alert: Alert) -> bool:
         """Close the open episode of `alert.dedupe_key`, if any; True when sent."""
-        open_ = self.store.open_episode(alert.dedupe_key)
+        open_, _ = self.store.episode(alert.dedupe_key)
         if open_ is None:
             return False
         resolved = Alert(**{**asdict(alert), "state": "resolved"})

@@ -203,7 +203,7 @@ class DbChangeTrigger:
                      "cursor": None, "floor": None, "rescan": None, "seen": []}
         try:
             found = self._reflect()
-            with found_connection(found) as conn:
+            with engine_for(found.url).connect() as conn:  # short: never held across polls
                 if not state["initialised"]:
                     return Evaluation([], record_success(self._initialise(conn, found, state)),
                                       now + self.every)
@@ -404,11 +404,6 @@ class DbChangeTrigger:
             event = RowChange(table=table, key=key, version=json_safe(version), row=row_dict(row))
             out.append(Firing(idem, _logical(version, now), event, overlap_key=bounded(_render(key), 200)))
         return out
-
-
-def found_connection(found: _Table) -> Any:
-    """A read-only, short connection to the watched database (never held across polls)."""
-    return engine_for(found.url).connect()
 
 
 def _secret(url: str | None) -> SecretStr | None:

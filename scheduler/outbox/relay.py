@@ -126,7 +126,7 @@ class Relay:
                 * len(group)
         return outcomes
 
-    def drain(self, until_empty: bool = True, max_steps: int = 10_000) -> StepReport:
+    def drain(self, max_steps: int = 10_000) -> StepReport:
         """Step until nothing is claimable (tests, benchmarks)."""
         total = StepReport()
         for _ in range(max_steps):
@@ -135,7 +135,7 @@ class Relay:
             total.delivered += r.delivered
             total.failed += r.failed
             total.dead += r.dead
-            if until_empty and r.claimed == 0:
+            if r.claimed == 0:
                 break
         return total
 

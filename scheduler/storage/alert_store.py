@@ -44,20 +44,18 @@ class AlertStore:
                       alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
             .where(alerts_t.c.dedupe_key == dedupe_key, alerts_t.c.episode == top)))
 
-    def open_episode(self, dedupe_key: str) -> OpenEpisode | None:
-        """The firing episode of this key, if it has not resolved."""
+    def episode(self, dedupe_key: str) -> tuple[OpenEpisode | None, int]:
+        """One read: the still-firing episode of this key (if any), and the number the next
+        episode would get."""
         with self.engine.connect() as conn:
             rows = self._latest(conn, dedupe_key)
-        if not rows or any(r.state == "resolved" for r in rows):
-            return None
+        if not rows:
+            return None, 0
+        if any(r.state == "resolved" for r in rows):
+            return None, rows[0].episode + 1
         r = next(r for r in rows if r.state == "firing")
-        return OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id,
-                           r.trigger)
-
-    def next_episode(self, dedupe_key: str) -> int:
-        with self.engine.connect() as conn:
-            rows = self._latest(conn, dedupe_key)
-        return rows[0].episode + 1 if rows else 0
+        return (OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id,
+                            r.trigger), r.episode + 1)
 
     def insert(self, values: dict[str, Any]) -> int | None:
         """Insert one alert event; None when another replica inserted it first."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -142,17 +142,6 @@ class OutboxStore:
                 if exhausted:
                     dead.append(entry.id)
         return dead
-
-    def release(self, relay: str, ids: Iterable[str]) -> None:
-        """Give claims back unsent (shutdown), without counting an attempt."""
-        wanted = list(ids)
-        if not wanted:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(outbox_t)
-                         .where(outbox_t.c.id.in_(wanted), outbox_t.c.claimed_by == relay)
-                         .values(claimed_by=None, claim_expires=None,
-                                 attempts=outbox_t.c.attempts - 1))
 
     def status(self, now: datetime) -> dict[str, dict[str, Any]]:
         """Per sink: pending, claimed, delivered, dead, and the oldest pending row's age."""
