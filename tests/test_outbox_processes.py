@@ -1,6 +1,7 @@
 """The outbox end to end with real workers and relays: six sinks, SIGKILLed relays.
 
-PostgreSQL only (real-time process tests run on one backend).
+PostgreSQL only (real-time process tests run on one backend); the vector sink writes to a
+real pgvector.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def outbox_env(settings: Settings, tmp_path: Path, receiver: Receiver, tag: str) -> dict[str, str]:
+def outbox_env(settings: Settings, vector_url: str, receiver: Receiver, tag: str) -> dict[str, str]:
     return child_env(settings, MODULE, NIGHTOWL_TEST_OUTBOX_TAG=tag,
-                     NIGHTOWL_TEST_VECTOR_URL=f"sqlite:///{tmp_path / 'vectors.db'}",
+                     NIGHTOWL_TEST_VECTOR_URL=vector_url,
                      NIGHTOWL_TEST_WEBHOOK_URL=receiver.url, NIGHTOWL_CLAIM_TTL="2")
 
 
@@ -58,10 +59,10 @@ def delivered(outbox: OutboxStore) -> int:
 
 def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
-    tmp_path: Path, receiver: Receiver, start_worker: Callable[..., WorkerProcess],
+    pgvector_url: str, receiver: Receiver, start_worker: Callable[..., WorkerProcess],
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    env = outbox_env(pg_settings, tmp_path, receiver, tag)
+    env = outbox_env(pg_settings, pgvector_url, receiver, tag)
     # Given 200 runs, each writing one fact to six sinks through the outbox
     start_worker(MODULE, pool="threads", concurrency=4, **{
         k: v for k, v in env.items() if k.startswith("NIGHTOWL_TEST") or k == "NIGHTOWL_CLAIM_TTL"})
@@ -109,7 +110,7 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     vectors.dispose()
     from scheduler.outbox import VectorSink
     sink = VectorSink(table=f"memory_{tag}", dim=3, db_url=env["NIGHTOWL_TEST_VECTOR_URL"])
-    assert sink.nearest([42.0, 1.0, 0.0], k=1)[0][0] == "user:42"  # a real vector search
+    assert sink.nearest([42.0, 1.0, 0.0], k=1)[0][0] == "user:42"  # a real pgvector search
     keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
     assert len(set(keys)) == RUNS  # the receiver dedupes on Idempotency-Key
     assert all("X-Nightowl-Signature" in r["headers"] for r in receiver.requests)
@@ -122,7 +123,8 @@ def test_a_failed_run_commits_no_outbox_rows(
     pg_settings: Settings, pg_store: Store, tmp_path: Path, receiver: Receiver,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = outbox_env(pg_settings, tmp_path, receiver, uuid.uuid4().hex[:8])
+    env = outbox_env(pg_settings, f"sqlite:///{tmp_path / 'vectors.db'}", receiver,
+                     uuid.uuid4().hex[:8])
     start_worker(MODULE, **{k: v for k, v in env.items() if k.startswith("NIGHTOWL_TEST")})
     registry = registry_of(MODULE)
     publisher = Publisher(create_app(pg_settings, registry))

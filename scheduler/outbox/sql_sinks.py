@@ -192,12 +192,20 @@ class VectorSink(_SqlSink):
             try:
                 conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
             except sa.exc.DBAPIError as exc:
-                raise SinkError("pgvector is not installed on this PostgreSQL (Debian: "
-                                f"postgresql-15-pgvector): {exc.orig}") from None
+                raise SinkError("pgvector is not installed on this PostgreSQL: install the "
+                                "package postgresql-<major>-pgvector (PGDG apt repository) or use "
+                                f"the pgvector/pgvector image: {exc.orig}") from None
             conn.execute(sa.text(
                 f'CREATE TABLE IF NOT EXISTS "{t}" (key text PRIMARY KEY, '
                 f"embedding vector({self.dim}) NOT NULL, metadata jsonb NOT NULL, "
                 "seq bigint NOT NULL, entry_id text NOT NULL)"))
+            # Recall is a nearest-neighbour query; without an index it scans every row.
+            try:
+                conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS "{t[:57]}_hnsw" ON "{t}" '
+                                     "USING hnsw (embedding vector_l2_ops)"))
+            except sa.exc.DBAPIError as exc:
+                raise SinkError("the vector sink's HNSW index needs pgvector >= 0.5 "
+                                f"(ALTER EXTENSION vector UPDATE): {exc.orig}") from None
         else:
             conn.execute(sa.text(
                 f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, metadata TEXT NOT NULL, '
