@@ -43,6 +43,11 @@ ALERTS_SENT = Counter("nightowl_alerts_sent_total", "Alert sends by channel and 
                       ["channel", "outcome"])
 LEADER = Gauge("nightowl_leader", "1 while this process leads its role.", ["role"],
                multiprocess_mode="max")
+# A process can serve /metrics while its loop is stuck (a hung query, a deadlock): this gauge
+# stops advancing then, which `python -m scheduler.healthcheck` and alert rules look at.
+LOOP_LAST_SUCCESS = Gauge("nightowl_loop_last_success_timestamp_seconds",
+                          "Unix time at which each loop step last completed without error.",
+                          ["step"], multiprocess_mode="max")
 
 # Outcomes of a delivery that ran the agent to a verdict, and those that did not start it.
 _FINISHED = {"succeeded": ("succeeded", ""), "failed": ("failed", "error"),

@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from scheduler.alerts import AlertManager, channels_from
 from scheduler.app import create_app
 from scheduler.clock import Clock, SystemClock
+from scheduler.metrics import LOOP_LAST_SUCCESS
 from scheduler.outbox.relay import Relay
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
@@ -104,6 +105,8 @@ class _IntervalLoop:
             step()
         except Exception:
             log.exception("%s failed; retrying at the next wake-up", name)
+        else:
+            LOOP_LAST_SUCCESS.labels(name).set_to_current_time()
 
     def start(self) -> None:
         self._guarded(self._first[0], self._first[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -124,3 +125,10 @@ def build_revoke(settings: Settings, registry: Registry) -> Callable[[str], None
         app.control.revoke(task_id, terminate=True, signal="SIGKILL")
 
     return revoke
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -4,7 +4,6 @@ rendered in headless Chromium when it is installed (.ci/run installs it)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,16 +19,10 @@ from scheduler.publish import Publisher
 from scheduler.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
-from tests.helpers import registry_of
+from tests.helpers import free_port, registry_of
 
 MODULE = "tests.fixtures.e2e_triggers"
 AUTH = ("admin", "flower-pw")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_flower_refuses_an_open_address_without_auth(settings: Settings, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ concurrency: fencing, per-key order, two relays, a sink that is down, dead rows 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
 from tests.conftest import T0
-from tests.helpers import make_watchdog, registry_of
+from tests.helpers import free_port, make_watchdog, registry_of
 from tests.receiver import Receiver
 
 
@@ -147,17 +146,11 @@ def test_two_relays_share_the_work_and_deliver_nothing_twice(pg_settings: Settin
         r.store.engine.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """A throwaway redis-server the test can stop and start again (a sink that goes down)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 

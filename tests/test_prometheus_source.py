@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from tests.conftest import T0
+from tests.helpers import free_port
 from tests.polling import Poller, forget
 from triggers import metric, prometheus
 
@@ -22,12 +22,6 @@ from triggers import metric, prometheus
 @pytest.fixture(autouse=True)
 def _forget() -> Iterator[None]:
     yield from forget(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Stack:

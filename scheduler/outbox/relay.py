@@ -159,6 +159,8 @@ class RelayLoop:
             except Exception:
                 log.exception("relay step failed; retrying")
                 report = None
+            else:
+                metrics.LOOP_LAST_SUCCESS.labels("relay step").set_to_current_time()
             if report is None or report.claimed == 0:
                 self._stop.wait(self.poll)
 
