@@ -256,3 +256,40 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
     assert set(data["queues"]) >= {"agents"} and data["outbox_lag_s"] == 0.0
     screen = cli(settings, "status")
     assert "scheduler leader" in screen.stdout and "open alerts" in screen.stdout
+
+
+def _unreachable_env(database: bool, redis_down: bool) -> dict[str, str]:
+    from tests.helpers import free_port
+
+    env = child_env_empty()
+    env["NIGHTOWL_DATABASE_URL"] = (f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x"
+                                    if database else "")
+    env["NIGHTOWL_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0" if redis_down else ""
+    return {k: v for k, v in env.items() if v}
+
+
+def test_an_unreachable_database_or_redis_is_one_clear_line_not_a_traceback() -> None:
+    env = _unreachable_env(database=True, redis_down=True)
+    listed = cli(None, "runs", "list", env=env)
+    assert listed.returncode == 1, listed.stderr
+    assert "Traceback" not in listed.stderr and "hunter2" not in listed.stderr
+    assert listed.stderr.startswith("error: the database") and "NIGHTOWL_DATABASE_URL" in listed.stderr
+    assert "Connection refused" in listed.stderr
+    cancelled = cli(None, "runs", "cancel", "some-run", env=env | {
+        "NIGHTOWL_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/empty.db"})
+    assert cancelled.returncode == 1 and "Traceback" not in cancelled.stderr, cancelled.stderr
+    assert "nightowl db upgrade" in cancelled.stderr  # a database never migrated says how to fix it
+
+
+def test_status_reports_services_that_are_down_and_still_exits_0(settings: Settings,
+                                                                 store: Store) -> None:
+    env = child_env(settings, MODULE)
+    env["NIGHTOWL_REDIS_URL"] = _unreachable_env(False, True)["NIGHTOWL_REDIS_URL"]
+    out = cli(settings, "status", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert "Connection refused" in data["errors"]["redis"] and "hunter2" not in out.stdout
+    assert data["runs_last_hour"] == {} and "database" not in data["errors"]
+    both = cli(None, "status", env=_unreachable_env(True, True))
+    assert both.returncode == 0, both.stderr
+    assert "redis" in both.stdout and "database" in both.stdout and "UNREACHABLE" in both.stdout

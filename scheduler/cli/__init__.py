@@ -21,6 +21,7 @@ from scheduler.cli import (
     triggers_cmd,
 )
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
+from scheduler.cli._errors import service_error
 
 app = typer.Typer(
     name="nightowl",
@@ -53,6 +54,10 @@ def main() -> None:
     except NightowlError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FINDINGS)
-    except Exception:
+    except Exception as exc:
+        message = service_error(exc)
+        if message is not None:
+            typer.echo(f"error: {message}", err=True)
+            sys.exit(EXIT_FINDINGS)
         traceback.print_exc()
         sys.exit(EXIT_USAGE)

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 import typer
 
 from scheduler.cli._common import JsonOpt, TriggersOpt, iso, print_json, redis_for, settings_for, store_for
+from scheduler.cli._errors import service_error
+from scheduler.errors import ConfigError
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.outbox_store import OutboxStore
@@ -22,44 +24,70 @@ ALERT_KINDS = ("run_stalled", "run_dead", "run_late", "trigger_source_failing", 
 
 
 def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, as one JSON-ready dict."""
+    """Everything `status` shows, as one JSON-ready dict.
+
+    A service that is down is part of the answer, not a crash: its sections stay empty and
+    `errors` says what failed (status is what an operator runs when something is wrong).
+    """
+    data: dict[str, Any] = {"at": iso(now), "leaders": {}, "workers": [], "queues": {},
+                            "runs_last_hour": {}, "open_alerts": {}, "outbox": {},
+                            "outbox_lag_s": None, "errors": {}}
+    for section, read in (("redis", _from_redis), ("database", _from_database)):
+        try:
+            data.update(read(settings, now, ping_workers))
+        except Exception as exc:
+            message = service_error(exc)
+            if message is None and not isinstance(exc, ConfigError):
+                raise
+            data["errors"][section] = message or str(exc)
+    return data
+
+
+def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, Any]:
     client = redis_for(settings)
-    prefix = settings.redis_prefix
-    leaders = {}
-    for role in ROLES:
-        owner = client.get(f"{prefix}leader:{role}")
-        ttl = client.pttl(f"{prefix}leader:{role}")
-        leaders[role] = {"alive": owner is not None,
-                         "owner": owner.decode() if isinstance(owner, bytes) else owner,
-                         "lease_ms_left": ttl if ttl and ttl > 0 else None}
-    queues = {"agents"}
-    if settings.triggers:
-        queues |= {a.queue for a in load(settings.triggers).agents.values()}
-    depths = {}
-    for q in sorted(queues):
-        reading = celery_redis_reading(client, q, prefix, now)
-        depths[q] = {k: reading.extra[k] for k in ("depth", "unacked", "oldest_age_s")}
+    try:
+        prefix = settings.redis_prefix
+        leaders = {}
+        for role in ROLES:
+            owner = client.get(f"{prefix}leader:{role}")
+            ttl = client.pttl(f"{prefix}leader:{role}")
+            leaders[role] = {"alive": owner is not None,
+                             "owner": owner.decode() if isinstance(owner, bytes) else owner,
+                             "lease_ms_left": ttl if ttl and ttl > 0 else None}
+        queues = {"agents"}
+        if settings.triggers:
+            queues |= {a.queue for a in load(settings.triggers).agents.values()}
+        depths = {}
+        for q in sorted(queues):
+            reading = celery_redis_reading(client, q, prefix, now)
+            depths[q] = {k: reading.extra[k] for k in ("depth", "unacked", "oldest_age_s")}
+    finally:
+        client.close()
     workers: list[str] = []
     if ping_workers:
         from scheduler.app import create_app
 
         replies = create_app(settings, Registry()).control.ping(timeout=1.0) or []
         workers = sorted(name for reply in replies for name in reply)
+    return {"leaders": leaders, "queues": depths, "workers": workers}
+
+
+def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
     store = store_for(settings)
-    runs = cast(sa.Table, Run.__table__)
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(runs.c.status, runs.c.terminal_reason, sa.func.count())
-                            .where(runs.c.created_at >= now - timedelta(hours=1))
-                            .group_by(runs.c.status, runs.c.terminal_reason))
-        last_hour = {f"{s}/{r}" if r else s: n for s, r, n in rows}
-    alerts = AlertStore(store.engine)
-    open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
-    outbox = OutboxStore(store.engine).status(now)
+    try:
+        runs = cast(sa.Table, Run.__table__)
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs.c.status, runs.c.terminal_reason, sa.func.count())
+                                .where(runs.c.created_at >= now - timedelta(hours=1))
+                                .group_by(runs.c.status, runs.c.terminal_reason))
+            last_hour = {f"{s}/{r}" if r else s: n for s, r, n in rows}
+        alerts = AlertStore(store.engine)
+        open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
+        outbox = OutboxStore(store.engine).status(now)
+    finally:
+        store.engine.dispose()
     lag = max((s["oldest_pending_age_s"] or 0.0 for s in outbox.values()), default=0.0)
-    store.engine.dispose()
-    client.close()
-    return {"at": iso(now), "leaders": leaders, "workers": workers, "queues": depths,
-            "runs_last_hour": last_hour, "open_alerts": {k: v for k, v in open_alerts.items() if v},
+    return {"runs_last_hour": last_hour, "open_alerts": {k: v for k, v in open_alerts.items() if v},
             "outbox": outbox, "outbox_lag_s": lag}
 
 
@@ -69,6 +97,8 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
     if json_:
         print_json(data)
         return
+    for section, message in data["errors"].items():
+        typer.echo(f"{section:20} UNREACHABLE: {message}")
     for role, lead in data["leaders"].items():
         state = f"alive ({lead['owner']})" if lead["alive"] else "NONE"
         typer.echo(f"{role + ' leader':20} {state}")
@@ -80,4 +110,5 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
     typer.echo(f"{'runs (last hour)':20} {runs}")
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(data["open_alerts"].items())) or "none"
     typer.echo(f"{'open alerts':20} {alerts}")
-    typer.echo(f"{'outbox lag':20} {data['outbox_lag_s']:.1f}s")
+    if data["outbox_lag_s"] is not None:
+        typer.echo(f"{'outbox lag':20} {data['outbox_lag_s']:.1f}s")
