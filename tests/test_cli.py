@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
 
 from scheduler.clock import FakeClock
 from scheduler.settings import Settings
@@ -293,3 +297,87 @@ def test_status_reports_services_that_are_down_and_still_exits_0(settings: Setti
     both = cli(None, "status", env=_unreachable_env(True, True))
     assert both.returncode == 0, both.stderr
     assert "redis" in both.stdout and "database" in both.stdout and "UNREACHABLE" in both.stdout
+
+
+def in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run `nightowl` on a pseudo-terminal, as an operator at a shell would; return what the
+    terminal showed."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], stdin=slave,
+                            stdout=slave, stderr=slave, cwd=tempfile.mkdtemp(),
+                            env=env | {"TERM": "xterm-256color", "COLUMNS": "140"})
+    os.close(slave)
+    shown = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=10), shown.decode(errors="replace")
+
+
+def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
+    tmp_path: Path, store: Store, settings: Settings,
+) -> None:
+    from agents._context import OutboxWrite
+    from scheduler.storage.outbox_store import OutboxStore, insert_writes
+
+    fresh = child_env_empty() | {"NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    code, screen = in_terminal(["db", "upgrade"], fresh)
+    assert code == 0, screen
+    assert "migrating" in screen and "3/3" in screen and "0003: Outbox ordering" in screen
+    assert "applied 0001, 0002, 0003" in screen
+    again = cli(None, "db", "upgrade", env=fresh)
+    assert again.returncode == 0 and again.stderr == "" and "applied" not in again.stdout
+    # A large dead backlog is requeued in batches, with a bar on a terminal only
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        insert_writes(conn, "run-1", [OutboxWrite("audit", f"k{i}", i) for i in range(2500)], now)
+        conn.execute(sa.text("UPDATE outbox SET status = 'dead'"))
+    code, screen = in_terminal(["outbox", "retry", "--dead"], child_env(settings, MODULE))
+    assert code == 0, screen
+    assert "requeueing dead rows" in screen and "3/3" in screen and "requeued 2500" in screen
+    assert OutboxStore(store.engine).count_dead(None) == 0
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE outbox SET status = 'dead'"))
+    piped = cli(settings, "outbox", "retry", "--dead", "--json")
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert json.loads(piped.stdout) == {"requeued": 2500}
+
+
+def test_replicas_running_db_upgrade_at_once_on_postgresql_all_succeed() -> None:
+    """Kubernetes init containers and compose restarts run `db upgrade` from several replicas
+    at the same moment; an advisory lock makes the others wait, then find nothing to do."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"nightowl_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = child_env_empty() | {"NIGHTOWL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
+        procs = [subprocess.Popen([sys.executable, "-m", "scheduler.cli", "db", "upgrade"],
+                                  cwd=tempfile.mkdtemp(), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        assert [code for code, _, _ in results] == [0] * 4, results
+        assert sum("applied 0001, 0002, 0003" in out for _, out, _ in results) == 1
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

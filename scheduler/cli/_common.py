@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -84,3 +86,35 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def fail(message: str, code: int = EXIT_FINDINGS) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+@contextmanager
+def progress(total: int, description: str) -> Iterator[Callable[[str], None]]:
+    """A progress bar (rich) on stderr for a long operation; yields `advance(label)`.
+
+    Drawn only when stderr is a terminal: piped output, logs and `--json` stay clean, and
+    a cron job's mail does not fill with bar redraws.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    if total <= 0 or not console.is_terminal:
+        yield lambda _label: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(label: str) -> None:
+            bar.update(task, advance=1, description=f"{description} {label}")
+
+        yield advance

@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli._common import JsonOpt, TriggersOpt, print_json, print_table, settings_for, store_for
+from scheduler.cli._common import (
+    JsonOpt,
+    TriggersOpt,
+    print_json,
+    print_table,
+    progress,
+    settings_for,
+    store_for,
+)
 from scheduler.storage.outbox_store import OutboxStore
+
+RETRY_BATCH = 1000
 
 app = typer.Typer(help="The outbox: writes waiting for, or delivered to, their sinks.",
                   no_args_is_help=True)
@@ -43,7 +53,11 @@ def retry(
     if not dead:
         raise typer.BadParameter("say which rows: --dead", param_hint="--dead")
     store = OutboxStore(store_for(settings_for(triggers)).engine)
-    n = store.retry_dead(sink, datetime.now(UTC))
+    n = 0
+    with progress(-(-store.count_dead(sink) // RETRY_BATCH), "requeueing dead rows") as advance:
+        while batch := store.retry_dead(sink, datetime.now(UTC), limit=RETRY_BATCH):
+            n += batch
+            advance(f"{n} requeued")
     if json_:
         print_json({"requeued": n})
     else:

@@ -16,7 +16,7 @@ import typer
 from pydantic import SecretStr
 
 from scheduler.app import create_app, set_app
-from scheduler.cli._common import TriggersOpt, fail, registry_for, settings_for
+from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
 from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
@@ -29,7 +29,7 @@ from scheduler.runner import ServiceLoop, WatchdogLoop, build_relay, build_servi
 from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
-from scheduler.storage.migrate import upgrade
+from scheduler.storage.migrate import pending, upgrade
 from scheduler.storage.store import Store
 from triggers import Registry
 
@@ -40,8 +40,16 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 def db_upgrade() -> None:
     """Apply migrations up to the newest (safe to repeat)."""
     settings = settings_for()
-    upgrade(make_engine(settings.require_database_url()))
-    typer.echo(f"database at {settings.describe()['database_url']} is up to date")
+    engine = make_engine(settings.require_database_url())
+    applied: list[str] = []
+    with progress(len(pending(engine)), "migrating") as advance:
+        def step(rev: str, doc: str) -> None:
+            applied.append(rev)
+            advance(f"{rev}: {doc.splitlines()[0] if doc else ''}")
+
+        upgrade(engine, on_step=step)
+    done = f" (applied {', '.join(applied)})" if applied else ""
+    typer.echo(f"database at {settings.describe()['database_url']} is up to date{done}")
 
 
 def _wait_for_signal(stop: threading.Event) -> None:

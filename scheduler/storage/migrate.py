@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
@@ -18,12 +20,36 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (idempotent; safe to run from several replicas' init)."""
+# pg_advisory_xact_lock key for migrations ("nightowl" in ASCII, as a bigint).
+MIGRATION_LOCK = 0x6E696768746F776C
+
+OnStep = Callable[[str, str], None]
+
+
+def upgrade(engine: Engine, revision: str = "head", on_step: OnStep | None = None) -> None:
+    """Bring the schema to `revision` in one transaction; `on_step(revision, message)` after
+    each migration applies.
+
+    Idempotent, and safe to run from several replicas' init at once: on PostgreSQL a
+    transaction-scoped advisory lock makes the others wait, then find nothing to do.
+    """
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
+        if on_step is not None:
+            cfg.attributes["on_version_apply"] = (
+                lambda *, step, **_: on_step(step.up_revision_id or "", step.up_revision.doc or ""))
         command.upgrade(cfg, revision)
+
+
+def pending(engine: Engine) -> list[str]:
+    """Revisions `upgrade` would apply, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    return [r.revision for r in reversed(list(script.iterate_revisions("head", current(engine))))]
 
 
 def current(engine: Engine) -> str | None:

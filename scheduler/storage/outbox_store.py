@@ -168,11 +168,23 @@ class OutboxStore:
                                if oldest is not None else None}
         return out
 
-    def retry_dead(self, sink: str | None, now: datetime) -> int:
-        with self.engine.begin() as conn:
-            stmt = sa.update(outbox_t).where(outbox_t.c.status == "dead")
+    def count_dead(self, sink: str | None) -> int:
+        with self.engine.connect() as conn:
+            stmt = sa.select(sa.func.count()).select_from(outbox_t).where(outbox_t.c.status == "dead")
             if sink:
                 stmt = stmt.where(outbox_t.c.sink == sink)
+            return int(conn.execute(stmt).scalar_one())
+
+    def retry_dead(self, sink: str | None, now: datetime, limit: int | None = None) -> int:
+        """Requeue dead rows (attempts reset); at most `limit` per call, so a large backlog is
+        requeued in short transactions that do not hold the relays up."""
+        with self.engine.begin() as conn:
+            dead = sa.select(outbox_t.c.id).where(outbox_t.c.status == "dead")
+            if sink:
+                dead = dead.where(outbox_t.c.sink == sink)
+            if limit is not None:
+                dead = dead.limit(limit)
+            stmt = sa.update(outbox_t).where(outbox_t.c.id.in_(dead.scalar_subquery()))
             return conn.execute(stmt.values(status="pending", attempts=0, dead_at=None,
                                             next_attempt_at=now, last_error=None)).rowcount
 

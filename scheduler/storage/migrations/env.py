@@ -13,6 +13,7 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
     compare_type=True,
+    on_version_apply=config.attributes.get("on_version_apply"),  # progress in `db upgrade`
 )
 with context.begin_transaction():
     context.run_migrations()
