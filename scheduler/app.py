@@ -35,6 +35,9 @@ def configure(app: Celery, settings: Settings) -> None:
         result_accept_content=["json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task that raises (AttemptFailed) is acked: its retry is already in the database;
+        # requeueing the message would only replay a delivery the fence drops.
+        task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=broker.startswith(("redis://", "rediss://", "unix://")),
         broker_transport_options=transport,
@@ -65,6 +68,17 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
     return app
 
 
+# Outcomes of a delivery whose attempt did not succeed. The run's state is already committed
+# when the task learns the outcome; raising then only makes Celery's events (and Flower)
+# show the task as FAILURE with a reason, instead of a green SUCCESS for a failed attempt.
+FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry"})
+
+
+class AttemptFailed(Exception):
+    """The attempt ended without success (already recorded; the message is acked, not retried:
+    retries are the database's, through the sweeper)."""
+
+
 def _register_task(app: Celery, agent_name: str, queue: str) -> None:
     def run_agent(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         from scheduler.worker_runtime import current_runtime
@@ -80,9 +94,13 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
         if outcome == "unknown_run":
             deadletters.record("unknown_run", task_name=task.name, task_id=task.request.id,
                                payload=repr(args), details={"run_id": args[0]})
+        if outcome in FAILED_OUTCOMES:
+            raise AttemptFailed(f"run {args[0]}: {outcome} (`nightowl runs show {args[0]}` has "
+                                "the error and what happens next)")
 
+    # throws: an expected outcome, logged in one line without a traceback.
     app.task(name=f"agent.{agent_name}", bind=True, queue=queue, acks_late=True,
-             reject_on_worker_lost=True, ignore_result=True)(run_agent)
+             reject_on_worker_lost=True, ignore_result=True, throws=(AttemptFailed,))(run_agent)
 
 
 _app_lock = threading.Lock()

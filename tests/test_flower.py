@@ -9,17 +9,19 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from scheduler.app import create_app
+from scheduler.clock import FakeClock
 from scheduler.operations import fire
 from scheduler.publish import Publisher
 from scheduler.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
-from tests.helpers import free_port, registry_of
+from tests.helpers import free_port, make_service, registry_of
 
 MODULE = "tests.fixtures.e2e_triggers"
 AUTH = ("admin", "flower-pw")
@@ -39,9 +41,13 @@ def test_flower_lists_agent_tasks_behind_auth_and_renders_them(
 ) -> None:
     port = free_port()
     env = child_env(pg_settings, MODULE, NIGHTOWL_FLOWER_BASIC_AUTH=":".join(AUTH))
-    flower = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "flower", "--port", str(port),
-                               "--db", str(tmp_path / "flower.db")], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_flower() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "scheduler.cli", "flower", "--port",
+                                 str(port), "--db", str(tmp_path / "flower.db")], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    flower = start_flower()
     base = f"http://127.0.0.1:{port}"
     try:
         def up() -> bool:
@@ -51,19 +57,46 @@ def test_flower_lists_agent_tasks_behind_auth_and_renders_them(
                 return False
         wait_for(up, timeout=30, interval=0.3, message="Flower to answer")
         start_worker(MODULE)
+        # A cron run that succeeds, and a manual run whose agent raises
+        clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+        svc = make_service(pg_settings, registry_of(MODULE, ["every-second"]), clock)
+        svc.tick()
+        clock.advance(1)
+        run_id = svc.tick().fired[0][1]
         registry = registry_of(MODULE)
         publisher = Publisher(create_app(pg_settings, registry))
-        run_id = fire(pg_store, publisher, registry, "every-second", datetime.now(UTC)).run_id
+        failing = fire(pg_store, publisher, registry, "failing", datetime.now(UTC)).run_id
         publisher.close()
 
-        def listed() -> dict[str, object] | None:
+        def task_of(run: str, state: str) -> dict[str, Any] | None:
             tasks = httpx.get(f"{base}/api/tasks", auth=AUTH, timeout=5).json()
-            return next((t for t in tasks.values() if run_id in str(t.get("args"))), None)
-        task = wait_for(listed, timeout=30, interval=0.5, message="the agent task in /api/tasks")
+            return next((t for t in tasks.values()
+                         if run in str(t.get("args")) and t.get("state") == state), None)
+        task = wait_for(lambda: task_of(run_id, "SUCCESS"), timeout=30, interval=0.5,
+                        message="the agent task in /api/tasks, succeeded")
         assert isinstance(task, dict)
         assert task["name"] == "agent.echo"
-        assert "trigger=every-second" in str(task["args"]) or "every-second" in str(task["args"])
+        # argsrepr: readable trigger, agent and attempt; the run itself got the bare run id
+        assert task["args"] == f"[{run_id!r}] trigger=every-second agent=echo attempt=1"
+        assert isinstance(task["runtime"], float) and task["runtime"] > 0
+        run = pg_store.get_run(run_id)
+        assert run is not None and run.status == "succeeded", (run and (run.status, run.error))
+        # A failed attempt is not a green SUCCESS: FAILURE, with the run and what to run next
+        failed = wait_for(lambda: task_of(failing, "FAILURE"), timeout=30, interval=0.5,
+                          message="the failing agent's task as FAILURE")
+        assert isinstance(failed, dict) and failed["name"] == "agent.always-fails"
+        assert f"run {failing}: retry" in str(failed["exception"])
+        assert f"nightowl runs show {failing}" in str(failed["exception"])
+
+        def listed() -> dict[str, Any] | None:
+            return task_of(run_id, "SUCCESS")
         assert httpx.get(f"{base}/api/tasks", timeout=5).status_code == 401
+        # Persistent mode: the history survives a Flower restart
+        flower.terminate()
+        flower.wait(timeout=30)
+        flower = start_flower()
+        wait_for(up, timeout=30, interval=0.3, message="Flower to answer after a restart")
+        assert wait_for(listed, timeout=10, interval=0.5, message="the task after a restart")
         chromium = shutil.which("chromium")
         if chromium is None:
             pytest.skip("chromium is not installed (.ci/run installs it)")
