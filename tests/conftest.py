@@ -59,6 +59,19 @@ def _dispose_cached_connections() -> Iterator[None]:
     close_clients()
 
 
+@pytest.fixture
+def fresh_sinks() -> Iterator[None]:
+    """An empty sink registry for the test, restored after it (sinks are registered
+    process-wide, so one test's or doc module's sinks would clash with the next's)."""
+    from scheduler.outbox import _base
+
+    saved = dict(_base._sinks)
+    _base._sinks.clear()
+    yield
+    _base._sinks.clear()
+    _base._sinks.update(saved)
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,7 @@ def trigger_modules() -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _forget_sinks() -> Iterator[None]:
-    """Sinks are registered process-wide; each doc module starts without the last one's."""
-    from scheduler.outbox import _base
-
-    saved = dict(_base._sinks)
-    _base._sinks.clear()
-    yield
-    _base._sinks.clear()
-    _base._sinks.update(saved)
+pytestmark = pytest.mark.usefixtures("fresh_sinks")
 
 
 @pytest.mark.parametrize(("where", "code"), trigger_modules())

@@ -29,17 +29,7 @@ from tests.conftest import T0
 from tests.helpers import free_port, make_watchdog, registry_of
 from tests.receiver import Receiver
 
-
-@pytest.fixture(autouse=True)
-def _restore_sinks() -> Iterator[None]:
-    """Sinks registered by a test are forgotten after it (the registry is process-wide)."""
-    from scheduler.outbox import _base
-
-    saved = dict(_base._sinks)
-    _base._sinks.clear()
-    yield
-    _base._sinks.clear()
-    _base._sinks.update(saved)
+pytestmark = pytest.mark.usefixtures("fresh_sinks")
 
 
 class Recorder:
