@@ -1,0 +1,54 @@
+"""Pooled PostgreSQL connections: a connection that sat idle is checked before use, so a
+database restart (here: the server ending our session) costs no failed statement."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from scheduler.storage import engine as engine_module
+from scheduler.storage.engine import make_engine
+
+
+def _backend_pid(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _kill(admin: sa.Engine, pid: int) -> None:
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+
+
+def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    admin = make_engine(pg_url, pool_pre_ping=False)
+    try:
+        first = _backend_pid(engine)
+        _kill(admin, first)
+        monkeypatch.setattr(engine_module, "IDLE_PING_S", 0.0)  # it has been idle "long enough"
+        second = _backend_pid(engine)  # no error: the ping found it dead and reconnected
+        assert second != first
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_connection_in_constant_use_is_not_pinged(pg_url: str) -> None:
+    """The hot path (a worker starting and finishing runs back to back) pays no ping."""
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    pings: list[object] = []
+    original = engine.dialect._do_ping_w_event
+
+    def counting(dbapi_conn: object) -> bool:
+        pings.append(dbapi_conn)
+        return original(dbapi_conn)  # type: ignore[arg-type]
+
+    engine.dialect._do_ping_w_event = counting  # type: ignore[method-assign]
+    try:
+        assert len({_backend_pid(engine) for _ in range(20)}) == 1  # one pooled connection
+        assert pings == []
+    finally:
+        engine.dispose()
