@@ -154,7 +154,7 @@ def main() -> None:
     p, s, o = statistics.median(plain), statistics.median(safe), statistics.median(ours)
     print(f"{args.runs} no-op runs, 2 prefork processes, median of {args.repeat}:")
     print(f"  plain Celery (defaults):                 {p:7.0f} tasks/s")
-    print(f"  plain Celery (acks_late, prefetch 1):    {s:7.0f} tasks/s")
+    print(f"  plain Celery (acks_late, prefetch 1, events): {s:3.0f} tasks/s")
     print(f"  nightowl safe runs ({args.db}):        {o:7.0f} runs/s")
     print(f"  ratio nightowl / plain defaults: {o / p:.2f}x; / plain with the same knobs: "
           f"{o / s:.2f}x")

@@ -173,6 +173,7 @@ class Executor:
             self.store.defer(run_id, until)
             log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
             return "lease_held"
+        member: Member | None = None
         try:
             try:
                 started = self.store.begin_attempt(
@@ -186,9 +187,27 @@ class Executor:
                 return "parked"
             if started is None:
                 return self._not_started(agent_name, run_id, task_id)
-            return self._run_started(spec, started, lease, ttl_ms)
+            member = Member(run_id, started.attempt, started.fence)
+            return self._run_started(spec, started, member, lease, ttl_ms)
         finally:
-            lease.release()
+            self._release(lease, member)
+
+    def _release(self, lease: Lease, member: Member | None) -> None:
+        """Drop the watchdog's deadlines and the run lease in one round trip.
+
+        After the fenced finish: until then the deadlines must stay (a watchdog that sees
+        one expire confirms against the database, which by now shows the run finished).
+        Best effort: a lease left behind expires on its own within heartbeat_timeout.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        if member is not None:
+            self.heartbeats.clear(member, pipe)
+        lease.release(pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not release run %s (its lease expires by itself)", lease.key,
+                        exc_info=True)
 
     def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Outcome:
         """Why a delivery could not start its run: a duplicate, or a message that is wrong."""
@@ -215,8 +234,8 @@ class Executor:
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return "parked"
 
-    def _run_started(self, spec: AgentSpec, started: StartedAttempt, lease: Lease,
-                     ttl_ms: int) -> Outcome:
+    def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,
+                     lease: Lease, ttl_ms: int) -> Outcome:
         run_id = started.run_id
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
                                              "trigger": started.trigger,
@@ -234,7 +253,6 @@ class Executor:
         progress: dict[str, datetime] = {"at": self.clock.now()}
         cancel_event = threading.Event()
         deadline = self.clock.now() + spec.timeout
-        member = Member(run_id, started.attempt, started.fence)
         self._index_beat(member, spec, progress["at"])
 
         def on_progress(note: str | None, details: dict[str, Any]) -> None:
@@ -280,7 +298,6 @@ class Executor:
                 error: BaseException | None = None
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
-        self._index_clear(member)
         if watch.hard and watch.reason is not None:
             return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
         if watch.reason is not None:
@@ -315,13 +332,6 @@ class Executor:
             self.heartbeats.beat(member, now + spec.heartbeat_timeout.total_seconds(), progress)
         except redis.RedisError:
             log.warning("could not record heartbeat deadlines of run %s", member.run_id,
-                        exc_info=True)
-
-    def _index_clear(self, member: Member) -> None:
-        try:
-            self.heartbeats.clear(member)
-        except redis.RedisError:
-            log.warning("could not clear heartbeat deadlines of run %s", member.run_id,
                         exc_info=True)
 
     def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any,

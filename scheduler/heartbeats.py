@@ -56,11 +56,14 @@ class HeartbeatIndex:
             pipe.zadd(self.progress_key, {member.encode(): progress_deadline})
         pipe.execute()
 
-    def clear(self, member: Member) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    def clear(self, member: Member, pipe: redis.client.Pipeline | None = None) -> None:
+        """Forget the attempt's deadlines; with `pipe`, queued there for the caller to run."""
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if pipe is None else pipe
         pipe.zrem(self.live_key, member.encode())
         pipe.zrem(self.progress_key, member.encode())
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def expired(self, now: float, limit: int = 1000) -> list[tuple[Deadline, Member, float]]:
         """Members past a deadline: (which deadline, member, its score). O(log n + expired)."""

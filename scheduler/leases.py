@@ -79,8 +79,12 @@ class Lease:
         """Extend only if still ours; False means we lost it and must stop acting."""
         return bool(self._renew(keys=[self.key], args=[self.owner, ttl_ms or self.ttl_ms]))
 
-    def release(self) -> bool:
-        """Delete only if still ours."""
+    def release(self, pipe: redis.client.Pipeline | None = None) -> bool:
+        """Delete only if still ours. With `pipe`, queue it there (the caller executes it,
+        and the result is not known yet: True is returned)."""
+        if pipe is not None:
+            self._release(keys=[self.key], args=[self.owner], client=pipe)
+            return True
         return bool(self._release(keys=[self.key], args=[self.owner]))
 
     def holder(self) -> str | None:

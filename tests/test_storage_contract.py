@@ -73,12 +73,20 @@ def test_missed_ledger_rows(store: Store) -> None:
     assert (row.count, row.reason) == (10, "missed")
 
 
-def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store) -> None:
+# agent=None takes the transaction path on both databases; agent="a" (what workers pass)
+# takes PostgreSQL's single-statement path (storage/worker_sql.py): both must behave alike.
+AGENT_PATHS = pytest.mark.parametrize("agent", [None, "a"], ids=["transaction", "worker-path"])
+
+
+@AGENT_PATHS
+def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store,
+                                                                 agent: str | None) -> None:
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
-    a1 = store.begin_attempt(run.id, "w1", "task-1", T0)
+    assert store.begin_attempt(run.id, "w0", None, T0, agent="someone-else") is None
+    a1 = store.begin_attempt(run.id, "w1", "task-1", T0, agent=agent)
     assert a1 is not None and (a1.fence, a1.attempt, a1.deliveries) == (1, 1, 1)
     # A second worker takes over (the first one is paused): a new, higher fence.
-    a2 = store.begin_attempt(run.id, "w2", "task-2", T0)
+    a2 = store.begin_attempt(run.id, "w2", "task-2", T0, agent=agent)
     assert a2 is not None and a2.fence == 2
     # The stale worker's commit matches no row and writes nothing.
     assert not store.finish(a1, status="succeeded", reason=None, attempt_status="succeeded",
@@ -90,7 +98,7 @@ def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store) 
     statuses = [(a.number, a.status) for a in store.attempts_of(run.id)]
     assert statuses == [(1, "fenced_out"), (2, "succeeded")]
     # Terminal runs cannot be started again.
-    assert store.begin_attempt(run.id, "w3", None, T0) is None
+    assert store.begin_attempt(run.id, "w3", None, T0, agent=agent) is None
 
 
 def test_publish_bookkeeping(store: Store) -> None:
@@ -105,12 +113,20 @@ def test_publish_bookkeeping(store: Store) -> None:
     assert [d.run_id for d in due] == [runs[1].id]
 
 
-def test_retry_waits_until_not_before(store: Store) -> None:
+@AGENT_PATHS
+def test_retry_waits_until_not_before(store: Store, agent: str | None) -> None:
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0)
+    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
     assert started is not None
-    store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
-                 error="boom", not_before=T0 + timedelta(seconds=30))
+    assert store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
+                        error="boom", error_class="RuntimeError",
+                        not_before=T0 + timedelta(seconds=30))
+    (attempt,) = store.attempts_of(run.id)
+    assert (attempt.status, attempt.error_class, attempt.error_message, attempt.finished_at) == (
+        "failed", "RuntimeError", "boom", T0)
+    waiting = store.get_run(run.id)
+    assert waiting is not None and (waiting.status, waiting.error, waiting.finished_at) == (
+        "waiting", "boom", None)
     assert store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
     (due,) = store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
     assert due.run_id == run.id and due.attempt == 1
@@ -128,10 +144,12 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert len(store.list_runs(trigger="t")) == 2
 
 
-def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store) -> None:
+@AGENT_PATHS
+def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store,
+                                                                agent: str | None) -> None:
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
     ttl = timedelta(seconds=10)
-    a1 = store.begin_attempt(run.id, "w1", None, T0, ttl)
+    a1 = store.begin_attempt(run.id, "w1", None, T0, ttl, agent=agent)
     assert a1 is not None
     # A live worker's beat extends the lease mirror and records progress.
     assert store.beat(a1, T0 + timedelta(seconds=5), ttl, {"note": "step", "details": {"n": 1}})
@@ -145,7 +163,7 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store) -
     store.mark_queued([run.id], T0 + timedelta(seconds=16), timedelta(seconds=5))
     assert store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
     # The replacement attempt closes the lost one as stalled/worker_lost...
-    a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl)
+    a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl, agent=agent)
     assert a2 is not None and a2.fence == a1.fence + 1
     # ...and a late beat from the lost worker changes nothing.
     assert not store.beat(a1, T0 + timedelta(seconds=23), ttl, {"note": "late", "details": {}})

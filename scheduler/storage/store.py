@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from agents._context import OutboxWrite
 from scheduler.errors import StateConflictError, StorageError
+from scheduler.storage import worker_sql
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -191,6 +192,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The worker's hot statements are single, atomic statements on PostgreSQL: run them
+        # without BEGIN/COMMIT (worker_sql.py).
+        self._single = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                        if engine.dialect.name == "postgresql" else None)
 
     # -- scheduler side ---------------------------------------------------
 
@@ -421,6 +426,16 @@ class Store:
     def _begin_attempt(self, run_id: str, worker: str, task_id: str | None, now: datetime,
                        lease_ttl: timedelta, *, agent: str | None,
                        concurrency: int | None) -> StartedAttempt | None:
+        if self._single is not None and agent is not None and concurrency is None:
+            with self._single.connect() as conn:
+                row = conn.execute(worker_sql.BEGIN_ATTEMPT, {
+                    "p_run_id": run_id, "p_agent": agent, "p_lease_expires_at": now + lease_ttl,
+                    "p_now": now, "p_worker": worker, "p_task_id": task_id}).first()
+            if row is None:
+                return None
+            return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
+                                  None, row.idempotency_key, row.trigger, row.event,
+                                  row.logical_time, row.last_heartbeat)
         with self.engine.begin() as conn:
             if concurrency is not None and agent is not None:
                 self._check_concurrency(conn, run_id, agent, concurrency)
@@ -505,6 +520,22 @@ class Store:
         other outcome, or with a stale fence, none of them do.
         """
         terminal = status in TERMINAL_STATUSES
+        if (self._single is not None and started.overlap_key is None
+                and started.capped_agent is None and not (status == "succeeded" and outbox)):
+            with self._single.connect() as conn:
+                updated = conn.execute(worker_sql.FINISH_ATTEMPT, {
+                    "p_run_id": started.run_id, "p_fence": started.fence, "p_status": status,
+                    "p_reason": reason, "p_result": result, "p_error": error, "p_usage": usage,
+                    "p_heartbeat": last_heartbeat, "p_not_before": not_before,
+                    "p_waiting_for": None if terminal else "retry",
+                    "p_finished_at": now if terminal else None, "p_number": started.attempt,
+                    "p_attempt_status": attempt_status, "p_error_class": error_class,
+                    "p_now": now,
+                }).scalar()
+            if updated == 1:
+                return True
+            self._close_attempt(started, "fenced_out", "fenced_out", now)
+            return False
         with self.engine.begin() as conn:
             updated = conn.execute(_FINISH_RUN, {
                 "b_id": started.run_id, "b_fence": started.fence, "b_status": status,
