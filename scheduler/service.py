@@ -48,6 +48,10 @@ from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
 log = logging.getLogger("nightowl.scheduler")
 
 CHUNK_SIZE = 500
+# The first chunk of a tick is small, so the first agents are on the queue within tens of
+# milliseconds of their slot even when 10,000 triggers are due together; the rest go in
+# full chunks (fewer, larger transactions).
+FIRST_CHUNK_SIZE = 50
 PRUNE_EVERY = 30  # sweeps between retention batches (about a minute at the default interval)
 ERROR_BACKOFF = timedelta(seconds=5)
 
@@ -363,7 +367,8 @@ def overlap_for(policy: str, trigger: str, firing_key: str | None, *,
 
 
 def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
-    """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes.
+    """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes
+    (the first, FIRST_CHUNK_SIZE).
 
     A single trigger with more runs than that (catch-up `all`) is split; its
     state travels with its last piece, and the UNIQUE key makes a re-run of an
@@ -371,6 +376,7 @@ def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
     """
     chunk: list[_Pending] = []
     size = 0
+    limit = FIRST_CHUNK_SIZE
     for p in pending:
         runs = p.runs
         while len(runs) > CHUNK_SIZE:
@@ -379,10 +385,11 @@ def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
                 yield chunk
                 chunk, size = [], 0
             yield [_Pending(p.spec, _no_state(p.evaluation), head, None, final=False)]
+            limit = CHUNK_SIZE
         weight = max(1, len(runs))
-        if chunk and size + weight > CHUNK_SIZE:
+        if chunk and size + weight > limit:
             yield chunk
-            chunk, size = [], 0
+            chunk, size, limit = [], 0, CHUNK_SIZE
         chunk.append(_Pending(p.spec, p.evaluation, runs, p.write))
         size += weight
     if chunk:

@@ -7,8 +7,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 import redis
 
 from scheduler.clock import FakeClock
@@ -155,3 +158,50 @@ def test_triggers_list_all_reports_orphaned_state(settings: Settings, store: Sto
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["renamed-away"]["state"] == "orphaned"
     assert rows["every-second"]["state"] == "new"
+
+
+def test_a_burst_of_due_triggers_goes_out_in_a_small_first_chunk_then_full_ones(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,200 triggers due in one tick: the first 50 runs are committed and published before
+    the rest are evaluated, then chunks of 500; every firing lands exactly once."""
+    from scheduler.app import create_app
+    from scheduler.publish import Publisher
+    from scheduler.storage.store import Dispatch
+
+    (tmp_path / "burst_triggers.py").write_text(textwrap.dedent("""
+        from agents import agent
+        from triggers import cron
+
+        @agent("noop")
+        def noop(ctx, event):
+            return None
+
+        for i in range(1200):
+            cron("0 * * * *", agent=noop, name=f"t{i}")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = registry_of("burst_triggers")
+    batches: list[int] = []
+
+    class Recording(Publisher):
+        def publish(self, dispatches: Sequence[Dispatch]) -> None:
+            batches.append(len(dispatches))
+            super().publish(dispatches)
+
+    clock = FakeClock(T0 - timedelta(seconds=30))
+    svc = make_service(settings, registry, clock, publisher=Recording(create_app(settings, registry)))
+    svc.tick()
+    clock.set(T0 + timedelta(milliseconds=1))
+    report = svc.tick()
+    assert report.inserted == 1200
+    assert batches == [50, 500, 500, 150]
+    runs = store.list_runs(limit=2000)
+    assert len(runs) == 1200 and {r.status for r in runs} == {"queued"}
+    assert len({r.idempotency_key for r in runs}) == 1200
+    assert queue_length(redis_client, prefix) == 1200
+    assert {rev for _, rev in store.load_trigger_states().values()} == {2}  # created, then CAS
+    # A second tick in the same hour fires nothing more
+    clock.advance(1)
+    assert svc.tick().inserted == 0
