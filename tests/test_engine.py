@@ -52,3 +52,18 @@ def test_a_connection_in_constant_use_is_not_pinged(pg_url: str) -> None:
         assert pings == []
     finally:
         engine.dispose()
+
+
+def test_a_pinged_connection_can_still_switch_to_autocommit(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's single statements run in autocommit on a pooled connection; the ping
+    must not leave a transaction open (psycopg refuses to switch then)."""
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    try:
+        _backend_pid(engine)
+        monkeypatch.setattr(engine_module, "IDLE_PING_S", 0.0)
+        with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
