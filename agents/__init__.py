@@ -4,6 +4,7 @@ This package imports nothing else of nightowl's, so agent code and its tests
 depend only on it.
 """
 
+from agents._budget import Budget
 from agents._context import (
     AgentContext,
     OutboxBuffer,
@@ -32,6 +33,7 @@ __all__ = [
     "AgentError",
     "AgentSpec",
     "Backoff",
+    "Budget",
     "CronTick",
     "Event",
     "ManualFire",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agents._budget import Budget
 from agents._errors import NonRetryable
 
 MAX_OUTBOX_VALUE_BYTES = 256 * 1024
@@ -111,6 +112,8 @@ class AgentContext:
     _heartbeat_sink: HeartbeatSink = field(default=_drop_heartbeat, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _usage: Usage = field(default_factory=Usage, repr=False)
+    _budget: Budget | None = field(default=None, repr=False)
+    _over_budget: str | None = field(default=None, repr=False)
 
     def heartbeat(self, note: str | None = None, **details: Any) -> None:
         """Report progress. Cheap and non-blocking: the latest value wins."""
@@ -118,14 +121,28 @@ class AgentContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the run was cancelled or timed out: stop at the next safe point."""
+        """True once the run was cancelled, timed out or went over its budget: stop at the
+        next safe point."""
         return self._cancel.is_set()
 
+    @property
+    def over_budget(self) -> str | None:
+        """The budget limit this attempt went past (`tokens`, `cost_usd`, `tool_calls`)."""
+        return self._over_budget
+
     def usage(self, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0) -> None:
-        """Add to this attempt's token, cost and tool-call counters."""
+        """Add to this attempt's token, cost and tool-call counters; past the agent's
+        budget, `cancelled` becomes True at once."""
         self._usage.tokens += tokens
         self._usage.cost_usd += cost_usd
         self._usage.tool_calls += tool_calls
+        if self._budget is not None and self._over_budget is None:
+            over = self._budget.exceeded(self._usage.tokens, self._usage.cost_usd,
+                                         self._usage.tool_calls)
+            if over is not None:
+                self._over_budget = over
+                self._cancel.set()
+                self.log.warning("over budget (%s): %s", over, self._usage.as_dict())
 
     @property
     def usage_totals(self) -> Usage:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from agents._budget import Budget
 from agents._errors import AgentDefinitionError, NonRetryable
 from agents._location import SourceLocation, caller_location
 from agents._options import as_timedelta, check_name, unknown_option_message
@@ -44,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": None,
     "version": None,
     "cancel_grace": timedelta(seconds=30),
+    "budget": None,
 }
 
 
@@ -68,6 +70,7 @@ class AgentSpec:
     concurrency: int | None
     version: str
     cancel_grace: timedelta
+    budget: Budget | None = None
     is_async: bool = field(default=False)
 
     @property
@@ -134,6 +137,7 @@ def _build(name: str, func: AgentFunc, location: SourceLocation, opts: dict[str,
         concurrency=_positive_int(o["concurrency"], "concurrency", optional=True),
         version=version or _source_hash(func),
         cancel_grace=as_timedelta(o["cancel_grace"], "cancel_grace"),
+        budget=Budget.coerce(o["budget"]),
         is_async=inspect.iscoroutinefunction(func),
     )
 

@@ -71,7 +71,7 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
 # Outcomes of a delivery whose attempt did not succeed. The run's state is already committed
 # when the task learns the outcome; raising then only makes Celery's events (and Flower)
 # show the task as FAILURE with a reason, instead of a green SUCCESS for a failed attempt.
-FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry"})
+FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry", "budget_exceeded"})
 
 
 class AttemptFailed(Exception):

@@ -44,6 +44,7 @@ log = logging.getLogger("nightowl.worker")
 Outcome = Literal[
     "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
     "unknown_run", "unknown_agent", "poison", "skipped", "parked", "timed_out", "cancelled",
+    "budget_exceeded",
 ]
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
@@ -62,7 +63,14 @@ class _Verdict:
     not_before_in: timedelta | None = None
 
 
+BUDGET = "budget:"  # cancel reasons "budget:<limit>" come from the agent's own ctx.usage()
+
+
 def _cancel_verdict(reason: str, *, hard: bool) -> _Verdict:
+    if reason.startswith(BUDGET):
+        # Not retried: another attempt would spend the same again.
+        return _Verdict("budget_exceeded", reason[len(BUDGET):], "budget_exceeded",
+                        "budget_exceeded")
     if reason == "timeout":
         return _Verdict("timed_out", "hard" if hard else "soft", "timed_out", "timed_out")
     return _Verdict("cancelled", reason, "cancelled", "cancelled")
@@ -266,8 +274,13 @@ class Executor:
             fence=started.fence, deadline=deadline, log=logger,
             outbox=OutboxBuffer(self.sinks), previous_heartbeat=started.previous_heartbeat,
             _heartbeat_sink=on_progress,
-            _cancel=cancel_event,
+            _cancel=cancel_event, _budget=spec.budget,
         )
+
+        def poll_cancel() -> str | None:
+            if ctx.over_budget is not None:
+                return BUDGET + ctx.over_budget
+            return cancel.cancel_reason(self.redis, self.prefix, run_id)
 
         def beat() -> None:
             current = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
@@ -290,8 +303,7 @@ class Executor:
             lease=lease, ttl_ms=ttl_ms, clock=self.clock, deadline=deadline,
             interval=min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3),
             grace=spec.cancel_grace, cancel_event=cancel_event, beat=beat,
-            poll_cancel=lambda: cancel.cancel_reason(self.redis, self.prefix, run_id),
-            on_hard=on_hard)
+            poll_cancel=poll_cancel, on_hard=on_hard)
         with watch:
             try:
                 result = self._call(spec, ctx, started.event, cancel_event)
@@ -300,12 +312,7 @@ class Executor:
                 result, error = None, exc
         if watch.hard and watch.reason is not None:
             return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
-        if watch.reason is not None:
-            verdict = _cancel_verdict(watch.reason, hard=False)
-        elif error is not None:
-            verdict = self._failure_verdict(spec, error, started)
-        else:
-            verdict = _Verdict("succeeded", None, "succeeded", "succeeded")
+        verdict = self._verdict(spec, started, watch.reason, ctx.over_budget, error)
         ok = self._finish(
             started, verdict, result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -321,6 +328,18 @@ class Executor:
         logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
                    verdict.outcome, "" if error is None else f": {error}")
         return verdict.outcome
+
+    def _verdict(self, spec: AgentSpec, started: StartedAttempt, cancel_reason: str | None,
+                 over_budget: str | None, error: BaseException | None) -> _Verdict:
+        """How the attempt ended: a cancel (request, timeout, budget) outranks what the agent
+        returned or raised after it."""
+        if cancel_reason is not None:
+            return _cancel_verdict(cancel_reason, hard=False)
+        if over_budget is not None:  # the agent stopped before the watch thread looked
+            return _cancel_verdict(BUDGET + over_budget, hard=False)
+        if error is not None:
+            return self._failure_verdict(spec, error, started)
+        return _Verdict("succeeded", None, "succeeded", "succeeded")
 
     def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
         """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the

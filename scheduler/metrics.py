@@ -53,6 +53,7 @@ LOOP_LAST_SUCCESS = Gauge("nightowl_loop_last_success_timestamp_seconds",
 _FINISHED = {"succeeded": ("succeeded", ""), "failed": ("failed", "error"),
              "dead": ("dead", "attempts_exhausted"), "timed_out": ("timed_out", ""),
              "cancelled": ("cancelled", ""), "poison": ("failed", "poison"),
+             "budget_exceeded": ("budget_exceeded", ""),
              "retry": ("waiting", "retry")}
 
 

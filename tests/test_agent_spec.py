@@ -60,6 +60,10 @@ def test_retry_on_and_non_retryable() -> None:
         ({"retry_on": "ValueError"}, "retry_on must be an exception class"),
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"concurrency": 0}, "concurrency must be a positive integer"),
+        ({"budget": {"dollars": 5}}, r"budget has unknown limit\(s\) \['dollars'\]"),
+        ({"budget": {"tokens": 0}}, "Budget tokens must be a positive number"),
+        ({"budget": {}}, "Budget needs at least one limit"),
+        ({"budget": 100}, "budget must be Budget"),
     ],
 )
 def test_bad_option_values_name_the_field(options: dict[str, object], needle: str) -> None:
@@ -87,3 +91,25 @@ def test_outbox_buffer_validates_at_put() -> None:
     assert [(w.sink, w.key, w.value) for w in buf.writes] == [("audit", "k", {"n": 1})]
     # Configuration mistakes do not burn retries.
     assert issubclass(UnknownSinkError, NonRetryable) and issubclass(OutboxValueError, NonRetryable)
+
+
+def test_a_budget_cancels_the_context_once_usage_goes_past_it() -> None:
+    import logging
+
+    from agents import AgentContext, Budget, OutboxBuffer
+
+    ctx = AgentContext(run_id="r", idempotency_key="k", attempt=1, logical_time=None,
+                       trigger=None, agent="a", fence=1, deadline=None,
+                       log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+                       outbox=OutboxBuffer(frozenset()),
+                       _budget=Budget(tokens=1000, cost_usd=0.5))
+    ctx.usage(tokens=600, cost_usd=0.2)
+    ctx.usage(tokens=400)  # exactly at the limit is within it
+    assert not ctx.cancelled and ctx.over_budget is None
+    ctx.usage(cost_usd=0.31)
+    assert ctx.cancelled and ctx.over_budget == "cost_usd"
+    ctx.usage(tokens=5000)  # the first limit crossed stays the reason
+    assert ctx.over_budget == "cost_usd"
+    assert agent("capped", budget=Budget(tool_calls=20))(lambda c, e: None).budget == Budget(
+        tool_calls=20)
+

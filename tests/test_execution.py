@@ -131,6 +131,24 @@ def test_hard_timeout_terminates_the_pool_process(
     assert attempt.status == "timed_out"
 
 
+def test_an_agent_over_its_budget_is_stopped_and_not_retried(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Alive and looping is how agents fail: the spend they report stops them."""
+    start_worker(MODULE, pool="prefork", concurrency=2)
+    polite = ended(store, fire(settings, "x-spendthrift"))
+    assert (polite.status, polite.terminal_reason) == ("budget_exceeded", "tokens")
+    # It noticed at once: the call that crossed 1,000 tokens was its last
+    assert polite.result == {"calls": 4}
+    assert polite.usage == {"tokens": 1200, "cost_usd": 0.0, "tool_calls": 4}
+    (attempt,) = store.attempts_of(polite.id)  # max_attempts=3, yet one attempt only
+    assert (attempt.status, attempt.reason) == ("budget_exceeded", "tokens")
+    # One that keeps going is terminated after cancel_grace, like a hard timeout
+    runaway = ended(store, fire(settings, "x-runaway"), timeout=40)
+    assert (runaway.status, runaway.terminal_reason) == ("budget_exceeded", "cost_usd")
+    assert "still running" in (runaway.error or "") and runaway.result is None
+
+
 def test_agent_that_kills_its_process_ends_poison(
     settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
 ) -> None:

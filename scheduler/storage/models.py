@@ -21,9 +21,10 @@ TERMINAL_REASONS: dict[str, tuple[str, ...]] = {
     "timed_out": ("soft", "hard"),
     "cancelled": ("by_user", "cancel_other"),
     "dead": ("attempts_exhausted",),
+    "budget_exceeded": ("tokens", "cost_usd", "tool_calls"),
 }
 ATTEMPT_STATUSES = ("running", "succeeded", "failed", "stalled", "fenced_out", "timed_out",
-                    "cancelled")
+                    "cancelled", "budget_exceeded")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
