@@ -20,12 +20,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import redis
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._db import create_database, drop_database
 from scheduler.alerts import AlertManager, WebhookChannel
 from scheduler.app import create_app
 from scheduler.clock import SystemClock
@@ -42,7 +42,6 @@ from tests.receiver import Receiver
 from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MODULE = "tests.fixtures.stall_agents"
 HEARTBEAT_TIMEOUT = 2.0  # the plodder agent's
 
@@ -52,10 +51,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.5)
     args = parser.parse_args()
-    name = f"nightowl_bench_dl_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("dl")
     prefix = f"bench-dl-{uuid.uuid4().hex[:6]}:"
     receiver = Receiver()
     stop = threading.Event()
@@ -112,8 +108,7 @@ def main() -> None:
     finally:
         stop.set()
         receiver.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import argparse
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import types
 import uuid
@@ -21,11 +20,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._db import create_database, drop_database
 from scheduler.app import create_app
 from scheduler.clock import FakeClock
 from scheduler.publish import Publisher
@@ -37,7 +36,6 @@ from scheduler.storage.store import Dispatch, Store
 from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class TimedPublisher(Publisher):
@@ -71,22 +69,6 @@ def build_module(n: int) -> str:
     return name
 
 
-def fresh_db(kind: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    name = f"nightowl_bench_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_db(url: str) -> None:
-    if url.startswith("postgresql"):
-        name = url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def baseline_send_task(settings: Settings, n: int) -> float:
     """Plain Celery: one `send_task` per message."""
     app = create_app(settings, load([]))
@@ -114,7 +96,7 @@ def baseline_batch(settings: Settings, n: int) -> float:
 
 def dispatch_once(n: int, db: str, module: str) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
-    url = fresh_db(db)
+    url = create_database("dispatch", db)
     try:
         settings = Settings(_env_file=None, database_url=url, redis_url=REDIS,  # type: ignore[arg-type]
                             redis_prefix=prefix, triggers=[module])
@@ -142,7 +124,7 @@ def dispatch_once(n: int, db: str, module: str) -> dict[str, float]:
         return {"first_ms": (pub.t_first - t0) * 1000, "last_ms": (pub.t_last - t0) * 1000,
                 "tick_ms": (t_end - t0) * 1000}
     finally:
-        drop_db(url)
+        drop_database(url)
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import redis
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents._context import OutboxWrite
+from benchmarks._db import create_database, drop_database
 from scheduler.clock import SystemClock
 from scheduler.outbox import RedisCacheSink, RedisStreamSink, SqlAppendSink, SqlUpsertSink, register_sink
 from scheduler.outbox.relay import Relay
@@ -34,7 +34,6 @@ from scheduler.storage.migrate import upgrade
 from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
 REDIS = "redis://127.0.0.1:6379/0"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 SINKS = ("cache", "events", "prefs", "audit")
 
 
@@ -71,11 +70,8 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    name = f"nightowl_bench_relay_{uuid.uuid4().hex[:6]}"
     prefix = f"bench-relay-{uuid.uuid4().hex[:6]}:"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("relay")
     client = redis.Redis.from_url(REDIS)
     try:
         engine = make_engine(url)
@@ -111,8 +107,7 @@ def main() -> None:
     finally:
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,19 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import redis
 from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._db import create_database, drop_database  # noqa: E402
 from scheduler.app import create_app  # noqa: E402
 from scheduler.publish import Publisher  # noqa: E402
 from scheduler.settings import Settings  # noqa: E402
@@ -37,7 +36,6 @@ from scheduler.storage.store import Dispatch, NewRun, Store  # noqa: E402
 from triggers import load  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -91,13 +89,7 @@ def plain_celery(n: int, safe: bool = False) -> float:
 
 def nightowl(n: int, db: str) -> float:
     prefix = f"bench-nightowl-{uuid.uuid4().hex[:6]}:"
-    if db == "sqlite":
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    else:
-        name = f"nightowl_bench_{uuid.uuid4().hex[:6]}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("throughput", db)
     try:
         upgrade(make_engine(url))
         env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
@@ -135,9 +127,7 @@ def nightowl(n: int, db: str) -> float:
             proc.terminate()
             proc.wait(timeout=30)
     finally:
-        if db != "sqlite":
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        drop_database(url)
 
 
 def main() -> None:

@@ -19,12 +19,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import ManualFire, event_to_json
+from benchmarks._db import create_database, drop_database
 from scheduler.alerts import AlertManager
 from scheduler.clock import FakeClock
 from scheduler.heartbeats import HeartbeatIndex, Member
@@ -36,7 +36,6 @@ from scheduler.watchdog import Watchdog
 from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 EXPIRED = 10
 
 
@@ -92,10 +91,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
-    name = f"nightowl_bench_wd_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("wd")
     try:
         engine = make_engine(url)
         upgrade(engine)
@@ -112,8 +108,7 @@ def main() -> None:
                   f"(scan / check = {scan_ms / check_ms:.1f})")
         engine.dispose()
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url)
 
 
 if __name__ == "__main__":
