@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from agents._context import OutboxWrite
+from scheduler.storage._sql import in_values
 from scheduler.storage.models import OutboxEntry, OutboxKey
 
 outbox_t = cast(sa.Table, OutboxEntry.__table__)
@@ -118,7 +119,7 @@ class OutboxStore:
         with self.engine.begin() as conn:
             return conn.execute(
                 sa.update(outbox_t)
-                .where(outbox_t.c.id.in_(list(ids)), outbox_t.c.claimed_by == relay,
+                .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
                        outbox_t.c.status == "pending")
                 .values(status="delivered", delivered_at=now, claimed_by=None, claim_expires=None,
                         last_error=None)

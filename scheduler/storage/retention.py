@@ -15,6 +15,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scheduler.storage._sql import in_values
 from scheduler.storage.models import TERMINAL_STATUSES, Alert, Attempt, DeadLetter, MissedSlot, Run
 
 runs_t = cast(sa.Table, Run.__table__)
@@ -46,8 +47,8 @@ def prune(engine: Engine, before: datetime, batch: int = 1000) -> Pruned:
             .limit(batch)).scalars())
         if ids:
             # SQLite enforces the cascade only with foreign_keys=ON; delete attempts explicitly.
-            conn.execute(sa.delete(attempts_t).where(attempts_t.c.run_id.in_(ids)))
-            out.runs = conn.execute(sa.delete(runs_t).where(runs_t.c.id.in_(ids))).rowcount
+            conn.execute(sa.delete(attempts_t).where(in_values(conn, attempts_t.c.run_id, ids)))
+            out.runs = conn.execute(sa.delete(runs_t).where(in_values(conn, runs_t.c.id, ids))).rowcount
         for table, column, field in ((alerts_t, alerts_t.c.created_at, "alerts"),
                                      (dead_t, dead_t.c.created_at, "dead_letters"),
                                      (missed_t, missed_t.c.recorded_at, "missed_slots")):

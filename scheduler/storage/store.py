@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from agents._context import OutboxWrite
 from scheduler.errors import StateConflictError, StorageError
 from scheduler.storage import worker_sql
+from scheduler.storage._sql import in_values
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -183,20 +184,6 @@ _FINISH_ATTEMPT = (
 _INSERT_ATTEMPT = sa.insert(attempts_t)
 
 
-def _in(conn: Connection, column: sa.Column[Any], values: Iterable[str]) -> sa.ColumnElement[bool]:
-    """`column IN (...)`; on PostgreSQL one JSON parameter instead of 500 placeholders (a
-    statement whose parameter count varies is parsed anew each time) or an array (dumped
-    element by element in Python)."""
-    if conn.dialect.name == "postgresql":
-        document = sa.cast(sa.literal(json.dumps(list(values))), postgresql.JSONB)
-        return column.in_(sa.select(sa.func.jsonb_array_elements_text(document)))
-    return column.in_(list(values))
-
-
-def _id_in(conn: Connection, ids: list[str]) -> sa.ColumnElement[bool]:
-    return _in(conn, runs_t.c.id, ids)
-
-
 def _insert(conn: Connection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -275,7 +262,7 @@ class Store:
         active: dict[str, int] = {
             row.overlap_key: row.n for row in conn.execute(
                 sa.select(runs_t.c.overlap_key, sa.func.count().label("n"))
-                .where(_in(conn, runs_t.c.overlap_key, sorted(keys)),
+                .where(in_values(conn, runs_t.c.overlap_key, sorted(keys)),
                        runs_t.c.status.in_(ACTIVE_STATUSES))
                 .group_by(runs_t.c.overlap_key))
         }
@@ -364,15 +351,16 @@ class Store:
         if not ids:
             return
         with self.engine.begin() as conn:
+            published = in_values(conn, runs_t.c.id, ids)
             conn.execute(
                 sa.update(runs_t)
-                .where(_id_in(conn, ids), runs_t.c.status.in_(("pending", "waiting", "queued")))
+                .where(published, runs_t.c.status.in_(("pending", "waiting", "queued")))
                 .values(status="queued", queued_at=now, not_before=None)
             )
             if redeliver_grace is not None:
                 conn.execute(
                     sa.update(runs_t)
-                    .where(_id_in(conn, ids), runs_t.c.status == "running")
+                    .where(published, runs_t.c.status == "running")
                     .values(lease_expires_at=now + redeliver_grace)
                 )
 
@@ -650,7 +638,7 @@ class Store:
             return []
         with self.engine.connect() as conn:
             return [r.id for r in conn.execute(
-                sa.select(runs_t.c.id).where(runs_t.c.overlap_key.in_(wanted),
+                sa.select(runs_t.c.id).where(in_values(conn, runs_t.c.overlap_key, wanted),
                                              runs_t.c.status == "running"))]
 
     def _close_attempt(self, started: StartedAttempt, status: str, reason: str | None,

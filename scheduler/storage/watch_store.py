@@ -10,6 +10,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scheduler.storage._sql import in_values
 from scheduler.storage.models import Attempt, Run, TriggerState
 
 runs_t = cast(sa.Table, Run.__table__)
@@ -160,7 +161,7 @@ class WatchStore:
             return {}
         with self.engine.connect() as conn:
             return {r.id: r.status for r in conn.execute(
-                sa.select(runs_t.c.id, runs_t.c.status).where(runs_t.c.id.in_(ids)))}
+                sa.select(runs_t.c.id, runs_t.c.status).where(in_values(conn, runs_t.c.id, ids)))}
 
     def by_keys(self, keys: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """(status, started_at) of the runs with these idempotency keys."""
@@ -170,7 +171,7 @@ class WatchStore:
         with self.engine.connect() as conn:
             return {r.idempotency_key: (r.status, r.started_at) for r in conn.execute(
                 sa.select(runs_t.c.idempotency_key, runs_t.c.status, runs_t.c.started_at)
-                .where(runs_t.c.idempotency_key.in_(wanted)))}
+                .where(in_values(conn, runs_t.c.idempotency_key, wanted)))}
 
     def failing_sources(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -183,4 +184,4 @@ class WatchStore:
             return {}
         with self.engine.connect() as conn:
             return {r.name: r.state for r in conn.execute(
-                sa.select(state_t.c.name, state_t.c.state).where(state_t.c.name.in_(wanted)))}
+                sa.select(state_t.c.name, state_t.c.state).where(in_values(conn, state_t.c.name, wanted)))}
