@@ -100,6 +100,9 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     queued_at: Mapped[datetime | None]
+    # A cancel request (by_user | cancel_other) aimed at the run and its future attempts:
+    # the worker's beat reads it, a retry verdict yields to it, a later start ends it.
+    cancel_requested: Mapped[str | None] = mapped_column(sa.String(32))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
