@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # On SIGTERM a worker stops taking work and gives running agents this long to finish;
     # the rest go back to the queue (Celery's soft shutdown).
     shutdown_grace: float = Field(30.0, ge=0)
+    startup_timeout: float = Field(30.0, ge=0)  # services wait this long for the database and Redis at start
 
     alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     alert_webhook_url: str | None = None
