@@ -6,10 +6,11 @@ right model on whichever worker picks it up.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
 
 AlertState = Literal["firing", "resolved"]
 
@@ -55,10 +56,19 @@ class MetricAlert(_Event):
 
     kind: Literal["metric"] = "metric"
     name: str
-    value: float | None  # None: the source had no data (an empty Prometheus result resolves)
+    # None: the source had no data (an empty Prometheus result, or NaN, resolves). +Inf and
+    # -Inf are readings; stored JSON carries them as "+Inf"/"-Inf" (jsonb refuses Infinity)
+    # and they come back as floats.
+    value: float | None
     threshold: float
     state: AlertState
     since: datetime
+
+    @field_serializer("value", when_used="json")
+    def _finite_json(self, value: float | None) -> float | str | None:
+        if value is None or math.isfinite(value):
+            return value
+        return "+Inf" if value > 0 else "-Inf"
 
 
 class ManualFire(_Event):

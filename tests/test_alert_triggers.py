@@ -93,9 +93,8 @@ def test_firing_and_resolved_runs_name_the_episode() -> None:
     fired = poller.poll().firings
     gauge.value = 1
     resolved = poller.poll(10).firings
-    since = "2026-03-01T12:00:00+00:00"
     assert [f.idempotency_key for f in fired + resolved] == [
-        f"metric:errors:{since}:firing", f"metric:errors:{since}:resolved"]
+        "alert:errors:1:firing", "alert:errors:1:resolved"]
     event = fired[0].event
     assert (event.kind, event.value, event.threshold, event.state) == (  # type: ignore[union-attr]
         "metric", 50.0, 10.0, "firing")
@@ -109,7 +108,7 @@ def test_below_uses_clear_above() -> None:
         ("ok", []), ("firing", ["firing"]), ("firing", []), ("ok", ["resolved"])]
 
 
-@pytest.mark.parametrize("bad", [RuntimeError("exporter down"), float("nan"), "n/a"])
+@pytest.mark.parametrize("bad", [RuntimeError("exporter down"), "n/a", [1.0]])
 def test_three_failed_polls_flag_the_source_and_freeze_the_machine(bad: Any) -> None:
     gauge = Gauge()
     poller = Poller(alert(gauge, above=10), T0)
@@ -169,8 +168,7 @@ def test_a_restart_keeps_pending_and_firing(settings: Settings, store: Store) ->
     second.close()
     third = make_service(settings, registry_with(alert(gauge, above=10, for_=60)), clock)
     assert third.tick().inserted == 0  # still firing after another restart: no re-fire
-    assert [r.idempotency_key for r in store.list_runs()] == [
-        "metric:errors:2026-03-01T12:00:00+00:00:firing"]
+    assert [r.idempotency_key for r in store.list_runs()] == ["alert:errors:1:firing"]
 
 
 def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Settings, store: Store) -> None:
@@ -203,8 +201,7 @@ def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Setting
     assert report.conflicts == 1
     assert store.trigger_rows()["errors"].revision == after_b.revision
     keys = sorted(r.idempotency_key for r in store.list_runs())
-    assert keys == ["metric:errors:2026-03-01T12:00:00+00:00:firing",
-                    "metric:errors:2026-03-01T12:00:00+00:00:resolved"]
+    assert keys == ["alert:errors:1:firing", "alert:errors:1:resolved"]
 
 
 @pytest.mark.parametrize(
@@ -218,7 +215,14 @@ def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Setting
         ({"above": 1, "empty": "zero"}, "empty", "'false'"),
         ({"above": 1, "for_": -1}, "for_", "zero or positive"),
         ({"above": 1, "on_resolve": "yes"}, "on_resolve", "True or False"),
-        ({"above": "high"}, "above", "must be a number"),
+        ({"above": "high"}, "above", "must be a finite number"),
+        ({"above": float("inf")}, "above", "must be a finite number"),
+        ({"below": float("nan")}, "above", "must be a finite number"),
+        ({"above": 1, "every": 0}, "every", "positive"),
+        ({"above": 1, "timeout": "soon"}, "timeout", "timedelta"),
+        ({"above": 1, "cooldown": -5}, "cooldown", "zero or positive"),
+        ({"above": 1, "overlap": "never"}, "overlap", "'skip'"),
+        ({"above": 1, "fore": 60}, "fore", "for_"),
     ],
 )
 def test_bad_definitions_fail_at_load(options: dict[str, Any], field: str, needle: str) -> None:
@@ -275,3 +279,98 @@ def test_sql_source_rejects_several_statements() -> None:
 
     with pytest.raises(ValueError, match="one SELECT"):
         sql("SELECT 1; DROP TABLE runs")
+
+
+# -- episode numbers in run keys (DESIGN: alert:<trigger>:<episode>:<firing|resolved>) -------
+
+
+def test_each_episode_gets_the_next_number_and_its_resolve_shares_it() -> None:
+    gauge = Gauge()
+    poller = Poller(alert(gauge, above=10, on_resolve=True, cooldown=0), T0)
+    keys = []
+    for value in (50, 1, 50, 50, 1, 50):
+        gauge.value = value
+        keys += poller.keys(10)
+    assert keys == ["alert:errors:1:firing", "alert:errors:1:resolved", "alert:errors:2:firing",
+                    "alert:errors:2:resolved", "alert:errors:3:firing"]
+    assert poller.state is not None and poller.state["episode"] == 3
+
+
+def test_a_state_saved_before_episode_numbers_carries_on_without_reusing_a_key() -> None:
+    # Given states persisted by the previous release (keys were metric:<name>:<since>:<state>):
+    # one still firing, one back to ok
+    gauge = Gauge(1)
+    firing = Poller(alert(gauge, above=10, on_resolve=True, cooldown=0), T0)
+    firing.poll()
+    assert firing.state is not None
+    old = {k: v for k, v in firing.state.items() if k != "episode"}
+    firing.state = old | {"alert_state": "firing", "last_fired_at": T0.isoformat()}
+    ok = Poller(alert(gauge, above=10, on_resolve=True, cooldown=0, name="quiet"), T0)
+    ok.poll()
+    assert ok.state is not None
+    ok.state = {k: v for k, v in ok.state.items() if k != "episode"}
+    # When the episode resolves and new ones begin
+    keys = firing.keys(10)
+    gauge.value = 50
+    keys += firing.keys(10) + ok.keys(10)
+    # Then the firing episode resolves as episode 1, and the next episodes count on from it
+    assert keys == ["alert:errors:1:resolved", "alert:errors:2:firing", "alert:quiet:1:firing"]
+
+
+def test_a_redefined_alert_restarts_from_ok_but_keeps_counting_episodes() -> None:
+    gauge = Gauge(50)
+    first = Poller(alert(gauge, above=10, cooldown=0), T0)
+    assert first.keys() == ["alert:errors:1:firing"]
+    # When the threshold changes (a new fingerprint: the machine restarts from ok)
+    second = Poller(alert(gauge, above=20, cooldown=0), T0)
+    second.state = first.state
+    # Then the next episode is number 2, never a second run keyed like the first
+    assert second.keys(10) == ["alert:errors:2:firing"]
+
+
+# -- +Inf, -Inf and NaN readings ----------------------------------------------------------
+
+
+def test_infinite_readings_move_the_machine_and_nan_is_no_data() -> None:
+    gauge = Gauge(float("inf"))
+    above = Poller(alert(gauge, above=1e300, on_resolve=True, cooldown=0), T0)
+    assert walk(above, gauge, [(0, float("inf")), (10, float("-inf")), (10, "+Inf"),
+                               (10, float("nan"))]) == [
+        ("firing", ["firing"]), ("ok", ["resolved"]), ("firing", ["firing"]), ("ok", ["resolved"])]
+    assert above.state is not None and above.state["last_value"] is None
+    below = Poller(alert(gauge, below=-1e300, name="low"), T0)
+    gauge.value = float("-inf")
+    fired = below.poll().firings
+    assert below.state is not None and below.state["last_value"] == "-Inf"
+    assert [(f.event.state, f.event.value) for f in fired] == [  # type: ignore[union-attr]
+        ("firing", float("-inf"))]
+    strict = Poller(alert(Gauge(float("nan")), above=1, empty="fail", name="strict"), T0)
+    strict.poll()
+    assert strict.state is not None and "no data" in strict.state["last_error"]
+    assert "NaN" in strict.state["last_error"]
+
+
+def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Settings,
+                                                                    store: Store) -> None:
+    """jsonb refuses Infinity: the state and the run's event must be stored in a form it takes,
+    the same on SQLite and PostgreSQL, and the agent still gets a float."""
+    from agents import event_from_json
+
+    gauge = Gauge(float("inf"))
+    clock = FakeClock(T0)
+    svc = make_service(settings, registry_with(alert(gauge, above=0.05, on_resolve=True)), clock)
+    report = svc.tick()
+    assert (report.inserted, report.errors) == (1, 0)
+    row = store.trigger_rows()["errors"]
+    assert (row.state["alert_state"], row.state["last_value"], row.state["episode"]) == (
+        "firing", "+Inf", 1)
+    (run,) = store.list_runs()
+    assert run.idempotency_key == "alert:errors:1:firing"
+    assert run.event is not None and run.event["value"] == "+Inf"
+    event = event_from_json(run.event)
+    assert event.value == float("inf")  # type: ignore[union-attr]
+    # And a NaN reading afterwards (0/0: traffic stopped) is no data: the alert resolves
+    gauge.value = float("nan")
+    clock.advance(10)
+    assert svc.tick().inserted == 1
+    assert store.trigger_rows()["errors"].state["alert_state"] == "ok"

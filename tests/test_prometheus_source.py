@@ -138,3 +138,97 @@ def test_a_bad_query_and_a_dead_server_are_source_failures(stack: Stack) -> None
     for _ in range(3):
         dead.poll(30)
     assert dead.state is not None and dead.state["source_failing"] is True
+
+
+def test_infinity_from_prometheus_fires_and_nan_is_no_data(stack: Stack) -> None:
+    """An error ratio when traffic stops: x/0 is +Inf (above any threshold), 0/0 is NaN."""
+    inf = Poller(metric(prometheus("vector(1) / 0", url=stack.url), agent="on-alert",
+                        name="ratio", above=0.05), T0)
+    fired = inf.poll().firings
+    assert [(f.idempotency_key, f.event.value) for f in fired] == [  # type: ignore[union-attr]
+        ("alert:ratio:1:firing", float("inf"))]
+    assert inf.state is not None and inf.state["last_value"] == "+Inf"
+    low = Poller(metric(prometheus("scalar(vector(-1) / 0)", url=stack.url), agent="on-alert",
+                        name="low", below=0), T0)
+    assert [f.event.value for f in low.poll().firings] == [float("-inf")]  # type: ignore[union-attr]
+    nan = Poller(metric(prometheus("vector(0) / 0", url=stack.url), agent="on-alert",
+                        name="idle", above=0.05), T0)
+    assert nan.poll().firings == []
+    assert nan.state is not None and nan.state["last_value"] is None and not nan.state.get("failures")
+    strict = Poller(metric(prometheus("vector(0) / 0", url=stack.url), agent="on-alert",
+                           name="idle-strict", above=0.05, empty="fail"), T0)
+    strict.poll()
+    assert strict.state is not None and "no data" in strict.state["last_error"]
+
+
+class Canned:
+    """An HTTP server on loopback answering /api/v1/query with whatever the test sets."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status = 200
+        self.body = b""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def canned() -> Iterator[Canned]:
+    c = Canned()
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "needle"),
+    [
+        (502, b"<html>Bad Gateway</html>", "HTTP 502 without JSON"),
+        (200, b"not json at all", "HTTP 200 without JSON"),
+        (200, b"[1, 2]", "not an object"),
+        (200, b'{"status": "success"}', "without data.resultType"),
+        (200, b'{"status": "success", "data": []}', "without data.resultType"),
+        (200, b'{"status": "success", "data": {"resultType": "vector", "result": {}}}',
+         "not a list"),
+        (200, b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}}',
+         "not [time, \"value\"]"),
+        (200, b'{"status": "success", "data": {"resultType": "vector", '
+              b'"result": [{"metric": {}, "value": [1, "lots"]}]}}', "'lots', not a number"),
+        (200, b'{"status": "success", "data": {"resultType": "scalar", "result": [1, 5]}}',
+         "not [time, \"value\"]"),
+        (200, b'{"status": "success", "data": {"resultType": "string", "result": [1, "x"]}}',
+         "returned a string"),
+        (200, b'{"status": "success", "data": {"resultType": "matrix", "result": []}}',
+         "returned a matrix"),
+        (400, b'{"status": "error", "errorType": "bad_data", "error": "parse error"}',
+         "rejected the query: bad_data parse error"),
+    ],
+)
+def test_a_malformed_answer_is_a_clear_source_failure(canned: Canned, status: int, body: bytes,
+                                                      needle: str) -> None:
+    canned.status, canned.body = status, body
+    poller = Poller(metric(prometheus("up", url=canned.url), agent="on-alert", name="odd",
+                           above=1), T0)
+    for _ in range(3):
+        assert poller.poll(30).firings == []
+    assert poller.state is not None and poller.state["source_failing"] is True
+    error = poller.state["last_error"]
+    assert error.startswith("SourceError: ") and needle in error, error

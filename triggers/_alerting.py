@@ -13,8 +13,23 @@ threshold must not flap firing/ok on every poll. Why `cooldown`: a new
 episode right after the last firing run waits in `pending` until the
 cooldown has passed, then fires if the condition still holds.
 
-A failed poll (error, timeout, NaN, or an empty result with `empty="fail"`)
+A failed poll (error, timeout, or an empty result with `empty="fail"`)
 does not move the machine at all: it only counts toward `source_failing`.
+
+Why an episode counter: a run's idempotency key is
+`alert:<trigger>:<episode>:<firing|resolved>` (the DESIGN contract). The
+counter is part of the persisted state and survives a redefinition (which
+restarts the machine from `ok`), so a new episode never gets the key of an
+older run. A state saved before the counter existed starts it from what it
+holds: 1 while that episode is still firing (its firing run had the old
+`<kind>:<name>:<since>:firing` key, so its resolve gets episode 1), else 0.
+
+Why readings are stored as JSON-safe values: PostgreSQL's jsonb refuses
+NaN and infinities (SQLite keeps them), and a state the database refuses
+fails the whole tick. +Inf (above any threshold) and -Inf (below any) are
+real readings; they are stored as the strings "+Inf" and "-Inf". NaN is "no
+data", like an empty result (Prometheus answers NaN for 0/0, for example an
+error ratio when traffic stops).
 """
 
 from __future__ import annotations
@@ -81,24 +96,50 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
 
 
+def stored_value(value: float | None) -> float | str | None:
+    """A reading as the state stores it: JSON every database accepts ("+Inf"/"-Inf")."""
+    if value is None or math.isfinite(value):
+        return value
+    return "+Inf" if value > 0 else "-Inf"
+
+
+def episode_of(state: dict[str, Any]) -> int:
+    """The number of the latest episode that fired; derived for a state saved without one."""
+    episode = state.get("episode")
+    if isinstance(episode, int) and not isinstance(episode, bool) and episode >= 0:
+        return episode
+    return 1 if state.get("alert_state") == "firing" else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A run the machine fires: `firing` or `resolved`, its episode number and start."""
+
+    which: str
+    episode: int
+    since: datetime
+    reading: Reading
+
+
 def step(
     state: dict[str, Any], reading: Reading, now: datetime, bounds: Bounds, policy: Policy
-) -> tuple[dict[str, Any], list[tuple[str, datetime, Reading]]]:
+) -> tuple[dict[str, Any], list[Transition]]:
     """Advance the machine by one successful reading.
 
-    Returns the new state and the runs to fire as (state, episode start, reading);
-    the episode start (`since`) names the run, so re-evaluating the same
-    episode can only produce the same idempotency key.
+    Returns the new state and the runs to fire. Each names its episode number,
+    which is persisted with the state, so re-evaluating the same episode can
+    only produce the same idempotency key.
     """
     current: AlertState = state.get("alert_state", "ok")
     since = datetime.fromisoformat(state["since"]) if state.get("since") else now
     last_fire = datetime.fromisoformat(state["last_fired_at"]) if state.get("last_fired_at") else None
+    episode = episode_of(state)
     value = reading.value
     breach = value is not None and bounds.breached(value)
     cleared = value is None or bounds.cleared(value)
-    out: list[tuple[str, datetime, Reading]] = []
+    out: list[Transition] = []
     new = dict(state)
-    new["last_value"] = value
+    new["last_value"] = stored_value(value)
     if current == "ok" and breach:
         current, since = "pending", now
     if current == "pending":
@@ -106,14 +147,16 @@ def step(
             current, since = "ok", now
         elif now - since >= policy.for_ and (last_fire is None or now - last_fire >= policy.cooldown):
             current = "firing"
+            episode += 1
             new["last_fired_at"] = _iso(now)
-            out.append(("firing", since, reading))
+            out.append(Transition("firing", episode, since, reading))
     elif current == "firing" and cleared:
         if policy.on_resolve:
-            out.append(("resolved", since, reading))
+            out.append(Transition("resolved", episode, since, reading))
         current, since = "ok", now
     new["alert_state"] = current
     new["since"] = _iso(since)
+    new["episode"] = episode
     return new, out
 
 
@@ -192,12 +235,15 @@ class AlertTrigger:
         state = check_state(state, self.state_version, self.kind)
         if state is None or state.get("fingerprint") != self.fingerprint():
             # A new or redefined alert starts from `ok`: an old episode's bounds no longer apply.
+            # The episode count carries on, so no new episode reuses an older run's key.
             state = {"version": self.state_version, "fingerprint": self.fingerprint(),
-                     "alert_state": "ok", "since": _iso(now)}
+                     "alert_state": "ok", "since": _iso(now),
+                     "episode": episode_of(state) if state is not None else 0}
         try:
             reading = self.guard.call(lambda: self.read(now)) if self.guarded else self.read(now)
             if reading.value is not None and math.isnan(reading.value):
-                raise SourceError("the source returned NaN")
+                reading = Reading(None, reading.extra)  # NaN is no data, like an empty result
+                self.check_empty(reading)
         except Exception as exc:  # any source failure freezes the machine and is counted
             message = scrub(f"{type(exc).__name__}: {exc}", *self.secrets())
             return Evaluation([], record_failure(state, message, now), now + self.every)
@@ -205,11 +251,19 @@ class AlertTrigger:
         if reading.extra:
             new["last_reading"] = reading.extra
         firings = [
-            Firing(f"{self.kind}:{name}:{_iso(since)}:{which}", now,
-                   self.event(name, which, since, r))
-            for which, since, r in fire
+            Firing(alert_key(name, t.episode, t.which), now,
+                   self.event(name, t.which, t.since, t.reading))
+            for t in fire
         ]
         return Evaluation(firings, new, now + self.every)
+
+    def check_empty(self, reading: Reading) -> None:
+        """Raise SourceError when "no data" is a failure for this trigger (metric's empty="fail")."""
+
+
+def alert_key(trigger: str, episode: int, which: str) -> str:
+    """The idempotency key of an alert trigger's run (DESIGN: `alert:<trigger>:<n>:<state>`)."""
+    return f"alert:{trigger}:{episode}:{which}"
 
 
 def bounds_from(
@@ -218,8 +272,9 @@ def bounds_from(
     """Exactly one of above/below, and the hysteresis bound on the right side of it."""
     for label, v in (("above", above), ("below", below), ("clear_below", clear_below),
                      ("clear_above", clear_above)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v)):
-            raise ValueError(f"{label} must be a number, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                              or not math.isfinite(v)):
+            raise ValueError(f"{label} must be a finite number, got {v!r}")
     if (above is None) == (below is None):
         raise ValueError("give exactly one of above= or below=")
     if above is not None:

@@ -71,23 +71,47 @@ class PrometheusSource:
             body = response.json()
         except ValueError:
             raise SourceError(f"Prometheus answered HTTP {response.status_code} without JSON") from None
+        return self.value_of(body, response.status_code)
+
+    def value_of(self, body: object, status_code: int = 200) -> float | None:
+        """The reading in an `/api/v1/query` answer; anything but the documented shape is a
+        SourceError saying what came back (a proxy's error page, another API, a bad sample).
+
+        A sample of NaN (Prometheus's 0/0) is "no data"; +Inf and -Inf are readings.
+        """
+        if not isinstance(body, dict):
+            raise SourceError(f"Prometheus answered HTTP {status_code} with JSON that is not an "
+                              f"object ({type(body).__name__}); is url= the Prometheus server?")
         if body.get("status") != "success":
             raise SourceError(f"Prometheus rejected the query: {body.get('errorType', '')} "
-                              f"{body.get('error', response.status_code)}")
-        data = body["data"]
+                              f"{body.get('error', status_code)}")
+        data = body.get("data")
+        if not isinstance(data, dict) or "resultType" not in data or "result" not in data:
+            raise SourceError("Prometheus answered without data.resultType and data.result; "
+                              "is url= the Prometheus server (not a proxy or another API)?")
         kind, result = data["resultType"], data["result"]
         if kind == "scalar":
-            return check_number(result[1], "the query")
+            return check_number(_sample_value(result), "the query")
         if kind != "vector":
             raise SourceError(f"the query returned a {kind}; use an instant vector or a scalar")
-        values = [check_number(sample["value"][1], "the query") for sample in result]
+        if not isinstance(result, list):
+            raise SourceError(f"Prometheus answered a vector that is not a list: {result!r:.80}")
+        if len(result) > 1 and self.reduce is None:
+            raise SourceError(f"the query returned {len(result)} series; aggregate it in PromQL "
+                              "(sum(...), max(...)) or pass reduce='max'")
+        values = [check_number(_sample_value(sample.get("value") if isinstance(sample, dict)
+                                             else None), "the query") for sample in result]
         numbers = [v for v in values if v is not None]
         if not numbers:
             return None
-        if len(numbers) > 1 and self.reduce is None:
-            raise SourceError(f"the query returned {len(numbers)} series; aggregate it in PromQL "
-                              "(sum(...), max(...)) or pass reduce='max'")
         return numbers[0] if len(numbers) == 1 else float(_REDUCERS[self.reduce or "max"](numbers))
+
+
+def _sample_value(pair: object) -> object:
+    """The value of a Prometheus `[<unix time>, "<value>"]` pair; it comes as a string."""
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+        raise SourceError(f"Prometheus answered a sample that is not [time, \"value\"]: {pair!r:.80}")
+    return pair[1]
 
 
 class SqlSource:
@@ -178,10 +202,13 @@ class MetricTrigger(AlertTrigger):
         return {**self.source.describe(), **self.describe_policy(), "empty": self.empty}
 
     def read(self, now: datetime) -> Reading:
-        value = self.source.read(self.defaults)
-        if value is None and self.empty == "fail":
-            raise SourceError("the source returned no data (empty='fail')")
-        return Reading(value)
+        reading = Reading(self.source.read(self.defaults))
+        self.check_empty(reading)
+        return reading
+
+    def check_empty(self, reading: Reading) -> None:
+        if reading.value is None and self.empty == "fail":
+            raise SourceError("the source returned no data (empty='fail'; NaN counts as no data)")
 
     def event(self, name: str, state: str, since: datetime, reading: Reading) -> Event:
         return MetricAlert(name=name, value=reading.value, threshold=self.bounds.threshold,

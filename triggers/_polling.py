@@ -92,18 +92,18 @@ def record_success(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_number(value: object, what: str) -> float | None:
-    """A source's reading as a float; None means "no data". NaN and non-numbers fail."""
+    """A source's reading as a float; None means "no data", and so does NaN (0/0 has no
+    value to compare). +Inf and -Inf are readings. Anything else that is not a number fails.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
-            value = float(value)  # type: ignore[arg-type]  # Decimal, numeric strings
-        except (TypeError, ValueError):
-            raise SourceError(f"{what} returned {value!r}, not a number") from None
+            value = float(value)  # type: ignore[arg-type]  # Decimal, numeric strings, "+Inf"
+        except (TypeError, ValueError, OverflowError):
+            raise SourceError(f"{what} returned {value!r:.80}, not a number") from None
     number = float(value)
-    if math.isnan(number):
-        raise SourceError(f"{what} returned NaN")
-    return number
+    return None if math.isnan(number) else number
 
 
 def poll_interval(value: object, field: str = "every") -> timedelta:

@@ -16,6 +16,7 @@ callable returning a number.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -200,8 +201,8 @@ class QueueDepthTrigger(AlertTrigger):
             return Reading(float(depth), {"depth": depth, "unacked": None, "oldest_age_s": None})
         if not isinstance(self.queue, str):
             value = check_number(self.queue(), self.queue_name)
-            if value is None:
-                raise SourceError(f"{self.queue_name} returned None, not a depth")
+            if value is None or not math.isfinite(value):
+                raise SourceError(f"{self.queue_name} returned {value}, not a depth (a finite number)")
             return Reading(value, {"depth": int(value), "unacked": None, "oldest_age_s": None})
         url = self._broker(self.defaults)
         scheme = url.split("://", 1)[0]
