@@ -1,10 +1,17 @@
 """Outbox rows: written with a run's success, claimed and settled by relays.
 
 Statuses: `pending` (a live claim makes it "claimed"), `delivered`, `dead`.
+
+Every claim counts as an attempt, whether or not the relay lived to report an outcome:
+a row whose claims keep expiring unsettled (its delivery kills the relay) goes `dead`
+after `max_attempts` like one whose sink keeps failing. A stored value that is not
+JSON (a row written by hand, or NaN stored before values were checked) goes `dead` at
+once, with the reason, instead of failing every claim.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from agents._context import OutboxWrite
+from scheduler.scrub import scrub_text
 from scheduler.storage._sql import in_values
 from scheduler.storage.models import OutboxEntry, OutboxKey
 
@@ -70,6 +78,35 @@ def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], 
     return len(rows)
 
 
+def stored_error(text: str) -> str:
+    """An error fit for `last_error`: scrubbed of secrets (a webhook URL's path, a URL's
+    password), without NUL characters (PostgreSQL text refuses them), bounded."""
+    return scrub_text(text).replace("\x00", "\\x00")[:2000]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_value(raw: str | None) -> Any:
+    """A stored value, decoded strictly: NaN, Infinity or broken JSON raise ValueError."""
+    if raw is None:
+        raise ValueError("the value is NULL")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        raise ValueError(f"not valid JSON ({exc}): {shown!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim gave this relay, and the rows it found undeliverable (now dead)."""
+
+    entries: list[Entry]
+    dead: list[str]
+
+
 def backoff(attempts: int, base: float = 1.0, cap: float = 300.0) -> timedelta:
     """Exponential with full jitter: many failing rows do not retry in lockstep."""
     return timedelta(seconds=random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1))))  # noqa: S311
@@ -79,12 +116,16 @@ class OutboxStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def claim(self, relay: str, now: datetime, ttl: timedelta, limit: int) -> list[Entry]:
+    def claim(self, relay: str, now: datetime, ttl: timedelta, limit: int,
+              max_attempts: int | None = None) -> Claimed:
         """Claim due rows: only the oldest undelivered entry of each (sink, key) is eligible.
 
         PostgreSQL: `FOR UPDATE SKIP LOCKED`, and the claim is set in the same
         statement, so relays share the work and an expired claim is taken over.
         SQLite: the write transaction serialises claimers (one relay is expected).
+        In the same transaction, rows whose last claim expired without an outcome and
+        that have used `max_attempts` claims go dead (their delivery kills relays), and
+        claimed rows whose stored value does not decode go dead (nothing can deliver them).
         """
         older = outbox_t.alias("older")
         blocked = (sa.select(older.c.id)
@@ -98,20 +139,78 @@ class OutboxStore:
                    sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
                    ~blocked)
             .order_by(outbox_t.c.created_at, outbox_t.c.id)
-            .limit(limit)
         )
+        # A row whose last claim expired unsettled may be what killed that relay: it is
+        # claimed alone, so its batch-mates are not charged for its crashes.
+        suspect = eligible.where(outbox_t.c.claim_expires.is_not(None)).limit(1)
+        dead: list[str] = []
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                eligible = eligible.with_for_update(skip_locked=True, of=outbox_t)
-            result = conn.execute(
+            if max_attempts is not None:
+                dead += self._abandoned(conn, now, max_attempts)
+            rows = self._take(conn, suspect, relay, now + ttl)
+            if not rows:
+                rows = self._take(conn, eligible.limit(limit), relay, now + ttl)
+            entries: list[Entry] = []
+            malformed: dict[str, str] = {}
+            for r in rows:
+                try:
+                    value = decode_value(r.raw)
+                except ValueError as exc:
+                    malformed[r.id] = (f"the stored value cannot be delivered: {exc}; fix the "
+                                       "row's value and run `nightowl outbox retry --dead`")
+                    continue
+                entries.append(Entry(r.id, r.run_id, r.sink, r.key, r.seq, value, r.attempts))
+            for entry_id, error in malformed.items():
+                conn.execute(sa.update(outbox_t).where(outbox_t.c.id == entry_id).values(
+                    status="dead", dead_at=now, claimed_by=None, claim_expires=None,
+                    next_attempt_at=None, last_error=stored_error(error)))
+            dead += malformed
+        return Claimed(sorted(entries, key=lambda e: (e.sink, e.key, e.seq)), dead)
+
+    @staticmethod
+    def _take(conn: Connection, eligible: sa.Select[Any], relay: str, expires: datetime
+              ) -> list[Any]:
+        if conn.dialect.name == "postgresql":
+            eligible = eligible.with_for_update(skip_locked=True, of=outbox_t)
+        return list(conn.execute(
+            sa.update(outbox_t)
+            .where(outbox_t.c.id.in_(eligible.scalar_subquery()))
+            .values(claimed_by=relay, claim_expires=expires, attempts=outbox_t.c.attempts + 1)
+            .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
+                       outbox_t.c.seq, sa.cast(outbox_t.c.value, sa.Text).label("raw"),
+                       outbox_t.c.attempts)))
+
+    def _abandoned(self, conn: Connection, now: datetime, max_attempts: int) -> list[str]:
+        """Dead: rows claimed `max_attempts` times whose last claim expired unsettled."""
+        abandoned = (sa.select(outbox_t.c.id)
+                     .where(outbox_t.c.status == "pending", outbox_t.c.claim_expires < now,
+                            outbox_t.c.attempts >= max_attempts))
+        if conn.dialect.name == "postgresql":
+            abandoned = abandoned.with_for_update(skip_locked=True, of=outbox_t)
+        return list(conn.execute(
+            sa.update(outbox_t)
+            .where(outbox_t.c.id.in_(abandoned.scalar_subquery()))
+            .values(status="dead", dead_at=now, claimed_by=None, claim_expires=None,
+                    next_attempt_at=None,
+                    last_error=sa.literal("claimed ") + sa.cast(outbox_t.c.attempts, sa.Text)
+                    + sa.literal(" times and never settled: the relay delivering it died each "
+                                 "time (a sink that crashes or kills the relay process on this "
+                                 "entry?); see the relay's log, then `nightowl outbox retry "
+                                 "--dead`"))
+            .returning(outbox_t.c.id)).scalars())
+
+    def extend(self, relay: str, ids: Sequence[str], expires: datetime) -> set[str]:
+        """Push our claim on `ids` to `expires`; the ids we still hold (a row another relay
+        took over, or that was settled, is not ours any more)."""
+        if not ids:
+            return set()
+        with self.engine.begin() as conn:
+            return set(conn.execute(
                 sa.update(outbox_t)
-                .where(outbox_t.c.id.in_(eligible.scalar_subquery()))
-                .values(claimed_by=relay, claim_expires=now + ttl, attempts=outbox_t.c.attempts + 1)
-                .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
-                           outbox_t.c.seq, outbox_t.c.value, outbox_t.c.attempts))
-            entries = [Entry(r.id, r.run_id, r.sink, r.key, r.seq, r.value, r.attempts)
-                       for r in result]
-        return sorted(entries, key=lambda e: (e.sink, e.key, e.seq))
+                .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
+                       outbox_t.c.status == "pending")
+                .values(claim_expires=expires)
+                .returning(outbox_t.c.id)).scalars())
 
     def delivered(self, relay: str, ids: Sequence[str], now: datetime) -> int:
         if not ids:
@@ -139,7 +238,8 @@ class OutboxStore:
                     .values(status="dead" if exhausted else "pending",
                             dead_at=now if exhausted else None,
                             next_attempt_at=None if exhausted else now + backoff(entry.attempts),
-                            claimed_by=None, claim_expires=None, last_error=error[:2000]))
+                            claimed_by=None, claim_expires=None,
+                            last_error=stored_error(error)))
                 if exhausted:
                     dead.append(entry.id)
         return dead
