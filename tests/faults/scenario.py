@@ -1,0 +1,93 @@
+"""One scenario end to end: start a deployment, drive load, inject the fault, let it settle,
+check the invariants, write the figures to `results/<scenario>.json`, fail with every
+violation (invariant, run ids, states) and where the processes' logs are."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.faults.checks import Checker, Violation
+from tests.faults.driver import Driver
+from tests.faults.harness import RESULTS, TERMINAL_BOUND_S, Cluster
+
+DRIVE_S = 30.0  # seconds of load per scenario (the fault happens inside it)
+
+
+@dataclass
+class Run:
+    """What a fault function gets: the deployment, the driver, a seeded RNG, the clock of
+    the drive, and a dict for its own measurements (recovery times)."""
+
+    cluster: Cluster
+    driver: Driver
+    rng: random.Random
+    started: float
+    drive_s: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def at(self, offset: float) -> None:
+        """Sleep until `offset` seconds into the drive."""
+        delay = self.started + offset - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def remaining(self) -> float:
+        return self.started + self.drive_s - time.monotonic()
+
+
+Fault = Callable[[Run], None]
+Extra = Callable[[Cluster, Checker, dict[str, Any], list[Violation]], None]
+
+
+def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: str,
+                 drive_s: float = DRIVE_S, cluster: dict[str, Any] | None = None,
+                 checker: dict[str, Any] | None = None, driver: dict[str, Any] | None = None,
+                 extra: Extra | None = None) -> None:
+    began = time.time()
+    rng = random.Random(seed)
+    result: dict[str, Any] = {"scenario": name, "seed": seed, "fault": summary,
+                              "expected": expected, "started_at": began,
+                              "bound_s": TERMINAL_BOUND_S}
+    violations: list[Violation] = []
+    with Cluster(name, **(cluster or {})) as deployment:
+        result["startup_s"] = round(time.time() - began, 1)
+        drv = Driver(deployment, rng, **(driver or {}))
+        drv.start()
+        ctx = Run(deployment, drv, rng, time.monotonic(), drive_s)
+        try:
+            fault(ctx)
+            ctx.at(drive_s)
+        finally:
+            # every fault ends inside `fault` (its finally blocks); the load stops here
+            driven = drv.stop()
+        judge = Checker(deployment, driven, **(checker or {}))
+        settle = judge.converge(deployment.faults.last_end)
+        figures, violations = judge.check()
+        figures.update(ctx.figures)
+        if extra is not None:
+            extra(deployment, judge, figures, violations)
+        figures["faults_injected"] = deployment.faults.count
+        result.update(figures=figures, settle=settle, faults=deployment.faults.public(),
+                      driven={"rows": len(driven.rows), "bursts": driven.bursts,
+                              "episodes": driven.episodes, "drive_s": drive_s},
+                      violations=[x.public() for x in violations], passed=not violations,
+                      logs=str(deployment.workdir))
+        result["duration_s"] = round(time.time() - began, 1)
+        write_result(name, result)
+    if violations:
+        lines = "\n".join(f"  - {x.line()}" for x in violations)
+        raise AssertionError(
+            f"{name} (seed {seed}): {len(violations)} invariant(s) broken\n{lines}\n"
+            f"figures: {json.dumps(result['figures'], default=str)}\n"
+            f"settle: {settle}\nlogs of every process: {result['logs']}\n"
+            f"reproduce: .venv/bin/python -m pytest -n 0 -m faults tests/faults -k {name}")
+
+
+def write_result(name: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

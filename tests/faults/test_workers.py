@@ -1,0 +1,136 @@
+"""Worker faults: SIGKILL mid-run, SIGKILL right after receiving messages, SIGSTOP past the
+lease. Two workers, so the fleet keeps running while one is down."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.faults.harness import PREFIX, Cluster, wait_until
+from tests.faults.scenario import Run, run_scenario
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+
+def running_workers(cluster: Cluster) -> dict[str, list[str]]:
+    """Worker service -> run ids it has a running attempt for."""
+    with cluster.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT run_id, worker FROM attempts WHERE status = 'running'")).all()
+    out: dict[str, list[str]] = {}
+    for run_id, worker in rows:
+        name = cluster.worker_of(worker)
+        if name is not None:
+            out.setdefault(name, []).append(run_id)
+    return out
+
+
+def test_no_fault(request: pytest.FixtureRequest) -> None:
+    """The control: the same load with no fault; every invariant must hold."""
+    run_scenario("no_fault", seed=1, fault=lambda run: None, summary="none (control)",
+                 expected="every firing runs once, every effect lands once")
+
+
+def _kill_mid_run(run: Run) -> None:
+    c = run.cluster
+    for i in range(3):
+        run.at(5 + i * 8 + run.rng.uniform(0, 3))
+        busy = wait_until(lambda: running_workers(c), 5, 0.02, "a worker with a running attempt")
+        victim = run.rng.choice(sorted(busy))
+        event = c.faults.begin("worker SIGKILL mid-run", worker=victim, runs=busy[victim])
+        c.services[victim].kill()
+        time.sleep(run.rng.uniform(0.5, 2.0))
+        c.services[victim].start()
+        c.wait_worker_ready(victim)
+        c.faults.end(event)
+
+
+def test_worker_kill_mid_run() -> None:
+    run_scenario(
+        "worker_kill_mid_run", seed=101, fault=_kill_mid_run,
+        summary="worker SIGKILLed mid-run (3 times), restarted",
+        expected="its running attempts stall (worker_lost), are alerted, retried on the other "
+                 "worker within heartbeat_timeout + sweep, and resolved")
+
+
+def unacked_runs(cluster: Cluster) -> list[str]:
+    """Run ids of messages a worker has received and not acknowledged (kombu's unacked)."""
+    client = cluster.redis.client()
+    try:
+        raw = client.hvals(f"{PREFIX}unacked")
+    finally:
+        client.close()
+    ids = []
+    for value in raw:
+        try:
+            message = json.loads(value)[0]
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            ids.append(str(args[0]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    return ids
+
+
+def _not_started(cluster: Cluster, run_ids: list[str]) -> list[str]:
+    if not run_ids:
+        return []
+    with cluster.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id FROM runs WHERE status = 'queued' AND id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)), {"ids": run_ids}).all()
+    return [r[0] for r in rows]
+
+
+def _kill_after_receive(run: Run) -> None:
+    c = run.cluster
+    for i in range(3):
+        run.at(5 + i * 8 + run.rng.uniform(0, 2))
+        run.driver.burst(40)
+        received = wait_until(lambda: _not_started(c, unacked_runs(c)), 10, 0.005,
+                              "a received message whose attempt has not started")
+        event = c.faults.begin("workers SIGKILLed after receiving", received=received)
+        for name in ("worker-1", "worker-2"):
+            c.services[name].kill()
+        time.sleep(run.rng.uniform(0.5, 1.5))
+        for name in ("worker-1", "worker-2"):
+            c.services[name].start()
+        for name in ("worker-1", "worker-2"):
+            c.wait_worker_ready(name)
+        c.faults.end(event)
+    run.figures["received_not_started"] = sum(len(e["received"]) for e in c.faults.events)
+
+
+def test_worker_kill_after_receive() -> None:
+    run_scenario(
+        "worker_kill_after_receive", seed=102, fault=_kill_after_receive,
+        summary="both workers SIGKILLed right after receiving messages (3 times)",
+        expected="messages received but not started are republished within the lost-message "
+                 "bound (not after the 2 h visibility timeout); running ones are retried")
+
+
+def _stop_past_lease(run: Run) -> None:
+    c = run.cluster
+    for i in range(2):
+        run.at(5 + i * 12 + run.rng.uniform(0, 2))
+        busy = wait_until(lambda: running_workers(c), 5, 0.02, "a worker with a running attempt")
+        victim = run.rng.choice(sorted(busy))
+        event = c.faults.begin("worker SIGSTOP past its lease", worker=victim, runs=busy[victim])
+        c.services[victim].signal(signal.SIGSTOP)
+        try:
+            time.sleep(8)  # heartbeat_timeout is 3 s
+        finally:
+            c.services[victim].signal(signal.SIGCONT)
+        c.faults.end(event)
+
+
+def test_worker_stop_past_lease() -> None:
+    run_scenario(
+        "worker_stop_past_lease", seed=103, fault=_stop_past_lease,
+        summary="worker SIGSTOPped 8 s (past its 3 s lease), then SIGCONT (twice)",
+        expected="its attempts stall and are alerted, the runs complete on the other worker; "
+                 "the woken worker's commit is fenced out, the stall stays alerted and resolves")
