@@ -252,3 +252,83 @@ def test_sql_sinks_on_sqlite_create_their_tables_without_locking_themselves(tmp_
     assert SqlAppendSink("audit_trail", db_url=url).deliver(entries) == [None] * 3
     assert SqlUpsertSink("prefs", db_url=url).deliver(entries) == [None] * 3
     assert time.monotonic() - started < 5
+
+
+class Failing:
+    """A sink that refuses every entry with a fixed error text."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
+        return [self.error] * len(entries)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "failing"}
+
+
+def test_a_stored_value_that_is_not_json_goes_dead_and_the_relay_goes_on(tmp_path: Any) -> None:
+    """SQLite keeps whatever text it is given (PostgreSQL's jsonb cannot hold such a value):
+    a NaN stored before values were checked, or a row edited by hand, used to make every
+    claim raise, so the relay retried the same failing step forever."""
+    url = f"sqlite:///{tmp_path / 'nightowl.db'}"
+    engine = make_engine(url)
+    from scheduler.storage.migrate import upgrade
+
+    upgrade(engine)
+    store = Store(engine)
+    clock = FakeClock(T0)
+    recorder = Recorder()
+    register_sink("rec", recorder)
+    bad_nan = run_with_writes(store, clock, [OutboxWrite("rec", "k", 1)], "r1")
+    bad_text = run_with_writes(store, clock, [OutboxWrite("rec", "j", 1)], "r2")
+    run_with_writes(store, clock, [OutboxWrite("rec", "k", 2), OutboxWrite("rec", "j", 2)], "r3")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"),
+                     {"v": '{"score": NaN}', "r": bad_nan.run_id})
+        conn.execute(sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"),
+                     {"v": '{"cut": ', "r": bad_text.run_id})
+    relay = Relay(OutboxStore(engine), clock)
+    report = relay.drain()
+    relay.close()
+    with engine.connect() as conn:
+        rows = {r.run_id: r for r in conn.execute(sa.text(
+            "SELECT run_id, status, last_error FROM outbox"))}
+    assert sorted(report.dead) == sorted([f"{bad_nan.run_id}:0", f"{bad_text.run_id}:0"])
+    assert rows[bad_nan.run_id].status == "dead"
+    assert "not valid JSON" in rows[bad_nan.run_id].last_error
+    assert "NaN" in rows[bad_nan.run_id].last_error
+    assert "not valid JSON" in rows[bad_text.run_id].last_error
+    # The later entries of both keys were delivered (dead rows do not block their key)
+    assert sorted((e.key, e.value) for e in recorder.got) == [("j", 2), ("k", 2)]
+    engine.dispose()
+
+
+def test_sink_errors_are_stored_scrubbed_and_without_nul(store: Store,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A Slack-style webhook carries its secret in the path, and httpx names the URL in its
+    errors; a sink error may hold a NUL character, which PostgreSQL's text type refuses."""
+    clock = FakeClock(T0)
+    broken = Receiver(status=500)
+    refused = f"http://127.0.0.1:{free_port()}/services/T0/B0/refusedTOKEN0123"
+    try:
+        register_sink("hook", WebhookSink(url=f"{broken.url}/services/T0/B0/s3cr3tTOKEN0123"))
+        register_sink("gone", WebhookSink(url=refused))
+        register_sink("nul", Failing("the sink said \x00 and hung up"))
+        run_with_writes(store, clock, [OutboxWrite("hook", "a", 1), OutboxWrite("gone", "a", 1),
+                                       OutboxWrite("nul", "a", 1)], "r1")
+        outbox = OutboxStore(store.engine)
+        relay = Relay(outbox, clock)
+        with caplog.at_level("WARNING", logger="nightowl.relay"):
+            report = relay.step()
+        relay.close()
+    finally:
+        broken.close()
+    assert report.failed == 3
+    errors = {r.sink: r.last_error for r in outbox.rows()}
+    assert errors["hook"].startswith("HTTP 500") and "127.0.0.1" in errors["hook"]
+    assert "ConnectError" in errors["gone"]
+    assert errors["nul"] == "the sink said \\x00 and hung up"
+    for text in [*errors.values(), caplog.text]:
+        assert "s3cr3tTOKEN" not in text and "refusedTOKEN" not in text and "/services/" not in text
+    assert WebhookSink(url=refused).describe()["url"] == refused.split("/services")[0]

@@ -68,11 +68,11 @@ def test_a_webhook_slower_than_the_claim_ttl_gets_each_entry_once_in_order_acros
         for r in relays:
             stop(r)
     # Then the receiver got each entry once, and per key in sequence order
-    ids = [r["headers"]["Idempotency-Key"] for r in slow_receiver.requests]
+    ids = [req["headers"]["Idempotency-Key"] for req in slow_receiver.requests]
     assert len(ids) == len(set(ids)) == 12, f"duplicates: {sorted(ids)}"
     per_key: dict[str, list[int]] = defaultdict(list)
-    for r in slow_receiver.requests:
-        per_key[r["json"]["key"]].append(r["json"]["seq"])
+    for req in slow_receiver.requests:
+        per_key[req["json"]["key"]].append(req["json"]["seq"])
     assert dict(per_key) == {k: [1, 2, 3, 4] for k in keys}
     assert all(r.attempts == 1 for r in outbox.rows())  # no claim was taken over
 

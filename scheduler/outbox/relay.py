@@ -159,7 +159,7 @@ class Relay:
         claimed = self.store.claim(self.relay_id, now, self.claim_ttl, self.batch,
                                    self.max_attempts)
         entries = claimed.entries
-        report.claimed = len(entries)
+        report.claimed = len(entries) + len(claimed.dead)  # rows settled dead count: step again
         report.dead += claimed.dead
         for entry_id in claimed.dead:
             log.error("outbox entry %s is dead: it cannot be delivered (see `nightowl outbox "
