@@ -331,4 +331,4 @@ def test_sink_errors_are_stored_scrubbed_and_without_nul(store: Store,
     assert errors["nul"] == "the sink said \\x00 and hung up"
     for text in [*errors.values(), caplog.text]:
         assert "s3cr3tTOKEN" not in text and "refusedTOKEN" not in text and "/services/" not in text
-    assert WebhookSink(url=refused).describe()["url"] == refused.split("/services")[0]
+    assert WebhookSink(url=refused).describe()["url"] == refused.split("/services", maxsplit=1)[0]
