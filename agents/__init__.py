@@ -24,6 +24,7 @@ from agents._events import (
     event_from_json,
     event_to_json,
 )
+from agents._json import NotSerialisable, check_json, json_problem
 from agents._location import SourceLocation
 from agents._spec import AgentSpec, Backoff, agent
 
@@ -40,6 +41,7 @@ __all__ = [
     "MetricAlert",
     "NightowlError",
     "NonRetryable",
+    "NotSerialisable",
     "OutboxBuffer",
     "OutboxValueError",
     "OutboxWrite",
@@ -49,6 +51,8 @@ __all__ = [
     "UnknownSinkError",
     "Usage",
     "agent",
+    "check_json",
     "event_from_json",
     "event_to_json",
+    "json_problem",
 ]

@@ -16,7 +16,9 @@ from typing import Any
 
 from agents._budget import Budget
 from agents._errors import NonRetryable
+from agents._json import NotSerialisable, check_json, finite_details
 
+# The default limit of one outbox value, encoded (NIGHTOWL_OUTBOX_MAX_VALUE_BYTES).
 MAX_OUTBOX_VALUE_BYTES = 256 * 1024
 
 
@@ -24,8 +26,9 @@ class UnknownSinkError(NonRetryable):
     """`ctx.outbox.put` named a sink nobody registered (a retry would fail the same way)."""
 
 
-class OutboxValueError(NonRetryable):
-    """An outbox value is not JSON-serialisable or is too large (retrying cannot help)."""
+class OutboxValueError(NotSerialisable):
+    """An outbox value is not portable JSON or is too large (retrying cannot help; the run
+    ends `failed/not_serialisable`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +43,10 @@ class OutboxWrite:
 class OutboxBuffer:
     """Buffers writes in memory; they are committed with the run's success or not at all."""
 
-    def __init__(self, sinks: Collection[str]) -> None:
+    def __init__(self, sinks: Collection[str], max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES
+                 ) -> None:
         self._sinks = frozenset(sinks)
+        self._max = max_value_bytes
         self._writes: list[OutboxWrite] = []
 
     def put(self, sink: str, key: str, value: Any) -> None:
@@ -53,15 +58,15 @@ class OutboxBuffer:
                 "Register it in your trigger module with register_sink(...)"
             )
         try:
-            encoded = json.dumps(value)
-        except (TypeError, ValueError) as exc:
+            check_json(value, "value")
+            check_json(str(key), "key")
+        except NotSerialisable as exc:
+            raise OutboxValueError(f"outbox value for {sink}/{key}: {exc}") from None
+        encoded = json.dumps(value)
+        if len(encoded.encode()) > self._max:
             raise OutboxValueError(
-                f"outbox value for {sink}/{key} is not JSON-serialisable: {exc}"
-            ) from None
-        if len(encoded) > MAX_OUTBOX_VALUE_BYTES:
-            raise OutboxValueError(
-                f"outbox value for {sink}/{key} is {len(encoded)} bytes; "
-                f"the limit is {MAX_OUTBOX_VALUE_BYTES}"
+                f"outbox value for {sink}/{key} is {len(encoded.encode())} bytes; the limit is "
+                f"{self._max} (NIGHTOWL_OUTBOX_MAX_VALUE_BYTES): store a reference instead"
             )
         self._writes.append(OutboxWrite(sink, str(key), json.loads(encoded)))
 
@@ -114,10 +119,22 @@ class AgentContext:
     _usage: Usage = field(default_factory=Usage, repr=False)
     _budget: Budget | None = field(default=None, repr=False)
     _over_budget: str | None = field(default=None, repr=False)
+    _warned_details: bool = field(default=False, repr=False)
 
     def heartbeat(self, note: str | None = None, **details: Any) -> None:
-        """Report progress. Cheap and non-blocking: the latest value wins."""
-        self._heartbeat_sink(note, details)
+        """Report progress. Cheap and non-blocking: the latest value wins.
+
+        Details that cannot be stored (NaN, infinities, NUL characters, non-JSON types)
+        are dropped, with one warning per attempt: a bad number must not fail the beat.
+        """
+        kept, dropped = finite_details(details)
+        if note is not None and "\x00" in note:
+            note, dropped = note.replace("\x00", ""), [*dropped, "note contains a NUL character"]
+        if dropped and not self._warned_details:
+            self._warned_details = True
+            self.log.warning("heartbeat details dropped (not storable as JSON): %s; further "
+                             "drops in this attempt are not logged", "; ".join(dropped))
+        self._heartbeat_sink(note, kept)
 
     @property
     def cancelled(self) -> bool:
@@ -133,6 +150,7 @@ class AgentContext:
     def usage(self, tokens: int = 0, cost_usd: float = 0.0, tool_calls: int = 0) -> None:
         """Add to this attempt's token, cost and tool-call counters; past the agent's
         budget, `cancelled` becomes True at once."""
+        check_json([tokens, cost_usd, tool_calls], "usage")
         self._usage.tokens += tokens
         self._usage.cost_usd += cost_usd
         self._usage.tool_calls += tool_calls

@@ -33,17 +33,17 @@ import httpx
 from pydantic import SecretStr
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from scheduler import metrics
+from scheduler import metrics, scrub
 from scheduler.clock import Clock
 from scheduler.storage.alert_store import AlertStore
-from triggers._polling import mask_url
 
 log = logging.getLogger("nightowl.alerts")
 
-AlertKind = Literal["run_stalled", "run_dead", "run_late", "trigger_source_failing", "outbox_dead",
-                    "watchdog_down", "scheduler_down"]
+AlertKind = Literal["run_stalled", "run_dead", "run_late", "run_stuck", "trigger_source_failing",
+                    "scheduler_failing", "outbox_dead", "watchdog_down", "scheduler_down"]
 SEVERITY: dict[str, str] = {
     "run_stalled": "warning", "run_dead": "critical", "run_late": "warning",
+    "run_stuck": "critical", "scheduler_failing": "critical",
     "trigger_source_failing": "warning", "outbox_dead": "critical",
     "watchdog_down": "critical", "scheduler_down": "critical",
 }
@@ -100,13 +100,21 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 class WebhookChannel:
-    """A generic JSON webhook, signed with HMAC-SHA256 over timestamp and body."""
+    """A generic JSON webhook, signed with HMAC-SHA256 over timestamp and body.
 
-    def __init__(self, url: str, secret: SecretStr | None, timeout: float = 10.0) -> None:
-        self.url = url
+    The URL is a secret (a Slack-style hook carries its token in the path): the channel
+    is named by scheme and host only (`webhook:https://hooks.slack.com`), and the URL is
+    registered with the scrubber so no error that quotes it is stored or logged whole.
+    """
+
+    def __init__(self, url: str | SecretStr, secret: SecretStr | None, timeout: float = 10.0) -> None:
+        self.url = url if isinstance(url, SecretStr) else SecretStr(url)
         self.secret = secret
         self.timeout = timeout
-        self.name = f"webhook:{mask_url(url)}"
+        raw = self.url.get_secret_value()
+        scrub.register_path_secret_url(raw)
+        scrub.register(secret)
+        self.name = f"webhook:{scrub.origin(raw)}"
 
     def send(self, alert: Alert, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -115,19 +123,22 @@ class WebhookChannel:
                    "User-Agent": "nightowl-alerts"}
         if self.secret is not None:
             headers["X-Nightowl-Signature"] = sign(self.secret.get_secret_value(), timestamp, body)
-        response = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout)
+        response = httpx.post(self.url.get_secret_value(), content=body, headers=headers,
+                              timeout=self.timeout)
         response.raise_for_status()
 
 
 class AppriseChannel:
     """Whatever apprise supports: `slack://...`, `mailto://...`, `pagerduty://...`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str | SecretStr) -> None:
         import apprise
 
-        self.name = f"apprise:{url.split('://', 1)[0]}"
+        raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+        scrub.register_apprise_url(raw)
+        self.name = f"apprise:{raw.split('://', 1)[0]}"
         self._apprise = apprise.Apprise()
-        if not self._apprise.add(url):
+        if not self._apprise.add(raw):
             raise ValueError(f"apprise does not understand the URL for {self.name!r}; check "
                              "NIGHTOWL_ALERT_URLS")
 
@@ -169,10 +180,12 @@ class _Worker:
                 with attempt:
                     self.channel.send(alert, payload)
         except Exception as exc:
-            outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            # Scrubbed before it is cut short: a cut could leave half a secret unrecognised.
+            error = scrub.scrub_text(f"{type(exc).__name__}: {exc}")
+            outcome = f"failed: {error[:200]}"
             metrics.ALERTS_SENT.labels(self.channel.name, "failed").inc()
             log.error("alert %s via %s failed after %d attempts: %s", alert.dedupe_key,
-                      self.channel.name, self.attempts, exc)
+                      self.channel.name, self.attempts, error)
         if outcome == "sent":
             metrics.ALERTS_SENT.labels(self.channel.name, "sent").inc()
         try:
@@ -194,6 +207,7 @@ class AlertManager:
 
     def fire(self, alert: Alert) -> bool:
         """Raise (or remind about) a firing alert; True when something was sent."""
+        alert = scrubbed(alert)
         now = self.clock.now()
         open_, episode = self.store.episode(alert.dedupe_key)
         if open_ is not None:
@@ -209,6 +223,7 @@ class AlertManager:
 
     def resolve(self, alert: Alert) -> bool:
         """Close the open episode of `alert.dedupe_key`, if any; True when sent."""
+        alert = scrubbed(alert)
         open_, _ = self.store.episode(alert.dedupe_key)
         if open_ is None:
             return False
@@ -254,7 +269,16 @@ class AlertManager:
             worker.thread.join(timeout)
 
 
-def channels_from(urls: Sequence[str], webhook_url: str | None,
+def scrubbed(alert: Alert) -> Alert:
+    """The alert as it may be stored and sent: no secret in its message or details (they
+    often quote an error, and errors quote URLs)."""
+    message, details = scrub.scrub_text(alert.message), scrub.scrub_value(alert.details)
+    if message == alert.message and details == alert.details:
+        return alert
+    return Alert(**{**asdict(alert), "message": message, "details": details})
+
+
+def channels_from(urls: Sequence[str | SecretStr], webhook_url: str | SecretStr | None,
                   webhook_secret: SecretStr | None) -> list[Channel]:
     """The configured channels; a URL apprise cannot parse fails at start, by name."""
     channels: list[Channel] = [AppriseChannel(u) for u in urls]

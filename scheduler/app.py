@@ -7,13 +7,17 @@ The settings that decide message loss and duplication are set together here
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 from celery import Celery, Task, signals
+from celery.exceptions import Reject
 
 from scheduler import deadletters, metrics
+from scheduler.logs import install_scrubbing
+from scheduler.scrub import scrub_text
 from scheduler.settings import Settings
 from triggers import Registry, load
 
@@ -74,6 +78,39 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
 FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry", "budget_exceeded"})
 
 
+log = logging.getLogger("nightowl.worker")
+# After a database or Redis failure before an attempt started, a delivery goes back to the
+# broker after this pause (doubling per failure in a row, up to the max), so a worker does
+# not spin through the queue while the database restarts.
+REQUEUE_PAUSE = (0.5, 5.0)
+
+
+class _StartFailures:
+    """Consecutive start failures of this process: the pause and a rate-limited log line."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged_at = 0.0
+
+    def failed(self, reason: str) -> float:
+        self.count += 1
+        pause: float = min(REQUEUE_PAUSE[0] * 2.0 ** (self.count - 1), REQUEUE_PAUSE[1])
+        now = time.monotonic()
+        if self.count == 1 or now - self._logged_at >= 60:
+            self._logged_at = now
+            log.warning("%s; the delivery goes back to the queue (%d in a row; logged once a "
+                        "minute while it lasts)", reason, self.count)
+        return pause
+
+    def succeeded(self) -> None:
+        if self.count:
+            log.info("deliveries start again after %d failed start(s)", self.count)
+        self.count = 0
+
+
+_start_failures = _StartFailures()
+
+
 class AttemptFailed(Exception):
     """The attempt ended without success (already recorded; the message is acked, not retried:
     retries are the database's, through the sweeper)."""
@@ -88,15 +125,24 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
                                payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
                                details={"expected": "[run_id]"})
             return
+        from scheduler.executor import DeliveryNotStarted
+
         started = time.monotonic()
-        outcome = current_runtime().executor.execute(agent_name, args[0], task_id=task.request.id)
+        try:
+            outcome = current_runtime().executor.execute(agent_name, args[0],
+                                                         task_id=task.request.id)
+        except DeliveryNotStarted as exc:
+            time.sleep(_start_failures.failed(str(exc)))
+            raise Reject(str(exc), requeue=True) from None
+        _start_failures.succeeded()
         metrics.observe_delivery(agent_name, outcome, time.monotonic() - started)
         if outcome == "unknown_run":
             deadletters.record("unknown_run", task_name=task.name, task_id=task.request.id,
                                payload=repr(args), details={"run_id": args[0]})
         if outcome in FAILED_OUTCOMES:
-            raise AttemptFailed(f"run {args[0]}: {outcome} (`nightowl runs show {args[0]}` has "
-                                "the error and what happens next)")
+            # Celery's events carry this text to Flower: scrubbed like everything we print.
+            raise AttemptFailed(scrub_text(f"run {args[0]}: {outcome} (`nightowl runs show "
+                                           f"{args[0]}` has the error and what happens next)"))
 
     # throws: an expected outcome, logged in one line without a traceback.
     app.task(name=f"agent.{agent_name}", bind=True, queue=queue, acks_late=True,
@@ -117,6 +163,7 @@ def get_app() -> Celery:
     global _app
     with _app_lock:
         if _app is None:
+            install_scrubbing()  # `celery -A scheduler.celery_app worker|flower` log through it
             settings = Settings()
             _app = create_app(settings, load(settings.triggers))
         return _app

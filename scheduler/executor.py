@@ -23,19 +23,29 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import redis
+import sqlalchemy as sa
 
-from agents import AgentContext, AgentSpec, NonRetryable, OutboxBuffer, event_from_json
-from agents._context import OutboxWrite
-from scheduler import cancel
+from agents import (
+    AgentContext,
+    AgentSpec,
+    NonRetryable,
+    NotSerialisable,
+    OutboxBuffer,
+    event_from_json,
+    json_problem,
+)
+from agents._context import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Lease, LeaseScripts
 from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import (
+    Beat,
     ConcurrencyBlockedError,
     OverlapBlockedError,
     StartedAttempt,
     Store,
+    is_transient,
 )
 from triggers import Registry
 
@@ -44,14 +54,20 @@ log = logging.getLogger("nightowl.worker")
 Outcome = Literal[
     "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
     "unknown_run", "unknown_agent", "poison", "skipped", "parked", "timed_out", "cancelled",
-    "budget_exceeded",
+    "budget_exceeded", "early",
 ]
+FENCED_OUT = "fenced_out"  # the watch thread's cancel reason when a beat finds a newer fence
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
 
 
-class NotSerialisableError(Exception):
+class NotSerialisableError(NotSerialisable):
     """The agent returned something JSON cannot carry."""
+
+
+class DeliveryNotStarted(Exception):
+    """The database or Redis failed before the attempt started: the delivery must go back to
+    the broker (not be acked into oblivion); the task layer requeues it after a pause."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,8 @@ def _cancel_verdict(reason: str, *, hard: bool) -> _Verdict:
                         "budget_exceeded")
     if reason == "timeout":
         return _Verdict("timed_out", "hard" if hard else "soft", "timed_out", "timed_out")
+    if reason == FENCED_OUT:  # nothing of it will be written: the fence already refuses it
+        return _Verdict("cancelled", FENCED_OUT, "fenced_out", "fenced_out")
     return _Verdict("cancelled", reason, "cancelled", "cancelled")
 
 
@@ -155,6 +173,7 @@ class Executor:
         key_prefix: str,
         heartbeat_interval: float,
         sinks: frozenset[str] = frozenset(),
+        outbox_max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES,
     ) -> None:
         self.store = store
         self.redis = redis_client
@@ -164,6 +183,7 @@ class Executor:
         self.prefix = key_prefix
         self.heartbeat_interval = heartbeat_interval
         self.sinks = sinks
+        self.outbox_max_value_bytes = outbox_max_value_bytes
         self._scripts = LeaseScripts(redis_client)
         self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
 
@@ -176,25 +196,32 @@ class Executor:
         owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
         lease = Lease(self.redis, f"{self.prefix}run:{run_id}", owner, ttl_ms / 1000,
                       self._scripts)
-        if not lease.acquire():
-            until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
-            self.store.defer(run_id, until)
-            log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
-            return "lease_held"
         member: Member | None = None
+        started: StartedAttempt | None = None
         try:
             try:
+                if not lease.acquire():
+                    until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
+                    self.store.defer(run_id, until)
+                    log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
+                    return "lease_held"
                 started = self.store.begin_attempt(
                     run_id, self.worker_id, task_id, self.clock.now(), spec.heartbeat_timeout,
                     agent=spec.name, concurrency=spec.concurrency)
+                if started is None:
+                    return self._not_started(agent_name, run_id, task_id)
             except OverlapBlockedError as blocked:
                 return self._blocked(blocked)
             except ConcurrencyBlockedError:
                 self.store.park(run_id, self.clock.now() + PARK_POLL, "concurrency")
                 log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
                 return "parked"
-            if started is None:
-                return self._not_started(agent_name, run_id, task_id)
+            except (sa.exc.DBAPIError, redis.RedisError) as exc:
+                if isinstance(exc, sa.exc.DBAPIError) and not is_transient(exc):
+                    raise
+                # Nothing of this delivery ran: hand it back instead of acking it away.
+                raise DeliveryNotStarted(f"run {run_id}: {type(exc).__name__} before its "
+                                         "attempt started") from exc
             member = Member(run_id, started.attempt, started.fence)
             return self._run_started(spec, started, member, lease, ttl_ms)
         finally:
@@ -230,6 +257,15 @@ class Executor:
             log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent,
                       agent_name)
             return "unknown_run"
+        if run.cancel_requested is not None:
+            reason = self.store.end_cancelled(run_id, self.clock.now())
+            if reason is not None:
+                log.info("run %s cancelled (%s) before this delivery started it", run_id, reason)
+                return "cancelled"
+        if run.status == "waiting" and run.not_before and run.not_before > self.clock.now():
+            log.info("run %s waits until %s (%s); early delivery dropped", run_id,
+                     run.not_before.isoformat(), run.waiting_for)
+            return "early"
         return "duplicate"
 
     def _blocked(self, blocked: OverlapBlockedError) -> Outcome:
@@ -248,9 +284,13 @@ class Executor:
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
                                              "trigger": started.trigger,
                                              "attempt": started.attempt})
-        if started.attempt > 1:
-            # A cancel request aimed at an earlier attempt must not stop this one.
-            cancel.clear(self.redis, self.prefix, run_id)
+        if started.took_over and started.attempt > spec.max_attempts:
+            # The attempt before this one died with its worker and was the last allowed.
+            self._finish(started, _Verdict("dead", "attempts_exhausted", "failed", "dead"),
+                         error=f"attempt {started.attempt - 1} was lost with its worker and "
+                               f"max_attempts={spec.max_attempts} is reached")
+            logger.error("run %s dead: attempts exhausted (its last worker was lost)", run_id)
+            return "dead"
         if started.deliveries > spec.max_deliveries:
             self._finish(started, _Verdict("failed", "poison", "failed", "poison"),
                          error=f"delivered {started.deliveries - 1} times without finishing "
@@ -272,27 +312,36 @@ class Executor:
             run_id=run_id, idempotency_key=started.idempotency_key, attempt=started.attempt,
             logical_time=started.logical_time, trigger=started.trigger, agent=spec.name,
             fence=started.fence, deadline=deadline, log=logger,
-            outbox=OutboxBuffer(self.sinks), previous_heartbeat=started.previous_heartbeat,
+            outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
+            previous_heartbeat=started.previous_heartbeat,
             _heartbeat_sink=on_progress,
             _cancel=cancel_event, _budget=spec.budget,
         )
 
+        last_beat = [Beat(True)]
+
         def poll_cancel() -> str | None:
             if ctx.over_budget is not None:
                 return BUDGET + ctx.over_budget
-            return cancel.cancel_reason(self.redis, self.prefix, run_id)
+            if not last_beat[0].current:
+                return FENCED_OUT  # a newer attempt holds the run (a stall, a takeover)
+            return last_beat[0].cancel_requested
 
         def beat() -> None:
-            current = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
-                                      dict(latest) if latest else None, progress_at=progress["at"])
-            if current:
+            last_beat[0] = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
+                                           dict(latest) if latest else None,
+                                           progress_at=progress["at"])
+            if last_beat[0].current:
                 self._index_beat(member, spec, progress["at"])
+            else:
+                logger.warning("run %s attempt %d is fenced out (a newer attempt holds the "
+                               "run): stopping it", run_id, started.attempt)
 
         def on_hard(reason: str) -> None:
-            self._finish(started, _cancel_verdict(reason, hard=True),
-                         error=f"still running {spec.cancel_grace} after {reason}",
-                         last_heartbeat=dict(latest) or None)
-            cancel.clear(self.redis, self.prefix, run_id)
+            if reason != FENCED_OUT:  # a fenced-out attempt has nothing it may write
+                self._finish(started, _cancel_verdict(reason, hard=True),
+                             error=f"still running {spec.cancel_grace} after {reason}",
+                             last_heartbeat=dict(latest) or None)
             if in_prefork_child():
                 logger.error("run %s: terminating the pool process after %s", run_id, reason)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -313,18 +362,19 @@ class Executor:
         if watch.hard and watch.reason is not None:
             return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
         verdict = self._verdict(spec, started, watch.reason, ctx.over_budget, error)
-        ok = self._finish(
+        written = self._finish(
             started, verdict, result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
             usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None,
             outbox=ctx.outbox.writes)
-        if watch.reason is not None:
-            cancel.clear(self.redis, self.prefix, run_id)
-        if not ok:
+        if written is None:
             logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
                            run_id, started.attempt)
             return "fenced_out"
+        if written == "cancelled" and verdict.status == "waiting":
+            logger.info("run %s cancelled: the cancel request outranks the retry", run_id)
+            return "cancelled"
         logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
                    verdict.outcome, "" if error is None else f": {error}")
         return verdict.outcome
@@ -360,18 +410,17 @@ class Executor:
             result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
         else:
             result = spec.func(ctx, event)
-        try:
-            return json.loads(json.dumps(result))
-        except (TypeError, ValueError) as exc:
+        problem = json_problem(result, "result")
+        if problem is not None:
             raise NotSerialisableError(
-                f"agent {spec.name!r} ({spec.location}) returned a {type(result).__name__}"
-                f" that is not JSON-serialisable: {exc}. Return dicts, lists, str, numbers, bool"
-                " or None"
-            ) from None
+                f"agent {spec.name!r} ({spec.location}) returned a value that cannot be stored: "
+                f"{problem}. Return dicts, lists, str, finite numbers, bool or None"
+            )
+        return json.loads(json.dumps(result))
 
     def _failure_verdict(self, spec: AgentSpec, exc: BaseException,
                          started: StartedAttempt) -> _Verdict:
-        if isinstance(exc, NotSerialisableError):
+        if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
             return _Verdict("failed", "not_serialisable", "failed", "failed")
         if isinstance(exc, NonRetryable):
             return _Verdict("failed", "non_retryable", "failed", "failed")
@@ -386,7 +435,7 @@ class Executor:
                 error: str | None = None, error_class: str | None = None,
                 usage: dict[str, Any] | None = None,
                 last_heartbeat: dict[str, Any] | None = None,
-                outbox: Sequence[OutboxWrite] = ()) -> bool:
+                outbox: Sequence[OutboxWrite] = ()) -> str | None:
         now = self.clock.now()
         return self.store.finish(
             started, status=verdict.status, reason=verdict.reason,

@@ -33,6 +33,9 @@ DELIVERIES_DROPPED = Counter("nightowl_deliveries_dropped_total",
 STALLED = Counter("nightowl_runs_stalled_total", "Attempts the watchdog ended as stalled.",
                   ["agent", "reason"])
 DEAD = Counter("nightowl_runs_dead_total", "Runs the watchdog marked dead.", ["agent"])
+LOST_REPUBLISHED = Counter("nightowl_runs_lost_republished_total",
+                           "Queued runs republished because their broker message was gone.")
+STUCK = Gauge("nightowl_runs_stuck", "Runs queued past NIGHTOWL_STUCK_AFTER with no message.")
 HEARTBEAT_AGE = Gauge("nightowl_heartbeat_age_seconds",
                       "Age of the oldest liveness heartbeat among running attempts.")
 OUTBOX_ROWS = Gauge("nightowl_outbox_rows", "Outbox rows by sink and status.", ["sink", "status"])

@@ -1,11 +1,13 @@
 """Operator actions shared by the CLI and tests: fire, retry, cancel.
 
-Each commits first and publishes right after, like the scheduler does, so a
-crash between the two leaves a `pending` run the sweeper picks up.
+Each commits first and publishes right after through the one publish path
+(`scheduler.publish.dispatch`), like the scheduler does, so a crash or a broker
+outage between the two leaves a `pending` run the sweeper picks up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import uuid
@@ -16,9 +18,9 @@ from typing import Any
 import redis
 
 from agents import ManualFire, event_to_json
-from scheduler.cancel import request_cancel
 from scheduler.errors import RunNotFoundError, SchedulerError
-from scheduler.publish import Publisher
+from scheduler.publish import Publisher, dispatch
+from scheduler.scrub import scrub_text
 from scheduler.service import overlap_for
 from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import Dispatch, NewRun, Store
@@ -37,6 +39,10 @@ class Fired:
     idempotency_key: str
     status: str
     created: bool
+    # False when the broker could not be reached: the run is recorded (`pending`) and the
+    # scheduler's sweeper publishes it within seconds of the broker answering again.
+    published: bool = True
+    publish_error: str | None = None
 
 
 def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, now: datetime,
@@ -61,11 +67,16 @@ def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, n
                         if r.idempotency_key == idem)
         return Fired(existing.id, idem, existing.status, created=False)
     (new,) = inserted
-    if new.status == "pending":
-        publisher.publish([Dispatch(new.id, new.agent, new.queue, trigger, 0)])
-        store.mark_queued([new.id], now)
-        return Fired(new.id, idem, "queued", created=True)
-    return Fired(new.id, idem, new.status, created=True)
+    if new.status != "pending":
+        return Fired(new.id, idem, new.status, created=True)
+    try:
+        sent = dispatch(store, publisher, [Dispatch(new.id, new.agent, new.queue, trigger, 0)], now)
+    except Exception as exc:
+        return Fired(new.id, idem, "pending", created=True, published=False,
+                     publish_error=scrub_text(f"{type(exc).__name__}: {exc}"))
+    # Not claimed: a worker could not have it yet, so only the sweeper (it was pending past its
+    # grace already) sent it; either way it is on its way.
+    return Fired(new.id, idem, "queued" if sent else "pending", created=True)
 
 
 def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dispatch:
@@ -76,12 +87,13 @@ def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dis
     if run.status not in RETRYABLE:
         raise OperationError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE)} runs "
                              "can be retried")
-    dispatch = store.revive(run_id, RETRYABLE)
-    if dispatch is None:
+    revived = store.revive(run_id, RETRYABLE)
+    if revived is None:
         raise OperationError(f"run {run_id} changed while retrying; look at it again")
-    publisher.publish([dispatch])
-    store.mark_queued([run_id], now)
-    return dispatch
+    # A broker failure leaves it `pending`: the sweeper publishes it once the broker answers.
+    with contextlib.suppress(Exception):
+        dispatch(store, publisher, [revived], now)
+    return revived
 
 
 def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: datetime) -> str:
@@ -93,6 +105,7 @@ def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: dat
         raise OperationError(f"run {run_id} already ended {run.status}")
     if store.cancel_unstarted(run_id, now):
         return "cancelled before it started"
-    request_cancel(client, prefix, run_id, "by_user")
-    return ("cancel requested: the agent sees ctx.cancelled; a prefork worker terminates it "
-            "after the agent's cancel_grace")
+    if not store.request_cancel([run_id], "by_user"):
+        raise OperationError(f"run {run_id} ended while cancelling; look at it again")
+    return ("cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
+            "will not start; a prefork worker terminates it after the agent's cancel_grace")

@@ -14,19 +14,53 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from celery import Celery
 
-from scheduler.storage.store import Dispatch
+from scheduler.storage.store import Dispatch, Store
+
+log = logging.getLogger("nightowl.publish")
 
 PUBLISHED_AT_HEADER = "nightowl_published_at"
+# The run a message is for, readable without decoding the body: the lost-message check
+# matches it in the broker's lists (scheduler/broker_view.py).
+RUN_ID_HEADER = "nightowl_run_id"
 BATCH_MAX = 1000
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def dispatch(store: Store, publisher: Publisher, dispatches: Sequence[Dispatch], now: datetime,
+             *, redeliver_grace: timedelta = timedelta(0)) -> list[Dispatch]:
+    """The one path from the runs table to the broker: the tick, the sweeper, the lost-message
+    check, the watchdog's requeue, `fire` and `retry` all call it.
+
+    Claim first, publish second. The claim (`queued`, compared on the status and fence the
+    caller saw) commits before any message exists, so no worker can have acted on the run
+    yet and no worker's write is ever overwritten by bookkeeping. If the publish fails the
+    claim is handed back (`pending`, for the sweeper); if even that fails, the run is
+    `queued` with no message, which the lost-message check republishes within its bound.
+    Returns the dispatches actually published.
+    """
+    claimed = store.claim_for_publish(dispatches, now, redeliver_grace)
+    if not claimed:
+        return []
+    try:
+        publisher.publish(claimed)
+    except Exception:
+        try:
+            store.unclaim(claimed, now)
+        except Exception as exc:  # the lost-message check covers these
+            log.warning("could not hand %d unpublished runs back (%s); the lost-message check "
+                        "republishes them", len(claimed), type(exc).__name__)
+        raise
+    return claimed
 
 
 def argsrepr(d: Dispatch) -> str:
@@ -73,7 +107,8 @@ class Publisher:
             task_id, f"agent.{d.agent}", args=(d.run_id,), kwargs={}, argsrepr=argsrepr(d),
             kwargsrepr="{}", origin=self._origin, ignore_result=True,
         )
-        headers: dict[str, Any] = {**msg.headers, PUBLISHED_AT_HEADER: published_at}
+        headers: dict[str, Any] = {**msg.headers, PUBLISHED_AT_HEADER: published_at,
+                                   RUN_ID_HEADER: d.run_id}
         body = json.dumps(msg.body).encode()
         return json.dumps({
             "body": base64.b64encode(body).decode(),
@@ -92,6 +127,11 @@ class Publisher:
             },
         })
 
+    @property
+    def broker_redis(self) -> tuple[redis.Redis, str] | None:
+        """The broker's Redis client and kombu key prefix, or None for other brokers."""
+        return None if self._redis is None else (self._redis, self._prefix)
+
     @functools.cached_property
     def _origin(self) -> str:
         """The publishing node's name, as Celery puts it in each message (computed once: it
@@ -106,5 +146,6 @@ class Publisher:
             for d in dispatches:
                 self.app.send_task(
                     f"agent.{d.agent}", args=[d.run_id], queue=d.queue, producer=producer,
-                    argsrepr=argsrepr(d), headers={PUBLISHED_AT_HEADER: now},
+                    argsrepr=argsrepr(d),
+                    headers={PUBLISHED_AT_HEADER: now, RUN_ID_HEADER: d.run_id},
                 )

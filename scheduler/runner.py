@@ -18,6 +18,7 @@ from scheduler.outbox.relay import Relay
 from scheduler.publish import Publisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.steplog import StepFailures
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import OutboxStore
@@ -48,7 +49,7 @@ def build_watchdog(settings: Settings, registry: Registry, clock: Clock | None =
         registry=registry, store=store, alerts=build_alerts(settings, store, clock),
         redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
         publisher=Publisher(app), key_prefix=settings.redis_prefix,
-        leader_ttl=settings.leader_ttl, revoke=revoke)
+        leader_ttl=settings.leader_ttl, revoke=revoke, stuck_after=settings.stuck_after)
 
 
 def build_relay(settings: Settings, *, batch: int = 200, clock: Clock | None = None) -> Relay:
@@ -75,6 +76,7 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         leader_ttl=settings.leader_ttl,
         pending_grace=settings.pending_grace,
         requeue_after=settings.visibility_timeout,
+        requeue_lost_after=settings.requeue_lost_after,
         poll_wait=min(settings.tick_interval, 0.25),
         source_defaults=settings.source_defaults(),
     )
@@ -89,9 +91,10 @@ class _IntervalLoop:
     """
 
     def __init__(self, jobs: list[tuple[str, Callable[[], object], float]],
-                 on_stop: Callable[[], None]) -> None:
+                 on_stop: Callable[[], None], logger: logging.Logger = log) -> None:
         self.stopped = threading.Event()
         self._on_stop = on_stop
+        self.failures = StepFailures(logger)
         self._first = jobs[0]
         self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
             "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
@@ -99,13 +102,14 @@ class _IntervalLoop:
         for name, step, seconds in jobs:
             self._aps.add_job(self._guarded, "interval", args=[name, step], seconds=seconds, id=name)
 
-    @staticmethod
-    def _guarded(name: str, step: Callable[[], object]) -> None:
+    def _guarded(self, name: str, step: Callable[[], object]) -> None:
+        """One step; during an outage one line, then one a minute, not a traceback per wake-up."""
         try:
             step()
-        except Exception:
-            log.exception("%s failed; retrying at the next wake-up", name)
+        except Exception as exc:
+            self.failures.failed(name, exc)
         else:
+            self.failures.succeeded(name)
             LOOP_LAST_SUCCESS.labels(name).set_to_current_time()
 
     def start(self) -> None:
@@ -126,7 +130,7 @@ class WatchdogLoop(_IntervalLoop):
     def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
         self.watchdog = watchdog
         super().__init__([("watchdog check", watchdog.check, settings.watchdog_interval)],
-                         watchdog.close)
+                         watchdog.close, logging.getLogger("nightowl.watchdog"))
 
 
 class ServiceLoop(_IntervalLoop):

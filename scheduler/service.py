@@ -10,8 +10,17 @@ Tick, numbered:
 3. evaluate each: firings, new state, next evaluation;
 4. in transactions of <= 500 firings: insert runs (duplicates ignored by the
    UNIQUE idempotency key) and compare-and-set each trigger's state;
-5. after each commit, publish that chunk in one pipelined batch, then mark it queued.
+5. after each commit, claim that chunk (`queued`) and publish it in one pipelined batch.
 A crash between 4 and 5 leaves runs `pending`; `sweep()` publishes them.
+
+Any failure in 3-5 leaves every trigger taken off the heap in step 2 scheduled again
+(with backoff), so a database blip never unschedules a trigger; a tick that failed
+raises after putting them back (the loop's healthcheck goes stale) and failures that
+last raise `scheduler_failing`.
+
+Sweep: republish `pending` runs past the grace, due `waiting` runs and `running` runs
+whose lease expired, and (on a Redis broker) `queued` runs whose message is gone from
+the broker for `requeue_lost_after` (scheduler/broker_view.py).
 
 Polling triggers (db_change, queue_depth, metric: `source.polls`) do I/O, so
 step 3 runs them on a small thread pool: a slow or dead watched database
@@ -35,12 +44,13 @@ import redis
 
 from agents import event_to_json
 from scheduler import metrics
-from scheduler.alerts import AlertManager, leader_watch
-from scheduler.cancel import request_cancel
+from scheduler.alerts import Alert, AlertManager, leader_watch
+from scheduler.broker_view import BrokerView
 from scheduler.clock import Clock
-from scheduler.errors import StateConflictError
+from scheduler.errors import SchedulerError, StateConflictError
 from scheduler.leases import Leadership, Lease, identity
-from scheduler.publish import Publisher
+from scheduler.publish import Publisher, dispatch
+from scheduler.scrub import scrub_text
 from scheduler.storage.retention import prune
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
@@ -54,6 +64,16 @@ CHUNK_SIZE = 500
 FIRST_CHUNK_SIZE = 50
 PRUNE_EVERY = 30  # sweeps between retention batches (about a minute at the default interval)
 ERROR_BACKOFF = timedelta(seconds=5)
+# A failed tick commit puts its triggers back this long after now, doubling per failed tick
+# in a row up to the max: a blip costs a second, an outage does not hammer the database.
+COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
+FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
+LOST_BATCH = 1000  # queued runs the lost-message check looks at per pass
+
+
+class TickFailedError(SchedulerError):
+    """A tick could not commit; its triggers are scheduled again (raised for the loop, whose
+    healthcheck must not stay green while no firing is committed)."""
 
 
 @dataclass
@@ -96,6 +116,7 @@ class SchedulerService:
         leader_ttl: float = 10.0,
         pending_grace: float = 5.0,
         requeue_after: float = 7200.0,
+        requeue_lost_after: float = 15.0,
         owner: str | None = None,
         poll_workers: int = 8,
         poll_wait: float = 30.0,
@@ -109,8 +130,16 @@ class SchedulerService:
         self.publisher = publisher
         self.clock = clock
         self.pending_grace = timedelta(seconds=pending_grace)
-        # A run `queued` this long without starting lost its message: publish it again.
+        # A run `queued` this long without starting lost its message: publish it again (the
+        # fallback for brokers that cannot be inspected; Redis gets the lost-message check).
         self.requeue_after = timedelta(seconds=requeue_after)
+        self.requeue_lost_after = timedelta(seconds=requeue_lost_after)
+        broker = publisher.broker_redis
+        self.broker = None if broker is None else BrokerView(*broker)
+        self._next_lost_check: datetime | None = None
+        self._failed_ticks = 0
+        self._failing_since: datetime | None = None
+        self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
         self.redis = redis_client
         self.prefix = key_prefix
         self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
@@ -175,21 +204,82 @@ class SchedulerService:
                 return report
             report.leader = True
             now = self.clock.now()
-            due = list(self._pop_due(now))
-            started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
-            # Streamed: the first chunk commits and publishes after <= 500 evaluations,
-            # not after all of them.
-            evaluated = (self._evaluate(name, now, report) for name in due
-                         if not _polls(self.registry, name))
-            for chunk in _chunks(p for p in evaluated if p is not None):
-                self._commit_chunk(chunk, now, report)
-            if started:
-                wait(started, timeout=self.poll_wait)
-            polled = (self._finish_poll(name, now, report) for name in list(self._inflight)
-                      if self._inflight[name][0].done())
-            for chunk in _chunks(p for p in polled if p is not None):
-                self._commit_chunk(chunk, now, report)
-            return report
+            failure: BaseException | None = None
+            try:
+                self._tick(now, report)
+            except Exception as exc:
+                failure = exc
+            finally:
+                # Whatever failed, every trigger taken off the heap is scheduled again.
+                retry_at = now + self._commit_backoff() if failure is not None else now
+                for name in self._taken - set(self._inflight):
+                    heapq.heappush(self._heap, (retry_at, name))
+                self._taken.clear()
+            if failure is None:
+                self._tick_succeeded(now)
+                return report
+            report.errors += 1
+            self._tick_failed(now, failure)
+            raise TickFailedError(
+                f"tick failed ({scrub_text(f'{type(failure).__name__}: {failure}')[:300]}); "
+                f"its triggers retry in {self._commit_backoff()}") from failure
+
+    def _tick(self, now: datetime, report: TickReport) -> None:
+        due = list(self._pop_due(now))
+        self._taken.update(due)
+        started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
+        # Streamed: the first chunk commits and publishes after <= 500 evaluations,
+        # not after all of them.
+        evaluated = (self._evaluate(name, now, report) for name in due
+                     if not _polls(self.registry, name))
+        for chunk in _chunks(p for p in evaluated if p is not None):
+            self._commit_chunk(chunk, now, report)
+        if started:
+            wait(started, timeout=self.poll_wait)
+        done = [name for name in list(self._inflight) if self._inflight[name][0].done()]
+        self._taken.update(done)
+        polled = (self._finish_poll(name, now, report) for name in done)
+        for chunk in _chunks(p for p in polled if p is not None):
+            self._commit_chunk(chunk, now, report)
+
+    def _schedule(self, name: str, at: datetime) -> None:
+        heapq.heappush(self._heap, (at, name))
+        self._taken.discard(name)
+
+    def _commit_backoff(self) -> timedelta:
+        first, most = COMMIT_BACKOFF
+        backoff: timedelta = min(first * 2 ** max(self._failed_ticks - 1, 0), most)
+        return backoff
+
+    def _tick_failed(self, now: datetime, failure: BaseException) -> None:
+        self._failed_ticks += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        if self.alerts is None or now - self._failing_since < FAILING_ALERT_AFTER:
+            return
+        try:
+            self.alerts.fire(Alert(
+                kind="scheduler_failing", dedupe_key="scheduler_failing",
+                message=(f"scheduler ticks have failed since {self._failing_since.isoformat()} "
+                         f"({self._failed_ticks} in a row): no firing is being committed; last "
+                         f"error: {scrub_text(f'{type(failure).__name__}: {failure}')[:500]}"),
+                details={"since": self._failing_since.isoformat(),
+                         "failed_ticks": self._failed_ticks}))
+        except Exception as exc:  # the alert store may be what is failing; the health says so
+            log.debug("scheduler_failing alert not recorded: %s", exc)
+
+    def _tick_succeeded(self, now: datetime) -> None:
+        if self._failing_since is None:
+            return
+        if self.alerts is not None and now - self._failing_since >= FAILING_ALERT_AFTER:
+            try:
+                self.alerts.resolve(Alert(kind="scheduler_failing", dedupe_key="scheduler_failing",
+                                          message="scheduler ticks commit again"))
+            except Exception as exc:
+                log.debug("scheduler_failing resolve not recorded: %s", exc)
+        log.info("ticks commit again after %d failed tick(s)", self._failed_ticks)
+        self._failed_ticks = 0
+        self._failing_since = None
 
     def _pop_due(self, now: datetime) -> Iterator[str]:
         while self._heap and self._heap[0][0] <= now:
@@ -220,7 +310,7 @@ class SchedulerService:
         except Exception:
             report.errors += 1
             log.exception("trigger %s failed to evaluate; retrying in %s", name, ERROR_BACKOFF)
-            heapq.heappush(self._heap, (now + ERROR_BACKOFF, name))
+            self._schedule(name, now + ERROR_BACKOFF)
             return None
         report.evaluated += 1
         self._observe(spec, ev.state)
@@ -267,13 +357,13 @@ class SchedulerService:
                 if p.spec.name in fresh:
                     self._states[p.spec.name] = fresh[p.spec.name]
                 if p.final:
-                    heapq.heappush(self._heap, (now, p.spec.name))
+                    self._schedule(p.spec.name, now)
             return
         for p in chunk:
             if p.write is not None:
                 self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
             if p.final:
-                heapq.heappush(self._heap, (p.evaluation.next_at, p.spec.name))
+                self._schedule(p.spec.name, p.evaluation.next_at)
         self._cancel_others([r for r in inserted if r.overlap == "cancel_other"
                              and r.status == "pending"])
         report.inserted += len(inserted)
@@ -292,20 +382,19 @@ class SchedulerService:
     def _cancel_others(self, runs: list[NewRun]) -> None:
         keys = {r.overlap_key for r in runs if r.overlap_key}
         new_ids = {r.id for r in runs}
-        for run_id in self.store.running_with_keys(k for k in keys if k):
-            if run_id not in new_ids:
-                request_cancel(self.redis, self.prefix, run_id, "cancel_other")
+        older = [i for i in self.store.running_with_keys(k for k in keys if k) if i not in new_ids]
+        self.store.request_cancel(older, "cancel_other")
 
     def _publish(self, dispatches: list[Dispatch], now: datetime, report: TickReport) -> None:
         if not dispatches:
             return
         try:
-            self.publisher.publish(dispatches)
-        except Exception:
-            log.exception("publishing %d runs failed; the sweeper will retry", len(dispatches))
+            sent = dispatch(self.store, self.publisher, dispatches, now)
+        except Exception as exc:
+            log.warning("publishing %d runs failed (%s); the sweeper will retry", len(dispatches),
+                        scrub_text(f"{type(exc).__name__}: {exc}")[:300])
             return
-        self.store.mark_queued([d.run_id for d in dispatches], now)
-        report.published += len(dispatches)
+        report.published += len(sent)
 
     # -- the sweeper ------------------------------------------------------------
 
@@ -331,12 +420,40 @@ class SchedulerService:
                     d.run_id, "unknown_agent",
                     f"agent {d.agent!r} is not in the loaded trigger modules", now)
             due = [d for d in due if d.agent in self.registry.agents]
-            if not due:
-                return 0
-            self.publisher.publish(due)
-            self.store.mark_queued([d.run_id for d in due], now, self.pending_grace)
-            log.info("sweeper republished %d runs", len(due))
-            return len(due)
+            sent = dispatch(self.store, self.publisher, due, now,
+                            redeliver_grace=self.pending_grace) if due else []
+            if sent:
+                log.info("sweeper republished %d runs", len(sent))
+            return len(sent) + self._requeue_lost(now)
+
+    def _requeue_lost(self, now: datetime) -> int:
+        """Republish `queued` runs whose message is gone, looking twice per bound.
+
+        A candidate is `queued` since before `requeue_lost_after` ago; it is lost when its
+        message is in no queue list and not with a worker that took it within that time.
+        So a run waits at most about 1.5 x requeue_lost_after past the loss, and a backlog
+        whose messages are all there is left alone however old it is.
+        """
+        if self.broker is None or (self._next_lost_check and now < self._next_lost_check):
+            return 0
+        self._next_lost_check = now + self.requeue_lost_after / 2
+        candidates = self.store.queued_candidates(now - self.requeue_lost_after, now, LOST_BATCH)
+        if not candidates:
+            return 0
+        snapshot = self.broker.snapshot({c.dispatch.queue for c in candidates})
+        after = (now - self.requeue_lost_after).timestamp()
+        lost = [c.dispatch for c in candidates
+                if c.dispatch.agent in self.registry.agents
+                and not snapshot.has_live_message(c.dispatch.run_id, after)]
+        if not lost:
+            return 0
+        sent = dispatch(self.store, self.publisher, lost, now)
+        if sent:
+            metrics.LOST_REPUBLISHED.inc(len(sent))
+            log.warning("republished %d queued runs whose message was gone from the broker "
+                        "(oldest queued %s)", len(sent),
+                        min(c.queued_at for c in candidates).isoformat())
+        return len(sent)
 
 
 def _observe_reading(spec: TriggerSpec, state: dict[str, Any]) -> None:

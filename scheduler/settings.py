@@ -12,9 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from scheduler import scrub
 from scheduler.errors import ConfigError
 from triggers._polling import SourceDefaults, mask_url
 
@@ -44,6 +45,15 @@ class Settings(BaseSettings):
     claim_ttl: float = Field(30.0, gt=0)
     pending_grace: float = Field(5.0, ge=0)
     visibility_timeout: float = Field(7200.0, gt=0)
+    # A `queued` run whose message is gone from the broker (a worker died holding it, a
+    # delivery failed before its attempt, Redis lost data) is published again once it has
+    # been missing this long; the sweeper looks twice per period. Independent of
+    # visibility_timeout.
+    requeue_lost_after: float = Field(15.0, gt=0)
+    # A run `queued` this long with no message in the broker raises `run_stuck`.
+    stuck_after: float = Field(120.0, gt=0)
+    # The largest outbox value `ctx.outbox.put` accepts, JSON-encoded.
+    outbox_max_value_bytes: int = Field(256 * 1024, gt=0)
     retention: timedelta = timedelta(days=30)
     alert_repeat: float = Field(3600.0, gt=0)  # reminder interval of a still-firing alert
     # On SIGTERM a worker stops taking work and gives running agents this long to finish;
@@ -51,8 +61,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(30.0, ge=0)
     startup_timeout: float = Field(30.0, ge=0)  # services wait this long for the database and Redis at start
 
-    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    alert_webhook_url: str | None = None
+    # Secrets: apprise URLs carry tokens, a Slack-style hook URL carries its token in the path.
+    alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    alert_webhook_url: SecretStr | None = None
     alert_webhook_secret: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
     log_format: Literal["text", "json"] = "text"
@@ -78,6 +89,13 @@ class Settings(BaseSettings):
                 return [str(u) for u in parsed]
             return text.split()
         return value
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        # Every process and command loads its Settings before it logs or stores anything,
+        # so from here on the one scrubber knows each secret-bearing value.
+        scrub.register_settings(self)
+        return self
 
     # -- resolved values -------------------------------------------------
 

@@ -15,8 +15,14 @@ directly with a fake clock):
    ended `dead`; a `resolved` alert once a stalled run succeeds;
 3. late schedules: a cron slot with no started run `start_deadline` after its
    logical time is `run_late`, computed from the registry, so it fires even
-   when the scheduler is down and no run row exists (a dead-man's switch);
-4. triggers flagged `source_failing`, and a missing scheduler leader.
+   when the scheduler is down and no run row exists (a dead-man's switch).
+   One alert per trigger per gap of late slots (resolved when a slot starts on
+   time again); slots the scheduler's catch-up policy skipped on purpose are in
+   the missed-slot ledger and are not late. A new leader looks back over each
+   trigger's catch-up window, after a settling pause that lets the scheduler's
+   catch-up write its ledger, so no slot falls between two watchdogs;
+4. runs `queued` past `stuck_after` with no message in the broker: `run_stuck`;
+5. triggers flagged `source_failing`, and a missing scheduler leader.
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ import redis
 
 from scheduler import metrics
 from scheduler.alerts import Alert, AlertManager, leader_watch
-from scheduler.cancel import request_cancel
+from scheduler.broker_view import BrokerView
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Leadership, Lease, identity
-from scheduler.publish import Publisher
+from scheduler.publish import Publisher, dispatch
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Dispatch, Store
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
@@ -47,7 +53,9 @@ log = logging.getLogger("nightowl.watchdog")
 
 DB_SWEEP_EVERY = 10  # checks between full database sweeps for stale running attempts
 RECENT_OVERLAP = timedelta(seconds=30)  # re-read this much history each check (clock skew)
-MAX_LATE_SLOTS = 100  # per trigger per check; a long outage is one alert per slot up to this
+MAX_LATE_SLOTS = 100  # slots judged per trigger per check (a long look-back takes a few checks)
+STUCK_EVERY = 5  # checks between run_stuck scans
+MAX_STUCK = 100  # runs per run_stuck scan
 
 
 @dataclass
@@ -76,6 +84,7 @@ class Watchdog:
         leader_ttl: float = 10.0,
         revoke: Callable[[str], None] | None = None,
         owner: str | None = None,
+        stuck_after: float = 120.0,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -95,6 +104,12 @@ class Watchdog:
         self._checks = 0
         self._since: datetime | None = None
         self._late_heap: list[tuple[datetime, str, datetime]] = []
+        self._late_gaps: dict[str, tuple[datetime, int]] = {}  # trigger -> (first late slot, n)
+        self._led_since: datetime | None = None
+        self.stuck_after = timedelta(seconds=stuck_after)
+        broker = publisher.broker_redis if publisher is not None else None
+        self.broker = None if broker is None else BrokerView(*broker)
+        self._stuck_seen: set[str] = set()  # no message at the previous scan
         self._scheduler_missing_since: datetime | None = None
         self._lock = threading.Lock()
 
@@ -110,9 +125,13 @@ class Watchdog:
         self.index.load(entries)
         self._since = now - timedelta(minutes=10)
         self._late_heap = []
+        # Slots whose deadline passed while no watchdog led are judged too, once the
+        # scheduler has had a leader TTL or two to run its catch-up and write the ledger.
+        settle = now + self.leader_grace
+        self._led_since = now
         for name, spec in self.registry.triggers.items():
             if isinstance(spec.source, CronTrigger):
-                self._push_late(name, spec.source, now)
+                self._push_late(name, spec.source, now - spec.source.catchup_window, settle)
         log.info("watchdog leader: rebuilt %d heartbeat deadlines", len(entries))
 
     def resign(self) -> None:
@@ -148,6 +167,8 @@ class Watchdog:
             self._alert_dead(since, report)
             self._resolve_recovered(report)
             self._late(now, report)
+            if self._checks % STUCK_EVERY == 1:
+                self._stuck(now, report)
             self._sources(report)
             self._outbox_dead(since, report)
             self._scheduler_leader(now, report)
@@ -210,16 +231,15 @@ class Watchdog:
     def _stall(self, row: RunningAttempt, reason: str, now: datetime, report: CheckReport) -> None:
         spec = self.registry.agents.get(row.agent)
         max_attempts = spec.max_attempts if spec is not None else 1
-        if reason == "no_progress":
-            # Alive but stuck: ask politely (ctx.cancelled), then terminate the task.
-            request_cancel(self.redis, self.prefix, row.run_id, "no_progress")
-            if self.revoke is not None and row.task_id:
-                try:
-                    self.revoke(row.task_id)
-                    report.revoked.append(row.run_id)
-                except Exception:
-                    log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
-                                exc_info=True)
+        # Alive but stuck: the stall below takes a new fence, which the attempt's next beat
+        # reads as "stop" (ctx.cancelled); prefork tasks are also terminated.
+        if reason == "no_progress" and self.revoke is not None and row.task_id:
+            try:
+                self.revoke(row.task_id)
+                report.revoked.append(row.run_id)
+            except Exception:
+                log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
+                            exc_info=True)
         result = self.watch.stall(row.run_id, row.attempt, row.fence, reason=reason, now=now,
                                   max_attempts=max_attempts)
         self.index.clear(Member(row.run_id, row.attempt, row.fence))
@@ -237,9 +257,13 @@ class Watchdog:
         elif result.run_status == "pending":
             report.requeued.append(row.run_id)
             if self.publisher is not None:
-                self.publisher.publish([Dispatch(row.run_id, result.agent, result.queue,
-                                                 result.trigger, row.attempt + 1)])
-                self.store.mark_queued([row.run_id], now)
+                try:
+                    dispatch(self.store, self.publisher, [Dispatch(
+                        row.run_id, result.agent, result.queue, result.trigger, row.attempt,
+                        "pending", result.fence)], now)
+                except Exception as exc:  # it is `pending`: the scheduler's sweeper sends it
+                    log.warning("requeue of run %s not published (%s); the sweeper will",
+                                row.run_id, type(exc).__name__)
 
     # 2. alerts for stalls, deaths and recoveries -------------------------------
 
@@ -273,47 +297,118 @@ class Watchdog:
 
     # 3. late schedules -----------------------------------------------------------
 
-    def _push_late(self, name: str, trigger: CronTrigger, after: datetime) -> None:
-        """Queue the first slot whose start deadline falls after `after`."""
+    def _push_late(self, name: str, trigger: CronTrigger, after: datetime,
+                   not_before: datetime | None = None) -> None:
+        """Queue the first slot whose start deadline falls after `after` (judged no earlier
+        than `not_before`)."""
         slot = trigger.expr.next_after(after - trigger.start_deadline)
-        heapq.heappush(self._late_heap, (slot + trigger.start_deadline, name, slot))
+        due = slot + trigger.start_deadline
+        heapq.heappush(self._late_heap, (max(due, not_before) if not_before else due, name, slot))
 
     def _late(self, now: datetime, report: CheckReport) -> None:
         due: list[tuple[str, datetime]] = []
         per_trigger: dict[str, int] = {}
         while self._late_heap and self._late_heap[0][0] <= now:
-            _, name, slot = heapq.heappop(self._late_heap)
+            _, name, slot = self._late_heap[0]
             spec = self.registry.triggers.get(name)
             if spec is None or not isinstance(spec.source, CronTrigger):
+                heapq.heappop(self._late_heap)
                 continue
+            if per_trigger.get(name, 0) >= MAX_LATE_SLOTS:
+                break  # the rest of a long look-back next check
+            heapq.heappop(self._late_heap)
             per_trigger[name] = per_trigger.get(name, 0) + 1
-            if per_trigger[name] <= MAX_LATE_SLOTS:
-                due.append((name, slot))
-            heapq.heappush(self._late_heap, (spec.source.expr.next_after(slot)
-                                             + spec.source.start_deadline, name,
-                                             spec.source.expr.next_after(slot)))
+            due.append((name, slot))
+            nxt = spec.source.expr.next_after(slot)
+            heapq.heappush(self._late_heap, (max(nxt + spec.source.start_deadline, now), name, nxt))
         if not due:
             return
         runs = self.watch.by_keys(cron_key(n, s) for n, s in due)
         states = self.watch.trigger_states({n for n, _ in due})
-        for name, slot in due:
+        ledger = self.watch.missed_ranges({n for n, _ in due}, min(s for _, s in due))
+        for name, slot in sorted(due, key=lambda d: d[1]):
             status, started = runs.get(cron_key(name, slot), (None, None))
-            if started is not None or status in ("skipped", "waiting", "succeeded", "failed",
-                                                 "dead", "cancelled", "timed_out", "running"):
-                continue  # started, or deliberately held back (overlap, buffer)
             since = (states.get(name) or {}).get("since")
             if since and slot <= datetime.fromisoformat(since):
                 continue  # before this trigger (or this version of it) existed
             spec = self.registry.triggers[name]
             assert isinstance(spec.source, CronTrigger)
-            report.late.append((name, slot))
-            what = "no run exists" if status is None else f"its run is still {status}"
+            if (not since and self._led_since is not None
+                    and slot + spec.source.start_deadline < self._led_since):
+                continue  # looking back, but no scheduler ever recorded this trigger
+            if any(first <= slot <= last for first, last in ledger.get(name, ())):
+                continue  # skipped by the catch-up policy: a ledger entry, not an alert
+            if started is not None or status in ("skipped", "waiting", "succeeded", "failed",
+                                                 "dead", "cancelled", "timed_out", "running",
+                                                 "budget_exceeded"):
+                self._late_gap_closed(name, slot, report)  # started, or held back on purpose
+                continue
+            self._late_slot(name, slot, status, report)
+
+    def _late_slot(self, name: str, slot: datetime, status: str | None,
+                   report: CheckReport) -> None:
+        """One late slot: the first of a gap alerts; the rest of the gap only count."""
+        spec = self.registry.triggers[name]
+        assert isinstance(spec.source, CronTrigger)
+        report.late.append((name, slot))
+        gap = self._late_gaps.get(name)
+        if gap is not None:
+            self._late_gaps[name] = (gap[0], gap[1] + 1)
+            return
+        self._late_gaps[name] = (slot, 1)
+        what = "no run exists" if status is None else f"its run is still {status}"
+        report.alerts_sent += self.alerts.fire(Alert(
+            kind="run_late", dedupe_key=f"run_late:{name}:{slot.isoformat()}",
+            message=(f"trigger {name}: the {slot.isoformat()} slot has not started "
+                     f"{spec.source.start_deadline} after its time ({what}); later late slots "
+                     "of this gap are not alerted one by one"),
+            trigger=name, agent=spec.agent_name,
+            details={"slot": slot.isoformat(), "run_status": status}))
+
+    def _late_gap_closed(self, name: str, slot: datetime, report: CheckReport) -> None:
+        gap = self._late_gaps.pop(name, None)
+        if gap is None:
+            return
+        first, count = gap
+        report.alerts_sent += self.alerts.resolve(Alert(
+            kind="run_late", dedupe_key=f"run_late:{name}:{first.isoformat()}", trigger=name,
+            message=(f"trigger {name}: the {slot.isoformat()} slot started on time; the gap from "
+                     f"{first.isoformat()} had {count} late slot(s)"),
+            details={"first_slot": first.isoformat(), "late_slots": count}))
+
+    def _stuck(self, now: datetime, report: CheckReport) -> None:
+        """`run_stuck`: queued past `stuck_after` with no message at two scans in a row (the
+        sweeper's lost-message check should have republished it: it is not running, or its
+        publish keeps failing)."""
+        if self.broker is None:
+            return
+        old = self.watch.queued_before(now - self.stuck_after, MAX_STUCK)
+        snapshot = self.broker.snapshot({q for _, q, _ in old}) if old else None
+        after = (now - self.stuck_after).timestamp()
+        missing = {run_id for run_id, _, _ in old
+                   if snapshot is not None and not snapshot.has_live_message(run_id, after)}
+        stuck = missing & self._stuck_seen
+        self._stuck_seen = missing
+        metrics.STUCK.set(len(stuck))
+        for run_id, queue, queued_at in old:
+            if run_id not in stuck:
+                continue
             report.alerts_sent += self.alerts.fire(Alert(
-                kind="run_late", dedupe_key=f"run_late:{name}:{slot.isoformat()}",
-                message=(f"trigger {name}: the {slot.isoformat()} slot has not started "
-                         f"{spec.source.start_deadline} after its time ({what})"),
-                trigger=name, agent=spec.agent_name,
-                details={"slot": slot.isoformat(), "run_status": status}))
+                kind="run_stuck", dedupe_key=f"run_stuck:{run_id}", run_id=run_id,
+                message=(f"run {run_id} has been queued since {queued_at.isoformat()} and queue "
+                         f"{queue} holds no message for it; is the scheduler (its sweeper "
+                         "republishes such runs) running?"),
+                details={"queue": queue, "queued_at": queued_at.isoformat()}))
+        statuses = None
+        for o in self.alerts.store.open_of_kind("run_stuck"):
+            if o.run_id is None or o.run_id in missing:
+                continue
+            if statuses is None:
+                statuses = self.watch.statuses(
+                    {a.run_id for a in self.alerts.store.open_of_kind("run_stuck") if a.run_id})
+            report.alerts_sent += self.alerts.resolve(Alert(
+                kind="run_stuck", dedupe_key=o.dedupe_key, run_id=o.run_id,
+                message=f"run {o.run_id} is no longer stuck ({statuses.get(o.run_id, 'pruned')})"))
 
     # 4. sources and leaders ---------------------------------------------------------
 

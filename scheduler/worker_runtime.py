@@ -38,6 +38,7 @@ def build_runtime(settings: Settings) -> Runtime:
         worker_id=identity("worker"), key_prefix=settings.redis_prefix,
         heartbeat_interval=settings.heartbeat_interval,
         sinks=registered_sinks(),  # the trigger modules registered them on import
+        outbox_max_value_bytes=settings.outbox_max_value_bytes,
     )
     return Runtime(settings, store, client, executor)
 

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from scheduler.app import create_app
-from scheduler.publish import PUBLISHED_AT_HEADER, Publisher
+from scheduler.publish import PUBLISHED_AT_HEADER, RUN_ID_HEADER, Publisher
 from scheduler.settings import Settings
 from scheduler.storage.store import Dispatch
 from tests.conftest import REDIS_URL
@@ -29,7 +29,7 @@ def test_fast_path_matches_celery_send_task(redis_client: redis.Redis, prefix: s
     try:
         d = Dispatch("run-1", "echo", "agents", "every-second", 0)
         app.send_task("agent.echo", args=["run-1"], queue="agents", argsrepr="x",
-                      headers={PUBLISHED_AT_HEADER: 1.0})
+                      headers={PUBLISHED_AT_HEADER: 1.0, RUN_ID_HEADER: "run-1"})
         theirs = json.loads(redis_client.lpop(f"{prefix}agents"))  # type: ignore[arg-type]
         publisher.publish([d])
         ours = json.loads(redis_client.lpop(f"{prefix}agents"))  # type: ignore[arg-type]

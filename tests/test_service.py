@@ -107,16 +107,18 @@ def test_sweeper_publishes_runs_of_a_scheduler_killed_before_publishing(
                           timeout=60, check=False)
     assert proc.returncode == 137, proc.stderr
     (run,) = store.list_runs()
-    assert run.status == "pending"
+    # The claim commits before the publish: `queued`, and no message anywhere.
+    assert run.status == "queued"
     assert queue_length(redis_client, prefix) == 0
     # When a new scheduler takes over (after the dead one's lease expires) and sweeps
     clock = FakeClock(T0 + timedelta(seconds=1))
     svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
     wait_for(svc.hold_leadership, timeout=5, message="the dead leader's lease to expire")
-    assert svc.sweep() == 0  # still inside the pending grace period: a live publisher may be busy
-    clock.advance(settings.pending_grace + 1)
-    assert svc.sweep() == 1
-    assert svc.sweep() == 0
+    assert svc.sweep() == 0  # inside requeue_lost_after: a live publisher may be busy
+    clock.advance(svc.requeue_lost_after.total_seconds() + 1)
+    assert svc.sweep() == 1  # the lost-message check: queued, and no message in the broker
+    clock.advance(svc.requeue_lost_after.total_seconds())
+    assert svc.sweep() == 0  # its message is there now
     # Then the pending run was published exactly once
     assert queue_length(redis_client, prefix) == 1
     loaded = store.get_run(run.id)

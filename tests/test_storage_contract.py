@@ -11,6 +11,7 @@ from scheduler.errors import StateConflictError
 from scheduler.storage.migrate import current, head_revision
 from scheduler.storage.store import (
     ConcurrencyBlockedError,
+    Dispatch,
     MissedRow,
     NewRun,
     OverlapBlockedError,
@@ -29,8 +30,16 @@ def new_run(key: str, **kw: object) -> NewRun:
                   logical_time=T0, agent_version="v1", **kw)
 
 
+def claim(store: Store, run_id: str, now: datetime, grace: timedelta = timedelta(0)) -> bool:
+    """The publish bookkeeping for one run, as the publisher would see it now."""
+    run = store.get_run(run_id)
+    assert run is not None
+    seen = Dispatch(run.id, run.agent, run.queue, run.trigger, run.attempt, run.status, run.fence)
+    return bool(store.claim_for_publish([seen], now, grace))
+
+
 def test_schema_is_at_head(store: Store) -> None:
-    assert current(store.engine) == head_revision() == "0003"
+    assert current(store.engine) == head_revision() >= "0004"
 
 
 def test_insert_dedupes_on_idempotency_key(store: Store) -> None:
@@ -96,7 +105,8 @@ def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store,
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == "succeeded" and loaded.result == {"from": "w2"}
     statuses = [(a.number, a.status) for a in store.attempts_of(run.id)]
-    assert statuses == [(1, "fenced_out"), (2, "succeeded")]
+    # The takeover closed attempt 1 as stalled; its late commit does not rewrite that.
+    assert statuses == [(1, "stalled"), (2, "succeeded")]
     # Terminal runs cannot be started again.
     assert store.begin_attempt(run.id, "w3", None, T0, agent=agent) is None
 
@@ -108,7 +118,7 @@ def test_publish_bookkeeping(store: Store) -> None:
     # ...and are after it.
     due = store.due_for_publish(T0 + timedelta(seconds=10), T0 + timedelta(seconds=5), 10)
     assert {d.run_id for d in due} == {r.id for r in runs}
-    store.mark_queued([runs[0].id], T0)
+    assert claim(store, runs[0].id, T0)
     due = store.due_for_publish(T0 + timedelta(seconds=10), T0 + timedelta(seconds=5), 10)
     assert [d.run_id for d in due] == [runs[1].id]
 
@@ -130,7 +140,7 @@ def test_retry_waits_until_not_before(store: Store, agent: str | None) -> None:
     assert store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
     (due,) = store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
     assert due.run_id == run.id and due.attempt == 1
-    store.mark_queued([run.id], T0 + timedelta(seconds=30))
+    assert store.claim_for_publish([due], T0 + timedelta(seconds=30), timedelta(0)) == [due]
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == "queued"
 
@@ -152,7 +162,8 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store,
     a1 = store.begin_attempt(run.id, "w1", None, T0, ttl, agent=agent)
     assert a1 is not None
     # A live worker's beat extends the lease mirror and records progress.
-    assert store.beat(a1, T0 + timedelta(seconds=5), ttl, {"note": "step", "details": {"n": 1}})
+    assert store.beat(a1, T0 + timedelta(seconds=5), ttl,
+                      {"note": "step", "details": {"n": 1}}).current
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.lease_expires_at == T0 + timedelta(seconds=15)
     assert loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
@@ -160,13 +171,14 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store,
     assert store.due_for_publish(T0 + timedelta(seconds=14), T0, 10) == []
     (due,) = store.due_for_publish(T0 + timedelta(seconds=16), T0, 10)
     assert due.run_id == run.id
-    store.mark_queued([run.id], T0 + timedelta(seconds=16), timedelta(seconds=5))
+    assert store.claim_for_publish([due], T0 + timedelta(seconds=16), timedelta(seconds=5))
     assert store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
     # The replacement attempt closes the lost one as stalled/worker_lost...
     a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl, agent=agent)
     assert a2 is not None and a2.fence == a1.fence + 1
     # ...and a late beat from the lost worker changes nothing.
-    assert not store.beat(a1, T0 + timedelta(seconds=23), ttl, {"note": "late", "details": {}})
+    assert not store.beat(a1, T0 + timedelta(seconds=23), ttl,
+                          {"note": "late", "details": {}}).current
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
     assert [(a.number, a.status, a.reason) for a in store.attempts_of(run.id)] == [
@@ -188,19 +200,21 @@ def test_concurrency_cap_parks_and_wakes(store: Store) -> None:
                  now=T0 + timedelta(seconds=2))
     (due,) = store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
     assert due.run_id == runs[2].id
-    assert store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2) is not None
+    assert store.claim_for_publish([due], T0 + timedelta(seconds=2), timedelta(0))
+    assert store.begin_attempt(runs[2].id, "w", None, T0 + timedelta(seconds=2), agent="a",
+                               concurrency=2) is not None
 
 
 def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> None:
     (run,) = store.commit_tick([new_run("q1")], [], [], T0)
-    store.mark_queued([run.id], T0)
+    assert claim(store, run.id, T0)
     hour = timedelta(hours=1)
     # Waiting in a long queue is normal: nothing to do within the horizon.
     assert store.due_for_publish(T0 + hour, T0, 10, queued_before=T0 + hour - 2 * hour) == []
     # Past it (a Redis restart lost the message), the sweeper sends it again, once per horizon.
     (due,) = store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour)
     assert due.run_id == run.id
-    store.mark_queued([run.id], T0 + 3 * hour)
+    assert store.claim_for_publish([due], T0 + 3 * hour, timedelta(0))
     assert store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour) == []
 
 
@@ -222,19 +236,20 @@ def test_one_running_run_per_overlap_key(store: Store) -> None:
                  now=T0 + timedelta(seconds=1))
     (due,) = store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == r2.id  # woken when the holder ended
-    assert store.begin_attempt(r2.id, "w", None, T0) is not None
+    assert store.claim_for_publish([due], T0 + timedelta(seconds=1), timedelta(0))
+    assert store.begin_attempt(r2.id, "w", None, T0 + timedelta(seconds=1)) is not None
 
 
 def test_a_delivery_deferred_behind_a_vanished_lease_holder_is_republished(store: Store) -> None:
     (run,) = store.commit_tick([new_run("d1")], [], [], T0)
-    store.mark_queued([run.id], T0)
+    assert claim(store, run.id, T0)
     # A duplicate delivery found the lease held and noted when it expires...
     store.defer(run.id, T0 + timedelta(seconds=60))
     assert store.due_for_publish(T0 + timedelta(seconds=59), T0, 10) == []
     # ...the holder never started the run: once the lease is gone, it is sent again.
     (due,) = store.due_for_publish(T0 + timedelta(seconds=60), T0, 10)
     assert due.run_id == run.id
-    store.mark_queued([run.id], T0 + timedelta(seconds=60))
+    assert store.claim_for_publish([due], T0 + timedelta(seconds=60), timedelta(0))
     assert store.due_for_publish(T0 + timedelta(seconds=61), T0, 10) == []
 
 
@@ -283,3 +298,130 @@ def test_retention_prunes_finished_history_in_batches_and_never_active_runs(stor
     assert left == {"old-3": "pending", "old-4": "pending", "recent": "pending"}
     assert all(store.attempts_of(s.run_id) == [] for s in finished if s is not None)
     assert recent.id in {r.id for r in store.list_runs(limit=50)}
+
+
+@AGENT_PATHS
+def test_a_claim_never_overwrites_what_a_worker_wrote(store: Store, agent: str | None) -> None:
+    """The publish-then-mark race: a worker that failed the attempt fast and committed
+    `waiting` before the publisher's bookkeeping must keep `waiting`."""
+    (run,) = store.commit_tick([new_run("race")], [], [], T0)
+    seen = Dispatch(run.id, "a", "agents", "t", 0)  # what the publisher saw: pending, fence 0
+    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    assert started is not None
+    assert store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
+                        not_before=T0 + timedelta(seconds=30)) == "waiting"
+    assert store.claim_for_publish([seen], T0, timedelta(0)) == []
+    loaded = store.get_run(run.id)
+    assert loaded is not None and (loaded.status, loaded.not_before) == (
+        "waiting", T0 + timedelta(seconds=30))
+    # The same holds for a run the sweeper saw `running` with an expired lease and a worker
+    # took over meanwhile: the claim does not shorten the new lease.
+    due = Dispatch(run.id, "a", "agents", "t", 1, "waiting", started.fence)
+    assert claim(store, run.id, T0 + timedelta(seconds=30))
+    again = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=31),
+                                timedelta(seconds=60), agent=agent)
+    assert again is not None
+    stale = Dispatch(run.id, "a", "agents", "t", 1, "running", started.fence)
+    assert store.claim_for_publish([due, stale], T0 + timedelta(seconds=200), timedelta(0)) == []
+
+
+def test_an_unpublished_claim_goes_back_to_pending(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("u1")], [], [], T0)
+    (claimed,) = store.claim_for_publish([Dispatch(run.id, "a", "agents", "t", 0)], T0,
+                                         timedelta(0))
+    store.unclaim([claimed], T0)
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.status == "pending"
+    (due,) = store.due_for_publish(T0 + timedelta(seconds=10), T0 + timedelta(seconds=5), 10)
+    assert due.run_id == run.id
+
+
+def test_lost_message_candidates_are_old_queued_runs_not_deferred(store: Store) -> None:
+    r1, r2, r3 = store.commit_tick([new_run("l1"), new_run("l2"), new_run("l3")], [], [], T0)
+    for r in (r1, r2, r3):
+        assert claim(store, r.id, T0)
+    store.defer(r2.id, T0 + timedelta(seconds=60))  # a lease holder: the sweeper's own path
+    assert store.queued_candidates(T0, T0 + timedelta(seconds=20), 10) == []
+    found = store.queued_candidates(T0 + timedelta(seconds=1), T0 + timedelta(seconds=20), 10)
+    assert {c.dispatch.run_id for c in found} == {r1.id, r3.id}
+    assert all(c.dispatch.status == "queued" and c.queued_at == T0 for c in found)
+
+
+@AGENT_PATHS
+def test_a_stray_delivery_does_not_start_a_retry_before_not_before(store: Store,
+                                                                   agent: str | None) -> None:
+    (run,) = store.commit_tick([new_run("early")], [], [], T0)
+    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    assert started is not None
+    store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
+                 not_before=T0 + timedelta(seconds=30))
+    assert store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=29), agent=agent) is None
+    # A duplicate delivery's defer cannot shorten the backoff either.
+    store.defer(run.id, T0 + timedelta(seconds=5))
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.not_before == T0 + timedelta(seconds=30)
+    assert store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=30), agent=agent)
+
+
+@AGENT_PATHS
+def test_a_cancel_request_outlives_attempts_and_beats_a_retry(store: Store,
+                                                              agent: str | None) -> None:
+    (run,) = store.commit_tick([new_run("cancel")], [], [], T0)
+    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    assert started is not None
+    assert store.request_cancel([run.id], "by_user") == [run.id]
+    # The running attempt learns it on its next beat...
+    beat = store.beat(started, T0 + timedelta(seconds=1), timedelta(seconds=60), None)
+    assert (beat.current, beat.cancel_requested) == (True, "by_user")
+    # ...and a retry verdict written after it yields to it.
+    assert store.finish(started, status="waiting", reason=None, attempt_status="failed",
+                        now=T0 + timedelta(seconds=2),
+                        not_before=T0 + timedelta(seconds=30)) == "cancelled"
+    loaded = store.get_run(run.id)
+    assert loaded is not None
+    assert (loaded.status, loaded.terminal_reason, loaded.not_before) == ("cancelled", "by_user", None)
+    assert loaded.finished_at == T0 + timedelta(seconds=2)
+
+
+@AGENT_PATHS
+def test_a_later_delivery_ends_a_cancelled_run_instead_of_starting_it(store: Store,
+                                                                      agent: str | None) -> None:
+    (run,) = store.commit_tick([new_run("c2")], [], [], T0)
+    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    assert started is not None
+    store.request_cancel([run.id], "cancel_other")
+    # Its worker dies; the next delivery must not start it again (the request targets the
+    # run's future), but end it.
+    assert store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent=agent) is None
+    assert store.end_cancelled(run.id, T0 + timedelta(seconds=90)) == "cancel_other"
+    loaded = store.get_run(run.id)
+    assert loaded is not None and (loaded.status, loaded.terminal_reason) == (
+        "cancelled", "cancel_other")
+    assert [(a.status, a.reason) for a in store.attempts_of(run.id)] == [("stalled", "worker_lost")]
+    # The old worker waking up writes nothing.
+    assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
+                        now=T0 + timedelta(seconds=91)) is None
+
+
+@AGENT_PATHS
+def test_a_takeover_says_so(store: Store, agent: str | None) -> None:
+    (run,) = store.commit_tick([new_run("t1")], [], [], T0)
+    first = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    assert first is not None and not first.took_over
+    second = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent=agent)
+    assert second is not None and second.took_over and second.attempt == 2
+
+
+def test_a_stalled_attempt_stays_stalled_when_its_worker_wakes(store: Store) -> None:
+    from scheduler.storage.watch_store import WatchStore
+
+    (run,) = store.commit_tick([new_run("s1")], [], [], T0)
+    started = store.begin_attempt(run.id, "w", None, T0, agent="a")
+    assert started is not None
+    stall = WatchStore(store.engine).stall(run.id, 1, started.fence, reason="worker_lost",
+                                          now=T0 + timedelta(seconds=70), max_attempts=3)
+    assert stall is not None and stall.run_status == "pending" and stall.fence == started.fence + 1
+    # The presumed-dead worker wakes and tries to commit: fenced out, and the stall remains.
+    assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
+                        now=T0 + timedelta(seconds=71)) is None
+    assert [(a.status, a.reason) for a in store.attempts_of(run.id)] == [("stalled", "worker_lost")]

@@ -135,11 +135,12 @@ def test_no_progress_revokes_and_exhausted_attempts_go_dead(
         if stalled:
             break
     assert clock.now() == T0 + timedelta(seconds=10)  # exactly at the progress deadline
-    # Then it is stalled for no progress, its task revoked, a cancel requested, and with
+    # Then it is stalled for no progress, its task revoked, its fence taken, and with
     # max_attempts=1 the run is dead
     assert stalled == [(started.run_id, 1, "no_progress")]
     assert revoked == ["task-k1"]
-    assert redis_client.get(f"{settings.redis_prefix}cancel:{started.run_id}") is not None
+    # The stop request is the new fence: the attempt's next beat finds it fenced out.
+    assert not store.beat(started, clock.now(), timedelta(seconds=5), None).current
     run = store.get_run(started.run_id)
     assert run is not None and (run.status, run.terminal_reason) == ("dead", "attempts_exhausted")
     dog.check()

@@ -8,6 +8,7 @@ changes nothing when it wakes up.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agents._context import OutboxWrite
 from scheduler.errors import StateConflictError, StorageError
@@ -35,11 +37,30 @@ from scheduler.storage.models import (
 )
 from scheduler.storage.outbox_store import insert_writes
 
+log = logging.getLogger("nightowl.storage")
+
+# How long the final fenced write keeps retrying through connection errors.
+FINISH_RETRY_FOR = timedelta(seconds=20)
+
 runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
 state_t = cast(sa.Table, TriggerState.__table__)
 missed_t = cast(sa.Table, MissedSlot.__table__)
 dead_t = cast(sa.Table, DeadLetter.__table__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error worth retrying: the connection or the server went away (a restart,
+    a failover, a terminated session, too many clients, SQLite's lock timeout)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def _log_finish_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning("final write failed (%s); retrying (the fence keeps it safe)",
+                type(exc).__name__ if exc else "error")
 
 
 def new_run_id() -> str:
@@ -87,13 +108,24 @@ class MissedRow:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """What a publisher needs to send `agent.<name>(run_id)`."""
+    """What a publisher needs to send `agent.<name>(run_id)`, and the run's state as the
+    publisher saw it: the claim before the publish compares on it (`claim_for_publish`)."""
 
     run_id: str
     agent: str
     queue: str
     trigger: str | None
     attempt: int
+    status: str = "pending"
+    fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A `queued` run old enough that its message may be gone (the lost-message check)."""
+
+    dispatch: Dispatch
+    queued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +142,17 @@ class StartedAttempt:
     event: Any = None
     logical_time: datetime | None = None
     previous_heartbeat: dict[str, Any] | None = None
+    # The start closed an attempt still marked running: its worker vanished mid-run.
+    took_over: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat learned: whether the attempt still holds the run, and any cancel
+    request aimed at the run (it travels back on the statement the beat runs anyway)."""
+
+    current: bool
+    cancel_requested: str | None = None
 
 
 class ConcurrencyBlockedError(StorageError):
@@ -167,11 +210,11 @@ _FINISH_RUN = (
     sa.update(runs_t)
     .where(runs_t.c.id == sa.bindparam("b_id"), runs_t.c.fence == sa.bindparam("b_fence"),
            runs_t.c.status == "running")
-    .values(status=sa.bindparam("b_status"), terminal_reason=sa.bindparam("b_reason"),
-            result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
+    .values(result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
             usage=sa.bindparam("b_usage"), last_heartbeat=sa.bindparam("b_heartbeat"),
-            not_before=sa.bindparam("b_not_before"), waiting_for=sa.bindparam("b_waiting_for"),
-            lease_expires_at=None, finished_at=sa.bindparam("b_finished_at"))
+            lease_expires_at=None,
+            **worker_sql.finish_outcome("b_"))
+    .returning(runs_t.c.status)
 )
 _FINISH_ATTEMPT = (
     sa.update(attempts_t)
@@ -338,31 +381,70 @@ class Store:
         if matched != len(old):
             raise StateConflictError(f"{len(old) - matched} trigger state(s) changed under us")
 
-    def mark_queued(self, run_ids: Iterable[str], now: datetime,
-                    redeliver_grace: timedelta | None = None) -> None:
-        """Bookkeeping after a publish, in one transaction.
+    def claim_for_publish(self, dispatches: Sequence[Dispatch], now: datetime,
+                          redeliver_grace: timedelta) -> list[Dispatch]:
+        """The bookkeeping of a publish, done BEFORE the publish; returns what to publish.
 
-        `pending`/`waiting` -> `queued` (only ids just published are passed, so a
-        `waiting` one is due). With `redeliver_grace`, a republished `running` run
-        (its worker died) gets that long for a worker to pick it up before the
-        sweeper sends it again.
+        Each run is claimed only if it is still as the publisher saw it (status and fence):
+        a worker that started, retried or finished it meanwhile keeps what it wrote, and no
+        message is sent for it. Until the message exists no worker can act on the run, so no
+        write of a worker can ever be overwritten by this one. `pending`/`waiting`/`queued`
+        become `queued` (stamped `queued_at`); a republished `running` run (its worker died)
+        gets `redeliver_grace` before the sweeper may send it again.
         """
-        ids = list(run_ids)
+        if not dispatches:
+            return []
+        idle = [d for d in dispatches if d.status != "running"]
+        running = [d for d in dispatches if d.status == "running"]
+        claimed: set[str] = set()
+        with self.engine.begin() as conn:
+            if idle:
+                claimed |= self._claim(conn, idle, sa.update(runs_t).values(
+                    status="queued", queued_at=now, not_before=None, waiting_for=None))
+            if running:
+                claimed |= self._claim(conn, running, sa.update(runs_t)
+                                       .where(runs_t.c.lease_expires_at < now)
+                                       .values(lease_expires_at=now + redeliver_grace))
+        return [d for d in dispatches if d.run_id in claimed]
+
+    @staticmethod
+    def _claim(conn: Connection, dispatches: Sequence[Dispatch], stmt: sa.Update) -> set[str]:
+        fresh = [d for d in dispatches if d.status == "pending" and d.fence == 0]
+        if len(fresh) == len(dispatches):
+            # The tick's case (just inserted): an id list, one JSON parameter on PostgreSQL.
+            where = [in_values(conn, runs_t.c.id, [d.run_id for d in fresh]),
+                     runs_t.c.status == "pending", runs_t.c.fence == 0]
+        else:
+            where = [sa.tuple_(runs_t.c.id, runs_t.c.status, runs_t.c.fence).in_(
+                [(d.run_id, d.status, d.fence) for d in dispatches])]
+        return {row.id for row in conn.execute(stmt.where(*where).returning(runs_t.c.id))}
+
+    def unclaim(self, dispatches: Sequence[Dispatch], now: datetime) -> None:
+        """The publish failed: hand the claimed runs back to the sweeper as `pending` (runs
+        a worker already touched stay as the worker left them)."""
+        ids = [d.run_id for d in dispatches if d.status != "running"]
         if not ids:
             return
         with self.engine.begin() as conn:
-            published = in_values(conn, runs_t.c.id, ids)
-            conn.execute(
-                sa.update(runs_t)
-                .where(published, runs_t.c.status.in_(("pending", "waiting", "queued")))
-                .values(status="queued", queued_at=now, not_before=None)
-            )
-            if redeliver_grace is not None:
-                conn.execute(
-                    sa.update(runs_t)
-                    .where(published, runs_t.c.status == "running")
-                    .values(lease_expires_at=now + redeliver_grace)
-                )
+            conn.execute(sa.update(runs_t)
+                         .where(in_values(conn, runs_t.c.id, ids), runs_t.c.status == "queued",
+                                runs_t.c.queued_at == now)
+                         .values(status="pending"))
+
+    def queued_candidates(self, queued_before: datetime, now: datetime, limit: int
+                          ) -> list[QueuedRun]:
+        """`queued` runs older than `queued_before` that are not deferred behind a lease:
+        the ones whose message the lost-message check looks for in the broker."""
+        stmt = (
+            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
+                      runs_t.c.attempt, runs_t.c.fence, runs_t.c.queued_at)
+            .where(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before,
+                   sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now))
+            .order_by(runs_t.c.queued_at).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [QueuedRun(Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, "queued",
+                                       r.fence), r.queued_at) for r in conn.execute(stmt)]
 
     def due_for_publish(self, now: datetime, pending_before: datetime, limit: int,
                         queued_before: datetime | None = None) -> list[Dispatch]:
@@ -388,13 +470,13 @@ class Store:
             due.append(sa.and_(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before))
         stmt = (
             sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                      runs_t.c.attempt)
+                      runs_t.c.attempt, runs_t.c.status, runs_t.c.fence)
             .where(sa.or_(*due))
             .order_by(runs_t.c.created_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt)
+            return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, r.status, r.fence)
                     for r in conn.execute(stmt)]
 
 
@@ -436,13 +518,13 @@ class Store:
                 return None
             return StartedAttempt(run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
                                   None, row.idempotency_key, row.trigger, row.event,
-                                  row.logical_time, row.last_heartbeat)
+                                  row.logical_time, row.last_heartbeat, bool(row.took_over))
         with self.engine.begin() as conn:
             if concurrency is not None and agent is not None:
                 self._check_concurrency(conn, run_id, agent, concurrency)
             stmt = (
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                .where(runs_t.c.id == run_id, *worker_sql.startable(now))
                 .values(status="running", fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
                         deliveries=runs_t.c.deliveries + 1, not_before=None, waiting_for=None,
                         lease_expires_at=now + lease_ttl,
@@ -456,12 +538,11 @@ class Store:
             row = conn.execute(stmt).first()  # (compiled once: SQLAlchemy caches by shape)
             if row is None:
                 return None
-            if row.attempt > 1:
-                conn.execute(
-                    sa.update(attempts_t)
-                    .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
-                    .values(status="stalled", reason="worker_lost", finished_at=now)
-                )
+            took_over = row.attempt > 1 and conn.execute(
+                sa.update(attempts_t)
+                .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
+                .values(status="stalled", reason="worker_lost", finished_at=now)
+            ).rowcount > 0
             conn.execute(_INSERT_ATTEMPT, {
                 "run_id": run_id, "number": row.attempt, "fence": row.fence, "status": "running",
                 "worker": worker, "celery_task_id": task_id, "started_at": now,
@@ -470,34 +551,37 @@ class Store:
             return StartedAttempt(
                 run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
                 agent if concurrency is not None else None, row.idempotency_key, row.trigger,
-                row.event, row.logical_time, row.last_heartbeat)
+                row.event, row.logical_time, row.last_heartbeat, took_over)
 
     def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
-             last_heartbeat: dict[str, Any] | None, *, progress_at: datetime | None = None) -> bool:
-        """Record liveness (and the latest progress); False if the attempt is no longer current.
+             last_heartbeat: dict[str, Any] | None, *, progress_at: datetime | None = None) -> Beat:
+        """Record liveness (and the latest progress); say whether the attempt is still current
+        and whether someone asked the run to stop.
 
         Conditional on our fence and `running`, so a late beat from a finished
-        or fenced-out attempt changes nothing.
+        or fenced-out attempt changes nothing, and learns it was fenced out.
         """
         with self.engine.begin() as conn:
             values: dict[str, Any] = {"lease_expires_at": now + lease_ttl}
             if last_heartbeat is not None:
                 values["last_heartbeat"] = last_heartbeat
-            current = conn.execute(
+            row = conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == started.run_id, runs_t.c.fence == started.fence,
                        runs_t.c.status == "running")
                 .values(**values)
-            ).rowcount == 1
-            if current:
-                conn.execute(
-                    sa.update(attempts_t)
-                    .where(attempts_t.c.run_id == started.run_id,
-                           attempts_t.c.number == started.attempt,
-                           attempts_t.c.status == "running")
-                    .values(heartbeat_at=now, progress_at=progress_at)
-                )
-            return current
+                .returning(runs_t.c.cancel_requested)
+            ).first()
+            if row is None:
+                return Beat(False)
+            conn.execute(
+                sa.update(attempts_t)
+                .where(attempts_t.c.run_id == started.run_id,
+                       attempts_t.c.number == started.attempt,
+                       attempts_t.c.status == "running")
+                .values(heartbeat_at=now, progress_at=progress_at)
+            )
+            return Beat(True, row.cancel_requested)
 
     def finish(
         self,
@@ -514,17 +598,59 @@ class Store:
         last_heartbeat: dict[str, Any] | None = None,
         not_before: datetime | None = None,
         outbox: Sequence[OutboxWrite] = (),
-    ) -> bool:
-        """The fenced final write. False (and nothing written) when our fence is stale.
+    ) -> str | None:
+        """The fenced final write: the run status written, or None (and nothing written)
+        when our fence is stale.
 
         On success the run's outbox writes commit in this same transaction; on any
-        other outcome, or with a stale fence, none of them do.
+        other outcome, or with a stale fence, none of them do. A retry verdict yields to
+        a cancel request already on the run (the status written is then `cancelled`).
+
+        A connection error (a restart, a failover, a killed session) is retried for up to
+        FINISH_RETRY_FOR: throwing finished work away would redo the run after its lease.
+        The fence keeps a retry safe; a try whose commit landed before its connection broke
+        is recognised by the run carrying our fence and an ended status.
         """
+        args = dict(status=status, reason=reason, attempt_status=attempt_status, now=now,
+                    result=result, error=error, error_class=error_class, usage=usage,
+                    last_heartbeat=last_heartbeat, not_before=not_before, outbox=outbox)
+        retrying = Retrying(stop=stop_after_delay(FINISH_RETRY_FOR.total_seconds()),
+                            wait=wait_exponential(multiplier=0.2, max=4),
+                            retry=retry_if_exception(is_transient), reraise=True,
+                            before_sleep=_log_finish_retry)
+        for try_ in retrying:
+            with try_:
+                written = self._finish_once(started, **args)
+        if written is None and retrying.statistics.get("attempt_number", 1) > 1:
+            written = self._landed(started, attempt_status)
+        if written is None:
+            # Someone holds a newer fence: our result must not land anywhere.
+            self._close_attempt(started, "fenced_out", "fenced_out", now)
+        return written
+
+    def _landed(self, started: StartedAttempt, attempt_status: str) -> str | None:
+        """After a retried finish: the status an earlier try committed, if it did."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(runs_t.c.status, runs_t.c.fence, attempts_t.c.status.label("attempt"))
+                .join(attempts_t, sa.and_(attempts_t.c.run_id == runs_t.c.id,
+                                          attempts_t.c.number == started.attempt))
+                .where(runs_t.c.id == started.run_id)).first()
+        if (row is not None and row.fence == started.fence and row.status != "running"
+                and row.attempt == attempt_status):
+            return str(row.status)
+        return None
+
+    def _finish_once(self, started: StartedAttempt, *, status: str, reason: str | None,
+                     attempt_status: str, now: datetime, result: Any, error: str | None,
+                     error_class: str | None, usage: dict[str, Any] | None,
+                     last_heartbeat: dict[str, Any] | None, not_before: datetime | None,
+                     outbox: Sequence[OutboxWrite]) -> str | None:
         terminal = status in TERMINAL_STATUSES
         if (self._single is not None and started.overlap_key is None
                 and started.capped_agent is None and not (status == "succeeded" and outbox)):
             with self._single.connect() as conn:
-                updated = conn.execute(worker_sql.FINISH_ATTEMPT, {
+                written = conn.execute(worker_sql.FINISH_ATTEMPT, {
                     "p_run_id": started.run_id, "p_fence": started.fence, "p_status": status,
                     "p_reason": reason, "p_result": result, "p_error": error, "p_usage": usage,
                     "p_heartbeat": last_heartbeat, "p_not_before": not_before,
@@ -533,36 +659,31 @@ class Store:
                     "p_attempt_status": attempt_status, "p_error_class": error_class,
                     "p_now": now,
                 }).scalar()
-            if updated == 1:
-                return True
-            self._close_attempt(started, "fenced_out", "fenced_out", now)
-            return False
+            return None if written is None else str(written)
         with self.engine.begin() as conn:
-            updated = conn.execute(_FINISH_RUN, {
+            written = conn.execute(_FINISH_RUN, {
                 "b_id": started.run_id, "b_fence": started.fence, "b_status": status,
                 "b_reason": reason, "b_result": result, "b_error": error, "b_usage": usage,
                 "b_heartbeat": last_heartbeat, "b_not_before": not_before,
                 "b_waiting_for": None if terminal else "retry",
-                "b_finished_at": now if terminal else None,
-            }).rowcount
-            if updated == 1:
-                if status == "succeeded" and outbox:
-                    insert_writes(conn, started.run_id, outbox, now)
-                conn.execute(_FINISH_ATTEMPT, {
-                    "b_run_id": started.run_id, "b_number": started.attempt,
-                    "b_status": attempt_status, "b_reason": reason, "b_error_class": error_class,
-                    "b_error": error, "b_now": now,
-                })
-                if started.overlap_key is not None:
-                    self._wake_next(conn, now, after=started.run_id, waiting_for="overlap",
-                                    column=runs_t.c.overlap_key, value=started.overlap_key)
-                if started.capped_agent is not None:
-                    self._wake_next(conn, now, after=started.run_id, waiting_for="concurrency",
-                                    column=runs_t.c.agent, value=started.capped_agent)
-                return True
-        # Someone holds a newer fence: our result must not land anywhere.
-        self._close_attempt(started, "fenced_out", "fenced_out", now)
-        return False
+                "b_finished_at": now if terminal else None, "b_now": now,
+            }).scalar()
+            if written is None:
+                return None
+            if written == "succeeded" and outbox:
+                insert_writes(conn, started.run_id, outbox, now)
+            conn.execute(_FINISH_ATTEMPT, {
+                "b_run_id": started.run_id, "b_number": started.attempt,
+                "b_status": attempt_status, "b_reason": reason, "b_error_class": error_class,
+                "b_error": error, "b_now": now,
+            })
+            if started.overlap_key is not None:
+                self._wake_next(conn, now, after=started.run_id, waiting_for="overlap",
+                                column=runs_t.c.overlap_key, value=started.overlap_key)
+            if started.capped_agent is not None:
+                self._wake_next(conn, now, after=started.run_id, waiting_for="concurrency",
+                                column=runs_t.c.agent, value=started.capped_agent)
+            return str(written)
 
     @staticmethod
     def _check_concurrency(conn: Connection, run_id: str, agent: str, cap: int) -> None:
@@ -617,10 +738,11 @@ class Store:
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(from_statuses))
                 .values(status="pending", terminal_reason=None, finished_at=None,
                         not_before=None, deliveries=0, lease_expires_at=None)
-                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt)
+                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt,
+                           runs_t.c.fence)
             ).first()
         return None if row is None else Dispatch(run_id, row.agent, row.queue, row.trigger,
-                                                 row.attempt)
+                                                 row.attempt, "pending", row.fence)
 
     def cancel_unstarted(self, run_id: str, now: datetime) -> bool:
         """`cancelled/by_user` for a run that has not started; False if it is running or ended."""
@@ -648,8 +770,9 @@ class Store:
                 sa.update(attempts_t)
                 .where(attempts_t.c.run_id == started.run_id,
                        attempts_t.c.number == started.attempt,
-                       # a worker presumed lost that wakes up and tries to commit was alive after all
-                       attempts_t.c.status.in_(("running", "stalled")))
+                       # A `stalled` attempt stays stalled when its worker wakes up and tries to
+                       # commit: the stall happened and is alerted (rewriting it hid it).
+                       attempts_t.c.status == "running")
                 .values(status=status, reason=reason, finished_at=now)
             )
 
@@ -663,13 +786,55 @@ class Store:
             ).rowcount == 1
 
     def defer(self, run_id: str, not_before: datetime) -> None:
-        """Note when the sweeper may redeliver a run whose lease someone else holds."""
+        """Note when the sweeper may redeliver a run whose lease someone else holds.
+
+        Only a `queued` or `running` run, and never earlier than a time already set: a
+        duplicate delivery must not cut a retry's backoff short.
+        """
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("queued", "running")),
+                       sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before < not_before))
                 .values(not_before=not_before)
             )
+
+    def request_cancel(self, run_ids: Iterable[str], reason: str) -> list[str]:
+        """Aim a cancel request at active runs (and their future attempts); the ids it reached.
+
+        The worker running one learns it on its next beat; a retry verdict yields to it;
+        a delivery that starts later ends the run instead of running it.
+        """
+        ids = list(run_ids)
+        if not ids:
+            return []
+        with self.engine.begin() as conn:
+            return [r.id for r in conn.execute(
+                sa.update(runs_t)
+                .where(in_values(conn, runs_t.c.id, ids), runs_t.c.status.in_(ACTIVE_STATUSES))
+                .values(cancel_requested=sa.func.coalesce(runs_t.c.cancel_requested, reason))
+                .returning(runs_t.c.id))]
+
+    def end_cancelled(self, run_id: str, now: datetime) -> str | None:
+        """A delivery found a cancel request on the run: end it `cancelled/<reason>` without
+        starting it (and close an attempt its vanished worker left running). The reason, or
+        None if the run was not in that state."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES),
+                       runs_t.c.cancel_requested.is_not(None))
+                .values(status="cancelled", terminal_reason=runs_t.c.cancel_requested,
+                        fence=runs_t.c.fence + 1, finished_at=now, lease_expires_at=None,
+                        not_before=None, waiting_for=None)
+                .returning(runs_t.c.terminal_reason)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(sa.update(attempts_t)
+                         .where(attempts_t.c.run_id == run_id, attempts_t.c.status == "running")
+                         .values(status="stalled", reason="worker_lost", finished_at=now))
+            return str(row.terminal_reason)
 
     def add_dead_letter(self, *, reason: str, task_name: str | None, task_id: str | None,
                         payload: str | None, details: dict[str, Any] | None,

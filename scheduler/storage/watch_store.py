@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.storage._sql import in_values
-from scheduler.storage.models import Attempt, Run, TriggerState
+from scheduler.storage.models import Attempt, MissedSlot, Run, TriggerState
 
 runs_t = cast(sa.Table, Run.__table__)
+missed_t = cast(sa.Table, MissedSlot.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
 state_t = cast(sa.Table, TriggerState.__table__)
 
@@ -42,6 +43,7 @@ class Stall:
     agent: str
     queue: str
     trigger: str | None
+    fence: int = 0  # the run's fence after the stall (the requeue's claim compares on it)
 
 
 _ATTEMPT_COLUMNS = (attempts_t.c.run_id, attempts_t.c.number, attempts_t.c.fence, runs_t.c.agent,
@@ -110,6 +112,14 @@ class WatchStore:
         reported). None when the attempt had already ended.
         """
         with self.engine.begin() as conn:
+            # Lock order, as everywhere: the run row first, then its attempt rows (a worker's
+            # start and finish take them in that order; the reverse deadlocked).
+            info = conn.execute(
+                sa.select(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.fence,
+                          runs_t.c.status)
+                .where(runs_t.c.id == run_id).with_for_update()).first()
+            if info is None:
+                return None
             closed = conn.execute(
                 sa.update(attempts_t)
                 .where(attempts_t.c.run_id == run_id, attempts_t.c.number == attempt,
@@ -119,6 +129,9 @@ class WatchStore:
             ).rowcount
             if not closed:
                 return None
+            if info.fence != fence or info.status != "running":
+                # The execution path's redelivery already started the next attempt.
+                return Stall(None, info.agent, info.queue, info.trigger, info.fence)
             exhausted = attempt >= max_attempts
             row = conn.execute(
                 sa.update(runs_t)
@@ -131,14 +144,34 @@ class WatchStore:
                     lease_expires_at=None, waiting_for=None, not_before=None,
                     finished_at=now if exhausted else None,
                 )
-                .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger)
-            ).first()
-            if row is None:
-                info = conn.execute(sa.select(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger)
-                                    .where(runs_t.c.id == run_id)).first()
-                assert info is not None
-                return Stall(None, info.agent, info.queue, info.trigger)
-            return Stall(row.status, row.agent, row.queue, row.trigger)
+                .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
+                           runs_t.c.fence)
+            ).one()
+            return Stall(row.status, row.agent, row.queue, row.trigger, row.fence)
+
+    def queued_before(self, before: datetime, limit: int) -> list[tuple[str, str, datetime]]:
+        """(run id, queue, queued_at) of runs `queued` since before `before` (run_stuck)."""
+        with self.engine.connect() as conn:
+            return [(r.id, r.queue, r.queued_at) for r in conn.execute(
+                sa.select(runs_t.c.id, runs_t.c.queue, runs_t.c.queued_at)
+                .where(runs_t.c.status == "queued", runs_t.c.queued_at < before)
+                .order_by(runs_t.c.queued_at).limit(limit))]
+
+    def missed_ranges(self, names: Iterable[str], since: datetime
+                      ) -> dict[str, list[tuple[datetime, datetime]]]:
+        """Ledger gaps (first, last slot) of these triggers ending at or after `since`: slots
+        the scheduler's catch-up policy skipped on purpose."""
+        wanted = list(names)
+        if not wanted:
+            return {}
+        out: dict[str, list[tuple[datetime, datetime]]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(
+                    sa.select(missed_t.c.trigger, missed_t.c.first_slot, missed_t.c.last_slot)
+                    .where(in_values(conn, missed_t.c.trigger, wanted),
+                           missed_t.c.last_slot >= since)):
+                out.setdefault(r.trigger, []).append((r.first_slot, r.last_slot))
+        return out
 
     def stalled_since(self, since: datetime) -> list[RunningAttempt]:
         """Attempts ended `stalled` after `since`, by the watchdog or by a redelivery."""

@@ -1,0 +1,75 @@
+"""The JSON that every store accepts, checked where a value enters nightowl.
+
+Python's `json` writes NaN and Infinity, and SQLite and Redis keep them (and NUL
+characters) without complaint, but PostgreSQL's jsonb refuses all three. A value
+that only fails at the final commit fails far from its cause, after the agent
+did its work, and differently on each database. So results, outbox values and
+events are checked at the call that produced them, the same way everywhere, and
+the error names the JSON path (`result.score is NaN`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from agents._errors import NonRetryable
+
+
+class NotSerialisable(NonRetryable):
+    """A value nightowl must store is not portable JSON (ends the run `failed/not_serialisable`)."""
+
+
+def json_problem(value: Any, path: str = "value") -> str | None:
+    """What makes `value` unfit for storage, naming its JSON path; None when it is fine.
+
+    Portable JSON: dict (string keys), list/tuple, str, int, finite float, bool, None; no
+    NUL character in any string or key.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where} is {item!r} (NaN and infinities are not JSON)"
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{where} contains a NUL character"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"{where} has a key of type {type(key).__name__} (JSON keys are strings)"
+                if "\x00" in key:
+                    return f"{where} has a key containing a NUL character"
+                stack.append((sub, f"{where}.{key}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+        else:
+            return f"{where} is a {type(item).__name__}, which JSON cannot carry"
+    return None
+
+
+def check_json(value: Any, path: str) -> None:
+    """Raise NotSerialisable naming the path when `value` is not portable JSON."""
+    problem = json_problem(value, path)
+    if problem is not None:
+        raise NotSerialisable(problem)
+
+
+def finite_details(details: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Heartbeat details with every unstorable entry dropped, and the paths dropped.
+
+    A heartbeat is progress, not data: one bad number must not fail the beat (a live
+    attempt would then look dead), so it is dropped, not refused.
+    """
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in details.items():
+        problem = json_problem(value, f"details.{key}")
+        if problem is None and isinstance(key, str) and "\x00" not in key:
+            kept[key] = value
+        else:
+            dropped.append(problem or f"details.{key!r}")
+    return kept, dropped
