@@ -3,13 +3,17 @@ not a traceback: the operator needs to know which service, what it said, and wha
 
 from __future__ import annotations
 
+import re
+
 import kombu.exceptions
 import redis
 import sqlalchemy as sa
 
 from triggers._polling import scrub
 
-_MISSING_SCHEMA = ("no such table", "does not exist")
+# A missing table (SQLite, PostgreSQL); not `database "x" does not exist` nor a missing role,
+# which are the URL's to fix, not the schema's.
+_MISSING_SCHEMA = re.compile(r'no such table|relation "[^"]*" does not exist')
 
 
 def service_error(exc: BaseException) -> str | None:
@@ -17,23 +21,23 @@ def service_error(exc: BaseException) -> str | None:
     if isinstance(exc, sa.exc.DBAPIError) and isinstance(
             exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.ProgrammingError):
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if any(s in detail for s in _MISSING_SCHEMA):
-            return _scrub(f"the database has no nightowl schema ({detail}): run "
-                          "`nightowl db upgrade`")
+        if _MISSING_SCHEMA.search(detail):
+            return scrubbed(f"the database has no nightowl schema ({detail}): run "
+                            "`nightowl db upgrade`")
         if isinstance(exc, sa.exc.ProgrammingError):
             return None  # our SQL is wrong: a bug, not the operator's to fix
-        return _scrub(f"the database failed: {detail} (check NIGHTOWL_DATABASE_URL and that the "
-                      "server is up; `nightowl doctor` checks every setting)")
+        return scrubbed(f"the database failed: {detail} (check NIGHTOWL_DATABASE_URL and that the "
+                        "server is up; `nightowl doctor` checks every setting)")
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return _scrub(f"Redis failed: {exc} (check NIGHTOWL_REDIS_URL and that the server is up; "
-                      "`nightowl doctor` checks every setting)")
+        return scrubbed(f"Redis failed: {exc} (check NIGHTOWL_REDIS_URL and that the server is up; "
+                        "`nightowl doctor` checks every setting)")
     if isinstance(exc, kombu.exceptions.OperationalError):
-        return _scrub(f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "
-                      "NIGHTOWL_REDIS_URL when no broker is set)")
+        return scrubbed(f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "
+                        "NIGHTOWL_REDIS_URL when no broker is set)")
     return None
 
 
-def _scrub(message: str) -> str:
+def scrubbed(message: str) -> str:
     """No password from any configured URL, even if a driver echoes one."""
     try:
         from scheduler.settings import Settings

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli._common import EXIT_FINDINGS, TriggersOpt, settings_for
+from scheduler.cli._startup import BROKER, wait_until_ready
 
 
 def _loopback(address: str) -> bool:
@@ -51,6 +52,7 @@ def flower(
         typer.echo("nightowl flower: NIGHTOWL_REDIS_URL and NIGHTOWL_DATABASE_URL must be set",
                    err=True)
         raise typer.Exit(EXIT_FINDINGS)
+    wait_until_ready("flower", settings, (BROKER,))  # Flower reads the broker, not our tables
     db.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if settings.triggers:

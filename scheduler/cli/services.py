@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from scheduler.app import create_app, set_app
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
+from scheduler.cli._startup import BROKER, DATABASE, REDIS, wait_until_ready
 from scheduler.doctor import visibility_problems
 from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
 from scheduler.errors import ConfigError
@@ -80,11 +81,14 @@ def _checked_registry(settings: Settings) -> Registry:
     return registry
 
 
-def _service_settings(triggers: str | None) -> Settings:
-    """Settings of a long-running role: explicit URLs only (never .nightowl/env), logging on."""
+def _service_settings(service: str, triggers: str | None,
+                      needs: tuple[str, ...] = (DATABASE, REDIS, BROKER)) -> Settings:
+    """Settings of a long-running role: explicit URLs only (never .nightowl/env), logging on,
+    and what it needs reachable (waiting up to NIGHTOWL_STARTUP_TIMEOUT), or exit 1."""
     settings = settings_for(triggers, dev_env_file=False)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
+    wait_until_ready(service, settings, needs)
     return settings
 
 
@@ -107,7 +111,7 @@ def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop, metrics_port
 def scheduler(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
               metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
-    settings = _service_settings(triggers)
+    settings = _service_settings("scheduler", triggers)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
     _run_until_signal(ServiceLoop(build_service(settings, _checked_registry(settings)), settings),
                       metrics_port, metrics_address)
@@ -116,7 +120,7 @@ def scheduler(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
 def watchdog(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
              metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
     """Detect stalled, dead and late runs and failing sources; send alerts (one leader)."""
-    settings = _service_settings(triggers)
+    settings = _service_settings("watchdog", triggers)
     typer.echo(f"nightowl watchdog: {settings.describe()}")
     _run_until_signal(WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
                       metrics_port, metrics_address)
@@ -129,7 +133,7 @@ def relay(
     metrics_address: MetricsAddressOpt = "127.0.0.1",
 ) -> None:
     """Deliver outbox rows to their sinks (run several: they share the work)."""
-    settings = _service_settings(triggers)
+    settings = _service_settings("relay", triggers, (DATABASE,))
     registry_for(settings)  # importing the trigger modules registers their sinks
     typer.echo(f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; "
                f"{settings.describe()}")
@@ -169,6 +173,7 @@ def worker(
     serve_multiprocess(metrics_port, metrics_address)
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
+    wait_until_ready("worker", settings, (DATABASE, REDIS, BROKER))
     if settings.triggers:
         # Prefork children and the lazily built runtime read the same modules.
         os.environ["NIGHTOWL_TRIGGERS"] = ",".join(settings.triggers)
