@@ -89,3 +89,42 @@ def test_pgvector_indexes_the_embeddings_for_recall(pgvector_url: str) -> None:
         engine.dispose()
     assert "hnsw" in indexdef and "vector_l2_ops" in indexdef
     assert tuple(int(x) for x in version.split(".")[:2]) >= (0, 5)
+
+
+def deliver_or_error(sink: VectorSink, entries: list[Entry]) -> list[str | None] | str:
+    try:
+        return sink.deliver(entries)
+    except Exception as exc:  # the sink raised: the relay fails the whole batch
+        return f"raised {type(exc).__name__}: {exc}"
+
+
+def test_a_first_batch_the_database_rolls_back_does_not_leave_the_sink_without_its_table(
+    vector_url: str,
+) -> None:
+    """The table used to be created inside the first batch's transaction and remembered as
+    created before the commit: when the database refused that batch, the table was rolled
+    back with it, and every later batch failed ("no such table") until the relay restarted."""
+    table = f"memory_{uuid.uuid4().hex[:8]}"
+    sink = VectorSink(table=table, dim=3, db_url=vector_url)
+    # Given a first batch that the database refuses (a sequence number beyond bigint)
+    first = deliver_or_error(sink, [entry(1, "a", 2**64, [1, 0, 0])])
+    assert first != [None]
+    # When the next batch comes, it is stored, and recall finds it
+    assert deliver_or_error(sink, [entry(2, "b", 1, [0, 1, 0], text="b1")]) == [None]
+    assert stored(vector_url, table, "b") == (1, {"text": "b1"})
+    assert [key for key, _ in sink.nearest([0, 1, 0], k=1)] == ["b"]
+
+
+def test_an_entry_the_database_refuses_fails_alone_and_bad_numbers_are_named(
+    vector_url: str,
+) -> None:
+    sink = VectorSink(table=f"memory_{uuid.uuid4().hex[:8]}", dim=3, db_url=vector_url)
+    outcomes = sink.deliver([entry(1, "ok", 1, [1, 1, 1]), entry(2, "huge-seq", 2**64, [1, 0, 0]),
+                             entry(3, "nan", 1, [float("nan"), 0, 0]),
+                             entry(4, "big", 1, [1e39, 0, 0]),
+                             Entry("run:5", "run", "memory", "text", 1, {"vector": ["x", {}, 0]})])
+    assert outcomes[0] is None and outcomes[1] is not None
+    assert outcomes[2] is not None and "NaN, an infinity" in outcomes[2]
+    assert outcomes[3] is not None and "float32" in outcomes[3]
+    assert outcomes[4] is not None and "not a number" in outcomes[4]
+    assert [key for key, _ in sink.nearest([1, 1, 1], k=5)] == ["ok"]

@@ -8,6 +8,7 @@ entry id (a UNIQUE column), so a redelivered batch changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import Entry
 from triggers._polling import SourceDefaults, engine_for, mask_url, secret_url
 
+FLOAT32_MAX = 3.4028234663852886e38
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -162,7 +164,7 @@ class VectorSink(_SqlSink):
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 16_000:
             raise SinkError(f"VectorSink dim must be an int in 1..16000, got {dim!r}")
         self.dim = dim
-        self._ready = False
+        self._ready = False  # the table and index exist (a committed _ensure)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "vector", "table": self.table_name, "dim": self.dim, "db_url": self.shown()}
@@ -178,46 +180,78 @@ class VectorSink(_SqlSink):
         if not isinstance(value, dict) or not isinstance(value.get("vector"), list):
             raise ValueError(f"entry {entry.id}: a vector sink value is "
                              "{'vector': [floats], ...metadata}")
-        vector = [float(x) for x in value["vector"]]
+        try:
+            vector = [float(x) for x in value["vector"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"entry {entry.id}: the vector holds something that is not a "
+                             "number") from None
         if len(vector) != self.dim:
             raise ValueError(f"entry {entry.id}: vector has {len(vector)} dimensions, the sink "
                              f"{self.dim}")
+        if not all(math.isfinite(x) and abs(x) <= FLOAT32_MAX for x in vector):
+            raise ValueError(f"entry {entry.id}: the vector holds NaN, an infinity or a number "
+                             "beyond float32 range")
         return vector, {k: v for k, v in value.items() if k != "vector"}
 
-    def _ensure(self, conn: sa.Connection) -> None:
+    def _ensure(self) -> None:
+        """Create the extension, table and index, in a transaction of their own: the sink
+        believes they exist only once that commit succeeded (a first batch that rolled back
+        used to take the new table with it, and every later batch failed until a restart)."""
         if self._ready:
             return
         t = self.table_name
-        if conn.dialect.name == "postgresql":
-            try:
-                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
-            except sa.exc.DBAPIError as exc:
-                raise SinkError("pgvector is not installed on this PostgreSQL: install the "
-                                "package postgresql-<major>-pgvector (PGDG apt repository) or use "
-                                f"the pgvector/pgvector image: {exc.orig}") from None
-            conn.execute(sa.text(
-                f'CREATE TABLE IF NOT EXISTS "{t}" (key text PRIMARY KEY, '
-                f"embedding vector({self.dim}) NOT NULL, metadata jsonb NOT NULL, "
-                "seq bigint NOT NULL, entry_id text NOT NULL)"))
-            # Recall is a nearest-neighbour query; without an index it scans every row.
-            try:
-                conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS "{t[:57]}_hnsw" ON "{t}" '
-                                     "USING hnsw (embedding vector_l2_ops)"))
-            except sa.exc.DBAPIError as exc:
-                raise SinkError("the vector sink's HNSW index needs pgvector >= 0.5 "
-                                f"(ALTER EXTENSION vector UPDATE): {exc.orig}") from None
-        else:
-            conn.execute(sa.text(
-                f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, metadata TEXT NOT NULL, '
-                "seq INTEGER NOT NULL, entry_id TEXT NOT NULL)"))
-            conn.execute(sa.text(f'CREATE VIRTUAL TABLE IF NOT EXISTS "{t}_vec" USING '
-                                 f"vec0(embedding float[{self.dim}])"))
+        with self._lock, self.engine().begin() as conn:
+            if conn.dialect.name == "postgresql":
+                try:
+                    conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+                except sa.exc.DBAPIError as exc:
+                    raise SinkError("pgvector is not installed on this PostgreSQL: install the "
+                                    "package postgresql-<major>-pgvector (PGDG apt repository) "
+                                    f"or use the pgvector/pgvector image: {exc.orig}") from None
+                conn.execute(sa.text(
+                    f'CREATE TABLE IF NOT EXISTS "{t}" (key text PRIMARY KEY, '
+                    f"embedding vector({self.dim}) NOT NULL, metadata jsonb NOT NULL, "
+                    "seq bigint NOT NULL, entry_id text NOT NULL)"))
+                # Recall is a nearest-neighbour query; without an index it scans every row.
+                try:
+                    conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS "{t[:57]}_hnsw" ON "{t}" '
+                                         "USING hnsw (embedding vector_l2_ops)"))
+                except sa.exc.DBAPIError as exc:
+                    raise SinkError("the vector sink's HNSW index needs pgvector >= 0.5 "
+                                    f"(ALTER EXTENSION vector UPDATE): {exc.orig}") from None
+            else:
+                conn.execute(sa.text(
+                    f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, metadata TEXT '
+                    "NOT NULL, seq INTEGER NOT NULL, entry_id TEXT NOT NULL)"))
+                conn.execute(sa.text(f'CREATE VIRTUAL TABLE IF NOT EXISTS "{t}_vec" USING '
+                                     f"vec0(embedding float[{self.dim}])"))
         self._ready = True
 
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
+        """One transaction for the batch; if the database refuses it, each entry again in a
+        transaction of its own, so one entry the database rejects fails only itself."""
+        self._ensure()
+        try:
+            return self._write(entries)
+        except SinkError:
+            raise
+        except Exception as exc:
+            self._ready = False  # re-checked next time (cheap), in case the table went away
+            if len(entries) == 1:
+                return [f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"]
+        outcomes: list[Outcome] = []
+        for e in entries:
+            self._ensure()
+            try:
+                outcomes += self._write([e])
+            except Exception as exc:
+                self._ready = False
+                outcomes.append(f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
+        return outcomes
+
+    def _write(self, entries: Sequence[Entry]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self.engine().begin() as conn:
-            self._ensure(conn)
             for e in entries:
                 try:
                     vector, meta = self._vector(e)
