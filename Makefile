@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck fmt clean bench
+.PHONY: demo test faults lint typecheck fmt clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ demo: $(STAMP)
 	$(BIN)/nightowl dev --triggers examples.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not faults" $(PYTEST_ARGS)
+
+# The fault harness (tests/faults): real deployments under injected faults, one scenario at
+# a time; then the fault matrix in docs/reliability.md is regenerated from the results,
+# whether or not every scenario passed.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -n 0 -m faults tests/faults $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python -m tests.faults.report; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

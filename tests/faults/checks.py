@@ -12,6 +12,7 @@ the figures plus each violation with the run ids and states involved.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter, defaultdict
@@ -399,7 +400,7 @@ class Checker:
                 first[e["key"]].append((e["seq"], e["id"]))
         out_of_order = []
         for key, seqs in first.items():
-            for (a, ida), (b, idb) in zip(seqs, seqs[1:], strict=False):
+            for (a, ida), (b, idb) in itertools.pairwise(seqs):
                 if b <= a:
                     out_of_order.append({"key": key, "after": f"{ida} seq {a}",
                                          "came": f"{idb} seq {b}"})
@@ -469,11 +470,13 @@ class Checker:
     def _recovery(self, snap: Snapshot, runs: list[Any], figures: dict[str, Any]) -> None:
         """How long a run waited to be (re)started: from its creation, or from the end of
         its previous attempt, to the start of the next one."""
-        worst = (0.0, None)
+        worst: tuple[float, str | None] = (0.0, None)
         for r in runs:
-            previous = r.created_at - self.offset if r.created_at else None
+            previous = r.created_at
             for a in snap.attempts.get(r.id, []):
                 if previous is not None and a.started_at is not None:
+                    if previous - a.started_at > self.offset / 2 > timedelta(0):
+                        previous -= self.offset  # created by a scheduler whose clock jumped
                     wait = (a.started_at - previous).total_seconds()
                     if wait > worst[0]:
                         worst = (wait, r.id)

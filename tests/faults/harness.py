@@ -17,6 +17,7 @@ wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -177,10 +178,8 @@ class Databases:
 
     def drop(self) -> None:
         for name in (self.nightowl_name, self.data_name):
-            try:
+            with contextlib.suppress(psycopg.Error):
                 _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            except psycopg.Error:
-                pass
             _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def terminate_sessions(self) -> int:
@@ -347,14 +346,10 @@ class Service:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         self.stopped = False
 
     def stop(self, grace: float = 3.0) -> None:
@@ -539,17 +534,13 @@ class Cluster:
             svc.signal(signal.SIGCONT)
         for svc in self.services.values():
             if svc.proc is not None and svc.proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(svc.proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 5
         for svc in self.services.values():
             if svc.proc is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     svc.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
             svc.kill()
         self.redis.kill()
         self.metric.stop()
