@@ -11,6 +11,7 @@ the error names the JSON path (`result.score is NaN`).
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from agents._errors import NonRetryable
@@ -49,6 +50,42 @@ def json_problem(value: Any, path: str = "value") -> str | None:
         else:
             return f"{where} is a {type(item).__name__}, which JSON cannot carry"
     return None
+
+
+def event_problem(event: Any) -> str | None:
+    """What makes a trigger's event unstorable (a non-finite number or a NUL character in
+    the row it read, say), naming its path; None when it is fine. Other types (datetimes,
+    decimals) are left to the event's own JSON conversion."""
+    stack: list[tuple[Any, str]] = [(event.model_dump(), "event")]
+    while stack:
+        item, where = stack.pop()
+        if (isinstance(item, float) and not math.isfinite(item)) or (
+                isinstance(item, Decimal) and not item.is_finite()):
+            return f"{where} is {item!r} (NaN and infinities are not JSON)"
+        if isinstance(item, str) and "\x00" in item:
+            return f"{where} contains a NUL character"
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{where} has a key containing a NUL character"
+                stack.append((sub, f"{where}.{key}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
+def storable(value: Any) -> Any:
+    """A JSON value with NUL characters removed and non-finite numbers as null: what is kept
+    of an event that was refused, so its run row can still record it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", ""): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 def check_json(value: Any, path: str) -> None:

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import Reject
 
 from scheduler import deadletters, metrics
 from scheduler.logs import install_scrubbing
@@ -111,6 +110,29 @@ class _StartFailures:
 _start_failures = _StartFailures()
 
 
+_publishers: dict[int, Any] = {}
+
+
+def _hand_back(app: Celery, agent_name: str, queue: str, run_id: str) -> None:
+    """Put a delivery that could not start back on its queue (its run is still `queued`).
+
+    Published anew rather than rejected: Celery logs every reject with a traceback. If the
+    broker is what failed, the run stays `queued` without a message and the sweeper's
+    lost-message check republishes it within NIGHTOWL_REQUEUE_LOST_AFTER.
+    """
+    from scheduler.publish import Publisher
+    from scheduler.storage.store import Dispatch
+
+    publisher = _publishers.get(id(app))
+    if publisher is None:
+        publisher = _publishers[id(app)] = Publisher(app)
+    try:
+        publisher.publish([Dispatch(run_id, agent_name, queue, None, 0, "queued")])
+    except Exception as exc:
+        log.warning("could not hand run %s back to the queue (%s); the sweeper's lost-message "
+                    "check republishes it", run_id, type(exc).__name__)
+
+
 class AttemptFailed(Exception):
     """The attempt ended without success (already recorded; the message is acked, not retried:
     retries are the database's, through the sweeper)."""
@@ -133,7 +155,8 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
                                                          task_id=task.request.id)
         except DeliveryNotStarted as exc:
             time.sleep(_start_failures.failed(str(exc)))
-            raise Reject(str(exc), requeue=True) from None
+            _hand_back(task.app, agent_name, queue, args[0])
+            return
         _start_failures.succeeded()
         metrics.observe_delivery(agent_name, outcome, time.monotonic() - started)
         if outcome == "unknown_run":

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from agents import ManualFire, event_to_json
+from agents import ManualFire, event_to_json, json_problem
 from scheduler.errors import RunNotFoundError, SchedulerError
 from scheduler.publish import Publisher, dispatch
 from scheduler.scrub import scrub_text
@@ -53,6 +53,9 @@ def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, n
     if spec is None:
         known = ", ".join(sorted(registry.triggers)) or "none"
         raise OperationError(f"no trigger named {trigger!r} (known: {known})")
+    problem = json_problem(payload, "payload")
+    if problem is not None:
+        raise OperationError(f"the payload cannot be stored: {problem}")
     agent = registry.agent_for(spec)
     overlap, overlap_key = (None, None) if force else overlap_for(spec.overlap, trigger, None)
     idem = f"manual:{trigger}:{key or uuid.uuid4()}"

@@ -43,6 +43,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
+from agents._json import event_problem, storable
 from scheduler import metrics
 from scheduler.alerts import Alert, AlertManager, leader_watch
 from scheduler.broker_view import BrokerView
@@ -318,6 +319,18 @@ class SchedulerService:
         runs = []
         for i, f in enumerate(ev.firings):
             overlap, key = overlap_for(spec.overlap, name, f.overlap_key, catchup=i > 0)
+            problem = event_problem(f.event)
+            if problem is not None:
+                # Refused where it was produced: the run records it and ends, instead of the
+                # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
+                log.warning("trigger %s: firing %s refused: %s", name, f.idempotency_key, problem)
+                runs.append(NewRun(
+                    idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
+                    queue=agent.queue, event=storable(event_to_json(f.event)),
+                    logical_time=f.logical_time, agent_version=agent.version,
+                    status="failed", terminal_reason="not_serialisable",
+                    error=f"the event cannot be stored: {problem}"))
+                continue
             runs.append(NewRun(
                 idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
                 queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,

@@ -83,6 +83,7 @@ class NewRun:
     overlap_key: str | None = None
     overlap: str | None = None  # skip | buffer_one | cancel_other | wait | None (allow)
     id: str = field(default_factory=new_run_id)
+    error: str | None = None  # why a run inserted already ended (an unstorable event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ _RUN_COLUMNS: dict[str, str] = {
     "status": "text", "terminal_reason": "text", "attempt": "int", "deliveries": "int",
     "fence": "bigint", "event": "jsonb", "logical_time": "timestamptz",
     "agent_version": "text", "overlap_key": "text", "overlap": "text", "created_at": "timestamptz",
-    "finished_at": "timestamptz",
+    "finished_at": "timestamptz", "error": "text",
 }
 # A chunk of rows travels as ONE JSON document, expanded by jsonb_to_recordset: json.dumps
 # is C, while psycopg dumps array parameters element by element in Python (17 arrays of 500
@@ -278,6 +279,7 @@ class Store:
                         "overlap": r.overlap,
                         "created_at": now,
                         "finished_at": now if r.status in TERMINAL_STATUSES else None,
+                        "error": r.error,
                     }
                     for r in runs
                 ]

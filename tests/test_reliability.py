@@ -1,0 +1,475 @@
+"""Issue 12: the faults that stranded runs or silenced triggers, each reproduced.
+
+Real Redis (kombu's own structures), real PostgreSQL and SQLite, real worker
+processes where the fault is a process's; time from a FakeClock that follows the
+wall clock where workers stamp real times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+
+from scheduler.app import create_app
+from scheduler.clock import FakeClock, SystemClock
+from scheduler.executor import Executor
+from scheduler.operations import fire
+from scheduler.publish import Publisher
+from scheduler.service import TickFailedError
+from scheduler.settings import Settings
+from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.engine import make_engine
+from scheduler.storage.store import Dispatch, NewRun, Store
+from scheduler.storage.watch_store import WatchStore
+from tests.conftest import PG_ADMIN_URL, WorkerProcess, wait_for
+from tests.fixtures.reliability_triggers import calls_key
+from tests.helpers import follow_real_time, make_service, make_watchdog, queue_length, registry_of
+from triggers import Registry
+
+MODULE = "tests.fixtures.reliability_triggers"
+
+
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
+    """An in-process executor on the test's database and Redis (a worker without Celery)."""
+    settings: Settings = request.getfixturevalue(
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
+    made: list[Executor] = []
+
+    def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
+        ex = Executor(store=Store(make_engine(settings.require_database_url())),
+                      redis_client=redis.Redis.from_url(settings.require_redis_url()),
+                      registry=registry, clock=SystemClock(), worker_id="test-worker",
+                      key_prefix=settings.redis_prefix, heartbeat_interval=heartbeat_interval,
+                      sinks=frozenset({"audit"}))
+        made.append(ex)
+        return ex
+
+    yield build
+    for ex in made:
+        ex.store.engine.dispose()
+        ex.redis.close()
+
+
+def run_of(store: Store, run_id: str) -> tuple[str, str | None]:
+    run = store.get_run(run_id)
+    assert run is not None
+    return run.status, run.terminal_reason
+
+
+# -- 1. queued with no message -----------------------------------------------------------
+
+
+class FastWorkerPublisher(Publisher):
+    """Publishes, then lets a worker take and fail each run before `publish` returns: the
+    window in which the old bookkeeping overwrote the worker's `waiting` with `queued`."""
+
+    def __init__(self, settings: Settings, registry: Registry, worker: Executor) -> None:
+        super().__init__(create_app(settings, registry))
+        self.worker = worker
+
+    def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        super().publish(dispatches)
+        for d in dispatches:
+            assert self.worker.execute(d.agent, d.run_id) == "retry"
+
+
+def test_a_fast_retry_is_not_overwritten_by_the_publishers_bookkeeping(
+    settings: Settings, store: Store, executor: Callable[..., Executor]
+) -> None:
+    registry = registry_of(MODULE, ["every-second-skip"])
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    svc = make_service(settings, registry, clock,
+                       publisher=FastWorkerPublisher(settings, registry, executor(registry)))
+    svc.tick()
+    clock.advance(1)
+    (run_id,) = [rid for _, rid in svc.tick().fired]
+    # The worker's retry stands: `waiting` with its backoff, not `queued` with no message.
+    run = store.get_run(run_id)
+    assert run is not None and (run.status, run.waiting_for) == ("waiting", "retry")
+    assert run.not_before is not None and run.not_before > clock.now()
+    # And once the backoff passed, the sweeper sends it again (it is not stranded).
+    clock.set(run.not_before + timedelta(seconds=1))
+    assert svc.sweep() == 1
+
+
+def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    registry = registry_of(MODULE, ["r-counts"])
+    clock = FakeClock(datetime.now(UTC))
+    svc = make_service(settings, registry, clock)
+    assert svc.hold_leadership()
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        ids = [fire(store, publisher, registry, "r-counts", clock.now()).run_id for _ in range(20)]
+    finally:
+        publisher.close()
+    queue = f"{prefix}agents"
+    assert queue_length(redis_client, prefix) == 20
+    # A worker received one message (kombu moved it to `unacked`) and was SIGKILLed.
+    raw = redis_client.rpop(queue)
+    assert isinstance(raw, bytes)
+    message = json.loads(raw)
+    tag = message["properties"]["delivery_tag"]
+    redis_client.hset(f"{prefix}unacked", tag, json.dumps([message, "", "agents"]))
+    redis_client.zadd(f"{prefix}unacked_index", {tag: time.time()})
+    held = message["headers"]["nightowl_run_id"]
+    # Within the bound nothing is republished: a live worker may be starting it.
+    clock.advance(5)
+    assert svc.sweep() == 0
+    # Past it, exactly the run whose message is with the dead worker goes out again; the
+    # 19 waiting in the backlog (queued just as long) are left alone.
+    clock.advance(svc.requeue_lost_after.total_seconds())
+    assert svc.sweep() == 1
+    assert queue_length(redis_client, prefix) == 20
+    assert held in {json.loads(m)["headers"]["nightowl_run_id"]
+                    for m in redis_client.lrange(queue, 0, -1)}  # type: ignore[union-attr]
+    # Redis loses three messages (a failover without the last writes): those three, only.
+    lost = set()
+    for _ in range(3):
+        popped = redis_client.rpop(queue)
+        assert isinstance(popped, bytes)
+        lost.add(json.loads(popped)["headers"]["nightowl_run_id"])
+    clock.advance(svc.requeue_lost_after.total_seconds())
+    assert svc.sweep() == 3
+    present = {json.loads(m)["headers"]["nightowl_run_id"]
+               for m in redis_client.lrange(queue, 0, -1)}  # type: ignore[union-attr]
+    assert lost <= present and present == set(ids)
+
+
+@pytest.mark.slow
+def test_a_database_outage_at_delivery_hands_messages_back(
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    registry = registry_of(MODULE, ["r-counts"])
+    worker = start_worker(MODULE)
+    database = pg_settings.require_database_url().rsplit("/", 1)[1]
+    publisher = Publisher(create_app(pg_settings, registry))
+    # Given five runs recorded and claimed (`queued`) whose messages reach the worker while
+    # PostgreSQL refuses every connection
+    now = datetime.now(UTC)
+    runs = pg_store.commit_tick([NewRun(
+        idempotency_key=f"manual:r-counts:{uuid.uuid4()}", trigger="r-counts", agent="counts",
+        queue="agents", event={"kind": "manual", "trigger": "r-counts", "payload": None,
+                               "fired_by": "test"},
+        logical_time=now, agent_version="v") for _ in range(5)], [], [], now)
+    dispatches = pg_store.claim_for_publish(
+        [Dispatch(r.id, r.agent, r.queue, r.trigger, 0) for r in runs], now, timedelta(0))
+    fired = [d.run_id for d in dispatches]
+    assert len(fired) == 5
+    pg_store.engine.dispose()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+            publisher.publish(dispatches)
+            time.sleep(4)  # the worker meets the outage with every delivery
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            publisher.close()
+    # Then, with no sweeper running, every run still completes once: the deliveries that met
+    # the outage went back to the queue instead of being acked away.
+    for run_id in fired:
+        wait_for(lambda run_id=run_id: run_of(pg_store, run_id) == ("succeeded", None),
+                 timeout=40, interval=0.2, message=f"run {run_id} to succeed")
+        assert redis_client.get(calls_key(run_id, pg_settings.redis_prefix)) == b"1"
+    out = worker.output()
+    assert "goes back to the queue" in out
+    assert out.count("Traceback") == 0, out[-3000:]
+
+
+# -- 2. a failed tick commit ---------------------------------------------------------------
+
+
+def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis
+) -> None:
+    registry = registry_of(MODULE, ["every-second", "minutely"])
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
+    svc = make_service(pg_settings, registry, clock)
+    svc.tick()
+    database = pg_settings.require_database_url().rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+            clock.advance(60)  # both triggers due, and the database gone
+            with pytest.raises(TickFailedError):
+                svc.tick()
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    # Then after the backoff both fire again: none was dropped from the schedule.
+    clock.advance(1)
+    fired = {trigger for trigger, _ in svc.tick().fired}
+    assert fired == {"every-second", "minutely"}
+    clock.advance(1)
+    assert {t for t, _ in svc.tick().fired} == {"every-second"}
+
+
+# -- 3. values PostgreSQL would refuse -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("trigger", "path"), [
+    ("r-nan-result", "result.score is nan"),
+    ("r-nul-result", "result.items[0].name contains a NUL character"),
+    ("r-nan-outbox", "value.loss is inf"),
+])
+def test_unstorable_values_fail_the_run_naming_the_path(
+    settings: Settings, store: Store, executor: Callable[..., Executor], trigger: str, path: str
+) -> None:
+    registry = registry_of(MODULE, [trigger])
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        fired = fire(store, publisher, registry, trigger, datetime.now(UTC))
+    finally:
+        publisher.close()
+    agent = registry.agent_for(registry.triggers[trigger]).name
+    assert executor(registry).execute(agent, fired.run_id) == "failed"
+    run = store.get_run(fired.run_id)
+    assert run is not None and (run.status, run.terminal_reason) == ("failed", "not_serialisable")
+    assert path in (run.error or ""), run.error
+    assert [a.status for a in store.attempts_of(run.id)] == ["failed"]  # not retried
+
+
+def test_a_nan_heartbeat_detail_is_dropped_not_fatal(
+    settings: Settings, store: Store, executor: Callable[..., Executor],
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(MODULE, ["r-nan-heartbeat"])
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        fired = fire(store, publisher, registry, "r-nan-heartbeat", datetime.now(UTC))
+    finally:
+        publisher.close()
+    with caplog.at_level(logging.WARNING):
+        assert executor(registry, heartbeat_interval=0.1).execute("nan-heartbeat",
+                                                                  fired.run_id) == "succeeded"
+    run = store.get_run(fired.run_id)
+    assert run is not None and run.last_heartbeat is not None
+    assert run.last_heartbeat["details"] == {"step": 5}
+    assert sum("heartbeat details dropped" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_manual_payload_with_nan_is_refused(settings: Settings, store: Store) -> None:
+    from scheduler.operations import OperationError
+
+    registry = registry_of(MODULE, ["r-counts"])
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        with pytest.raises(OperationError, match=r"payload\.x is nan"):
+            fire(store, publisher, registry, "r-counts", datetime.now(UTC),
+                 payload={"x": float("nan")})
+    finally:
+        publisher.close()
+    assert store.list_runs() == []
+
+
+# -- 4. cancellation aimed at the attempt and the run's future ---------------------------------
+
+
+def test_a_fenced_out_attempt_notices_and_stops(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    executor: Callable[..., Executor]
+) -> None:
+    registry = registry_of(MODULE, ["r-loops"])
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        fired = fire(store, publisher, registry, "r-loops", datetime.now(UTC))
+    finally:
+        publisher.close()
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        executor(registry, heartbeat_interval=0.1).execute("loops", fired.run_id)))
+    worker.start()
+    # (in-process, the agent counts under the unprefixed key)
+    wait_for(lambda: redis_client.get(calls_key(fired.run_id, "")), message="the agent")
+    run = store.get_run(fired.run_id)
+    assert run is not None
+    # The watchdog stalls it (a new fence) while the agent is alive and looping.
+    stall = WatchStore(store.engine).stall(run.id, 1, run.fence, reason="no_progress",
+                                          now=datetime.now(UTC), max_attempts=3)
+    assert stall is not None and stall.run_status == "pending"
+    worker.join(timeout=10)
+    assert outcome == ["fenced_out"]
+    assert [(a.status, a.reason) for a in store.attempts_of(run.id)] == [("stalled", "no_progress")]
+
+
+def test_a_user_cancel_survives_the_retry(
+    settings: Settings, store: Store, executor: Callable[..., Executor]
+) -> None:
+    from scheduler.operations import cancel
+
+    registry = registry_of(MODULE, ["r-fails-fast"])
+    publisher = Publisher(create_app(settings, registry))
+    client = redis.Redis.from_url(settings.require_redis_url())
+    try:
+        fired = fire(store, publisher, registry, "r-fails-fast", datetime.now(UTC))
+        started = store.begin_attempt(fired.run_id, "w", None, datetime.now(UTC),
+                                      agent="fails-fast")
+        assert started is not None
+        cancel(store, client, settings.redis_prefix, fired.run_id, datetime.now(UTC))
+        # The attempt then fails: its retry verdict must not erase the cancel.
+        written = store.finish(started, status="waiting", reason=None, attempt_status="failed",
+                               now=datetime.now(UTC),
+                               not_before=datetime.now(UTC) + timedelta(seconds=30))
+    finally:
+        publisher.close()
+        client.close()
+    assert written == "cancelled"
+    assert run_of(store, fired.run_id) == ("cancelled", "by_user")
+
+
+# -- 5. max_attempts when redeliveries take over ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    registry = registry_of(MODULE, ["r-dies"])
+    start_worker(MODULE, pool="prefork", concurrency=1)
+    clock = FakeClock(datetime.now(UTC))
+    svc = make_service(settings, registry, clock)
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        fired = fire(store, publisher, registry, "r-dies", clock.now())
+    finally:
+        publisher.close()
+
+    def ended() -> bool:
+        follow_real_time(clock)
+        svc.hold_leadership()
+        svc.sweep()
+        run = store.get_run(fired.run_id)
+        return run is not None and run.finished_at is not None
+
+    wait_for(ended, timeout=60, interval=0.2, message="the run to end")
+    run = store.get_run(fired.run_id)
+    assert run is not None and (run.status, run.terminal_reason) == ("dead", "attempts_exhausted")
+    assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
+    dog = make_watchdog(settings, registry, FakeClock(datetime.now(UTC)))
+    dog.check()
+    assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history()
+            if a.kind == "run_dead"] == [("run_dead", run.id)]
+
+
+# -- 11. a transient error in the final write ----------------------------------------------------
+
+
+def test_the_final_write_survives_a_killed_session(
+    pg_settings: Settings, pg_store: Store, executor: Callable[..., Executor],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NIGHTOWL_TEST_PG_ADMIN", PG_ADMIN_URL)
+    monkeypatch.setenv("NIGHTOWL_TEST_PG_DATABASE",
+                       pg_settings.require_database_url().rsplit("/", 1)[1])
+    registry = registry_of(MODULE, ["r-kills-db-sessions"])
+    publisher = Publisher(create_app(pg_settings, registry))
+    try:
+        fired = fire(pg_store, publisher, registry, "r-kills-db-sessions", datetime.now(UTC))
+    finally:
+        publisher.close()
+    worker = executor(registry)
+    assert worker.execute("kills-db-sessions", fired.run_id) == "succeeded"
+    pg_store.engine.dispose()  # the test's own pooled sessions were killed too
+    run = pg_store.get_run(fired.run_id)
+    assert run is not None and run.status == "succeeded" and run.result == {"done": True}
+
+
+# -- 8. run_late at takeover, per gap, not for slots skipped by policy --------------------------
+
+
+def test_run_late_is_one_alert_per_gap_and_looks_back_at_takeover(
+    settings: Settings, store: Store
+) -> None:
+    registry = registry_of(MODULE, ["minutely"])
+    t0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC)
+    clock = FakeClock(t0)
+    svc = make_service(settings, registry, clock)
+    svc.tick()  # the trigger's state exists from 12:00:10; then the scheduler dies
+    svc.resign()
+    # No watchdog leads while the 12:01 and 12:02 slots pass their deadline.
+    clock.set(datetime(2026, 3, 1, 12, 2, 45, tzinfo=UTC))
+    dog = make_watchdog(settings, registry, clock)
+    dog.check()  # takes over; judges the look-back once the scheduler had time to catch up
+    clock.advance(25)
+    late = dog.check().late
+    assert late == [("minutely", datetime(2026, 3, 1, 12, 1, tzinfo=UTC)),
+                    ("minutely", datetime(2026, 3, 1, 12, 2, tzinfo=UTC))]
+    clock.set(datetime(2026, 3, 1, 12, 4, 31, tzinfo=UTC))
+    dog.check()  # 12:03 and 12:04 are late too: the same gap
+    fired = [(a.kind, a.state) for a in AlertStore(store.engine).history() if a.kind == "run_late"]
+    assert fired == [("run_late", "firing")]
+    # The scheduler comes back with catchup="latest": the 12:05 slot runs on time, closing the gap.
+    clock.set(datetime(2026, 3, 1, 12, 5, 1, tzinfo=UTC))
+    svc2 = make_service(settings, registry, clock, owner=f"s-{uuid.uuid4().hex[:4]}")
+    svc2.tick()
+    (run,) = [r for r in store.list_runs() if r.logical_time == datetime(2026, 3, 1, 12, 5,
+                                                                          tzinfo=UTC)]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET started_at = :t WHERE id = :id"),
+                     {"t": clock.now().replace(tzinfo=None) if store.engine.dialect.name ==
+                      "sqlite" else clock.now(), "id": run.id})
+    clock.set(datetime(2026, 3, 1, 12, 5, 31, tzinfo=UTC))
+    dog.check()
+    states = [a.state for a in AlertStore(store.engine).history() if a.kind == "run_late"]
+    assert sorted(states) == ["firing", "resolved"]
+
+
+def test_slots_skipped_by_catch_up_are_not_late_after_a_restart(
+    settings: Settings, store: Store
+) -> None:
+    registry = registry_of(MODULE, ["minutely"])
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    svc = make_service(settings, registry, clock)
+    svc.tick()
+    svc.resign()
+    # Everything stops for 20 minutes (a laptop closed with `make demo` running), then both
+    # come back: the scheduler's catch-up runs the newest slot and ledgers the rest.
+    clock.set(datetime(2026, 3, 1, 12, 20, 5, tzinfo=UTC))
+    dog = make_watchdog(settings, registry, clock)
+    dog.check()
+    svc2 = make_service(settings, registry, clock, owner="back")
+    svc2.tick()
+    for step in (10, 10, 4):  # the look-back is judged after the settling pause (20 s)
+        clock.advance(step)
+        dog.check()
+    assert [a for a in AlertStore(store.engine).history() if a.kind == "run_late"] == []
+
+
+# -- run_stuck ------------------------------------------------------------------------------------
+
+
+def test_a_queued_run_without_a_message_raises_run_stuck(
+    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    registry = registry_of(MODULE, ["r-counts"])
+    publisher = Publisher(create_app(settings, registry))
+    now = datetime.now(UTC)
+    try:
+        fired = fire(store, publisher, registry, "r-counts", now)
+    finally:
+        publisher.close()
+    redis_client.delete(f"{prefix}agents")  # the message is gone, and no scheduler sweeps
+    clock = FakeClock(now + timedelta(seconds=130))
+    dog = make_watchdog(settings, registry, clock)
+    for _ in range(6):  # two run_stuck scans: a run must be missing at both
+        dog.check()
+        clock.advance(1)
+    stuck = [(a.kind, a.state, a.run_id) for a in AlertStore(store.engine).history()
+             if a.kind == "run_stuck"]
+    assert stuck == [("run_stuck", "firing", fired.run_id)]
