@@ -381,3 +381,58 @@ def test_replicas_running_db_upgrade_at_once_on_postgresql_all_succeed() -> None
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+OVERLAP = "tests.fixtures.overlap_triggers"
+
+
+def test_fire_with_the_broker_down_records_the_run_says_so_and_exits_0(
+        settings: Settings, store: Store) -> None:
+    from tests.helpers import free_port
+
+    env = child_env(settings, OVERLAP, NIGHTOWL_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    out = cli(settings, "fire", "ov-allow", env=env)
+    # Then the run is recorded, stdout has its id, and stderr says the broker was not reached
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "pending", run
+    assert "Traceback" not in out.stderr and "hunter2" not in out.stdout + out.stderr
+    assert "broker could not be reached" in out.stderr and "NIGHTOWL_REDIS_URL" in out.stderr
+    assert "scheduler publishes it" in out.stderr and "Connection refused" in out.stderr
+    # and it will run: once the broker answers, the sweeper publishes it
+    clock = FakeClock(datetime.now(UTC) + timedelta(seconds=60))
+    svc = make_service(settings, registry_of(OVERLAP, []), clock)
+    svc.tick()  # takes the leader lease
+    assert svc.sweep() == 1
+    assert store.get_run(run_id).status == "queued"  # type: ignore[union-attr]
+
+
+def test_fire_prints_an_id_only_for_a_run_that_will_happen(settings: Settings, store: Store) -> None:
+    first = cli(settings, "fire", "ov-skip", env=child_env(settings, OVERLAP))
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    run_id = first.stdout.strip()
+    assert store.get_run(run_id).status == "queued"  # type: ignore[union-attr]
+    # A second fire while the first is active: the overlap policy skips it
+    for args in ([], ["--json"]):
+        skipped = cli(settings, "fire", "ov-skip", *args, env=child_env(settings, OVERLAP))
+        assert skipped.returncode == 1, skipped
+        assert skipped.stdout == ""  # no id of a run that will never happen
+        assert "skipped" in skipped.stderr and "--force" in skipped.stderr
+    forced = cli(settings, "fire", "ov-skip", "--force", "--json", env=child_env(settings, OVERLAP))
+    assert forced.returncode == 0, forced.stderr
+    assert set(json.loads(forced.stdout)) == {"run_id", "idempotency_key"}
+    # The same --key again: the run it made is still active, so its id, with a note
+    keyed = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    again = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    assert keyed.returncode == 0 and again.returncode == 0, again.stderr
+    assert again.stdout == keyed.stdout and "fired before" in again.stderr
+    # Once that run has ended, the key makes nothing
+    assert cli(settings, "runs", "cancel", keyed.stdout.strip(),
+               env=child_env(settings, OVERLAP)).returncode == 0
+    ended = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    assert ended.returncode == 1 and ended.stdout == "", ended
+    assert "already ended cancelled" in ended.stderr and "another --key" in ended.stderr
+    assert cli(settings, "fire", "ov-allow", "--payload", "{nope",
+               env=child_env(settings, OVERLAP)).returncode == 2
+    assert "Exit codes" in cli(settings, "fire", "--help").stdout

@@ -1,4 +1,5 @@
-"""`nightowl fire TRIGGER [--payload JSON] [--key K] [--force]`."""
+"""`nightowl fire TRIGGER [--payload JSON] [--key K] [--force]`: stdout holds the id of a run
+that will happen, and nothing else; the exit code says whether one will (see `--help`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import typer
 
 from scheduler import operations
 from scheduler.cli._common import (
-    EXIT_FINDINGS,
     JsonOpt,
     TriggersOpt,
+    fail,
     print_json,
     publisher_for,
     registry_for,
     settings_for,
     store_for,
 )
+from scheduler.storage.models import ACTIVE_STATUSES
 
 
 def fire(
@@ -31,7 +33,20 @@ def fire(
     triggers: TriggersOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Run a trigger's agent now; prints the run id. Obeys the overlap policy unless --force."""
+    """Run a trigger's agent now; prints the run id. Obeys the overlap policy unless --force.
+
+    Standard output holds only the id of a run that will happen (with --json:
+    {run_id, idempotency_key}); notes go to standard error.
+
+    Exit codes:
+    0  a run is recorded and will run: a new one, or the active run that an
+       earlier fire with the same --key made. A broker that cannot be reached
+       is a note: the run stays recorded and the scheduler publishes it once
+       the broker answers.
+    1  nothing will run: the overlap policy skipped it, or --key names a run
+       that already ended (standard output is empty); or the database failed.
+    2  usage.
+    """
     data: Any = None
     if payload is not None:
         try:
@@ -46,15 +61,25 @@ def fire(
                                 datetime.now(UTC), payload=data, key=key, force=force)
     finally:
         publisher.close()
-    out = {"run_id": fired.run_id, "idempotency_key": fired.idempotency_key}
+    if fired.status not in ACTIVE_STATUSES:
+        if fired.created:  # only the overlap policy ends a new manual run at once
+            fail(f"skipped: trigger {trigger!r} has a run in progress and its overlap policy "
+                 "says skip, so nothing will run; use --force to run anyway")
+        fail(f"nothing to run: key {key!r} was fired before as run {fired.run_id}, which "
+             f"already ended {fired.status}; fire with another --key to run again")
     if json_:
-        print_json(out)
+        print_json({"run_id": fired.run_id, "idempotency_key": fired.idempotency_key})
     else:
         typer.echo(fired.run_id)
     if not fired.created:
-        typer.echo(f"note: {fired.idempotency_key} was fired before; that run is {fired.status}",
+        typer.echo(f"note: key {key!r} was fired before; that run is {fired.status} (no new run)",
                    err=True)
-    elif fired.status == "skipped":
-        typer.echo(f"skipped: trigger {trigger!r} has a run in progress and its overlap policy "
-                   "says skip; use --force to run anyway", err=True)
-        raise typer.Exit(EXIT_FINDINGS)
+    elif fired.status == "waiting":
+        typer.echo(f"note: trigger {trigger!r} has a run in progress; this one waits for it "
+                   "(overlap policy)", err=True)
+    if not fired.published:
+        setting = "NIGHTOWL_BROKER_URL" if settings.broker_url else "NIGHTOWL_REDIS_URL"
+        typer.echo(f"note: the broker could not be reached ({fired.publish_error or 'no answer'}; "
+                   f"check {setting}); run {fired.run_id} "
+                   "is recorded and the scheduler publishes it once the broker answers",
+                   err=True)
