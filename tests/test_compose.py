@@ -65,6 +65,14 @@ def test_long_running_services_have_healthchecks() -> None:
         assert "healthcheck" in services()[name], name
 
 
+def test_long_running_services_are_restarted_and_the_migration_is_not() -> None:
+    """A service that gave up waiting for PostgreSQL or Redis exits 1; compose restarts it."""
+    found = services()
+    for name in ("scheduler", "worker", "watchdog", "relay", "flower"):
+        assert found[name].get("restart") == "unless-stopped", name
+    assert found["migrate"].get("restart") == "no"
+
+
 def _site(tmp_path: Path) -> Path:
     """The folder compose mounts at /app/site (NIGHTOWL_TRIGGERS_DIR) with a user's module."""
     site = tmp_path / "site"
