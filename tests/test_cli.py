@@ -248,7 +248,13 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
     from scheduler.storage.alert_store import AlertStore
     AlertManager(AlertStore(store.engine), clock).fire(
         Alert(kind="run_late", dedupe_key="run_late:x", message="late", trigger="x"))
+    # Queued runs are shown against the broker's messages (no worker yet: both are 2).
+    before = json.loads(cli(settings, "status", "--json").stdout)
+    assert before["queued_runs"] == {"agents": 2}
+    assert before["queues"]["agents"]["depth"] == 2
+    assert "2 runs queued; broker: 2 waiting" in cli(settings, "status").stdout
     worker = start_worker(MODULE)
+    assert svc.hold_leadership()  # renew the lease those calls let run down
     out = cli(settings, "status", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -9,9 +9,19 @@ from typing import Any, cast
 import sqlalchemy as sa
 import typer
 
-from scheduler.cli._common import JsonOpt, TriggersOpt, iso, print_json, redis_for, settings_for, store_for
+from scheduler.cli._common import (
+    JsonOpt,
+    TriggersOpt,
+    echo,
+    iso,
+    print_json,
+    redis_for,
+    settings_for,
+    store_for,
+)
 from scheduler.cli._errors import service_error
 from scheduler.errors import ConfigError
+from scheduler.scrub import scrub_text
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.outbox_store import OutboxStore
@@ -19,8 +29,8 @@ from triggers import Registry, load
 from triggers._queue import celery_redis_reading
 
 ROLES = ("scheduler", "watchdog")
-ALERT_KINDS = ("run_stalled", "run_dead", "run_late", "trigger_source_failing", "outbox_dead",
-               "watchdog_down", "scheduler_down")
+ALERT_KINDS = ("run_stalled", "run_dead", "run_late", "run_stuck", "trigger_source_failing",
+               "scheduler_failing", "outbox_dead", "watchdog_down", "scheduler_down")
 
 
 def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[str, Any]:
@@ -30,8 +40,8 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
     `errors` says what failed (status is what an operator runs when something is wrong).
     """
     data: dict[str, Any] = {"at": iso(now), "leaders": {}, "workers": [], "queues": {},
-                            "runs_last_hour": {}, "open_alerts": {}, "outbox": {},
-                            "outbox_lag_s": None, "errors": {}}
+                            "queued_runs": {}, "runs_last_hour": {}, "open_alerts": {},
+                            "outbox": {}, "outbox_lag_s": None, "errors": {}}
     for section, read in (("redis", _from_redis), ("database", _from_database)):
         try:
             data.update(read(settings, now, ping_workers))
@@ -39,7 +49,7 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
             message = service_error(exc)
             if message is None and not isinstance(exc, ConfigError):
                 raise
-            data["errors"][section] = message or str(exc)
+            data["errors"][section] = scrub_text(message or str(exc))
     return data
 
 
@@ -81,13 +91,19 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
                                 .where(runs.c.created_at >= now - timedelta(hours=1))
                                 .group_by(runs.c.status, runs.c.terminal_reason))
             last_hour = {f"{s}/{r}" if r else s: n for s, r, n in rows}
+            # Runs the database says are `queued`, per queue: set against the broker's
+            # messages (`queues`), a surplus is runs whose message is gone.
+            queued = {q: n for q, n in conn.execute(
+                sa.select(runs.c.queue, sa.func.count()).where(runs.c.status == "queued")
+                .group_by(runs.c.queue))}
         alerts = AlertStore(store.engine)
         open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
         outbox = OutboxStore(store.engine).status(now)
     finally:
         store.engine.dispose()
     lag = max((s["oldest_pending_age_s"] or 0.0 for s in outbox.values()), default=0.0)
-    return {"runs_last_hour": last_hour, "open_alerts": {k: v for k, v in open_alerts.items() if v},
+    return {"runs_last_hour": last_hour, "queued_runs": queued,
+            "open_alerts": {k: v for k, v in open_alerts.items() if v},
             "outbox": outbox, "outbox_lag_s": lag}
 
 
@@ -98,14 +114,22 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
         print_json(data)
         return
     for section, message in data["errors"].items():
-        typer.echo(f"{section:20} UNREACHABLE: {message}")
+        echo(f"{section:20} UNREACHABLE: {message}")
     for role, lead in data["leaders"].items():
         state = f"alive ({lead['owner']})" if lead["alive"] else "NONE"
         typer.echo(f"{role + ' leader':20} {state}")
     typer.echo(f"{'workers':20} {', '.join(data['workers']) or 'none answered'}")
-    for q, d in data["queues"].items():
+    for q in sorted(set(data["queues"]) | set(data["queued_runs"])):
+        d = data["queues"].get(q)
+        runs_queued = data["queued_runs"].get(q, 0)
+        if d is None:
+            typer.echo(f"{'queue ' + q:20} {runs_queued} runs queued (broker not read)")
+            continue
         age = f", oldest {d['oldest_age_s']:.0f}s" if d["oldest_age_s"] is not None else ""
-        typer.echo(f"{'queue ' + q:20} {d['depth']} waiting, {d['unacked']} reserved{age}")
+        gap = runs_queued - d["depth"] - (d["unacked"] or 0)
+        lost = f" ({gap} without a message: republished by the sweeper)" if gap > 0 else ""
+        typer.echo(f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
+                   f"{d['unacked']} reserved{age}{lost}")
     runs = ", ".join(f"{k} {v}" for k, v in sorted(data["runs_last_hour"].items())) or "none"
     typer.echo(f"{'runs (last hour)':20} {runs}")
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(data["open_alerts"].items())) or "none"
