@@ -473,3 +473,53 @@ def test_a_queued_run_without_a_message_raises_run_stuck(
     stuck = [(a.kind, a.state, a.run_id) for a in AlertStore(store.engine).history()
              if a.kind == "run_stuck"]
     assert stuck == [("run_stuck", "firing", fired.run_id)]
+
+
+# -- 10. one lock order ---------------------------------------------------------------------------
+
+
+def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
+    """The worker's finish locks the run, then the attempt; the watchdog's stall took them the
+    other way round and PostgreSQL reported DeadlockDetected. Race them, many times."""
+    watch = WatchStore(pg_store.engine)
+    now = datetime.now(UTC)
+    runs = pg_store.commit_tick([NewRun(
+        idempotency_key=f"race:{i}", trigger="t", agent="a", queue="agents",
+        event={"kind": "manual", "trigger": "t", "payload": None, "fired_by": "test"},
+        logical_time=now, agent_version="v") for i in range(30)], [], [], now)
+    errors: list[BaseException] = []
+    outcomes: list[tuple[str | None, bool]] = []
+    for run in runs:
+        started = pg_store.begin_attempt(run.id, "w", None, now, agent=None)
+        assert started is not None
+        barrier = threading.Barrier(2)
+        result: dict[str, object] = {}
+
+        def finish(started: object = started, barrier: threading.Barrier = barrier,
+                   result: dict[str, object] = result) -> None:
+            barrier.wait()
+            try:
+                result["finish"] = pg_store.finish(
+                    started, status="succeeded", reason=None,  # type: ignore[arg-type]
+                    attempt_status="succeeded", now=now)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def stall(run_id: str = run.id, barrier: threading.Barrier = barrier,
+                  result: dict[str, object] = result) -> None:
+            barrier.wait()
+            try:
+                result["stall"] = watch.stall(run_id, 1, 1, reason="worker_lost", now=now,
+                                              max_attempts=3)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=finish), threading.Thread(target=stall)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        outcomes.append((result.get("finish"), result.get("stall") is not None))  # type: ignore[arg-type]
+    assert errors == []
+    # Exactly one of the two won each race: a finished run, or a stall that fenced it out.
+    assert all((status == "succeeded") != stalled for status, stalled in outcomes), outcomes
