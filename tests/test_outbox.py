@@ -3,10 +3,12 @@ concurrency: fencing, per-key order, two relays, a sink that is down, dead rows 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -25,7 +27,7 @@ from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
-from tests.conftest import T0
+from tests.conftest import REDIS_URL, T0
 from tests.helpers import free_port, make_watchdog, registry_of
 from tests.receiver import Receiver
 
@@ -202,7 +204,7 @@ def test_a_down_sink_waits_and_retries_a_dead_one_alerts_others_flow(
         clock.advance(10)
         relay.step()
         assert outbox.status(clock.now())["cache"]["delivered"] == 5
-        assert redis.Redis.from_url(cache_server.url).get("c:u3") == b"3"
+        assert redis.Redis.from_url(cache_server.url).hget("c:u3", "value") == b"3"
         # And the webhook that never recovers goes dead after max_attempts, with an alert
         dog = make_watchdog(settings, registry_of("tests.fixtures.watch_agents"), clock)
         dog.check()
@@ -332,3 +334,90 @@ def test_sink_errors_are_stored_scrubbed_and_without_nul(store: Store,
     for text in [*errors.values(), caplog.text]:
         assert "s3cr3tTOKEN" not in text and "refusedTOKEN" not in text and "/services/" not in text
     assert WebhookSink(url=refused).describe()["url"] == refused.split("/services", maxsplit=1)[0]
+
+
+def cache_entry(n: int, key: str, seq: int, value: Any) -> Entry:
+    return Entry(f"run:{n}", "run", "cache", key, seq, value)
+
+
+def test_the_cache_keeps_one_hash_per_key_and_a_key_ending_in_seq_is_its_own(
+    redis_client: redis.Redis, prefix: str,
+) -> None:
+    """DESIGN: one hash per key at <prefix><key>, fields value and seq. The two-string format
+    kept the sequence at <prefix><key>:seq, which a user key "<key>:seq" overwrote."""
+    sink = RedisCacheSink(prefix=prefix, ttl=60, redis_url=REDIS_URL)
+    assert sink.deliver([cache_entry(1, "a", 5, {"v": "a5"}),
+                         cache_entry(2, "a:seq", 1, "mine")]) == [None, None]
+    # An older write of "a" (a redelivery) is still dropped: its sequence was not clobbered
+    assert sink.deliver([cache_entry(3, "a", 3, {"v": "a3"})]) == [None]
+    assert redis_client.type(f"{prefix}a") == b"hash"
+    assert redis_client.hgetall(f"{prefix}a") == {b"value": b'{"v": "a5"}', b"seq": b"5"}
+    assert redis_client.hgetall(f"{prefix}a:seq") == {b"value": b'"mine"', b"seq": b"1"}
+    assert 0 < redis_client.pttl(f"{prefix}a") <= 60_000
+    assert sink.get("a") == {"v": "a5"} and sink.get("a:seq") == "mine" and sink.get("b") is None
+    assert sorted(redis_client.scan_iter(match=f"{prefix}*")) == [f"{prefix}a".encode(),
+                                                                  f"{prefix}a:seq".encode()]
+
+
+def test_an_old_two_string_cache_key_is_converted_on_its_next_write_or_by_upgrade_keys(
+    redis_client: redis.Redis, prefix: str,
+) -> None:
+    # Given keys written by the previous version: a value string and a :seq string each
+    for key, value, seq in (("old", {"v": 4}, 4), ("idle", {"v": 9}, 9), ("gone", 1, 2)):
+        redis_client.set(f"{prefix}{key}", json.dumps(value), px=100_000)
+        redis_client.set(f"{prefix}{key}:seq", seq, px=100_000)
+    sink = RedisCacheSink(prefix=prefix, redis_url=REDIS_URL)
+    # When an older entry of "old" is redelivered, it is dropped, and the key converted
+    assert sink.deliver([cache_entry(1, "old", 3, {"v": 3})]) == [None]
+    assert redis_client.hgetall(f"{prefix}old") == {b"value": b'{"v": 4}', b"seq": b"4"}
+    assert not redis_client.exists(f"{prefix}old:seq")
+    assert 0 < redis_client.pttl(f"{prefix}old") <= 100_000  # its TTL carried over
+    # and a newer one is written
+    assert sink.deliver([cache_entry(2, "old", 5, {"v": 5})]) == [None]
+    assert sink.get("old") == {"v": 5}
+    # The one-off upgrade converts the keys no write touched, and finds nothing the second time
+    assert sink.upgrade_keys() == 2
+    assert sink.upgrade_keys() == 0
+    assert redis_client.hgetall(f"{prefix}idle") == {b"value": b'{"v": 9}', b"seq": b"9"}
+    assert sink.get("gone") == 1
+    assert sorted(k.decode() for k in redis_client.scan_iter(match=f"{prefix}*")) == [
+        f"{prefix}gone", f"{prefix}idle", f"{prefix}old"]
+    assert sink.deliver([cache_entry(3, "idle", 9, {"v": "repeat"})]) == [None]
+    assert sink.get("idle") == {"v": 9}
+
+
+def test_the_audit_sink_writes_created_at_and_renames_an_old_recorded_at_column(
+    db_url: str,
+) -> None:
+    """DESIGN: columns entry_id (UNIQUE), key, value, seq, created_at. Earlier versions
+    created `recorded_at`; such a table is renamed in place when the sink first touches it."""
+    tag = f"audit_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(db_url)
+    with engine.begin() as conn:  # the table as the previous version created it, with a row
+        conn.execute(sa.text(
+            f"CREATE TABLE {tag} (entry_id VARCHAR(64) PRIMARY KEY, run_id VARCHAR(36) NOT NULL, "
+            "key VARCHAR(512) NOT NULL, seq BIGINT NOT NULL, value JSON NOT NULL, "
+            "recorded_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP)"))
+        conn.execute(sa.text(f"INSERT INTO {tag} (entry_id, run_id, key, seq, value) "
+                             "VALUES ('old:0', 'old', 'k', 1, :v)"), {"v": '{"n": 0}'})
+    try:
+        sink = SqlAppendSink(tag, db_url=db_url)
+        assert sink.deliver([Entry("new:0", "new", "audit", "k", 2, {"n": 1}),
+                             Entry("old:0", "old", "audit", "k", 1, {"n": 0})]) == [None, None]
+        columns = {c["name"] for c in sa.inspect(engine).get_columns(tag)}
+        assert {"entry_id", "key", "value", "seq", "created_at"} <= columns
+        assert "recorded_at" not in columns
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                f"SELECT entry_id, seq, created_at FROM {tag} ORDER BY seq")).all()
+        assert [(r.entry_id, r.seq) for r in rows] == [("old:0", 1), ("new:0", 2)]
+        assert all(r.created_at is not None for r in rows)
+        # A fresh table gets created_at directly
+        fresh = SqlAppendSink(f"{tag}_new", db_url=db_url)
+        assert fresh.deliver([Entry("x:0", "x", "audit", "k", 1, 1)]) == [None]
+        assert "created_at" in {c["name"] for c in sa.inspect(engine).get_columns(f"{tag}_new")}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {tag}"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {tag}_new"))
+        engine.dispose()

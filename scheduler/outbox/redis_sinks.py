@@ -19,18 +19,50 @@ from scheduler.outbox._base import Outcome, SinkError
 from scheduler.storage.outbox_store import Entry
 from triggers._polling import SourceDefaults, mask_url, secret_url
 
-# KEYS[1] value key, KEYS[2] seq key; ARGV value, seq, ttl ms (0 = none).
-_CACHE_SET = """
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+# The cache keeps one hash per key at <prefix><key>: fields `value` (JSON) and `seq`.
+# Before 0.x it kept two strings, <prefix><key> (the value) and <prefix><key>:seq; such a
+# key is converted when it is next written, inside the same script, so no reader sees it
+# half-converted. An old value key always had its :seq companion; a string without one
+# is itself a companion (or an orphan) and is simply overwritten.
+# KEYS[1] <prefix><key>, KEYS[2] <prefix><key>:seq, KEYS[3] <prefix><key>:seq:seq.
+_CACHE_CONVERT = """
+local function convert()
+  if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return -1 end
+  if redis.call('TYPE', KEYS[2])['ok'] ~= 'string' then return -1 end
+  local seq = tonumber(redis.call('GET', KEYS[2]))
+  if not seq then return -1 end
+  local value = redis.call('GET', KEYS[1])
+  local pttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'value', value, 'seq', seq)
+  if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
+  -- <key>:seq is ours alone unless a user key '<key>:seq' was written the old way too
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[2]) end
+  return seq
+end
+"""
+
+# ARGV value, seq, ttl ms (0 = none). 1 written, 0 an older or repeated write dropped.
+_CACHE_SET = _CACHE_CONVERT + """
+convert()
+local current = 0
+if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
+  current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') or 0
+end
 if tonumber(ARGV[2]) <= current then return 0 end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'seq', ARGV[2])
 if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 else
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('PERSIST', KEYS[1])
 end
 return 1
+"""
+
+# The one-off upgrade: convert one old-format key if it is one. The seq, or -1.
+_CACHE_UPGRADE = _CACHE_CONVERT + """
+return convert()
 """
 
 # KEYS[1] stream, KEYS[2] dedupe marker; ARGV entry id, key, seq, value, marker ttl ms.
@@ -64,7 +96,9 @@ class _RedisSink:
 
 
 class RedisCacheSink(_RedisSink):
-    """`<prefix><key>` holds the newest value (JSON); an older `seq` never overwrites it."""
+    """`<prefix><key>` is a hash: `value` (the newest value, JSON) and `seq` (its sequence
+    number); an older `seq` never overwrites it. Read it with `HGET <prefix><key> value`
+    (or `sink.get(key)`)."""
 
     def __init__(self, *, prefix: str, ttl: timedelta | float | None = None,
                  redis_url: str | SecretStr | None = None) -> None:
@@ -78,16 +112,50 @@ class RedisCacheSink(_RedisSink):
         return {"kind": "redis_cache", "prefix": self.prefix, "redis_url": self.shown(),
                 "ttl_s": self.ttl.total_seconds() if self.ttl else None}
 
+    def _keys(self, key: str) -> list[str]:
+        full = f"{self.prefix}{key}"
+        return [full, f"{full}:seq", f"{full}:seq:seq"]
+
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
         client = self.client()
         script = client.register_script(_CACHE_SET)
         ttl_ms = int(self.ttl.total_seconds() * 1000) if self.ttl else 0
         pipe = client.pipeline(transaction=False)
         for e in entries:
-            key = f"{self.prefix}{e.key}"
-            script(keys=[key, f"{key}:seq"], args=[json.dumps(e.value), e.seq, ttl_ms], client=pipe)
+            script(keys=self._keys(e.key), args=[json.dumps(e.value), e.seq, ttl_ms], client=pipe)
         pipe.execute()
         return [None] * len(entries)
+
+    def get(self, key: str) -> Any:
+        """The cached value of `key` (None when absent), as a reader of the cache sees it."""
+        raw = self.client().hget(f"{self.prefix}{key}", "value")
+        return None if raw is None else json.loads(raw)
+
+    def upgrade_keys(self, batch: int = 1000) -> int:
+        """Convert every key left in the two-string format of earlier versions to the hash
+        (`nightowl outbox upgrade-cache`); keys are also converted when next written. Safe
+        to run while relays deliver, and again. The number of keys converted."""
+        client = self.client()
+        script = client.register_script(_CACHE_UPGRADE)
+        pattern = self.prefix.replace("\\", "\\\\")
+        for ch in "*?[]":
+            pattern = pattern.replace(ch, f"\\{ch}")
+        converted = 0
+        names: list[str] = []
+        for name in client.scan_iter(match=f"{pattern}*", count=batch, _type="string"):
+            names.append(name.decode() if isinstance(name, bytes) else name)
+            if len(names) >= batch:
+                converted += self._convert(script, names)
+                names = []
+        return converted + self._convert(script, names)
+
+    def _convert(self, script: Any, names: list[str]) -> int:
+        if not names:
+            return 0
+        pipe = self.client().pipeline(transaction=False)
+        for name in names:
+            script(keys=[name, f"{name}:seq", f"{name}:seq:seq"], client=pipe)
+        return sum(1 for seq in pipe.execute() if int(seq) >= 0)
 
 
 class RedisStreamSink(_RedisSink):

@@ -61,12 +61,17 @@ class _SqlSink:
             if self._table is None:
                 meta = sa.MetaData()
                 table = self.define(meta)
-                meta.create_all(self.engine(), checkfirst=True)
+                engine = self.engine()
+                meta.create_all(engine, checkfirst=True)
+                self.upgrade(engine)
                 self._table = table
             return self._table
 
     def define(self, meta: sa.MetaData) -> sa.Table:
         raise NotImplementedError
+
+    def upgrade(self, engine: sa.Engine) -> None:
+        """Bring a table an earlier version created to today's columns (first use only)."""
 
     def insert(self, conn: sa.Connection) -> Any:
         """An upsert-capable INSERT; call `table()` before opening `conn`'s transaction (on
@@ -135,8 +140,24 @@ class SqlAppendSink(_SqlSink):
                         sa.Column("key", sa.String(512), nullable=False),
                         sa.Column("seq", sa.BigInteger, nullable=False),
                         sa.Column("value", sa.JSON, nullable=False),
-                        sa.Column("recorded_at", sa.DateTime(timezone=True),
+                        sa.Column("created_at", sa.DateTime(timezone=True),
                                   server_default=sa.func.now()))
+
+    def upgrade(self, engine: sa.Engine) -> None:
+        """Tables created before DESIGN's column names have `recorded_at`: renamed to
+        `created_at`, data kept (two relays racing to rename: the loser finds it done)."""
+        def columns() -> set[str]:
+            return {c["name"] for c in sa.inspect(engine).get_columns(self.table_name)}
+
+        if "recorded_at" not in columns() or "created_at" in columns():
+            return
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'ALTER TABLE "{self.table_name}" RENAME COLUMN recorded_at '
+                                     "TO created_at"))
+        except sa.exc.DBAPIError:
+            if "created_at" not in columns():
+                raise
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "sql_append", "table": self.table_name, "db_url": self.shown(),
