@@ -315,8 +315,10 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     stopped: bool = False  # SIGSTOPped right now
+    down: bool = True  # killed on purpose (a fault, or the end): not restarted by the supervisor
 
     def start(self) -> None:
+        self.down = False
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
@@ -343,6 +345,7 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a worker's pool children too), and reap it."""
+        self.down = True
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -448,6 +451,10 @@ class Cluster:
         self._extra_env = extra_env or {}
         self._engine: sa.Engine | None = None
         self._data: sa.Engine | None = None
+        self.crashes: list[dict[str, Any]] = []
+        self._supervising = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="fault-supervisor",
+                                            daemon=True)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -494,6 +501,7 @@ class Cluster:
             for svc in self.services.values():
                 svc.start()
             self.wait_ready()
+            self._supervisor.start()
         except BaseException:
             self.close()
             raise
@@ -529,8 +537,27 @@ class Cluster:
         wait_until(lambda: " ready." in svc.output_since_start(), timeout, 0.1,
                    f"{name} to be ready")
 
+    def _supervise(self) -> None:
+        """What compose's `restart: unless-stopped` does: a process that exits by itself is
+        started again a second later; each such exit is recorded (a fault should not kill a
+        service that was not its target)."""
+        while not self._supervising.wait(0.5):
+            for svc in list(self.services.values()):
+                if svc.down or svc.proc is None or svc.proc.poll() is None:
+                    continue
+                tail = svc.output_since_start().strip().splitlines()[-3:]
+                self.crashes.append({"service": svc.name, "exit_code": svc.proc.returncode,
+                                     "at": time.time(), "last_lines": tail})
+                time.sleep(1.0)
+                if not svc.down and not self._supervising.is_set():
+                    svc.start()
+
     def close(self) -> None:
+        self._supervising.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout=5)
         for svc in self.services.values():
+            svc.down = True
             svc.signal(signal.SIGCONT)
         for svc in self.services.values():
             if svc.proc is not None and svc.proc.poll() is None:

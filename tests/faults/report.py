@@ -46,6 +46,9 @@ def _alerts(f: dict[str, Any]) -> str:
     if not stalls and not f.get("stalls_unalerted"):
         return "no stall"
     text = f"{f.get('stalls_alerted', 0)}/{stalls} stalls alerted"
+    sent = f.get("alerts", {}).get("run_stalled/firing", 0)
+    if sent > stalls:
+        text += f" ({sent} run_stalled sent)"
     if f.get("stall_resolves_missing"):
         text += f", {f['stall_resolves_missing']} unresolved"
     return text
@@ -84,8 +87,17 @@ def bounds(results: list[dict[str, Any]]) -> str:
     bound = results[0].get("bound_s") if results else None
     wait, where = worst("max_wait_to_start_s")
     if wait is not None:
-        lines.append(f"- longest a run waited to be started or restarted (from its creation or "
-                     f"its previous attempt's end): **{wait:.1f} s** ({where})")
+        lines.append(f"- longest a run waited for its first attempt (from its creation, "
+                     f"including queueing behind bursts): **{wait:.1f} s** ({where})")
+    restart, where = worst("max_wait_to_restart_s")
+    if restart is not None:
+        lines.append(f"- longest from a stalled attempt's last heartbeat to the next attempt's "
+                     f"start: **{restart:.1f} s** ({where})")
+    stranded, where = worst("stranded_wait_max_s")
+    if stranded is not None:
+        lines.append(f"- longest a run stayed `queued` after the worker that had received its "
+                     f"message was SIGKILLed: **{stranded:.1f} s** ({where}; the visibility "
+                     "timeout is 2 h)")
     takeover, _ = worst("standby_takeover_max_s")
     if takeover is not None:
         ttl = next((r["figures"].get("leader_ttl_s") for r in results
@@ -125,7 +137,8 @@ def render(results: list[dict[str, Any]]) -> str:
     if not results:
         return "No results yet: run `make faults`.\n"
     failing = [r for r in results if not r.get("passed")]
-    parts = [totals(results), "", table(results), "", "Measured bounds:", "", bounds(results)]
+    parts = [totals(results).rstrip(), "", table(results).rstrip(), "", "Measured bounds:", "",
+             bounds(results).rstrip()]
     if failing:
         parts += ["", "What broke, per failing scenario (run ids and states are in "
                   "`tests/faults/results/<scenario>.json`):", ""]

@@ -69,6 +69,13 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
         settle = judge.converge(deployment.faults.last_end)
         figures, violations = judge.check()
         figures.update(ctx.figures)
+        figures["service_crashes"] = len(deployment.crashes)
+        if deployment.crashes:
+            violations.append(Violation(
+                "services-survive", "nightowl processes exited by themselves (the harness "
+                "restarted them a second later, as compose's restart: unless-stopped would)",
+                [{k: c[k] for k in ("service", "exit_code", "last_lines")}
+                 for c in deployment.crashes], len(deployment.crashes)))
         if extra is not None:
             extra(deployment, judge, figures, violations)
         figures["faults_injected"] = deployment.faults.count

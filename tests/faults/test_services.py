@@ -13,7 +13,7 @@ from tests.faults.scenario import Run, run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
-BIG_BURST = 400  # rows inserted in one transaction: one tick with 400 firings
+BIG_BURST = 250  # rows inserted in one transaction: one tick with 400 firings
 
 
 def _kill_leader_mid_tick(run: Run) -> None:

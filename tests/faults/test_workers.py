@@ -7,10 +7,12 @@ import base64
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests.faults.checks import Checker, Violation, snapshot
 from tests.faults.harness import PREFIX, Cluster, wait_until
 from tests.faults.scenario import Run, run_scenario
 
@@ -105,9 +107,23 @@ def _kill_after_receive(run: Run) -> None:
     run.figures["received_not_started"] = sum(len(e["received"]) for e in c.faults.events)
 
 
+def _stranded_wait(cluster: Cluster, judge: Checker, figures: dict[str, Any],
+                   violations: list[Violation]) -> None:
+    """How long each message received but not started at a kill waited for its attempt."""
+    snap = snapshot(cluster)
+    waits = []
+    for event in cluster.faults.events:
+        for run_id in event.get("received", []):
+            started = [a.started_at for a in snap.attempts.get(run_id, []) if a.started_at]
+            if started:
+                waits.append(min(started).timestamp() - event["start"])
+    figures["stranded_runs"] = len(waits)
+    figures["stranded_wait_max_s"] = round(max(waits), 2) if waits else None
+
+
 def test_worker_kill_after_receive() -> None:
     run_scenario(
-        "worker_kill_after_receive", seed=102, fault=_kill_after_receive,
+        "worker_kill_after_receive", seed=102, fault=_kill_after_receive, extra=_stranded_wait,
         summary="both workers SIGKILLed right after receiving messages (3 times)",
         expected="messages received but not started are republished within the lost-message "
                  "bound (not after the 2 h visibility timeout); running ones are retried")
