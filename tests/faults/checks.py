@@ -4,7 +4,9 @@
    entry where catch-up covers it), every alert episode one firing and one resolved run;
 2. every run is terminal within the stated bound after the last fault;
 3. no sink entry missing or duplicated (effects exactly once); re-executions counted;
-4. every stalled attempt produced one `run_stalled` and, if its run recovered, one resolve.
+4. every stalled attempt produced one `run_stalled` and, if its run recovered, one resolve;
+5. no run gives up: the agent fails only the first attempt of one run in ten, on purpose, so
+   every run ends `succeeded` (or `skipped/overlap` where the trigger skips overlaps).
 
 `converge()` waits (bounded) until the data can be judged, `check()` judges it and returns
 the figures plus each violation with the run ids and states involved.
@@ -296,8 +298,8 @@ class Checker:
         figures["not_succeeded"] = len(gave_up)
         if gave_up:
             v.append(Violation(
-                "terminal-within-bound",
-                "runs ended without success although the agent never fails by itself",
+                "no-quiet-failure",
+                "runs ended without success although the agent only fails on purpose, once",
                 [brief(r, snap.attempts.get(r.id)) for r in gave_up], len(gave_up)))
 
     def _sinks(self, snap: Snapshot, runs: list[Any], v: list[Violation],
@@ -414,10 +416,17 @@ class Checker:
         counts: list[int] = []
         for i in range(0, len(keys), 500):
             counts += [int(c or 0) for c in self.cluster.shared.mget(keys[i:i + 500])]
+        failed_keys = [f"{self.cluster.prefix}failed-on-purpose:{r.id}" for r in runs]
+        failed: list[int] = []
+        for i in range(0, len(failed_keys), 500):
+            failed += [int(c or 0) for c in self.cluster.shared.mget(failed_keys[i:i + 500])]
         executed = {r.id: n for r, n in zip(runs, counts, strict=True)}
+        # executions beyond one per run, not counting the first attempts failed on purpose
+        extra = [n - 1 - f for n, f in zip(counts, failed, strict=True)]
         figures["executions"] = sum(counts)
-        figures["re_executions"] = sum(n - 1 for n in counts if n > 1)
-        figures["re_executed_runs"] = sum(1 for n in counts if n > 1)
+        figures["failed_on_purpose"] = sum(failed)
+        figures["re_executions"] = sum(x for x in extra if x > 0)
+        figures["re_executed_runs"] = sum(1 for x in extra if x > 0)
         never = [brief(r) for r in runs if r.status == "succeeded" and executed[r.id] == 0]
         if never:
             v.append(Violation("effects-exactly-once",

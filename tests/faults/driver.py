@@ -3,7 +3,8 @@
 - per-second crons (`sec-allow`, `sec-skip`) fire by themselves;
 - db_change: rows inserted into the never-killed database, steadily and in bursts;
 - queue_depth: the watched list filled above the threshold and drained, in episodes;
-- metric: the test's Prometheus answers an error ratio above the threshold, then below.
+- metric: the test's Prometheus answers an error ratio above the threshold (every other
+  episode `+Inf`), then below.
 
 An alert episode is only switched while the scheduler can see its sources (no fault that
 blinds it is active, and a leader TTL has passed since the last one ended), so every
@@ -12,6 +13,7 @@ episode is one a correct scheduler must notice: it is held at least `phase_s` ei
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -91,7 +93,9 @@ class Driver:
             else:
                 self.cluster.shared.delete(key)
         else:
-            self.cluster.metric.value = METRIC_HIGH if high else 0.0
+            # every other episode reads +Inf, as an error ratio does when traffic stops
+            inf = ep.count % 2 == 1
+            self.cluster.metric.value = (math.inf if inf else METRIC_HIGH) if high else 0.0
         if high:
             ep.count += 1
         ep.high = high

@@ -14,8 +14,9 @@ with the same environment, which the harness sets (see `harness.Cluster.env`):
 - NIGHTOWL_FAULT_CATCHUP_WINDOW  seconds of catch-up for the per-second crons (default 1 h);
 - NIGHTOWL_FAULT_MINUTELY     how many minute-level crons with catchup="latest" (default 0).
 
-The agent counts its own executions (INCR on the never-killed Redis, keyed by run id) and
-writes one entry per sink through the outbox, so effects can be counted from the sinks.
+The agent counts its own executions (INCR on the never-killed Redis, keyed by run id),
+fails the first attempt of one run in ten on purpose (counted too), and writes one entry per
+sink through the outbox, so effects can be counted from the sinks.
 The test process never imports this module (it would register the sinks there too).
 """
 
@@ -51,6 +52,12 @@ def _duration(run_id: str) -> float:
 def fault_work(ctx: AgentContext, event: Any) -> dict[str, Any]:
     assert _counter is not None
     _counter.incr(f"{PREFIX}exec:{ctx.run_id}")
+    if ctx.attempt == 1 and zlib.crc32(ctx.run_id.encode()) % 10 == 0:
+        # one run in ten fails fast on its first attempt: retries (`waiting`, then the
+        # sweeper) run under every fault too, and a fast failure races the publisher's
+        # bookkeeping (issue 12, item 1)
+        _counter.incr(f"{PREFIX}failed-on-purpose:{ctx.run_id}")
+        raise RuntimeError("failing the first attempt on purpose")
     deadline = time.monotonic() + _duration(ctx.run_id)
     step = 0
     while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -234,7 +235,8 @@ class _Server:
 
 
 class MetricServer(_Server):
-    """Answers `/api/v1/query` as Prometheus does, with the value the driver sets."""
+    """Answers `/api/v1/query` as Prometheus does, with the value the driver sets (`+Inf`
+    included: an error ratio when traffic stops)."""
 
     def __init__(self) -> None:
         self.value = 0.0
@@ -242,8 +244,10 @@ class MetricServer(_Server):
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                value = outer.value
+                text = ("+Inf" if value > 0 else "-Inf") if math.isinf(value) else repr(value)
                 body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                    {"metric": {"job": "faults"}, "value": [time.time(), repr(outer.value)]}]}})
+                    {"metric": {"job": "faults"}, "value": [time.time(), text]}]}})
                 data = body.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
