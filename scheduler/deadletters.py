@@ -16,6 +16,8 @@ from celery import signals
 from celery.worker.consumer.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
+from scheduler.scrub import scrub_text, scrub_value
+
 log = logging.getLogger("nightowl.deadletters")
 MAX_PAYLOAD_CHARS = 4096
 
@@ -34,8 +36,9 @@ def record(reason: str, *, task_name: str | None = None, task_id: str | None = N
 
     try:
         current_runtime().store.add_dead_letter(
-            reason=reason, task_name=task_name, task_id=task_id, payload=payload,
-            details=details, now=datetime.now(UTC))
+            reason=reason, task_name=task_name, task_id=task_id,
+            payload=None if payload is None else scrub_text(payload),
+            details=None if details is None else scrub_value(details), now=datetime.now(UTC))
         log.warning("dead letter: %s (task %s, id %s)", reason, task_name, task_id)
     except Exception:
         log.exception("could not record dead letter %s for task %s", reason, task_name)

@@ -60,3 +60,36 @@ def test_the_webhook_verifier_in_the_docs_accepts_our_signature_and_rejects_repl
     assert not verify("s3cret", str(old), body, sign("s3cret", old, body))  # type: ignore[operator]
     assert not verify("wrong", str(now), body, good)  # type: ignore[operator]
     assert not verify("s3cret", str(now), body + b" ", good)  # type: ignore[operator]
+
+
+def test_the_docs_verifier_accepts_a_real_alert_and_rejects_it_five_minutes_later() -> None:
+    """A real alert POSTed by WebhookChannel verifies with the docs' code; the same request
+    replayed a little over 5 minutes later is refused."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from scheduler.alerts import Alert, WebhookChannel
+    from tests.receiver import Receiver
+
+    text = (DOCS / "alerts.md").read_text()
+    (code,) = [b for b in BLOCK.findall(text) if "def verify(" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/alerts.md", "exec"), namespace)
+    verify = namespace["verify"]
+    receiver = Receiver()
+    try:
+        alert = Alert(kind="run_stalled", message="run r1 stalled", dedupe_key="run_stalled:r1:1",
+                      run_id="r1", attempt=1)
+        WebhookChannel(receiver.url, SecretStr("s3cret")).send(alert, alert.payload(episode=1))
+        (request,) = receiver.requests
+    finally:
+        receiver.close()
+    ts, sig, body = (request["headers"]["X-Nightowl-Timestamp"],
+                     request["headers"]["X-Nightowl-Signature"], request["body"])
+    assert verify("s3cret", ts, body, sig)  # type: ignore[operator]
+    assert not verify("other", ts, body, sig)  # type: ignore[operator]
+    namespace["time"] = SimpleNamespace(time=lambda: int(ts) + 299)
+    assert verify("s3cret", ts, body, sig)  # type: ignore[operator]  # within 5 minutes
+    namespace["time"] = SimpleNamespace(time=lambda: int(ts) + 301)
+    assert not verify("s3cret", ts, body, sig)  # type: ignore[operator]  # a replay, too old

@@ -10,6 +10,7 @@ goes quiet.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -58,6 +59,19 @@ def shown_url(url: SecretStr | None, default: str) -> str:
     return mask_url(url.get_secret_value()) if url is not None else default
 
 
+# scheme://user:password@host -> scheme://user:***@host, for URLs nobody registered
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^\s/:@]*):(?P<pw>[^\s@/]+)@", re.I)
+
+
+def scrub_url_passwords(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` it contains masked.
+
+    The pure core of nightowl's one scrubber (`scheduler.scrub` builds on it with the
+    secrets registered from settings); triggers use it for their source errors.
+    """
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
 def scrub(message: str, *secrets: SecretStr | None) -> str:
     """An error message fit for state and logs: no secret URL or password, bounded length."""
     for secret in secrets:
@@ -68,7 +82,7 @@ def scrub(message: str, *secrets: SecretStr | None) -> str:
         password = _password(raw)
         if password:
             message = message.replace(password, "***")
-    return message[:MAX_ERROR_CHARS]
+    return scrub_url_passwords(message)[:MAX_ERROR_CHARS]
 
 
 def _password(url: str) -> str | None:

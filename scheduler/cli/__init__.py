@@ -22,6 +22,7 @@ from scheduler.cli import (
 )
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
 from scheduler.cli._errors import service_error
+from scheduler.scrub import scrub_text
 
 app = typer.Typer(
     name="nightowl",
@@ -52,12 +53,12 @@ def main() -> None:
     try:
         app()
     except NightowlError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(scrub_text(f"error: {exc}"), err=True)
         sys.exit(EXIT_FINDINGS)
     except Exception as exc:
         message = service_error(exc)
         if message is not None:
-            typer.echo(f"error: {message}", err=True)
+            typer.echo(scrub_text(f"error: {message}"), err=True)
             sys.exit(EXIT_FINDINGS)
-        traceback.print_exc()
+        sys.stderr.write(scrub_text(traceback.format_exc()))
         sys.exit(EXIT_USAGE)

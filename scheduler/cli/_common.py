@@ -14,6 +14,7 @@ import typer
 
 from scheduler.app import create_app
 from scheduler.publish import Publisher
+from scheduler.scrub import scrub_text, scrub_value
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
@@ -67,8 +68,14 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
+def echo(text: str, *, err: bool = False) -> None:
+    """Print a line of a listing, scrubbed: stored errors and alert messages may quote a URL
+    (rows written before a secret was registered, or by code that did not scrub)."""
+    typer.echo(scrub_text(text), err=err)
+
+
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    echo(json.dumps(scrub_value(data), indent=2, default=str))
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -76,7 +83,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         typer.echo("(none)")
         return
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[("" if r.get(c) is None else scrub_text(str(r.get(c)))) for c in columns]
+             for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
@@ -84,7 +92,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def fail(message: str, code: int = EXIT_FINDINGS) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     sys.exit(code)
 
 

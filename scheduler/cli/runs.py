@@ -11,6 +11,7 @@ from scheduler import operations
 from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
+    echo,
     fail,
     iso,
     print_json,
@@ -122,7 +123,7 @@ def show_run(run_id: str, json_: JsonOpt = False, triggers: TriggersOpt = None) 
         return
     for key, value in data.items():
         if key != "attempts":
-            typer.echo(f"{key:16} {value}")
+            echo(f"{key:16} {value}")
     typer.echo("attempts:")
     print_table(data["attempts"], ["number", "fence", "status", "reason", "worker",
                                    "started_at", "finished_at"])

@@ -1,0 +1,127 @@
+"""Secrets: every secret-bearing setting is a SecretStr, and the one scrubber
+(`scheduler.scrub`) keeps them out of log lines, tracebacks, alert rows and channel names."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from scheduler import scrub
+from scheduler.alerts import Alert, AlertManager, WebhookChannel, channels_from
+from scheduler.clock import FakeClock
+from scheduler.logs import JsonFormatter, TextFormatter, install_scrubbing
+from scheduler.settings import Settings
+from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.store import Store
+from tests.conftest import T0
+from tests.receiver import Receiver
+
+
+def token() -> str:
+    return f"tok{uuid.uuid4().hex}"
+
+
+def test_every_secret_bearing_setting_is_a_secretstr_and_registered() -> None:
+    pw, hook, apprise, key = token(), token(), token(), token()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"postgresql://owl:{pw}@db.internal/nightowl",  # type: ignore[arg-type]
+        redis_url=f"redis://:{pw}x@cache:6379/0",  # type: ignore[arg-type]
+        alert_webhook_url=f"https://hooks.slack.com/services/T0/B0/{hook}",  # type: ignore[arg-type]
+        alert_urls=f"slack://{apprise}/B1/C1/#oncall  mailtos://me:{key}@smtp.example.com",  # type: ignore[arg-type]
+    )
+    assert isinstance(settings.alert_webhook_url, SecretStr)
+    assert all(isinstance(u, SecretStr) for u in settings.alert_urls)
+    assert len(settings.alert_urls) == 2
+    for secret in (pw, hook, apprise, key):
+        assert secret not in repr(settings) and secret not in str(settings.describe())
+    text = (f"connect postgresql://owl:{pw}@db.internal/nightowl failed; password {pw}; "
+            f"POST https://hooks.slack.com/services/T0/B0/{hook} -> 500; path /services/T0/B0/{hook}; "
+            f"apprise slack://{apprise}/B1/C1/#oncall; mailtos://me:{key}@smtp.example.com")
+    scrubbed = scrub.scrub_text(text)
+    for secret in (pw, hook, apprise, key):
+        assert secret not in scrubbed, scrubbed
+    assert "https://hooks.slack.com/***" in scrubbed
+    assert "postgresql://owl:***@db.internal/nightowl" in scrubbed
+
+
+def test_an_unregistered_url_password_is_still_masked() -> None:
+    assert scrub.scrub_text("amqp://guest:s3cr3tpass@rabbit:5672//") == "amqp://guest:***@rabbit:5672//"
+
+
+def test_the_webhook_channel_is_named_by_scheme_and_host_only() -> None:
+    secret_path = token()
+    channel = WebhookChannel(f"https://hooks.slack.com/services/{secret_path}", None)
+    assert channel.name == "webhook:https://hooks.slack.com"
+    (built,) = channels_from([], SecretStr(f"https://example.com:8443/h/{secret_path}"), None)
+    assert built.name == "webhook:https://example.com:8443"
+
+
+@pytest.fixture
+def failing_receiver() -> Iterator[Receiver]:
+    r = Receiver(status=500)
+    yield r
+    r.close()
+
+
+def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
+    store: Store, failing_receiver: Receiver, caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_scrubbing()
+    secret_path, signing = token(), token()
+    url = failing_receiver.url + f"/{secret_path}"
+    manager = AlertManager(AlertStore(store.engine), FakeClock(T0),
+                           [WebhookChannel(url, SecretStr(signing))], attempts=2, backoff_max=0.05)
+    caplog.set_level(logging.INFO, logger="nightowl")
+    try:
+        # An alert whose message quotes an error that quoted the URL (as httpx errors do)
+        manager.fire(Alert(kind="trigger_source_failing", dedupe_key="trigger_source_failing:x",
+                           message=f"ConnectError: cannot reach {url}", trigger="x",
+                           details={"last_error": f"HTTP 500 for url '{url}'"}))
+        assert manager.flush(timeout=30)
+    finally:
+        manager.close()
+    (row,) = AlertStore(store.engine).history(limit=5)
+    stored = json.dumps({"message": row.message, "details": row.details, "channels": row.channels},
+                        default=str)
+    assert secret_path not in stored and signing not in stored, stored
+    (name,) = row.channels
+    assert name == f"webhook:{failing_receiver.url.rsplit('/', 1)[0]}"
+    assert row.channels[name].startswith("failed: HTTPStatusError"), row.channels
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed after 2 attempts" in logged and secret_path not in logged
+    # and what the receiver was sent (twice: it answered 500) carries the scrubbed message
+    assert len(failing_receiver.requests) == 2
+    body = failing_receiver.requests[0]["body"].decode()
+    assert secret_path not in body and "/***" in body
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])
+def test_log_lines_and_tracebacks_are_scrubbed_whoever_logs(formatter: logging.Formatter) -> None:
+    install_scrubbing()
+    pw = token()
+    scrub.register(pw)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    for name in ("nightowl.test", "celery.worker", "httpx"):  # ours and libraries'
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            try:
+                raise RuntimeError(f"could not connect to redis://:{pw}@cache:6379/0")
+            except RuntimeError:
+                logger.exception("step failed for %s", f"postgresql://u:{pw}@db/x")
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+    out = stream.getvalue()
+    assert out.count("RuntimeError: could not connect") == 3 and "step failed for" in out
+    assert pw not in out, out
