@@ -3,6 +3,7 @@ stalls past the claim TTL while two relays compete, and a sink that kills the re
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
 from agents._context import OutboxWrite
 from scheduler.clock import FakeClock
@@ -111,3 +113,20 @@ def test_an_entry_whose_delivery_kills_the_relay_goes_dead_after_max_attempts(
     (boom,) = [r for r in outbox.rows() if r.value == "boom"]
     assert boom.attempts == 8 and boom.dead_at is not None
     assert "claimed 8 times and never settled" in boom.last_error
+
+
+def test_outbox_upgrade_cache_converts_the_registered_caches_old_keys(
+    settings: Settings, redis_client: redis.Redis, prefix: str,
+) -> None:
+    redis_client.set(f"{prefix}c:user:1", json.dumps({"v": 1}))
+    redis_client.set(f"{prefix}c:user:1:seq", 4)
+    env = child_env(settings, MODULE, NIGHTOWL_TEST_CACHE_PREFIX=f"{prefix}c:")
+    command = [sys.executable, "-m", "scheduler.cli", "outbox", "upgrade-cache", "--json"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"converted": {"cache": 1}}
+    assert redis_client.hgetall(f"{prefix}c:user:1") == {b"value": b'{"v": 1}', b"seq": b"4"}
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert json.loads(again.stdout) == {"converted": {"cache": 0}}

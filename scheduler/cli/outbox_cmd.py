@@ -13,6 +13,7 @@ from scheduler.cli._common import (
     print_json,
     print_table,
     progress,
+    registry_for,
     settings_for,
     store_for,
 )
@@ -62,3 +63,27 @@ def retry(
         print_json({"requeued": n})
     else:
         typer.echo(f"requeued {n} dead row(s){f' of sink {sink}' if sink else ''}")
+
+
+@app.command("upgrade-cache")
+def upgrade_cache(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
+    """Convert every RedisCacheSink's keys left in the two-string format of earlier versions
+    (`<prefix><key>` + `<prefix><key>:seq`) to one hash per key; safe to repeat, and to run
+    while relays deliver (each key is converted in one Lua script)."""
+    from scheduler.outbox import RedisCacheSink, registered_sinks, sink_for
+
+    settings = settings_for(triggers)
+    registry_for(settings)  # importing the trigger modules registers their sinks
+    converted: dict[str, int] = {}
+    for name in sorted(registered_sinks()):
+        sink = sink_for(name)
+        if isinstance(sink, RedisCacheSink):
+            sink.bind(settings.source_defaults())
+            converted[name] = sink.upgrade_keys()
+    if json_:
+        print_json({"converted": converted})
+    elif not converted:
+        typer.echo("no RedisCacheSink is registered in the trigger modules")
+    else:
+        for name, n in converted.items():
+            typer.echo(f"{name}: converted {n} key(s) to the hash format")
