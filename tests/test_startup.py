@@ -164,6 +164,24 @@ def test_redis_down_is_one_line_and_exit_1(databases: Databases) -> None:
     _refused("scheduler", broker, "Redis failed", "NIGHTOWL_BROKER_URL")
 
 
+def test_a_setting_that_does_not_parse_is_one_line_naming_it(databases: Databases) -> None:
+    env = _base_env(_pg(databases.create()), REDIS_URL)
+    for service, bad, words in [
+        ("scheduler", {"NIGHTOWL_STARTUP_TIMEOUT": "soon"}, ("NIGHTOWL_STARTUP_TIMEOUT", "'soon'")),
+        ("worker", {"NIGHTOWL_TICK_INTERVAL": "-1"}, ("NIGHTOWL_TICK_INTERVAL", "greater than 0")),
+        ("relay", {"NIGHTOWL_LOG_LEVEL": "LOUD"}, ("NIGHTOWL_LOG_LEVEL", "'LOUD'")),
+        # a value that may hold a secret is named, never shown
+        ("watchdog", {"NIGHTOWL_ALERT_URLS": f'["slack://{SECRET}/T0/B0"'},
+         ("NIGHTOWL_ALERT_URLS",)),
+    ]:
+        out = _run(service, env | bad)
+        assert out.returncode == 1, (service, out.stderr)
+        assert "Traceback" not in out.stderr and SECRET not in out.stderr, out.stderr
+        assert out.stderr.startswith("error: invalid setting ") and out.stderr.count("\n") == 1
+        for word in words:
+            assert word in out.stderr, out.stderr
+
+
 class Service:
     """A long-running service process whose output is collected as it runs."""
 

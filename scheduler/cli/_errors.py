@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import kombu.exceptions
+import pydantic
 import redis
 import sqlalchemy as sa
 
@@ -17,7 +18,10 @@ _MISSING_SCHEMA = re.compile(r'no such table|relation "[^"]*" does not exist')
 
 
 def service_error(exc: BaseException) -> str | None:
-    """The message for a service failure, or None when `exc` is something else (a bug)."""
+    """The message for a service failure or a setting that does not parse, or None when `exc`
+    is something else (a bug)."""
+    if isinstance(exc, pydantic.ValidationError) and exc.title == "Settings":
+        return settings_error(exc)
     if isinstance(exc, sa.exc.DBAPIError) and isinstance(
             exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.ProgrammingError):
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -35,6 +39,21 @@ def service_error(exc: BaseException) -> str | None:
         return scrubbed(f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "
                         "NIGHTOWL_REDIS_URL when no broker is set)")
     return None
+
+
+_SECRET_FIELD = re.compile(r"url|secret|auth|password", re.I)
+
+
+def settings_error(exc: pydantic.ValidationError) -> str:
+    """One line for settings that do not parse: which variable, what is wrong, what it got
+    (unless it may be a secret)."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"NIGHTOWL_{field.upper()}" if field else "a setting"
+        got = "" if _SECRET_FIELD.search(field) else f" (got {error.get('input')!r})"
+        parts.append(f"{name}: {error['msg']}{got}")
+    return scrubbed("invalid setting " + "; ".join(parts) + " (see docs/operations.md, Settings)")
 
 
 def scrubbed(message: str) -> str:
