@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.clock import FakeClock
+from scheduler.service import TickFailedError
 from scheduler.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import T0
@@ -218,7 +219,7 @@ def test_runs_and_cursor_commit_together_so_a_lost_commit_replays_exactly_once(
 
     monkeypatch.setattr(svc.store, "commit_tick", dying)
     clock.advance(1)
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(TickFailedError):
         svc.tick()
     assert calls["n"] == 1 and store.list_runs() == []
     # When a fresh scheduler (the restarted process) takes over
