@@ -421,3 +421,43 @@ def test_the_audit_sink_writes_created_at_and_renames_an_old_recorded_at_column(
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {tag}"))
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {tag}_new"))
         engine.dispose()
+
+
+def test_a_relay_whose_claim_was_taken_over_delivers_no_further_entry_of_it(store: Store) -> None:
+    """Relay A is stalled inside a sink call past the claim TTL (as a paused process is);
+    relay B takes A's expired claims over and delivers them. When A wakes, it must not hand
+    the entries it no longer holds to the sink: B already delivered them, and B may already
+    be on the key's next entry."""
+    clock = FakeClock(T0)
+
+    class Stalling(Recorder):
+        one_at_a_time = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.takeover: Relay | None = None
+
+        def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
+            takeover, self.takeover = self.takeover, None
+            if takeover is not None:  # A's first call: stall past the TTL; B steps meanwhile
+                clock.advance(31)
+                takeover.drain()
+            return super().deliver(entries)
+
+    sink = Stalling()
+    register_sink("rec", sink)
+    run_with_writes(store, clock, [OutboxWrite("rec", "k1", 1), OutboxWrite("rec", "k2", 1)], "r1")
+    run_with_writes(store, clock, [OutboxWrite("rec", "k2", 2)], "r2")
+    a = Relay(OutboxStore(store.engine), clock, relay_id="relay-a", claim_refresh=3600)
+    b = Relay(OutboxStore(store.engine), clock, relay_id="relay-b")
+    sink.takeover = b
+    report = a.step()
+    a.close()
+    b.close()
+    got = [(e.key, e.seq) for e in sink.got]
+    # k1 was in flight in A when B took it over (at least once: the sink dedupes on the id),
+    # but A never sent k2 after B had delivered k2's first and second entries
+    assert got.count(("k2", 1)) == 1 and got.count(("k2", 2)) == 1
+    assert [g for g in got if g[0] == "k2"] == [("k2", 1), ("k2", 2)]
+    assert report.lost == 1
+    assert {r.status for r in OutboxStore(store.engine).rows()} == {"delivered"}
