@@ -8,6 +8,8 @@ The settings that decide message loss and duplication are set together here
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -197,6 +199,30 @@ def set_app(app: Celery | None) -> None:
     global _app
     with _app_lock:
         _app = app
+
+
+# Set by `nightowl worker`, which has checked the database and Redis before starting Celery.
+STARTUP_CHECKED_ENV = "NIGHTOWL_STARTUP_CHECKED"
+
+
+@signals.worker_init.connect
+def _check_at_start(**_: Any) -> None:
+    """`celery -A scheduler.celery_app worker` checks what `nightowl worker` checks: it waits
+    up to NIGHTOWL_STARTUP_TIMEOUT for the database and Redis, then prints one line and exits
+    1, instead of reporting `ready` on a database without the schema."""
+    if os.environ.get(STARTUP_CHECKED_ENV):
+        return
+    from scheduler.cli._startup import BROKER, DATABASE, REDIS, wait_until_ready
+    from scheduler.errors import ConfigError
+
+    settings = Settings()
+    try:
+        settings.require_database_url()
+        settings.require_redis_url()
+    except ConfigError as exc:
+        print(f"error: celery worker cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+    wait_until_ready("worker (celery)", settings, (DATABASE, REDIS, BROKER))
 
 
 @signals.worker_process_init.connect

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from scheduler.app import create_app, set_app
+from scheduler.app import STARTUP_CHECKED_ENV, create_app, set_app
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
 from scheduler.cli._startup import BROKER, DATABASE, REDIS, wait_until_ready
 from scheduler.doctor import visibility_problems
@@ -174,6 +174,7 @@ def worker(
     configure_logging(settings.log_format, settings.log_level)
     _require_urls(settings)
     wait_until_ready("worker", settings, (DATABASE, REDIS, BROKER))
+    os.environ[STARTUP_CHECKED_ENV] = "1"  # Celery's worker_init need not check again
     if settings.triggers:
         # Prefork children and the lazily built runtime read the same modules.
         os.environ["NIGHTOWL_TRIGGERS"] = ",".join(settings.triggers)
