@@ -7,6 +7,7 @@ them at declaration time with the closest valid name, as dramatiq does.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -54,7 +55,13 @@ def as_timedelta(value: object, field: str, *, allow_zero: bool = True) -> timed
     """Accept a timedelta or a number of seconds; reject negatives and other types."""
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise ValueError(f"{field} must be a timedelta or seconds as a number, got {value!r}")
-    td = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number of seconds, got {value!r}")
+    try:
+        td = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    except OverflowError:
+        raise ValueError(f"{field} is out of range ({value!r} seconds); pass a timedelta "
+                         "of at most a few years") from None
     if td < timedelta(0) or (not allow_zero and td == timedelta(0)):
         bound = "positive" if not allow_zero else "zero or positive"
         raise ValueError(f"{field} must be {bound}, got {td}")

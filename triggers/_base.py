@@ -26,6 +26,11 @@ class TriggerDefinitionError(TriggerError):
     """A trigger declaration is invalid; the message names file:line, the field and the fix."""
 
 
+class SourceDefinitionError(TriggerDefinitionError, ValueError):
+    """A source constructor (`prometheus()`, `sql()`, `redis_list()`) got a bad argument;
+    like every definition error it names the user's file:line, the field and the fix."""
+
+
 class StateVersionError(TriggerError):
     """Persisted trigger state has a version this code cannot read."""
 

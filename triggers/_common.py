@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from agents import AgentSpec, SourceLocation
 from agents._options import check_choice, check_name, unknown_option_message
-from triggers._base import OVERLAP_POLICIES, Overlap, TriggerDefinitionError
+from triggers._base import OVERLAP_POLICIES, Overlap, SourceDefinitionError, TriggerDefinitionError
 
 T = TypeVar("T")
 
@@ -53,3 +53,16 @@ def field_check(location: SourceLocation, call: str, field: str, fix: str, check
         return check()
     except ValueError as exc:
         raise fail(location, call, field, str(exc), fix) from None
+
+
+def source_check(call: str, field: str, fix: str, check: Callable[[], T]) -> T:
+    """`field_check` for a source constructor (`prometheus(...)`): its ValueError becomes a
+    SourceDefinitionError naming the user's file:line (still a ValueError)."""
+    from agents._location import caller_location
+
+    try:
+        return check()
+    except SourceDefinitionError:
+        raise
+    except ValueError as exc:
+        raise SourceDefinitionError(str(fail(caller_location(), call, field, str(exc), fix))) from None

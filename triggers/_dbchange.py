@@ -522,6 +522,10 @@ def db_change(
         raise fail(location, call, "where", f"{where!r} is not a single SQL condition",
                    "write one boolean expression like \"status = :status\" and bind values with "
                    "where_params={'status': 'new'}")
+    if where_params is not None and (not isinstance(where_params, Mapping)
+                                     or not all(isinstance(k, str) for k in where_params)):
+        raise fail(location, call, "where_params", f"got {where_params!r:.60}, not a mapping",
+                   "pass a dict of bound values, e.g. where_params={'status': 'new'}")
     params = dict(where_params or {})
     if where is None and params:
         raise fail(location, call, "where_params", "given without where=", "add where= or drop it")

@@ -20,7 +20,7 @@ from agents._location import caller_location
 from agents._options import as_timedelta, check_choice
 from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
 from triggers._base import Overlap, TriggerSpec, declare
-from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._common import check_common, fail, field_check, reject_unknown, source_check
 from triggers._polling import (
     SourceDefaults,
     SourceError,
@@ -164,22 +164,53 @@ def callable_label(fn: object) -> str:
 def prometheus(query: str, *, url: str | SecretStr, reduce: Reducer | None = None,
                timeout: timedelta | float = timedelta(seconds=10)) -> PrometheusSource:
     """A PromQL instant query as a metric source: `prometheus("sum(rate(x[5m]))", url=...)`."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("prometheus(): query must be a non-empty PromQL string")
-    secret = secret_url(url, "url")
-    if secret is None:
-        raise ValueError("prometheus(): url= is required, e.g. 'http://prometheus:9090'")
+    call = f"prometheus({query!r:.60})"
+
+    def check_query() -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"got {query!r:.60}, not a PromQL expression")
+        return query
+
+    text = source_check(call, "query", "pass a non-empty PromQL string", check_query)
+
+    def check_url() -> SecretStr:
+        secret = secret_url(url, "url")
+        if secret is None:
+            raise ValueError("url= is required")
+        return secret
+
+    secret = source_check(call, "url", "pass the server's URL, e.g. 'http://prometheus:9090'",
+                          check_url)
     if reduce is not None:
-        check_choice(reduce, "reduce", _REDUCERS)
-    return PrometheusSource(query, secret, reduce, as_timedelta(timeout, "timeout", allow_zero=False))
+        source_check(call, "reduce", "use one of the listed reducers or None",
+                     lambda: check_choice(reduce, "reduce", _REDUCERS))
+    limit = source_check(call, "timeout", "pass a positive timedelta",
+                         lambda: as_timedelta(timeout, "timeout", allow_zero=False))
+    return PrometheusSource(text, secret, reduce, limit)
 
 
 def sql(query: str, *, db_url: str | SecretStr | None = None,
         params: Mapping[str, Any] | None = None) -> SqlSource:
     """A scalar SQL query as a metric source; values are bound through `params`."""
-    if not isinstance(query, str) or not query.strip() or ";" in query.strip().rstrip(";"):
-        raise ValueError("sql(): query must be one SELECT returning a single value")
-    return SqlSource(query, secret_url(db_url, "db_url"), params or {})
+    call = f"sql({query!r:.60})"
+
+    def check_query() -> str:
+        if not isinstance(query, str) or not query.strip() or ";" in query.strip().rstrip(";"):
+            raise ValueError(f"got {query!r:.60}: query must be one SELECT returning a single value")
+        return query
+
+    text = source_check(call, "query", "write one SELECT; bind values through params=", check_query)
+    url = source_check(call, "db_url", "pass a SQLAlchemy URL", lambda: secret_url(db_url, "db_url"))
+
+    def check_params() -> dict[str, Any]:
+        if params is None:
+            return {}
+        if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+            raise ValueError(f"got {params!r:.60}, not a mapping of names to values")
+        return dict(params)
+
+    bound = source_check(call, "params", "pass a dict like {'status': 'failed'}", check_params)
+    return SqlSource(text, url, bound)
 
 
 class MetricTrigger(AlertTrigger):

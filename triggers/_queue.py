@@ -30,7 +30,7 @@ from agents._location import caller_location
 from agents._options import as_timedelta
 from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
 from triggers._base import Overlap, TriggerSpec, declare
-from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._common import check_common, fail, field_check, reject_unknown, source_check
 from triggers._metric import alert_policy_from, callable_label
 from triggers._polling import SourceDefaults, SourceError, check_number, poll_interval, secret_url, shown_url
 
@@ -141,9 +141,16 @@ class RedisList:
 
 def redis_list(key: str, *, redis_url: str | SecretStr | None = None) -> RedisList:
     """Watch the length of any Redis list (default Redis: nightowl's broker)."""
+    call = f"redis_list({key!r:.60})"
     if not isinstance(key, str) or not key:
-        raise ValueError("redis_list(): key must be a non-empty string")
-    return RedisList(key, secret_url(redis_url, "redis_url"))
+        source_check(call, "key", "name the Redis list, e.g. 'jobs:pending'",
+                     lambda: _raise(f"got {key!r:.60}, not a non-empty string"))
+    return RedisList(key, source_check(call, "redis_url", "pass a redis:// URL",
+                                       lambda: secret_url(redis_url, "redis_url")))
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
 
 
 class QueueDepthTrigger(AlertTrigger):
