@@ -121,83 +121,63 @@ class OutboxStore:
         """Claim due rows: only the oldest undelivered entry of each (sink, key) is eligible.
 
         PostgreSQL: `FOR UPDATE SKIP LOCKED`, and the claim is set in the same
-        statement, so relays share the work and an expired claim is taken over.
+        transaction, so relays share the work and an expired claim is taken over.
         SQLite: the write transaction serialises claimers (one relay is expected).
-        In the same transaction, rows whose last claim expired without an outcome and
-        that have used `max_attempts` claims go dead (their delivery kills relays), and
-        claimed rows whose stored value does not decode go dead (nothing can deliver them).
+
+        A row whose last claim expired unsettled (its relay died, maybe because of it) is
+        a suspect: it is claimed alone, so its batch-mates are not charged for its crashes,
+        and once it has used `max_attempts` claims it goes dead instead. A claimed row
+        whose stored value does not decode goes dead too (nothing can deliver it).
         """
         older = outbox_t.alias("older")
         blocked = (sa.select(older.c.id)
                    .where(older.c.sink == outbox_t.c.sink, older.c.key == outbox_t.c.key,
                           older.c.seq < outbox_t.c.seq, older.c.status == "pending")
                    .exists())
-        eligible = (
-            sa.select(outbox_t.c.id)
+        candidates = (
+            sa.select(outbox_t.c.id, outbox_t.c.claim_expires, outbox_t.c.attempts)
             .where(outbox_t.c.status == "pending",
                    sa.or_(outbox_t.c.next_attempt_at.is_(None), outbox_t.c.next_attempt_at <= now),
                    sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
                    ~blocked)
             .order_by(outbox_t.c.created_at, outbox_t.c.id)
+            .limit(limit)
         )
-        # A row whose last claim expired unsettled may be what killed that relay: it is
-        # claimed alone, so its batch-mates are not charged for its crashes.
-        suspect = eligible.where(outbox_t.c.claim_expires.is_not(None)).limit(1)
-        dead: list[str] = []
         with self.engine.begin() as conn:
-            if max_attempts is not None:
-                dead += self._abandoned(conn, now, max_attempts)
-            rows = self._take(conn, suspect, relay, now + ttl)
-            if not rows:
-                rows = self._take(conn, eligible.limit(limit), relay, now + ttl)
+            if conn.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True, of=outbox_t)
+            found = conn.execute(candidates).all()
+            errors = {r.id: f"claimed {r.attempts} times and never settled: the relay "
+                            "delivering it died each time (a sink that crashes or kills the "
+                            "relay process on this entry?); see the relay's log, then "
+                            "`nightowl outbox retry --dead`"
+                      for r in found if r.claim_expires is not None and max_attempts is not None
+                      and r.attempts >= max_attempts}
+            rest = [r for r in found if r.id not in errors]
+            suspects = [r.id for r in rest if r.claim_expires is not None]
+            ids = suspects[:1] or [r.id for r in rest]
+            rows = list(conn.execute(
+                sa.update(outbox_t)
+                .where(in_values(conn, outbox_t.c.id, ids))
+                .values(claimed_by=relay, claim_expires=now + ttl,
+                        attempts=outbox_t.c.attempts + 1)
+                .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
+                           outbox_t.c.seq, sa.cast(outbox_t.c.value, sa.Text).label("raw"),
+                           outbox_t.c.attempts))) if ids else []
             entries: list[Entry] = []
-            malformed: dict[str, str] = {}
             for r in rows:
                 try:
                     value = decode_value(r.raw)
                 except ValueError as exc:
-                    malformed[r.id] = (f"the stored value cannot be delivered: {exc}; fix the "
-                                       "row's value and run `nightowl outbox retry --dead`")
+                    errors[r.id] = (f"the stored value cannot be delivered: {exc}; fix the "
+                                    "row's value and run `nightowl outbox retry --dead`")
                     continue
                 entries.append(Entry(r.id, r.run_id, r.sink, r.key, r.seq, value, r.attempts))
-            for entry_id, error in malformed.items():
+            for entry_id, error in errors.items():
                 conn.execute(sa.update(outbox_t).where(outbox_t.c.id == entry_id).values(
                     status="dead", dead_at=now, claimed_by=None, claim_expires=None,
                     next_attempt_at=None, last_error=stored_error(error)))
-            dead += malformed
-        return Claimed(sorted(entries, key=lambda e: (e.sink, e.key, e.seq)), dead)
-
-    @staticmethod
-    def _take(conn: Connection, eligible: sa.Select[Any], relay: str, expires: datetime
-              ) -> list[Any]:
-        if conn.dialect.name == "postgresql":
-            eligible = eligible.with_for_update(skip_locked=True, of=outbox_t)
-        return list(conn.execute(
-            sa.update(outbox_t)
-            .where(outbox_t.c.id.in_(eligible.scalar_subquery()))
-            .values(claimed_by=relay, claim_expires=expires, attempts=outbox_t.c.attempts + 1)
-            .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
-                       outbox_t.c.seq, sa.cast(outbox_t.c.value, sa.Text).label("raw"),
-                       outbox_t.c.attempts)))
-
-    def _abandoned(self, conn: Connection, now: datetime, max_attempts: int) -> list[str]:
-        """Dead: rows claimed `max_attempts` times whose last claim expired unsettled."""
-        abandoned = (sa.select(outbox_t.c.id)
-                     .where(outbox_t.c.status == "pending", outbox_t.c.claim_expires < now,
-                            outbox_t.c.attempts >= max_attempts))
-        if conn.dialect.name == "postgresql":
-            abandoned = abandoned.with_for_update(skip_locked=True, of=outbox_t)
-        return list(conn.execute(
-            sa.update(outbox_t)
-            .where(outbox_t.c.id.in_(abandoned.scalar_subquery()))
-            .values(status="dead", dead_at=now, claimed_by=None, claim_expires=None,
-                    next_attempt_at=None,
-                    last_error=sa.literal("claimed ") + sa.cast(outbox_t.c.attempts, sa.Text)
-                    + sa.literal(" times and never settled: the relay delivering it died each "
-                                 "time (a sink that crashes or kills the relay process on this "
-                                 "entry?); see the relay's log, then `nightowl outbox retry "
-                                 "--dead`"))
-            .returning(outbox_t.c.id)).scalars())
+        return Claimed(sorted(entries, key=lambda e: (e.sink, e.key, e.seq)), list(errors))
 
     def extend(self, relay: str, ids: Sequence[str], expires: datetime) -> set[str]:
         """Push our claim on `ids` to `expires`; the ids we still hold (a row another relay
