@@ -461,3 +461,21 @@ def test_a_relay_whose_claim_was_taken_over_delivers_no_further_entry_of_it(stor
     assert [g for g in got if g[0] == "k2"] == [("k2", 1), ("k2", 2)]
     assert report.lost == 1
     assert {r.status for r in OutboxStore(store.engine).rows()} == {"delivered"}
+
+
+def test_a_relay_loop_whose_database_is_gone_logs_one_line_not_a_traceback_per_step(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scheduler.clock import SystemClock
+    from scheduler.outbox.relay import RelayLoop
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nightowl.db'}")  # no such folder
+    loop = RelayLoop(Relay(OutboxStore(engine), SystemClock()), poll=0.01)
+    with caplog.at_level("INFO", logger="nightowl.relay"):
+        loop.start()
+        time.sleep(0.5)
+        loop.stop()
+    engine.dispose()
+    lines = [r for r in caplog.records if r.name == "nightowl.relay"]
+    assert len(lines) == 1 and "relay step failed: OperationalError" in lines[0].getMessage()
+    assert lines[0].exc_info is None

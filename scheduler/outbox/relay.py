@@ -38,6 +38,7 @@ from scheduler.clock import Clock
 from scheduler.leases import identity
 from scheduler.outbox._base import Outcome, Sink, registered_sinks, sink_for
 from scheduler.scrub import scrub_text
+from scheduler.steplog import StepFailures
 from scheduler.storage.outbox_store import Entry, OutboxStore
 from triggers._polling import SourceDefaults
 
@@ -269,40 +270,28 @@ class Relay:
 class RelayLoop:
     """Steps the relay until `stop()`; idles `poll` seconds when there is nothing to do.
 
-    A failing step (the database down) logs one scrubbed line, then at most one a minute
-    with the count of failures since, not a traceback per step."""
+    A failing step (the database down) logs one scrubbed line, then one "still failing"
+    line a minute and one "recovered" line (scheduler.steplog), not a traceback per step."""
 
-    def __init__(self, relay: Relay, poll: float = 0.5, quiet_for: float = 60.0) -> None:
+    def __init__(self, relay: Relay, poll: float = 0.5) -> None:
         self.relay = relay
         self.poll = poll
-        self.quiet_for = quiet_for
+        self.failures = StepFailures(log, clock=relay.clock.monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nightowl-relay", daemon=True)
-        self._failures = 0
-        self._last_logged = float("-inf")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 report = self.relay.step()
             except Exception as exc:
-                self._failed(exc)
+                self.failures.failed("relay step", exc)
                 report = None
             else:
-                if self._failures:
-                    log.warning("relay steps succeed again after %d failures", self._failures)
-                    self._failures = 0
+                self.failures.succeeded("relay step")
                 metrics.LOOP_LAST_SUCCESS.labels("relay step").set_to_current_time()
             if report is None or report.claimed == 0:
                 self._stop.wait(self.poll)
-
-    def _failed(self, exc: Exception) -> None:
-        self._failures += 1
-        now = self.relay.clock.monotonic()
-        if now - self._last_logged >= self.quiet_for:
-            self._last_logged = now
-            log.error("relay step failed (%d in a row); retrying: %s", self._failures,
-                      scrub_text(f"{type(exc).__name__}: {exc}"))
 
     def start(self) -> None:
         self._thread.start()
