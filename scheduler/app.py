@@ -18,7 +18,7 @@ from celery import Celery, Task, signals
 
 from scheduler import deadletters, metrics
 from scheduler.logs import install_scrubbing
-from scheduler.scrub import scrub_text
+from scheduler.scrub import register_registry, scrub_text
 from scheduler.settings import Settings
 from triggers import Registry, load
 
@@ -190,7 +190,9 @@ def get_app() -> Celery:
         if _app is None:
             install_scrubbing()  # `celery -A scheduler.celery_app worker|flower` log through it
             settings = Settings()
-            _app = create_app(settings, load(settings.triggers))
+            registry = load(settings.triggers)
+            register_registry(registry)
+            _app = create_app(settings, registry)
         return _app
 
 

@@ -139,6 +139,45 @@ def register_settings(settings: Any) -> None:
             register(raw.split(":", 1)[1])  # the password alone
 
 
+# Attributes of trigger sources and sinks that hold a URL (SecretStr): connection URLs
+# show masked; a webhook sink's URL is all secret past its host.
+_CONNECTION_ATTRS = ("db_url", "broker_url", "redis_url")
+
+
+def register_registry(registry: Any) -> None:
+    """Register the secret URLs of every loaded trigger source and outbox sink.
+
+    Trigger modules name their own databases, brokers and sinks (`db_change(db_url=...)`,
+    `SqlUpsertSink(db_url=...)`, `WebhookSink(url=...)`); whatever logs or stores an error
+    from them scrubs those too. Called wherever the CLI and the Celery app load a registry.
+    """
+    from scheduler.outbox import _base as sinks
+
+    for spec in getattr(registry, "triggers", {}).values():
+        source = spec.source
+        for value in _secret_attrs(source, (*_CONNECTION_ATTRS, "url")):
+            register_connection_url(value)
+        for value in _secret_attrs(getattr(source, "source", None), (*_CONNECTION_ATTRS, "url")):
+            register_connection_url(value)  # a metric's prometheus()/sql() source
+        for value in _secret_attrs(getattr(source, "queue", None), _CONNECTION_ATTRS):
+            register_connection_url(value)  # a queue_depth's redis_list()
+    for name in sinks.registered_sinks():
+        sink = sinks.sink_for(name)
+        for value in _secret_attrs(sink, _CONNECTION_ATTRS):
+            register_connection_url(value)
+        for value in _secret_attrs(sink, ("url",)):
+            register_path_secret_url(value)
+        register(getattr(sink, "secret", None) if isinstance(getattr(sink, "secret", None),
+                                                            SecretStr | str) else None)
+
+
+def _secret_attrs(obj: object, names: tuple[str, ...]) -> list[SecretStr | str]:
+    if obj is None:
+        return []
+    found = (getattr(obj, name, None) for name in names)
+    return [v for v in found if isinstance(v, SecretStr) or (isinstance(v, str) and "://" in v)]
+
+
 class ScrubbingFilter(logging.Filter):
     """Scrubs a record's message, arguments and traceback before any handler formats it.
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -125,3 +127,37 @@ def test_log_lines_and_tracebacks_are_scrubbed_whoever_logs(formatter: logging.F
     out = stream.getvalue()
     assert out.count("RuntimeError: could not connect") == 3 and "step failed for" in out
     assert pw not in out, out
+
+
+def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sinks: None,
+) -> None:
+    from scheduler.cli._common import registry_for
+
+    db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook = (token() for _ in range(6))
+    name = f"secret_mod_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+        from agents import agent
+        from scheduler.outbox import RedisCacheSink, SqlUpsertSink, WebhookSink, register_sink
+        from triggers import db_change, metric, prometheus, queue_depth, redis_list
+
+        @agent("a1")
+        def a1(ctx, event):
+            return None
+
+        db_change("orders", agent=a1, name="orders", cursor="id", key="id",
+                  db_url="postgresql://u:{db_pw}@db/app")
+        metric(prometheus("up", url="http://u:{prom_pw}@prom:9090"), agent=a1, name="m", above=1)
+        queue_depth(redis_list("jobs", redis_url="redis://:{list_pw}@other:6379/0"), agent=a1,
+                    name="q", above=1)
+        register_sink("prefs-{name[-8:]}", SqlUpsertSink("prefs", db_url="postgresql://u:{sink_pw}@crm/x"))
+        register_sink("cache-{name[-8:]}", RedisCacheSink(prefix="p:", redis_url="redis://:{cache_pw}@c:1/0"))
+        register_sink("hook-{name[-8:]}", WebhookSink(url="https://crm.example.com/in/{hook}"))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry_for(Settings(_env_file=None, triggers=[name]))  # type: ignore[call-arg]
+    text = scrub.scrub_text(f"{db_pw} {prom_pw} {list_pw} {sink_pw} {cache_pw} "
+                            f"POST https://crm.example.com/in/{hook} failed")
+    for secret in (db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook):
+        assert secret not in text, text
+    assert "https://crm.example.com/***" in text

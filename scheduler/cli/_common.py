@@ -14,7 +14,7 @@ import typer
 
 from scheduler.app import create_app
 from scheduler.publish import Publisher
-from scheduler.scrub import scrub_text, scrub_value
+from scheduler.scrub import register_registry, scrub_text, scrub_value
 from scheduler.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
@@ -47,7 +47,9 @@ def settings_for(triggers: str | None = None, *, dev_env_file: bool = True,
 
 
 def registry_for(settings: Settings) -> Registry:
-    return load(settings.triggers)
+    registry = load(settings.triggers)
+    register_registry(registry)  # the modules' own database, broker and sink URLs
+    return registry
 
 
 def store_for(settings: Settings) -> Store:
