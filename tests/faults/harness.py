@@ -320,8 +320,15 @@ class Service:
     starts: int = 0
     stopped: bool = False  # SIGSTOPped right now
     down: bool = True  # killed on purpose (a fault, or the end): not restarted by the supervisor
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def start(self) -> None:
+        with self.lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise AssertionError(f"{self.name} is already running (pid {self.proc.pid})")
         self.down = False
         self.starts += 1
         with self.log.open("ab") as out:
@@ -349,6 +356,10 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a worker's pool children too), and reap it."""
+        with self.lock:
+            self._kill()
+
+    def _kill(self) -> None:
         self.down = True
         if self.proc is None:
             return
@@ -547,14 +558,18 @@ class Cluster:
         service that was not its target)."""
         while not self._supervising.wait(0.5):
             for svc in list(self.services.values()):
-                if svc.down or svc.proc is None or svc.proc.poll() is None:
-                    continue
+                with svc.lock:  # a fault's kill holds it: its exit is no crash
+                    proc = svc.proc
+                    if svc.down or proc is None or proc.poll() is None:
+                        continue
                 tail = svc.output_since_start().strip().splitlines()[-3:]
-                self.crashes.append({"service": svc.name, "exit_code": svc.proc.returncode,
+                self.crashes.append({"service": svc.name, "exit_code": proc.returncode,
                                      "at": time.time(), "last_lines": tail})
-                time.sleep(1.0)
-                if not svc.down and not self._supervising.is_set():
-                    svc.start()
+                if self._supervising.wait(1.0):
+                    return
+                with svc.lock:  # unless a fault restarted (or killed) it meanwhile
+                    if svc.proc is proc and not svc.down:
+                        svc.start()
 
     def close(self) -> None:
         self._supervising.set()

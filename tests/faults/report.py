@@ -128,9 +128,11 @@ def totals(results: list[dict[str, Any]]) -> str:
     return (f"Latest `make faults` ({stamp}, {len(results)} scenarios in {minutes:.1f} min, "
             f"{passed} passed): {total('firings')} firings driven, {total('faults_injected')} "
             f"faults injected, {total('lost')} runs or effects lost, {total('duplicates')} "
-            f"duplicated, {total('stuck')} runs stuck past the bound, {total('stalls_unalerted')} "
-            f"stalls unalerted, {total('re_executions')} re-executions (at-least-once, "
-            "effects still once).\n")
+            f"duplicated, {total('stuck')} runs stuck past the bound, {total('not_succeeded')} "
+            f"runs that gave up, {total('stalls_unalerted')} stalls unalerted, "
+            f"{total('service_crashes')} nightowl processes that exited by themselves, "
+            f"{total('re_executions')} re-executions (at-least-once; effects are counted "
+            "once each in the sinks).\n")
 
 
 def render(results: list[dict[str, Any]]) -> str:

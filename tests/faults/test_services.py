@@ -13,7 +13,7 @@ from tests.faults.scenario import Run, run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
-BIG_BURST = 250  # rows inserted in one transaction: one tick with 400 firings
+BIG_BURST = 250  # rows inserted in one transaction: one tick with 250 firings
 
 
 def _kill_leader_mid_tick(run: Run) -> None:
@@ -63,7 +63,11 @@ def _kill_relay_mid_batch(run: Run) -> None:
     for i in range(4):
         run.at(4 + i * 6 + run.rng.uniform(0, 2))
         run.driver.burst(60)
-        n = wait_until(lambda: _claimed_now(run), 10, 0.005, "the relay to hold a claimed batch")
+        try:
+            n = wait_until(lambda: _claimed_now(run), 10, 0.005,
+                           "the relay to hold a claimed batch")
+        except TimeoutError:
+            n = 0  # not caught holding a claim this time: the kill still happens
         claimed.append(n)
         event = c.faults.begin("relay SIGKILL mid-batch", claimed=n)
         c.services["relay"].kill()

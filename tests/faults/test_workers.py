@@ -32,6 +32,16 @@ def running_workers(cluster: Cluster) -> dict[str, list[str]]:
     return out
 
 
+def _busy(run: Run) -> dict[str, list[str]]:
+    """Workers with a running attempt; if none shows up within 5 s (a lull), both workers
+    with no runs named, so the fault still happens at its instant."""
+    try:
+        return dict(wait_until(lambda: running_workers(run.cluster), 5, 0.02,
+                               "a worker with a running attempt"))
+    except TimeoutError:
+        return {"worker-1": [], "worker-2": []}
+
+
 def test_no_fault(request: pytest.FixtureRequest) -> None:
     """The control: the same load with no fault; every invariant must hold."""
     run_scenario("no_fault", seed=1, fault=lambda run: None, summary="none (control)",
@@ -42,7 +52,7 @@ def _kill_mid_run(run: Run) -> None:
     c = run.cluster
     for i in range(3):
         run.at(5 + i * 8 + run.rng.uniform(0, 3))
-        busy = wait_until(lambda: running_workers(c), 5, 0.02, "a worker with a running attempt")
+        busy = _busy(run)
         victim = run.rng.choice(sorted(busy))
         event = c.faults.begin("worker SIGKILL mid-run", worker=victim, runs=busy[victim])
         c.services[victim].kill()
@@ -93,8 +103,11 @@ def _kill_after_receive(run: Run) -> None:
     for i in range(3):
         run.at(5 + i * 8 + run.rng.uniform(0, 2))
         run.driver.burst(40)
-        received = wait_until(lambda: _not_started(c, unacked_runs(c)), 10, 0.005,
-                              "a received message whose attempt has not started")
+        try:
+            received = wait_until(lambda: _not_started(c, unacked_runs(c)), 10, 0.005,
+                                  "a received message whose attempt has not started")
+        except TimeoutError:
+            received = []  # not caught in the window this time: the kill still happens
         event = c.faults.begin("workers SIGKILLed after receiving", received=received)
         for name in ("worker-1", "worker-2"):
             c.services[name].kill()
@@ -133,7 +146,7 @@ def _stop_past_lease(run: Run) -> None:
     c = run.cluster
     for i in range(2):
         run.at(5 + i * 12 + run.rng.uniform(0, 2))
-        busy = wait_until(lambda: running_workers(c), 5, 0.02, "a worker with a running attempt")
+        busy = _busy(run)
         victim = run.rng.choice(sorted(busy))
         event = c.faults.begin("worker SIGSTOP past its lease", worker=victim, runs=busy[victim])
         c.services[victim].signal(signal.SIGSTOP)
