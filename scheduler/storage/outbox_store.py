@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -105,6 +105,12 @@ class Claimed:
 
     entries: list[Entry]
     dead: list[str]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def backoff(attempts: int, base: float = 1.0, cap: float = 300.0) -> timedelta:
