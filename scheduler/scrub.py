@@ -30,6 +30,10 @@ _secrets: dict[str, str] = {}  # raw value -> what to show instead
 _ordered: list[tuple[str, str]] = []  # longest first, rebuilt on register
 # Shorter values would scrub ordinary words out of every line.
 MIN_SECRET_CHARS = 4
+# A password on its own (outside its URL) is replaced only from this length: a short one
+# ("owl", "test") would also be an ordinary word in every log line. Inside a URL any
+# password is masked (the whole URL is registered, and `scrub_url_passwords` catches the rest).
+MIN_BARE_PASSWORD_CHARS = 8
 
 
 def register(value: SecretStr | str | None, shown: str = "***") -> None:
@@ -91,7 +95,11 @@ def register_connection_url(value: SecretStr | str | None) -> None:
         password = urlsplit(raw).password
     except ValueError:
         password = None
-    if password:
+    _register_bare_password(password)
+
+
+def _register_bare_password(password: str | None) -> None:
+    if password and len(password) >= MIN_BARE_PASSWORD_CHARS:
         register(password)
 
 
@@ -109,8 +117,7 @@ def register_path_secret_url(value: SecretStr | str | None) -> None:
     tail = raw[raw.index(parts.netloc) + len(parts.netloc):] if parts.netloc else ""
     if len(tail) >= 8:  # the path alone, as a server's access log or an error may quote it
         register(tail, "/***")
-    if parts.password:
-        register(parts.password)
+    _register_bare_password(parts.password)
 
 
 def register_apprise_url(value: SecretStr | str | None) -> None:
@@ -136,7 +143,7 @@ def register_settings(settings: Any) -> None:
         register(secret)
         raw = _raw(secret)
         if name == "flower_basic_auth" and raw and ":" in raw:
-            register(raw.split(":", 1)[1])  # the password alone
+            _register_bare_password(raw.split(":", 1)[1])  # the password alone
 
 
 # Attributes of trigger sources and sinks that hold a URL (SecretStr): connection URLs

@@ -161,3 +161,9 @@ def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_load
     for secret in (db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook):
         assert secret not in text, text
     assert "https://crm.example.com/***" in text
+
+
+def test_a_short_password_is_masked_in_its_url_without_masking_words() -> None:
+    Settings(_env_file=None, database_url="postgresql://nightowl:owl@db/nightowl")  # type: ignore[call-arg,arg-type]
+    line = scrub.scrub_text("nightowl.scheduler: owl at postgresql://nightowl:owl@db/nightowl")
+    assert line == "nightowl.scheduler: owl at postgresql://nightowl:***@db/nightowl"
