@@ -313,9 +313,10 @@ def test_an_outage_after_start_is_a_few_lines_not_a_traceback_per_tick(
     sched, dog, _relay = outputs
     for out in (sched, dog):
         assert "Traceback" not in out, out
-    # one line per failing step and outage (16 ticks and 4 sweeps failed in each), one recovery
-    assert len(_outage_lines(sched, "tick")) == 2, sched
-    assert sched.count("tick recovered after") == 2, sched
+    # about one line per failing step and outage (each is ~15 failed ticks and ~4 sweeps), and
+    # its recovery; a tick that backs off between failures may split an outage in two
+    assert 2 <= len(_outage_lines(sched, "tick")) <= 4, sched
+    assert 2 <= sched.count("tick recovered after") <= 4, sched
     assert 1 <= len(_outage_lines(sched, "sweep")) <= 2 and "sweep recovered after" in sched, sched
     assert 1 <= len(_outage_lines(dog, "watchdog check")) <= 2, dog
     assert "watchdog check recovered after" in dog, dog
