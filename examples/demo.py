@@ -32,6 +32,7 @@ from scheduler.outbox import (
     VectorSink,
     register_sink,
 )
+from scheduler.storage.engine import make_engine
 from triggers import cron, db_change, metric, queue_depth, redis_list
 
 INBOX = "nightowl-demo:inbox"
@@ -39,7 +40,9 @@ INBOX = "nightowl-demo:inbox"
 
 @cache
 def _engine() -> sa.Engine:
-    engine = sa.create_engine(os.environ["NIGHTOWL_DATABASE_URL"])
+    # nightowl's engine: on SQLite it opens the file with the same SQLite library as the rest
+    # of the process (two copies of SQLite in one process corrupt a shared file).
+    engine = make_engine(os.environ["NIGHTOWL_DATABASE_URL"])
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS demo_orders (id INTEGER PRIMARY KEY, "
                              "customer TEXT NOT NULL, total NUMERIC NOT NULL)"))

@@ -3,6 +3,8 @@ database restart (here: the server ending our session) costs no failed statement
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -67,3 +69,23 @@ def test_a_pinged_connection_can_still_switch_to_autocommit(
             assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_every_sqlite_engine_in_a_process_uses_one_sqlite_library(tmp_path: Path) -> None:
+    """Two copies of SQLite in one process corrupt a shared file (POSIX locks are per
+    process): `make demo` reported `database disk image is malformed` within a minute while
+    its relay wrote the vector sink through pysqlite3 and the outbox through the stdlib."""
+    from scheduler.outbox.sql_sinks import VectorSink
+    from triggers._polling import engine_for
+
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    ours = make_engine(url)
+    watched = engine_for(url)
+    sink = VectorSink(table="vectors", dim=2, db_url=url)
+    try:
+        modules = {ours.dialect.dbapi, watched.dialect.dbapi, sink.engine().dialect.dbapi}
+        assert len(modules) == 1, modules
+        with ours.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    finally:
+        ours.dispose()

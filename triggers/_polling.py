@@ -134,6 +134,23 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
 
 
+def sqlite_dbapi() -> Any | None:
+    """The one SQLite library a nightowl process opens database files with.
+
+    Two copies of SQLite in one process corrupt a shared file: POSIX locks belong to the
+    process, so one library closing its descriptor drops the locks the other holds (seen:
+    `database disk image is malformed` within a minute of `make demo`, whose relay wrote
+    the vector sink through pysqlite3 and the outbox through the stdlib). pysqlite3 is the
+    one that can load sqlite-vec, so it is used for every engine when it is installed;
+    without it (not Linux), the stdlib module everywhere.
+    """
+    try:
+        import pysqlite3.dbapi2 as module  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return module
+
+
 def engine_for(url: str) -> sa.Engine:
     """One pooled engine per watched URL, with connect and statement timeouts.
 
@@ -159,6 +176,9 @@ def _make_engine(url: str) -> sa.Engine:
         kwargs["pool_size"] = 2
     elif parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
+        module = sqlite_dbapi()
+        if module is not None:
+            kwargs["module"] = module
     return sa.create_engine(parsed, **kwargs)
 
 

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from triggers._polling import sqlite_dbapi
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -32,6 +34,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = sa.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        module = sqlite_dbapi()  # one SQLite library per process (triggers/_polling.py)
+        if module is not None:
+            kwargs.setdefault("module", module)
         engine = sa.create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             **kwargs,
