@@ -264,7 +264,17 @@ class Relay:
         return total
 
     def close(self) -> None:
+        """Stop the sink threads and close the sinks' connections (a sink with `close()`
+        reopens lazily if it is used again)."""
         self._pool.shutdown(wait=True)
+        for name in registered_sinks():
+            close = getattr(sink_for(name), "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    log.warning("closing sink %s failed: %s", name,
+                                scrub_text(f"{type(exc).__name__}: {exc}"))
 
 
 class RelayLoop:
