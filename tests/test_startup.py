@@ -280,6 +280,23 @@ def test_a_database_created_after_start_is_waited_for(databases: Databases) -> N
     assert "Traceback" not in out and "error:" not in out, out
 
 
+def test_postgresql_refusing_connections_at_start_is_waited_for(databases: Databases) -> None:
+    """As PostgreSQL does while it boots (`the database system is starting up`)."""
+    name = databases.create()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    service = Service("watchdog", _base_env(_pg(name), REDIS_URL, NIGHTOWL_STARTUP_TIMEOUT="30"))
+    try:
+        service.wait_for_line("waiting up to 30s (NIGHTOWL_STARTUP_TIMEOUT) for the database")
+        time.sleep(3)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        service.wait_for_line("became watchdog leader", timeout=40)
+    finally:
+        out = service.stop()
+    assert "ready after" in out and "Traceback" not in out and "error:" not in out, out
+
+
 def _outage_lines(out: str, step: str) -> list[str]:
     return [line for line in out.splitlines() if re.search(rf"\b{step} (failed|still failing)", line)]
 
