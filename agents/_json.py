@@ -54,23 +54,33 @@ def json_problem(value: Any, path: str = "value") -> str | None:
 
 def event_problem(event: Any) -> str | None:
     """What makes a trigger's event unstorable (a non-finite number or a NUL character in
-    the row it read, say), naming its path; None when it is fine. Other types (datetimes,
-    decimals) are left to the event's own JSON conversion."""
-    stack: list[tuple[Any, str]] = [(event.model_dump(), "event")]
+    the row it read, say), naming its path; None when it is fine.
+
+    Judged on what would be stored: pydantic's JSON turns NaN and infinities into null
+    silently (that is refused here: the data would change), while a model that encodes
+    them itself (`MetricAlert.value` as "+Inf") is fine. Other types (datetimes, decimals)
+    are left to the event's own JSON conversion.
+    """
+    stack: list[tuple[Any, Any, str]] = [(event.model_dump(), event.model_dump(mode="json"),
+                                          "event")]
     while stack:
-        item, where = stack.pop()
-        if (isinstance(item, float) and not math.isfinite(item)) or (
-                isinstance(item, Decimal) and not item.is_finite()):
-            return f"{where} is {item!r} (NaN and infinities are not JSON)"
-        if isinstance(item, str) and "\x00" in item:
+        item, stored, where = stack.pop()
+        if ((isinstance(item, float) and not math.isfinite(item))
+                or (isinstance(item, Decimal) and not item.is_finite())):
+            if not isinstance(stored, str):
+                return f"{where} is {item!r} (NaN and infinities are not JSON)"
+        elif isinstance(item, str) and "\x00" in item:
             return f"{where} contains a NUL character"
-        if isinstance(item, dict):
+        elif isinstance(item, dict):
             for key, sub in item.items():
                 if isinstance(key, str) and "\x00" in key:
                     return f"{where} has a key containing a NUL character"
-                stack.append((sub, f"{where}.{key}"))
+                twin = stored.get(key) if isinstance(stored, dict) else None
+                stack.append((sub, twin, f"{where}.{key}"))
         elif isinstance(item, list | tuple):
-            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+            twins = stored if isinstance(stored, list) else [None] * len(item)
+            stack.extend((sub, twins[i] if i < len(twins) else None, f"{where}[{i}]")
+                         for i, sub in enumerate(item))
     return None
 
 

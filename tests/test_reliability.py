@@ -523,3 +523,44 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
     assert errors == []
     # Exactly one of the two won each race: a finished run, or a stall that fenced it out.
     assert all((status == "succeeded") != stalled for status, stalled in outcomes), outcomes
+
+
+def test_an_unstorable_row_fails_its_own_run_and_the_tick_commits(
+    settings: Settings, store: Store, db_url: str
+) -> None:
+    """A row with NaN (PostgreSQL float) or a NUL character (SQLite text) made the whole
+    chunk's commit fail on PostgreSQL and pass on SQLite; now its run alone is refused."""
+    from tests.polling import forget, registry_with
+    from triggers import db_change
+
+    name = f"scores_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, score FLOAT, '
+                             "label TEXT)"))
+    try:
+        bad = ({"id": 2, "score": float("nan"), "label": "x"} if db_url.startswith("postgresql")
+               else {"id": 2, "score": 1.0, "label": "a\x00b"})
+        spec = db_change(name, agent="on-row", name="scores", db_url=db_url, cursor="id",
+                         key="id", start="beginning")
+        clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+        svc = make_service(settings, registry_with(spec), clock)
+        with engine.begin() as conn:
+            for row in ({"id": 1, "score": 0.5, "label": "ok"}, bad,
+                        {"id": 3, "score": 0.7, "label": "ok"}):
+                conn.execute(sa.text(f'INSERT INTO "{name}" VALUES (:id, :score, :label)'), row)
+        for _ in range(2):
+            svc.tick()
+            clock.advance(6)
+        runs = {r.idempotency_key.split(":")[2]: r for r in store.list_runs()}
+        assert set(runs) == {"1", "2", "3"}
+        assert (runs["2"].status, runs["2"].terminal_reason) == ("failed", "not_serialisable")
+        where = "event.row.score is nan" if db_url.startswith("postgresql") else \
+            "event.row.label contains a NUL character"
+        assert where in (runs["2"].error or "")
+        assert runs["1"].status == runs["3"].status == "queued"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+        engine.dispose()
+        list(forget(__name__))
