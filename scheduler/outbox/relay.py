@@ -1,8 +1,8 @@
 """`nightowl relay`: deliver committed outbox rows to their sinks, each exactly once in effect.
 
 One step, numbered:
-1. claim up to `batch` due rows in one statement (PostgreSQL: FOR UPDATE SKIP
-   LOCKED, setting `claimed_by` and `claim_expires`), only the oldest
+1. claim up to `batch` due rows in one transaction (PostgreSQL: selected FOR
+   UPDATE SKIP LOCKED, then `claimed_by` and `claim_expires` set), only the oldest
    undelivered entry of each (sink, key), so a key's writes arrive in order;
 2. commit the claim: no transaction is open while sinks are called; while any
    sink works on the claimed rows a keeper thread extends the claim every
