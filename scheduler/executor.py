@@ -38,6 +38,7 @@ from agents._context import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Lease, LeaseScripts
+from scheduler.steplog import StepFailures
 from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import (
     Beat,
@@ -50,6 +51,8 @@ from scheduler.storage.store import (
 from triggers import Registry
 
 log = logging.getLogger("nightowl.worker")
+# One line per outage for the watch threads of this process, not a traceback per beat.
+_WATCH_FAILURES = StepFailures(log)
 
 Outcome = Literal[
     "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
@@ -139,8 +142,10 @@ class _Watch:
         while not self._stop.wait(self._interval):
             try:
                 self._step()
-            except Exception:  # a blip must not kill the watch; the next step retries
-                log.warning("heartbeat failed", exc_info=True)
+            except Exception as exc:  # a blip must not kill the watch; the next step retries
+                _WATCH_FAILURES.failed("heartbeat", exc)
+            else:
+                _WATCH_FAILURES.succeeded("heartbeat")
 
     def _step(self) -> None:
         self._lease.renew(self._ttl_ms)

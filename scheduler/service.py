@@ -52,6 +52,7 @@ from scheduler.errors import SchedulerError, StateConflictError
 from scheduler.leases import Leadership, Lease, identity
 from scheduler.publish import Publisher, dispatch
 from scheduler.scrub import scrub_text
+from scheduler.steplog import StepFailures
 from scheduler.storage.retention import prune
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
@@ -88,6 +89,7 @@ class TickReport:
     published: int = 0
     conflicts: int = 0
     errors: int = 0
+    commits: int = 0  # chunks committed (a tick with nothing due commits none)
     fired: list[tuple[str, str]] = field(default_factory=list)  # (trigger, run_id)
 
 
@@ -141,6 +143,7 @@ class SchedulerService:
         self._failed_ticks = 0
         self._failing_since: datetime | None = None
         self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
+        self._eval_failures = StepFailures(log)  # one line per failing trigger, not per try
         self.redis = redis_client
         self.prefix = key_prefix
         self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
@@ -217,7 +220,8 @@ class SchedulerService:
                     heapq.heappush(self._heap, (retry_at, name))
                 self._taken.clear()
             if failure is None:
-                self._tick_succeeded(now)
+                if report.commits:  # only a commit proves the database is back
+                    self._tick_succeeded(now)
                 return report
             report.errors += 1
             self._tick_failed(now, failure)
@@ -308,11 +312,12 @@ class SchedulerService:
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
             ev = compute() if compute else spec.source.evaluate(name, now, state)
-        except Exception:
+        except Exception as exc:
             report.errors += 1
-            log.exception("trigger %s failed to evaluate; retrying in %s", name, ERROR_BACKOFF)
+            self._eval_failures.failed(f"trigger {name} evaluation", exc)
             self._schedule(name, now + ERROR_BACKOFF)
             return None
+        self._eval_failures.succeeded(f"trigger {name} evaluation")
         report.evaluated += 1
         self._observe(spec, ev.state)
         agent = self.registry.agent_for(spec)
@@ -372,6 +377,7 @@ class SchedulerService:
                 if p.final:
                     self._schedule(p.spec.name, now)
             return
+        report.commits += 1
         for p in chunk:
             if p.write is not None:
                 self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)

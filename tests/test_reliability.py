@@ -195,7 +195,8 @@ def test_a_database_outage_at_delivery_hands_messages_back(
 
 
 def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = registry_of(MODULE, ["every-second", "minutely"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
@@ -210,11 +211,17 @@ def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
             clock.advance(60)  # both triggers due, and the database gone
             with pytest.raises(TickFailedError):
                 svc.tick()
+            # A tick with nothing due commits nothing: it proves nothing about the database.
+            with caplog.at_level(logging.INFO, logger="nightowl.scheduler"):
+                assert svc.tick().commits == 0
+            assert "commit again" not in caplog.text
         finally:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     # Then after the backoff both fire again: none was dropped from the schedule.
     clock.advance(1)
-    fired = {trigger for trigger, _ in svc.tick().fired}
+    with caplog.at_level(logging.INFO, logger="nightowl.scheduler"):
+        fired = {trigger for trigger, _ in svc.tick().fired}
+    assert caplog.text.count("ticks commit again after 1 failed tick") == 1
     assert fired == {"every-second", "minutely"}
     clock.advance(1)
     assert {t for t, _ in svc.tick().fired} == {"every-second"}
