@@ -135,6 +135,10 @@ class Checker:
         active = [r for r in runs if r.status in ACTIVE]
         if active:
             todo.append(f"{len(active)} runs not terminal")
+        for name in PER_SECOND:
+            missing_slots = self._missing_slots(snap, [r for r in runs if r.trigger == name], name)
+            if missing_slots:
+                todo.append(f"{name}: {len(missing_slots)} slots without a run")
         keys = Counter(_row_key(r) for r in runs if r.trigger == "rows")
         missing = [i for i in self.driven.rows if keys[i] == 0]
         if missing:
@@ -151,6 +155,16 @@ class Checker:
         if unresolved:
             todo.append(f"{len(unresolved)} stalls of recovered runs not resolved")
         return todo
+
+    def _missing_slots(self, snap: Snapshot, mine: list[Any], name: str) -> list[datetime]:
+        slots = {r.logical_time for r in mine}
+        if not slots:
+            return []
+        covered = {g.first_slot + timedelta(seconds=i) for g in snap.ledger if g.trigger == name
+                   for i in range(g.count)}
+        first, last = min(slots), self.cutoff.replace(microsecond=0) - timedelta(seconds=2)
+        return [s for i in range(int((last - first).total_seconds()) + 1)
+                if (s := first + timedelta(seconds=i)) not in slots and s not in covered]
 
     def converge(self, last_fault_end: float | None) -> dict[str, Any]:
         """Wait until nothing is in flight, at most TERMINAL_BOUND_S after the later of the

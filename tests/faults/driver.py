@@ -71,12 +71,15 @@ class Driver:
     # -- sources -----------------------------------------------------------------------
 
     def insert_rows(self, n: int) -> list[int]:
-        """n rows in one statement (one transaction): a burst the poller sees at once."""
-        with self.cluster.data.begin() as conn:
+        """n rows in one statement (one transaction): a burst the poller sees at once.
+
+        One writer at a time, so rows commit in id order: the trigger's sequence cursor has
+        no look-back, and a writer committing a lower id after a higher one would be a
+        misconfiguration of the test's, not a fault of nightowl's."""
+        with self._lock, self.cluster.data.begin() as conn:
             ids = [int(r[0]) for r in conn.execute(sa.text(
                 f"INSERT INTO {self.cluster.rows_table} (payload) "
                 "SELECT 'row ' || g FROM generate_series(1, :n) g RETURNING id"), {"n": n})]
-        with self._lock:
             self.driven.rows.extend(ids)
         return ids
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.harness import LEADER_TTL_S, wait_until
+from tests.faults.harness import LEADER_TTL_S, PG_ADMIN, wait_until
 from tests.faults.scenario import Run, run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -23,11 +24,17 @@ def _kill_leader_mid_tick(run: Run) -> None:
         run.at(4 + i * 9 + run.rng.uniform(0, 2))
         leader = wait_until(lambda: c.leader() not in (None, "?") and c.leader(), 10, 0.05,
                             "a scheduler leader")
-        run.driver.burst(BIG_BURST)
-        # the poll runs every 0.5 s and then commits in chunks: kill somewhere inside that
-        time.sleep(run.rng.uniform(0.3, 1.2))
+        ids = run.driver.burst(BIG_BURST)
+        # kill inside the tick that handles the burst, seen from the database (polled every
+        # few ms): its INSERT INTO runs running, part of the burst committed, or committed
+        # runs not yet handed to the broker; if none is caught, 5 s later
+        try:
+            seen = wait_until(lambda burst=ids: _mid_tick(run, burst), 5, 0.002,
+                              "the tick to be in progress")
+        except TimeoutError:
+            seen = f"missed the tick: {_burst_runs(run, ids)}/{len(ids)} rows with runs"
         event = c.faults.begin("scheduler leader SIGKILL during a large tick", blinds=True,
-                               killed=leader)
+                               killed=leader, at=seen)
         c.services[leader].kill()
         killed_at = time.monotonic()
         standby = wait_until(lambda old=leader: (c.leader() or old) != old and c.leader(),
@@ -39,6 +46,36 @@ def _kill_leader_mid_tick(run: Run) -> None:
     run.figures["standby_takeover_s"] = takeovers
     run.figures["standby_takeover_max_s"] = max(takeovers)
     run.figures["leader_ttl_s"] = LEADER_TTL_S
+
+
+def _burst_runs(run: Run, ids: list[int]) -> int:
+    """How many of the burst's rows have a run yet."""
+    with run.cluster.engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM runs WHERE trigger = 'rows' "
+            "AND (event->>'key')::bigint BETWEEN :lo AND :hi"),
+            {"lo": min(ids), "hi": max(ids)}).scalar_one())
+
+
+def _mid_tick(run: Run, ids: list[int]) -> str:
+    """What shows the tick is under way, or '' if nothing does."""
+    c = run.cluster
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state <> 'idle' "
+            "AND query ILIKE '%%INSERT INTO runs%%'", (c.dbs.nightowl_name,)).fetchone()
+    if row and row[0]:
+        return "INSERT INTO runs in progress"
+    with c.engine.connect() as conn:
+        n, pending = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM runs "
+            "WHERE trigger = 'rows' AND (event->>'key')::bigint BETWEEN :lo AND :hi"),
+            {"lo": min(ids), "hi": max(ids)}).one()
+    if 0 < n < len(ids):
+        return f"{n}/{len(ids)} rows with runs"
+    if pending:
+        return f"{pending} runs committed, not yet published"
+    return ""
 
 
 def test_scheduler_leader_kill_mid_tick() -> None:
