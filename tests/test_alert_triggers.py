@@ -374,3 +374,37 @@ def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Sett
     clock.advance(10)
     assert svc.tick().inserted == 1
     assert store.trigger_rows()["errors"].state["alert_state"] == "ok"
+
+
+def test_fuzzed_readings_always_leave_storable_state_and_unique_keys() -> None:
+    """Whatever a source returns (±Inf, NaN, huge, None, junk), the state and every event are
+    JSON that PostgreSQL's jsonb accepts, and no two runs of the trigger share a key."""
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from agents import event_to_json
+
+    reading = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                        st.integers(min_value=-(10**30), max_value=10**30),
+                        st.sampled_from(["+Inf", "-Inf", "NaN", "n/a", "1e999"]))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.integers(min_value=0, max_value=400), reading), max_size=25),
+           st.booleans())
+    def check(script: list[tuple[int, Any]], on_resolve: bool) -> None:
+        gauge = Gauge()
+        poller = Poller(alert(gauge, above=10, clear_below=5, on_resolve=on_resolve, cooldown=60,
+                              name="fuzzed"), T0)
+        keys: list[str] = []
+        for advance, value in script:
+            gauge.value = value
+            ev = poller.poll(advance)
+            json.dumps(ev.state, allow_nan=False)
+            for firing in ev.firings:
+                json.dumps(event_to_json(firing.event), allow_nan=False)
+                keys.append(firing.idempotency_key)
+        assert len(keys) == len(set(keys)), keys
+
+    check()
