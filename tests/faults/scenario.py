@@ -54,7 +54,16 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
                               "expected": expected, "started_at": began,
                               "bound_s": TERMINAL_BOUND_S}
     violations: list[Violation] = []
-    with Cluster(name, **(cluster or {})) as deployment:
+    try:
+        deployment = Cluster(name, **(cluster or {})).__enter__()
+    except BaseException as exc:
+        # the deployment never came up: still a result, so the matrix does not show a stale one
+        result.update(figures={}, violations=[Violation(
+            "harness", f"the deployment did not start: {str(exc)[:1500]}").public()],
+            passed=False, duration_s=round(time.time() - began, 1))
+        write_result(name, result)
+        raise
+    try:
         result["startup_s"] = round(time.time() - began, 1)
         drv = Driver(deployment, rng, **(driver or {}))
         drv.start()
@@ -62,12 +71,15 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
         try:
             fault(ctx)
             ctx.at(drive_s)
+        except Exception as exc:  # judged all the same: the data shows what the fault did
+            violations.append(Violation("harness", f"injecting the fault failed: {exc!r}"))
         finally:
             # every fault ends inside `fault` (its finally blocks); the load stops here
             driven = drv.stop()
         judge = Checker(deployment, driven, **(checker or {}))
         settle = judge.converge(deployment.faults.last_end)
-        figures, violations = judge.check()
+        figures, found = judge.check()
+        violations += found
         figures.update(ctx.figures)
         figures["service_crashes"] = len(deployment.crashes)
         if deployment.crashes:
@@ -86,12 +98,14 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
                       logs=str(deployment.workdir))
         result["duration_s"] = round(time.time() - began, 1)
         write_result(name, result)
+    finally:
+        deployment.close()
     if violations:
         lines = "\n".join(f"  - {x.line()}" for x in violations)
         raise AssertionError(
             f"{name} (seed {seed}): {len(violations)} invariant(s) broken\n{lines}\n"
             f"figures: {json.dumps(result['figures'], default=str)}\n"
-            f"settle: {settle}\nlogs of every process: {result['logs']}\n"
+            f"settle: {result['settle']}\nlogs of every process: {result['logs']}\n"
             f"reproduce: .venv/bin/python -m pytest -n 0 -m faults tests/faults -k {name}")
 
 
