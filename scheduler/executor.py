@@ -38,6 +38,7 @@ from agents._context import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
 from scheduler.clock import Clock
 from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.leases import Lease, LeaseScripts
+from scheduler.scrub import scrub_text
 from scheduler.steplog import StepFailures
 from scheduler.storage.models import TERMINAL_STATUSES
 from scheduler.storage.store import (
@@ -442,6 +443,10 @@ class Executor:
                 last_heartbeat: dict[str, Any] | None = None,
                 outbox: Sequence[OutboxWrite] = ()) -> str | None:
         now = self.clock.now()
+        if error is not None:
+            # An agent's exception text may quote a URL with its secret, or hold a NUL
+            # character (PostgreSQL's text refuses it): stored scrubbed and clean.
+            error = scrub_text(error).replace("\x00", "\\x00")
         return self.store.finish(
             started, status=verdict.status, reason=verdict.reason,
             attempt_status=verdict.attempt_status, now=now, result=result, error=error,

@@ -257,9 +257,6 @@ def test_no_secret_reaches_any_output_or_stored_row(scenario: Scenario) -> None:
         assert value not in rows, _context(rows, value)
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler/executor.py stores the agent's exception text "
-                   "unscrubbed (runs.error, attempts.error_message); it must pass it through "
-                   "scheduler.scrub.scrub_text where it builds that text")
 def test_no_secret_in_the_stored_errors_of_runs_and_attempts(scenario: Scenario) -> None:
     rows = stored_text(scenario, executor_errors=True)
     assert "RuntimeError: POST http://127.0.0.1:" in rows
