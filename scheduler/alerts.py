@@ -221,6 +221,16 @@ class AlertManager:
         self._send(alert_id, alert, reminder=False, episode=episode)
         return True
 
+    def fire_once(self, alert: Alert) -> bool:
+        """Raise an alert whose condition happens once (a stalled attempt): never a second
+        episode of the same key, whether or not the first was resolved meanwhile. (With
+        `fire`, a stall re-read by the next check after its recovery resolved it opened a new
+        episode: dozens of sends for one stall.)"""
+        open_, episode = self.store.episode(scrubbed(alert).dedupe_key)
+        if open_ is None and episode > 0:
+            return False
+        return self.fire(alert)
+
     def resolve(self, alert: Alert) -> bool:
         """Close the open episode of `alert.dedupe_key`, if any; True when sent."""
         alert = scrubbed(alert)

@@ -270,7 +270,7 @@ class Watchdog:
     def _alert_stalls(self, since: datetime, report: CheckReport) -> None:
         for a in self.watch.stalled_since(since):
             reason = a.reason or "worker_lost"
-            sent = self.alerts.fire(Alert(
+            sent = self.alerts.fire_once(Alert(
                 kind="run_stalled", dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
                 message=f"run {a.run_id} of {a.agent} stalled on attempt {a.attempt} ({reason})",
                 run_id=a.run_id, trigger=a.trigger, agent=a.agent, attempt=a.attempt,

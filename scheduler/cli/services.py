@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated
@@ -187,7 +188,38 @@ def worker(
             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    app.worker_main(argv)
+    asked_to_stop = _watch_shutdown_signals()
+    try:
+        app.worker_main(argv)
+    except SystemExit:
+        if asked_to_stop:
+            raise
+    if not asked_to_stop:
+        # Celery's consumer gave up by itself: kombu 5.7's Redis transport raises an
+        # AttributeError while restoring unacked messages when the broker drops, which
+        # Celery treats as "Unrecoverable" and exits 0. Start again rather than leave the
+        # queue unserved until an orchestrator notices; the messages it held are republished
+        # by the sweeper's lost-message check.
+        typer.echo("nightowl worker: the Celery worker stopped by itself; starting again in "
+                   f"{WORKER_RESTART_PAUSE_S:.0f} s", err=True)
+        time.sleep(WORKER_RESTART_PAUSE_S)
+        os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *sys.argv[1:]])  # noqa: S606
+
+
+WORKER_RESTART_PAUSE_S = 2.0
+
+
+def _watch_shutdown_signals() -> list[str]:
+    """A list that gets the signal's name once Celery starts a shutdown it was asked for."""
+    from celery import signals as celery_signals
+
+    seen: list[str] = []
+
+    def _shutting_down(sig: str = "", **_: object) -> None:
+        seen.append(sig or "shutdown")
+
+    celery_signals.worker_shutting_down.connect(_shutting_down, weak=False)
+    return seen
 
 
 def _write_env_file(values: dict[str, str]) -> None:
