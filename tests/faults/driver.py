@@ -48,6 +48,7 @@ class Driven:
     rows: list[int] = field(default_factory=list)
     bursts: list[dict[str, Any]] = field(default_factory=list)
     episodes: dict[str, int] = field(default_factory=dict)
+    switches: list[dict[str, Any]] = field(default_factory=list)  # alert sources' flips
 
 
 class Driver:
@@ -101,6 +102,7 @@ class Driver:
             self.cluster.metric.value = (math.inf if inf else METRIC_HIGH) if high else 0.0
         if high:
             ep.count += 1
+        self.driven.switches.append({"source": ep.name, "high": high, "at": time.time()})
         ep.high = high
         ep.since = time.monotonic()
         ep.next_gap = self.phase_s + self.rng.uniform(0, 1.5)

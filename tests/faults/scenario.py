@@ -91,9 +91,11 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
         if extra is not None:
             extra(deployment, judge, figures, violations)
         figures["faults_injected"] = deployment.faults.count
+        result["trigger_state"] = _trigger_states(deployment)
         result.update(figures=figures, settle=settle, faults=deployment.faults.public(),
                       driven={"rows": len(driven.rows), "bursts": driven.bursts,
-                              "episodes": driven.episodes, "drive_s": drive_s},
+                              "episodes": driven.episodes, "drive_s": drive_s,
+                              "switches": driven.switches},
                       violations=[x.public() for x in violations], passed=not violations,
                       logs=str(deployment.workdir))
         result["duration_s"] = round(time.time() - began, 1)
@@ -107,6 +109,22 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
             f"figures: {json.dumps(result['figures'], default=str)}\n"
             f"settle: {result['settle']}\nlogs of every process: {result['logs']}\n"
             f"reproduce: .venv/bin/python -m pytest -n 0 -m faults tests/faults -k {name}")
+
+
+def _trigger_states(cluster: Cluster) -> dict[str, Any]:
+    """Each trigger's stored state at the end (the database is dropped afterwards)."""
+    import sqlalchemy as sa
+
+    try:
+        with cluster.engine.connect() as conn:
+            return {r.name: {"state": r.state, "revision": r.revision,
+                             "next_evaluation": r.next_evaluation, "updated_at": r.updated_at,
+                             "source_failing": r.source_failing}
+                    for r in conn.execute(sa.text(
+                        "SELECT name, state, revision, next_evaluation, updated_at, "
+                        "source_failing FROM trigger_state"))}
+    except sa.exc.SQLAlchemyError as exc:
+        return {"error": str(exc)[:300]}
 
 
 def write_result(name: str, result: dict[str, Any]) -> None:
