@@ -4,12 +4,14 @@ mid-batch."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.harness import LEADER_TTL_S, PG_ADMIN, wait_until
+from tests.faults.checks import Checker, Violation
+from tests.faults.harness import LEADER_TTL_S, PG_ADMIN, Cluster, wait_until
 from tests.faults.scenario import Run, run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -78,9 +80,24 @@ def _mid_tick(run: Run, ids: list[int]) -> str:
     return ""
 
 
+TAKEOVER_SLACK_S = 0.5  # the standby's next tick (every 0.25 s) plus this harness's polling
+
+
+def _takeover_within_ttl(cluster: Cluster, judge: Checker, figures: dict[str, Any],
+                         violations: list[Violation]) -> None:
+    late = [e for e in cluster.faults.events
+            if e.get("takeover_s", 0) > LEADER_TTL_S + TAKEOVER_SLACK_S]
+    if late:
+        violations.append(Violation(
+            "standby-takeover", f"the standby took longer than NIGHTOWL_LEADER_TTL={LEADER_TTL_S} s "
+            f"(+{TAKEOVER_SLACK_S} s) to lead",
+            [{k: e[k] for k in ("killed", "standby", "takeover_s", "at") if k in e} for e in late],
+            len(late)))
+
+
 def test_scheduler_leader_kill_mid_tick() -> None:
     run_scenario(
-        "scheduler_leader_kill", seed=201, fault=_kill_leader_mid_tick,
+        "scheduler_leader_kill", seed=201, fault=_kill_leader_mid_tick, extra=_takeover_within_ttl,
         summary=f"scheduler leader SIGKILLed during a tick of {BIG_BURST} db_change firings "
                 "(3 times), restarted as standby",
         expected="the standby leads within NIGHTOWL_LEADER_TTL, re-evaluates from the committed "
