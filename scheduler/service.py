@@ -143,6 +143,9 @@ class SchedulerService:
         self._failed_ticks = 0
         self._failing_since: datetime | None = None
         self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
+        # Evaluated chunks whose commit failed, committed first once the backoff passed.
+        self._stash: list[list[_Pending]] = []
+        self._stash_retry_at: datetime | None = None
         self._eval_failures = StepFailures(log)  # one line per failing trigger, not per try
         self.redis = redis_client
         self.prefix = key_prefix
@@ -176,6 +179,7 @@ class SchedulerService:
         return self.leadership.hold()
 
     def _become_leader(self) -> None:
+        self._stash = []  # another leader may have evaluated these since; look again
         self._states = self.store.load_trigger_states()
         now = self.clock.now()
         self._heap = [(now, name) for name in sorted(self.registry.triggers)]
@@ -219,6 +223,8 @@ class SchedulerService:
                 for name in self._taken - set(self._inflight):
                     heapq.heappush(self._heap, (retry_at, name))
                 self._taken.clear()
+                if failure is not None:
+                    self._stash_retry_at = retry_at
             if failure is None:
                 if report.commits:  # only a commit proves the database is back
                     self._tick_succeeded(now)
@@ -230,6 +236,16 @@ class SchedulerService:
                 f"its triggers retry in {self._commit_backoff()}") from failure
 
     def _tick(self, now: datetime, report: TickReport) -> None:
+        if self._stash and (self._stash_retry_at is None or now >= self._stash_retry_at):
+            stashed, self._stash = self._stash, []
+            for i, chunk in enumerate(stashed):
+                try:
+                    self._commit_chunk(chunk, now, report)
+                except Exception:
+                    self._stash.extend(stashed[i + 1:])  # this one is stashed again
+                    raise
+        elif self._stash:
+            return  # still backing off: evaluating more would only grow what waits
         due = list(self._pop_due(now))
         self._taken.update(due)
         started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
@@ -377,6 +393,16 @@ class SchedulerService:
                 if p.final:
                     self._schedule(p.spec.name, now)
             return
+        except Exception:
+            # Keep what was observed: a queue or metric reading seen now may be gone by the
+            # next poll (an episode that began and ended during a database outage would be
+            # lost). The chunk is committed as it is once the database answers; its triggers
+            # stay off the heap until then.
+            self._stash.append(chunk)
+            for p in chunk:
+                if p.final:
+                    self._taken.discard(p.spec.name)
+            raise
         report.commits += 1
         for p in chunk:
             if p.write is not None:
@@ -385,16 +411,7 @@ class SchedulerService:
                 self._schedule(p.spec.name, p.evaluation.next_at)
         self._cancel_others([r for r in inserted if r.overlap == "cancel_other"
                              and r.status == "pending"])
-        report.inserted += len(inserted)
-        report.duplicates += len(runs) - len(inserted)
-        kinds = {p.spec.name: p.spec.kind for p in chunk}
-        inserted_ids = {r.id for r in inserted}
-        for r in runs:
-            if r.id in inserted_ids:
-                metrics.FIRINGS.labels(r.trigger or "", kinds.get(r.trigger or "", "manual")).inc()
-            else:
-                metrics.DUPLICATE_FIRINGS.labels(r.trigger or "").inc()
-        report.fired.extend((r.trigger or "", r.id) for r in inserted)
+        _count(chunk, runs, inserted, report)
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
                        for r in inserted if r.status == "pending"], now, report)
 
@@ -473,6 +490,21 @@ class SchedulerService:
                         "(oldest queued %s)", len(sent),
                         min(c.queued_at for c in candidates).isoformat())
         return len(sent)
+
+
+def _count(chunk: list[_Pending], runs: list[NewRun], inserted: list[NewRun],
+           report: TickReport) -> None:
+    """A committed chunk in the tick report and /metrics."""
+    report.inserted += len(inserted)
+    report.duplicates += len(runs) - len(inserted)
+    kinds = {p.spec.name: p.spec.kind for p in chunk}
+    inserted_ids = {r.id for r in inserted}
+    for r in runs:
+        if r.id in inserted_ids:
+            metrics.FIRINGS.labels(r.trigger or "", kinds.get(r.trigger or "", "manual")).inc()
+        else:
+            metrics.DUPLICATE_FIRINGS.labels(r.trigger or "").inc()
+    report.fired.extend((r.trigger or "", r.id) for r in inserted)
 
 
 def _observe_reading(spec: TriggerSpec, state: dict[str, Any]) -> None:

@@ -571,3 +571,39 @@ def test_an_unstorable_row_fails_its_own_run_and_the_tick_commits(
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
         engine.dispose()
         list(forget(__name__))
+
+
+def test_an_episode_seen_during_a_database_outage_is_not_lost(
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A queue that backs up and drains while the scheduler's database is down: the poll saw
+    the episode, so its firing commits once the database answers, not never."""
+    from tests.conftest import REDIS_URL
+    from tests.polling import forget, registry_with
+    from triggers import queue_depth
+
+    spec = queue_depth("inbox", agent="on-alert", name="inbox-backlog", above=2,
+                       broker_url=REDIS_URL, key_prefix=prefix, every=1)
+    try:
+        clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+        svc = make_service(pg_settings, registry_with(spec), clock)
+        svc.tick()
+        database = pg_settings.require_database_url().rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            try:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+                redis_client.rpush(f"{prefix}inbox", *[b"m"] * 5)  # the backlog appears...
+                clock.advance(1)
+                with pytest.raises(TickFailedError):
+                    svc.tick()  # ...is seen, and cannot be committed
+                redis_client.delete(f"{prefix}inbox")  # ...and drains during the outage
+            finally:
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        clock.advance(2)
+        svc.tick()
+        keys = [r.idempotency_key for r in pg_store.list_runs()]
+        assert keys == ["alert:inbox-backlog:1:firing"], keys
+    finally:
+        list(forget(__name__))
