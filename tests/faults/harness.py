@@ -503,7 +503,9 @@ class Cluster:
             schedulers = self._scheduler_launcher or [*NIGHTOWL, "scheduler"]
             roles: list[tuple[str, list[str]]] = [
                 ("scheduler-a", schedulers), ("scheduler-b", schedulers),
-                ("worker-1", [*NIGHTOWL, "worker", "--pool=threads", "--concurrency=4",
+                # the default pool (children a kill of the process group takes along) and
+                # the threads pool, side by side
+                ("worker-1", [*NIGHTOWL, "worker", "--pool=prefork", "--concurrency=3",
                               "--hostname=fault-w1@%h"]),
                 ("worker-2", [*NIGHTOWL, "worker", "--pool=threads", "--concurrency=4",
                               "--hostname=fault-w2@%h"]),
@@ -634,12 +636,18 @@ class Cluster:
         return "?"
 
     def worker_of(self, worker_field: str | None) -> str | None:
-        """Which worker service an attempt's `worker` column names (`...-<pid>-...`)."""
+        """Which worker service an attempt's `worker` column names (`...-<pid>-<id>`; a
+        prefork child's pid, whose process group is its worker's session)."""
         if not worker_field:
             return None
+        try:
+            group = os.getpgid(int(worker_field.split("-")[-2]))
+        except (ValueError, IndexError, ProcessLookupError):
+            group = None
         for name in ("worker-1", "worker-2"):
             svc = self.services[name]
-            if svc.proc is not None and f"-{svc.proc.pid}-" in worker_field:
+            if svc.proc is not None and (group == svc.proc.pid
+                                         or f"-{svc.proc.pid}-" in worker_field):
                 return name
         return None
 

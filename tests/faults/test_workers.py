@@ -42,6 +42,12 @@ def _busy(run: Run) -> dict[str, list[str]]:
         return {"worker-1": [], "worker-2": []}
 
 
+def _victim(run: Run, busy: dict[str, list[str]], i: int) -> str:
+    """The prefork worker and the threads worker in turn, when each has a running attempt."""
+    preferred = ("worker-1", "worker-2")[i % 2]
+    return preferred if preferred in busy else run.rng.choice(sorted(busy))
+
+
 def test_no_fault(request: pytest.FixtureRequest) -> None:
     """The control: the same load with no fault; every invariant must hold."""
     run_scenario("no_fault", seed=1, fault=lambda run: None, summary="none (control)",
@@ -53,7 +59,7 @@ def _kill_mid_run(run: Run) -> None:
     for i in range(3):
         run.at(5 + i * 8 + run.rng.uniform(0, 3))
         busy = _busy(run)
-        victim = run.rng.choice(sorted(busy))
+        victim = _victim(run, busy, i)
         event = c.faults.begin("worker SIGKILL mid-run", worker=victim, runs=busy[victim])
         c.services[victim].kill()
         time.sleep(run.rng.uniform(0.5, 2.0))
@@ -147,7 +153,7 @@ def _stop_past_lease(run: Run) -> None:
     for i in range(2):
         run.at(5 + i * 12 + run.rng.uniform(0, 2))
         busy = _busy(run)
-        victim = run.rng.choice(sorted(busy))
+        victim = _victim(run, busy, i)
         event = c.faults.begin("worker SIGSTOP past its lease", worker=victim, runs=busy[victim])
         c.services[victim].signal(signal.SIGSTOP)
         try:
