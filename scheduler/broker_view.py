@@ -32,7 +32,7 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
-PAGE = 2000
+PAGE = 500  # messages per Lua call: Redis is blocked a few milliseconds at a time
 
 _RUN_ID = re.compile(r'"nightowl_run_id": "([0-9A-Za-z-]+)"|"argsrepr": "\[\'([0-9A-Za-z-]+)\'\]')
 _SCAN = """

@@ -31,9 +31,11 @@ A trigger is never polled twice at once (it is off the heap while in flight).
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
-from agents._json import event_problem, storable
+from agents._json import event_problem, json_problem, storable
 from scheduler import metrics
 from scheduler.alerts import Alert, AlertManager, leader_watch
 from scheduler.broker_view import BrokerView
@@ -54,7 +56,7 @@ from scheduler.publish import Publisher, dispatch
 from scheduler.scrub import scrub_text
 from scheduler.steplog import StepFailures
 from scheduler.storage.retention import prune
-from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store
+from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
 
 log = logging.getLogger("nightowl.scheduler")
@@ -71,6 +73,10 @@ ERROR_BACKOFF = timedelta(seconds=5)
 COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
 FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
 LOST_BATCH = 1000  # queued runs the lost-message check looks at per pass
+OVERLAP_KEY_MAX = 256  # runs.overlap_key is String(256): longer row keys are hashed
+# The lost-message check reads the whole queue; on a backlog so long that one read takes a
+# while it runs at most once per this many times its own duration (<= 5% of the time).
+SCAN_DUTY = 20
 
 
 class TickFailedError(SchedulerError):
@@ -328,6 +334,12 @@ class SchedulerService:
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
             ev = compute() if compute else spec.source.evaluate(name, now, state)
+            problem = json_problem(ev.state, "state")
+            if problem is not None:
+                # Refused the same way on SQLite as PostgreSQL would (a cursor holding a
+                # NUL character, say): the trigger cannot advance until the data is fixed.
+                raise ValueError(f"its new state cannot be stored: {problem}; fix the "
+                                 "source row or value it came from")
         except Exception as exc:
             report.errors += 1
             self._eval_failures.failed(f"trigger {name} evaluation", exc)
@@ -393,16 +405,9 @@ class SchedulerService:
                 if p.final:
                     self._schedule(p.spec.name, now)
             return
-        except Exception:
-            # Keep what was observed: a queue or metric reading seen now may be gone by the
-            # next poll (an episode that began and ended during a database outage would be
-            # lost). The chunk is committed as it is once the database answers; its triggers
-            # stay off the heap until then.
-            self._stash.append(chunk)
-            for p in chunk:
-                if p.final:
-                    self._taken.discard(p.spec.name)
-            raise
+        except Exception as exc:
+            self._commit_failed(chunk, exc, now, report)
+            return
         report.commits += 1
         for p in chunk:
             if p.write is not None:
@@ -414,6 +419,42 @@ class SchedulerService:
         _count(chunk, runs, inserted, report)
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
                        for r in inserted if r.status == "pending"], now, report)
+
+    def _commit_failed(self, chunk: list[_Pending], exc: Exception, now: datetime,
+                       report: TickReport) -> None:
+        """A chunk's commit failed: isolate a refusal, stash an outage (raises for the tick)."""
+        if not is_transient(exc):
+            # The database refused something in this chunk (a value, a key too long): commit
+            # each trigger alone, so one bad trigger cannot hold back the others.
+            if len(chunk) > 1:
+                for p in chunk:
+                    self._commit_alone(p, now, report)
+                return
+            raise exc
+        # Keep what was observed: a queue or metric reading seen now may be gone by the next
+        # poll (an episode that began and ended during a database outage would be lost). The
+        # chunk is committed as it is once the database answers; its triggers stay off the
+        # heap until then.
+        self._stash.append(chunk)
+        for p in chunk:
+            if p.final:
+                self._taken.discard(p.spec.name)
+        raise exc
+
+    def _commit_alone(self, p: _Pending, now: datetime, report: TickReport) -> None:
+        """One trigger's evaluation in a transaction of its own; refused, the trigger is
+        reported (one line a minute) and evaluated again after ERROR_BACKOFF."""
+        try:
+            self._commit_chunk([p], now, report)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            report.errors += 1
+            self._eval_failures.failed(f"trigger {p.spec.name} commit", exc)
+            if p.final:
+                self._schedule(p.spec.name, now + ERROR_BACKOFF)
+        else:
+            self._eval_failures.succeeded(f"trigger {p.spec.name} commit")
 
     def _cancel_others(self, runs: list[NewRun]) -> None:
         keys = {r.overlap_key for r in runs if r.overlap_key}
@@ -460,7 +501,9 @@ class SchedulerService:
                             redeliver_grace=self.pending_grace) if due else []
             if sent:
                 log.info("sweeper republished %d runs", len(sent))
-            return len(sent) + self._requeue_lost(now)
+        # Outside the lock: reading a long queue must not hold up a tick. The claim's compare
+        # on status and fence keeps it safe against the tick and the workers.
+        return len(sent) + self._requeue_lost(now)
 
     def _requeue_lost(self, now: datetime) -> int:
         """Republish `queued` runs whose message is gone, looking twice per bound.
@@ -470,13 +513,18 @@ class SchedulerService:
         So a run waits at most about 1.5 x requeue_lost_after past the loss, and a backlog
         whose messages are all there is left alone however old it is.
         """
-        if self.broker is None or (self._next_lost_check and now < self._next_lost_check):
+        if (self.broker is None or not self.leadership.leading
+                or (self._next_lost_check and now < self._next_lost_check)):
             return 0
         self._next_lost_check = now + self.requeue_lost_after / 2
         candidates = self.store.queued_candidates(now - self.requeue_lost_after, now, LOST_BATCH)
         if not candidates:
             return 0
+        started = time.monotonic()
         snapshot = self.broker.snapshot({c.dispatch.queue for c in candidates})
+        # A backlog so long that reading it takes a while is read less often (<= 5% duty).
+        self._next_lost_check = max(
+            self._next_lost_check, now + timedelta(seconds=SCAN_DUTY * (time.monotonic() - started)))
         after = (now - self.requeue_lost_after).timestamp()
         lost = [c.dispatch for c in candidates
                 if c.dispatch.agent in self.registry.agents
@@ -530,7 +578,11 @@ def overlap_for(policy: str, trigger: str, firing_key: str | None, *,
     if policy == "allow":
         return None, None
     if policy == "per_key":
-        return "wait", f"{trigger}:{firing_key or ''}"
+        key = f"{trigger}:{firing_key or ''}"
+        if len(key) > OVERLAP_KEY_MAX:  # the column's width, on every database
+            digest = hashlib.sha256((firing_key or "").encode()).hexdigest()
+            key = f"{trigger}:#{digest}"
+        return "wait", key
     return ("wait" if catchup else policy), trigger
 
 

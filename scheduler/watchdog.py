@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,7 +53,9 @@ from triggers import CronTrigger, Registry, cron_key
 log = logging.getLogger("nightowl.watchdog")
 
 DB_SWEEP_EVERY = 10  # checks between full database sweeps for stale running attempts
-RECENT_OVERLAP = timedelta(seconds=30)  # re-read this much history each check (clock skew)
+# Re-read this much history each check: clock skew, and a final write that retried for up to
+# 20 s after stamping its finish time.
+RECENT_OVERLAP = timedelta(seconds=60)
 MAX_LATE_SLOTS = 100  # slots judged per trigger per check (a long look-back takes a few checks)
 STUCK_EVERY = 5  # checks between run_stuck scans
 MAX_STUCK = 100  # runs per run_stuck scan
@@ -110,6 +113,7 @@ class Watchdog:
         broker = publisher.broker_redis if publisher is not None else None
         self.broker = None if broker is None else BrokerView(*broker)
         self._stuck_seen: set[str] = set()  # no message at the previous scan
+        self._stuck_not_before = 0.0  # monotonic: when a long backlog may be read again
         self._scheduler_missing_since: datetime | None = None
         self._lock = threading.Lock()
 
@@ -129,6 +133,16 @@ class Watchdog:
         # scheduler has had a leader TTL or two to run its catch-up and write the ledger.
         settle = now + self.leader_grace
         self._led_since = now
+        # Gaps another leader alerted stay the same episodes: continued, then resolved by
+        # the first slot that starts on time (open alerts carry the gap's first slot).
+        self._late_gaps = {}
+        for o in self.alerts.store.open_of_kind("run_late"):
+            parts = o.dedupe_key.split(":", 2)
+            if o.trigger and len(parts) == 3:
+                try:
+                    self._late_gaps[o.trigger] = (datetime.fromisoformat(parts[2]), 1)
+                except ValueError:
+                    continue
         for name, spec in self.registry.triggers.items():
             if isinstance(spec.source, CronTrigger):
                 self._push_late(name, spec.source, now - spec.source.catchup_window, settle)
@@ -308,19 +322,26 @@ class Watchdog:
     def _late(self, now: datetime, report: CheckReport) -> None:
         due: list[tuple[str, datetime]] = []
         per_trigger: dict[str, int] = {}
+        later: list[tuple[datetime, str, datetime]] = []
         while self._late_heap and self._late_heap[0][0] <= now:
-            _, name, slot = self._late_heap[0]
+            entry = heapq.heappop(self._late_heap)
+            _, name, slot = entry
             spec = self.registry.triggers.get(name)
             if spec is None or not isinstance(spec.source, CronTrigger):
-                heapq.heappop(self._late_heap)
                 continue
             if per_trigger.get(name, 0) >= MAX_LATE_SLOTS:
-                break  # the rest of a long look-back next check
-            heapq.heappop(self._late_heap)
+                later.append(entry)  # the rest of this trigger's look-back next check; the
+                continue             # other triggers are not held up by it
             per_trigger[name] = per_trigger.get(name, 0) + 1
             due.append((name, slot))
             nxt = spec.source.expr.next_after(slot)
-            heapq.heappush(self._late_heap, (max(nxt + spec.source.start_deadline, now), name, nxt))
+            due_at = max(nxt + spec.source.start_deadline, now)
+            if due_at <= now and per_trigger[name] >= MAX_LATE_SLOTS:
+                later.append((due_at, name, nxt))
+            else:
+                heapq.heappush(self._late_heap, (due_at, name, nxt))
+        for entry in later:
+            heapq.heappush(self._late_heap, entry)
         if not due:
             return
         runs = self.watch.by_keys(cron_key(n, s) for n, s in due)
@@ -380,10 +401,13 @@ class Watchdog:
         """`run_stuck`: queued past `stuck_after` with no message at two scans in a row (the
         sweeper's lost-message check should have republished it: it is not running, or its
         publish keeps failing)."""
-        if self.broker is None:
+        if self.broker is None or time.monotonic() < self._stuck_not_before:
             return
         old = self.watch.queued_before(now - self.stuck_after, MAX_STUCK)
+        started = time.monotonic()
         snapshot = self.broker.snapshot({q for _, q, _ in old}) if old else None
+        # A long backlog is read less often (<= 5% of the watchdog's time).
+        self._stuck_not_before = started + 20 * (time.monotonic() - started)
         after = (now - self.stuck_after).timestamp()
         missing = {run_id for run_id, _, _ in old
                    if snapshot is not None and not snapshot.has_live_message(run_id, after)}

@@ -738,8 +738,11 @@ class Store:
             row = conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(from_statuses))
+                # A cancel request belonged to the run's earlier life: a retry asked for now
+                # must run, not end cancelled at its first delivery.
                 .values(status="pending", terminal_reason=None, finished_at=None,
-                        not_before=None, deliveries=0, lease_expires_at=None)
+                        not_before=None, deliveries=0, lease_expires_at=None,
+                        cancel_requested=None)
                 .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt,
                            runs_t.c.fence)
             ).first()
