@@ -406,8 +406,11 @@ class Watchdog:
         old = self.watch.queued_before(now - self.stuck_after, MAX_STUCK)
         started = time.monotonic()
         snapshot = self.broker.snapshot({q for _, q, _ in old}) if old else None
-        # A long backlog is read less often (<= 5% of the watchdog's time).
-        self._stuck_not_before = started + 20 * (time.monotonic() - started)
+        # A backlog so long that one read takes a while is read less often (<= 5% of the
+        # watchdog's time); a short read leaves the STUCK_EVERY cadence alone.
+        elapsed = time.monotonic() - started
+        if elapsed > 0.1:
+            self._stuck_not_before = started + 20 * elapsed
         after = (now - self.stuck_after).timestamp()
         missing = {run_id for run_id, _, _ in old
                    if snapshot is not None and not snapshot.has_live_message(run_id, after)}
