@@ -122,6 +122,8 @@ def _after_jump(cluster: Cluster, judge: Checker, figures: dict[str, Any],
             violations.append(Violation(
                 "catch-up-latest", f"{name}: the jumped hour is {len(gaps)} ledger rows, not one"))
     figures["ledger_slots_after_jump"] = dict(ledger)
+    # the minute crons' firings: one run per slot they fired (the judged runs say which)
+    figures["firings"] += sum(1 for r in runs if (r.trigger or "").startswith("min-"))
 
 
 def test_scheduler_clock_jump() -> None:
