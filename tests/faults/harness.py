@@ -493,6 +493,10 @@ class Cluster:
         if self.hook is not None:
             env["NIGHTOWL_FAULT_HOOK_URL"] = self.hook.hook_url
         env.update(self._extra_env)
+        # NIGHTOWL_FAULTS_SET_<NAME>=v sets NIGHTOWL_<NAME>=v in every process (to try a
+        # scenario under another setting; the parent's own NIGHTOWL_* never leak in)
+        env.update({"NIGHTOWL_" + k[len("NIGHTOWL_FAULTS_SET_"):]: v for k, v in os.environ.items()
+                    if k.startswith("NIGHTOWL_FAULTS_SET_")})
         return env
 
     def __enter__(self) -> Cluster:

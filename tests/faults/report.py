@@ -55,10 +55,11 @@ def _alerts(f: dict[str, Any]) -> str:
 
 
 def _outcome(r: dict[str, Any]) -> str:
-    if r.get("passed"):
-        return "pass"
     names = sorted({v["invariant"] for v in r.get("violations", [])})
-    return "**fail**: " + ", ".join(names)
+    text = "pass" if r.get("passed") else "**fail**: " + ", ".join(names)
+    if r.get("overrides"):
+        text += " (with " + ", ".join(f"{k}={v}" for k, v in sorted(r["overrides"].items())) + ")"
+    return text
 
 
 def table(results: list[dict[str, Any]]) -> str:

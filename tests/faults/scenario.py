@@ -5,6 +5,7 @@ violation (invariant, run ids, states) and where the processes' logs are."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -52,7 +53,9 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
     rng = random.Random(seed)
     result: dict[str, Any] = {"scenario": name, "seed": seed, "fault": summary,
                               "expected": expected, "started_at": began,
-                              "bound_s": TERMINAL_BOUND_S}
+                              "bound_s": TERMINAL_BOUND_S,
+                              "overrides": {k: v for k, v in os.environ.items()
+                                            if k.startswith("NIGHTOWL_FAULTS_SET_")}}
     violations: list[Violation] = []
     try:
         deployment = Cluster(name, **(cluster or {})).__enter__()
