@@ -18,6 +18,7 @@ wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -68,6 +69,13 @@ LEADER_TTL_S = float(TIMING["NIGHTOWL_LEADER_TTL"])
 TERMINAL_BOUND_S = float(os.environ.get("NIGHTOWL_FAULTS_BOUND", "30"))
 
 
+def _die_with_us() -> None:
+    """preexec_fn: the kernel SIGKILLs the child if the harness dies first (PR_SET_PDEATHSIG),
+    so an interrupted run leaves no Redis or nightowl process behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,7 +116,8 @@ class PrivateRedis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
              "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_us)  # noqa: PLW1509
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
             wait_until(client.ping, 15, 0.05, "the private Redis to answer")
@@ -150,6 +159,20 @@ def engine_for(url: str) -> sa.Engine:
                             connect_args={"connect_timeout": 3})
 
 
+def drop_abandoned() -> None:
+    """Drop scenario databases whose harness process is gone (a run that was killed)."""
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'nof\\_%'").fetchall()]
+    for name in names:
+        pid = name.rsplit("_", 1)[-1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(psycopg.Error):
+            _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class Databases:
     """nightowl's database (faults target it) and the data database (never touched)."""
 
@@ -163,6 +186,7 @@ class Databases:
         from scheduler.storage.engine import make_engine
         from scheduler.storage.migrate import upgrade
 
+        drop_abandoned()
         for name in (self.nightowl_name, self.data_name):
             _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             _admin(f'CREATE DATABASE "{name}"')
@@ -335,7 +359,8 @@ class Service:
             out.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_us)  # noqa: PLW1509
 
     @property
     def pid(self) -> int:

@@ -35,7 +35,7 @@ def _redis_restart(wipe: bool) -> object:
     return fault
 
 
-def test_redis_restart_with_aof() -> None:
+def test_redis_restart_aof() -> None:
     run_scenario(
         "redis_restart_aof", seed=301, fault=_redis_restart(wipe=False),  # type: ignore[arg-type]
         summary=f"nightowl's Redis SIGKILLed, down {REDIS_DOWN_S:.0f} s, restarted from its AOF "
@@ -44,7 +44,7 @@ def test_redis_restart_with_aof() -> None:
                  "(appendfsync everysec); lost messages are republished, leases re-taken")
 
 
-def test_redis_restart_data_lost() -> None:
+def test_redis_restart_empty() -> None:
     run_scenario(
         "redis_restart_empty", seed=302, fault=_redis_restart(wipe=True),  # type: ignore[arg-type]
         summary=f"nightowl's Redis SIGKILLed, down {REDIS_DOWN_S:.0f} s, restarted with no data "
