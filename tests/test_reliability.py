@@ -7,6 +7,7 @@ wall clock where workers stamp real times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -59,6 +60,21 @@ def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]
     for ex in made:
         ex.store.engine.dispose()
         ex.redis.close()
+
+
+@contextlib.contextmanager
+def database_refusing(settings: Settings) -> Iterator[None]:
+    """PostgreSQL refusing every connection to the test's database (its sessions ended), as
+    during a restart or a failover, until the block ends."""
+    database = settings.require_database_url().rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 def run_of(store: Store, run_id: str) -> tuple[str, str | None]:
@@ -155,7 +171,6 @@ def test_a_database_outage_at_delivery_hands_messages_back(
 ) -> None:
     registry = registry_of(MODULE, ["r-counts"])
     worker = start_worker(MODULE)
-    database = pg_settings.require_database_url().rsplit("/", 1)[1]
     publisher = Publisher(create_app(pg_settings, registry))
     # Given five runs recorded and claimed (`queued`) whose messages reach the worker while
     # PostgreSQL refuses every connection
@@ -170,16 +185,12 @@ def test_a_database_outage_at_delivery_hands_messages_back(
     fired = [d.run_id for d in dispatches]
     assert len(fired) == 5
     pg_store.engine.dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+    try:
+        with database_refusing(pg_settings):
             publisher.publish(dispatches)
             time.sleep(4)  # the worker meets the outage with every delivery
-        finally:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-            publisher.close()
+    finally:
+        publisher.close()
     # Then, with no sweeper running, every run still completes once: the deliveries that met
     # the outage went back to the queue instead of being acked away.
     for run_id in fired:
@@ -202,21 +213,14 @@ def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
     svc = make_service(pg_settings, registry, clock)
     svc.tick()
-    database = pg_settings.require_database_url().rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
-            clock.advance(60)  # both triggers due, and the database gone
-            with pytest.raises(TickFailedError):
-                svc.tick()
-            # A tick with nothing due commits nothing: it proves nothing about the database.
-            with caplog.at_level(logging.INFO, logger="nightowl.scheduler"):
-                assert svc.tick().commits == 0
-            assert "commit again" not in caplog.text
-        finally:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    with database_refusing(pg_settings):
+        clock.advance(60)  # both triggers due, and the database gone
+        with pytest.raises(TickFailedError):
+            svc.tick()
+        # A tick with nothing due commits nothing: it proves nothing about the database.
+        with caplog.at_level(logging.INFO, logger="nightowl.scheduler"):
+            assert svc.tick().commits == 0
+        assert "commit again" not in caplog.text
     # Then after the backoff both fire again: none was dropped from the schedule.
     clock.advance(1)
     with caplog.at_level(logging.INFO, logger="nightowl.scheduler"):
@@ -588,19 +592,12 @@ def test_an_episode_seen_during_a_database_outage_is_not_lost(
         clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
         svc = make_service(pg_settings, registry_with(spec), clock)
         svc.tick()
-        database = pg_settings.require_database_url().rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-            try:
-                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
-                redis_client.rpush(f"{prefix}inbox", *[b"m"] * 5)  # the backlog appears...
-                clock.advance(1)
-                with pytest.raises(TickFailedError):
-                    svc.tick()  # ...is seen, and cannot be committed
-                redis_client.delete(f"{prefix}inbox")  # ...and drains during the outage
-            finally:
-                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        with database_refusing(pg_settings):
+            redis_client.rpush(f"{prefix}inbox", *[b"m"] * 5)  # the backlog appears...
+            clock.advance(1)
+            with pytest.raises(TickFailedError):
+                svc.tick()  # ...is seen, and cannot be committed
+            redis_client.delete(f"{prefix}inbox")  # ...and drains during the outage
         clock.advance(2)
         svc.tick()
         keys = [r.idempotency_key for r in pg_store.list_runs()]
