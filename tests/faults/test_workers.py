@@ -133,9 +133,12 @@ def _stranded_wait(cluster: Cluster, judge: Checker, figures: dict[str, Any],
     waits = []
     for event in cluster.faults.events:
         for run_id in event.get("received", []):
-            started = [a.started_at for a in snap.attempts.get(run_id, []) if a.started_at]
+            # the first attempt that started after the kill (one may have begun just before it,
+            # between the probe and the kill: then this is its retry)
+            started = [a.started_at.timestamp() for a in snap.attempts.get(run_id, [])
+                       if a.started_at and a.started_at.timestamp() >= event["start"]]
             if started:
-                waits.append(min(started).timestamp() - event["start"])
+                waits.append(min(started) - event["start"])
     figures["stranded_runs"] = len(waits)
     figures["stranded_wait_max_s"] = round(max(waits), 2) if waits else None
 
