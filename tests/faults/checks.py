@@ -496,7 +496,7 @@ class Checker:
         first: tuple[float, str | None] = (0.0, None)
         again: tuple[float, str | None] = (0.0, None)
         for r in runs:
-            previous = r.created_at
+            previous, stalled = r.created_at, False
             for a in snap.attempts.get(r.id, []):
                 if previous is not None and a.started_at is not None:
                     if previous - a.started_at > self.offset / 2 > timedelta(0):
@@ -504,10 +504,10 @@ class Checker:
                     wait = (a.started_at - previous).total_seconds()
                     if a.number == 1 and wait > first[0]:
                         first = (wait, r.id)
-                    elif a.number > 1 and wait > again[0]:
+                    elif stalled and wait > again[0]:
                         again = (wait, r.id)
-                # a later attempt waits from the last sign of life of the one before
-                previous = a.heartbeat_at or a.started_at
+                # after a stall, the next attempt waits from the last sign of life of this one
+                previous, stalled = a.heartbeat_at or a.started_at, a.status in STALL_STATES
         figures["max_wait_to_start_s"] = round(first[0], 2)
         figures["max_wait_run"] = first[1]
         figures["max_wait_to_restart_s"] = round(again[0], 2)

@@ -92,8 +92,8 @@ def bounds(results: list[dict[str, Any]]) -> str:
                      f"including queueing behind bursts): **{wait:.1f} s** ({where})")
     restart, where = worst("max_wait_to_restart_s")
     if restart is not None:
-        lines.append(f"- longest from a stalled attempt's last heartbeat to the next attempt's "
-                     f"start: **{restart:.1f} s** ({where})")
+        lines.append(f"- longest from a stalled attempt's last heartbeat to the start of the "
+                     f"run's next attempt: **{restart:.1f} s** ({where}; heartbeat_timeout is 3 s)")
     stranded, where = worst("stranded_wait_max_s")
     if stranded is not None:
         lines.append(f"- longest a run stayed `queued` after the worker that had received its "
