@@ -80,6 +80,7 @@ FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry", "
 
 
 log = logging.getLogger("nightowl.worker")
+MAX_RUN_ID_CHARS = 64
 # After a database or Redis failure before an attempt started, a delivery goes back to the
 # broker after this pause (doubling per failure in a row, up to the max), so a worker does
 # not spin through the queue while the database restarts.
@@ -144,7 +145,10 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
     def run_agent(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         from scheduler.worker_runtime import current_runtime
 
-        if kwargs or len(args) != 1 or not isinstance(args[0], str):
+        # A run id is a UUID: anything else (an oversized or foreign argument) is a dead
+        # letter before it reaches Redis keys or SQL.
+        if (kwargs or len(args) != 1 or not isinstance(args[0], str)
+                or not 0 < len(args[0]) <= MAX_RUN_ID_CHARS):
             deadletters.record("bad_arguments", task_name=task.name, task_id=task.request.id,
                                payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
                                details={"expected": "[run_id]"})

@@ -113,3 +113,18 @@ def test_a_budget_cancels_the_context_once_usage_goes_past_it() -> None:
     assert agent("capped", budget=Budget(tool_calls=20))(lambda c, e: None).budget == Budget(
         tool_calls=20)
 
+
+
+def test_outbox_values_over_the_configured_limit_are_refused_at_put(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agents import OutboxBuffer, OutboxValueError
+    from scheduler.settings import Settings
+
+    monkeypatch.setenv("NIGHTOWL_OUTBOX_MAX_VALUE_BYTES", "100")
+    limit = Settings(_env_file=None).outbox_max_value_bytes  # type: ignore[call-arg]
+    buf = OutboxBuffer({"audit"}, limit)
+    buf.put("audit", "small", {"n": 1})
+    with pytest.raises(OutboxValueError, match="NIGHTOWL_OUTBOX_MAX_VALUE_BYTES"):
+        buf.put("audit", "big", {"text": "x" * 200})
+    assert [w.key for w in buf.writes] == ["small"]  # nothing lost, nothing half-written

@@ -52,8 +52,11 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(
         redis_client.lpush(queue, raw(publisher, d, task="agent.nope"))
         redis_client.lpush(queue, raw(publisher, d))  # a run id we never created
         redis_client.lpush(queue, raw(publisher, d, body=json.dumps([[1, 2], {}, {}]).encode()))
+        # An oversized message (a 4 MB argument) is refused before it becomes a Redis key.
+        redis_client.lpush(queue, raw(publisher, d, body=json.dumps(
+            [["x" * 4_000_000], {}, {}]).encode()))
         expected = {"content_disallowed": 1, "decode_error": 1, "unknown_task": 1,
-                    "unknown_run": 1, "bad_arguments": 1}
+                    "unknown_run": 1, "bad_arguments": 2}
 
         def reasons() -> dict[str, int]:
             out: dict[str, int] = {}
@@ -82,6 +85,7 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     letters = json.loads(out.stdout)
-    assert len(letters) == 5
+    assert len(letters) == 6
+    assert all(len(x["payload"] or "") <= 10_000 for x in letters)
     (pickled,) = [x for x in letters if x["reason"] == "content_disallowed"]
     assert "pickle" in str(pickled["details"])

@@ -7,6 +7,7 @@ test_watchdog_processes.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from scheduler.heartbeats import HeartbeatIndex, Member
 from scheduler.settings import Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
-from tests.conftest import T0
+from tests.conftest import T0, wait_for
 from tests.helpers import make_service, make_watchdog, registry_of
 from tests.receiver import Receiver, verify
 
@@ -354,3 +355,32 @@ def test_dedupe_reminders_and_a_failing_channel_that_does_not_block_others(
     finally:
         for r in (flaky, broken, good):
             r.close()
+
+
+def test_an_alert_receiver_that_hangs_holds_up_nothing(settings: Settings, store: Store) -> None:
+    """A webhook receiver that never answers in time: the alert is stored and the log and other
+    channels get it at once; the hung channel times out, is retried, and records its failure."""
+    from pydantic import SecretStr
+
+    from scheduler.alerts import AlertManager
+
+    hung, good = Receiver(delay=3.0), Receiver()
+    try:
+        manager = AlertManager(
+            AlertStore(store.engine), FakeClock(T0),
+            [WebhookChannel(hung.url, SecretStr(SECRET), timeout=0.5),
+             WebhookChannel(good.url, SecretStr(SECRET))],
+            attempts=2, backoff_max=0.1)
+        started = time.monotonic()
+        assert manager.fire(Alert(kind="run_dead", dedupe_key="run_dead:r9", message="dead",
+                                  run_id="r9")) is True
+        assert time.monotonic() - started < 0.5  # the caller (the watchdog loop) never waits
+        wait_for(good.alerts, timeout=5, message="the good channel's alert")
+        assert manager.flush(timeout=30)
+        (row,) = AlertStore(store.engine).history()
+        assert row.channels is not None
+        assert sorted(v.split(":")[0] for v in row.channels.values()) == ["failed", "sent"]
+        manager.close()
+    finally:
+        hung.close()
+        good.close()
