@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from scheduler.app import create_app
 from scheduler.clock import FakeClock, SystemClock
 from scheduler.executor import Executor
-from scheduler.operations import fire
+from scheduler.operations import Fired, fire
 from scheduler.publish import Publisher
 from scheduler.service import TickFailedError
 from scheduler.settings import Settings
@@ -75,6 +75,15 @@ def database_refusing(settings: Settings) -> Iterator[None]:
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+def fire_now(settings: Settings, store: Store, registry: Registry, trigger: str) -> Fired:
+    """`nightowl fire TRIGGER` as the CLI does it: commit, then publish."""
+    publisher = Publisher(create_app(settings, registry))
+    try:
+        return fire(store, publisher, registry, trigger, datetime.now(UTC))
+    finally:
+        publisher.close()
 
 
 def run_of(store: Store, run_id: str) -> tuple[str, str | None]:
@@ -261,11 +270,7 @@ def test_a_nan_heartbeat_detail_is_dropped_not_fatal(
     caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = registry_of(MODULE, ["r-nan-heartbeat"])
-    publisher = Publisher(create_app(settings, registry))
-    try:
-        fired = fire(store, publisher, registry, "r-nan-heartbeat", datetime.now(UTC))
-    finally:
-        publisher.close()
+    fired = fire_now(settings, store, registry, "r-nan-heartbeat")
     with caplog.at_level(logging.WARNING):
         assert executor(registry, heartbeat_interval=0.1).execute("nan-heartbeat",
                                                                   fired.run_id) == "succeeded"
@@ -297,11 +302,7 @@ def test_a_fenced_out_attempt_notices_and_stops(
     executor: Callable[..., Executor]
 ) -> None:
     registry = registry_of(MODULE, ["r-loops"])
-    publisher = Publisher(create_app(settings, registry))
-    try:
-        fired = fire(store, publisher, registry, "r-loops", datetime.now(UTC))
-    finally:
-        publisher.close()
+    fired = fire_now(settings, store, registry, "r-loops")
     outcome: list[str] = []
     worker = threading.Thread(target=lambda: outcome.append(
         executor(registry, heartbeat_interval=0.1).execute("loops", fired.run_id)))
@@ -389,11 +390,7 @@ def test_the_final_write_survives_a_killed_session(
     monkeypatch.setenv("NIGHTOWL_TEST_PG_DATABASE",
                        pg_settings.require_database_url().rsplit("/", 1)[1])
     registry = registry_of(MODULE, ["r-kills-db-sessions"])
-    publisher = Publisher(create_app(pg_settings, registry))
-    try:
-        fired = fire(pg_store, publisher, registry, "r-kills-db-sessions", datetime.now(UTC))
-    finally:
-        publisher.close()
+    fired = fire_now(pg_settings, pg_store, registry, "r-kills-db-sessions")
     worker = executor(registry)
     assert worker.execute("kills-db-sessions", fired.run_id) == "succeeded"
     pg_store.engine.dispose()  # the test's own pooled sessions were killed too
