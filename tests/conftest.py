@@ -184,21 +184,14 @@ def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]
     return env
 
 
-class WorkerProcess:
-    """A real `nightowl worker` process; its output is kept for failure messages."""
+class OutputProcess:
+    """A real process whose combined stdout and stderr are kept as it runs (for assertions
+    and failure messages)."""
 
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
-                 command: list[str] | None = None) -> None:
-        name = f"test-{uuid.uuid4().hex[:6]}@%h"
-        if command is None:
-            command = [sys.executable, "-m", "scheduler.cli", "worker"]
-        self.proc = subprocess.Popen(
-            [*command, f"--pool={pool}", f"--concurrency={concurrency}", f"--hostname={name}",
-             "--loglevel=INFO"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | Path = ROOT) -> None:
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
-        self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -206,28 +199,49 @@ class WorkerProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if " ready." in line:
-                self._ready.set()
+            self.on_line(line)
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise AssertionError("worker did not become ready:\n" + "".join(self.lines[-40:]))
+    def on_line(self, line: str) -> None:
+        """Called for each line as it arrives (subclasses watch for readiness)."""
 
     def output(self) -> str:
         return "".join(self.lines)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> str:
+        """SIGTERM, then SIGKILL after `timeout`; the output collected."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        return self.output()
+
+
+class WorkerProcess(OutputProcess):
+    """A real `nightowl worker` process; its output is kept for failure messages."""
+
+    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
+                 command: list[str] | None = None) -> None:
+        name = f"test-{uuid.uuid4().hex[:6]}@%h"
+        if command is None:
+            command = [sys.executable, "-m", "scheduler.cli", "worker"]
+        self._ready = threading.Event()
+        super().__init__([*command, f"--pool={pool}", f"--concurrency={concurrency}",
+                          f"--hostname={name}", "--loglevel=INFO"], env)
+
+    def on_line(self, line: str) -> None:
+        if " ready." in line:
+            self._ready.set()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise AssertionError("worker did not become ready:\n" + "".join(self.lines[-40:]))
 
 
 @pytest.fixture

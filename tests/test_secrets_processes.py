@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,43 +25,22 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import PG_ADMIN_URL, ROOT, wait_for
+from tests.conftest import PG_ADMIN_URL, ROOT, OutputProcess, wait_for
 from tests.helpers import free_port
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.secret_agents"
 
 
-class Proc:
+class Proc(OutputProcess):
     """A process whose combined output is kept."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.name = name
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(argv, env)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def stop(self, timeout: float = 30) -> str:
+        return super().stop(timeout)
 
 
 def secret(label: str) -> str:

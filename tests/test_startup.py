@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import sqlalchemy as sa
 from scheduler.steplog import StepFailures
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, wait_for
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, OutputProcess, wait_for
 from tests.helpers import RedisServer, free_port
 
 MODULE = "tests.fixtures.seconds_triggers"
@@ -193,23 +192,11 @@ def test_a_setting_that_does_not_parse_is_one_line_naming_it(databases: Database
             assert word in out.stderr, out.stderr
 
 
-class Service:
+class Service(OutputProcess):
     """A long-running service process whose output is collected as it runs."""
 
     def __init__(self, service: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(_command(service), cwd=tempfile.mkdtemp(), env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
+        super().__init__(_command(service), env, cwd=tempfile.mkdtemp())
 
     def wait_for_line(self, text: str, timeout: float = 60) -> None:
         def seen() -> bool:
@@ -218,18 +205,8 @@ class Service:
             return text in self.output()
         wait_for(seen, timeout=timeout, interval=0.2, message=f"{text!r} in\n{self.output()}")
 
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.output()
+    def stop(self, timeout: float = 30) -> str:
+        return super().stop(timeout)
 
 
 def test_redis_that_comes_up_within_the_wait_is_waited_for(
