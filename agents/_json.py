@@ -52,17 +52,26 @@ def json_problem(value: Any, path: str = "value") -> str | None:
     return None
 
 
-def event_problem(event: Any) -> str | None:
+# Events built only from nightowl's own validated parts (a cron slot: the trigger's name and
+# two times) cannot hold an unstorable value; they skip the walk on the dispatch hot path.
+_OWN_EVENT_KINDS = frozenset({"cron"})
+
+
+def event_problem(event: Any, stored: Any = None) -> str | None:
     """What makes a trigger's event unstorable (a non-finite number or a NUL character in
     the row it read, say), naming its path; None when it is fine.
 
+    `stored` is the event's JSON form (`event_to_json(event)`), if the caller has it.
     Judged on what would be stored: pydantic's JSON turns NaN and infinities into null
     silently (that is refused here: the data would change), while a model that encodes
     them itself (`MetricAlert.value` as "+Inf") is fine. Other types (datetimes, decimals)
     are left to the event's own JSON conversion.
     """
-    stack: list[tuple[Any, Any, str]] = [(event.model_dump(), event.model_dump(mode="json"),
-                                          "event")]
+    if getattr(event, "kind", None) in _OWN_EVENT_KINDS:
+        return None
+    if stored is None:  # the caller usually has the stored JSON already
+        stored = event.model_dump(mode="json")
+    stack: list[tuple[Any, Any, str]] = [(event.model_dump(), stored, "event")]
     while stack:
         item, stored, where = stack.pop()
         if ((isinstance(item, float) and not math.isfinite(item))

@@ -334,7 +334,8 @@ class SchedulerService:
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
             ev = compute() if compute else spec.source.evaluate(name, now, state)
-            problem = json_problem(ev.state, "state")
+            # Polled state carries outside data (a cursor's key); cron state is nightowl's own.
+            problem = json_problem(ev.state, "state") if compute is not None else None
             if problem is not None:
                 # Refused the same way on SQLite as PostgreSQL would (a cursor holding a
                 # NUL character, say): the trigger cannot advance until the data is fixed.
@@ -352,21 +353,22 @@ class SchedulerService:
         runs = []
         for i, f in enumerate(ev.firings):
             overlap, key = overlap_for(spec.overlap, name, f.overlap_key, catchup=i > 0)
-            problem = event_problem(f.event)
+            event_json = event_to_json(f.event)
+            problem = event_problem(f.event, event_json)
             if problem is not None:
                 # Refused where it was produced: the run records it and ends, instead of the
                 # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
                 log.warning("trigger %s: firing %s refused: %s", name, f.idempotency_key, problem)
                 runs.append(NewRun(
                     idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
-                    queue=agent.queue, event=storable(event_to_json(f.event)),
+                    queue=agent.queue, event=storable(event_json),
                     logical_time=f.logical_time, agent_version=agent.version,
                     status="failed", terminal_reason="not_serialisable",
                     error=f"the event cannot be stored: {problem}"))
                 continue
             runs.append(NewRun(
                 idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
-                queue=agent.queue, event=event_to_json(f.event), logical_time=f.logical_time,
+                queue=agent.queue, event=event_json, logical_time=f.logical_time,
                 agent_version=agent.version, overlap=overlap, overlap_key=key))
         write = None
         # Polling triggers write every poll: `next_evaluation` then doubles as "last polled"
