@@ -426,16 +426,14 @@ class Watchdog:
                          f"{queue} holds no message for it; is the scheduler (its sweeper "
                          "republishes such runs) running?"),
                 details={"queue": queue, "queued_at": queued_at.isoformat()}))
-        statuses = None
-        for o in self.alerts.store.open_of_kind("run_stuck"):
-            if o.run_id is None or o.run_id in missing:
-                continue
-            if statuses is None:
-                statuses = self.watch.statuses(
-                    {a.run_id for a in self.alerts.store.open_of_kind("run_stuck") if a.run_id})
+        unstuck = [o for o in self.alerts.store.open_of_kind("run_stuck")
+                   if o.run_id is not None and o.run_id not in missing]
+        statuses = self.watch.statuses({o.run_id for o in unstuck if o.run_id})
+        for o in unstuck:
             report.alerts_sent += self.alerts.resolve(Alert(
                 kind="run_stuck", dedupe_key=o.dedupe_key, run_id=o.run_id,
-                message=f"run {o.run_id} is no longer stuck ({statuses.get(o.run_id, 'pruned')})"))
+                message=f"run {o.run_id} is no longer stuck "
+                        f"({statuses.get(o.run_id or '', 'pruned')})"))
 
     # 4. sources and leaders ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agents._context import OutboxWrite
 from scheduler.errors import StateConflictError, StorageError
@@ -57,8 +57,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
 
 
-def _log_finish_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome is not None else None
+def _log_finish_retry(exc: BaseException | None) -> None:
     log.warning("final write failed (%s); retrying (the fence keeps it safe)",
                 type(exc).__name__ if exc else "error")
 
@@ -616,15 +615,21 @@ class Store:
         args = dict(status=status, reason=reason, attempt_status=attempt_status, now=now,
                     result=result, error=error, error_class=error_class, usage=usage,
                     last_heartbeat=last_heartbeat, not_before=not_before, outbox=outbox)
-        retrying = Retrying(stop=stop_after_delay(FINISH_RETRY_FOR.total_seconds()),
-                            wait=wait_exponential(multiplier=0.2, max=4),
-                            retry=retry_if_exception(is_transient), reraise=True,
-                            before_sleep=_log_finish_retry)
-        for try_ in retrying:
-            with try_:
-                written = self._finish_once(started, **args)
-        if written is None and retrying.statistics.get("attempt_number", 1) > 1:
-            written = self._landed(started, attempt_status)
+        try:
+            written = self._finish_once(started, **args)  # the common case: no retry machinery
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            _log_finish_retry(exc)
+            for try_ in Retrying(stop=stop_after_delay(FINISH_RETRY_FOR.total_seconds()),
+                                 wait=wait_exponential(multiplier=0.2, max=4),
+                                 retry=retry_if_exception(is_transient), reraise=True,
+                                 before_sleep=lambda state: _log_finish_retry(
+                                     state.outcome.exception() if state.outcome else None)):
+                with try_:
+                    written = self._finish_once(started, **args)
+            if written is None:  # an earlier try may have committed before its connection broke
+                written = self._landed(started, attempt_status)
         if written is None:
             # Someone holds a newer fence: our result must not land anywhere.
             self._close_attempt(started, "fenced_out", "fenced_out", now)
