@@ -27,16 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._db import create_database, drop_database
 from scheduler.alerts import AlertManager, WebhookChannel
-from scheduler.app import create_app
-from scheduler.clock import SystemClock
-from scheduler.operations import fire
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import SystemClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import fire
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import Store
-from scheduler.watchdog import Watchdog
+from scheduler.watchdog.service import Watchdog
+from scheduler.worker.app import create_app
 from tests.conftest import WorkerProcess, child_env
 from tests.receiver import Receiver
 from triggers import load

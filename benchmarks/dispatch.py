@@ -25,14 +25,14 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._db import create_database, drop_database
-from scheduler.app import create_app
-from scheduler.clock import FakeClock
-from scheduler.publish import Publisher
-from scheduler.service import SchedulerService
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.dispatch.service import SchedulerService
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import Dispatch, Store
+from scheduler.worker.app import create_app
 from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"

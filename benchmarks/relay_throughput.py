@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents._context import OutboxWrite
 from benchmarks._db import create_database, drop_database
-from scheduler.clock import SystemClock
+from scheduler.core.clock import SystemClock
 from scheduler.outbox import RedisCacheSink, RedisStreamSink, SqlAppendSink, SqlUpsertSink, register_sink
-from scheduler.outbox.relay import Relay
+from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.outbox_store import OutboxStore, insert_writes

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._db import create_database, drop_database  # noqa: E402
-from scheduler.app import create_app  # noqa: E402
-from scheduler.publish import Publisher  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
+from scheduler.core.publish import Publisher  # noqa: E402
+from scheduler.core.settings import Settings  # noqa: E402
 from scheduler.storage.engine import make_engine  # noqa: E402
 from scheduler.storage.migrate import upgrade  # noqa: E402
 from scheduler.storage.store import Dispatch, NewRun, Store  # noqa: E402
+from scheduler.worker.app import create_app  # noqa: E402
 from triggers import load  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"

@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import ManualFire, event_to_json
 from benchmarks._db import create_database, drop_database
 from scheduler.alerts import AlertManager
-from scheduler.clock import FakeClock
-from scheduler.heartbeats import HeartbeatIndex, Member
+from scheduler.core.clock import FakeClock
+from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import NewRun, Store
-from scheduler.watchdog import Watchdog
+from scheduler.watchdog.service import Watchdog
 from triggers import load
 
 REDIS = "redis://127.0.0.1:6379/0"

@@ -19,7 +19,7 @@ __all__ = ["celery_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "celery_app":
-        from scheduler.app import get_app
+        from scheduler.worker.app import get_app
 
         return get_app()
     raise AttributeError(f"module 'scheduler' has no attribute {name!r}")

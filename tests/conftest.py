@@ -21,7 +21,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.settings import Settings
+from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.models import Base
@@ -50,7 +50,7 @@ def _dispose_cached_connections() -> Iterator[None]:
     """Watched-database engines, sink engines and watched-Redis clients are cached per URL
     for the process; close them before the interpreter does (psycopg warns otherwise)."""
     yield
-    from scheduler.outbox.sql_sinks import dispose_sink_engines
+    from scheduler.outbox.sinks.sql import dispose_sink_engines
     from triggers import dispose_engines
     from triggers._queue import close_clients
 
@@ -63,7 +63,7 @@ def _dispose_cached_connections() -> Iterator[None]:
 def fresh_sinks() -> Iterator[None]:
     """An empty sink registry for the test, restored after it (sinks are registered
     process-wide, so one test's or doc module's sinks would clash with the next's)."""
-    from scheduler.outbox import _base
+    from scheduler.outbox import registry as _base
 
     saved = dict(_base._sinks)
     _base._sinks.clear()

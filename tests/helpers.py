@@ -12,15 +12,15 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from scheduler.alerts import AlertManager, Channel
-from scheduler.app import create_app
-from scheduler.clock import Clock, FakeClock
-from scheduler.publish import Publisher
-from scheduler.service import SchedulerService
-from scheduler.settings import Settings
+from scheduler.core.clock import Clock, FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.dispatch.service import SchedulerService
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
-from scheduler.watchdog import Watchdog
+from scheduler.watchdog.service import Watchdog
+from scheduler.worker.app import create_app
 from tests.conftest import wait_for
 from triggers import Registry, load
 

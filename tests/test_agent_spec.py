@@ -119,7 +119,7 @@ def test_outbox_values_over_the_configured_limit_are_refused_at_put(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from agents import OutboxBuffer, OutboxValueError
-    from scheduler.settings import Settings
+    from scheduler.core.settings import Settings
 
     monkeypatch.setenv("NIGHTOWL_OUTBOX_MAX_VALUE_BYTES", "100")
     limit = Settings(_env_file=None).outbox_max_value_bytes  # type: ignore[call-arg]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import T0
 from tests.helpers import make_service

@@ -231,8 +231,8 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(SETTINGS_VARS), ENV_TEXT, max_size=5))
 def test_fuzzed_settings_either_load_or_raise_a_validation_error(values: dict[str, str]) -> None:
-    from scheduler.cli._errors import settings_error
-    from scheduler.settings import Settings
+    from scheduler.core.service_errors import settings_error
+    from scheduler.core.settings import Settings
 
     with environment({f"NIGHTOWL_{k}": v for k, v in values.items()}):
         try:

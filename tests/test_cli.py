@@ -13,8 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
 from tests.helpers import make_service, registry_of

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
+from scheduler.core.settings import Settings
 from scheduler.healthcheck import check as check_loop
-from scheduler.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, child_env, wait_for
 from tests.helpers import free_port

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from scheduler.clock import FakeClock
-from scheduler.service import TickFailedError
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
+from scheduler.dispatch.service import TickFailedError
 from scheduler.storage.store import Store
 from tests.conftest import T0
 from tests.helpers import make_service

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from scheduler.app import create_app
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, NewRun, Store
+from scheduler.worker.app import create_app
 from tests.conftest import WorkerProcess, child_env, wait_for
 from triggers import load
 

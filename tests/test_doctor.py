@@ -9,7 +9,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from scheduler.settings import Settings
+from scheduler.core.settings import Settings
 from tests.conftest import child_env
 
 LONG_AGENT = textwrap.dedent("""

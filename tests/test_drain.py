@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import WorkerProcess, wait_for
 from tests.helpers import follow_real_time, make_service, registry_of

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import redis
 
-from scheduler.clock import FakeClock
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, Store
 from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.e2e_triggers import calls_key

@@ -75,7 +75,7 @@ def test_every_sqlite_engine_in_a_process_uses_one_sqlite_library(tmp_path: Path
     """Two copies of SQLite in one process corrupt a shared file (POSIX locks are per
     process): `make demo` reported `database disk image is malformed` within a minute while
     its relay wrote the vector sink through pysqlite3 and the outbox through the stdlib."""
-    from scheduler.outbox.sql_sinks import VectorSink
+    from scheduler.outbox.sinks.sql import VectorSink
     from triggers._polling import engine_for
 
     url = f"sqlite:///{tmp_path / 'one.db'}"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.models import Run
 from scheduler.storage.store import NewRun, Store
 from tests.conftest import WorkerProcess, child_env, wait_for

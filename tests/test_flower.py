@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.app import create_app
-from scheduler.clock import FakeClock
-from scheduler.operations import fire
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
+from scheduler.worker.app import create_app
 from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
 from tests.helpers import free_port, make_service, registry_of
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.app import create_app
-from scheduler.operations import fire
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
+from scheduler.worker.app import create_app
 from tests.conftest import WorkerProcess, wait_for
 from tests.helpers import registry_of
 

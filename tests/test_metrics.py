@@ -8,7 +8,7 @@ import sys
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.settings import Settings
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, child_env, wait_for
 from tests.helpers import free_port
@@ -59,7 +59,7 @@ def test_prefork_worker_metrics_sum_the_pool_processes(
 ) -> None:
     from datetime import UTC, datetime
 
-    from scheduler.clock import FakeClock
+    from scheduler.core.clock import FakeClock
     from tests.conftest import WorkerProcess
     from tests.helpers import fire_then_drain, make_service, registry_of
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 from agents import ManualFire, event_to_json
 from agents._context import OutboxWrite
-from scheduler.clock import FakeClock
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.outbox import Entry, Outcome, RedisCacheSink, SqlAppendSink, WebhookSink, register_sink
-from scheduler.outbox.relay import Relay
-from scheduler.settings import Settings
+from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
@@ -466,8 +466,8 @@ def test_a_relay_whose_claim_was_taken_over_delivers_no_further_entry_of_it(stor
 def test_a_relay_loop_whose_database_is_gone_logs_one_line_not_a_traceback_per_step(
     tmp_path: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from scheduler.clock import SystemClock
-    from scheduler.outbox.relay import RelayLoop
+    from scheduler.core.clock import SystemClock
+    from scheduler.relay.loop import RelayLoop
 
     engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nightowl.db'}")  # no such folder
     loop = RelayLoop(Relay(OutboxStore(engine), SystemClock()), poll=0.01)

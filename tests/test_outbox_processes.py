@@ -20,12 +20,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.app import create_app
-from scheduler.operations import fire
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import fire
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
+from scheduler.worker.app import create_app
 from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
 from tests.helpers import registry_of
 from tests.receiver import Receiver

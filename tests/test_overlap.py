@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import T0, WorkerProcess
 from tests.fixtures.overlap_triggers import gauge_keys

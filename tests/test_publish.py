@@ -7,10 +7,10 @@ from typing import Any
 
 import redis
 
-from scheduler.app import create_app
-from scheduler.publish import PUBLISHED_AT_HEADER, RUN_ID_HEADER, Publisher
-from scheduler.settings import Settings
+from scheduler.core.publish import PUBLISHED_AT_HEADER, RUN_ID_HEADER, Publisher
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch
+from scheduler.worker.app import create_app
 from tests.conftest import REDIS_URL
 from triggers import load
 

@@ -13,11 +13,11 @@ import redis
 from celery import Celery
 from kombu import Connection, Exchange, Producer, Queue
 
-from scheduler.app import create_app
-from scheduler.clock import FakeClock
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, Store
+from scheduler.worker.app import create_app
 from tests.conftest import REDIS_URL, T0
 from tests.helpers import make_service
 from tests.polling import Poller, forget, registry_with

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from agents._context import OutboxWrite
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, T0, child_env, wait_for

@@ -21,17 +21,17 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.app import create_app
-from scheduler.clock import FakeClock, SystemClock
-from scheduler.executor import Executor
-from scheduler.operations import Fired, fire
-from scheduler.publish import Publisher
-from scheduler.service import TickFailedError
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock, SystemClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.dispatch.service import TickFailedError
+from scheduler.ops.runs import Fired, fire
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.storage.watch_store import WatchStore
+from scheduler.worker.app import create_app
+from scheduler.worker.executor import Executor
 from tests.conftest import PG_ADMIN_URL, WorkerProcess, wait_for
 from tests.fixtures.reliability_triggers import calls_key
 from tests.helpers import follow_real_time, make_service, make_watchdog, queue_length, registry_of
@@ -281,7 +281,7 @@ def test_a_nan_heartbeat_detail_is_dropped_not_fatal(
 
 
 def test_a_manual_payload_with_nan_is_refused(settings: Settings, store: Store) -> None:
-    from scheduler.operations import OperationError
+    from scheduler.ops.runs import OperationError
 
     registry = registry_of(MODULE, ["r-counts"])
     publisher = Publisher(create_app(settings, registry))
@@ -323,7 +323,7 @@ def test_a_fenced_out_attempt_notices_and_stops(
 def test_a_user_cancel_survives_the_retry(
     settings: Settings, store: Store, executor: Callable[..., Executor]
 ) -> None:
-    from scheduler.operations import cancel
+    from scheduler.ops.runs import cancel
 
     registry = registry_of(MODULE, ["r-fails-fast"])
     publisher = Publisher(create_app(settings, registry))

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 import redis
 import sqlalchemy as sa
 
-from scheduler.app import create_app
-from scheduler.clock import FakeClock
-from scheduler.executor import Executor
-from scheduler.operations import cancel, fire, retry
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import cancel, fire, retry
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
+from scheduler.worker.app import create_app
+from scheduler.worker.executor import Executor
 from tests.helpers import make_service, make_watchdog, registry_of
 from tests.test_reliability import executor, run_of
 

@@ -1,5 +1,5 @@
 """Secrets: every secret-bearing setting is a SecretStr, and the one scrubber
-(`scheduler.scrub`) keeps them out of log lines, tracebacks, alert rows and channel names."""
+(`scheduler.core.scrub`) keeps them out of log lines, tracebacks, alert rows and channel names."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from scheduler import scrub
 from scheduler.alerts import Alert, AlertManager, WebhookChannel, channels_from
-from scheduler.clock import FakeClock
-from scheduler.logs import JsonFormatter, TextFormatter, install_scrubbing
-from scheduler.settings import Settings
+from scheduler.core import scrub
+from scheduler.core.clock import FakeClock
+from scheduler.core.logs import JsonFormatter, TextFormatter, install_scrubbing
+from scheduler.core.settings import Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
 from tests.conftest import T0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from scheduler.clock import FakeClock
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, T0, child_env, wait_for
 from tests.helpers import make_service, queue_length, registry_of
@@ -75,10 +75,10 @@ def test_two_replicas_fire_each_slot_exactly_once(
 CRASHING_SCHEDULER = textwrap.dedent("""
     import os
     from datetime import timedelta
-    from scheduler.app import create_app
-    from scheduler.clock import FakeClock
-    from scheduler.publish import Publisher
-    from scheduler.settings import Settings
+    from scheduler.worker.app import create_app
+    from scheduler.core.clock import FakeClock
+    from scheduler.core.publish import Publisher
+    from scheduler.core.settings import Settings
     from tests.conftest import T0
     from tests.helpers import make_service, registry_of
 
@@ -168,9 +168,9 @@ def test_a_burst_of_due_triggers_goes_out_in_a_small_first_chunk_then_full_ones(
 ) -> None:
     """1,200 triggers due in one tick: the first 50 runs are committed and published before
     the rest are evaluated, then chunks of 500; every firing lands exactly once."""
-    from scheduler.app import create_app
-    from scheduler.publish import Publisher
+    from scheduler.core.publish import Publisher
     from scheduler.storage.store import Dispatch
+    from scheduler.worker.app import create_app
 
     (tmp_path / "burst_triggers.py").write_text(textwrap.dedent("""
         from agents import agent

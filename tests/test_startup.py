@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from scheduler.steplog import StepFailures
+from scheduler.core.steplog import StepFailures
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, OutputProcess, wait_for

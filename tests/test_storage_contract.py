@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler.errors import StateConflictError
+from scheduler.core.errors import StateConflictError
 from scheduler.storage.migrate import current, head_revision
 from scheduler.storage.store import (
     ConcurrencyBlockedError,

@@ -24,9 +24,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.clock import FakeClock
+from scheduler.core.clock import FakeClock
 from scheduler.outbox import RedisCacheSink, SqlAppendSink, register_sink
-from scheduler.outbox.relay import Relay
+from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import current, head_revision, upgrade
 from scheduler.storage.outbox_store import OutboxStore

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.outbox import Entry, VectorSink
-from scheduler.outbox.sql_sinks import dispose_sink_engines
+from scheduler.outbox.sinks.sql import dispose_sink_engines
 
 
 @pytest.fixture(params=["sqlite-vec", "pgvector"])

@@ -17,9 +17,9 @@ import redis
 
 from agents import ManualFire, event_to_json
 from scheduler.alerts import Alert, WebhookChannel
-from scheduler.clock import FakeClock
-from scheduler.heartbeats import HeartbeatIndex, Member
-from scheduler.settings import Settings
+from scheduler.core.clock import FakeClock
+from scheduler.core.heartbeats import HeartbeatIndex, Member
+from scheduler.core.settings import Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
 from tests.conftest import T0, wait_for

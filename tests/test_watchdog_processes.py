@@ -16,12 +16,12 @@ import redis
 from pydantic import SecretStr
 
 from scheduler.alerts import AppriseChannel, WebhookChannel
-from scheduler.app import create_app
-from scheduler.clock import SystemClock
-from scheduler.operations import fire
-from scheduler.publish import Publisher
-from scheduler.settings import Settings
+from scheduler.core.clock import SystemClock
+from scheduler.core.publish import Publisher
+from scheduler.core.settings import Settings
+from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
+from scheduler.worker.app import create_app
 from tests.conftest import WorkerProcess, wait_for
 from tests.helpers import make_watchdog, registry_of
 from tests.receiver import Receiver, verify

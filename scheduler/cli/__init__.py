@@ -21,8 +21,8 @@ from scheduler.cli import (
     triggers_cmd,
 )
 from scheduler.cli._common import EXIT_FINDINGS, EXIT_USAGE
-from scheduler.cli._errors import service_error
-from scheduler.scrub import scrub_text
+from scheduler.core.scrub import scrub_text
+from scheduler.core.service_errors import service_error
 
 app = typer.Typer(
     name="nightowl",

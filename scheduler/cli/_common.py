@@ -12,10 +12,10 @@ from typing import Annotated, Any, NoReturn
 import redis
 import typer
 
-from scheduler.app import create_app
-from scheduler.publish import Publisher
-from scheduler.scrub import register_registry, scrub_text, scrub_value
-from scheduler.settings import Settings
+from scheduler.core.celery import broker_app
+from scheduler.core.publish import Publisher
+from scheduler.core.scrub import register_registry, scrub_text, scrub_value
+from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
 from triggers import Registry, load, split_modules
@@ -58,7 +58,7 @@ def store_for(settings: Settings) -> Store:
 
 def publisher_for(settings: Settings, registry: Registry | None = None) -> Publisher:
     """A publisher on the configured broker (closing it is the caller's job)."""
-    return Publisher(create_app(settings, registry or Registry()))
+    return Publisher(broker_app(settings, registry))
 
 
 def redis_for(settings: Settings) -> redis.Redis:

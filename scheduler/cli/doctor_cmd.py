@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from scheduler.app import create_app
 from scheduler.cli._common import EXIT_FINDINGS, JsonOpt, TriggersOpt, print_json, registry_for, settings_for
-from scheduler.doctor import run_checks
+from scheduler.ops.doctor import run_checks
+from scheduler.worker.app import create_app
 
 
 def doctor(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from scheduler import operations
 from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
@@ -20,6 +19,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.ops import runs as operations
 from scheduler.storage.models import ACTIVE_STATUSES
 
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli._common import EXIT_FINDINGS, TriggersOpt, settings_for
-from scheduler.cli._startup import BROKER, wait_until_ready
+from scheduler.core.startup import BROKER, wait_until_ready
 
 
 def _loopback(address: str) -> bool:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from scheduler import operations
 from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
@@ -21,6 +20,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.ops import runs as operations
 from scheduler.storage.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Attempt, Run
 
 app = typer.Typer(help="Inspect runs.", no_args_is_help=True)

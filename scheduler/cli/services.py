@@ -16,23 +16,24 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from scheduler.app import STARTUP_CHECKED_ENV, create_app, set_app
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
-from scheduler.cli._startup import BROKER, DATABASE, REDIS, wait_until_ready
-from scheduler.doctor import visibility_problems
-from scheduler.embedded_redis import EmbeddedRedis, die_with_parent
-from scheduler.errors import ConfigError
-from scheduler.logs import configure_logging
-from scheduler.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multiprocess
-from scheduler.metrics import serve as serve_metrics
+from scheduler.cli.embedded_redis import EmbeddedRedis, die_with_parent
+from scheduler.core.errors import ConfigError
+from scheduler.core.logs import configure_logging
+from scheduler.core.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multiprocess
+from scheduler.core.metrics import serve as serve_metrics
+from scheduler.core.settings import DEV_DIR, DEV_ENV_FILE, Settings
+from scheduler.core.startup import BROKER, DATABASE, REDIS, wait_until_ready
+from scheduler.dispatch.loop import ServiceLoop, build_service
+from scheduler.ops.doctor import visibility_problems
 from scheduler.outbox import registered_sinks
-from scheduler.outbox.relay import RelayLoop
-from scheduler.runner import ServiceLoop, WatchdogLoop, build_relay, build_service, build_watchdog
-from scheduler.settings import DEV_DIR, DEV_ENV_FILE, Settings
+from scheduler.relay.loop import RelayLoop, build_relay
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import pending, upgrade
 from scheduler.storage.store import Store
+from scheduler.watchdog.loop import WatchdogLoop, build_watchdog
+from scheduler.worker.app import STARTUP_CHECKED_ENV, create_app, set_app
 from triggers import Registry
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

@@ -19,13 +19,14 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
-from scheduler.cli._errors import service_error
-from scheduler.errors import ConfigError
-from scheduler.scrub import scrub_text
+from scheduler.core import keys
+from scheduler.core.errors import ConfigError
+from scheduler.core.scrub import scrub_text
+from scheduler.core.service_errors import service_error
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.outbox_store import OutboxStore
-from triggers import Registry, load
+from triggers import load
 from triggers._queue import celery_redis_reading
 
 ROLES = ("scheduler", "watchdog")
@@ -59,8 +60,8 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
         prefix = settings.redis_prefix
         leaders = {}
         for role in ROLES:
-            owner = client.get(f"{prefix}leader:{role}")
-            ttl = client.pttl(f"{prefix}leader:{role}")
+            owner = client.get(keys.leader(prefix, role))
+            ttl = client.pttl(keys.leader(prefix, role))
             leaders[role] = {"alive": owner is not None,
                              "owner": owner.decode() if isinstance(owner, bytes) else owner,
                              "lease_ms_left": ttl if ttl and ttl > 0 else None}
@@ -75,9 +76,9 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
         client.close()
     workers: list[str] = []
     if ping_workers:
-        from scheduler.app import create_app
+        from scheduler.core.celery import broker_app
 
-        replies = create_app(settings, Registry()).control.ping(timeout=1.0) or []
+        replies = broker_app(settings).control.ping(timeout=1.0) or []
         workers = sorted(name for reply in replies for name in reply)
     return {"leaders": leaders, "queues": depths, "workers": workers}
 

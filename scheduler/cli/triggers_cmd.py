@@ -20,7 +20,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
-from scheduler.doctor import visibility_problems
+from scheduler.ops.doctor import visibility_problems
 from scheduler.storage.models import TriggerState
 from scheduler.storage.store import missed_t
 from triggers import CronTrigger, Registry, RegistryLoadError, TriggerSpec

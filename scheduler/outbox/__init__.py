@@ -10,18 +10,11 @@ registered under that name. Register sinks in a trigger module:
 
 from __future__ import annotations
 
-from scheduler.outbox._base import (
-    Outcome,
-    Sink,
-    SinkError,
-    register_sink,
-    registered_sinks,
-    sink_for,
-)
-from scheduler.outbox.http import WebhookSink
-from scheduler.outbox.redis_sinks import RedisCacheSink, RedisStreamSink
-from scheduler.outbox.sql_sinks import SqlAppendSink, SqlUpsertSink, VectorSink
-from scheduler.storage.outbox_store import Entry
+from scheduler.outbox.abc import Entry, Outcome, Sink, SinkError
+from scheduler.outbox.registry import register_sink, registered_sinks, sink_for
+from scheduler.outbox.sinks.http import WebhookSink
+from scheduler.outbox.sinks.redis import RedisCacheSink, RedisStreamSink
+from scheduler.outbox.sinks.sql import SqlAppendSink, SqlUpsertSink, VectorSink
 
 __all__ = [
     "Entry",

@@ -23,25 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from agents._context import OutboxWrite
-from scheduler.scrub import scrub_text
+from scheduler.core.scrub import scrub_text
+from scheduler.outbox.abc import Entry
 from scheduler.storage._sql import in_values
 from scheduler.storage.models import OutboxEntry, OutboxKey
 
 outbox_t = cast(sa.Table, OutboxEntry.__table__)
 keys_t = cast(sa.Table, OutboxKey.__table__)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What a sink receives: the entry id (`<run_id>:<n>`), the key's sequence number, the value."""
-
-    id: str
-    run_id: str
-    sink: str
-    key: str
-    seq: int
-    value: Any
-    attempts: int = 0
 
 
 def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], now: datetime) -> int:

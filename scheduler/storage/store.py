@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agents._context import OutboxWrite
-from scheduler.errors import StateConflictError, StorageError
+from scheduler.core.errors import StateConflictError, StorageError
 from scheduler.storage import worker_sql
 from scheduler.storage._sql import in_values
 from scheduler.storage.models import (

@@ -17,7 +17,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
-from scheduler import clock
+from scheduler.core import clock
 
 _offset = timedelta(0)
 _jump = timedelta(seconds=float(os.environ.get("NIGHTOWL_FAULT_JUMP", "3600")))

@@ -1,0 +1,53 @@
+"""Every Redis key nightowl writes or reads, in one place.
+
+`prefix` is NIGHTOWL_REDIS_PREFIX (Celery's `global_keyprefix` too, so two
+deployments can share a Redis). Kombu's own keys are listed here because the
+lost-message check and `status` read them; their names are kombu's Redis
+transport's, pinned by `tests/test_publish.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# kombu's Redis transport: a queue's ready messages live in one list per priority step
+# (`<queue>` for step 0, `<queue>\x06\x16<step>` otherwise); delivered-unacked messages
+# in the `unacked` hash, indexed by delivery time in `unacked_index`.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+
+def leader(prefix: str, role: str) -> str:
+    """The leader lease of `scheduler` or `watchdog`."""
+    return f"{prefix}leader:{role}"
+
+
+def run_lease(prefix: str, run_id: str) -> str:
+    """The lease a worker holds on a run while it executes it."""
+    return f"{prefix}run:{run_id}"
+
+
+def heartbeats_live(prefix: str) -> str:
+    """ZSET run:attempt -> deadline of the next heartbeat (the watchdog's index)."""
+    return f"{prefix}hb:live"
+
+
+def heartbeats_progress(prefix: str) -> str:
+    """HASH run:attempt -> the last heartbeat's note and details."""
+    return f"{prefix}hb:progress"
+
+
+def queue_lists(prefix: str, queue: str, steps: Iterable[int] = PRIORITY_STEPS) -> list[str]:
+    """Every list kombu may keep a queue's ready messages in."""
+    return [f"{prefix}{queue}" if step == 0 else f"{prefix}{queue}{PRIORITY_SEP}{step}"
+            for step in steps]
+
+
+def unacked(prefix: str) -> str:
+    return f"{prefix}{UNACKED}"
+
+
+def unacked_index(prefix: str) -> str:
+    return f"{prefix}{UNACKED_INDEX}"

@@ -1,0 +1,604 @@
+"""The scheduler service: one leader evaluates due triggers and dispatches runs.
+
+`tick()` and `sweep()` are the step methods tests call directly; APScheduler
+only wakes them (the loop computes with `clock.now()`, never with the time
+APScheduler thinks it is).
+
+Tick, numbered:
+1. hold (or take) the leader lease; a standby does nothing;
+2. pop triggers whose next evaluation is due (a heap: cost follows what is due);
+3. evaluate each: firings, new state, next evaluation;
+4. in transactions of <= 500 firings: insert runs (duplicates ignored by the
+   UNIQUE idempotency key) and compare-and-set each trigger's state;
+5. after each commit, claim that chunk (`queued`) and publish it in one pipelined batch.
+A crash between 4 and 5 leaves runs `pending`; `sweep()` publishes them.
+
+Any failure in 3-5 leaves every trigger taken off the heap in step 2 scheduled again
+(with backoff), so a database blip never unschedules a trigger; a tick that failed
+raises after putting them back (the loop's healthcheck goes stale) and failures that
+last raise `scheduler_failing`.
+
+Sweep: republish `pending` runs past the grace, due `waiting` runs and `running` runs
+whose lease expired, and (on a Redis broker) `queued` runs whose message is gone from
+the broker for `requeue_lost_after` (scheduler/core/broker_view.py).
+
+Polling triggers (db_change, queue_depth, metric: `source.polls`) do I/O, so
+step 3 runs them on a small thread pool: a slow or dead watched database
+must not delay a cron slot. A tick waits up to `poll_wait` for the polls it
+started and commits whatever has finished; the rest commit on a later tick.
+A trigger is never polled twice at once (it is off the heap while in flight).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+from agents import event_to_json
+from agents._json import event_problem, json_problem, storable
+from scheduler.alerts import Alert, AlertManager, LeaderWatch
+from scheduler.core import keys, metrics
+from scheduler.core.broker_view import BrokerView
+from scheduler.core.clock import Clock
+from scheduler.core.errors import SchedulerError, StateConflictError
+from scheduler.core.leases import Leadership, Lease, identity
+from scheduler.core.overlap import overlap_for
+from scheduler.core.publish import Publisher, dispatch
+from scheduler.core.scrub import scrub_text
+from scheduler.core.steplog import StepFailures
+from scheduler.storage.retention import prune
+from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
+from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
+
+log = logging.getLogger("nightowl.scheduler")
+
+CHUNK_SIZE = 500
+# The first chunk of a tick is small, so the first agents are on the queue within tens of
+# milliseconds of their slot even when 10,000 triggers are due together; the rest go in
+# full chunks (fewer, larger transactions).
+FIRST_CHUNK_SIZE = 50
+PRUNE_EVERY = 30  # sweeps between retention batches (about a minute at the default interval)
+ERROR_BACKOFF = timedelta(seconds=5)
+# A failed tick commit puts its triggers back this long after now, doubling per failed tick
+# in a row up to the max: a blip costs a second, an outage does not hammer the database.
+COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
+FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
+LOST_BATCH = 1000  # queued runs the lost-message check looks at per pass
+# The lost-message check reads the whole queue; on a backlog so long that one read takes a
+# while it runs at most once per this many times its own duration (<= 5% of the time).
+SCAN_DUTY = 20
+
+
+class TickFailedError(SchedulerError):
+    """A tick could not commit; its triggers are scheduled again (raised for the loop, whose
+    healthcheck must not stay green while no firing is committed)."""
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for logs and tests."""
+
+    leader: bool = False
+    evaluated: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    published: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    commits: int = 0  # chunks committed (a tick with nothing due commits none)
+    fired: list[tuple[str, str]] = field(default_factory=list)  # (trigger, run_id)
+
+
+@dataclass
+class _Pending:
+    """One trigger's evaluation, waiting to be committed."""
+
+    spec: TriggerSpec
+    evaluation: Evaluation
+    runs: list[NewRun]
+    write: StateWrite | None
+    final: bool = True  # False for the leading pieces of a trigger split across chunks
+
+
+class SchedulerService:
+    """Evaluates triggers and dispatches runs; safe to run as N replicas."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        publisher: Publisher,
+        redis_client: redis.Redis,
+        clock: Clock,
+        key_prefix: str = "nightowl:",
+        leader_ttl: float = 10.0,
+        pending_grace: float = 5.0,
+        requeue_after: float = 7200.0,
+        requeue_lost_after: float = 15.0,
+        owner: str | None = None,
+        poll_workers: int = 8,
+        poll_wait: float = 30.0,
+        source_defaults: SourceDefaults | None = None,
+        alerts: AlertManager | None = None,
+        retention: timedelta | None = None,
+    ) -> None:
+        self.registry = registry
+        registry.bind_sources(source_defaults or SourceDefaults())
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.pending_grace = timedelta(seconds=pending_grace)
+        # A run `queued` this long without starting lost its message: publish it again (the
+        # fallback for brokers that cannot be inspected; Redis gets the lost-message check).
+        self.requeue_after = timedelta(seconds=requeue_after)
+        self.requeue_lost_after = timedelta(seconds=requeue_lost_after)
+        broker = publisher.broker_redis
+        self.broker = None if broker is None else BrokerView(*broker)
+        self._next_lost_check: datetime | None = None
+        self._failed_ticks = 0
+        self._failing_since: datetime | None = None
+        self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
+        # Evaluated chunks whose commit failed, committed first once the backoff passed.
+        self._stash: list[list[_Pending]] = []
+        self._stash_retry_at: datetime | None = None
+        self._eval_failures = StepFailures(log)  # one line per failing trigger, not per try
+        self.redis = redis_client
+        self.prefix = key_prefix
+        self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
+        self.retention = retention  # the leader prunes old history every PRUNE_EVERY sweeps
+        self._sweeps = 0
+        self._observed: dict[str, str] = {}  # trigger -> state label last exported
+        self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self.watchdog_watch = LeaderWatch(
+            redis_client, key_prefix, "watchdog", self.leader_grace,
+            "no watchdog holds the leader lease: stalls and late runs go unseen")
+        self.lease = Lease(redis_client, keys.leader(key_prefix, "scheduler"),
+                           owner or identity("scheduler"), leader_ttl)
+        self.leadership = Leadership(self.lease, "scheduler", self._become_leader)
+        self._lock = threading.Lock()
+        self._heap: list[tuple[datetime, str]] = []
+        self._states: dict[str, tuple[dict[str, Any], int]] = {}
+        self.poll_wait = poll_wait
+        self._pool = ThreadPoolExecutor(max_workers=poll_workers, thread_name_prefix="nightowl-poll")
+        # Polls started and not yet committed, with the (state, revision) each started from:
+        # the write must compare-and-set against *that* revision, so a result computed
+        # before a leadership change can never overwrite what the other leader wrote.
+        self._inflight: dict[str, tuple[Future[Evaluation], tuple[dict[str, Any] | None, int]]] = {}
+
+    # -- leadership ---------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.leading
+
+    def hold_leadership(self) -> bool:
+        """Take or renew the leader lease; on gaining it, reload state from the database."""
+        return self.leadership.hold()
+
+    def _become_leader(self) -> None:
+        self._stash = []  # another leader may have evaluated these since; look again
+        self._states = self.store.load_trigger_states()
+        now = self.clock.now()
+        self._heap = [(now, name) for name in sorted(self.registry.triggers)]
+        heapq.heapify(self._heap)
+        log.info("scheduler leader: %d triggers", len(self._heap))
+
+    def resign(self) -> None:
+        """Give the lease up now (clean shutdown), so a standby takes over at once."""
+        with self._lock:
+            self.leadership.resign()
+
+    def close(self) -> None:
+        """Resign and release every connection this service opened."""
+        self.resign()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.alerts is not None:
+            self.alerts.flush(timeout=5)
+            self.alerts.close()
+        self.publisher.close()
+        self.store.engine.dispose()
+        self.redis.close()
+
+    # -- the tick -------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Evaluate everything due now and dispatch the firings."""
+        with self._lock:
+            report = TickReport()
+            if not self.hold_leadership():
+                return report
+            report.leader = True
+            now = self.clock.now()
+            failure: BaseException | None = None
+            try:
+                self._tick(now, report)
+            except Exception as exc:
+                failure = exc
+            finally:
+                # Whatever failed, every trigger taken off the heap is scheduled again.
+                retry_at = now + self._commit_backoff() if failure is not None else now
+                for name in self._taken - set(self._inflight):
+                    heapq.heappush(self._heap, (retry_at, name))
+                self._taken.clear()
+                if failure is not None:
+                    self._stash_retry_at = retry_at
+            if failure is None:
+                if report.commits:  # only a commit proves the database is back
+                    self._tick_succeeded(now)
+                return report
+            report.errors += 1
+            self._tick_failed(now, failure)
+            raise TickFailedError(
+                f"tick failed ({scrub_text(f'{type(failure).__name__}: {failure}')[:300]}); "
+                f"its triggers retry in {self._commit_backoff()}") from failure
+
+    def _tick(self, now: datetime, report: TickReport) -> None:
+        if self._stash and (self._stash_retry_at is None or now >= self._stash_retry_at):
+            stashed, self._stash = self._stash, []
+            for i, chunk in enumerate(stashed):
+                try:
+                    self._commit_chunk(chunk, now, report)
+                except Exception:
+                    self._stash.extend(stashed[i + 1:])  # this one is stashed again
+                    raise
+        elif self._stash:
+            return  # still backing off: evaluating more would only grow what waits
+        due = list(self._pop_due(now))
+        self._taken.update(due)
+        started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
+        # Streamed: the first chunk commits and publishes after <= 500 evaluations,
+        # not after all of them.
+        evaluated = (self._evaluate(name, now, report) for name in due
+                     if not _polls(self.registry, name))
+        for chunk in _chunks(p for p in evaluated if p is not None):
+            self._commit_chunk(chunk, now, report)
+        if started:
+            wait(started, timeout=self.poll_wait)
+        done = [name for name in list(self._inflight) if self._inflight[name][0].done()]
+        self._taken.update(done)
+        polled = (self._finish_poll(name, now, report) for name in done)
+        for chunk in _chunks(p for p in polled if p is not None):
+            self._commit_chunk(chunk, now, report)
+
+    def _schedule(self, name: str, at: datetime) -> None:
+        heapq.heappush(self._heap, (at, name))
+        self._taken.discard(name)
+
+    def _commit_backoff(self) -> timedelta:
+        first, most = COMMIT_BACKOFF
+        backoff: timedelta = min(first * 2 ** max(self._failed_ticks - 1, 0), most)
+        return backoff
+
+    def _tick_failed(self, now: datetime, failure: BaseException) -> None:
+        self._failed_ticks += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        if self.alerts is None or now - self._failing_since < FAILING_ALERT_AFTER:
+            return
+        try:
+            self.alerts.fire(Alert(
+                kind="scheduler_failing", dedupe_key="scheduler_failing",
+                message=(f"scheduler ticks have failed since {self._failing_since.isoformat()} "
+                         f"({self._failed_ticks} in a row): no firing is being committed; last "
+                         f"error: {scrub_text(f'{type(failure).__name__}: {failure}')[:500]}"),
+                details={"since": self._failing_since.isoformat(),
+                         "failed_ticks": self._failed_ticks}))
+        except Exception as exc:  # the alert store may be what is failing; the health says so
+            log.debug("scheduler_failing alert not recorded: %s", exc)
+
+    def _tick_succeeded(self, now: datetime) -> None:
+        if self._failing_since is None:
+            return
+        if self.alerts is not None and now - self._failing_since >= FAILING_ALERT_AFTER:
+            try:
+                self.alerts.resolve(Alert(kind="scheduler_failing", dedupe_key="scheduler_failing",
+                                          message="scheduler ticks commit again"))
+            except Exception as exc:
+                log.debug("scheduler_failing resolve not recorded: %s", exc)
+        log.info("ticks commit again after %d failed tick(s)", self._failed_ticks)
+        self._failed_ticks = 0
+        self._failing_since = None
+
+    def _pop_due(self, now: datetime) -> Iterator[str]:
+        while self._heap and self._heap[0][0] <= now:
+            _, name = heapq.heappop(self._heap)
+            if name in self.registry.triggers and name not in self._inflight:
+                yield name
+
+    def _start_poll(self, name: str, now: datetime) -> Future[Evaluation]:
+        spec = self.registry.triggers[name]
+        prior = self._states.get(name, (None, 0))
+        future = self._pool.submit(spec.source.evaluate, name, now, prior[0])
+        self._inflight[name] = (future, prior)
+        return future
+
+    def _finish_poll(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
+        future, prior = self._inflight.pop(name)
+        if name not in self.registry.triggers:
+            return None
+        return self._evaluate(name, now, report, future.result, prior)
+
+    def _evaluate(self, name: str, now: datetime, report: TickReport,
+                  compute: Callable[[], Evaluation] | None = None,
+                  prior: tuple[dict[str, Any] | None, int] | None = None) -> _Pending | None:
+        spec = self.registry.triggers[name]
+        state, revision = prior if prior is not None else self._states.get(name, (None, 0))
+        try:
+            ev = compute() if compute else spec.source.evaluate(name, now, state)
+            # Polled state carries outside data (a cursor's key); cron state is nightowl's own.
+            problem = json_problem(ev.state, "state") if compute is not None else None
+            if problem is not None:
+                # Refused the same way on SQLite as PostgreSQL would (a cursor holding a
+                # NUL character, say): the trigger cannot advance until the data is fixed.
+                raise ValueError(f"its new state cannot be stored: {problem}; fix the "
+                                 "source row or value it came from")
+        except Exception as exc:
+            report.errors += 1
+            self._eval_failures.failed(f"trigger {name} evaluation", exc)
+            self._schedule(name, now + ERROR_BACKOFF)
+            return None
+        self._eval_failures.succeeded(f"trigger {name} evaluation")
+        report.evaluated += 1
+        self._observe(spec, ev.state)
+        agent = self.registry.agent_for(spec)
+        runs = []
+        for i, f in enumerate(ev.firings):
+            overlap, key = overlap_for(spec.overlap, name, f.overlap_key, catchup=i > 0)
+            event_json = event_to_json(f.event)
+            problem = event_problem(f.event, event_json)
+            if problem is not None:
+                # Refused where it was produced: the run records it and ends, instead of the
+                # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
+                log.warning("trigger %s: firing %s refused: %s", name, f.idempotency_key, problem)
+                runs.append(NewRun(
+                    idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
+                    queue=agent.queue, event=storable(event_json),
+                    logical_time=f.logical_time, agent_version=agent.version,
+                    status="failed", terminal_reason="not_serialisable",
+                    error=f"the event cannot be stored: {problem}"))
+                continue
+            runs.append(NewRun(
+                idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
+                queue=agent.queue, event=event_json, logical_time=f.logical_time,
+                agent_version=agent.version, overlap=overlap, overlap_key=key))
+        write = None
+        # Polling triggers write every poll: `next_evaluation` then doubles as "last polled"
+        # for listings and the watchdog. Cron writes only when its state moved.
+        if revision == 0 or ev.state != state or ev.missed or _polls(self.registry, name):
+            write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
+                               source_failing=bool(ev.state.get("source_failing")))
+        return _Pending(spec, ev, runs, write)
+
+    def _observe(self, spec: TriggerSpec, state: dict[str, Any]) -> None:
+        """Trigger state for /metrics, touched only when it changes: 10,000 cron triggers
+        due at once must not cost 40,000 gauge updates on the dispatch path."""
+        current = "source_failing" if state.get("source_failing") else state.get("alert_state", "ok")
+        if self._observed.get(spec.name) != current:
+            for label in ("ok", "pending", "firing", "source_failing"):
+                metrics.TRIGGER_STATE.labels(spec.name, label).set(1 if label == current else 0)
+            self._observed[spec.name] = current
+        if spec.kind == "queue_depth":
+            _observe_reading(spec, state)
+
+    def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
+        runs = [r for p in chunk for r in p.runs]
+        writes = [p.write for p in chunk if p.write is not None]
+        missed = [MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
+                  for p in chunk for g in p.evaluation.missed]
+        try:
+            inserted = self.store.commit_tick(runs, writes, missed, now)
+        except StateConflictError as exc:
+            # Another leader wrote first (we were paused): reload and look again next tick.
+            report.conflicts += 1
+            log.warning("trigger state conflict, reloading: %s", exc)
+            fresh = self.store.load_trigger_states()
+            for p in chunk:
+                if p.spec.name in fresh:
+                    self._states[p.spec.name] = fresh[p.spec.name]
+                if p.final:
+                    self._schedule(p.spec.name, now)
+            return
+        except Exception as exc:
+            self._commit_failed(chunk, exc, now, report)
+            return
+        report.commits += 1
+        for p in chunk:
+            if p.write is not None:
+                self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
+            if p.final:
+                self._schedule(p.spec.name, p.evaluation.next_at)
+        self._cancel_others([r for r in inserted if r.overlap == "cancel_other"
+                             and r.status == "pending"])
+        _count(chunk, runs, inserted, report)
+        self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
+                       for r in inserted if r.status == "pending"], now, report)
+
+    def _commit_failed(self, chunk: list[_Pending], exc: Exception, now: datetime,
+                       report: TickReport) -> None:
+        """A chunk's commit failed: isolate a refusal, stash an outage (raises for the tick)."""
+        if not is_transient(exc):
+            # The database refused something in this chunk (a value, a key too long): commit
+            # each trigger alone, so one bad trigger cannot hold back the others.
+            if len(chunk) > 1:
+                for p in chunk:
+                    self._commit_alone(p, now, report)
+                return
+            raise exc
+        # Keep what was observed: a queue or metric reading seen now may be gone by the next
+        # poll (an episode that began and ended during a database outage would be lost). The
+        # chunk is committed as it is once the database answers; its triggers stay off the
+        # heap until then.
+        self._stash.append(chunk)
+        for p in chunk:
+            if p.final:
+                self._taken.discard(p.spec.name)
+        raise exc
+
+    def _commit_alone(self, p: _Pending, now: datetime, report: TickReport) -> None:
+        """One trigger's evaluation in a transaction of its own; refused, the trigger is
+        reported (one line a minute) and evaluated again after ERROR_BACKOFF."""
+        try:
+            self._commit_chunk([p], now, report)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            report.errors += 1
+            self._eval_failures.failed(f"trigger {p.spec.name} commit", exc)
+            if p.final:
+                self._schedule(p.spec.name, now + ERROR_BACKOFF)
+        else:
+            self._eval_failures.succeeded(f"trigger {p.spec.name} commit")
+
+    def _cancel_others(self, runs: list[NewRun]) -> None:
+        keys = {r.overlap_key for r in runs if r.overlap_key}
+        new_ids = {r.id for r in runs}
+        older = [i for i in self.store.running_with_keys(k for k in keys if k) if i not in new_ids]
+        self.store.request_cancel(older, "cancel_other")
+
+    def _publish(self, dispatches: list[Dispatch], now: datetime, report: TickReport) -> None:
+        if not dispatches:
+            return
+        try:
+            sent = dispatch(self.store, self.publisher, dispatches, now)
+        except Exception as exc:
+            log.warning("publishing %d runs failed (%s); the sweeper will retry", len(dispatches),
+                        scrub_text(f"{type(exc).__name__}: {exc}")[:300])
+            return
+        report.published += len(sent)
+
+    # -- the sweeper ------------------------------------------------------------
+
+    def sweep(self, limit: int = CHUNK_SIZE) -> int:
+        """Republish runs left `pending` past the grace period and `waiting` runs now due."""
+        with self._lock:
+            if not self.leadership.leading:
+                return 0
+            now = self.clock.now()
+            if self.alerts is not None:
+                self.watchdog_watch.check(now, self.alerts)
+            self._sweeps += 1
+            if self.retention is not None and self._sweeps % PRUNE_EVERY == 0:
+                pruned = prune(self.store.engine, now - self.retention)
+                if pruned.total:
+                    log.info("retention: pruned %s", pruned)
+            due = self.store.due_for_publish(now, now - self.pending_grace, limit,
+                                             queued_before=now - self.requeue_after)
+            orphans = [d for d in due if d.agent not in self.registry.agents]
+            for d in orphans:  # its agent was removed or renamed since the run was created
+                self.store.fail_without_attempt(
+                    d.run_id, "unknown_agent",
+                    f"agent {d.agent!r} is not in the loaded trigger modules", now)
+            due = [d for d in due if d.agent in self.registry.agents]
+            sent = dispatch(self.store, self.publisher, due, now,
+                            redeliver_grace=self.pending_grace) if due else []
+            if sent:
+                log.info("sweeper republished %d runs", len(sent))
+        # Outside the lock: reading a long queue must not hold up a tick. The claim's compare
+        # on status and fence keeps it safe against the tick and the workers.
+        return len(sent) + self._requeue_lost(now)
+
+    def _requeue_lost(self, now: datetime) -> int:
+        """Republish `queued` runs whose message is gone, looking twice per bound.
+
+        A candidate is `queued` since before `requeue_lost_after` ago; it is lost when its
+        message is in no queue list and not with a worker that took it within that time.
+        So a run waits at most about 1.5 x requeue_lost_after past the loss, and a backlog
+        whose messages are all there is left alone however old it is.
+        """
+        if (self.broker is None or not self.leadership.leading
+                or (self._next_lost_check and now < self._next_lost_check)):
+            return 0
+        self._next_lost_check = now + self.requeue_lost_after / 2
+        candidates = self.store.queued_candidates(now - self.requeue_lost_after, now, LOST_BATCH)
+        if not candidates:
+            return 0
+        started = time.monotonic()
+        snapshot = self.broker.snapshot({c.dispatch.queue for c in candidates})
+        # A backlog so long that reading it takes a while is read less often (<= 5% duty).
+        self._next_lost_check = max(
+            self._next_lost_check, now + timedelta(seconds=SCAN_DUTY * (time.monotonic() - started)))
+        after = (now - self.requeue_lost_after).timestamp()
+        lost = [c.dispatch for c in candidates
+                if c.dispatch.agent in self.registry.agents
+                and not snapshot.has_live_message(c.dispatch.run_id, after)]
+        if not lost:
+            return 0
+        sent = dispatch(self.store, self.publisher, lost, now)
+        if sent:
+            metrics.LOST_REPUBLISHED.inc(len(sent))
+            log.warning("republished %d queued runs whose message was gone from the broker "
+                        "(oldest queued %s)", len(sent),
+                        min(c.queued_at for c in candidates).isoformat())
+        return len(sent)
+
+
+def _count(chunk: list[_Pending], runs: list[NewRun], inserted: list[NewRun],
+           report: TickReport) -> None:
+    """A committed chunk in the tick report and /metrics."""
+    report.inserted += len(inserted)
+    report.duplicates += len(runs) - len(inserted)
+    kinds = {p.spec.name: p.spec.kind for p in chunk}
+    inserted_ids = {r.id for r in inserted}
+    for r in runs:
+        if r.id in inserted_ids:
+            metrics.FIRINGS.labels(r.trigger or "", kinds.get(r.trigger or "", "manual")).inc()
+        else:
+            metrics.DUPLICATE_FIRINGS.labels(r.trigger or "").inc()
+    report.fired.extend((r.trigger or "", r.id) for r in inserted)
+
+
+def _observe_reading(spec: TriggerSpec, state: dict[str, Any]) -> None:
+    """A watched queue's depth for /metrics."""
+    name = spec.name
+    reading = state.get("last_reading")
+    if spec.kind == "queue_depth" and isinstance(reading, dict) and "depth" in reading:
+        queue = str(getattr(spec.source, "queue_name", name))
+        metrics.QUEUE_DEPTH.labels(name, queue).set(reading["depth"])
+
+
+def _polls(registry: Registry, name: str) -> bool:
+    return bool(getattr(registry.triggers[name].source, "polls", False))
+
+
+def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
+    """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes
+    (the first, FIRST_CHUNK_SIZE).
+
+    A single trigger with more runs than that (catch-up `all`) is split; its
+    state travels with its last piece, and the UNIQUE key makes a re-run of an
+    earlier piece after a crash harmless.
+    """
+    chunk: list[_Pending] = []
+    size = 0
+    limit = FIRST_CHUNK_SIZE
+    for p in pending:
+        runs = p.runs
+        while len(runs) > CHUNK_SIZE:
+            head, runs = runs[:CHUNK_SIZE], runs[CHUNK_SIZE:]
+            if chunk:
+                yield chunk
+                chunk, size = [], 0
+            yield [_Pending(p.spec, _no_state(p.evaluation), head, None, final=False)]
+            limit = CHUNK_SIZE
+        weight = max(1, len(runs))
+        if chunk and size + weight > limit:
+            yield chunk
+            chunk, size, limit = [], 0, CHUNK_SIZE
+        chunk.append(_Pending(p.spec, p.evaluation, runs, p.write))
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _no_state(ev: Evaluation) -> Evaluation:
+    return Evaluation([], ev.state, ev.next_at, [])

@@ -1,0 +1,114 @@
+"""Operator actions shared by the CLI and tests: fire, retry, cancel.
+
+Each commits first and publishes right after through the one publish path
+(`scheduler.core.publish.dispatch`), like the scheduler does, so a crash or a broker
+outage between the two leaves a `pending` run the sweeper picks up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from agents import ManualFire, event_to_json, json_problem
+from scheduler.core.errors import RunNotFoundError, SchedulerError
+from scheduler.core.overlap import overlap_for
+from scheduler.core.publish import Publisher, dispatch
+from scheduler.core.scrub import scrub_text
+from scheduler.storage.models import TERMINAL_STATUSES
+from scheduler.storage.store import Dispatch, NewRun, Store
+from triggers import Registry
+
+RETRYABLE = ("dead", "failed", "timed_out")
+
+
+class OperationError(SchedulerError):
+    """An operator action could not be carried out; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    run_id: str
+    idempotency_key: str
+    status: str
+    created: bool
+    # False when the broker could not be reached: the run is recorded (`pending`) and the
+    # scheduler's sweeper publishes it within seconds of the broker answering again.
+    published: bool = True
+    publish_error: str | None = None
+
+
+def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, now: datetime,
+         *, payload: Any = None, key: str | None = None, force: bool = False) -> Fired:
+    """A manual run of `trigger`'s agent (`ManualFire` event), under its overlap policy
+    unless `force`."""
+    spec = registry.triggers.get(trigger)
+    if spec is None:
+        known = ", ".join(sorted(registry.triggers)) or "none"
+        raise OperationError(f"no trigger named {trigger!r} (known: {known})")
+    problem = json_problem(payload, "payload")
+    if problem is not None:
+        raise OperationError(f"the payload cannot be stored: {problem}")
+    agent = registry.agent_for(spec)
+    overlap, overlap_key = (None, None) if force else overlap_for(spec.overlap, trigger, None)
+    idem = f"manual:{trigger}:{key or uuid.uuid4()}"
+    event = ManualFire(trigger=trigger, payload=payload,
+                       fired_by=f"{getpass.getuser()}@{socket.gethostname()}")
+    run = NewRun(idempotency_key=idem, trigger=trigger, agent=agent.name, queue=agent.queue,
+                 event=event_to_json(event), logical_time=now, agent_version=agent.version,
+                 overlap=overlap, overlap_key=overlap_key)
+    inserted = store.commit_tick([run], [], [], now)
+    if not inserted:
+        existing = next(r for r in store.list_runs(trigger=trigger, limit=1000)
+                        if r.idempotency_key == idem)
+        return Fired(existing.id, idem, existing.status, created=False)
+    (new,) = inserted
+    if new.status != "pending":
+        return Fired(new.id, idem, new.status, created=True)
+    try:
+        sent = dispatch(store, publisher, [Dispatch(new.id, new.agent, new.queue, trigger, 0)], now)
+    except Exception as exc:
+        return Fired(new.id, idem, "pending", created=True, published=False,
+                     publish_error=scrub_text(f"{type(exc).__name__}: {exc}"))
+    # Not claimed: a worker could not have it yet, so only the sweeper (it was pending past its
+    # grace already) sent it; either way it is on its way.
+    return Fired(new.id, idem, "queued" if sent else "pending", created=True)
+
+
+def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dispatch:
+    """Give a dead, failed or timed-out run one more attempt."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    if run.status not in RETRYABLE:
+        raise OperationError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE)} runs "
+                             "can be retried")
+    revived = store.revive(run_id, RETRYABLE)
+    if revived is None:
+        raise OperationError(f"run {run_id} changed while retrying; look at it again")
+    # A broker failure leaves it `pending`: the sweeper publishes it once the broker answers.
+    with contextlib.suppress(Exception):
+        dispatch(store, publisher, [revived], now)
+    return revived
+
+
+def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: datetime) -> str:
+    """Cancel a run: at once if it has not started, cooperatively if it is running."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    if run.status in TERMINAL_STATUSES:
+        raise OperationError(f"run {run_id} already ended {run.status}")
+    if store.cancel_unstarted(run_id, now):
+        return "cancelled before it started"
+    if not store.request_cancel([run_id], "by_user"):
+        raise OperationError(f"run {run_id} ended while cancelling; look at it again")
+    return ("cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
+            "will not start; a prefork worker terminates it after the agent's cancel_grace")

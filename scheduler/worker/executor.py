@@ -1,0 +1,468 @@
+"""Running one delivery of `agent.<name>(run_id)`: the steps of DESIGN.md, in order.
+
+1. load the run; terminal -> drop (the stored result stands);
+2. take the Redis lease `run:<id>`; held elsewhere -> drop and note when it expires;
+3. take a new fence from the database and open the attempt (blocked by a
+   running run with the same overlap key -> skip or wait, by policy);
+4. a watch thread beside the agent: lease, heartbeat, cancel requests, deadline;
+5. one fenced transaction with the outcome; a stale fence writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import redis
+import sqlalchemy as sa
+
+from agents import (
+    AgentContext,
+    AgentSpec,
+    NonRetryable,
+    NotSerialisable,
+    OutboxBuffer,
+    event_from_json,
+    json_problem,
+)
+from agents._context import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
+from scheduler.core import keys
+from scheduler.core.clock import Clock
+from scheduler.core.heartbeats import HeartbeatIndex, Member
+from scheduler.core.leases import Lease, LeaseScripts
+from scheduler.core.scrub import scrub_text
+from scheduler.core.steplog import StepFailures
+from scheduler.storage.models import TERMINAL_STATUSES
+from scheduler.storage.store import (
+    Beat,
+    ConcurrencyBlockedError,
+    OverlapBlockedError,
+    StartedAttempt,
+    Store,
+    is_transient,
+)
+from triggers import Registry
+
+log = logging.getLogger("nightowl.worker")
+# One line per outage for the watch threads of this process, not a traceback per beat.
+_WATCH_FAILURES = StepFailures(log)
+
+Outcome = Literal[
+    "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
+    "unknown_run", "unknown_agent", "poison", "skipped", "parked", "timed_out", "cancelled",
+    "budget_exceeded", "early",
+]
+FENCED_OUT = "fenced_out"  # the watch thread's cancel reason when a beat finds a newer fence
+# A run parked behind a running one is woken when that one ends; this is the fallback poll.
+PARK_POLL = timedelta(seconds=30)
+
+
+class NotSerialisableError(NotSerialisable):
+    """The agent returned something JSON cannot carry."""
+
+
+class DeliveryNotStarted(Exception):
+    """The database or Redis failed before the attempt started: the delivery must go back to
+    the broker (not be acked into oblivion); the task layer requeues it after a pause."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    status: str
+    reason: str | None
+    attempt_status: str
+    outcome: Outcome
+    not_before_in: timedelta | None = None
+
+
+BUDGET = "budget:"  # cancel reasons "budget:<limit>" come from the agent's own ctx.usage()
+
+
+def _cancel_verdict(reason: str, *, hard: bool) -> _Verdict:
+    if reason.startswith(BUDGET):
+        # Not retried: another attempt would spend the same again.
+        return _Verdict("budget_exceeded", reason[len(BUDGET):], "budget_exceeded",
+                        "budget_exceeded")
+    if reason == "timeout":
+        return _Verdict("timed_out", "hard" if hard else "soft", "timed_out", "timed_out")
+    if reason == FENCED_OUT:  # nothing of it will be written: the fence already refuses it
+        return _Verdict("cancelled", FENCED_OUT, "fenced_out", "fenced_out")
+    return _Verdict("cancelled", reason, "cancelled", "cancelled")
+
+
+def in_prefork_child() -> bool:
+    """True inside a Celery prefork pool process: the only pool where we may kill the task."""
+    from billiard.process import current_process
+
+    return str(current_process().name).startswith("ForkPoolWorker")
+
+
+class _Watch:
+    """Beside the agent, every `interval` seconds: renew the lease, record the heartbeat,
+    turn a cancel request or the passed deadline into `ctx.cancelled`, and after
+    `grace` end the attempt hard.
+    """
+
+    def __init__(self, *, lease: Lease, ttl_ms: int, interval: float, clock: Clock,
+                 deadline: datetime, grace: timedelta, cancel_event: threading.Event,
+                 beat: Callable[[], None], poll_cancel: Callable[[], str | None],
+                 on_hard: Callable[[str], None]) -> None:
+        self._lease = lease
+        self._ttl_ms = ttl_ms
+        self._interval = interval
+        self._clock = clock
+        self._deadline = deadline
+        self._grace = grace.total_seconds()
+        self._cancel = cancel_event
+        self._beat = beat
+        self._poll_cancel = poll_cancel
+        self._on_hard = on_hard
+        self._stop = threading.Event()
+        self._cancelled_at: float | None = None
+        self.reason: str | None = None
+        self.hard = False
+        self._thread = threading.Thread(target=self._run, name="nightowl-watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._step()
+            except Exception as exc:  # a blip must not kill the watch; the next step retries
+                _WATCH_FAILURES.failed("heartbeat", exc)
+            else:
+                _WATCH_FAILURES.succeeded("heartbeat")
+
+    def _step(self) -> None:
+        self._lease.renew(self._ttl_ms)
+        self._beat()
+        if self._cancelled_at is None:
+            reason = self._poll_cancel()
+            if reason is None and self._clock.now() >= self._deadline:
+                reason = "timeout"
+            if reason is not None:
+                self.reason = reason
+                self._cancelled_at = self._clock.monotonic()
+                self._cancel.set()
+        elif not self.hard and self._clock.monotonic() - self._cancelled_at >= self._grace:
+            self.hard = True
+            assert self.reason is not None
+            self._on_hard(self.reason)
+
+
+class Executor:
+    """Executes deliveries for one worker process."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        redis_client: redis.Redis,
+        registry: Registry,
+        clock: Clock,
+        worker_id: str,
+        key_prefix: str,
+        heartbeat_interval: float,
+        sinks: frozenset[str] = frozenset(),
+        outbox_max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES,
+    ) -> None:
+        self.store = store
+        self.redis = redis_client
+        self.registry = registry
+        self.clock = clock
+        self.worker_id = worker_id
+        self.prefix = key_prefix
+        self.heartbeat_interval = heartbeat_interval
+        self.sinks = sinks
+        self.outbox_max_value_bytes = outbox_max_value_bytes
+        self._scripts = LeaseScripts(redis_client)
+        self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
+
+    def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Outcome:
+        """One delivery. The common path costs a lease, one start and one finish transaction."""
+        spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
+        ttl_ms = int(spec.heartbeat_timeout.total_seconds() * 1000)
+        # The owner is this delivery, not this process: in a threads pool two deliveries of
+        # one run in the same process must not both see the lease as "mine".
+        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
+        lease = Lease(self.redis, keys.run_lease(self.prefix, run_id), owner, ttl_ms / 1000,
+                      self._scripts)
+        member: Member | None = None
+        started: StartedAttempt | None = None
+        try:
+            try:
+                if not lease.acquire():
+                    until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
+                    self.store.defer(run_id, until)
+                    log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
+                    return "lease_held"
+                started = self.store.begin_attempt(
+                    run_id, self.worker_id, task_id, self.clock.now(), spec.heartbeat_timeout,
+                    agent=spec.name, concurrency=spec.concurrency)
+                if started is None:
+                    return self._not_started(agent_name, run_id, task_id)
+            except OverlapBlockedError as blocked:
+                return self._blocked(blocked)
+            except ConcurrencyBlockedError:
+                self.store.park(run_id, self.clock.now() + PARK_POLL, "concurrency")
+                log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
+                return "parked"
+            except (sa.exc.DBAPIError, redis.RedisError) as exc:
+                if isinstance(exc, sa.exc.DBAPIError) and not is_transient(exc):
+                    raise
+                # Nothing of this delivery ran: hand it back instead of acking it away.
+                raise DeliveryNotStarted(f"run {run_id}: {type(exc).__name__} before its "
+                                         "attempt started") from exc
+            member = Member(run_id, started.attempt, started.fence)
+            return self._run_started(spec, started, member, lease, ttl_ms)
+        finally:
+            self._release(lease, member)
+
+    def _release(self, lease: Lease, member: Member | None) -> None:
+        """Drop the watchdog's deadlines and the run lease in one round trip.
+
+        After the fenced finish: until then the deadlines must stay (a watchdog that sees
+        one expire confirms against the database, which by now shows the run finished).
+        Best effort: a lease left behind expires on its own within heartbeat_timeout.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        if member is not None:
+            self.heartbeats.clear(member, pipe)
+        lease.release(pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not release run %s (its lease expires by itself)", lease.key,
+                        exc_info=True)
+
+    def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Outcome:
+        """Why a delivery could not start its run: a duplicate, or a message that is wrong."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            log.error("delivery for unknown run %s (task %s) dropped", run_id, task_id)
+            return "unknown_run"
+        if run.status in TERMINAL_STATUSES:
+            log.info("run %s already %s; duplicate delivery dropped", run_id, run.status)
+            return "duplicate"
+        if run.agent != agent_name:
+            log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent,
+                      agent_name)
+            return "unknown_run"
+        if run.cancel_requested is not None:
+            reason = self.store.end_cancelled(run_id, self.clock.now())
+            if reason is not None:
+                log.info("run %s cancelled (%s) before this delivery started it", run_id, reason)
+                return "cancelled"
+        if run.status == "waiting" and run.not_before and run.not_before > self.clock.now():
+            log.info("run %s waits until %s (%s); early delivery dropped", run_id,
+                     run.not_before.isoformat(), run.waiting_for)
+            return "early"
+        return "duplicate"
+
+    def _blocked(self, blocked: OverlapBlockedError) -> Outcome:
+        now = self.clock.now()
+        if blocked.overlap == "skip":
+            self.store.skip(blocked.run_id, "overlap", now)
+            log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
+            return "skipped"
+        self.store.park(blocked.run_id, now + PARK_POLL, "overlap")
+        log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
+        return "parked"
+
+    def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,
+                     lease: Lease, ttl_ms: int) -> Outcome:
+        run_id = started.run_id
+        logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
+                                             "trigger": started.trigger,
+                                             "attempt": started.attempt})
+        if started.took_over and started.attempt > spec.max_attempts:
+            # The attempt before this one died with its worker and was the last allowed.
+            self._finish(started, _Verdict("dead", "attempts_exhausted", "failed", "dead"),
+                         error=f"attempt {started.attempt - 1} was lost with its worker and "
+                               f"max_attempts={spec.max_attempts} is reached")
+            logger.error("run %s dead: attempts exhausted (its last worker was lost)", run_id)
+            return "dead"
+        if started.deliveries > spec.max_deliveries:
+            self._finish(started, _Verdict("failed", "poison", "failed", "poison"),
+                         error=f"delivered {started.deliveries - 1} times without finishing "
+                               f"(max_deliveries={spec.max_deliveries})")
+            logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
+            return "poison"
+        latest: dict[str, Any] = {}
+        progress: dict[str, datetime] = {"at": self.clock.now()}
+        cancel_event = threading.Event()
+        deadline = self.clock.now() + spec.timeout
+        self._index_beat(member, spec, progress["at"])
+
+        def on_progress(note: str | None, details: dict[str, Any]) -> None:
+            # Coalesced: only the latest progress is kept; the watch thread writes it.
+            latest.update(note=note, details=details)
+            progress["at"] = self.clock.now()
+
+        ctx = AgentContext(
+            run_id=run_id, idempotency_key=started.idempotency_key, attempt=started.attempt,
+            logical_time=started.logical_time, trigger=started.trigger, agent=spec.name,
+            fence=started.fence, deadline=deadline, log=logger,
+            outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
+            previous_heartbeat=started.previous_heartbeat,
+            _heartbeat_sink=on_progress,
+            _cancel=cancel_event, _budget=spec.budget,
+        )
+
+        last_beat = [Beat(True)]
+
+        def poll_cancel() -> str | None:
+            if ctx.over_budget is not None:
+                return BUDGET + ctx.over_budget
+            if not last_beat[0].current:
+                return FENCED_OUT  # a newer attempt holds the run (a stall, a takeover)
+            return last_beat[0].cancel_requested
+
+        def beat() -> None:
+            last_beat[0] = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
+                                           dict(latest) if latest else None,
+                                           progress_at=progress["at"])
+            if last_beat[0].current:
+                self._index_beat(member, spec, progress["at"])
+            else:
+                logger.warning("run %s attempt %d is fenced out (a newer attempt holds the "
+                               "run): stopping it", run_id, started.attempt)
+
+        def on_hard(reason: str) -> None:
+            if reason != FENCED_OUT:  # a fenced-out attempt has nothing it may write
+                self._finish(started, _cancel_verdict(reason, hard=True),
+                             error=f"still running {spec.cancel_grace} after {reason}",
+                             last_heartbeat=dict(latest) or None)
+            if in_prefork_child():
+                logger.error("run %s: terminating the pool process after %s", run_id, reason)
+                os.kill(os.getpid(), signal.SIGKILL)
+            logger.error("run %s: agent ignores cancellation; this pool cannot terminate it "
+                         "(use --pool prefork)", run_id)
+
+        watch = _Watch(
+            lease=lease, ttl_ms=ttl_ms, clock=self.clock, deadline=deadline,
+            interval=min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3),
+            grace=spec.cancel_grace, cancel_event=cancel_event, beat=beat,
+            poll_cancel=poll_cancel, on_hard=on_hard)
+        with watch:
+            try:
+                result = self._call(spec, ctx, started.event, cancel_event)
+                error: BaseException | None = None
+            except (Exception, asyncio.CancelledError) as exc:
+                result, error = None, exc
+        if watch.hard and watch.reason is not None:
+            return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
+        verdict = self._verdict(spec, started, watch.reason, ctx.over_budget, error)
+        written = self._finish(
+            started, verdict, result=result,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            error_class=None if error is None else type(error).__qualname__,
+            usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None,
+            outbox=ctx.outbox.writes)
+        if written is None:
+            logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
+                           run_id, started.attempt)
+            return "fenced_out"
+        if written == "cancelled" and verdict.status == "waiting":
+            logger.info("run %s cancelled: the cancel request outranks the retry", run_id)
+            return "cancelled"
+        logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
+                   verdict.outcome, "" if error is None else f": {error}")
+        return verdict.outcome
+
+    def _verdict(self, spec: AgentSpec, started: StartedAttempt, cancel_reason: str | None,
+                 over_budget: str | None, error: BaseException | None) -> _Verdict:
+        """How the attempt ended: a cancel (request, timeout, budget) outranks what the agent
+        returned or raised after it."""
+        if cancel_reason is not None:
+            return _cancel_verdict(cancel_reason, hard=False)
+        if over_budget is not None:  # the agent stopped before the watch thread looked
+            return _cancel_verdict(BUDGET + over_budget, hard=False)
+        if error is not None:
+            return self._failure_verdict(spec, error, started)
+        return _Verdict("succeeded", None, "succeeded", "succeeded")
+
+    def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
+        """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the
+        database heartbeat is the truth and the watchdog falls back to it)."""
+        now = self.clock.now().timestamp()
+        progress = (progress_at.timestamp() + spec.progress_timeout.total_seconds()
+                    if spec.progress_timeout is not None else None)
+        try:
+            self.heartbeats.beat(member, now + spec.heartbeat_timeout.total_seconds(), progress)
+        except redis.RedisError:
+            log.warning("could not record heartbeat deadlines of run %s", member.run_id,
+                        exc_info=True)
+
+    def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any,
+              cancel_event: threading.Event) -> Any:
+        event = event_from_json(event_json)
+        if spec.is_async:
+            result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
+        else:
+            result = spec.func(ctx, event)
+        problem = json_problem(result, "result")
+        if problem is not None:
+            raise NotSerialisableError(
+                f"agent {spec.name!r} ({spec.location}) returned a value that cannot be stored: "
+                f"{problem}. Return dicts, lists, str, finite numbers, bool or None"
+            )
+        return json.loads(json.dumps(result))
+
+    def _failure_verdict(self, spec: AgentSpec, exc: BaseException,
+                         started: StartedAttempt) -> _Verdict:
+        if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
+            return _Verdict("failed", "not_serialisable", "failed", "failed")
+        if isinstance(exc, NonRetryable):
+            return _Verdict("failed", "non_retryable", "failed", "failed")
+        if not spec.retryable(exc):
+            return _Verdict("failed", "error", "failed", "failed")
+        if started.attempt >= spec.max_attempts:
+            return _Verdict("dead", "attempts_exhausted", "failed", "dead")
+        delay = spec.retry_backoff.delay(started.attempt - 1)
+        return _Verdict("waiting", None, "failed", "retry", not_before_in=delay)
+
+    def _finish(self, started: StartedAttempt, verdict: _Verdict, *, result: Any = None,
+                error: str | None = None, error_class: str | None = None,
+                usage: dict[str, Any] | None = None,
+                last_heartbeat: dict[str, Any] | None = None,
+                outbox: Sequence[OutboxWrite] = ()) -> str | None:
+        now = self.clock.now()
+        if error is not None:
+            # An agent's exception text may quote a URL with its secret, or hold a NUL
+            # character (PostgreSQL's text refuses it): stored scrubbed and clean.
+            error = scrub_text(error).replace("\x00", "\\x00")
+        return self.store.finish(
+            started, status=verdict.status, reason=verdict.reason,
+            attempt_status=verdict.attempt_status, now=now, result=result, error=error,
+            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
+            not_before=now + verdict.not_before_in if verdict.not_before_in else None,
+            outbox=outbox,
+        )
+
+
+async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
+    """Run an async agent; cancel its task when the run is cancelled or times out."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        if cancel_event.is_set():
+            task.cancel()
+            break
+        await asyncio.wait({task}, timeout=0.1)
+    return await task

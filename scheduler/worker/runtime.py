@@ -1,0 +1,62 @@
+"""The per-process runtime a worker's tasks use, built lazily after fork."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from scheduler.core.clock import SystemClock
+from scheduler.core.leases import identity
+from scheduler.core.settings import Settings
+from scheduler.outbox import registered_sinks
+from scheduler.storage.engine import make_engine
+from scheduler.storage.store import Store
+from scheduler.worker.executor import Executor
+from triggers import load
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    redis: redis.Redis
+    executor: Executor
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+        self.redis.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    registry = load(settings.triggers)
+    store = Store(make_engine(settings.require_database_url()))
+    client = redis.Redis.from_url(settings.require_redis_url())
+    executor = Executor(
+        store=store, redis_client=client, registry=registry, clock=SystemClock(),
+        worker_id=identity("worker"), key_prefix=settings.redis_prefix,
+        heartbeat_interval=settings.heartbeat_interval,
+        sinks=registered_sinks(),  # the trigger modules registered them on import
+        outbox_max_value_bytes=settings.outbox_max_value_bytes,
+    )
+    return Runtime(settings, store, client, executor)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def current_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(Settings())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime (after fork: the child builds its own connections)."""
+    global _runtime
+    with _lock:
+        _runtime = None
