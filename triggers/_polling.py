@@ -66,7 +66,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^\s/:@]*):(?P<pw>[
 def scrub_url_passwords(text: str) -> str:
     """`text` with the password of every `scheme://user:password@host` it contains masked.
 
-    The pure core of nightowl's one scrubber (`scheduler.scrub` builds on it with the
+    The pure core of nightowl's one scrubber (`scheduler.core.scrub` builds on it with the
     secrets registered from settings); triggers use it for their source errors.
     """
     return _URL_PASSWORD.sub(r"\g<head>:***@", text)
