@@ -11,16 +11,17 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from scheduler.alerts.alert import SEVERITY, Alert, AlertKind, scrubbed
+from scheduler.alerts.alert import SEVERITY, Alert, scrubbed
 from scheduler.alerts.channels import AppriseChannel, Channel, WebhookChannel, channels_from, sign
 from scheduler.alerts.leader import LeaderWatch
 from scheduler.alerts.manager import AlertManager
 from scheduler.core.clock import Clock
 from scheduler.core.settings import Settings
+from scheduler.core.vocabulary import AlertKind, AlertState
 from scheduler.storage.alert_store import AlertStore
 
 __all__ = [
-    "SEVERITY", "Alert", "AlertKind", "AlertManager", "AppriseChannel", "Channel",
+    "SEVERITY", "Alert", "AlertKind", "AlertManager", "AlertState", "AppriseChannel", "Channel",
     "LeaderWatch", "WebhookChannel", "build_alerts", "channels_from", "scrubbed", "sign",
 ]
 

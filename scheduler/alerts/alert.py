@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from scheduler.core import scrub
+from scheduler.core.vocabulary import AlertKind, AlertState
 
-AlertKind = Literal["run_stalled", "run_dead", "run_late", "run_stuck", "trigger_source_failing",
-                    "scheduler_failing", "outbox_dead", "watchdog_down", "scheduler_down"]
-SEVERITY: dict[str, str] = {
-    "run_stalled": "warning", "run_dead": "critical", "run_late": "warning",
-    "run_stuck": "critical", "scheduler_failing": "critical",
-    "trigger_source_failing": "warning", "outbox_dead": "critical",
-    "watchdog_down": "critical", "scheduler_down": "critical",
+SEVERITY: dict[AlertKind, str] = {
+    AlertKind.RUN_STALLED: "warning", AlertKind.RUN_DEAD: "critical",
+    AlertKind.RUN_LATE: "warning", AlertKind.RUN_STUCK: "critical",
+    AlertKind.SCHEDULER_FAILING: "critical", AlertKind.TRIGGER_SOURCE_FAILING: "warning",
+    AlertKind.OUTBOX_DEAD: "critical", AlertKind.WATCHDOG_DOWN: "critical",
+    AlertKind.SCHEDULER_DOWN: "critical",
 }
 
 
@@ -22,10 +22,10 @@ SEVERITY: dict[str, str] = {
 class Alert:
     """One alert event. `dedupe_key` names the condition (`run_stalled:<run>:<attempt>`)."""
 
-    kind: str
+    kind: AlertKind
     message: str
     dedupe_key: str
-    state: str = "firing"
+    state: AlertState = AlertState.FIRING
     run_id: str | None = None
     trigger: str | None = None
     agent: str | None = None
@@ -34,7 +34,7 @@ class Alert:
 
     @property
     def severity(self) -> str:
-        return "info" if self.state == "resolved" else SEVERITY.get(self.kind, "warning")
+        return "info" if self.state == AlertState.RESOLVED else SEVERITY[self.kind]
 
     def payload(self, *, reminder: bool = False, episode: int = 0) -> dict[str, Any]:
         data = asdict(self)

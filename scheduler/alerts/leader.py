@@ -13,6 +13,7 @@ import redis
 from scheduler.alerts.alert import Alert
 from scheduler.alerts.manager import AlertManager
 from scheduler.core import keys
+from scheduler.core.vocabulary import AlertKind
 
 
 class LeaderWatch:
@@ -30,7 +31,7 @@ class LeaderWatch:
 
     def check(self, now: datetime, alerts: AlertManager) -> int:
         """Alerts sent or resolved by this check (0 or 1)."""
-        kind = f"{self.role}_down"
+        kind = AlertKind(f"{self.role}_down")
         if self.client.exists(self.key):
             self.missing_since = None
             return int(alerts.resolve(Alert(kind=kind, dedupe_key=kind,

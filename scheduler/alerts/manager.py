@@ -26,6 +26,7 @@ from scheduler.alerts.alert import Alert, scrubbed
 from scheduler.alerts.channels import Channel
 from scheduler.core import metrics, scrub
 from scheduler.core.clock import Clock
+from scheduler.core.vocabulary import AlertState
 from scheduler.storage.alert_store import AlertStore
 
 log = logging.getLogger("nightowl.alerts")
@@ -121,7 +122,7 @@ class AlertManager:
         open_, _ = self.store.episode(alert.dedupe_key)
         if open_ is None:
             return False
-        resolved = Alert(**{**asdict(alert), "state": "resolved"})
+        resolved = Alert(**{**asdict(alert), "state": AlertState.RESOLVED})
         alert_id = self.store.insert(self._row(resolved, open_.episode, self.clock.now()))
         if alert_id is None:
             return False
@@ -137,7 +138,7 @@ class AlertManager:
 
     def _send(self, alert_id: int, alert: Alert, *, reminder: bool, episode: int) -> None:
         metrics.ALERTS_SENT.labels("log", "sent").inc()
-        level = logging.INFO if alert.state == "resolved" else logging.WARNING
+        level = logging.INFO if alert.state == AlertState.RESOLVED else logging.WARNING
         log.log(level, "ALERT %s%s %s: %s [%s]", alert.kind, " (reminder)" if reminder else "",
                 alert.state, alert.message, alert.dedupe_key)
         payload = alert.payload(reminder=reminder, episode=episode)

@@ -13,6 +13,8 @@ import tempfile
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from scheduler.core.vocabulary import Delivery, Reason, RunStatus, WaitingFor
+
 FIRINGS = Counter("nightowl_trigger_firings_total", "Runs created by triggers.",
                   ["trigger", "kind"])
 DUPLICATE_FIRINGS = Counter("nightowl_trigger_duplicate_firings_total",
@@ -53,14 +55,19 @@ LOOP_LAST_SUCCESS = Gauge("nightowl_loop_last_success_timestamp_seconds",
                           ["step"], multiprocess_mode="max")
 
 # Outcomes of a delivery that ran the agent to a verdict, and those that did not start it.
-_FINISHED = {"succeeded": ("succeeded", ""), "failed": ("failed", "error"),
-             "dead": ("dead", "attempts_exhausted"), "timed_out": ("timed_out", ""),
-             "cancelled": ("cancelled", ""), "poison": ("failed", "poison"),
-             "budget_exceeded": ("budget_exceeded", ""),
-             "retry": ("waiting", "retry")}
+_FINISHED: dict[Delivery, tuple[RunStatus, str]] = {
+    Delivery.SUCCEEDED: (RunStatus.SUCCEEDED, ""),
+    Delivery.FAILED: (RunStatus.FAILED, Reason.ERROR),
+    Delivery.DEAD: (RunStatus.DEAD, Reason.ATTEMPTS_EXHAUSTED),
+    Delivery.TIMED_OUT: (RunStatus.TIMED_OUT, ""),
+    Delivery.CANCELLED: (RunStatus.CANCELLED, ""),
+    Delivery.POISON: (RunStatus.FAILED, Reason.POISON),
+    Delivery.BUDGET_EXCEEDED: (RunStatus.BUDGET_EXCEEDED, ""),
+    Delivery.RETRY: (RunStatus.WAITING, WaitingFor.RETRY),
+}
 
 
-def observe_delivery(agent: str, outcome: str, seconds: float) -> None:
+def observe_delivery(agent: str, outcome: Delivery, seconds: float) -> None:
     """Called by the worker task after each delivery."""
     finished = _FINISHED.get(outcome)
     if finished is None:

@@ -93,6 +93,16 @@ TERMINAL_REASONS: dict[RunStatus, tuple[Reason, ...]] = {
 }
 
 
+class OverlapPolicy(StrEnum):
+    """A trigger's `overlap=` (the user's word; `triggers.OVERLAP_POLICIES` lists the same)."""
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW = "allow"
+    CANCEL_OTHER = "cancel_other"
+    PER_KEY = "per_key"
+
+
 class RunOverlap(StrEnum):
     """`runs.overlap`: how a run is held against the active runs of its overlap key.
 
@@ -110,6 +120,14 @@ class WaitingFor(StrEnum):
 
     OVERLAP = "overlap"
     CONCURRENCY = "concurrency"
+    RETRY = "retry"
+
+
+class StallReason(StrEnum):
+    """`attempts.reason` of a `stalled` attempt."""
+
+    WORKER_LOST = "worker_lost"  # no heartbeat: the worker died or hangs
+    NO_PROGRESS = "no_progress"  # heartbeats, but no ctx.heartbeat() within progress_timeout
 
 
 class AlertKind(StrEnum):
@@ -155,6 +173,17 @@ class Delivery(StrEnum):
 # Deliveries whose attempt did not succeed: the Celery task raises so Flower shows FAILURE.
 FAILED_DELIVERIES = frozenset({Delivery.FAILED, Delivery.DEAD, Delivery.TIMED_OUT,
                                Delivery.POISON, Delivery.RETRY, Delivery.BUDGET_EXCEEDED})
+
+
+class DeadLetterReason(StrEnum):
+    """`dead_letters.reason`: why a message could not become an attempt."""
+
+    DECODE_ERROR = "decode_error"  # not JSON (a pickle, a broken body)
+    UNKNOWN_TASK = "unknown_task"  # a task name no agent has
+    BAD_ARGUMENTS = "bad_arguments"  # not `[run_id]`
+    UNKNOWN_RUN = "unknown_run"  # a run id the runs table does not hold
+    CONTENT_DISALLOWED = "content_disallowed"  # refused by accept_content=["json"] (a pickle)
+    REJECTED = "rejected"
 
 
 class OutboxStatus(StrEnum):

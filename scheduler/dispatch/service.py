@@ -46,6 +46,7 @@ import redis
 from agents import event_to_json
 from agents._json import event_problem, json_problem, storable
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
+from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
 from scheduler.core import keys, metrics
 from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
@@ -287,7 +288,7 @@ class SchedulerService:
             return
         try:
             self.alerts.fire(Alert(
-                kind="scheduler_failing", dedupe_key="scheduler_failing",
+                kind=AlertKind.SCHEDULER_FAILING, dedupe_key=AlertKind.SCHEDULER_FAILING,
                 message=(f"scheduler ticks have failed since {self._failing_since.isoformat()} "
                          f"({self._failed_ticks} in a row): no firing is being committed; last "
                          f"error: {scrub_text(f'{type(failure).__name__}: {failure}')[:500]}"),
@@ -301,7 +302,7 @@ class SchedulerService:
             return
         if self.alerts is not None and now - self._failing_since >= FAILING_ALERT_AFTER:
             try:
-                self.alerts.resolve(Alert(kind="scheduler_failing", dedupe_key="scheduler_failing",
+                self.alerts.resolve(Alert(kind=AlertKind.SCHEDULER_FAILING, dedupe_key=AlertKind.SCHEDULER_FAILING,
                                           message="scheduler ticks commit again"))
             except Exception as exc:
                 log.debug("scheduler_failing resolve not recorded: %s", exc)
@@ -364,7 +365,7 @@ class SchedulerService:
                     idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
                     queue=agent.queue, event=storable(event_json),
                     logical_time=f.logical_time, agent_version=agent.version,
-                    status="failed", terminal_reason="not_serialisable",
+                    status=RunStatus.FAILED, terminal_reason=Reason.NOT_SERIALISABLE,
                     error=f"the event cannot be stored: {problem}"))
                 continue
             runs.append(NewRun(
@@ -417,11 +418,11 @@ class SchedulerService:
                 self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
             if p.final:
                 self._schedule(p.spec.name, p.evaluation.next_at)
-        self._cancel_others([r for r in inserted if r.overlap == "cancel_other"
-                             and r.status == "pending"])
+        self._cancel_others([r for r in inserted if r.overlap == RunOverlap.CANCEL_OTHER
+                             and r.status == RunStatus.PENDING])
         _count(chunk, runs, inserted, report)
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
-                       for r in inserted if r.status == "pending"], now, report)
+                       for r in inserted if r.status == RunStatus.PENDING], now, report)
 
     def _commit_failed(self, chunk: list[_Pending], exc: Exception, now: datetime,
                        report: TickReport) -> None:
@@ -463,7 +464,7 @@ class SchedulerService:
         keys = {r.overlap_key for r in runs if r.overlap_key}
         new_ids = {r.id for r in runs}
         older = [i for i in self.store.running_with_keys(k for k in keys if k) if i not in new_ids]
-        self.store.request_cancel(older, "cancel_other")
+        self.store.request_cancel(older, Reason.CANCEL_OTHER)
 
     def _publish(self, dispatches: list[Dispatch], now: datetime, report: TickReport) -> None:
         if not dispatches:
@@ -496,7 +497,7 @@ class SchedulerService:
             orphans = [d for d in due if d.agent not in self.registry.agents]
             for d in orphans:  # its agent was removed or renamed since the run was created
                 self.store.fail_without_attempt(
-                    d.run_id, "unknown_agent",
+                    d.run_id, Reason.UNKNOWN_AGENT,
                     f"agent {d.agent!r} is not in the loaded trigger modules", now)
             due = [d for d in due if d.agent in self.registry.agents]
             sent = dispatch(self.store, self.publisher, due, now,

@@ -22,12 +22,9 @@ from scheduler.core.errors import RunNotFoundError, SchedulerError
 from scheduler.core.overlap import overlap_for
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
-from scheduler.storage.models import TERMINAL_STATUSES
+from scheduler.core.vocabulary import RETRYABLE_STATUSES, TERMINAL_STATUSES, Reason, RunStatus
 from scheduler.storage.store import Dispatch, NewRun, Store
 from triggers import Registry
-
-RETRYABLE = ("dead", "failed", "timed_out")
-
 
 class OperationError(SchedulerError):
     """An operator action could not be carried out; the message says why."""
@@ -37,7 +34,7 @@ class OperationError(SchedulerError):
 class Fired:
     run_id: str
     idempotency_key: str
-    status: str
+    status: RunStatus
     created: bool
     # False when the broker could not be reached: the run is recorded (`pending`) and the
     # scheduler's sweeper publishes it within seconds of the broker answering again.
@@ -68,18 +65,18 @@ def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, n
     if not inserted:
         existing = next(r for r in store.list_runs(trigger=trigger, limit=1000)
                         if r.idempotency_key == idem)
-        return Fired(existing.id, idem, existing.status, created=False)
+        return Fired(existing.id, idem, RunStatus(existing.status), created=False)
     (new,) = inserted
-    if new.status != "pending":
-        return Fired(new.id, idem, new.status, created=True)
+    if new.status != RunStatus.PENDING:
+        return Fired(new.id, idem, RunStatus(new.status), created=True)
     try:
         sent = dispatch(store, publisher, [Dispatch(new.id, new.agent, new.queue, trigger, 0)], now)
     except Exception as exc:
-        return Fired(new.id, idem, "pending", created=True, published=False,
+        return Fired(new.id, idem, RunStatus.PENDING, created=True, published=False,
                      publish_error=scrub_text(f"{type(exc).__name__}: {exc}"))
     # Not claimed: a worker could not have it yet, so only the sweeper (it was pending past its
     # grace already) sent it; either way it is on its way.
-    return Fired(new.id, idem, "queued" if sent else "pending", created=True)
+    return Fired(new.id, idem, RunStatus.QUEUED if sent else RunStatus.PENDING, created=True)
 
 
 def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dispatch:
@@ -87,10 +84,10 @@ def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dis
     run = store.get_run(run_id)
     if run is None:
         raise RunNotFoundError(run_id)
-    if run.status not in RETRYABLE:
-        raise OperationError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE)} runs "
+    if run.status not in RETRYABLE_STATUSES:
+        raise OperationError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATUSES)} runs "
                              "can be retried")
-    revived = store.revive(run_id, RETRYABLE)
+    revived = store.revive(run_id, RETRYABLE_STATUSES)
     if revived is None:
         raise OperationError(f"run {run_id} changed while retrying; look at it again")
     # A broker failure leaves it `pending`: the sweeper publishes it once the broker answers.
@@ -108,7 +105,7 @@ def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: dat
         raise OperationError(f"run {run_id} already ended {run.status}")
     if store.cancel_unstarted(run_id, now):
         return "cancelled before it started"
-    if not store.request_cancel([run_id], "by_user"):
+    if not store.request_cancel([run_id], Reason.BY_USER):
         raise OperationError(f"run {run_id} ended while cancelling; look at it again")
     return ("cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
             "will not start; a prefork worker terminates it after the agent's cancel_grace")

@@ -39,6 +39,7 @@ from typing import Any
 import redis
 
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
+from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.core import keys, metrics
 from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
@@ -59,6 +60,15 @@ RECENT_OVERLAP = timedelta(seconds=60)
 MAX_LATE_SLOTS = 100  # slots judged per trigger per check (a long look-back takes a few checks)
 STUCK_EVERY = 5  # checks between run_stuck scans
 MAX_STUCK = 100  # runs per run_stuck scan
+
+
+# A cron slot whose run has any of these statuses started, or was held back on purpose: not late.
+_SLOT_HELD = frozenset(RunStatus) - {RunStatus.PENDING, RunStatus.QUEUED}
+
+
+def _stall_reason(deadline: str) -> StallReason:
+    """The heartbeat index's `live` deadline is liveness, `progress` is ctx.heartbeat()."""
+    return StallReason.WORKER_LOST if deadline == "live" else StallReason.NO_PROGRESS
 
 
 @dataclass
@@ -138,7 +148,7 @@ class Watchdog:
         # Gaps another leader alerted stay the same episodes: continued, then resolved by
         # the first slot that starts on time (open alerts carry the gap's first slot).
         self._late_gaps = {}
-        for o in self.alerts.store.open_of_kind("run_late"):
+        for o in self.alerts.store.open_of_kind(AlertKind.RUN_LATE):
             parts = o.dedupe_key.split(":", 2)
             if o.trigger and len(parts) == 3:
                 try:
@@ -213,7 +223,7 @@ class Watchdog:
         rows = self.watch.attempts((m.run_id, m.attempt) for _, m, _ in expired)
         for which, member, _ in expired:
             row = rows.get((member.run_id, member.attempt))
-            if row is None or row.status != "running" or row.fence != member.fence:
+            if row is None or row.status != RunStatus.RUNNING or row.fence != member.fence:
                 self.index.drop(which, [member])  # ended already; the stalled scan reports it
                 continue
             truth = {w: d for w, _, d in self._deadlines(row)}
@@ -223,7 +233,7 @@ class Watchdog:
             elif deadline > now.timestamp():
                 self.index.load([(which, member, deadline)])  # Redis lagged the database
             else:
-                self._stall(row, "worker_lost" if which == "live" else "no_progress", now, report)
+                self._stall(row, _stall_reason(which), now, report)
 
     def _sweep_database(self, now: datetime, report: CheckReport) -> None:
         """The slow path: stale `running` attempts the sorted sets do not know about."""
@@ -240,16 +250,16 @@ class Watchdog:
         for row in candidates:
             for which, _member, deadline in self._deadlines(row):
                 if deadline <= now.timestamp():
-                    self._stall(row, "worker_lost" if which == "live" else "no_progress", now,
-                                report)
+                    self._stall(row, _stall_reason(which), now, report)
                     break
 
-    def _stall(self, row: RunningAttempt, reason: str, now: datetime, report: CheckReport) -> None:
+    def _stall(self, row: RunningAttempt, reason: StallReason, now: datetime,
+               report: CheckReport) -> None:
         spec = self.registry.agents.get(row.agent)
         max_attempts = spec.max_attempts if spec is not None else 1
         # Alive but stuck: the stall below takes a new fence, which the attempt's next beat
         # reads as "stop" (ctx.cancelled); prefork tasks are also terminated.
-        if reason == "no_progress" and self.revoke is not None and row.task_id:
+        if reason == StallReason.NO_PROGRESS and self.revoke is not None and row.task_id:
             try:
                 self.revoke(row.task_id)
                 report.revoked.append(row.run_id)
@@ -267,16 +277,16 @@ class Watchdog:
         # The run lease may still be held by the stuck worker: the new fence already shuts it
         # out of the database, so free the lease for the next attempt now.
         self.redis.delete(keys.run_lease(self.prefix, row.run_id))
-        if result.run_status == "dead":
+        if result.run_status == RunStatus.DEAD:
             report.dead.append(row.run_id)
             metrics.DEAD.labels(row.agent).inc()
-        elif result.run_status == "pending":
+        elif result.run_status == RunStatus.PENDING:
             report.requeued.append(row.run_id)
             if self.publisher is not None:
                 try:
                     dispatch(self.store, self.publisher, [Dispatch(
                         row.run_id, result.agent, result.queue, result.trigger, row.attempt,
-                        "pending", result.fence)], now)
+                        RunStatus.PENDING, result.fence)], now)
                 except Exception as exc:  # it is `pending`: the scheduler's sweeper sends it
                     log.warning("requeue of run %s not published (%s); the sweeper will",
                                 row.run_id, type(exc).__name__)
@@ -285,9 +295,9 @@ class Watchdog:
 
     def _alert_stalls(self, since: datetime, report: CheckReport) -> None:
         for a in self.watch.stalled_since(since):
-            reason = a.reason or "worker_lost"
+            reason = a.reason or StallReason.WORKER_LOST
             sent = self.alerts.fire_once(Alert(
-                kind="run_stalled", dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
+                kind=AlertKind.RUN_STALLED, dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
                 message=f"run {a.run_id} of {a.agent} stalled on attempt {a.attempt} ({reason})",
                 run_id=a.run_id, trigger=a.trigger, agent=a.agent, attempt=a.attempt,
                 details={"reason": reason, "worker": a.worker,
@@ -297,18 +307,18 @@ class Watchdog:
     def _alert_dead(self, since: datetime, report: CheckReport) -> None:
         for r in self.watch.dead_since(since):
             report.alerts_sent += self.alerts.fire(Alert(
-                kind="run_dead", dedupe_key=f"run_dead:{r.id}",
+                kind=AlertKind.RUN_DEAD, dedupe_key=f"run_dead:{r.id}",
                 message=f"run {r.id} of {r.agent} is dead after {r.attempt} attempt(s): {r.error}",
                 run_id=r.id, trigger=r.trigger, agent=r.agent, attempt=r.attempt,
                 details={"reason": r.terminal_reason}))
 
     def _resolve_recovered(self, report: CheckReport) -> None:
-        open_ = self.alerts.store.open_of_kind("run_stalled")
+        open_ = self.alerts.store.open_of_kind(AlertKind.RUN_STALLED)
         statuses = self.watch.statuses({o.run_id for o in open_ if o.run_id})
         for o in open_:
-            if o.run_id and statuses.get(o.run_id) == "succeeded":
+            if o.run_id and statuses.get(o.run_id) == RunStatus.SUCCEEDED:
                 report.alerts_sent += self.alerts.resolve(Alert(
-                    kind="run_stalled", dedupe_key=o.dedupe_key, run_id=o.run_id, trigger=o.trigger,
+                    kind=AlertKind.RUN_STALLED, dedupe_key=o.dedupe_key, run_id=o.run_id, trigger=o.trigger,
                     message=f"run {o.run_id} succeeded after its stalled attempt"))
 
     # 3. late schedules -----------------------------------------------------------
@@ -361,9 +371,7 @@ class Watchdog:
                 continue  # looking back, but no scheduler ever recorded this trigger
             if any(first <= slot <= last for first, last in ledger.get(name, ())):
                 continue  # skipped by the catch-up policy: a ledger entry, not an alert
-            if started is not None or status in ("skipped", "waiting", "succeeded", "failed",
-                                                 "dead", "cancelled", "timed_out", "running",
-                                                 "budget_exceeded"):
+            if started is not None or status in _SLOT_HELD:
                 self._late_gap_closed(name, slot, report)  # started, or held back on purpose
                 continue
             self._late_slot(name, slot, status, report)
@@ -381,7 +389,7 @@ class Watchdog:
         self._late_gaps[name] = (slot, 1)
         what = "no run exists" if status is None else f"its run is still {status}"
         report.alerts_sent += self.alerts.fire(Alert(
-            kind="run_late", dedupe_key=f"run_late:{name}:{slot.isoformat()}",
+            kind=AlertKind.RUN_LATE, dedupe_key=f"run_late:{name}:{slot.isoformat()}",
             message=(f"trigger {name}: the {slot.isoformat()} slot has not started "
                      f"{spec.source.start_deadline} after its time ({what}); later late slots "
                      "of this gap are not alerted one by one"),
@@ -394,7 +402,7 @@ class Watchdog:
             return
         first, count = gap
         report.alerts_sent += self.alerts.resolve(Alert(
-            kind="run_late", dedupe_key=f"run_late:{name}:{first.isoformat()}", trigger=name,
+            kind=AlertKind.RUN_LATE, dedupe_key=f"run_late:{name}:{first.isoformat()}", trigger=name,
             message=(f"trigger {name}: the {slot.isoformat()} slot started on time; the gap from "
                      f"{first.isoformat()} had {count} late slot(s)"),
             details={"first_slot": first.isoformat(), "late_slots": count}))
@@ -423,17 +431,17 @@ class Watchdog:
             if run_id not in stuck:
                 continue
             report.alerts_sent += self.alerts.fire(Alert(
-                kind="run_stuck", dedupe_key=f"run_stuck:{run_id}", run_id=run_id,
+                kind=AlertKind.RUN_STUCK, dedupe_key=f"run_stuck:{run_id}", run_id=run_id,
                 message=(f"run {run_id} has been queued since {queued_at.isoformat()} and queue "
                          f"{queue} holds no message for it; is the scheduler (its sweeper "
                          "republishes such runs) running?"),
                 details={"queue": queue, "queued_at": queued_at.isoformat()}))
-        unstuck = [o for o in self.alerts.store.open_of_kind("run_stuck")
+        unstuck = [o for o in self.alerts.store.open_of_kind(AlertKind.RUN_STUCK)
                    if o.run_id is not None and o.run_id not in missing]
         statuses = self.watch.statuses({o.run_id for o in unstuck if o.run_id})
         for o in unstuck:
             report.alerts_sent += self.alerts.resolve(Alert(
-                kind="run_stuck", dedupe_key=o.dedupe_key, run_id=o.run_id,
+                kind=AlertKind.RUN_STUCK, dedupe_key=o.dedupe_key, run_id=o.run_id,
                 message=f"run {o.run_id} is no longer stuck "
                         f"({statuses.get(o.run_id or '', 'pruned')})"))
 
@@ -444,22 +452,22 @@ class Watchdog:
         for name, state in failing.items():
             spec = self.registry.triggers.get(name)
             report.alerts_sent += self.alerts.fire(Alert(
-                kind="trigger_source_failing", dedupe_key=f"trigger_source_failing:{name}",
+                kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key=f"trigger_source_failing:{name}",
                 message=f"trigger {name}: its source failed {state.get('failures')} polls in a "
                         f"row: {state.get('last_error')}",
                 trigger=name, agent=spec.agent_name if spec else None,
                 details={"last_error": state.get("last_error"),
                          "failures": state.get("failures")}))
-        for o in self.alerts.store.open_of_kind("trigger_source_failing"):
+        for o in self.alerts.store.open_of_kind(AlertKind.TRIGGER_SOURCE_FAILING):
             if o.trigger and o.trigger not in failing:
                 report.alerts_sent += self.alerts.resolve(Alert(
-                    kind="trigger_source_failing", dedupe_key=o.dedupe_key, trigger=o.trigger,
+                    kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key=o.dedupe_key, trigger=o.trigger,
                     message=f"trigger {o.trigger}: its source answers again"))
 
     def _outbox_dead(self, since: datetime, report: CheckReport) -> None:
         for row in self.outbox.dead_since(since):
             report.alerts_sent += self.alerts.fire(Alert(
-                kind="outbox_dead", dedupe_key=f"outbox_dead:{row.id}", run_id=row.run_id,
+                kind=AlertKind.OUTBOX_DEAD, dedupe_key=f"outbox_dead:{row.id}", run_id=row.run_id,
                 message=f"outbox entry {row.id} to sink {row.sink} (key {row.key}) is dead after "
                         f"{row.attempts} attempts: {row.last_error}; `nightowl outbox retry "
                         "--dead` requeues it",

@@ -21,6 +21,7 @@ from scheduler.core.celery import broker_app
 from scheduler.core.logs import install_scrubbing
 from scheduler.core.scrub import register_registry, scrub_text
 from scheduler.core.settings import Settings
+from scheduler.core.vocabulary import FAILED_DELIVERIES, DeadLetterReason, Delivery, RunStatus
 from scheduler.worker import deadletters
 from triggers import Registry, load
 
@@ -33,10 +34,6 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
     return app
 
 
-# Outcomes of a delivery whose attempt did not succeed. The run's state is already committed
-# when the task learns the outcome; raising then only makes Celery's events (and Flower)
-# show the task as FAILURE with a reason, instead of a green SUCCESS for a failed attempt.
-FAILED_OUTCOMES = frozenset({"failed", "dead", "timed_out", "poison", "retry", "budget_exceeded"})
 
 
 log = logging.getLogger("nightowl.worker")
@@ -90,7 +87,7 @@ def _hand_back(app: Celery, agent_name: str, queue: str, run_id: str) -> None:
     if publisher is None:
         publisher = _publishers[id(app)] = Publisher(app)
     try:
-        publisher.publish([Dispatch(run_id, agent_name, queue, None, 0, "queued")])
+        publisher.publish([Dispatch(run_id, agent_name, queue, None, 0, RunStatus.QUEUED)])
     except Exception as exc:
         log.warning("could not hand run %s back to the queue (%s); the sweeper's lost-message "
                     "check republishes it", run_id, type(exc).__name__)
@@ -109,7 +106,7 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
         # letter before it reaches Redis keys or SQL.
         if (kwargs or len(args) != 1 or not isinstance(args[0], str)
                 or not 0 < len(args[0]) <= MAX_RUN_ID_CHARS):
-            deadletters.record("bad_arguments", task_name=task.name, task_id=task.request.id,
+            deadletters.record(DeadLetterReason.BAD_ARGUMENTS, task_name=task.name, task_id=task.request.id,
                                payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
                                details={"expected": "[run_id]"})
             return
@@ -125,10 +122,12 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
             return
         _start_failures.succeeded()
         metrics.observe_delivery(agent_name, outcome, time.monotonic() - started)
-        if outcome == "unknown_run":
-            deadletters.record("unknown_run", task_name=task.name, task_id=task.request.id,
+        if outcome == Delivery.UNKNOWN_RUN:
+            deadletters.record(DeadLetterReason.UNKNOWN_RUN, task_name=task.name, task_id=task.request.id,
                                payload=repr(args), details={"run_id": args[0]})
-        if outcome in FAILED_OUTCOMES:
+        if outcome in FAILED_DELIVERIES:
+            # The run's state is already committed; raising only makes Celery's events (and
+            # Flower) show FAILURE with a reason instead of a green SUCCESS for a failed attempt.
             # Celery's events carry this text to Flower: scrubbed like everything we print.
             raise AttemptFailed(scrub_text(f"run {args[0]}: {outcome} (`nightowl runs show "
                                            f"{args[0]}` has the error and what happens next)"))

@@ -17,6 +17,7 @@ from celery.worker.consumer.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
 from scheduler.core.scrub import scrub_text, scrub_value
+from scheduler.core.vocabulary import DeadLetterReason
 
 log = logging.getLogger("nightowl.deadletters")
 MAX_PAYLOAD_CHARS = 4096
@@ -29,7 +30,7 @@ def _payload_text(message: Any) -> str:
     return text.replace("\x00", "\\x00")[:MAX_PAYLOAD_CHARS]
 
 
-def record(reason: str, *, task_name: str | None = None, task_id: str | None = None,
+def record(reason: DeadLetterReason, *, task_name: str | None = None, task_id: str | None = None,
            payload: str | None = None, details: dict[str, Any] | None = None) -> None:
     """Write a dead letter; never raises (a broken database must not crash the consumer)."""
     from scheduler.worker.runtime import current_runtime
@@ -48,7 +49,7 @@ class DeadLetterConsumer(Consumer):
     """Celery's consumer, recording undecodable messages before acking them."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        record("decode_error", payload=_payload_text(message), details={
+        record(DeadLetterReason.DECODE_ERROR, payload=_payload_text(message), details={
             "error": f"{type(exc).__name__}: {exc}",
             "content_type": getattr(message, "content_type", None),
             "headers": {k: str(v) for k, v in (getattr(message, "headers", None) or {}).items()},
@@ -59,7 +60,7 @@ class DeadLetterConsumer(Consumer):
 @signals.task_unknown.connect
 def _on_unknown_task(sender: Any = None, message: Any = None, exc: Exception | None = None,
                      name: str | None = None, id: str | None = None, **_: Any) -> None:
-    record("unknown_task", task_name=name, task_id=id, payload=_payload_text(message),
+    record(DeadLetterReason.UNKNOWN_TASK, task_name=name, task_id=id, payload=_payload_text(message),
            details={"error": str(exc)})
 
 
@@ -68,6 +69,7 @@ def _on_rejected(sender: Any = None, message: Any = None, exc: Exception | None 
                  **_: Any) -> None:
     headers = getattr(message, "headers", None) or {}
     # A pickle (or any non-JSON) payload: refused by accept_content=["json"], never deserialised.
-    reason = "content_disallowed" if isinstance(exc, ContentDisallowed) else "rejected"
+    reason = (DeadLetterReason.CONTENT_DISALLOWED if isinstance(exc, ContentDisallowed)
+              else DeadLetterReason.REJECTED)
     record(reason, task_name=headers.get("task"), task_id=headers.get("id"),
            payload=_payload_text(message), details={"error": str(exc) if exc else None})

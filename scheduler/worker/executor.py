@@ -18,9 +18,8 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import redis
 import sqlalchemy as sa
@@ -28,7 +27,6 @@ import sqlalchemy as sa
 from agents import (
     AgentContext,
     AgentSpec,
-    NonRetryable,
     NotSerialisable,
     OutboxBuffer,
     event_from_json,
@@ -41,7 +39,17 @@ from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Lease, LeaseScripts
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
-from scheduler.storage.models import TERMINAL_STATUSES
+from scheduler.core.verdict import (
+    EXHAUSTED,
+    FENCED_OUT,
+    POISON,
+    TIMEOUT,
+    AttemptOutcome,
+    Cancel,
+    attempt_verdict,
+    cancelled,
+)
+from scheduler.core.vocabulary import Delivery, Reason, RunOverlap, RunStatus, WaitingFor
 from scheduler.storage.store import (
     Beat,
     ConcurrencyBlockedError,
@@ -56,12 +64,6 @@ log = logging.getLogger("nightowl.worker")
 # One line per outage for the watch threads of this process, not a traceback per beat.
 _WATCH_FAILURES = StepFailures(log)
 
-Outcome = Literal[
-    "succeeded", "retry", "failed", "dead", "duplicate", "lease_held", "fenced_out",
-    "unknown_run", "unknown_agent", "poison", "skipped", "parked", "timed_out", "cancelled",
-    "budget_exceeded", "early",
-]
-FENCED_OUT = "fenced_out"  # the watch thread's cancel reason when a beat finds a newer fence
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
 
@@ -73,30 +75,6 @@ class NotSerialisableError(NotSerialisable):
 class DeliveryNotStarted(Exception):
     """The database or Redis failed before the attempt started: the delivery must go back to
     the broker (not be acked into oblivion); the task layer requeues it after a pause."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    status: str
-    reason: str | None
-    attempt_status: str
-    outcome: Outcome
-    not_before_in: timedelta | None = None
-
-
-BUDGET = "budget:"  # cancel reasons "budget:<limit>" come from the agent's own ctx.usage()
-
-
-def _cancel_verdict(reason: str, *, hard: bool) -> _Verdict:
-    if reason.startswith(BUDGET):
-        # Not retried: another attempt would spend the same again.
-        return _Verdict("budget_exceeded", reason[len(BUDGET):], "budget_exceeded",
-                        "budget_exceeded")
-    if reason == "timeout":
-        return _Verdict("timed_out", "hard" if hard else "soft", "timed_out", "timed_out")
-    if reason == FENCED_OUT:  # nothing of it will be written: the fence already refuses it
-        return _Verdict("cancelled", FENCED_OUT, "fenced_out", "fenced_out")
-    return _Verdict("cancelled", reason, "cancelled", "cancelled")
 
 
 def in_prefork_child() -> bool:
@@ -114,8 +92,8 @@ class _Watch:
 
     def __init__(self, *, lease: Lease, ttl_ms: int, interval: float, clock: Clock,
                  deadline: datetime, grace: timedelta, cancel_event: threading.Event,
-                 beat: Callable[[], None], poll_cancel: Callable[[], str | None],
-                 on_hard: Callable[[str], None]) -> None:
+                 beat: Callable[[], None], poll_cancel: Callable[[], Cancel | None],
+                 on_hard: Callable[[Cancel], None]) -> None:
         self._lease = lease
         self._ttl_ms = ttl_ms
         self._interval = interval
@@ -128,7 +106,7 @@ class _Watch:
         self._on_hard = on_hard
         self._stop = threading.Event()
         self._cancelled_at: float | None = None
-        self.reason: str | None = None
+        self.reason: Cancel | None = None
         self.hard = False
         self._thread = threading.Thread(target=self._run, name="nightowl-watch", daemon=True)
 
@@ -155,7 +133,7 @@ class _Watch:
         if self._cancelled_at is None:
             reason = self._poll_cancel()
             if reason is None and self._clock.now() >= self._deadline:
-                reason = "timeout"
+                reason = TIMEOUT
             if reason is not None:
                 self.reason = reason
                 self._cancelled_at = self._clock.monotonic()
@@ -194,7 +172,7 @@ class Executor:
         self._scripts = LeaseScripts(redis_client)
         self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
 
-    def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Outcome:
+    def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Delivery:
         """One delivery. The common path costs a lease, one start and one finish transaction."""
         spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
         ttl_ms = int(spec.heartbeat_timeout.total_seconds() * 1000)
@@ -211,7 +189,7 @@ class Executor:
                     until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
                     self.store.defer(run_id, until)
                     log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
-                    return "lease_held"
+                    return Delivery.LEASE_HELD
                 started = self.store.begin_attempt(
                     run_id, self.worker_id, task_id, self.clock.now(), spec.heartbeat_timeout,
                     agent=spec.name, concurrency=spec.concurrency)
@@ -220,9 +198,9 @@ class Executor:
             except OverlapBlockedError as blocked:
                 return self._blocked(blocked)
             except ConcurrencyBlockedError:
-                self.store.park(run_id, self.clock.now() + PARK_POLL, "concurrency")
+                self.store.park(run_id, self.clock.now() + PARK_POLL, WaitingFor.CONCURRENCY)
                 log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
-                return "parked"
+                return Delivery.PARKED
             except (sa.exc.DBAPIError, redis.RedisError) as exc:
                 if isinstance(exc, sa.exc.DBAPIError) and not is_transient(exc):
                     raise
@@ -251,59 +229,59 @@ class Executor:
             log.warning("could not release run %s (its lease expires by itself)", lease.key,
                         exc_info=True)
 
-    def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Outcome:
+    def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Delivery:
         """Why a delivery could not start its run: a duplicate, or a message that is wrong."""
         run = self.store.get_run(run_id)
         if run is None:
             log.error("delivery for unknown run %s (task %s) dropped", run_id, task_id)
-            return "unknown_run"
-        if run.status in TERMINAL_STATUSES:
+            return Delivery.UNKNOWN_RUN
+        if RunStatus(run.status).terminal:
             log.info("run %s already %s; duplicate delivery dropped", run_id, run.status)
-            return "duplicate"
+            return Delivery.DUPLICATE
         if run.agent != agent_name:
             log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent,
                       agent_name)
-            return "unknown_run"
+            return Delivery.UNKNOWN_RUN
         if run.cancel_requested is not None:
             reason = self.store.end_cancelled(run_id, self.clock.now())
             if reason is not None:
                 log.info("run %s cancelled (%s) before this delivery started it", run_id, reason)
-                return "cancelled"
-        if run.status == "waiting" and run.not_before and run.not_before > self.clock.now():
+                return Delivery.CANCELLED
+        if run.status == RunStatus.WAITING and run.not_before and run.not_before > self.clock.now():
             log.info("run %s waits until %s (%s); early delivery dropped", run_id,
                      run.not_before.isoformat(), run.waiting_for)
-            return "early"
-        return "duplicate"
+            return Delivery.EARLY
+        return Delivery.DUPLICATE
 
-    def _blocked(self, blocked: OverlapBlockedError) -> Outcome:
+    def _blocked(self, blocked: OverlapBlockedError) -> Delivery:
         now = self.clock.now()
-        if blocked.overlap == "skip":
-            self.store.skip(blocked.run_id, "overlap", now)
+        if blocked.overlap == RunOverlap.SKIP:
+            self.store.skip(blocked.run_id, Reason.OVERLAP, now)
             log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
-            return "skipped"
-        self.store.park(blocked.run_id, now + PARK_POLL, "overlap")
+            return Delivery.SKIPPED
+        self.store.park(blocked.run_id, now + PARK_POLL, WaitingFor.OVERLAP)
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
-        return "parked"
+        return Delivery.PARKED
 
     def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,
-                     lease: Lease, ttl_ms: int) -> Outcome:
+                     lease: Lease, ttl_ms: int) -> Delivery:
         run_id = started.run_id
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
                                              "trigger": started.trigger,
                                              "attempt": started.attempt})
         if started.took_over and started.attempt > spec.max_attempts:
             # The attempt before this one died with its worker and was the last allowed.
-            self._finish(started, _Verdict("dead", "attempts_exhausted", "failed", "dead"),
+            self._finish(started, EXHAUSTED,
                          error=f"attempt {started.attempt - 1} was lost with its worker and "
                                f"max_attempts={spec.max_attempts} is reached")
             logger.error("run %s dead: attempts exhausted (its last worker was lost)", run_id)
-            return "dead"
+            return EXHAUSTED.delivery
         if started.deliveries > spec.max_deliveries:
-            self._finish(started, _Verdict("failed", "poison", "failed", "poison"),
+            self._finish(started, POISON,
                          error=f"delivered {started.deliveries - 1} times without finishing "
                                f"(max_deliveries={spec.max_deliveries})")
             logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
-            return "poison"
+            return POISON.delivery
         latest: dict[str, Any] = {}
         progress: dict[str, datetime] = {"at": self.clock.now()}
         cancel_event = threading.Event()
@@ -327,12 +305,13 @@ class Executor:
 
         last_beat = [Beat(True)]
 
-        def poll_cancel() -> str | None:
+        def poll_cancel() -> Cancel | None:
             if ctx.over_budget is not None:
-                return BUDGET + ctx.over_budget
+                return Cancel.budget(ctx.over_budget)
             if not last_beat[0].current:
                 return FENCED_OUT  # a newer attempt holds the run (a stall, a takeover)
-            return last_beat[0].cancel_requested
+            requested = last_beat[0].cancel_requested
+            return Cancel.requested(requested) if requested is not None else None
 
         def beat() -> None:
             last_beat[0] = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
@@ -344,9 +323,9 @@ class Executor:
                 logger.warning("run %s attempt %d is fenced out (a newer attempt holds the "
                                "run): stopping it", run_id, started.attempt)
 
-        def on_hard(reason: str) -> None:
+        def on_hard(reason: Cancel) -> None:
             if reason != FENCED_OUT:  # a fenced-out attempt has nothing it may write
-                self._finish(started, _cancel_verdict(reason, hard=True),
+                self._finish(started, cancelled(reason, hard=True),
                              error=f"still running {spec.cancel_grace} after {reason}",
                              last_heartbeat=dict(latest) or None)
             if in_prefork_child():
@@ -367,8 +346,8 @@ class Executor:
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
         if watch.hard and watch.reason is not None:
-            return _cancel_verdict(watch.reason, hard=True).outcome  # on_hard wrote it
-        verdict = self._verdict(spec, started, watch.reason, ctx.over_budget, error)
+            return cancelled(watch.reason, hard=True).delivery  # on_hard wrote it
+        verdict = attempt_verdict(spec, started.attempt, watch.reason, ctx.over_budget, error)
         written = self._finish(
             started, verdict, result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -378,25 +357,13 @@ class Executor:
         if written is None:
             logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
                            run_id, started.attempt)
-            return "fenced_out"
-        if written == "cancelled" and verdict.status == "waiting":
+            return Delivery.FENCED_OUT
+        if written == RunStatus.CANCELLED and verdict.status == RunStatus.WAITING:
             logger.info("run %s cancelled: the cancel request outranks the retry", run_id)
-            return "cancelled"
+            return Delivery.CANCELLED
         logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
-                   verdict.outcome, "" if error is None else f": {error}")
-        return verdict.outcome
-
-    def _verdict(self, spec: AgentSpec, started: StartedAttempt, cancel_reason: str | None,
-                 over_budget: str | None, error: BaseException | None) -> _Verdict:
-        """How the attempt ended: a cancel (request, timeout, budget) outranks what the agent
-        returned or raised after it."""
-        if cancel_reason is not None:
-            return _cancel_verdict(cancel_reason, hard=False)
-        if over_budget is not None:  # the agent stopped before the watch thread looked
-            return _cancel_verdict(BUDGET + over_budget, hard=False)
-        if error is not None:
-            return self._failure_verdict(spec, error, started)
-        return _Verdict("succeeded", None, "succeeded", "succeeded")
+                   verdict.delivery, "" if error is None else f": {error}")
+        return verdict.delivery
 
     def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
         """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the
@@ -425,20 +392,7 @@ class Executor:
             )
         return json.loads(json.dumps(result))
 
-    def _failure_verdict(self, spec: AgentSpec, exc: BaseException,
-                         started: StartedAttempt) -> _Verdict:
-        if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
-            return _Verdict("failed", "not_serialisable", "failed", "failed")
-        if isinstance(exc, NonRetryable):
-            return _Verdict("failed", "non_retryable", "failed", "failed")
-        if not spec.retryable(exc):
-            return _Verdict("failed", "error", "failed", "failed")
-        if started.attempt >= spec.max_attempts:
-            return _Verdict("dead", "attempts_exhausted", "failed", "dead")
-        delay = spec.retry_backoff.delay(started.attempt - 1)
-        return _Verdict("waiting", None, "failed", "retry", not_before_in=delay)
-
-    def _finish(self, started: StartedAttempt, verdict: _Verdict, *, result: Any = None,
+    def _finish(self, started: StartedAttempt, verdict: AttemptOutcome, *, result: Any = None,
                 error: str | None = None, error_class: str | None = None,
                 usage: dict[str, Any] | None = None,
                 last_heartbeat: dict[str, Any] | None = None,
@@ -452,7 +406,7 @@ class Executor:
             started, status=verdict.status, reason=verdict.reason,
             attempt_status=verdict.attempt_status, now=now, result=result, error=error,
             error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
-            not_before=now + verdict.not_before_in if verdict.not_before_in else None,
+            not_before=verdict.not_before(now),
             outbox=outbox,
         )
 
