@@ -46,7 +46,6 @@ import redis
 from agents import event_to_json
 from agents._json import event_problem, json_problem, storable
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
-from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
 from scheduler.core import keys, metrics
 from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
@@ -56,6 +55,7 @@ from scheduler.core.overlap import overlap_for
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
+from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
 from scheduler.storage.retention import prune
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
@@ -302,7 +302,8 @@ class SchedulerService:
             return
         if self.alerts is not None and now - self._failing_since >= FAILING_ALERT_AFTER:
             try:
-                self.alerts.resolve(Alert(kind=AlertKind.SCHEDULER_FAILING, dedupe_key=AlertKind.SCHEDULER_FAILING,
+                self.alerts.resolve(Alert(kind=AlertKind.SCHEDULER_FAILING,
+                                          dedupe_key=AlertKind.SCHEDULER_FAILING,
                                           message="scheduler ticks commit again"))
             except Exception as exc:
                 log.debug("scheduler_failing resolve not recorded: %s", exc)

@@ -26,6 +26,7 @@ from scheduler.core.vocabulary import RETRYABLE_STATUSES, TERMINAL_STATUSES, Rea
 from scheduler.storage.store import Dispatch, NewRun, Store
 from triggers import Registry
 
+
 class OperationError(SchedulerError):
     """An operator action could not be carried out; the message says why."""
 

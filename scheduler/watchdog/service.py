@@ -39,13 +39,13 @@ from typing import Any
 import redis
 
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
-from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.core import keys, metrics
 from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Leadership, Lease, identity
 from scheduler.core.publish import Publisher, dispatch
+from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Dispatch, Store
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
