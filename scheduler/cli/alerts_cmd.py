@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli._common import JsonOpt, TriggersOpt, iso, print_json, print_table, settings_for, store_for
+from scheduler.core.vocabulary import AlertState
 from scheduler.storage.alert_store import AlertStore
 
 app = typer.Typer(help="Alerts the watchdog and scheduler raised.", no_args_is_help=True)
@@ -21,7 +22,7 @@ def list_alerts(
     triggers: TriggersOpt = None,
 ) -> None:
     """Every alert event: kind, state, what it is about, and how each channel took it."""
-    if state is not None and state not in ("firing", "resolved"):
+    if state is not None and state not in tuple(AlertState):
         raise typer.BadParameter("use firing or resolved", param_hint="--state")
     store = AlertStore(store_for(settings_for(triggers)).engine)
     rows = [

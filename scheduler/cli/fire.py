@@ -19,8 +19,8 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.core.vocabulary import ACTIVE_STATUSES, RunStatus
 from scheduler.ops import runs as operations
-from scheduler.storage.models import ACTIVE_STATUSES
 
 
 def fire(
@@ -74,7 +74,7 @@ def fire(
     if not fired.created:
         typer.echo(f"note: key {key!r} was fired before; that run is {fired.status} (no new run)",
                    err=True)
-    elif fired.status == "waiting":
+    elif fired.status == RunStatus.WAITING:
         typer.echo(f"note: trigger {trigger!r} has a run in progress; this one waits for it "
                    "(overlap policy)", err=True)
     if not fired.published:

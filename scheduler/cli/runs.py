@@ -20,12 +20,13 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.core.vocabulary import RunStatus
 from scheduler.ops import runs as operations
-from scheduler.storage.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Attempt, Run
+from scheduler.storage.models import Attempt, Run
 
 app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
 
-STATUSES = (*ACTIVE_STATUSES, *TERMINAL_STATUSES)
+STATUSES = tuple(RunStatus)
 
 
 def run_summary(run: Run) -> dict[str, Any]:

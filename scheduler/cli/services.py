@@ -24,6 +24,7 @@ from scheduler.core.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multip
 from scheduler.core.metrics import serve as serve_metrics
 from scheduler.core.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.core.startup import BROKER, DATABASE, REDIS, wait_until_ready
+from scheduler.core.vocabulary import RunStatus
 from scheduler.dispatch.loop import ServiceLoop, build_service
 from scheduler.ops.doctor import visibility_problems
 from scheduler.outbox import registered_sinks
@@ -251,7 +252,7 @@ def _print_finished(store: Store, stop: threading.Event) -> None:
             if run.finished_at is None or run.id in seen or run.created_at < started:
                 continue
             seen.add(run.id)
-            detail = run.result if run.status == "succeeded" else run.error
+            detail = run.result if run.status == RunStatus.SUCCEEDED else run.error
             typer.echo(f"[{run.finished_at:%H:%M:%S}] {run.trigger} -> {run.agent}: "
                        f"{run.status}{'/' + run.terminal_reason if run.terminal_reason else ''}"
                        f" run={run.id} {detail}")

@@ -23,6 +23,7 @@ from scheduler.core import keys
 from scheduler.core.errors import ConfigError
 from scheduler.core.scrub import scrub_text
 from scheduler.core.service_errors import service_error
+from scheduler.core.vocabulary import AlertKind, RunStatus
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.outbox_store import OutboxStore
@@ -30,8 +31,7 @@ from triggers import load
 from triggers._queue import celery_redis_reading
 
 ROLES = ("scheduler", "watchdog")
-ALERT_KINDS = ("run_stalled", "run_dead", "run_late", "run_stuck", "trigger_source_failing",
-               "scheduler_failing", "outbox_dead", "watchdog_down", "scheduler_down")
+ALERT_KINDS = tuple(AlertKind)
 
 
 def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
             # Runs the database says are `queued`, per queue: set against the broker's
             # messages (`queues`), a surplus is runs whose message is gone.
             queued = {q: n for q, n in conn.execute(
-                sa.select(runs.c.queue, sa.func.count()).where(runs.c.status == "queued")
+                sa.select(runs.c.queue, sa.func.count()).where(runs.c.status == RunStatus.QUEUED)
                 .group_by(runs.c.queue))}
         alerts = AlertStore(store.engine)
         open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
