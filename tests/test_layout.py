@@ -95,3 +95,16 @@ def test_the_dead_letter_consumer_path_names_a_real_class() -> None:
 
     module, _, name = DEAD_LETTER_CONSUMER.partition(":")
     assert isinstance(getattr(importlib.import_module(module), name), type)
+
+
+def test_the_tree_in_the_design_doc_is_the_tree_on_disk() -> None:
+    """docs/design.md draws `scheduler/`; a package added or renamed must be drawn too."""
+    import re
+
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = text.split("```\nscheduler/\n", 1)[1].split("```", 1)[0]
+    drawn = set(re.findall(r"^  (\w+/|\w+\.py)", block, re.MULTILINE))
+    on_disk = {f"{p.name}/" for p in (ROOT / "scheduler").iterdir()
+               if p.is_dir() and (p / "__init__.py").exists()}
+    on_disk |= {p.name for p in (ROOT / "scheduler").glob("*.py") if p.name != "__init__.py"}
+    assert drawn == on_disk
