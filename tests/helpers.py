@@ -51,7 +51,7 @@ def make_service(settings: Settings, registry: Registry, clock: Clock, *, owner:
         redis_client=redis.Redis.from_url(settings.require_redis_url()),
         clock=clock,
         key_prefix=settings.redis_prefix,
-        leader_ttl=leader_ttl,
+        leader_ttl=timedelta(seconds=leader_ttl),
         pending_grace=settings.pending_grace,
         owner=owner,
         source_defaults=settings.source_defaults(),
@@ -106,7 +106,7 @@ def make_watchdog(settings: Settings, registry: Registry, clock: Clock, *,
                             repeat=timedelta(seconds=repeat), attempts=3, backoff_max=0.2),
         redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
         publisher=Publisher(create_app(settings, registry)), key_prefix=settings.redis_prefix,
-        leader_ttl=10.0, revoke=revoke, owner=owner)
+        leader_ttl=timedelta(seconds=10), revoke=revoke, owner=owner)
     _dogs.append(dog)
     return dog
 

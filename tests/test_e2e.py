@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 
@@ -102,7 +102,7 @@ def test_results_failures_and_retries_end_in_the_right_state(
         return None if run is None else run.status
 
     wait_for(lambda: failing_status() == "waiting", message=worker.output()[-2000:])
-    clock.advance(settings.pending_grace + 1)
+    clock.advance(settings.pending_grace + timedelta(seconds=1))
     wait_for(lambda: svc.sweep() == 1, message="the sweeper to republish the retry")
     wait_for(lambda: finished(store, fired["failing"]), message=worker.output()[-2000:])
     dead = store.get_run(fired["failing"])

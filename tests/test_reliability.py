@@ -51,7 +51,8 @@ def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]
         ex = Executor(store=Store(make_engine(settings.require_database_url())),
                       redis_client=redis.Redis.from_url(settings.require_redis_url()),
                       registry=registry, clock=SystemClock(), worker_id="test-worker",
-                      key_prefix=settings.redis_prefix, heartbeat_interval=heartbeat_interval,
+                      key_prefix=settings.redis_prefix,
+                      heartbeat_interval=timedelta(seconds=heartbeat_interval),
                       sinks=frozenset({"audit"}))
         made.append(ex)
         return ex

@@ -7,8 +7,6 @@ other process's leader lease. `build_alerts` wires them from the settings.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import sqlalchemy as sa
 
 from scheduler.alerts.alert import SEVERITY, Alert, scrubbed
@@ -32,4 +30,4 @@ def build_alerts(settings: Settings, engine: sa.Engine, clock: Clock) -> AlertMa
     channels = channels_from(settings.alert_urls, settings.alert_webhook_url,
                              settings.alert_webhook_secret)
     return AlertManager(AlertStore(engine), clock, channels,
-                        repeat=timedelta(seconds=settings.alert_repeat))
+                        repeat=settings.alert_repeat)

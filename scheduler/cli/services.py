@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Annotated
 
@@ -167,7 +167,7 @@ def worker(
     #   until the orchestrator's SIGKILL.) NIGHTOWL_SHUTDOWN_GRACE=0 keeps the warm shutdown
     #   (`nightowl dev` does: its worker dies with it and its broker).
     settings = settings_for(triggers, dev_env_file=False)
-    wanted = {"REMAP_SIGTERM": "SIGQUIT"} if settings.shutdown_grace > 0 else {}
+    wanted = {"REMAP_SIGTERM": "SIGQUIT"} if settings.shutdown_grace > timedelta(0) else {}
     if metrics_port:
         wanted[MULTIPROC_ENV] = os.environ.get(MULTIPROC_ENV) or multiprocess_dir()
     if any(os.environ.get(k) != v for k, v in wanted.items()):

@@ -23,7 +23,7 @@ DEAD_LETTER_CONSUMER = "scheduler.worker.deadletters:DeadLetterConsumer"
 def configure(app: Celery, settings: Settings) -> None:
     """Apply nightowl's non-negotiable Celery settings."""
     broker = settings.require_broker_url()
-    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout.total_seconds()}
     if settings.redis_prefix:
         transport["global_keyprefix"] = settings.redis_prefix
     app.conf.update(
@@ -50,7 +50,7 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         # Graceful drain: SIGTERM (remapped to a cold shutdown by `nightowl worker`) first
         # waits this long for running agents, then hands unfinished messages back.
-        worker_soft_shutdown_timeout=settings.shutdown_grace,
+        worker_soft_shutdown_timeout=settings.shutdown_grace.total_seconds(),
         worker_enable_soft_shutdown_on_idle=False,  # idle: nothing to wait for
         enable_utc=True,
         timezone="UTC",

@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, cast
 
 import redis
@@ -50,6 +51,11 @@ def identity(role: str = "") -> str:
 log = logging.getLogger("nightowl.leases")
 
 
+def _ms(ttl: timedelta) -> int:
+    """Redis PX: whole milliseconds, at least one."""
+    return max(1, int(ttl.total_seconds() * 1000))
+
+
 class LeaseScripts:
     """The three Lua scripts, registered once per client (a worker makes a lease per run)."""
 
@@ -60,24 +66,24 @@ class LeaseScripts:
 
 
 class Lease:
-    """One named lease held by `owner` for `ttl_s` seconds at a time."""
+    """One named lease held by `owner` for `ttl` at a time (Redis keeps milliseconds)."""
 
-    def __init__(self, client: redis.Redis, key: str, owner: str, ttl_s: float,
+    def __init__(self, client: redis.Redis, key: str, owner: str, ttl: timedelta,
                  scripts: LeaseScripts | None = None) -> None:
         self.client = client
         self.key = key
         self.owner = owner
-        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.ttl = ttl
         s = scripts or LeaseScripts(client)
         self._acquire, self._renew, self._release = s.acquire, s.renew, s.release
 
-    def acquire(self, ttl_ms: int | None = None) -> bool:
+    def acquire(self, ttl: timedelta | None = None) -> bool:
         """Take the lease if free or ours (then also extend it)."""
-        return bool(self._acquire(keys=[self.key], args=[self.owner, ttl_ms or self.ttl_ms]))
+        return bool(self._acquire(keys=[self.key], args=[self.owner, _ms(ttl or self.ttl)]))
 
-    def renew(self, ttl_ms: int | None = None) -> bool:
+    def renew(self, ttl: timedelta | None = None) -> bool:
         """Extend only if still ours; False means we lost it and must stop acting."""
-        return bool(self._renew(keys=[self.key], args=[self.owner, ttl_ms or self.ttl_ms]))
+        return bool(self._renew(keys=[self.key], args=[self.owner, _ms(ttl or self.ttl)]))
 
     def release(self, pipe: redis.client.Pipeline | None = None) -> bool:
         """Delete only if still ours. With `pipe`, queue it there (the caller executes it,
@@ -93,9 +99,9 @@ class Lease:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    def remaining_ms(self) -> int:
-        """Milliseconds until the current holder's lease expires (0 if free)."""
-        return max(0, int(cast(Any, self.client.pttl(self.key))))
+    def remaining(self) -> timedelta:
+        """How long until the current holder's lease expires (zero if free)."""
+        return timedelta(milliseconds=max(0, int(cast(Any, self.client.pttl(self.key)))))
 
 
 class Leadership:

@@ -4,6 +4,7 @@ not a traceback: the operator needs to know which service, what it said, and wha
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import kombu.exceptions
 import pydantic
@@ -51,7 +52,9 @@ def settings_error(exc: pydantic.ValidationError) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         name = f"NIGHTOWL_{field.upper()}" if field else "a setting"
-        got = "" if _SECRET_FIELD.search(field) else f" (got {error.get('input')!r})"
+        value = error.get("input")
+        shown = f"{value.total_seconds():g} s" if isinstance(value, timedelta) else repr(value)
+        got = "" if _SECRET_FIELD.search(field) else f" (got {shown})"
         parts.append(f"{name}: {error['msg']}{got}")
     return scrubbed("invalid setting " + "; ".join(parts) + " (see docs/operations.md, Settings)")
 

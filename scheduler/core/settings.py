@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler.core import scrub
@@ -23,8 +23,26 @@ DEV_DIR = Path(".nightowl")
 DEV_ENV_FILE = DEV_DIR / "env"
 
 
+def _seconds(value: Any) -> Any:
+    """A duration from the environment: seconds (`NIGHTOWL_LEADER_TTL=3`, `0.5`), or ISO 8601
+    (`PT2M`), which pydantic parses itself."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except (ValueError, OverflowError):
+            return value  # not a number: pydantic's own parsing, and its error, apply
+    return value
+
+
+# Durations are seconds in the environment (`_s` would be redundant in env names) and
+# `timedelta` in code, so seconds and milliseconds are never mixed up in between.
+Seconds = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
 class Settings(BaseSettings):
-    """Every knob, typed. Durations are seconds (`_s` would be redundant in env names)."""
+    """Every knob, typed. Durations are `timedelta`, given in seconds (`Seconds`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="NIGHTOWL_", env_file=str(DEV_ENV_FILE), env_file_encoding="utf-8",
@@ -37,29 +55,31 @@ class Settings(BaseSettings):
     triggers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     redis_prefix: str = "nightowl:"
 
-    heartbeat_interval: float = Field(5.0, gt=0)
-    watchdog_interval: float = Field(2.0, gt=0)
-    sweep_interval: float = Field(2.0, gt=0)
-    tick_interval: float = Field(0.5, gt=0)
-    leader_ttl: float = Field(10.0, gt=0)
-    claim_ttl: float = Field(30.0, gt=0)
-    pending_grace: float = Field(5.0, ge=0)
-    visibility_timeout: float = Field(7200.0, gt=0)
+    heartbeat_interval: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
+    watchdog_interval: Seconds = Field(timedelta(seconds=2), gt=timedelta(0))
+    sweep_interval: Seconds = Field(timedelta(seconds=2), gt=timedelta(0))
+    tick_interval: Seconds = Field(timedelta(seconds=0.5), gt=timedelta(0))
+    leader_ttl: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
+    claim_ttl: Seconds = Field(timedelta(seconds=30), gt=timedelta(0))
+    pending_grace: Seconds = Field(timedelta(seconds=5), ge=timedelta(0))
+    visibility_timeout: Seconds = Field(timedelta(seconds=7200), gt=timedelta(0))
     # A `queued` run whose message is gone from the broker (a worker died holding it, a
     # delivery failed before its attempt, Redis lost data) is published again once it has
     # been missing this long; the sweeper looks twice per period. Independent of
     # visibility_timeout.
-    requeue_lost_after: float = Field(15.0, gt=0)
+    requeue_lost_after: Seconds = Field(timedelta(seconds=15), gt=timedelta(0))
     # A run `queued` this long with no message in the broker raises `run_stuck`.
-    stuck_after: float = Field(120.0, gt=0)
+    stuck_after: Seconds = Field(timedelta(seconds=120), gt=timedelta(0))
     # The largest outbox value `ctx.outbox.put` accepts, JSON-encoded.
     outbox_max_value_bytes: int = Field(256 * 1024, gt=0)
     retention: timedelta = timedelta(days=30)
-    alert_repeat: float = Field(3600.0, gt=0)  # reminder interval of a still-firing alert
+    # The reminder interval of a still-firing alert.
+    alert_repeat: Seconds = Field(timedelta(seconds=3600), gt=timedelta(0))
     # On SIGTERM a worker stops taking work and gives running agents this long to finish;
     # the rest go back to the queue (Celery's soft shutdown).
-    shutdown_grace: float = Field(30.0, ge=0)
-    startup_timeout: float = Field(30.0, ge=0)  # services wait this long for the database and Redis at start
+    shutdown_grace: Seconds = Field(timedelta(seconds=30), ge=timedelta(0))
+    # Services wait this long for the database and Redis at start.
+    startup_timeout: Seconds = Field(timedelta(seconds=30), ge=timedelta(0))
 
     # Secrets: apprise URLs carry tokens, a Slack-style hook URL carries its token in the path.
     alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

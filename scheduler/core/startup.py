@@ -131,7 +131,7 @@ def wait_until_ready(service: str, settings: Settings, needs: Iterable[str],
                      sleep: Callable[[float], None] = time.sleep) -> None:
     """Return once every need is ready; after NIGHTOWL_STARTUP_TIMEOUT, one line and exit 1."""
     needs = tuple(needs)
-    timeout = settings.startup_timeout
+    timeout = settings.startup_timeout.total_seconds()
     started = time.monotonic()
     delay = 0.25
     waiting_said = False

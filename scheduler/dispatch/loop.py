@@ -37,7 +37,7 @@ def build_service(settings: Settings, registry: Registry, clock: Clock | None = 
         pending_grace=settings.pending_grace,
         requeue_after=settings.visibility_timeout,
         requeue_lost_after=settings.requeue_lost_after,
-        poll_wait=min(settings.tick_interval, 0.25),
+        poll_wait=min(settings.tick_interval, timedelta(seconds=0.25)),
         source_defaults=settings.source_defaults(),
     )
 
@@ -47,8 +47,8 @@ class ServiceLoop(IntervalLoop):
 
     def __init__(self, service: SchedulerService, settings: Settings) -> None:
         self.service = service
-        super().__init__([("tick", self._tick, timedelta(seconds=settings.tick_interval)),
-                          ("sweep", service.sweep, timedelta(seconds=settings.sweep_interval))],
+        super().__init__([("tick", self._tick, settings.tick_interval),
+                          ("sweep", service.sweep, settings.sweep_interval)],
                          service.close, log)
 
     def _tick(self) -> None:

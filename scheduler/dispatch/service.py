@@ -122,13 +122,13 @@ class SchedulerService:
         redis_client: redis.Redis,
         clock: Clock,
         key_prefix: str = "nightowl:",
-        leader_ttl: float = 10.0,
-        pending_grace: float = 5.0,
-        requeue_after: float = 7200.0,
-        requeue_lost_after: float = 15.0,
+        leader_ttl: timedelta = timedelta(seconds=10),
+        pending_grace: timedelta = timedelta(seconds=5),
+        requeue_after: timedelta = timedelta(hours=2),
+        requeue_lost_after: timedelta = timedelta(seconds=15),
         owner: str | None = None,
         poll_workers: int = 8,
-        poll_wait: float = 30.0,
+        poll_wait: timedelta = timedelta(seconds=30),
         source_defaults: SourceDefaults | None = None,
         alerts: AlertManager | None = None,
         retention: timedelta | None = None,
@@ -138,11 +138,11 @@ class SchedulerService:
         self.store = store
         self.publisher = publisher
         self.clock = clock
-        self.pending_grace = timedelta(seconds=pending_grace)
+        self.pending_grace = pending_grace
         # A run `queued` this long without starting lost its message: publish it again (the
         # fallback for brokers that cannot be inspected; Redis gets the lost-message check).
-        self.requeue_after = timedelta(seconds=requeue_after)
-        self.requeue_lost_after = timedelta(seconds=requeue_lost_after)
+        self.requeue_after = requeue_after
+        self.requeue_lost_after = requeue_lost_after
         broker = publisher.broker_redis
         self.broker = None if broker is None else BrokerView(*broker)
         self._next_lost_check: datetime | None = None
@@ -159,7 +159,7 @@ class SchedulerService:
         self.retention = retention  # the leader prunes old history every PRUNE_EVERY sweeps
         self._sweeps = 0
         self._observed: dict[str, str] = {}  # trigger -> state label last exported
-        self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self.leader_grace = 2 * leader_ttl
         self.watchdog_watch = LeaderWatch(
             redis_client, key_prefix, "watchdog", self.leader_grace,
             "no watchdog holds the leader lease: stalls and late runs go unseen")
@@ -264,7 +264,7 @@ class SchedulerService:
         for chunk in _chunks(p for p in evaluated if p is not None):
             self._commit_chunk(chunk, now, report)
         if started:
-            wait(started, timeout=self.poll_wait)
+            wait(started, timeout=self.poll_wait.total_seconds())
         done = [name for name in list(self._inflight) if self._inflight[name][0].done()]
         self._taken.update(done)
         polled = (self._finish_poll(name, now, report) for name in done)

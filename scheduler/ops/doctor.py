@@ -32,9 +32,8 @@ class Check:
         return {"check": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def visibility_problems(registry: Registry, visibility_timeout_s: float) -> list[str]:
+def visibility_problems(registry: Registry, limit: timedelta) -> list[str]:
     """Agents whose timeout (+ cancel_grace + margin) outlasts the broker's visibility timeout."""
-    limit = timedelta(seconds=visibility_timeout_s)
     problems = []
     for spec in sorted(registry.agents.values(), key=lambda a: a.name):
         needed = spec.timeout + spec.cancel_grace + VISIBILITY_MARGIN
@@ -43,7 +42,7 @@ def visibility_problems(registry: Registry, visibility_timeout_s: float) -> list
                 f"{spec.location}: @agent({spec.name!r}): field 'timeout': timeout "
                 f"{spec.timeout} + cancel_grace {spec.cancel_grace} + margin {VISIBILITY_MARGIN} "
                 f"= {int(needed.total_seconds())} s exceeds the broker visibility timeout "
-                f"{int(visibility_timeout_s)} s (NIGHTOWL_VISIBILITY_TIMEOUT): Redis would hand "
+                f"{int(limit.total_seconds())} s (NIGHTOWL_VISIBILITY_TIMEOUT): Redis would hand "
                 f"the message to another worker while this one still runs. Fix: set "
                 f"NIGHTOWL_VISIBILITY_TIMEOUT to at least {int(needed.total_seconds())} or lower "
                 "the timeout"
@@ -75,7 +74,8 @@ def run_checks(settings: Settings, registry: Registry, app: Celery) -> list[Chec
     problems = visibility_problems(registry, settings.visibility_timeout)
     checks.append(Check("visibility timeout covers every agent", not problems,
                         "; ".join(problems) or
-                        f"{int(settings.visibility_timeout)} s > longest timeout + grace + margin"))
+                        f"{int(settings.visibility_timeout.total_seconds())} s > longest "
+                        "timeout + grace + margin"))
     checks.append(Check("pools", True,
                         "prefork: cooperative cancel, then the pool process is terminated after "
                         "cancel_grace; threads and solo: cooperative cancel only"))

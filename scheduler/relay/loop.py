@@ -19,7 +19,7 @@ def build_relay(settings: Settings, *, batch: int = 200, clock: Clock | None = N
     """A relay over the configured database; sinks come from the loaded trigger modules."""
     store = OutboxStore(make_engine(settings.require_database_url()))
     return Relay(store, clock or SystemClock(), batch=batch,
-                 claim_ttl=timedelta(seconds=settings.claim_ttl),
+                 claim_ttl=settings.claim_ttl,
                  retention=settings.retention, defaults=settings.source_defaults())
 
 

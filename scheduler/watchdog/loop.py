@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import redis
 
@@ -41,5 +40,5 @@ class WatchdogLoop(IntervalLoop):
     def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
         self.watchdog = watchdog
         super().__init__([("watchdog check",
-                           watchdog.check, timedelta(seconds=settings.watchdog_interval))],
+                           watchdog.check, settings.watchdog_interval)],
                          watchdog.close, logging.getLogger("nightowl.watchdog"))

@@ -94,10 +94,10 @@ class Watchdog:
         clock: Clock,
         publisher: Publisher | None,
         key_prefix: str = "nightowl:",
-        leader_ttl: float = 10.0,
+        leader_ttl: timedelta = timedelta(seconds=10),
         revoke: Callable[[str], None] | None = None,
         owner: str | None = None,
-        stuck_after: float = 120.0,
+        stuck_after: timedelta = timedelta(minutes=2),
     ) -> None:
         self.registry = registry
         self.store = store
@@ -111,7 +111,7 @@ class Watchdog:
         self.index = HeartbeatIndex(redis_client, key_prefix)
         self.lease = Lease(redis_client, keys.leader(key_prefix, "watchdog"), owner or identity("watchdog"),
                            leader_ttl)
-        self.leader_grace = timedelta(seconds=2 * leader_ttl)
+        self.leader_grace = 2 * leader_ttl
         self.leadership = Leadership(self.lease, "watchdog", self._become_leader)
         self.revoke = revoke
         self._checks = 0
@@ -119,7 +119,7 @@ class Watchdog:
         self._late_heap: list[tuple[datetime, str, datetime]] = []
         self._late_gaps: dict[str, tuple[datetime, int]] = {}  # trigger -> (first late slot, n)
         self._led_since: datetime | None = None
-        self.stuck_after = timedelta(seconds=stuck_after)
+        self.stuck_after = stuck_after
         broker = publisher.broker_redis if publisher is not None else None
         self.broker = None if broker is None else BrokerView(*broker)
         self._stuck_seen: set[str] = set()  # no message at the previous scan

@@ -90,13 +90,13 @@ class _Watch:
     `grace` end the attempt hard.
     """
 
-    def __init__(self, *, lease: Lease, ttl_ms: int, interval: float, clock: Clock,
+    def __init__(self, *, lease: Lease, ttl: timedelta, interval: timedelta, clock: Clock,
                  deadline: datetime, grace: timedelta, cancel_event: threading.Event,
                  beat: Callable[[], None], poll_cancel: Callable[[], Cancel | None],
                  on_hard: Callable[[Cancel], None]) -> None:
         self._lease = lease
-        self._ttl_ms = ttl_ms
-        self._interval = interval
+        self._ttl = ttl
+        self._interval = interval.total_seconds()
         self._clock = clock
         self._deadline = deadline
         self._grace = grace.total_seconds()
@@ -128,7 +128,7 @@ class _Watch:
                 _WATCH_FAILURES.succeeded("heartbeat")
 
     def _step(self) -> None:
-        self._lease.renew(self._ttl_ms)
+        self._lease.renew(self._ttl)
         self._beat()
         if self._cancelled_at is None:
             reason = self._poll_cancel()
@@ -156,7 +156,7 @@ class Executor:
         clock: Clock,
         worker_id: str,
         key_prefix: str,
-        heartbeat_interval: float,
+        heartbeat_interval: timedelta,
         sinks: frozenset[str] = frozenset(),
         outbox_max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES,
     ) -> None:
@@ -175,18 +175,17 @@ class Executor:
     def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Delivery:
         """One delivery. The common path costs a lease, one start and one finish transaction."""
         spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
-        ttl_ms = int(spec.heartbeat_timeout.total_seconds() * 1000)
         # The owner is this delivery, not this process: in a threads pool two deliveries of
         # one run in the same process must not both see the lease as "mine".
         owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
-        lease = Lease(self.redis, keys.run_lease(self.prefix, run_id), owner, ttl_ms / 1000,
+        lease = Lease(self.redis, keys.run_lease(self.prefix, run_id), owner, spec.heartbeat_timeout,
                       self._scripts)
         member: Member | None = None
         started: StartedAttempt | None = None
         try:
             try:
                 if not lease.acquire():
-                    until = self.clock.now() + timedelta(milliseconds=lease.remaining_ms())
+                    until = self.clock.now() + lease.remaining()
                     self.store.defer(run_id, until)
                     log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
                     return Delivery.LEASE_HELD
@@ -208,7 +207,7 @@ class Executor:
                 raise DeliveryNotStarted(f"run {run_id}: {type(exc).__name__} before its "
                                          "attempt started") from exc
             member = Member(run_id, started.attempt, started.fence)
-            return self._run_started(spec, started, member, lease, ttl_ms)
+            return self._run_started(spec, started, member, lease)
         finally:
             self._release(lease, member)
 
@@ -264,7 +263,7 @@ class Executor:
         return Delivery.PARKED
 
     def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,
-                     lease: Lease, ttl_ms: int) -> Delivery:
+                     lease: Lease) -> Delivery:
         run_id = started.run_id
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
                                              "trigger": started.trigger,
@@ -335,8 +334,8 @@ class Executor:
                          "(use --pool prefork)", run_id)
 
         watch = _Watch(
-            lease=lease, ttl_ms=ttl_ms, clock=self.clock, deadline=deadline,
-            interval=min(self.heartbeat_interval, spec.heartbeat_timeout.total_seconds() / 3),
+            lease=lease, ttl=spec.heartbeat_timeout, clock=self.clock, deadline=deadline,
+            interval=min(self.heartbeat_interval, spec.heartbeat_timeout / 3),
             grace=spec.cancel_grace, cancel_event=cancel_event, beat=beat,
             poll_cancel=poll_cancel, on_hard=on_hard)
         with watch:
