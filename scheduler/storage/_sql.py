@@ -1,24 +1,28 @@
-"""SQL pieces the stores share."""
+"""What the stores share: the table handles and the base every store group is built on."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
+
+from scheduler.storage.dialect import Dialect
+from scheduler.storage.models import Attempt, DeadLetter, MissedSlot, Run, TriggerState
+
+runs_t = cast(sa.Table, Run.__table__)
+attempts_t = cast(sa.Table, Attempt.__table__)
+state_t = cast(sa.Table, TriggerState.__table__)
+missed_t = cast(sa.Table, MissedSlot.__table__)
+dead_t = cast(sa.Table, DeadLetter.__table__)
 
 
-def in_values(conn: Connection, column: sa.Column[Any], values: Iterable[str]) -> sa.ColumnElement[bool]:
-    """`column IN (...)` for a list whose length varies (a chunk of ids, a batch of keys).
+class StoreGroup:
+    """One group of statements over one engine, with the engine's dialect chosen once.
 
-    On PostgreSQL the list is one JSON parameter: a statement whose placeholder count
-    changes is converted and parsed anew each time, and an array parameter is dumped element
-    by element in Python. SQLite gets the plain expanding IN.
-    """
-    if conn.dialect.name == "postgresql":
-        document = sa.cast(sa.literal(json.dumps(list(values))), postgresql.JSONB)
-        return column.in_(sa.select(sa.func.jsonb_array_elements_text(document)))
-    return column.in_(list(values))
+    `dialect` may be given to pin a plan (the contract tests run the transaction plan on
+    PostgreSQL with `Dialect.for_engine(engine).without_single_statement()`)."""
+
+    def __init__(self, engine: Engine, *, dialect: Dialect | None = None) -> None:
+        self.engine = engine
+        self.dialect = dialect if dialect is not None else Dialect.for_engine(engine)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from scheduler.storage.dialect import Dialect
 from scheduler.storage.models import Alert as AlertRow
 
 alerts_t = cast(sa.Table, AlertRow.__table__)
@@ -60,11 +61,7 @@ class AlertStore:
     def insert(self, values: dict[str, Any]) -> int | None:
         """Insert one alert event; None when another replica inserted it first."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-            stmt = (insert(alerts_t).values(**values)
+            stmt = (Dialect.of(conn).insert(alerts_t).values(**values)
                     .on_conflict_do_nothing(index_elements=["dedupe_key", "episode", "state"])
                     .returning(alerts_t.c.id))
             return conn.execute(stmt).scalar()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
+
+from scheduler.storage.dialect import Dialect
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -19,9 +20,6 @@ def alembic_config(engine: Engine) -> Config:
     cfg.attributes["engine"] = engine
     return cfg
 
-
-# pg_advisory_xact_lock key for migrations ("nightowl" in ASCII, as a bigint).
-MIGRATION_LOCK = 0x6E696768746F776C
 
 OnStep = Callable[[str, str], None]
 
@@ -35,8 +33,9 @@ def upgrade(engine: Engine, revision: str = "head", on_step: OnStep | None = Non
     """
     cfg = alembic_config(engine)
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        lock = Dialect.of(conn).migration_lock()
+        if lock is not None:
+            conn.execute(lock)
         cfg.attributes["connection"] = conn
         if on_step is not None:
             cfg.attributes["on_version_apply"] = (

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from agents._context import OutboxWrite
 from scheduler.core.scrub import scrub_text
 from scheduler.outbox.abc import Entry
-from scheduler.storage._sql import in_values
+from scheduler.storage.dialect import Dialect, in_values
 from scheduler.storage.models import OutboxEntry, OutboxKey
 
 outbox_t = cast(sa.Table, OutboxEntry.__table__)
@@ -45,10 +45,7 @@ def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], 
     for w in writes:
         per_key[(w.sink, w.key)] += 1
     last: dict[tuple[str, str], int] = {}
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    insert = Dialect.of(conn).insert
     for (sink, key), n in sorted(per_key.items()):
         stmt = insert(keys_t).values(sink=sink, key=key, last_seq=n)
         stmt = stmt.on_conflict_do_update(index_elements=["sink", "key"],
@@ -138,9 +135,7 @@ class OutboxStore:
             .limit(limit)
         )
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True, of=outbox_t)
-            found = conn.execute(candidates).all()
+            found = conn.execute(Dialect.of(conn).skip_locked(candidates, outbox_t)).all()
             errors = {r.id: f"claimed {r.attempts} times and never settled: the relay "
                             "delivering it died each time (a sink that crashes or kills the "
                             "relay process on this entry?); see the relay's log, then "

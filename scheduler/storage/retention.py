@@ -15,7 +15,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from scheduler.storage._sql import in_values
+from scheduler.storage.dialect import in_values
 from scheduler.storage.models import TERMINAL_STATUSES, Alert, Attempt, DeadLetter, MissedSlot, Run
 
 runs_t = cast(sa.Table, Run.__table__)

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,7 +24,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from agents._context import OutboxWrite
 from scheduler.core.errors import StateConflictError, StorageError
 from scheduler.storage import worker_sql
-from scheduler.storage._sql import in_values
+from scheduler.storage.dialect import Dialect, in_values
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -228,9 +227,7 @@ _INSERT_ATTEMPT = sa.insert(attempts_t)
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return Dialect.of(conn).insert(table)
 
 
 class Store:
@@ -238,10 +235,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.dialect = Dialect.for_engine(engine)
         # The worker's hot statements are single, atomic statements on PostgreSQL: run them
         # without BEGIN/COMMIT (worker_sql.py).
-        self._single = (engine.execution_options(isolation_level="AUTOCOMMIT")
-                        if engine.dialect.name == "postgresql" else None)
+        self._single = self.dialect.autocommit(engine)
 
     # -- scheduler side ---------------------------------------------------
 
@@ -339,7 +336,7 @@ class Store:
             if len(written) != len(new):
                 lost = sorted({s.name for s in new} - written)
                 raise StateConflictError(f"trigger state created concurrently: {lost}")
-        if old and conn.dialect.name == "postgresql":
+        if old and Dialect.of(conn).json_batches:
             self._cas_states_postgres(conn, old, now)
         elif old:
             stmt = (
@@ -361,7 +358,7 @@ class Store:
     @staticmethod
     def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert runs, skipping existing idempotency keys; the ids actually inserted."""
-        if conn.dialect.name == "postgresql":
+        if Dialect.of(conn).json_batches:
             # One short statement and one JSON parameter: no per-row SQL for the driver to parse.
             document = json.dumps(rows, default=_json_default)
             return {row.id for row in conn.execute(_PG_INSERT_RUNS, {"rows": document})}
@@ -699,9 +696,9 @@ class Store:
         On PostgreSQL a transaction-scoped advisory lock per agent makes the
         count-then-start atomic across workers; SQLite's BEGIN IMMEDIATE already is.
         """
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
-                sa.func.hashtext(sa.literal(f"nightowl:agent:{agent}")))))
+        lock = Dialect.of(conn).agent_lock(agent)
+        if lock is not None:
+            conn.execute(lock)
         running = conn.execute(
             sa.select(sa.func.count()).select_from(runs_t)
             .where(runs_t.c.agent == agent, runs_t.c.status == "running", runs_t.c.id != run_id)

@@ -10,7 +10,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from scheduler.storage._sql import in_values
+from scheduler.storage.dialect import in_values
 from scheduler.storage.models import Attempt, MissedSlot, Run, TriggerState
 
 runs_t = cast(sa.Table, Run.__table__)
