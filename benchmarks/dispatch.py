@@ -28,10 +28,11 @@ from benchmarks._db import create_database, drop_database
 from scheduler.core.clock import FakeClock
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
+from scheduler.core.values import Dispatch
 from scheduler.dispatch.service import SchedulerService
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
-from scheduler.storage.store import Dispatch, Store
+from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
 from triggers import load
 

@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._db import create_database, drop_database  # noqa: E402
 from scheduler.core.publish import Publisher  # noqa: E402
 from scheduler.core.settings import Settings  # noqa: E402
+from scheduler.core.values import Dispatch, NewRun  # noqa: E402
 from scheduler.storage.engine import make_engine  # noqa: E402
 from scheduler.storage.migrate import upgrade  # noqa: E402
-from scheduler.storage.store import Dispatch, NewRun, Store  # noqa: E402
+from scheduler.storage.store import Store  # noqa: E402
 from scheduler.worker.app import create_app  # noqa: E402
 from triggers import load  # noqa: E402
 

@@ -28,10 +28,11 @@ from benchmarks._db import create_database, drop_database
 from scheduler.alerts import AlertManager
 from scheduler.core.clock import FakeClock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
+from scheduler.core.values import NewRun
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
-from scheduler.storage.store import NewRun, Store
+from scheduler.storage.store import Store
 from scheduler.watchdog.service import Watchdog
 from triggers import load
 

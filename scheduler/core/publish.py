@@ -24,7 +24,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from scheduler.storage.store import Dispatch, Store
+from scheduler.core.values import Dispatch
+from scheduler.storage.store import Store
 
 log = logging.getLogger("nightowl.publish")
 

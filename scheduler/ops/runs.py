@@ -22,8 +22,9 @@ from scheduler.core.errors import RunNotFoundError, SchedulerError
 from scheduler.core.overlap import overlap_for
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
+from scheduler.core.values import Dispatch, NewRun
 from scheduler.core.vocabulary import RETRYABLE_STATUSES, TERMINAL_STATUSES, Reason, RunStatus
-from scheduler.storage.store import Dispatch, NewRun, Store
+from scheduler.storage.store import Store
 from triggers import Registry
 
 

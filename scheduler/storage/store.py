@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -23,6 +22,16 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from agents._context import OutboxWrite
 from scheduler.core.errors import StateConflictError, StorageError
+from scheduler.core.values import (  # re-exported: callers may still import them from here
+    Beat,
+    Dispatch,
+    MissedRow,
+    NewRun,
+    QueuedRun,
+    StartedAttempt,
+    StateWrite,
+    new_run_id,
+)
 from scheduler.storage import worker_sql
 from scheduler.storage.dialect import Dialect, in_values
 from scheduler.storage.models import (
@@ -59,99 +68,6 @@ def is_transient(exc: BaseException) -> bool:
 def _log_finish_retry(exc: BaseException | None) -> None:
     log.warning("final write failed (%s); retrying (the fence keeps it safe)",
                 type(exc).__name__ if exc else "error")
-
-
-def new_run_id() -> str:
-    return str(uuid.uuid4())
-
-
-@dataclass(frozen=True, slots=True)
-class NewRun:
-    """A run row to insert (status `pending` unless policy decided otherwise)."""
-
-    idempotency_key: str
-    trigger: str | None
-    agent: str
-    queue: str
-    event: dict[str, Any]
-    logical_time: datetime | None
-    agent_version: str | None
-    status: str = "pending"
-    terminal_reason: str | None = None
-    overlap_key: str | None = None
-    overlap: str | None = None  # skip | buffer_one | cancel_other | wait | None (allow)
-    id: str = field(default_factory=new_run_id)
-    error: str | None = None  # why a run inserted already ended (an unstorable event)
-
-
-@dataclass(frozen=True, slots=True)
-class StateWrite:
-    """Persist a trigger's new state if its revision is still `expected_revision` (0 = new)."""
-
-    name: str
-    kind: str
-    state: dict[str, Any]
-    expected_revision: int
-    next_evaluation: datetime | None
-    source_failing: bool = False  # mirrored from the state so listings and alerts need no JSON
-
-
-@dataclass(frozen=True, slots=True)
-class MissedRow:
-    trigger: str
-    first: datetime
-    last: datetime
-    count: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """What a publisher needs to send `agent.<name>(run_id)`, and the run's state as the
-    publisher saw it: the claim before the publish compares on it (`claim_for_publish`)."""
-
-    run_id: str
-    agent: str
-    queue: str
-    trigger: str | None
-    attempt: int
-    status: str = "pending"
-    fence: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedRun:
-    """A `queued` run old enough that its message may be gone (the lost-message check)."""
-
-    dispatch: Dispatch
-    queued_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StartedAttempt:
-    run_id: str
-    fence: int
-    attempt: int
-    deliveries: int
-    overlap_key: str | None = None
-    capped_agent: str | None = None  # set when the agent has a concurrency cap
-    # What the agent needs of its run, returned by the same statement that took the fence.
-    idempotency_key: str = ""
-    trigger: str | None = None
-    event: Any = None
-    logical_time: datetime | None = None
-    previous_heartbeat: dict[str, Any] | None = None
-    # The start closed an attempt still marked running: its worker vanished mid-run.
-    took_over: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """What a heartbeat learned: whether the attempt still holds the run, and any cancel
-    request aimed at the run (it travels back on the statement the beat runs anyway)."""
-
-    current: bool
-    cancel_requested: str | None = None
 
 
 class ConcurrencyBlockedError(StorageError):
@@ -876,3 +792,7 @@ class Store:
     def trigger_rows(self) -> dict[str, TriggerState]:
         with Session(self.engine, expire_on_commit=False) as session:
             return {row.name: row for row in session.scalars(sa.select(TriggerState))}
+
+
+__all__ = ["Beat", "Dispatch", "MissedRow", "NewRun", "QueuedRun", "StartedAttempt", "StateWrite",
+           "Store", "is_transient", "new_run_id"]

@@ -45,9 +45,10 @@ from scheduler.core.clock import Clock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Leadership, Lease, identity
 from scheduler.core.publish import Publisher, dispatch
+from scheduler.core.values import Dispatch
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
-from scheduler.storage.store import Dispatch, Store
+from scheduler.storage.store import Store
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
 from triggers import CronTrigger, Registry, cron_key
 

@@ -81,7 +81,7 @@ def _hand_back(app: Celery, agent_name: str, queue: str, run_id: str) -> None:
     lost-message check republishes it within NIGHTOWL_REQUEUE_LOST_AFTER.
     """
     from scheduler.core.publish import Publisher
-    from scheduler.storage.store import Dispatch
+    from scheduler.core.values import Dispatch
 
     publisher = _publishers.get(id(app))
     if publisher is None:

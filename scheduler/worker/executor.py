@@ -39,6 +39,7 @@ from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Lease, LeaseScripts
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
+from scheduler.core.values import Beat, StartedAttempt
 from scheduler.core.verdict import (
     EXHAUSTED,
     FENCED_OUT,
@@ -51,10 +52,8 @@ from scheduler.core.verdict import (
 )
 from scheduler.core.vocabulary import Delivery, Reason, RunOverlap, RunStatus, WaitingFor
 from scheduler.storage.store import (
-    Beat,
     ConcurrencyBlockedError,
     OverlapBlockedError,
-    StartedAttempt,
     Store,
     is_transient,
 )

@@ -1,0 +1,110 @@
+"""The value types that travel between the processes and storage.
+
+A tick builds `NewRun`s and `StateWrite`s and gets back the runs it inserted; the sweeper,
+the watchdog and `fire`/`retry` hand `Dispatch`es to the one publish path; the worker holds a
+`StartedAttempt` from its start to its fenced finish and learns a `Beat` from each
+heartbeat. They live here, not in storage, so a caller names what it passes without
+importing the statements that store it (storage imports them from here).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scheduler.core.vocabulary import RunStatus
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run row to insert (status `pending` unless policy decided otherwise)."""
+
+    idempotency_key: str
+    trigger: str | None
+    agent: str
+    queue: str
+    event: dict[str, Any]
+    logical_time: datetime | None
+    agent_version: str | None
+    status: str = RunStatus.PENDING
+    terminal_reason: str | None = None
+    overlap_key: str | None = None
+    overlap: str | None = None  # a RunOverlap (skip | buffer_one | cancel_other | wait) or None
+    id: str = field(default_factory=new_run_id)
+    error: str | None = None  # why a run inserted already ended (an unstorable event)
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Persist a trigger's new state if its revision is still `expected_revision` (0 = new)."""
+
+    name: str
+    kind: str
+    state: dict[str, Any]
+    expected_revision: int
+    next_evaluation: datetime | None
+    source_failing: bool = False  # mirrored from the state so listings and alerts need no JSON
+
+
+@dataclass(frozen=True, slots=True)
+class MissedRow:
+    trigger: str
+    first: datetime
+    last: datetime
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What a publisher needs to send `agent.<name>(run_id)`, and the run's state as the
+    publisher saw it: the claim before the publish compares on it (`claim_for_publish`)."""
+
+    run_id: str
+    agent: str
+    queue: str
+    trigger: str | None
+    attempt: int
+    status: str = RunStatus.PENDING
+    fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A `queued` run old enough that its message may be gone (the lost-message check)."""
+
+    dispatch: Dispatch
+    queued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StartedAttempt:
+    run_id: str
+    fence: int
+    attempt: int
+    deliveries: int
+    overlap_key: str | None = None
+    capped_agent: str | None = None  # set when the agent has a concurrency cap
+    # What the agent needs of its run, returned by the same statement that took the fence.
+    idempotency_key: str = ""
+    trigger: str | None = None
+    event: Any = None
+    logical_time: datetime | None = None
+    previous_heartbeat: dict[str, Any] | None = None
+    # The start closed an attempt still marked running: its worker vanished mid-run.
+    took_over: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat learned: whether the attempt still holds the run, and any cancel
+    request aimed at the run (it travels back on the statement the beat runs anyway)."""
+
+    current: bool
+    cancel_requested: str | None = None
