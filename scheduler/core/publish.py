@@ -25,7 +25,7 @@ import redis
 from celery import Celery
 
 from scheduler.core.values import Dispatch
-from scheduler.storage.store import Store
+from scheduler.storage.runs import RunStore
 
 log = logging.getLogger("nightowl.publish")
 
@@ -37,7 +37,7 @@ BATCH_MAX = 1000
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def dispatch(store: Store, publisher: Publisher, dispatches: Sequence[Dispatch], now: datetime,
+def dispatch(store: RunStore, publisher: Publisher, dispatches: Sequence[Dispatch], now: datetime,
              *, redeliver_grace: timedelta = timedelta(0)) -> list[Dispatch]:
     """The one path from the runs table to the broker: the tick, the sweeper, the lost-message
     check, the watchdog's requeue, `fire` and `retry` all call it.

@@ -7,10 +7,8 @@ changes nothing when it wakes up.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -21,7 +19,7 @@ from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agents._context import OutboxWrite
-from scheduler.core.errors import StateConflictError, StorageError
+from scheduler.core.errors import StorageError
 from scheduler.core.values import (  # re-exported: callers may still import them from here
     Beat,
     Dispatch,
@@ -32,8 +30,9 @@ from scheduler.core.values import (  # re-exported: callers may still import the
     StateWrite,
     new_run_id,
 )
+from scheduler.core.vocabulary import WaitingFor
 from scheduler.storage import worker_sql
-from scheduler.storage.dialect import Dialect, in_values
+from scheduler.storage.dialect import Dialect
 from scheduler.storage.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -44,6 +43,8 @@ from scheduler.storage.models import (
     TriggerState,
 )
 from scheduler.storage.outbox_store import insert_writes
+from scheduler.storage.runs import RunStore, wake_next
+from scheduler.storage.trigger_state import TriggerStateStore
 
 log = logging.getLogger("nightowl.storage")
 
@@ -87,37 +88,11 @@ class OverlapBlockedError(StorageError):
         super().__init__(f"run {run_id} is blocked by a running run with the same overlap key")
 
 
-_RUN_COLUMNS: dict[str, str] = {
-    "id": "text", "idempotency_key": "text", "trigger": "text", "agent": "text", "queue": "text",
-    "status": "text", "terminal_reason": "text", "attempt": "int", "deliveries": "int",
-    "fence": "bigint", "event": "jsonb", "logical_time": "timestamptz",
-    "agent_version": "text", "overlap_key": "text", "overlap": "text", "created_at": "timestamptz",
-    "finished_at": "timestamptz", "error": "text",
-}
 # A chunk of rows travels as ONE JSON document, expanded by jsonb_to_recordset: json.dumps
 # is C, while psycopg dumps array parameters element by element in Python (17 arrays of 500
 # per chunk were a third of a 10,000-trigger tick).
-_PG_INSERT_RUNS = sa.text(
-    # Built once from the constant column map above; the only value is the bound document.
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) SELECT {', '.join(_RUN_COLUMNS)} "  # noqa: S608
-    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v("
-    + ", ".join(f"{c} {t}" for c, t in _RUN_COLUMNS.items())
-    + ") ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-)
-_PG_CAS_STATES = sa.text(
-    "UPDATE trigger_state AS t SET state = v.state, revision = t.revision + 1, "
-    "next_evaluation = v.next, source_failing = v.failing, updated_at = :now "
-    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-    "AS v(name text, rev int, state jsonb, next timestamptz, failing boolean) "
-    "WHERE t.name = v.name AND t.revision = v.rev RETURNING t.name"
-)
 
 
-def _json_default(value: object) -> str:
-    """Datetimes in a JSON document for PostgreSQL: ISO 8601 with the offset."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # Hot-path statements, built once: a worker runs them for every delivery.
@@ -146,252 +121,31 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
     return Dialect.of(conn).insert(table)
 
 
-class Store:
-    """Runs, attempts and trigger state on one SQLAlchemy engine."""
+class Store(RunStore, TriggerStateStore):
+    """Runs, attempts and trigger state on one SQLAlchemy engine.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.dialect = Dialect.for_engine(engine)
+    The scheduling side's statements live in their groups (runs.py, trigger_state.py),
+    which a caller needing only one of them may use alone (`scheduler.core.publish.dispatch`
+    takes a RunStore)."""
+
+    def __init__(self, engine: Engine, *, dialect: Dialect | None = None) -> None:
+        super().__init__(engine, dialect=dialect)
         # The worker's hot statements are single, atomic statements on PostgreSQL: run them
         # without BEGIN/COMMIT (worker_sql.py).
         self._single = self.dialect.autocommit(engine)
 
     # -- scheduler side ---------------------------------------------------
 
-    def load_trigger_states(self) -> dict[str, tuple[dict[str, Any], int]]:
-        """Every persisted trigger state as (state, revision)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(state_t.c.name, state_t.c.state, state_t.c.revision))
-            return {r.name: (r.state, r.revision) for r in rows}
 
-    def commit_tick(
-        self,
-        runs: Sequence[NewRun],
-        states: Sequence[StateWrite],
-        missed: Sequence[MissedRow],
-        now: datetime,
-    ) -> list[NewRun]:
-        """One transaction: insert runs (duplicates ignored) and CAS-write trigger states.
 
-        Returns the runs actually inserted. Raises StateConflictError (and
-        writes nothing) when any state's revision moved: another leader won.
-        """
-        with self.engine.begin() as conn:
-            self._write_states(conn, states, now)
-            inserted: list[NewRun] = []
-            runs = self._apply_overlap(conn, runs)
-            if runs:
-                rows = [
-                    {
-                        "id": r.id, "idempotency_key": r.idempotency_key, "trigger": r.trigger,
-                        "agent": r.agent, "queue": r.queue, "status": r.status,
-                        "terminal_reason": r.terminal_reason, "attempt": 0, "deliveries": 0,
-                        "fence": 0, "event": r.event, "logical_time": r.logical_time,
-                        "agent_version": r.agent_version, "overlap_key": r.overlap_key,
-                        "overlap": r.overlap,
-                        "created_at": now,
-                        "finished_at": now if r.status in TERMINAL_STATUSES else None,
-                        "error": r.error,
-                    }
-                    for r in runs
-                ]
-                ids = self._insert_runs(conn, rows)
-                inserted = [r for r in runs if r.id in ids]
-            if missed:
-                conn.execute(sa.insert(missed_t), [
-                    {"trigger": m.trigger, "first_slot": m.first, "last_slot": m.last,
-                     "count": m.count, "reason": m.reason, "recorded_at": now} for m in missed
-                ])
-            return inserted
 
-    @staticmethod
-    def _apply_overlap(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
-        """Decide at insert time which firings are `skipped` for overlap.
 
-        `skip`: any active run with the key. `buffer_one`: a running one and a
-        buffered one already. `cancel_other` and `wait` never skip here (the
-        worker-side unique index makes them wait their turn).
-        """
-        keys = {r.overlap_key for r in runs
-                if r.overlap_key and r.overlap in ("skip", "buffer_one")}
-        if not keys:
-            return list(runs)
-        active: dict[str, int] = {
-            row.overlap_key: row.n for row in conn.execute(
-                sa.select(runs_t.c.overlap_key, sa.func.count().label("n"))
-                .where(in_values(conn, runs_t.c.overlap_key, sorted(keys)),
-                       runs_t.c.status.in_(ACTIVE_STATUSES))
-                .group_by(runs_t.c.overlap_key))
-        }
-        out = []
-        for r in runs:
-            key = r.overlap_key
-            if key is None or r.overlap not in ("skip", "buffer_one", "wait", "cancel_other"):
-                out.append(r)
-                continue
-            n = active.get(key, 0)
-            limit = {"skip": 1, "buffer_one": 2}.get(r.overlap or "")
-            if limit is not None and n >= limit:
-                out.append(replace(r, status="skipped", terminal_reason="overlap"))
-            else:
-                active[key] = n + 1
-                out.append(r)
-        return out
 
-    def _write_states(self, conn: Connection, states: Sequence[StateWrite], now: datetime) -> None:
-        new = [s for s in states if s.expected_revision == 0]
-        old = [s for s in states if s.expected_revision > 0]
-        if new:
-            stmt = (_insert(conn, state_t).on_conflict_do_nothing(index_elements=["name"])
-                    .returning(state_t.c.name))
-            written = {row.name for row in conn.execute(stmt, [
-                {"name": s.name, "kind": s.kind, "state": s.state, "revision": 1,
-                 "next_evaluation": s.next_evaluation, "updated_at": now,
-                 "source_failing": s.source_failing, "paused": False} for s in new
-            ])}
-            if len(written) != len(new):
-                lost = sorted({s.name for s in new} - written)
-                raise StateConflictError(f"trigger state created concurrently: {lost}")
-        if old and Dialect.of(conn).json_batches:
-            self._cas_states_postgres(conn, old, now)
-        elif old:
-            stmt = (
-                sa.update(state_t)
-                .where(state_t.c.name == sa.bindparam("b_name"))
-                .where(state_t.c.revision == sa.bindparam("b_rev"))
-                .values(state=sa.bindparam("b_state"), revision=state_t.c.revision + 1,
-                        next_evaluation=sa.bindparam("b_next"),
-                        source_failing=sa.bindparam("b_failing"), updated_at=now)
-            )
-            params = [{"b_name": s.name, "b_rev": s.expected_revision, "b_state": s.state,
-                       "b_next": s.next_evaluation, "b_failing": s.source_failing} for s in old]
-            result = conn.execute(stmt, params)
-            if result.rowcount != len(old):
-                raise StateConflictError(
-                    f"{len(old) - result.rowcount} trigger state(s) changed under us"
-                )
 
-    @staticmethod
-    def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert runs, skipping existing idempotency keys; the ids actually inserted."""
-        if Dialect.of(conn).json_batches:
-            # One short statement and one JSON parameter: no per-row SQL for the driver to parse.
-            document = json.dumps(rows, default=_json_default)
-            return {row.id for row in conn.execute(_PG_INSERT_RUNS, {"rows": document})}
-        # executemany form: compiled once and cached; insertmanyvalues batches it.
-        stmt = (_insert(conn, runs_t).on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(runs_t.c.id))
-        return {row.id for row in conn.execute(stmt, rows)}
 
-    @staticmethod
-    def _cas_states_postgres(conn: Connection, old: Sequence[StateWrite], now: datetime) -> None:
-        """Every compare-and-set of a chunk in one statement (one round trip, not 500)."""
-        document = json.dumps(
-            [{"name": s.name, "rev": s.expected_revision, "state": s.state,
-              "next": s.next_evaluation, "failing": s.source_failing} for s in old],
-            default=_json_default)
-        result = conn.execute(_PG_CAS_STATES, {"rows": document, "now": now})
-        matched = len(result.fetchall())
-        if matched != len(old):
-            raise StateConflictError(f"{len(old) - matched} trigger state(s) changed under us")
 
-    def claim_for_publish(self, dispatches: Sequence[Dispatch], now: datetime,
-                          redeliver_grace: timedelta) -> list[Dispatch]:
-        """The bookkeeping of a publish, done BEFORE the publish; returns what to publish.
 
-        Each run is claimed only if it is still as the publisher saw it (status and fence):
-        a worker that started, retried or finished it meanwhile keeps what it wrote, and no
-        message is sent for it. Until the message exists no worker can act on the run, so no
-        write of a worker can ever be overwritten by this one. `pending`/`waiting`/`queued`
-        become `queued` (stamped `queued_at`); a republished `running` run (its worker died)
-        gets `redeliver_grace` before the sweeper may send it again.
-        """
-        if not dispatches:
-            return []
-        idle = [d for d in dispatches if d.status != "running"]
-        running = [d for d in dispatches if d.status == "running"]
-        claimed: set[str] = set()
-        with self.engine.begin() as conn:
-            if idle:
-                claimed |= self._claim(conn, idle, sa.update(runs_t).values(
-                    status="queued", queued_at=now, not_before=None, waiting_for=None))
-            if running:
-                claimed |= self._claim(conn, running, sa.update(runs_t)
-                                       .where(runs_t.c.lease_expires_at < now)
-                                       .values(lease_expires_at=now + redeliver_grace))
-        return [d for d in dispatches if d.run_id in claimed]
 
-    @staticmethod
-    def _claim(conn: Connection, dispatches: Sequence[Dispatch], stmt: sa.Update) -> set[str]:
-        fresh = [d for d in dispatches if d.status == "pending" and d.fence == 0]
-        if len(fresh) == len(dispatches):
-            # The tick's case (just inserted): an id list, one JSON parameter on PostgreSQL.
-            where = [in_values(conn, runs_t.c.id, [d.run_id for d in fresh]),
-                     runs_t.c.status == "pending", runs_t.c.fence == 0]
-        else:
-            where = [sa.tuple_(runs_t.c.id, runs_t.c.status, runs_t.c.fence).in_(
-                [(d.run_id, d.status, d.fence) for d in dispatches])]
-        return {row.id for row in conn.execute(stmt.where(*where).returning(runs_t.c.id))}
-
-    def unclaim(self, dispatches: Sequence[Dispatch], now: datetime) -> None:
-        """The publish failed: hand the claimed runs back to the sweeper as `pending` (runs
-        a worker already touched stay as the worker left them)."""
-        ids = [d.run_id for d in dispatches if d.status != "running"]
-        if not ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(runs_t)
-                         .where(in_values(conn, runs_t.c.id, ids), runs_t.c.status == "queued",
-                                runs_t.c.queued_at == now)
-                         .values(status="pending"))
-
-    def queued_candidates(self, queued_before: datetime, now: datetime, limit: int
-                          ) -> list[QueuedRun]:
-        """`queued` runs older than `queued_before` that are not deferred behind a lease:
-        the ones whose message the lost-message check looks for in the broker."""
-        stmt = (
-            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                      runs_t.c.attempt, runs_t.c.fence, runs_t.c.queued_at)
-            .where(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before,
-                   sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now))
-            .order_by(runs_t.c.queued_at).limit(limit)
-        )
-        with self.engine.connect() as conn:
-            return [QueuedRun(Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, "queued",
-                                       r.fence), r.queued_at) for r in conn.execute(stmt)]
-
-    def due_for_publish(self, now: datetime, pending_before: datetime, limit: int,
-                        queued_before: datetime | None = None) -> list[Dispatch]:
-        """Runs the sweeper must (re)publish.
-
-        `pending` older than the grace (the publisher died), `waiting` whose
-        `not_before` passed (retries), `queued` deferred behind a lease whose
-        holder never started, `running` whose lease expired (the
-        worker was killed: Celery would only redeliver after the visibility
-        timeout), and `queued` since before `queued_before` (its message was lost,
-        say with a Redis restart that kept nothing: no run waits forever).
-        """
-        due = [
-            sa.and_(runs_t.c.status == "pending", runs_t.c.created_at <= pending_before),
-            sa.and_(runs_t.c.status == "waiting",
-                    sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
-            sa.and_(runs_t.c.status == "running", runs_t.c.lease_expires_at < now),
-            # A delivery dropped because another worker held the lease, whose holder then
-            # never started the run (it died between taking the lease and its start commit).
-            sa.and_(runs_t.c.status == "queued", runs_t.c.not_before <= now),
-        ]
-        if queued_before is not None:
-            due.append(sa.and_(runs_t.c.status == "queued", runs_t.c.queued_at < queued_before))
-        stmt = (
-            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                      runs_t.c.attempt, runs_t.c.status, runs_t.c.fence)
-            .where(sa.or_(*due))
-            .order_by(runs_t.c.created_at)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, r.status, r.fence)
-                    for r in conn.execute(stmt)]
 
 
     # -- worker side ------------------------------------------------------
@@ -598,10 +352,10 @@ class Store:
                 "b_error": error, "b_now": now,
             })
             if started.overlap_key is not None:
-                self._wake_next(conn, now, after=started.run_id, waiting_for="overlap",
+                wake_next(conn, now, after=started.run_id, waiting_for=WaitingFor.OVERLAP,
                                 column=runs_t.c.overlap_key, value=started.overlap_key)
             if started.capped_agent is not None:
-                self._wake_next(conn, now, after=started.run_id, waiting_for="concurrency",
+                wake_next(conn, now, after=started.run_id, waiting_for=WaitingFor.CONCURRENCY,
                                 column=runs_t.c.agent, value=started.capped_agent)
             return str(written)
 
@@ -622,69 +376,11 @@ class Store:
         if running >= cap:
             raise ConcurrencyBlockedError(run_id, cap)
 
-    @staticmethod
-    def _wake_next(conn: Connection, now: datetime, *, after: str, waiting_for: str,
-                   column: sa.Column[Any], value: str) -> None:
-        """Let the oldest run parked for `waiting_for` on `column = value` go now."""
-        nxt = (sa.select(runs_t.c.id)
-               .where(column == value, runs_t.c.status == "waiting",
-                      runs_t.c.waiting_for == waiting_for, runs_t.c.id != after)
-               .order_by(runs_t.c.created_at).limit(1).scalar_subquery())
-        conn.execute(sa.update(runs_t).where(runs_t.c.id == nxt).values(not_before=now))
 
-    def park(self, run_id: str, until: datetime, waiting_for: str) -> None:
-        """Blocked (overlap or concurrency): wait until a holder ends, or `until` at the latest."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
-                .values(status="waiting", not_before=until, waiting_for=waiting_for)
-            )
 
-    def skip(self, run_id: str, reason: str, now: datetime) -> bool:
-        """End an active run `skipped/<reason>` before it started."""
-        with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
-                .values(status="skipped", terminal_reason=reason, finished_at=now)
-            ).rowcount == 1
 
-    def revive(self, run_id: str, from_statuses: Sequence[str]) -> Dispatch | None:
-        """Reopen an ended run for one more attempt (`pending`, deliveries reset)."""
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(from_statuses))
-                # A cancel request belonged to the run's earlier life: a retry asked for now
-                # must run, not end cancelled at its first delivery.
-                .values(status="pending", terminal_reason=None, finished_at=None,
-                        not_before=None, deliveries=0, lease_expires_at=None,
-                        cancel_requested=None)
-                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt,
-                           runs_t.c.fence)
-            ).first()
-        return None if row is None else Dispatch(run_id, row.agent, row.queue, row.trigger,
-                                                 row.attempt, "pending", row.fence)
 
-    def cancel_unstarted(self, run_id: str, now: datetime) -> bool:
-        """`cancelled/by_user` for a run that has not started; False if it is running or ended."""
-        with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("pending", "queued", "waiting")))
-                .values(status="cancelled", terminal_reason="by_user", finished_at=now)
-            ).rowcount == 1
 
-    def running_with_keys(self, keys: Iterable[str]) -> list[str]:
-        """Ids of running runs holding any of `keys` (for cancel_other)."""
-        wanted = list(keys)
-        if not wanted:
-            return []
-        with self.engine.connect() as conn:
-            return [r.id for r in conn.execute(
-                sa.select(runs_t.c.id).where(in_values(conn, runs_t.c.overlap_key, wanted),
-                                             runs_t.c.status == "running"))]
 
     def _close_attempt(self, started: StartedAttempt, status: str, reason: str | None,
                        now: datetime) -> None:
@@ -699,44 +395,8 @@ class Store:
                 .values(status=status, reason=reason, finished_at=now)
             )
 
-    def fail_without_attempt(self, run_id: str, reason: str, error: str, now: datetime) -> bool:
-        """End an active run `failed/<reason>` before any attempt ran (poison, unknown agent)."""
-        with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
-                .values(status="failed", terminal_reason=reason, error=error, finished_at=now)
-            ).rowcount == 1
 
-    def defer(self, run_id: str, not_before: datetime) -> None:
-        """Note when the sweeper may redeliver a run whose lease someone else holds.
 
-        Only a `queued` or `running` run, and never earlier than a time already set: a
-        duplicate delivery must not cut a retry's backoff short.
-        """
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(("queued", "running")),
-                       sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before < not_before))
-                .values(not_before=not_before)
-            )
-
-    def request_cancel(self, run_ids: Iterable[str], reason: str) -> list[str]:
-        """Aim a cancel request at active runs (and their future attempts); the ids it reached.
-
-        The worker running one learns it on its next beat; a retry verdict yields to it;
-        a delivery that starts later ends the run instead of running it.
-        """
-        ids = list(run_ids)
-        if not ids:
-            return []
-        with self.engine.begin() as conn:
-            return [r.id for r in conn.execute(
-                sa.update(runs_t)
-                .where(in_values(conn, runs_t.c.id, ids), runs_t.c.status.in_(ACTIVE_STATUSES))
-                .values(cancel_requested=sa.func.coalesce(runs_t.c.cancel_requested, reason))
-                .returning(runs_t.c.id))]
 
     def end_cancelled(self, run_id: str, now: datetime) -> str | None:
         """A delivery found a cancel request on the run: end it `cancelled/<reason>` without
@@ -789,9 +449,6 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
 
-    def trigger_rows(self) -> dict[str, TriggerState]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return {row.name: row for row in session.scalars(sa.select(TriggerState))}
 
 
 __all__ = ["Beat", "Dispatch", "MissedRow", "NewRun", "QueuedRun", "StartedAttempt", "StateWrite",
