@@ -177,7 +177,7 @@ def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Setting
     clock = FakeClock(T0)
     a = make_service(settings, registry_with(alert(gauge, above=10, on_resolve=True)), clock,
                      owner="a")
-    a.poll_wait = 0.2
+    a.poll_wait = timedelta(seconds=0.2)
     gauge.release.clear()
     a.tick()
     # When A loses the lease and B runs a whole episode (firing, then resolved)

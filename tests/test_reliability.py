@@ -156,7 +156,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
     assert svc.sweep() == 0
     # Past it, exactly the run whose message is with the dead worker goes out again; the
     # 19 waiting in the backlog (queued just as long) are left alone.
-    clock.advance(svc.requeue_lost_after.total_seconds())
+    clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 1
     assert queue_length(redis_client, prefix) == 20
     assert held in {json.loads(m)["headers"]["nightowl_run_id"]
@@ -167,7 +167,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
         popped = redis_client.rpop(queue)
         assert isinstance(popped, bytes)
         lost.add(json.loads(popped)["headers"]["nightowl_run_id"])
-    clock.advance(svc.requeue_lost_after.total_seconds())
+    clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 3
     present = {json.loads(m)["headers"]["nightowl_run_id"]
                for m in redis_client.lrange(queue, 0, -1)}  # type: ignore[union-attr]

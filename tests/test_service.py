@@ -115,9 +115,9 @@ def test_sweeper_publishes_runs_of_a_scheduler_killed_before_publishing(
     svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
     wait_for(svc.hold_leadership, timeout=5, message="the dead leader's lease to expire")
     assert svc.sweep() == 0  # inside requeue_lost_after: a live publisher may be busy
-    clock.advance(svc.requeue_lost_after.total_seconds() + 1)
+    clock.advance(svc.sweeper.requeue_lost_after.total_seconds() + 1)
     assert svc.sweep() == 1  # the lost-message check: queued, and no message in the broker
-    clock.advance(svc.requeue_lost_after.total_seconds())
+    clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 0  # its message is there now
     # Then the pending run was published exactly once
     assert queue_length(redis_client, prefix) == 1

@@ -34,7 +34,6 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ from agents import event_to_json
 from agents._json import event_problem, json_problem, storable
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
 from scheduler.core import keys, metrics
-from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
 from scheduler.core.errors import SchedulerError, StateConflictError
 from scheduler.core.leases import Leadership, Lease, identity
@@ -56,7 +54,7 @@ from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
 from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
-from scheduler.storage.retention import prune
+from scheduler.dispatch.sweeper import Sweeper
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
 from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
 
@@ -67,16 +65,11 @@ CHUNK_SIZE = 500
 # milliseconds of their slot even when 10,000 triggers are due together; the rest go in
 # full chunks (fewer, larger transactions).
 FIRST_CHUNK_SIZE = 50
-PRUNE_EVERY = 30  # sweeps between retention batches (about a minute at the default interval)
 ERROR_BACKOFF = timedelta(seconds=5)
 # A failed tick commit puts its triggers back this long after now, doubling per failed tick
 # in a row up to the max: a blip costs a second, an outage does not hammer the database.
 COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
 FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
-LOST_BATCH = 1000  # queued runs the lost-message check looks at per pass
-# The lost-message check reads the whole queue; on a backlog so long that one read takes a
-# while it runs at most once per this many times its own duration (<= 5% of the time).
-SCAN_DUTY = 20
 
 
 class TickFailedError(SchedulerError):
@@ -138,14 +131,6 @@ class SchedulerService:
         self.store = store
         self.publisher = publisher
         self.clock = clock
-        self.pending_grace = pending_grace
-        # A run `queued` this long without starting lost its message: publish it again (the
-        # fallback for brokers that cannot be inspected; Redis gets the lost-message check).
-        self.requeue_after = requeue_after
-        self.requeue_lost_after = requeue_lost_after
-        broker = publisher.broker_redis
-        self.broker = None if broker is None else BrokerView(*broker)
-        self._next_lost_check: datetime | None = None
         self._failed_ticks = 0
         self._failing_since: datetime | None = None
         self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
@@ -156,8 +141,6 @@ class SchedulerService:
         self.redis = redis_client
         self.prefix = key_prefix
         self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
-        self.retention = retention  # the leader prunes old history every PRUNE_EVERY sweeps
-        self._sweeps = 0
         self._observed: dict[str, str] = {}  # trigger -> state label last exported
         self.leader_grace = 2 * leader_ttl
         self.watchdog_watch = LeaderWatch(
@@ -175,6 +158,11 @@ class SchedulerService:
         # the write must compare-and-set against *that* revision, so a result computed
         # before a leadership change can never overwrite what the other leader wrote.
         self._inflight: dict[str, tuple[Future[Evaluation], tuple[dict[str, Any] | None, int]]] = {}
+        self.sweeper = Sweeper(
+            registry=registry, store=store, publisher=publisher, clock=clock,
+            leadership=self.leadership, lock=self._lock, pending_grace=pending_grace,
+            requeue_after=requeue_after, requeue_lost_after=requeue_lost_after,
+            alerts=alerts, watchdog_watch=self.watchdog_watch, retention=retention)
 
     # -- leadership ---------------------------------------------------------
 
@@ -478,70 +466,11 @@ class SchedulerService:
             return
         report.published += len(sent)
 
-    # -- the sweeper ------------------------------------------------------------
+    # -- the sweeper (scheduler/dispatch/sweeper.py) ----------------------------
 
     def sweep(self, limit: int = CHUNK_SIZE) -> int:
         """Republish runs left `pending` past the grace period and `waiting` runs now due."""
-        with self._lock:
-            if not self.leadership.leading:
-                return 0
-            now = self.clock.now()
-            if self.alerts is not None:
-                self.watchdog_watch.check(now, self.alerts)
-            self._sweeps += 1
-            if self.retention is not None and self._sweeps % PRUNE_EVERY == 0:
-                pruned = prune(self.store.engine, now - self.retention)
-                if pruned.total:
-                    log.info("retention: pruned %s", pruned)
-            due = self.store.due_for_publish(now, now - self.pending_grace, limit,
-                                             queued_before=now - self.requeue_after)
-            orphans = [d for d in due if d.agent not in self.registry.agents]
-            for d in orphans:  # its agent was removed or renamed since the run was created
-                self.store.fail_without_attempt(
-                    d.run_id, Reason.UNKNOWN_AGENT,
-                    f"agent {d.agent!r} is not in the loaded trigger modules", now)
-            due = [d for d in due if d.agent in self.registry.agents]
-            sent = dispatch(self.store, self.publisher, due, now,
-                            redeliver_grace=self.pending_grace) if due else []
-            if sent:
-                log.info("sweeper republished %d runs", len(sent))
-        # Outside the lock: reading a long queue must not hold up a tick. The claim's compare
-        # on status and fence keeps it safe against the tick and the workers.
-        return len(sent) + self._requeue_lost(now)
-
-    def _requeue_lost(self, now: datetime) -> int:
-        """Republish `queued` runs whose message is gone, looking twice per bound.
-
-        A candidate is `queued` since before `requeue_lost_after` ago; it is lost when its
-        message is in no queue list and not with a worker that took it within that time.
-        So a run waits at most about 1.5 x requeue_lost_after past the loss, and a backlog
-        whose messages are all there is left alone however old it is.
-        """
-        if (self.broker is None or not self.leadership.leading
-                or (self._next_lost_check and now < self._next_lost_check)):
-            return 0
-        self._next_lost_check = now + self.requeue_lost_after / 2
-        candidates = self.store.queued_candidates(now - self.requeue_lost_after, now, LOST_BATCH)
-        if not candidates:
-            return 0
-        started = time.monotonic()
-        snapshot = self.broker.snapshot({c.dispatch.queue for c in candidates})
-        # A backlog so long that reading it takes a while is read less often (<= 5% duty).
-        self._next_lost_check = max(
-            self._next_lost_check, now + timedelta(seconds=SCAN_DUTY * (time.monotonic() - started)))
-        after = (now - self.requeue_lost_after).timestamp()
-        lost = [c.dispatch for c in candidates
-                if c.dispatch.agent in self.registry.agents
-                and not snapshot.has_live_message(c.dispatch.run_id, after)]
-        if not lost:
-            return 0
-        sent = dispatch(self.store, self.publisher, lost, now)
-        if sent:
-            metrics.LOST_REPUBLISHED.inc(len(sent))
-            log.warning("republished %d queued runs whose message was gone from the broker "
-                        "(oldest queued %s)", len(sent),
-                        min(c.queued_at for c in candidates).isoformat())
-        return len(sent)
+        return self.sweeper.sweep(limit)
 
 
 def _count(chunk: list[_Pending], runs: list[NewRun], inserted: list[NewRun],
