@@ -5,14 +5,7 @@ depend only on it.
 """
 
 from agents._budget import Budget
-from agents._context import (
-    AgentContext,
-    OutboxBuffer,
-    OutboxValueError,
-    OutboxWrite,
-    UnknownSinkError,
-    Usage,
-)
+from agents._context import AgentContext, Usage
 from agents._errors import AgentDefinitionError, AgentError, NightowlError, NonRetryable
 from agents._events import (
     CronTick,
@@ -24,9 +17,10 @@ from agents._events import (
     event_from_json,
     event_to_json,
 )
-from agents._json import NotSerialisable, check_json, json_problem
-from agents._location import SourceLocation
 from agents._spec import AgentSpec, Backoff, agent
+from agents.location import SourceLocation
+from agents.outbox import OutboxBuffer, OutboxValueError, OutboxWrite, UnknownSinkError
+from agents.values import NotSerialisable, check_json, json_problem
 
 __all__ = [
     "AgentContext",

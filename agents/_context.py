@@ -6,74 +6,18 @@ outbox buffer and the logger, so this package never imports the scheduler.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from agents._budget import Budget
-from agents._errors import NonRetryable
-from agents._json import NotSerialisable, check_json, finite_details
-
-# The default limit of one outbox value, encoded (NIGHTOWL_OUTBOX_MAX_VALUE_BYTES).
-MAX_OUTBOX_VALUE_BYTES = 256 * 1024
-
-
-class UnknownSinkError(NonRetryable):
-    """`ctx.outbox.put` named a sink nobody registered (a retry would fail the same way)."""
-
-
-class OutboxValueError(NotSerialisable):
-    """An outbox value is not portable JSON or is too large (retrying cannot help; the run
-    ends `failed/not_serialisable`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxWrite:
-    """One intended write, buffered until the run's success commits."""
-
-    sink: str
-    key: str
-    value: Any
-
-
-class OutboxBuffer:
-    """Buffers writes in memory; they are committed with the run's success or not at all."""
-
-    def __init__(self, sinks: Collection[str], max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES
-                 ) -> None:
-        self._sinks = frozenset(sinks)
-        self._max = max_value_bytes
-        self._writes: list[OutboxWrite] = []
-
-    def put(self, sink: str, key: str, value: Any) -> None:
-        """Queue `value` for `sink` under `key`; validated now so the agent sees the error."""
-        if sink not in self._sinks:
-            known = ", ".join(sorted(self._sinks)) or "none registered"
-            raise UnknownSinkError(
-                f"unknown outbox sink {sink!r}; registered sinks: {known}. "
-                "Register it in your trigger module with register_sink(...)"
-            )
-        try:
-            check_json(value, "value")
-            check_json(str(key), "key")
-        except NotSerialisable as exc:
-            raise OutboxValueError(f"outbox value for {sink}/{key}: {exc}") from None
-        encoded = json.dumps(value)
-        if len(encoded.encode()) > self._max:
-            raise OutboxValueError(
-                f"outbox value for {sink}/{key} is {len(encoded.encode())} bytes; the limit is "
-                f"{self._max} (NIGHTOWL_OUTBOX_MAX_VALUE_BYTES): store a reference instead"
-            )
-        self._writes.append(OutboxWrite(sink, str(key), json.loads(encoded)))
-
-    @property
-    def writes(self) -> list[OutboxWrite]:
-        """The buffered writes, in put order."""
-        return list(self._writes)
+from agents.outbox import (
+    OutboxBuffer,
+)
+from agents.values import check_json, finite_details
 
 
 @dataclass

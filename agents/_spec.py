@@ -13,8 +13,8 @@ from typing import Any
 
 from agents._budget import Budget
 from agents._errors import AgentDefinitionError, NonRetryable
-from agents._location import SourceLocation, caller_location
-from agents._options import as_timedelta, check_name, unknown_option_message
+from agents.location import SourceLocation, caller_location
+from agents.options import as_timedelta, check_name, unknown_option_message
 
 AgentFunc = Callable[..., Any]
 

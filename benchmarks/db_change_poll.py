@@ -29,7 +29,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from triggers import db_change, dispose_engines
-from triggers._base import forget_module
+from triggers.abc import forget_module
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 

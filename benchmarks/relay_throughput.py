@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents._context import OutboxWrite
+from agents.outbox import OutboxWrite
 from benchmarks._db import create_database, drop_database
 from scheduler.core.clock import SystemClock
 from scheduler.outbox import RedisCacheSink, RedisStreamSink, SqlAppendSink, SqlUpsertSink, register_sink

@@ -52,7 +52,7 @@ def _dispose_cached_connections() -> Iterator[None]:
     yield
     from scheduler.outbox.sinks.sql import dispose_sink_engines
     from triggers import dispose_engines
-    from triggers._queue import close_clients
+    from triggers.sources import close_clients
 
     dispose_engines()
     dispose_sink_engines()

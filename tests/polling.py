@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from triggers import Evaluation, Registry, TriggerSpec, load
-from triggers._base import forget_module
+from triggers.abc import forget_module
 
 AGENTS = "tests.fixtures.poll_agents"
 

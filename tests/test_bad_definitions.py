@@ -30,7 +30,7 @@ from triggers import (
     redis_list,
     sql,
 )
-from triggers._base import forget_module
+from triggers.abc import forget_module
 
 HEADER = """\
 from datetime import timedelta

@@ -206,7 +206,7 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
 
 
 def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
-    from agents._context import OutboxWrite
+    from agents.outbox import OutboxWrite
     from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
     now = datetime.now(UTC)
@@ -338,7 +338,7 @@ def in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tu
 def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
     tmp_path: Path, store: Store, settings: Settings,
 ) -> None:
-    from agents._context import OutboxWrite
+    from agents.outbox import OutboxWrite
     from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
     fresh = child_env_empty() | {"NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}

@@ -76,7 +76,7 @@ def test_every_sqlite_engine_in_a_process_uses_one_sqlite_library(tmp_path: Path
     process): `make demo` reported `database disk image is malformed` within a minute while
     its relay wrote the vector sink through pysqlite3 and the outbox through the stdlib."""
     from scheduler.outbox.sinks.sql import VectorSink
-    from triggers._polling import engine_for
+    from triggers.sources import engine_for
 
     url = f"sqlite:///{tmp_path / 'one.db'}"
     ours = make_engine(url)

@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 
 from agents import ManualFire, event_to_json
-from agents._context import OutboxWrite
+from agents.outbox import OutboxWrite
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.outbox import Entry, Outcome, RedisCacheSink, SqlAppendSink, WebhookSink, register_sink

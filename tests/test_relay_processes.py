@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from agents._context import OutboxWrite
+from agents.outbox import OutboxWrite
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.outbox_store import OutboxStore

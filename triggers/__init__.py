@@ -4,7 +4,13 @@ Triggers return firings and new state; they never touch nightowl's storage
 or Celery, so each kind can be tested as a pure function of (now, state).
 """
 
-from triggers._base import (
+from triggers._cron import CronTrigger, cron, cron_key
+from triggers._cronexpr import CronExpr, CronSyntaxError
+from triggers._dbchange import DbChangeTrigger, db_change
+from triggers._metric import MetricTrigger, metric, prometheus, sql
+from triggers._queue import QueueDepthTrigger, queue_depth, redis_list
+from triggers._registry import Registry, RegistryLoadError, load, split_modules
+from triggers.abc import (
     OVERLAP_POLICIES,
     Evaluation,
     Firing,
@@ -18,13 +24,7 @@ from triggers._base import (
     TriggerSpec,
     check_state,
 )
-from triggers._cron import CronTrigger, cron, cron_key
-from triggers._cronexpr import CronExpr, CronSyntaxError
-from triggers._dbchange import DbChangeTrigger, db_change
-from triggers._metric import MetricTrigger, metric, prometheus, sql
-from triggers._polling import SourceDefaults, SourceError, dispose_engines
-from triggers._queue import QueueDepthTrigger, queue_depth, redis_list
-from triggers._registry import Registry, RegistryLoadError, load, split_modules
+from triggers.sources import SourceDefaults, SourceError, dispose_engines
 
 __all__ = [
     "OVERLAP_POLICIES",

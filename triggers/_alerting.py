@@ -39,13 +39,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agents import Event
-from triggers._base import Evaluation, Firing, check_state
-from triggers._polling import (
+from triggers.abc import Evaluation, Firing, check_state
+from triggers.sources import (
+    Reading,
     SourceDefaults,
     SourceError,
     record_failure,
@@ -73,14 +74,6 @@ class Bounds:
     def describe(self) -> dict[str, Any]:
         clear = "clear_below" if self.direction == "above" else "clear_above"
         return {self.direction: self.threshold, clear: self.clear}
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One poll's result. `value=None` means no data (an empty query result)."""
-
-    value: float | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +223,7 @@ class AlertTrigger:
         return ()
 
     def evaluate(self, name: str, now: datetime, state: dict[str, Any] | None) -> Evaluation:
-        from triggers._polling import scrub
+        from triggers.sources import scrub
 
         state = check_state(state, self.state_version, self.kind)
         if state is None or state.get("fingerprint") != self.fingerprint():

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from agents import AgentSpec, SourceLocation
-from agents._options import check_choice, check_name, unknown_option_message
-from triggers._base import OVERLAP_POLICIES, Overlap, SourceDefinitionError, TriggerDefinitionError
+from agents.options import check_choice, check_name, unknown_option_message
+from triggers.abc import OVERLAP_POLICIES, Overlap, SourceDefinitionError, TriggerDefinitionError
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ def field_check(location: SourceLocation, call: str, field: str, fix: str, check
 def source_check(call: str, field: str, fix: str, check: Callable[[], T]) -> T:
     """`field_check` for a source constructor (`prometheus(...)`): its ValueError becomes a
     SourceDefinitionError naming the user's file:line (still a ValueError)."""
-    from agents._location import caller_location
+    from agents.location import caller_location
 
     try:
         return check()

@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agents import AgentSpec, CronTick
-from agents._location import caller_location
-from agents._options import as_timedelta, check_choice
-from triggers._base import (
+from agents.location import caller_location
+from agents.options import as_timedelta, check_choice
+from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._cronexpr import CronExpr, CronSyntaxError
+from triggers.abc import (
     Evaluation,
     Firing,
     MissedGap,
@@ -23,8 +25,6 @@ from triggers._base import (
     check_state,
     declare,
 )
-from triggers._common import check_common, fail, field_check, reject_unknown
-from triggers._cronexpr import CronExpr, CronSyntaxError
 
 Catchup = Literal["none", "latest", "all"]
 # Beyond this many due slots in one evaluation we stop enumerating and count the rest as one gap.

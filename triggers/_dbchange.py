@@ -35,11 +35,11 @@ from pydantic import SecretStr
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from agents import AgentSpec, RowChange
-from agents._location import caller_location
-from agents._options import as_timedelta, check_choice
-from triggers._base import Evaluation, Firing, Overlap, TriggerSpec, check_state, declare
+from agents.location import caller_location
+from agents.options import as_timedelta, check_choice
 from triggers._common import check_common, fail, field_check, reject_unknown
-from triggers._polling import (
+from triggers.abc import Evaluation, Firing, Overlap, TriggerSpec, check_state, declare
+from triggers.sources import (
     SourceDefaults,
     SourceError,
     engine_for,

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from agents import AgentSpec, Event, MetricAlert
-from agents._location import caller_location
-from agents._options import as_timedelta, check_choice
-from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
-from triggers._base import Overlap, TriggerSpec, declare
+from agents.location import caller_location
+from agents.options import as_timedelta, check_choice
+from triggers._alerting import AlertTrigger, Bounds, Policy, bounds_from
 from triggers._common import check_common, fail, field_check, reject_unknown, source_check
-from triggers._polling import (
+from triggers.abc import Overlap, TriggerSpec, declare
+from triggers.sources import (
+    Reading,
     SourceDefaults,
     SourceError,
     check_number,

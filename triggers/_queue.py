@@ -15,117 +15,32 @@ callable returning a number.
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from pydantic import SecretStr
 
 from agents import AgentSpec, Event, QueueDepth
-from agents._location import caller_location
-from agents._options import as_timedelta
-from triggers._alerting import AlertTrigger, Bounds, Policy, Reading, bounds_from
-from triggers._base import Overlap, TriggerSpec, declare
+from agents.location import caller_location
+from agents.options import as_timedelta
+from triggers._alerting import AlertTrigger, Bounds, Policy, bounds_from
 from triggers._common import check_common, fail, field_check, reject_unknown, source_check
 from triggers._metric import alert_policy_from, callable_label
-from triggers._polling import SourceDefaults, SourceError, check_number, poll_interval, secret_url, shown_url
-
-PRIORITY_SEP = "\x06\x16"
-PRIORITIES = range(1, 10)  # kombu's priority lists besides the bare (priority 0) one
-PUBLISHED_AT_HEADER = "nightowl_published_at"
-# Counting unacked means reading the `unacked` hash; past this size we report None, not guess.
-MAX_UNACKED_SCAN = 10_000
-SOCKET_TIMEOUT_S = 5.0
-
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def redis_for(url: str) -> redis.Redis:
-    """One client per watched Redis URL, with timeouts so a dead Redis fails the poll."""
-    with _clients_lock:
-        client = _clients.get(url)
-        if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
-                                          socket_connect_timeout=SOCKET_TIMEOUT_S)
-            _clients[url] = client
-        return client
-
-
-def close_clients() -> None:
-    """Close every watched-Redis client (tests, shutdown)."""
-    with _clients_lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
-
-
-def celery_redis_reading(client: redis.Redis, queue: str, key_prefix: str, now: datetime) -> Reading:
-    """Depth of a kombu Redis queue over all priority lists, plus unacked and oldest age."""
-    base = f"{key_prefix}{queue}"
-    keys = [base, *(f"{base}{PRIORITY_SEP}{p}" for p in PRIORITIES)]
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.llen(key)
-    for key in keys:
-        pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the tail is the oldest message
-    pipe.hlen(f"{key_prefix}unacked")
-    replies = pipe.execute()
-    lengths, tails, unacked_total = replies[: len(keys)], replies[len(keys): 2 * len(keys)], replies[-1]
-    depth = int(sum(lengths))
-    stamps = [t for t in (_published_at(tail) for tail in tails if tail) if t is not None]
-    oldest = max(0.0, now.timestamp() - min(stamps)) if stamps else None
-    unacked = _unacked_for(client, key_prefix, queue, int(unacked_total))
-    return Reading(float(depth), {"depth": depth, "unacked": unacked, "oldest_age_s": oldest})
-
-
-def _published_at(raw: bytes) -> float | None:
-    try:
-        value = json.loads(raw).get("headers", {}).get(PUBLISHED_AT_HEADER)
-    except (ValueError, AttributeError):
-        return None  # a foreign message we cannot read: no age, but it still counts
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _unacked_for(client: redis.Redis, key_prefix: str, queue: str, total: int) -> int | None:
-    """Messages of this queue reserved by workers (kombu's `unacked` hash holds all queues)."""
-    if total == 0:
-        return 0
-    if total > MAX_UNACKED_SCAN:
-        return None
-    count = 0
-    for _, raw in client.hscan_iter(f"{key_prefix}unacked", count=1000):
-        try:
-            _, _, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        count += routing_key == queue
-    return count
-
-
-def rabbitmq_reading(url: str, queue: str) -> Reading:
-    """A RabbitMQ queue's ready-message count through a passive declare."""
-    from kombu import Connection
-    from kombu.exceptions import OperationalError
-
-    try:
-        with Connection(url, connect_timeout=SOCKET_TIMEOUT_S) as conn:
-            channel: Any = conn.channel()
-            try:
-                _, depth, _ = channel.queue_declare(queue=queue, passive=True)
-            finally:
-                channel.close()
-    except OperationalError as exc:
-        raise SourceError(f"RabbitMQ is unreachable: {exc}") from None
-    except Exception as exc:
-        if "NOT_FOUND" in str(exc) or "404" in str(exc):
-            raise SourceError(f"RabbitMQ has no queue {queue!r}; check the name and vhost") from None
-        raise
-    return Reading(float(depth), {"depth": int(depth), "unacked": None, "oldest_age_s": None})
+from triggers.abc import Overlap, TriggerSpec, declare
+from triggers.sources import (
+    Reading,
+    SourceDefaults,
+    SourceError,
+    celery_redis_reading,
+    check_number,
+    poll_interval,
+    rabbitmq_reading,
+    redis_for,
+    secret_url,
+    shown_url,
+)
 
 
 class RedisList:

@@ -13,9 +13,9 @@ from types import ModuleType
 from agents import AgentSpec, NightowlError
 from agents._spec import declared_agents
 from agents._spec import forget_module as forget_agents
-from triggers._base import TriggerError, TriggerSpec, declared_triggers
-from triggers._base import forget_module as forget_triggers
-from triggers._polling import SourceDefaults
+from triggers.abc import TriggerError, TriggerSpec, declared_triggers
+from triggers.abc import forget_module as forget_triggers
+from triggers.sources import SourceDefaults
 
 
 class RegistryLoadError(TriggerError):

@@ -28,7 +28,7 @@ from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.outbox_store import OutboxStore
 from triggers import load
-from triggers._queue import celery_redis_reading
+from triggers.sources import celery_redis_reading
 
 ROLES = ("scheduler", "watchdog")
 ALERT_KINDS = tuple(AlertKind)

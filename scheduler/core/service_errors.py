@@ -11,7 +11,7 @@ import pydantic
 import redis
 import sqlalchemy as sa
 
-from triggers._polling import scrub
+from triggers.sources import scrub
 
 # A missing table (SQLite, PostgreSQL); not `database "x" does not exist` nor a missing role,
 # which are the URL's to fix, not the schema's.

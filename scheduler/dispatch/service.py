@@ -43,7 +43,7 @@ from typing import Any
 import redis
 
 from agents import event_to_json
-from agents._json import event_problem, json_problem, storable
+from agents.values import event_problem, json_problem, storable
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
 from scheduler.core import keys, metrics
 from scheduler.core.clock import Clock

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from agents._location import caller_location
-from agents._options import check_name
+from agents.location import caller_location
+from agents.options import check_name
 from scheduler.outbox.abc import Sink, SinkError
 
 _lock = threading.Lock()

@@ -22,7 +22,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from agents._context import OutboxWrite
+from agents.outbox import OutboxWrite
 from scheduler.core.scrub import scrub_text
 from scheduler.outbox.abc import Entry
 from scheduler.storage.dialect import Dialect, in_values

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from agents._context import OutboxWrite
+from agents.outbox import OutboxWrite
 from scheduler.core.errors import StorageError
 from scheduler.core.values import (  # re-exported: callers may still import them from here
     Beat,

@@ -32,7 +32,7 @@ from agents import (
     event_from_json,
     json_problem,
 )
-from agents._context import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
+from agents.outbox import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
 from scheduler.core import keys
 from scheduler.core.clock import Clock
 from scheduler.core.heartbeats import HeartbeatIndex, Member

@@ -14,9 +14,9 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from agents._options import as_timedelta
+from agents.options import as_timedelta
 from scheduler.outbox.abc import Entry, Outcome, SinkError
-from triggers._polling import SourceDefaults, mask_url, secret_url
+from triggers.sources import SourceDefaults, mask_url, secret_url
 
 # The cache keeps one hash per key at <prefix><key>: fields `value` (JSON) and `seq`.
 # Before 0.x it kept two strings, <prefix><key> (the value) and <prefix><key>:seq; such a

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from scheduler.outbox.abc import Entry, Outcome, SinkError
 from scheduler.storage.engine import make_engine
-from triggers._polling import SourceDefaults, engine_for, mask_url, secret_url
+from triggers.sources import SourceDefaults, engine_for, mask_url, secret_url
 
 FLOAT32_MAX = 3.4028234663852886e38
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
