@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Never
 
 from agents._budget import Budget
 from agents._errors import AgentDefinitionError, NonRetryable
@@ -33,20 +33,7 @@ class Backoff:
         return timedelta(seconds=(rng or random).uniform(0.0, ceiling))
 
 
-DEFAULTS: dict[str, Any] = {
-    "timeout": timedelta(minutes=30),
-    "heartbeat_timeout": timedelta(seconds=60),
-    "progress_timeout": None,
-    "max_attempts": 3,
-    "retry_backoff": Backoff(),
-    "retry_on": (Exception,),
-    "max_deliveries": 5,
-    "queue": "agents",
-    "concurrency": None,
-    "version": None,
-    "cancel_grace": timedelta(seconds=30),
-    "budget": None,
-}
+Seconds = timedelta | int | float  # a duration option: a timedelta or a number of seconds
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -102,8 +89,7 @@ def _positive_int(value: object, field_name: str, *, optional: bool = False) -> 
     return value
 
 
-def _build(name: str, func: AgentFunc, location: SourceLocation, opts: dict[str, Any]) -> AgentSpec:
-    o = {**DEFAULTS, **opts}
+def _build(name: str, func: AgentFunc, location: SourceLocation, o: dict[str, Any]) -> AgentSpec:
     backoff = o["retry_backoff"]
     if not isinstance(backoff, Backoff):
         backoff = Backoff(base=as_timedelta(backoff, "retry_backoff", allow_zero=True))
@@ -158,16 +144,41 @@ def forget_module(module: str) -> None:
         _declared[:] = [a for a in _declared if a.location.module != module]
 
 
-def agent(name: str | None = None, /, **options: Any) -> Callable[[AgentFunc], AgentSpec]:
+def agent(
+    name: str | None = None,
+    /,
+    *,
+    timeout: Seconds = timedelta(minutes=30),
+    heartbeat_timeout: Seconds = timedelta(seconds=60),
+    progress_timeout: Seconds | None = None,
+    max_attempts: int = 3,
+    retry_backoff: Backoff | Seconds = Backoff(),
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    max_deliveries: int = 5,
+    queue: str = "agents",
+    concurrency: int | None = None,
+    version: str | None = None,
+    cancel_grace: Seconds = timedelta(seconds=30),
+    budget: Budget | dict[str, Any] | None = None,
+    **unknown: Never,  # mypy rejects an unknown option; at run time it gets "did you mean"
+) -> Callable[[AgentFunc], AgentSpec]:
     """Declare an agent: `@agent("daily-digest", timeout=timedelta(minutes=30))`.
 
     Options are checked here, at import of the trigger module, so a typo
-    fails `nightowl triggers validate` instead of a run at 3 AM.
+    fails `nightowl triggers validate` instead of a run at 3 AM. The types say what each
+    option takes; the checks in `_build` still run, for callers mypy does not see.
     """
     location = caller_location()
-    problem = unknown_option_message(f"{location}: @agent({name!r})", options, DEFAULTS)
+    problem = unknown_option_message(f"{location}: @agent({name!r})", unknown, DEFAULTS)
     if problem:
         raise AgentDefinitionError(problem)
+    options: dict[str, Any] = {
+        "timeout": timeout, "heartbeat_timeout": heartbeat_timeout,
+        "progress_timeout": progress_timeout, "max_attempts": max_attempts,
+        "retry_backoff": retry_backoff, "retry_on": retry_on, "max_deliveries": max_deliveries,
+        "queue": queue, "concurrency": concurrency, "version": version,
+        "cancel_grace": cancel_grace, "budget": budget,
+    }
 
     def decorate(func: AgentFunc) -> AgentSpec:
         agent_name = name if name is not None else func.__name__.replace("_", "-").lower()
@@ -185,3 +196,10 @@ def agent(name: str | None = None, /, **options: Any) -> Callable[[AgentFunc], A
         return spec
 
     return decorate
+
+
+# The options and their defaults, from the one place they are written: agent()'s signature.
+DEFAULTS: dict[str, Any] = {
+    p.name: p.default for p in inspect.signature(agent).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}

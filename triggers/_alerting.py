@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agents import Event
-from triggers.abc import Evaluation, Firing, check_state
+from triggers.abc import Evaluation, Firing, PollingTrigger, check_state
 from triggers.sources import (
     Reading,
     SourceDefaults,
@@ -180,12 +180,11 @@ class Guard:
             raise SourceError(f"timed out after {self.timeout:g}s") from None
 
 
-class AlertTrigger:
+class AlertTrigger(PollingTrigger):
     """Base for threshold triggers: poll a reading, step the machine, fire on transitions."""
 
     kind = "alert"
     state_version = 1
-    polls = True
     # Only user callables run under the Guard's thread: the built-in sources carry their own
     # timeouts (httpx, statement_timeout, socket timeouts), so they cost no extra thread.
     guarded = False
@@ -196,9 +195,6 @@ class AlertTrigger:
         self.every = every
         self.guard = Guard(timeout)
         self.defaults = SourceDefaults()
-
-    def bind(self, defaults: SourceDefaults) -> None:
-        self.defaults = defaults
 
     # Subclasses provide these three.
     def read(self, now: datetime) -> Reading:
@@ -218,9 +214,6 @@ class AlertTrigger:
         return {**self.bounds.describe(), "for_s": self.policy.for_.total_seconds(),
                 "cooldown_s": self.policy.cooldown.total_seconds(),
                 "on_resolve": self.policy.on_resolve, "every_s": self.every.total_seconds()}
-
-    def secrets(self) -> tuple[Any, ...]:
-        return ()
 
     def evaluate(self, name: str, now: datetime, state: dict[str, Any] | None) -> Evaluation:
         from triggers.sources import scrub

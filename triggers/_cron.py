@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Never
 
 from agents import AgentSpec, CronTick
 from agents.location import caller_location
@@ -21,6 +21,7 @@ from triggers.abc import (
     Firing,
     MissedGap,
     Overlap,
+    Trigger,
     TriggerSpec,
     check_state,
     declare,
@@ -40,7 +41,7 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
 
 
-class CronTrigger:
+class CronTrigger(Trigger):
     """Slot math plus catch-up; the scheduler applies overlap."""
 
     kind = "cron"
@@ -171,7 +172,7 @@ def cron(
     overlap: Overlap = "skip",
     jitter: timedelta | float = 0,
     start_deadline: timedelta | float = timedelta(minutes=5),
-    **unknown: Any,
+    **unknown: Never,  # mypy rejects an unknown option; at run time it gets "did you mean"
 ) -> TriggerSpec:
     """Run `agent` on a cron schedule: `cron("0 9 * * *", agent=digest, name="digest-9am")`."""
     location = caller_location()

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Never
 
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -38,7 +38,7 @@ from agents import AgentSpec, RowChange
 from agents.location import caller_location
 from agents.options import as_timedelta, check_choice
 from triggers._common import check_common, fail, field_check, reject_unknown
-from triggers.abc import Evaluation, Firing, Overlap, TriggerSpec, check_state, declare
+from triggers.abc import Evaluation, Firing, Overlap, PollingTrigger, TriggerSpec, check_state, declare
 from triggers.sources import (
     SourceDefaults,
     SourceError,
@@ -133,12 +133,11 @@ class _Table:
     text_time: bool  # SQLite keeps times as text: compare them as stored, never reformatted
 
 
-class DbChangeTrigger:
+class DbChangeTrigger(PollingTrigger):
     """Keyset poller; the scheduler runs `evaluate` off its dispatch thread."""
 
     kind = "db_change"
     state_version = 1
-    polls = True
 
     def __init__(
         self,
@@ -168,14 +167,13 @@ class DbChangeTrigger:
         self.lookback = lookback
         self.batch = batch
         self.start = start
-        self._default_url: str | None = None
+        self.defaults = SourceDefaults()
         self._reflected: _Table | None = None
 
     # -- contract ---------------------------------------------------------------
 
-    def bind(self, defaults: SourceDefaults) -> None:
-        """Take nightowl's own database as the default watched one."""
-        self._default_url = defaults.database_url
+    def secrets(self) -> tuple[SecretStr | None, ...]:
+        return (self.db_url,)
 
     def fingerprint(self) -> str:
         params = json.dumps(self.where_params, sort_keys=True, default=str)
@@ -210,7 +208,7 @@ class DbChangeTrigger:
                 return self._poll(conn, found, name, now, state)
         except (SQLAlchemyError, SourceError, OSError) as exc:
             self._reflected = None  # reflect again once the source answers
-            message = scrub(f"{type(exc).__name__}: {exc}", self.db_url, _secret(self._default_url))
+            message = scrub(f"{type(exc).__name__}: {exc}", self.db_url, _secret(self.defaults.database_url))
             return Evaluation([], record_failure(state, message, now), now + self.every)
 
     # -- reflection --------------------------------------------------------------
@@ -218,8 +216,8 @@ class DbChangeTrigger:
     def _url(self) -> str:
         if self.db_url is not None:
             return self.db_url.get_secret_value()
-        if self._default_url:
-            return self._default_url
+        if self.defaults.database_url:
+            return self.defaults.database_url
         raise SourceError("no database to watch: pass db_url= to db_change or set "
                           "NIGHTOWL_DATABASE_URL")
 
@@ -495,7 +493,7 @@ def db_change(
     overlap: Overlap = "per_key",
     schema: str | None = None,
     start: Start = "now",
-    **unknown: Any,
+    **unknown: Never,  # mypy rejects an unknown option; at run time it gets "did you mean"
 ) -> TriggerSpec:
     """Run `agent` for each new or updated row of `table` (one run per row, or per poll).
 

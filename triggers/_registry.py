@@ -37,9 +37,7 @@ class Registry:
     def bind_sources(self, defaults: SourceDefaults) -> None:
         """Give polling triggers nightowl's own database and broker as their defaults."""
         for spec in self.triggers.values():
-            bind = getattr(spec.source, "bind", None)
-            if bind is not None:
-                bind(defaults)
+            spec.source.bind(defaults)
 
     def agent_for(self, trigger: TriggerSpec) -> AgentSpec:
         """The resolved agent of a trigger (the loader checked it exists)."""

@@ -3,16 +3,27 @@
 A trigger only answers "what is due now, and what is my new state". Policy
 that spans runs (overlap) lives on the `TriggerSpec` and the scheduler
 applies it; storage and Celery never appear here.
+
+This module is public (docs/extending.md): a new kind subclasses `Trigger` (a kind that
+reads nothing but the clock, like cron) or `PollingTrigger` (a kind that reads an outside
+source, like db_change). The state a kind returns is its own; the scheduler, the watchdog
+and the CLI read it only through `TriggerStatus.of(state)` and
+`triggers.sources.SourceHealth.of(state)`, so a kind may change its keys freely.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import SecretStr
 
 from agents import AgentSpec, Event, NightowlError, SourceLocation
+from triggers.sources import SourceDefaults
 
 Overlap = Literal["skip", "buffer_one", "allow", "cancel_other", "per_key"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "buffer_one", "allow", "cancel_other", "per_key")
@@ -56,6 +67,31 @@ class MissedGap:
     reason: str = "missed"
 
 
+class TriggerStatus(StrEnum):
+    """What a trigger's persisted state says about it, for listings, metrics and alerts."""
+
+    OK = "ok"
+    PENDING = "pending"  # a threshold is breached, not yet for `for_`
+    FIRING = "firing"  # a threshold alert is firing
+    SOURCE_FAILING = "source_failing"  # the last polls in a row failed (triggers.sources)
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any] | None) -> TriggerStatus:
+        """The status a persisted state records. Two keys mean something outside the kind
+        that wrote them: `source_failing` (`triggers.sources.record_failure`) and
+        `alert_state` (the threshold machine of metric and queue_depth)."""
+        if state and state.get("source_failing"):
+            return cls.SOURCE_FAILING
+        return cls.alert_of(state)
+
+    @classmethod
+    def alert_of(cls, state: Mapping[str, Any] | None) -> TriggerStatus:
+        """The threshold alert's status alone (ok for kinds with no threshold): a failing
+        source freezes the alert where it was, and listings show both."""
+        label = (state or {}).get("alert_state")
+        return cls(label) if label in {"pending", "firing"} else cls.OK
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """The answer of one `evaluate`: runs to create, the state to persist, when to ask again."""
@@ -65,12 +101,24 @@ class Evaluation:
     next_at: datetime
     missed: list[MissedGap] = field(default_factory=list)
 
+    @property
+    def status(self) -> TriggerStatus:
+        """The status the new state records (what `triggers list` and /metrics show)."""
+        return TriggerStatus.of(self.state)
+
 
 class Trigger(Protocol):
-    """A trigger kind. Implementations are small and pure; `evaluate` may do I/O to its source."""
+    """A trigger kind. Implementations are small and pure; `evaluate` may do I/O to its source.
+
+    Subclass it (or `PollingTrigger`) to inherit `polls` and `bind`; any class with these
+    members satisfies it.
+    """
 
     kind: str
     state_version: int
+    # True when `evaluate` reads an outside source: the scheduler then runs it on a thread
+    # pool (a slow source never delays cron) and persists its state after every poll.
+    polls: ClassVar[bool] = False
 
     def fingerprint(self) -> str:
         """Changes when the definition changes meaning (a new expression restarts from now)."""
@@ -83,6 +131,33 @@ class Trigger(Protocol):
     def describe(self) -> dict[str, Any]:
         """Settings for `triggers list/show`, with secrets masked."""
         ...
+
+    def bind(self, defaults: SourceDefaults) -> None:
+        """Receive nightowl's own database and broker URLs, for sources left unset.
+
+        Called once by each process that loads the trigger modules; a kind that reads no
+        source ignores it."""
+        return None
+
+    def secrets(self) -> tuple[SecretStr | None, ...]:
+        """The connection URLs this trigger holds: every nightowl process registers them
+        with its log scrubber, so an error quoting one never shows the password."""
+        return ()
+
+
+class PollingTrigger(Trigger, Protocol):
+    """A kind that polls an outside source (db_change, queue_depth, metric).
+
+    Its source problems belong in the state it returns, not in exceptions:
+    `triggers.sources.record_failure(state, message, now)` and `record_success(state)`.
+    `bind` keeps the defaults in `self.defaults`.
+    """
+
+    polls: ClassVar[bool] = True
+    defaults: SourceDefaults
+
+    def bind(self, defaults: SourceDefaults) -> None:
+        self.defaults = defaults
 
 
 def check_state(state: dict[str, Any] | None, version: int, kind: str) -> dict[str, Any] | None:

@@ -101,6 +101,26 @@ def record_failure(state: dict[str, Any], error: str, now: datetime) -> dict[str
             "source_failing": failures >= FAILURES_TO_FLAG or bool(state.get("source_failing"))}
 
 
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """How a polling trigger's source is doing, as its state records it (`record_failure`
+    and `record_success` keep these keys; everyone else reads them through here)."""
+
+    failing: bool
+    failures: int
+    last_error: str | None
+    last_error_at: str | None
+
+    @classmethod
+    def of(cls, state: dict[str, Any] | None) -> SourceHealth:
+        state = state or {}
+        error = state.get("last_error")
+        at = state.get("last_error_at")
+        return cls(failing=bool(state.get("source_failing")), failures=int(state.get("failures") or 0),
+                   last_error=None if error is None else str(error),
+                   last_error_at=None if at is None else str(at))
+
+
 def record_success(state: dict[str, Any]) -> dict[str, Any]:
     if not state.get("failures") and not state.get("source_failing"):
         return state

@@ -23,7 +23,7 @@ from scheduler.cli._common import (
 from scheduler.ops.doctor import visibility_problems
 from scheduler.storage.models import TriggerState
 from scheduler.storage.store import missed_t
-from triggers import CronTrigger, Registry, RegistryLoadError, TriggerSpec
+from triggers import CronTrigger, Registry, RegistryLoadError, TriggerSpec, TriggerStatus
 
 app = typer.Typer(help="Inspect and check trigger definitions.", no_args_is_help=True)
 
@@ -31,8 +31,7 @@ app = typer.Typer(help="Inspect and check trigger definitions.", no_args_is_help
 def _state_label(row: TriggerState | None) -> str:
     if row is None:
         return "new"
-    label = row.state.get("alert_state")
-    return str(label) if label else "ok"
+    return TriggerStatus.alert_of(row.state).value  # `source_failing` has its own column
 
 
 def trigger_summary(spec: TriggerSpec, row: TriggerState | None) -> dict[str, Any]:

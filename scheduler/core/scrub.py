@@ -161,13 +161,8 @@ def register_registry(registry: Any) -> None:
     from scheduler.outbox import registry as sinks
 
     for spec in getattr(registry, "triggers", {}).values():
-        source = spec.source
-        for value in _secret_attrs(source, (*_CONNECTION_ATTRS, "url")):
+        for value in spec.source.secrets():
             register_connection_url(value)
-        for value in _secret_attrs(getattr(source, "source", None), (*_CONNECTION_ATTRS, "url")):
-            register_connection_url(value)  # a metric's prometheus()/sql() source
-        for value in _secret_attrs(getattr(source, "queue", None), _CONNECTION_ATTRS):
-            register_connection_url(value)  # a queue_depth's redis_list()
     for name in sinks.registered_sinks():
         sink = sinks.sink_for(name)
         for value in _secret_attrs(sink, _CONNECTION_ATTRS):

@@ -56,7 +56,14 @@ from scheduler.core.steplog import StepFailures
 from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
 from scheduler.dispatch.sweeper import Sweeper
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
-from triggers import Evaluation, Registry, SourceDefaults, TriggerSpec
+from triggers import (
+    Evaluation,
+    QueueDepthTrigger,
+    Registry,
+    SourceDefaults,
+    TriggerSpec,
+    TriggerStatus,
+)
 
 log = logging.getLogger("nightowl.scheduler")
 
@@ -140,7 +147,7 @@ class SchedulerService:
         self._eval_failures = StepFailures(log)  # one line per failing trigger, not per try
         self.redis = redis_client
         self.prefix = key_prefix
-        self.alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
+        self._alerts = alerts  # the scheduler watches the watchdog (and the watchdog, it)
         self._observed: dict[str, str] = {}  # trigger -> state label last exported
         self.leader_grace = 2 * leader_ttl
         self.watchdog_watch = LeaderWatch(
@@ -163,6 +170,16 @@ class SchedulerService:
             leadership=self.leadership, lock=self._lock, pending_grace=pending_grace,
             requeue_after=requeue_after, requeue_lost_after=requeue_lost_after,
             alerts=alerts, watchdog_watch=self.watchdog_watch, retention=retention)
+
+    @property
+    def alerts(self) -> AlertManager | None:
+        return self._alerts
+
+    @alerts.setter
+    def alerts(self, value: AlertManager | None) -> None:
+        """Attached after construction by the loop (and tests): the sweeper alerts too."""
+        self._alerts = value
+        self.sweeper.alerts = value
 
     # -- leadership ---------------------------------------------------------
 
@@ -366,19 +383,21 @@ class SchedulerService:
         # for listings and the watchdog. Cron writes only when its state moved.
         if revision == 0 or ev.state != state or ev.missed or _polls(self.registry, name):
             write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
-                               source_failing=bool(ev.state.get("source_failing")))
+                               source_failing=ev.status is TriggerStatus.SOURCE_FAILING)
         return _Pending(spec, ev, runs, write)
 
     def _observe(self, spec: TriggerSpec, state: dict[str, Any]) -> None:
         """Trigger state for /metrics, touched only when it changes: 10,000 cron triggers
         due at once must not cost 40,000 gauge updates on the dispatch path."""
-        current = "source_failing" if state.get("source_failing") else state.get("alert_state", "ok")
+        current = TriggerStatus.of(state)
         if self._observed.get(spec.name) != current:
-            for label in ("ok", "pending", "firing", "source_failing"):
-                metrics.TRIGGER_STATE.labels(spec.name, label).set(1 if label == current else 0)
+            for label in TriggerStatus:
+                metrics.TRIGGER_STATE.labels(spec.name, label.value).set(1 if label is current else 0)
             self._observed[spec.name] = current
-        if spec.kind == "queue_depth":
-            _observe_reading(spec, state)
+        if isinstance(spec.source, QueueDepthTrigger):
+            depth = spec.source.depth_of(state)
+            if depth is not None:  # a watched queue's depth for /metrics
+                metrics.QUEUE_DEPTH.labels(spec.name, spec.source.queue_name).set(depth)
 
     def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
         runs = [r for p in chunk for r in p.runs]
@@ -488,17 +507,8 @@ def _count(chunk: list[_Pending], runs: list[NewRun], inserted: list[NewRun],
     report.fired.extend((r.trigger or "", r.id) for r in inserted)
 
 
-def _observe_reading(spec: TriggerSpec, state: dict[str, Any]) -> None:
-    """A watched queue's depth for /metrics."""
-    name = spec.name
-    reading = state.get("last_reading")
-    if spec.kind == "queue_depth" and isinstance(reading, dict) and "depth" in reading:
-        queue = str(getattr(spec.source, "queue_name", name))
-        metrics.QUEUE_DEPTH.labels(name, queue).set(reading["depth"])
-
-
 def _polls(registry: Registry, name: str) -> bool:
-    return bool(getattr(registry.triggers[name].source, "polls", False))
+    return registry.triggers[name].source.polls
 
 
 def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:

@@ -50,7 +50,7 @@ from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
-from triggers import CronTrigger, Registry, cron_key
+from triggers import CronTrigger, Registry, SourceHealth, cron_key
 
 log = logging.getLogger("nightowl.watchdog")
 
@@ -452,13 +452,13 @@ class Watchdog:
         failing = self.watch.failing_sources()
         for name, state in failing.items():
             spec = self.registry.triggers.get(name)
+            health = SourceHealth.of(state)
             report.alerts_sent += self.alerts.fire(Alert(
                 kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key=f"trigger_source_failing:{name}",
-                message=f"trigger {name}: its source failed {state.get('failures')} polls in a "
-                        f"row: {state.get('last_error')}",
+                message=f"trigger {name}: its source failed {health.failures} polls in a "
+                        f"row: {health.last_error}",
                 trigger=name, agent=spec.agent_name if spec else None,
-                details={"last_error": state.get("last_error"),
-                         "failures": state.get("failures")}))
+                details={"last_error": health.last_error, "failures": health.failures}))
         for o in self.alerts.store.open_of_kind(AlertKind.TRIGGER_SOURCE_FAILING):
             if o.trigger and o.trigger not in failing:
                 report.alerts_sent += self.alerts.resolve(Alert(
