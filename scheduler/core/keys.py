@@ -39,9 +39,14 @@ def heartbeats_progress(prefix: str) -> str:
     return f"{prefix}hb:progress"
 
 
+def queue_list(prefix: str, queue: str) -> str:
+    """The list kombu keeps a queue's priority-0 messages in (where nightowl publishes)."""
+    return f"{prefix}{queue}"
+
+
 def queue_lists(prefix: str, queue: str, steps: Iterable[int] = PRIORITY_STEPS) -> list[str]:
     """Every list kombu may keep a queue's ready messages in."""
-    return [f"{prefix}{queue}" if step == 0 else f"{prefix}{queue}{PRIORITY_SEP}{step}"
+    return [queue_list(prefix, queue) if step == 0 else f"{prefix}{queue}{PRIORITY_SEP}{step}"
             for step in steps]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from scheduler.core import keys
 from scheduler.core.values import Dispatch
 from scheduler.storage.runs import RunStore
 
@@ -98,7 +99,7 @@ class Publisher:
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for d in dispatches:
-            pipe.lpush(f"{self._prefix}{d.queue}", self.encode(d, now))
+            pipe.lpush(keys.queue_list(self._prefix, d.queue), self.encode(d, now))
         pipe.execute()
 
     def encode(self, d: Dispatch, published_at: float) -> str:
