@@ -38,6 +38,11 @@ class Sink(Protocol):
     - upsert-like sinks keep the highest `seq` per key and drop older writes;
     - append-like sinks dedupe on `entry.id`.
     It returns one outcome per entry, in order, and may raise to fail them all.
+
+    Optional members, looked up by the relay so a plain class with `deliver` and `describe`
+    stays a sink: `one_at_a_time = True` (one entry per call, each settled as soon as it is
+    delivered), `bind(defaults: triggers.SourceDefaults)` (nightowl's own database and
+    Redis, for sinks left without a URL) and `close()` (called when the relay stops).
     """
 
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]: ...
