@@ -34,7 +34,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,20 +42,19 @@ from typing import Any
 
 import redis
 
-from agents import event_to_json
-from agents.values import event_problem, json_problem, storable
+from agents.values import json_problem
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
 from scheduler.core import keys, metrics
 from scheduler.core.clock import Clock
 from scheduler.core.errors import SchedulerError, StateConflictError
 from scheduler.core.leases import Leadership, Lease, identity
-from scheduler.core.overlap import overlap_for
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
 from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
+from scheduler.dispatch.firings import CHUNK_SIZE, Pending, chunks, pending_for
 from scheduler.dispatch.sweeper import Sweeper
-from scheduler.storage.store import Dispatch, MissedRow, NewRun, StateWrite, Store, is_transient
+from scheduler.storage.store import Dispatch, MissedRow, NewRun, Store, is_transient
 from triggers import (
     Evaluation,
     QueueDepthTrigger,
@@ -67,11 +66,6 @@ from triggers import (
 
 log = logging.getLogger("nightowl.scheduler")
 
-CHUNK_SIZE = 500
-# The first chunk of a tick is small, so the first agents are on the queue within tens of
-# milliseconds of their slot even when 10,000 triggers are due together; the rest go in
-# full chunks (fewer, larger transactions).
-FIRST_CHUNK_SIZE = 50
 ERROR_BACKOFF = timedelta(seconds=5)
 # A failed tick commit puts its triggers back this long after now, doubling per failed tick
 # in a row up to the max: a blip costs a second, an outage does not hammer the database.
@@ -97,17 +91,6 @@ class TickReport:
     errors: int = 0
     commits: int = 0  # chunks committed (a tick with nothing due commits none)
     fired: list[tuple[str, str]] = field(default_factory=list)  # (trigger, run_id)
-
-
-@dataclass
-class _Pending:
-    """One trigger's evaluation, waiting to be committed."""
-
-    spec: TriggerSpec
-    evaluation: Evaluation
-    runs: list[NewRun]
-    write: StateWrite | None
-    final: bool = True  # False for the leading pieces of a trigger split across chunks
 
 
 class SchedulerService:
@@ -142,7 +125,7 @@ class SchedulerService:
         self._failing_since: datetime | None = None
         self._taken: set[str] = set()  # off the heap this tick and not yet scheduled again
         # Evaluated chunks whose commit failed, committed first once the backoff passed.
-        self._stash: list[list[_Pending]] = []
+        self._stash: list[list[Pending]] = []
         self._stash_retry_at: datetime | None = None
         self._eval_failures = StepFailures(log)  # one line per failing trigger, not per try
         self.redis = redis_client
@@ -266,14 +249,14 @@ class SchedulerService:
         # not after all of them.
         evaluated = (self._evaluate(name, now, report) for name in due
                      if not _polls(self.registry, name))
-        for chunk in _chunks(p for p in evaluated if p is not None):
+        for chunk in chunks(p for p in evaluated if p is not None):
             self._commit_chunk(chunk, now, report)
         if started:
             wait(started, timeout=self.poll_wait.total_seconds())
         done = [name for name in list(self._inflight) if self._inflight[name][0].done()]
         self._taken.update(done)
         polled = (self._finish_poll(name, now, report) for name in done)
-        for chunk in _chunks(p for p in polled if p is not None):
+        for chunk in chunks(p for p in polled if p is not None):
             self._commit_chunk(chunk, now, report)
 
     def _schedule(self, name: str, at: datetime) -> None:
@@ -329,7 +312,7 @@ class SchedulerService:
         self._inflight[name] = (future, prior)
         return future
 
-    def _finish_poll(self, name: str, now: datetime, report: TickReport) -> _Pending | None:
+    def _finish_poll(self, name: str, now: datetime, report: TickReport) -> Pending | None:
         future, prior = self._inflight.pop(name)
         if name not in self.registry.triggers:
             return None
@@ -337,7 +320,7 @@ class SchedulerService:
 
     def _evaluate(self, name: str, now: datetime, report: TickReport,
                   compute: Callable[[], Evaluation] | None = None,
-                  prior: tuple[dict[str, Any] | None, int] | None = None) -> _Pending | None:
+                  prior: tuple[dict[str, Any] | None, int] | None = None) -> Pending | None:
         spec = self.registry.triggers[name]
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
@@ -357,34 +340,7 @@ class SchedulerService:
         self._eval_failures.succeeded(f"trigger {name} evaluation")
         report.evaluated += 1
         self._observe(spec, ev.state)
-        agent = self.registry.agent_for(spec)
-        runs = []
-        for i, f in enumerate(ev.firings):
-            overlap, key = overlap_for(spec.overlap, name, f.overlap_key, catchup=i > 0)
-            event_json = event_to_json(f.event)
-            problem = event_problem(f.event, event_json)
-            if problem is not None:
-                # Refused where it was produced: the run records it and ends, instead of the
-                # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
-                log.warning("trigger %s: firing %s refused: %s", name, f.idempotency_key, problem)
-                runs.append(NewRun(
-                    idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
-                    queue=agent.queue, event=storable(event_json),
-                    logical_time=f.logical_time, agent_version=agent.version,
-                    status=RunStatus.FAILED, terminal_reason=Reason.NOT_SERIALISABLE,
-                    error=f"the event cannot be stored: {problem}"))
-                continue
-            runs.append(NewRun(
-                idempotency_key=f.idempotency_key, trigger=name, agent=agent.name,
-                queue=agent.queue, event=event_json, logical_time=f.logical_time,
-                agent_version=agent.version, overlap=overlap, overlap_key=key))
-        write = None
-        # Polling triggers write every poll: `next_evaluation` then doubles as "last polled"
-        # for listings and the watchdog. Cron writes only when its state moved.
-        if revision == 0 or ev.state != state or ev.missed or _polls(self.registry, name):
-            write = StateWrite(name, spec.kind, ev.state, revision, ev.next_at,
-                               source_failing=ev.status is TriggerStatus.SOURCE_FAILING)
-        return _Pending(spec, ev, runs, write)
+        return pending_for(spec, self.registry.agent_for(spec), ev, state, revision)
 
     def _observe(self, spec: TriggerSpec, state: dict[str, Any]) -> None:
         """Trigger state for /metrics, touched only when it changes: 10,000 cron triggers
@@ -399,7 +355,7 @@ class SchedulerService:
             if depth is not None:  # a watched queue's depth for /metrics
                 metrics.QUEUE_DEPTH.labels(spec.name, spec.source.queue_name).set(depth)
 
-    def _commit_chunk(self, chunk: list[_Pending], now: datetime, report: TickReport) -> None:
+    def _commit_chunk(self, chunk: list[Pending], now: datetime, report: TickReport) -> None:
         runs = [r for p in chunk for r in p.runs]
         writes = [p.write for p in chunk if p.write is not None]
         missed = [MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
@@ -432,7 +388,7 @@ class SchedulerService:
         self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
                        for r in inserted if r.status == RunStatus.PENDING], now, report)
 
-    def _commit_failed(self, chunk: list[_Pending], exc: Exception, now: datetime,
+    def _commit_failed(self, chunk: list[Pending], exc: Exception, now: datetime,
                        report: TickReport) -> None:
         """A chunk's commit failed: isolate a refusal, stash an outage (raises for the tick)."""
         if not is_transient(exc):
@@ -453,7 +409,7 @@ class SchedulerService:
                 self._taken.discard(p.spec.name)
         raise exc
 
-    def _commit_alone(self, p: _Pending, now: datetime, report: TickReport) -> None:
+    def _commit_alone(self, p: Pending, now: datetime, report: TickReport) -> None:
         """One trigger's evaluation in a transaction of its own; refused, the trigger is
         reported (one line a minute) and evaluated again after ERROR_BACKOFF."""
         try:
@@ -492,7 +448,7 @@ class SchedulerService:
         return self.sweeper.sweep(limit)
 
 
-def _count(chunk: list[_Pending], runs: list[NewRun], inserted: list[NewRun],
+def _count(chunk: list[Pending], runs: list[NewRun], inserted: list[NewRun],
            report: TickReport) -> None:
     """A committed chunk in the tick report and /metrics."""
     report.inserted += len(inserted)
@@ -511,35 +467,3 @@ def _polls(registry: Registry, name: str) -> bool:
     return registry.triggers[name].source.polls
 
 
-def _chunks(pending: Iterable[_Pending]) -> Iterator[list[_Pending]]:
-    """Group evaluations so each transaction holds at most CHUNK_SIZE runs and state writes
-    (the first, FIRST_CHUNK_SIZE).
-
-    A single trigger with more runs than that (catch-up `all`) is split; its
-    state travels with its last piece, and the UNIQUE key makes a re-run of an
-    earlier piece after a crash harmless.
-    """
-    chunk: list[_Pending] = []
-    size = 0
-    limit = FIRST_CHUNK_SIZE
-    for p in pending:
-        runs = p.runs
-        while len(runs) > CHUNK_SIZE:
-            head, runs = runs[:CHUNK_SIZE], runs[CHUNK_SIZE:]
-            if chunk:
-                yield chunk
-                chunk, size = [], 0
-            yield [_Pending(p.spec, _no_state(p.evaluation), head, None, final=False)]
-            limit = CHUNK_SIZE
-        weight = max(1, len(runs))
-        if chunk and size + weight > limit:
-            yield chunk
-            chunk, size, limit = [], 0, CHUNK_SIZE
-        chunk.append(_Pending(p.spec, p.evaluation, runs, p.write))
-        size += weight
-    if chunk:
-        yield chunk
-
-
-def _no_state(ev: Evaluation) -> Evaluation:
-    return Evaluation([], ev.state, ev.next_at, [])
