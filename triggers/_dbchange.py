@@ -19,15 +19,12 @@ reading and committing loses and duplicates nothing.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Never
 
 import sqlalchemy as sa
@@ -38,6 +35,19 @@ from agents import AgentSpec, RowChange
 from agents.location import caller_location
 from agents.options import as_timedelta, check_choice
 from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._rowvalues import (
+    CursorKind,
+    as_time,
+    bounded,
+    cursor_kind,
+    decode,
+    encode,
+    json_safe,
+    logical_time,
+    minus,
+    render,
+    sort_key,
+)
 from triggers.abc import Evaluation, Firing, Overlap, PollingTrigger, TriggerSpec, check_state, declare
 from triggers.sources import (
     SourceDefaults,
@@ -60,65 +70,6 @@ KEY_LIMIT = 512
 CURSOR = "_nightowl_cursor"  # the cursor column as read (SQLite times: the stored text)
 
 Start = Literal["now", "beginning"]
-CursorKind = Literal["time", "sequence"]
-
-
-def bounded(text: str, limit: int) -> str:
-    """Keep a key within its column; a long one keeps a readable head and a hash tail."""
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-    return f"{text[: limit - 26]}~{digest}"
-
-
-def json_safe(value: Any) -> Any:
-    """A database value as JSON for the event (the agent gets what the row holds)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return str(value)
-
-
-def _encode(value: Any) -> Any:
-    """A cursor or key value for the persisted state, typed so it binds back exactly."""
-    if isinstance(value, datetime):
-        return {"dt": value.isoformat()}
-    if isinstance(value, date):
-        return {"d": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"dec": str(value)}
-    if isinstance(value, uuid.UUID):
-        return {"uuid": str(value)}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "dt" in value:
-            return datetime.fromisoformat(value["dt"])
-        if "d" in value:
-            return date.fromisoformat(value["d"])
-        if "dec" in value:
-            return Decimal(value["dec"])
-        if "uuid" in value:
-            return uuid.UUID(value["uuid"])
-    return value
-
-
-def _render(value: Any) -> str:
-    """A cursor/key value inside an idempotency key: UTC ISO for times, text otherwise."""
-    if isinstance(value, datetime):
-        return (value.astimezone(UTC) if value.tzinfo else value).isoformat()
-    return str(json_safe(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +188,7 @@ class DbChangeTrigger(PollingTrigger):
             raise SourceError(f"table {self.table!r} has no column(s) {', '.join(missing)}; "
                               f"it has {', '.join(table.c.keys())}. Fix cursor=/key=")
         column = table.c[self.cursor]
-        kind = _cursor_kind(column)
+        kind = cursor_kind(column)
         if kind is None:
             raise SourceError(f"cursor column {self.cursor!r} is {column.type}; db_change needs a "
                               "timestamp or an integer column")
@@ -288,13 +239,13 @@ class DbChangeTrigger(PollingTrigger):
         if self.where:
             query = query.where(sa.text(self.where).bindparams(**self.where_params))
         newest = conn.execute(query.order_by(*self._order(found, descending=True)).limit(1)).first()
-        position = [_encode(v) for v in newest] if newest is not None else None
+        position = [encode(v) for v in newest] if newest is not None else None
         return {**state, "initialised": True, "cursor": position, "floor": position}
 
     def _poll(self, conn: sa.Connection, found: _Table, name: str, now: datetime,
               state: dict[str, Any]) -> Evaluation:
-        cursor = [_decode(v) for v in state["cursor"]] if state["cursor"] else None
-        floor = [_decode(v) for v in state["floor"]] if state["floor"] else None
+        cursor = [decode(v) for v in state["cursor"]] if state["cursor"] else None
+        floor = [decode(v) for v in state["floor"]] if state["floor"] else None
         forward_q = self._select(found)
         if cursor is not None:
             forward_q = forward_q.where(self._position(found, cursor))
@@ -311,11 +262,11 @@ class DbChangeTrigger(PollingTrigger):
             seen_hashes.add(digest)
             seen.append((self._ordinal(found, row._mapping[CURSOR]), digest))
             fresh.append(row)
-        fresh.sort(key=lambda r: tuple(_sort_key(v) for v in self._position_of(r)))
+        fresh.sort(key=lambda r: tuple(sort_key(v) for v in self._position_of(r)))
 
         new_cursor = state["cursor"]
         if forward:
-            new_cursor = [_encode(v) for v in self._position_of(forward[-1])]
+            new_cursor = [encode(v) for v in self._position_of(forward[-1])]
         low = self._low_ordinal(found, new_cursor)
         seen = [e for e in seen if low is not None and e[0] >= low][-MAX_SEEN:]
         firings = self._firings(name, found, fresh, now)
@@ -330,7 +281,7 @@ class DbChangeTrigger(PollingTrigger):
         lookback = self._lookback(found.kind)
         if cursor is None or not lookback:
             return [], None
-        low = _minus(cursor[0], lookback, found.text_time)
+        low = minus(cursor[0], lookback, found.text_time)
         query = self._select(found).where(
             found.cursor >= sa.bindparam(None, low, type_=found.cursor.type),
             sa.not_(self._position(found, cursor)),
@@ -338,11 +289,11 @@ class DbChangeTrigger(PollingTrigger):
         if floor is not None:
             query = query.where(self._position(found, floor))
         if state.get("rescan"):
-            query = query.where(self._position(found, [_decode(v) for v in state["rescan"]]))
+            query = query.where(self._position(found, [decode(v) for v in state["rescan"]]))
         rows = list(conn.execute(query.order_by(*self._order(found)).limit(self.batch_size)))
         if len(rows) < self.batch_size:
             return rows, None
-        return rows, [_encode(v) for v in self._position_of(rows[-1])]
+        return rows, [encode(v) for v in self._position_of(rows[-1])]
 
     def _position_of(self, row: sa.Row[Any]) -> list[Any]:
         data = row._mapping
@@ -355,7 +306,7 @@ class DbChangeTrigger(PollingTrigger):
         return [json_safe(data[k]) for k in self.key]
 
     def _digest(self, row: sa.Row[Any]) -> str:
-        text = json.dumps([_render(v) for v in self._position_of(row)])
+        text = json.dumps([render(v) for v in self._position_of(row)])
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
     def _ordinal(self, found: _Table, value: Any) -> float:
@@ -371,7 +322,7 @@ class DbChangeTrigger(PollingTrigger):
         if not cursor:
             return None
         lookback = self._lookback(found.kind)
-        base = self._ordinal(found, _decode(cursor[0]))
+        base = self._ordinal(found, decode(cursor[0]))
         return base - (lookback.total_seconds() if isinstance(lookback, timedelta) else lookback)
 
     def _firings(self, name: str, found: _Table, rows: list[sa.Row[Any]],
@@ -385,71 +336,27 @@ class DbChangeTrigger(PollingTrigger):
 
         def version_of(row: sa.Row[Any]) -> Any:
             raw = row._mapping[CURSOR]
-            return _as_time(raw) if found.text_time else raw
+            return as_time(raw) if found.text_time else raw
 
         if self.batch:
             last = rows[-1]
             version, key = version_of(last), self._key_of(last)
-            idem = bounded(f"db:{name}:batch:{_render(version)}:{_render(key)}", KEY_LIMIT)
+            idem = bounded(f"db:{name}:batch:{render(version)}:{render(key)}", KEY_LIMIT)
             event = RowChange(table=table, key=[self._key_of(r) for r in rows],
                               version=[json_safe(version_of(r)) for r in rows],
                               row=[row_dict(r) for r in rows])
-            return [Firing(idem, _logical(version, now), event, overlap_key=None)]
+            return [Firing(idem, logical_time(version, now), event, overlap_key=None)]
         out = []
         for row in rows:
             version, key = version_of(row), self._key_of(row)
-            idem = bounded(f"db:{name}:{_render(key)}:{_render(version)}", KEY_LIMIT)
+            idem = bounded(f"db:{name}:{render(key)}:{render(version)}", KEY_LIMIT)
             event = RowChange(table=table, key=key, version=json_safe(version), row=row_dict(row))
-            out.append(Firing(idem, _logical(version, now), event, overlap_key=bounded(_render(key), 200)))
+            out.append(Firing(idem, logical_time(version, now), event, overlap_key=bounded(render(key), 200)))
         return out
 
 
 def _secret(url: str | None) -> SecretStr | None:
     return SecretStr(url) if url else None
-
-
-def _sort_key(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _as_time(text: Any) -> Any:
-    """SQLite's stored time text as an aware datetime (naive means UTC), or as is."""
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return text
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _logical(version: Any, now: datetime) -> datetime:
-    """The run's logical time: the row's timestamp cursor, or the poll time for sequences."""
-    if isinstance(version, str):
-        try:
-            version = datetime.fromisoformat(version)
-        except ValueError:
-            return now
-    if isinstance(version, datetime):
-        return version if version.tzinfo else version.replace(tzinfo=UTC)
-    return now
-
-
-def _minus(value: Any, lookback: timedelta | int, text_time: bool) -> Any:
-    """The start of the look-back window, in the cursor's own representation."""
-    if text_time:
-        moment = datetime.fromisoformat(str(value)) - lookback  # type: ignore[operator]
-        sep = "T" if "T" in str(value) else " "
-        return moment.isoformat(sep=sep, timespec="seconds").split("+")[0]
-    return value - lookback
-
-
-def _cursor_kind(column: sa.Column[Any]) -> CursorKind | None:
-    if isinstance(column.type, sa.DateTime | sa.Date):
-        return "time"
-    if isinstance(column.type, sa.Integer | sa.Numeric):
-        return "sequence"
-    return None
 
 
 def _identifier(value: object, field: str) -> str:
