@@ -12,13 +12,22 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import NamedTuple
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.core.metrics import LOOP_LAST_SUCCESS
 from scheduler.core.steplog import StepFailures
 
-Step = tuple[str, Callable[[], object], timedelta]
+
+class Step(NamedTuple):
+    """One step of a loop: woken every `every`; a `drain` step runs again at once while it
+    returns True (the relay: a busy outbox drains without waiting for the next wake-up)."""
+
+    name: str
+    run: Callable[[], object]
+    every: timedelta
+    drain: bool = False
 
 
 class IntervalLoop:
@@ -30,30 +39,36 @@ class IntervalLoop:
     """
 
     def __init__(self, steps: list[Step], on_stop: Callable[[], None],
-                 logger: logging.Logger) -> None:
+                 logger: logging.Logger, *, monotonic: Callable[[], float] | None = None) -> None:
         self.stopped = threading.Event()
         self._on_stop = on_stop
-        self.failures = StepFailures(logger)
+        self.failures = StepFailures(logger, clock=monotonic or time.monotonic)
         self._first = steps[0]
         self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
             "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
         })
-        for name, step, every in steps:
-            self._aps.add_job(self._guarded, "interval", args=[name, step],
-                              seconds=every.total_seconds(), id=name)
+        for step in steps:
+            self._aps.add_job(self._wake, "interval", args=[step],
+                              seconds=step.every.total_seconds(), id=step.name)
 
-    def _guarded(self, name: str, step: Callable[[], object]) -> None:
-        """One step; during an outage one line, then one a minute, not a traceback per wake-up."""
+    def _wake(self, step: Step) -> None:
+        while self._guarded(step) and step.drain and not self.stopped.is_set():
+            pass
+
+    def _guarded(self, step: Step) -> bool:
+        """One step; during an outage one line, then one a minute, not a traceback per
+        wake-up. True when the step says it did work (a drain step runs again)."""
         try:
-            step()
+            busy = bool(step.run())
         except Exception as exc:
-            self.failures.failed(name, exc)
-        else:
-            self.failures.succeeded(name)
-            LOOP_LAST_SUCCESS.labels(name).set_to_current_time()
+            self.failures.failed(step.name, exc)
+            return False
+        self.failures.succeeded(step.name)
+        LOOP_LAST_SUCCESS.labels(step.name).set_to_current_time()
+        return busy
 
     def start(self) -> None:
-        self._guarded(self._first[0], self._first[1])
+        self._wake(self._first)
         self._aps.start()
 
     def stop(self) -> None:
@@ -61,41 +76,4 @@ class IntervalLoop:
             return
         self.stopped.set()
         self._aps.shutdown(wait=True)
-        self._on_stop()
-
-
-class ThreadLoop:
-    """Runs one step back to back on a thread until `stop()`, idling `poll` when the step
-    reports nothing to do (the relay: a busy outbox drains without waiting on an interval)."""
-
-    def __init__(self, name: str, step: Callable[[], bool], on_stop: Callable[[], None],
-                 logger: logging.Logger, *, poll: timedelta,
-                 monotonic: Callable[[], float] | None = None) -> None:
-        self.name = name
-        self.poll = poll
-        self._step = step
-        self._on_stop = on_stop
-        self.failures = StepFailures(logger, clock=monotonic or time.monotonic)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"nightowl-{name}", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self._step()
-            except Exception as exc:
-                self.failures.failed(self.name, exc)
-                busy = False
-            else:
-                self.failures.succeeded(self.name)
-                LOOP_LAST_SUCCESS.labels(self.name).set_to_current_time()
-            if not busy:
-                self._stop.wait(self.poll.total_seconds())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
         self._on_stop()

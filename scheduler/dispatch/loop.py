@@ -10,7 +10,7 @@ import redis
 from scheduler.alerts import build_alerts
 from scheduler.core.celery import broker_app
 from scheduler.core.clock import Clock, SystemClock
-from scheduler.core.loop import IntervalLoop
+from scheduler.core.loop import IntervalLoop, Step
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.dispatch.service import SchedulerService
@@ -47,8 +47,8 @@ class ServiceLoop(IntervalLoop):
 
     def __init__(self, service: SchedulerService, settings: Settings) -> None:
         self.service = service
-        super().__init__([("tick", self._tick, settings.tick_interval),
-                          ("sweep", service.sweep, settings.sweep_interval)],
+        super().__init__([Step("tick", self._tick, settings.tick_interval),
+                          Step("sweep", service.sweep, settings.sweep_interval)],
                          service.close, log)
 
     def _tick(self) -> None:

@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from scheduler.core.clock import Clock, SystemClock
-from scheduler.core.loop import ThreadLoop
+from scheduler.core.loop import IntervalLoop, Step
 from scheduler.core.settings import Settings
 from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
@@ -23,7 +23,7 @@ def build_relay(settings: Settings, *, batch: int = 200, clock: Clock | None = N
                  retention=settings.retention, defaults=settings.source_defaults())
 
 
-class RelayLoop(ThreadLoop):
+class RelayLoop(IntervalLoop):
     """Steps the relay until `stop()`; idles `poll` seconds when there is nothing to do.
 
     A failing step (the database down) logs one scrubbed line, then one "still failing"
@@ -31,8 +31,8 @@ class RelayLoop(ThreadLoop):
 
     def __init__(self, relay: Relay, poll: float = 0.5) -> None:
         self.relay = relay
-        super().__init__("relay step", self._step_once, relay.close, log,
-                         poll=timedelta(seconds=poll), monotonic=relay.clock.monotonic)
+        super().__init__([Step("relay step", self._step_once, timedelta(seconds=poll), drain=True)],
+                         relay.close, log, monotonic=relay.clock.monotonic)
 
     def _step_once(self) -> bool:
         return self.relay.step().claimed > 0

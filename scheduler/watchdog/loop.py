@@ -9,7 +9,7 @@ import redis
 from scheduler.alerts import build_alerts
 from scheduler.core.celery import broker_app
 from scheduler.core.clock import Clock, SystemClock
-from scheduler.core.loop import IntervalLoop
+from scheduler.core.loop import IntervalLoop, Step
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
@@ -39,6 +39,5 @@ class WatchdogLoop(IntervalLoop):
 
     def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
         self.watchdog = watchdog
-        super().__init__([("watchdog check",
-                           watchdog.check, settings.watchdog_interval)],
+        super().__init__([Step("watchdog check", watchdog.check, settings.watchdog_interval)],
                          watchdog.close, logging.getLogger("nightowl.watchdog"))
