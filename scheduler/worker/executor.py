@@ -394,19 +394,14 @@ class Executor:
                 error: str | None = None, error_class: str | None = None,
                 usage: dict[str, Any] | None = None,
                 last_heartbeat: dict[str, Any] | None = None,
-                outbox: Sequence[OutboxWrite] = ()) -> str | None:
-        now = self.clock.now()
+                outbox: Sequence[OutboxWrite] = ()) -> RunStatus | None:
         if error is not None:
             # An agent's exception text may quote a URL with its secret, or hold a NUL
             # character (PostgreSQL's text refuses it): stored scrubbed and clean.
             error = scrub_text(error).replace("\x00", "\\x00")
         return self.store.finish(
-            started, status=verdict.status, reason=verdict.reason,
-            attempt_status=verdict.attempt_status, now=now, result=result, error=error,
-            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
-            not_before=verdict.not_before(now),
-            outbox=outbox,
-        )
+            started, verdict, now=self.clock.now(), result=result, error=error,
+            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat, outbox=outbox)
 
 
 async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
