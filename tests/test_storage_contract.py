@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from agents import OutboxWrite
 from scheduler.core.errors import StateConflictError
-from scheduler.core.verdict import SUCCEEDED, AttemptOutcome
-from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus
+from scheduler.core.verdict import SUCCEEDED, AttemptOutcome, lost
+from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus, StallReason
 from scheduler.storage.dialect import Dialect
 from scheduler.storage.migrate import current, head_revision
 from scheduler.storage.outbox_store import OutboxStore
@@ -440,8 +440,10 @@ def test_a_stalled_attempt_stays_stalled_when_its_worker_wakes(plan_store: Store
     (run,) = plan_store.commit_tick([new_run("s1")], [], [], T0)
     started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence, reason="worker_lost",
-                                                now=T0 + timedelta(seconds=70), max_attempts=3)
+    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
+                                                reason=StallReason.WORKER_LOST,
+                                                now=T0 + timedelta(seconds=70),
+                                                run_status=lost(1, 3))
     assert stall is not None and stall.run_status == "pending" and stall.fence == started.fence + 1
     # The presumed-dead worker wakes and tries to commit: fenced out, and the stall remains.
     assert plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=71)) is None
@@ -478,6 +480,24 @@ def test_outbox_rows_commit_with_a_success_and_never_with_a_failure(plan_store: 
         (ok_run.id, "k", 1, 1), (ok_run.id, "k", 2, 2)]
     assert [(a.status, a.reason) for a in plan_store.attempts_of(bad_run.id)] == [
         ("failed", "error")]
+
+
+@EACH_PLAN
+def test_a_stall_on_the_last_attempt_ends_the_run_dead(plan_store: Store) -> None:
+    from scheduler.storage.watch_store import WatchStore
+
+    (run,) = plan_store.commit_tick([new_run("last")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
+    assert started is not None
+    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
+                                                reason=StallReason.NO_PROGRESS,
+                                                now=T0 + timedelta(seconds=70),
+                                                run_status=lost(1, 1))
+    assert stall is not None and stall.run_status == "dead"
+    loaded = plan_store.get_run(run.id)
+    assert loaded is not None
+    assert (loaded.status, loaded.terminal_reason, loaded.finished_at) == (
+        "dead", "attempts_exhausted", T0 + timedelta(seconds=70))
 
 
 @EACH_PLAN

@@ -46,6 +46,7 @@ from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Leadership, Lease, identity
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.values import Dispatch
+from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
@@ -268,7 +269,7 @@ class Watchdog:
                 log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
                             exc_info=True)
         result = self.watch.stall(row.run_id, row.attempt, row.fence, reason=reason, now=now,
-                                  max_attempts=max_attempts)
+                                  run_status=lost(row.attempt, max_attempts))
         self.index.clear(Member(row.run_id, row.attempt, row.fence))
         if result is None:
             return
