@@ -14,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from scheduler.core.vocabulary import OutboxStatus, RunStatus
+from scheduler.storage.dialect import Dialect
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -28,7 +29,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database; use aware UTC")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if Dialect.named(dialect.name).naive_datetimes else value
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
