@@ -49,7 +49,7 @@ from scheduler.core.values import Dispatch
 from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
-from scheduler.storage.store import Store
+from scheduler.storage.runs import RunStore
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
 from triggers import CronTrigger, Registry, cron_key
 
@@ -90,7 +90,7 @@ class Watchdog:
         self,
         *,
         registry: Registry,
-        store: Store,
+        store: RunStore,  # the requeue's publish; the watchdog's own reads are WatchStore's
         alerts: AlertManager,
         redis_client: redis.Redis,
         clock: Clock,
