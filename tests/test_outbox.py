@@ -22,6 +22,8 @@ from agents import ManualFire, event_to_json
 from agents.outbox import OutboxWrite
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
+from scheduler.core.verdict import SUCCEEDED, AttemptOutcome
+from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus
 from scheduler.outbox import Entry, Outcome, RedisCacheSink, SqlAppendSink, WebhookSink, register_sink
 from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
@@ -59,8 +61,7 @@ def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], k
     started = store.begin_attempt(run.id, "w", "t", clock.now(), agent="steady")
     assert started is not None
     if finish:
-        assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                            now=clock.now(), outbox=writes)
+        assert store.finish(started, SUCCEEDED, now=clock.now(), outbox=writes)
     return started
 
 
@@ -82,11 +83,11 @@ def test_a_fenced_out_worker_and_a_failed_run_commit_nothing(store: Store) -> No
     # A redelivery started the run again (new fence); the stale worker then "succeeds"
     fresh = store.begin_attempt(stale.run_id, "w2", "t2", clock.now(), agent="steady")
     assert fresh is not None
-    assert not store.finish(stale, status="succeeded", reason=None, attempt_status="succeeded",
-                            now=clock.now(), outbox=[OutboxWrite("rec", "k", "stale")])
+    assert not store.finish(stale, SUCCEEDED, now=clock.now(),
+                            outbox=[OutboxWrite("rec", "k", "stale")])
     # The current attempt fails: its writes are dropped too
-    assert store.finish(fresh, status="failed", reason="error", attempt_status="failed",
-                        now=clock.now(), outbox=[OutboxWrite("rec", "k", "failed")])
+    failed = AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED, Delivery.FAILED)
+    assert store.finish(fresh, failed, now=clock.now(), outbox=[OutboxWrite("rec", "k", "failed")])
     assert OutboxStore(store.engine).rows() == []
 
 

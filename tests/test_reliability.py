@@ -24,6 +24,8 @@ import sqlalchemy as sa
 from scheduler.core.clock import FakeClock, SystemClock
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
+from scheduler.core.verdict import SUCCEEDED, AttemptOutcome, lost
+from scheduler.core.vocabulary import AttemptStatus, Delivery, RunStatus
 from scheduler.dispatch.service import TickFailedError
 from scheduler.ops.runs import Fired, fire
 from scheduler.storage.alert_store import AlertStore
@@ -314,7 +316,7 @@ def test_a_fenced_out_attempt_notices_and_stops(
     assert run is not None
     # The watchdog stalls it (a new fence) while the agent is alive and looping.
     stall = WatchStore(store.engine).stall(run.id, 1, run.fence, reason="no_progress",
-                                          now=datetime.now(UTC), max_attempts=3)
+                                          now=datetime.now(UTC), run_status=lost(1, 3))
     assert stall is not None and stall.run_status == "pending"
     worker.join(timeout=10)
     assert outcome == ["fenced_out"]
@@ -336,9 +338,9 @@ def test_a_user_cancel_survives_the_retry(
         assert started is not None
         cancel(store, client, settings.redis_prefix, fired.run_id, datetime.now(UTC))
         # The attempt then fails: its retry verdict must not erase the cancel.
-        written = store.finish(started, status="waiting", reason=None, attempt_status="failed",
-                               now=datetime.now(UTC),
-                               not_before=datetime.now(UTC) + timedelta(seconds=30))
+        written = store.finish(started, AttemptOutcome(
+            RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY,
+            retry_in=timedelta(seconds=30)), now=datetime.now(UTC))
     finally:
         publisher.close()
         client.close()
@@ -499,7 +501,7 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
     errors: list[BaseException] = []
     outcomes: list[tuple[str | None, bool]] = []
     for run in runs:
-        started = pg_store.begin_attempt(run.id, "w", None, now, agent=None)
+        started = pg_store.begin_attempt(run.id, "w", None, now, agent="a")
         assert started is not None
         barrier = threading.Barrier(2)
         result: dict[str, object] = {}
@@ -508,9 +510,8 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
                    result: dict[str, object] = result) -> None:
             barrier.wait()
             try:
-                result["finish"] = pg_store.finish(
-                    started, status="succeeded", reason=None,  # type: ignore[arg-type]
-                    attempt_status="succeeded", now=now)
+                result["finish"] = pg_store.finish(started, SUCCEEDED,  # type: ignore[arg-type]
+                                                   now=now)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -519,7 +520,7 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
             barrier.wait()
             try:
                 result["stall"] = watch.stall(run_id, 1, 1, reason="worker_lost", now=now,
-                                              max_attempts=3)
+                                              run_status=lost(1, 3))
             except BaseException as exc:
                 errors.append(exc)
 

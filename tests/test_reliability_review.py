@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from scheduler.core.clock import FakeClock
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
+from scheduler.core.verdict import AttemptOutcome
+from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus
 from scheduler.ops.runs import cancel, fire, retry
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
@@ -45,8 +47,9 @@ def test_a_retry_after_a_cancel_runs_instead_of_ending_cancelled(
         assert started is not None
         cancel(store, client, settings.redis_prefix, fired.run_id, datetime.now(UTC))
         # The attempt ends failed before its beat saw the cancel; the operator retries it.
-        assert store.finish(started, status="failed", reason="non_retryable",
-                            attempt_status="failed", now=datetime.now(UTC)) == "failed"
+        assert store.finish(started, AttemptOutcome(
+            RunStatus.FAILED, Reason.NON_RETRYABLE, AttemptStatus.FAILED, Delivery.FAILED),
+            now=datetime.now(UTC)) == "failed"
         retry(store, publisher, fired.run_id, datetime.now(UTC))
         assert executor(registry).execute("fails-fast", fired.run_id) == "retry"
     finally:

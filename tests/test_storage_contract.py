@@ -7,20 +7,31 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from agents import OutboxWrite
 from scheduler.core.errors import StateConflictError
+from scheduler.core.verdict import SUCCEEDED, AttemptOutcome, lost
+from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus, StallReason
+from scheduler.storage.dialect import Dialect
 from scheduler.storage.migrate import current, head_revision
+from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import (
     ConcurrencyBlockedError,
     Dispatch,
     MissedRow,
     NewRun,
     OverlapBlockedError,
+    Plan,
     StateWrite,
     Store,
     missed_t,
+    plan_for,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+# A retry verdict: the run waits 30 s (the worker's verdict for a retryable error).
+RETRY = AttemptOutcome(RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY,
+                       retry_in=timedelta(seconds=30))
+FAILED = AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED, Delivery.FAILED)
 
 
 def new_run(key: str, **kw: object) -> NewRun:
@@ -82,33 +93,53 @@ def test_missed_ledger_rows(store: Store) -> None:
     assert (row.count, row.reason) == (10, "missed")
 
 
-# agent=None takes the transaction path on both databases; agent="a" (what workers pass)
-# takes PostgreSQL's single-statement path (storage/worker_sql.py): both must behave alike.
-AGENT_PATHS = pytest.mark.parametrize("agent", [None, "a"], ids=["transaction", "worker-path"])
+# Every attempt plan on every database that has it: SQLite has only the transaction plan;
+# PostgreSQL runs both, its transaction plan through a Dialect with single_statement off.
+EACH_PLAN = pytest.mark.parametrize(
+    ("db_url", "plan"),
+    [("sqlite", Plan.TRANSACTION), ("postgresql", Plan.SINGLE_STATEMENT),
+     ("postgresql", Plan.TRANSACTION)],
+    indirect=["db_url"],
+    ids=["sqlite-transaction", "postgresql-single_statement", "postgresql-transaction"])
 
 
-@AGENT_PATHS
-def test_fence_comes_from_the_database_and_guards_the_final_write(store: Store,
-                                                                 agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
-    assert store.begin_attempt(run.id, "w0", None, T0, agent="someone-else") is None
-    a1 = store.begin_attempt(run.id, "w1", "task-1", T0, agent=agent)
+@pytest.fixture
+def plan_store(store: Store, plan: Plan) -> Store:
+    """The store pinned to `plan` (a test taking it is marked EACH_PLAN)."""
+    dialect = Dialect.for_engine(store.engine)
+    if plan is Plan.TRANSACTION:
+        dialect = dialect.without_single_statement()
+    pinned = Store(store.engine, dialect=dialect)
+    assert pinned.plan is plan
+    return pinned
+
+
+def test_the_plan_follows_the_dialect_alone(store: Store) -> None:
+    dialect = Dialect.for_engine(store.engine)
+    native = Plan.SINGLE_STATEMENT if dialect.name == "postgresql" else Plan.TRANSACTION
+    assert store.plan is plan_for(dialect) is native
+    assert plan_for(dialect.without_single_statement()) is Plan.TRANSACTION
+
+
+@EACH_PLAN
+def test_fence_comes_from_the_database_and_guards_the_final_write(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("k1")], [], [], T0)
+    assert plan_store.begin_attempt(run.id, "w0", None, T0, agent="someone-else") is None
+    a1 = plan_store.begin_attempt(run.id, "w1", "task-1", T0, agent="a")
     assert a1 is not None and (a1.fence, a1.attempt, a1.deliveries) == (1, 1, 1)
     # A second worker takes over (the first one is paused): a new, higher fence.
-    a2 = store.begin_attempt(run.id, "w2", "task-2", T0, agent=agent)
+    a2 = plan_store.begin_attempt(run.id, "w2", "task-2", T0, agent="a")
     assert a2 is not None and a2.fence == 2
     # The stale worker's commit matches no row and writes nothing.
-    assert not store.finish(a1, status="succeeded", reason=None, attempt_status="succeeded",
-                            now=T0, result={"from": "w1"})
-    assert store.finish(a2, status="succeeded", reason=None, attempt_status="succeeded",
-                        now=T0, result={"from": "w2"})
-    loaded = store.get_run(run.id)
+    assert not plan_store.finish(a1, SUCCEEDED, now=T0, result={"from": "w1"})
+    assert plan_store.finish(a2, SUCCEEDED, now=T0, result={"from": "w2"})
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.status == "succeeded" and loaded.result == {"from": "w2"}
-    statuses = [(a.number, a.status) for a in store.attempts_of(run.id)]
+    statuses = [(a.number, a.status) for a in plan_store.attempts_of(run.id)]
     # The takeover closed attempt 1 as stalled; its late commit does not rewrite that.
     assert statuses == [(1, "stalled"), (2, "succeeded")]
     # Terminal runs cannot be started again.
-    assert store.begin_attempt(run.id, "w3", None, T0, agent=agent) is None
+    assert plan_store.begin_attempt(run.id, "w3", None, T0, agent="a") is None
 
 
 def test_publish_bookkeeping(store: Store) -> None:
@@ -123,25 +154,24 @@ def test_publish_bookkeeping(store: Store) -> None:
     assert [d.run_id for d in due] == [runs[1].id]
 
 
-@AGENT_PATHS
-def test_retry_waits_until_not_before(store: Store, agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+@EACH_PLAN
+def test_retry_waits_until_not_before(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("k1")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    assert store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
-                        error="boom", error_class="RuntimeError",
-                        not_before=T0 + timedelta(seconds=30))
-    (attempt,) = store.attempts_of(run.id)
+    assert plan_store.finish(started, RETRY, now=T0,
+                        error="boom", error_class="RuntimeError")
+    (attempt,) = plan_store.attempts_of(run.id)
     assert (attempt.status, attempt.error_class, attempt.error_message, attempt.finished_at) == (
         "failed", "RuntimeError", "boom", T0)
-    waiting = store.get_run(run.id)
+    waiting = plan_store.get_run(run.id)
     assert waiting is not None and (waiting.status, waiting.error, waiting.finished_at) == (
         "waiting", "boom", None)
-    assert store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
-    (due,) = store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
+    assert plan_store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
+    (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
     assert due.run_id == run.id and due.attempt == 1
-    assert store.claim_for_publish([due], T0 + timedelta(seconds=30), timedelta(0)) == [due]
-    loaded = store.get_run(run.id)
+    assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=30), timedelta(0)) == [due]
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.status == "queued"
 
 
@@ -154,54 +184,53 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert len(store.list_runs(trigger="t")) == 2
 
 
-@AGENT_PATHS
-def test_heartbeats_are_conditional_and_expired_leases_are_swept(store: Store,
-                                                                agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+@EACH_PLAN
+def test_heartbeats_are_conditional_and_expired_leases_are_swept(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("k1")], [], [], T0)
     ttl = timedelta(seconds=10)
-    a1 = store.begin_attempt(run.id, "w1", None, T0, ttl, agent=agent)
+    a1 = plan_store.begin_attempt(run.id, "w1", None, T0, ttl, agent="a")
     assert a1 is not None
     # A live worker's beat extends the lease mirror and records progress.
-    assert store.beat(a1, T0 + timedelta(seconds=5), ttl,
+    assert plan_store.beat(a1, T0 + timedelta(seconds=5), ttl,
                       {"note": "step", "details": {"n": 1}}).current
-    loaded = store.get_run(run.id)
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.lease_expires_at == T0 + timedelta(seconds=15)
     assert loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
     # Before the lease expires nothing is swept; after, the run is due for redelivery.
-    assert store.due_for_publish(T0 + timedelta(seconds=14), T0, 10) == []
-    (due,) = store.due_for_publish(T0 + timedelta(seconds=16), T0, 10)
+    assert plan_store.due_for_publish(T0 + timedelta(seconds=14), T0, 10) == []
+    (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=16), T0, 10)
     assert due.run_id == run.id
-    assert store.claim_for_publish([due], T0 + timedelta(seconds=16), timedelta(seconds=5))
-    assert store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
+    assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=16), timedelta(seconds=5))
+    assert plan_store.due_for_publish(T0 + timedelta(seconds=20), T0, 10) == []
     # The replacement attempt closes the lost one as stalled/worker_lost...
-    a2 = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl, agent=agent)
+    a2 = plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl, agent="a")
     assert a2 is not None and a2.fence == a1.fence + 1
     # ...and a late beat from the lost worker changes nothing.
-    assert not store.beat(a1, T0 + timedelta(seconds=23), ttl,
+    assert not plan_store.beat(a1, T0 + timedelta(seconds=23), ttl,
                           {"note": "late", "details": {}}).current
-    loaded = store.get_run(run.id)
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
-    assert [(a.number, a.status, a.reason) for a in store.attempts_of(run.id)] == [
+    assert [(a.number, a.status, a.reason) for a in plan_store.attempts_of(run.id)] == [
         (1, "stalled", "worker_lost"), (2, "running", None)]
 
 
-def test_concurrency_cap_parks_and_wakes(store: Store) -> None:
-    runs = store.commit_tick([new_run("c1"), new_run("c2"), new_run("c3")], [], [], T0)
-    a1 = store.begin_attempt(runs[0].id, "w", None, T0, agent="a", concurrency=2)
-    a2 = store.begin_attempt(runs[1].id, "w", None, T0, agent="a", concurrency=2)
+@EACH_PLAN
+def test_concurrency_cap_parks_and_wakes(plan_store: Store) -> None:
+    runs = plan_store.commit_tick([new_run("c1"), new_run("c2"), new_run("c3")], [], [], T0)
+    a1 = plan_store.begin_attempt(runs[0].id, "w", None, T0, agent="a", concurrency=2)
+    a2 = plan_store.begin_attempt(runs[1].id, "w", None, T0, agent="a", concurrency=2)
     assert a1 is not None and a2 is not None
     # A third run of the same agent must wait: the cap is fleet-wide, in the database.
     with pytest.raises(ConcurrencyBlockedError):
-        store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2)
-    store.park(runs[2].id, T0 + timedelta(minutes=5), "concurrency")
-    assert store.due_for_publish(T0 + timedelta(seconds=1), T0, 10) == []
+        plan_store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2)
+    plan_store.park(runs[2].id, T0 + timedelta(minutes=5), "concurrency")
+    assert plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10) == []
     # When one finishes, the parked run is woken at once.
-    store.finish(a1, status="succeeded", reason=None, attempt_status="succeeded",
-                 now=T0 + timedelta(seconds=2))
-    (due,) = store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
+    plan_store.finish(a1, SUCCEEDED, now=T0 + timedelta(seconds=2))
+    (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
     assert due.run_id == runs[2].id
-    assert store.claim_for_publish([due], T0 + timedelta(seconds=2), timedelta(0))
-    assert store.begin_attempt(runs[2].id, "w", None, T0 + timedelta(seconds=2), agent="a",
+    assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=2), timedelta(0))
+    assert plan_store.begin_attempt(runs[2].id, "w", None, T0 + timedelta(seconds=2), agent="a",
                                concurrency=2) is not None
 
 
@@ -218,26 +247,26 @@ def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> Non
     assert store.due_for_publish(T0 + 3 * hour, T0, 10, queued_before=T0 + hour) == []
 
 
-def test_one_running_run_per_overlap_key(store: Store) -> None:
-    r1, r2, r3 = store.commit_tick(
+@EACH_PLAN
+def test_one_running_run_per_overlap_key(plan_store: Store) -> None:
+    r1, r2, r3 = plan_store.commit_tick(
         [new_run("o1", overlap="wait", overlap_key="t"), new_run("o2", overlap="wait",
                                                                   overlap_key="t"),
          new_run("o3", overlap="wait", overlap_key="other")], [], [], T0)
-    first = store.begin_attempt(r1.id, "w", None, T0)
+    first = plan_store.begin_attempt(r1.id, "w", None, T0, agent="a")
     assert first is not None
     # The partial unique index refuses a second running run with the same key...
     with pytest.raises(OverlapBlockedError) as blocked:
-        store.begin_attempt(r2.id, "w", None, T0)
+        plan_store.begin_attempt(r2.id, "w", None, T0, agent="a")
     assert blocked.value.overlap == "wait"
     # ...but not one with another key.
-    assert store.begin_attempt(r3.id, "w", None, T0) is not None
-    store.park(r2.id, T0 + timedelta(minutes=5), "overlap")
-    store.finish(first, status="succeeded", reason=None, attempt_status="succeeded",
-                 now=T0 + timedelta(seconds=1))
-    (due,) = store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
+    assert plan_store.begin_attempt(r3.id, "w", None, T0, agent="a") is not None
+    plan_store.park(r2.id, T0 + timedelta(minutes=5), "overlap")
+    plan_store.finish(first, SUCCEEDED, now=T0 + timedelta(seconds=1))
+    (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == r2.id  # woken when the holder ended
-    assert store.claim_for_publish([due], T0 + timedelta(seconds=1), timedelta(0))
-    assert store.begin_attempt(r2.id, "w", None, T0 + timedelta(seconds=1)) is not None
+    assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=1), timedelta(0))
+    assert plan_store.begin_attempt(r2.id, "w", None, T0 + timedelta(seconds=1), agent="a") is not None
 
 
 def test_a_delivery_deferred_behind_a_vanished_lease_holder_is_republished(store: Store) -> None:
@@ -281,10 +310,10 @@ def test_retention_prunes_finished_history_in_batches_and_never_active_runs(stor
     rows = [NewRun(idempotency_key=f"old-{i}", trigger="t", agent="a", queue="q", event={},
                    logical_time=old, agent_version=None) for i in range(5)]
     store.commit_tick(rows, [], [], old)
-    finished = [store.begin_attempt(r.id, "w", "t", old) for r in rows[:3]]
+    finished = [store.begin_attempt(r.id, "w", "t", old, agent="a") for r in rows[:3]]
     for s in finished:
         assert s is not None
-        store.finish(s, status="succeeded", reason=None, attempt_status="succeeded", now=old)
+        store.finish(s, SUCCEEDED, now=old)
     (recent,) = store.commit_tick([NewRun(idempotency_key="recent", trigger="t", agent="a",
                                           queue="q", event={}, logical_time=T0,
                                           agent_version=None)], [], [], T0)
@@ -300,29 +329,28 @@ def test_retention_prunes_finished_history_in_batches_and_never_active_runs(stor
     assert recent.id in {r.id for r in store.list_runs(limit=50)}
 
 
-@AGENT_PATHS
-def test_a_claim_never_overwrites_what_a_worker_wrote(store: Store, agent: str | None) -> None:
+@EACH_PLAN
+def test_a_claim_never_overwrites_what_a_worker_wrote(plan_store: Store) -> None:
     """The publish-then-mark race: a worker that failed the attempt fast and committed
     `waiting` before the publisher's bookkeeping must keep `waiting`."""
-    (run,) = store.commit_tick([new_run("race")], [], [], T0)
+    (run,) = plan_store.commit_tick([new_run("race")], [], [], T0)
     seen = Dispatch(run.id, "a", "agents", "t", 0)  # what the publisher saw: pending, fence 0
-    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    assert store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
-                        not_before=T0 + timedelta(seconds=30)) == "waiting"
-    assert store.claim_for_publish([seen], T0, timedelta(0)) == []
-    loaded = store.get_run(run.id)
+    assert plan_store.finish(started, RETRY, now=T0) == "waiting"
+    assert plan_store.claim_for_publish([seen], T0, timedelta(0)) == []
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and (loaded.status, loaded.not_before) == (
         "waiting", T0 + timedelta(seconds=30))
     # The same holds for a run the sweeper saw `running` with an expired lease and a worker
     # took over meanwhile: the claim does not shorten the new lease.
     due = Dispatch(run.id, "a", "agents", "t", 1, "waiting", started.fence)
-    assert claim(store, run.id, T0 + timedelta(seconds=30))
-    again = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=31),
-                                timedelta(seconds=60), agent=agent)
+    assert claim(plan_store, run.id, T0 + timedelta(seconds=30))
+    again = plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=31),
+                                timedelta(seconds=60), agent="a")
     assert again is not None
     stale = Dispatch(run.id, "a", "agents", "t", 1, "running", started.fence)
-    assert store.claim_for_publish([due, stale], T0 + timedelta(seconds=200), timedelta(0)) == []
+    assert plan_store.claim_for_publish([due, stale], T0 + timedelta(seconds=200), timedelta(0)) == []
 
 
 def test_an_unpublished_claim_goes_back_to_pending(store: Store) -> None:
@@ -347,81 +375,150 @@ def test_lost_message_candidates_are_old_queued_runs_not_deferred(store: Store) 
     assert all(c.dispatch.status == "queued" and c.queued_at == T0 for c in found)
 
 
-@AGENT_PATHS
-def test_a_stray_delivery_does_not_start_a_retry_before_not_before(store: Store,
-                                                                   agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("early")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+@EACH_PLAN
+def test_a_stray_delivery_does_not_start_a_retry_before_not_before(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("early")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    store.finish(started, status="waiting", reason=None, attempt_status="failed", now=T0,
-                 not_before=T0 + timedelta(seconds=30))
-    assert store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=29), agent=agent) is None
+    plan_store.finish(started, RETRY, now=T0)
+    assert plan_store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=29), agent="a") is None
     # A duplicate delivery's defer cannot shorten the backoff either.
-    store.defer(run.id, T0 + timedelta(seconds=5))
-    loaded = store.get_run(run.id)
+    plan_store.defer(run.id, T0 + timedelta(seconds=5))
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.not_before == T0 + timedelta(seconds=30)
-    assert store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=30), agent=agent)
+    assert plan_store.begin_attempt(run.id, "w", None, T0 + timedelta(seconds=30), agent="a")
 
 
-@AGENT_PATHS
-def test_a_cancel_request_outlives_attempts_and_beats_a_retry(store: Store,
-                                                              agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("cancel")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+@EACH_PLAN
+def test_a_cancel_request_outlives_attempts_and_beats_a_retry(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("cancel")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    assert store.request_cancel([run.id], "by_user") == [run.id]
+    assert plan_store.request_cancel([run.id], "by_user") == [run.id]
     # The running attempt learns it on its next beat...
-    beat = store.beat(started, T0 + timedelta(seconds=1), timedelta(seconds=60), None)
+    beat = plan_store.beat(started, T0 + timedelta(seconds=1), timedelta(seconds=60), None)
     assert (beat.current, beat.cancel_requested) == (True, "by_user")
     # ...and a retry verdict written after it yields to it.
-    assert store.finish(started, status="waiting", reason=None, attempt_status="failed",
-                        now=T0 + timedelta(seconds=2),
-                        not_before=T0 + timedelta(seconds=30)) == "cancelled"
-    loaded = store.get_run(run.id)
+    assert plan_store.finish(started, RETRY, now=T0 + timedelta(seconds=2)) == "cancelled"
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None
     assert (loaded.status, loaded.terminal_reason, loaded.not_before) == ("cancelled", "by_user", None)
     assert loaded.finished_at == T0 + timedelta(seconds=2)
 
 
-@AGENT_PATHS
-def test_a_later_delivery_ends_a_cancelled_run_instead_of_starting_it(store: Store,
-                                                                      agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("c2")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+@EACH_PLAN
+def test_a_later_delivery_ends_a_cancelled_run_instead_of_starting_it(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("c2")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    store.request_cancel([run.id], "cancel_other")
+    plan_store.request_cancel([run.id], "cancel_other")
     # Its worker dies; the next delivery must not start it again (the request targets the
     # run's future), but end it.
-    assert store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent=agent) is None
-    assert store.end_cancelled(run.id, T0 + timedelta(seconds=90)) == "cancel_other"
-    loaded = store.get_run(run.id)
+    assert plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent="a") is None
+    assert plan_store.end_cancelled(run.id, T0 + timedelta(seconds=90)) == "cancel_other"
+    loaded = plan_store.get_run(run.id)
     assert loaded is not None and (loaded.status, loaded.terminal_reason) == (
         "cancelled", "cancel_other")
-    assert [(a.status, a.reason) for a in store.attempts_of(run.id)] == [("stalled", "worker_lost")]
+    assert [(a.status, a.reason) for a in plan_store.attempts_of(run.id)] == [("stalled", "worker_lost")]
     # The old worker waking up writes nothing.
-    assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                        now=T0 + timedelta(seconds=91)) is None
+    assert plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=91)) is None
 
 
-@AGENT_PATHS
-def test_a_takeover_says_so(store: Store, agent: str | None) -> None:
-    (run,) = store.commit_tick([new_run("t1")], [], [], T0)
-    first = store.begin_attempt(run.id, "w", None, T0, agent=agent)
+@EACH_PLAN
+def test_a_takeover_says_so(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("t1")], [], [], T0)
+    first = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert first is not None and not first.took_over
-    second = store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent=agent)
+    second = plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent="a")
     assert second is not None and second.took_over and second.attempt == 2
 
 
-def test_a_stalled_attempt_stays_stalled_when_its_worker_wakes(store: Store) -> None:
+@EACH_PLAN
+def test_a_stalled_attempt_stays_stalled_when_its_worker_wakes(plan_store: Store) -> None:
     from scheduler.storage.watch_store import WatchStore
 
-    (run,) = store.commit_tick([new_run("s1")], [], [], T0)
-    started = store.begin_attempt(run.id, "w", None, T0, agent="a")
+    (run,) = plan_store.commit_tick([new_run("s1")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    stall = WatchStore(store.engine).stall(run.id, 1, started.fence, reason="worker_lost",
-                                          now=T0 + timedelta(seconds=70), max_attempts=3)
+    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
+                                                reason=StallReason.WORKER_LOST,
+                                                now=T0 + timedelta(seconds=70),
+                                                run_status=lost(1, 3))
     assert stall is not None and stall.run_status == "pending" and stall.fence == started.fence + 1
     # The presumed-dead worker wakes and tries to commit: fenced out, and the stall remains.
-    assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                        now=T0 + timedelta(seconds=71)) is None
-    assert [(a.status, a.reason) for a in store.attempts_of(run.id)] == [("stalled", "worker_lost")]
+    assert plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=71)) is None
+    assert [(a.status, a.reason) for a in plan_store.attempts_of(run.id)] == [("stalled", "worker_lost")]
+
+
+@EACH_PLAN
+def test_close_ends_only_a_running_attempt_and_leaves_its_run(plan_store: Store) -> None:
+    (run,) = plan_store.commit_tick([new_run("close")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
+    assert started is not None
+    plan_store.close(started, AttemptStatus.FENCED_OUT, Reason.FENCED_OUT, T0 + timedelta(seconds=1))
+    # An attempt already ended stays as it ended.
+    plan_store.close(started, AttemptStatus.CANCELLED, None, T0 + timedelta(seconds=2))
+    (attempt,) = plan_store.attempts_of(run.id)
+    assert (attempt.status, attempt.reason, attempt.finished_at) == (
+        "fenced_out", "fenced_out", T0 + timedelta(seconds=1))
+    loaded = plan_store.get_run(run.id)
+    assert loaded is not None and (loaded.status, loaded.fence) == ("running", started.fence)
+
+
+@EACH_PLAN
+def test_outbox_rows_commit_with_a_success_and_never_with_a_failure(plan_store: Store) -> None:
+    ok_run, bad_run = plan_store.commit_tick([new_run("ok"), new_run("bad")], [], [], T0)
+    ok = plan_store.begin_attempt(ok_run.id, "w", None, T0, agent="a")
+    bad = plan_store.begin_attempt(bad_run.id, "w", None, T0, agent="a")
+    assert ok is not None and bad is not None
+    writes = [OutboxWrite("rec", "k", 1), OutboxWrite("rec", "k", 2)]
+    assert plan_store.finish(ok, SUCCEEDED, now=T0, outbox=writes) == "succeeded"
+    assert plan_store.finish(bad, FAILED, now=T0, error="boom",
+                             outbox=[OutboxWrite("rec", "k", 3)]) == "failed"
+    rows = OutboxStore(plan_store.engine).rows()
+    assert [(r.run_id, r.key, r.seq, r.value) for r in rows] == [
+        (ok_run.id, "k", 1, 1), (ok_run.id, "k", 2, 2)]
+    assert [(a.status, a.reason) for a in plan_store.attempts_of(bad_run.id)] == [
+        ("failed", "error")]
+
+
+@EACH_PLAN
+def test_a_stall_on_the_last_attempt_ends_the_run_dead(plan_store: Store) -> None:
+    from scheduler.storage.watch_store import WatchStore
+
+    (run,) = plan_store.commit_tick([new_run("last")], [], [], T0)
+    started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
+    assert started is not None
+    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
+                                                reason=StallReason.NO_PROGRESS,
+                                                now=T0 + timedelta(seconds=70),
+                                                run_status=lost(1, 1))
+    assert stall is not None and stall.run_status == "dead"
+    loaded = plan_store.get_run(run.id)
+    assert loaded is not None
+    assert (loaded.status, loaded.terminal_reason, loaded.finished_at) == (
+        "dead", "attempts_exhausted", T0 + timedelta(seconds=70))
+
+
+@EACH_PLAN
+def test_each_plan_takes_its_own_number_of_statements(plan_store: Store, plan: Plan) -> None:
+    """The single-statement plan is one round trip per start and per finish; the
+    transaction plan's start is the fence and the new attempt (a first attempt has no lost
+    one to close), its finish the run and the attempt."""
+    (run,) = plan_store.commit_tick([new_run("count")], [], [], T0)
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in {"WITH", "UPDATE", "INSERT", "SELECT"}:
+            seen.append(statement)
+
+    sa.event.listen(plan_store.engine, "before_cursor_execute", record)
+    try:
+        started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
+        assert started is not None
+        starts = len(seen)
+        assert plan_store.finish(started, SUCCEEDED, now=T0) == "succeeded"
+    finally:
+        sa.event.remove(plan_store.engine, "before_cursor_execute", record)
+    per_step = 1 if plan is Plan.SINGLE_STATEMENT else 2
+    assert (starts, len(seen) - starts) == (per_step, per_step), seen

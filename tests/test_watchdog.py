@@ -20,6 +20,7 @@ from scheduler.alerts import Alert, WebhookChannel
 from scheduler.core.clock import FakeClock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.settings import Settings
+from scheduler.core.verdict import SUCCEEDED
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
 from tests.conftest import T0, wait_for
@@ -104,13 +105,11 @@ def test_a_dead_worker_is_stalled_requeued_alerted_once_and_resolved(
     assert not verify(SECRET, str(int(request["headers"]["X-Nightowl-Timestamp"]) + 1),
                       request["body"], request["headers"]["X-Nightowl-Signature"])
     # The late worker cannot finish the stalled attempt: its fence is gone
-    assert not store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                            now=clock.now())
+    assert not store.finish(started, SUCCEEDED, now=clock.now())
     # And when the retry succeeds, a resolved alert follows
     retry = store.begin_attempt(started.run_id, "worker-2", "task-2", clock.now(), agent="steady")
     assert retry is not None and retry.attempt == 2
-    assert store.finish(retry, status="succeeded", reason=None, attempt_status="succeeded",
-                        now=clock.now())
+    assert store.finish(retry, SUCCEEDED, now=clock.now())
     clock.advance(1)
     standby.check()
     standby.alerts.flush()
@@ -243,8 +242,7 @@ def test_started_skipped_and_waiting_slots_are_not_late(settings: Settings, stor
     clock.advance(31)
     assert dog.check().late == []
     assert [r.status for r in store.list_runs()] == ["skipped", "running"]
-    assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                        now=clock.now())
+    assert store.finish(started, SUCCEEDED, now=clock.now())
     clock.advance(29)  # 12:03: the scheduler made the run, but no worker took it
     svc.tick()
     clock.advance(31)

@@ -27,7 +27,7 @@ from scheduler.alerts.channels import Channel
 from scheduler.core import metrics, scrub
 from scheduler.core.clock import Clock
 from scheduler.core.vocabulary import AlertState
-from scheduler.storage.alert_store import AlertStore
+from scheduler.storage.alert_store import AlertStore, ChannelOutcome
 
 log = logging.getLogger("nightowl.alerts")
 
@@ -58,7 +58,7 @@ class _Worker:
                 self.queue.task_done()
 
     def _deliver(self, alert_id: int, alert: Alert, payload: dict[str, Any]) -> None:
-        outcome = "sent"
+        outcome: str = ChannelOutcome.SENT
         try:
             for attempt in Retrying(stop=stop_after_attempt(self.attempts), reraise=True,
                                     wait=wait_exponential(multiplier=0.5, max=self.backoff_max)):
@@ -67,12 +67,12 @@ class _Worker:
         except Exception as exc:
             # Scrubbed before it is cut short: a cut could leave half a secret unrecognised.
             error = scrub.scrub_text(f"{type(exc).__name__}: {exc}")
-            outcome = f"failed: {error[:200]}"
-            metrics.ALERTS_SENT.labels(self.channel.name, "failed").inc()
+            outcome = f"{ChannelOutcome.FAILED}: {error[:200]}"
+            metrics.ALERTS_SENT.labels(self.channel.name, ChannelOutcome.FAILED).inc()
             log.error("alert %s via %s failed after %d attempts: %s", alert.dedupe_key,
                       self.channel.name, self.attempts, error)
-        if outcome == "sent":
-            metrics.ALERTS_SENT.labels(self.channel.name, "sent").inc()
+        if outcome == ChannelOutcome.SENT:
+            metrics.ALERTS_SENT.labels(self.channel.name, ChannelOutcome.SENT).inc()
         try:
             self.store.record_channel(alert_id, self.channel.name, outcome, self.clock.now())
         except Exception:
@@ -137,7 +137,7 @@ class AlertManager:
                 "created_at": now}
 
     def _send(self, alert_id: int, alert: Alert, *, reminder: bool, episode: int) -> None:
-        metrics.ALERTS_SENT.labels("log", "sent").inc()
+        metrics.ALERTS_SENT.labels("log", ChannelOutcome.SENT).inc()
         level = logging.INFO if alert.state == AlertState.RESOLVED else logging.WARNING
         log.log(level, "ALERT %s%s %s: %s [%s]", alert.kind, " (reminder)" if reminder else "",
                 alert.state, alert.message, alert.dedupe_key)

@@ -17,7 +17,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
-from scheduler.storage.outbox_store import OutboxStore
+from scheduler.storage.outbox_store import STATUS_COUNTS, OutboxStore
 
 RETRY_BATCH = 1000
 
@@ -34,13 +34,13 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
         # DESIGN.md's shape: counts per sink, and the overall relay lag.
         ages = [c["oldest_pending_age_s"] for c in data.values() if c["oldest_pending_age_s"] is not None]
         print_json({
-            "sinks": {sink: {k: c[k] for k in ("pending", "claimed", "delivered", "dead")}
+            "sinks": {sink: {k: c[k] for k in STATUS_COUNTS}
                       for sink, c in sorted(data.items())},
             "oldest_pending_age_s": max(ages) if ages else None,
         })
         return
     rows = [{"sink": sink, **counts} for sink, counts in sorted(data.items())]
-    print_table(rows, ["sink", "pending", "claimed", "delivered", "dead", "oldest_pending_age_s"])
+    print_table(rows, ["sink", *STATUS_COUNTS, "oldest_pending_age_s"])
 
 
 @app.command("retry")

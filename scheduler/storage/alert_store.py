@@ -10,16 +10,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from scheduler.core.vocabulary import AlertState
 from scheduler.storage.dialect import Dialect
 from scheduler.storage.models import Alert as AlertRow
 
 alerts_t = cast(sa.Table, AlertRow.__table__)
+
+
+class ChannelOutcome(StrEnum):
+    """`alerts.channels[<channel>]`: how sending through one channel ended (a failure is
+    stored as `failed: <error>`), and the outcome label of the alerts-sent metric."""
+
+    SENT = "sent"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +62,9 @@ class AlertStore:
             rows = self._latest(conn, dedupe_key)
         if not rows:
             return None, 0
-        if any(r.state == "resolved" for r in rows):
+        if any(r.state == AlertState.RESOLVED for r in rows):
             return None, rows[0].episode + 1
-        r = next(r for r in rows if r.state == "firing")
+        r = next(r for r in rows if r.state == AlertState.FIRING)
         return (OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id,
                             r.trigger), r.episode + 1)
 
@@ -82,7 +92,7 @@ class AlertStore:
             if row is None:
                 return
             row.channels = {**(row.channels or {}), channel: outcome}
-            if outcome == "sent" and row.sent_at is None:
+            if outcome == ChannelOutcome.SENT and row.sent_at is None:
                 row.sent_at = now
 
     def open_of_kind(self, kind: str) -> list[OpenEpisode]:
@@ -93,8 +103,9 @@ class AlertStore:
                       alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
             .outerjoin(resolved, sa.and_(resolved.c.dedupe_key == alerts_t.c.dedupe_key,
                                          resolved.c.episode == alerts_t.c.episode,
-                                         resolved.c.state == "resolved"))
-            .where(alerts_t.c.kind == kind, alerts_t.c.state == "firing", resolved.c.id.is_(None))
+                                         resolved.c.state == AlertState.RESOLVED))
+            .where(alerts_t.c.kind == kind, alerts_t.c.state == AlertState.FIRING,
+                   resolved.c.id.is_(None))
         )
         with self.engine.connect() as conn:
             return [OpenEpisode(r.id, r.dedupe_key, r.episode, r.created_at, r.reminded_at,

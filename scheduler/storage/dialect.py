@@ -17,6 +17,8 @@ engine, when it starts):
 - `agent_lock(agent)` and `migration_lock()`: transaction-scoped advisory locks; SQLite's
   `BEGIN IMMEDIATE` (scheduler/storage/engine.py) already serialises writers, so none.
 - `skip_locked(select)`: `FOR UPDATE SKIP LOCKED` so relays claim disjoint rows.
+- `naive_datetimes`: SQLite stores no offset, so `UTCDateTime` (models.py) binds naive UTC
+  there (it is handed SQLAlchemy's dialect, and asks `Dialect.named(dialect.name)`).
 
 Code that talks to a USER's database (the db_change trigger, the SQL sinks) keeps its own
 branches: it may face any dialect, this module only the two nightowl runs on.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,11 +48,17 @@ class Dialect:
     single_statement: bool
     advisory_locks: bool
     skip_locked_rows: bool
+    naive_datetimes: bool
+
+    @staticmethod
+    def named(name: str) -> Dialect:
+        """The capabilities of the database SQLAlchemy calls `name`."""
+        return POSTGRESQL if name == "postgresql" else SQLITE
 
     @staticmethod
     def for_engine(engine: Engine | Connection) -> Dialect:
         """The capabilities of `engine` (or of a connection's engine)."""
-        return POSTGRESQL if engine.dialect.name == "postgresql" else SQLITE
+        return Dialect.named(engine.dialect.name)
 
     of = for_engine
 
@@ -101,14 +109,13 @@ class Dialect:
     def without_single_statement(self) -> Dialect:
         """The same database with every write on the transaction plan (the contract tests
         run both plans on PostgreSQL)."""
-        return Dialect(self.name, self.json_batches, False, self.advisory_locks,
-                       self.skip_locked_rows)
+        return replace(self, single_statement=False)
 
 
 POSTGRESQL = Dialect("postgresql", json_batches=True, single_statement=True,
-                     advisory_locks=True, skip_locked_rows=True)
+                     advisory_locks=True, skip_locked_rows=True, naive_datetimes=False)
 SQLITE = Dialect("sqlite", json_batches=False, single_statement=False,
-                 advisory_locks=False, skip_locked_rows=False)
+                 advisory_locks=False, skip_locked_rows=False, naive_datetimes=True)
 
 
 def in_values(conn: Connection, column: sa.ColumnElement[Any], values: Iterable[str]

@@ -1,4 +1,7 @@
-"""Tables, as typed SQLAlchemy 2.0 models. The same schema runs on SQLite and PostgreSQL."""
+"""Tables, as typed SQLAlchemy 2.0 models. The same schema runs on SQLite and PostgreSQL.
+
+The statuses stored in them are the vocabulary's (scheduler/core/vocabulary.py).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-# Run statuses and terminal reasons, exactly as DESIGN.md lists them.
-ACTIVE_STATUSES = ("pending", "waiting", "queued", "running")
-TERMINAL_STATUSES = (
-    "succeeded", "failed", "timed_out", "dead", "cancelled", "skipped", "budget_exceeded",
-)
-TERMINAL_REASONS: dict[str, tuple[str, ...]] = {
-    "skipped": ("overlap", "missed", "paused"),
-    "failed": ("error", "non_retryable", "poison", "not_serialisable", "unknown_agent"),
-    "timed_out": ("soft", "hard"),
-    "cancelled": ("by_user", "cancel_other"),
-    "dead": ("attempts_exhausted",),
-    "budget_exceeded": ("tokens", "cost_usd", "tool_calls"),
-}
-ATTEMPT_STATUSES = ("running", "succeeded", "failed", "stalled", "fenced_out", "timed_out",
-                    "cancelled", "budget_exceeded")
+from scheduler.core.vocabulary import OutboxStatus, RunStatus
+from scheduler.storage.dialect import Dialect
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -39,7 +29,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database; use aware UTC")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if Dialect.named(dialect.name).naive_datetimes else value
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
@@ -48,6 +38,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# The partial index's predicate (a constant: the vocabulary's value, never user input).
+_RUNNING = f"status = '{RunStatus.RUNNING.value}'"
 
 
 class Base(DeclarativeBase):
@@ -67,8 +59,7 @@ class Run(Base):
         sa.Index("ix_runs_agent_status", "agent", "status"),
         # At most one running run per overlap key, across every worker and machine.
         sa.Index("uq_runs_running_overlap", "overlap_key", unique=True,
-                 postgresql_where=sa.text("status = 'running'"),
-                 sqlite_where=sa.text("status = 'running'")),
+                 postgresql_where=sa.text(_RUNNING), sqlite_where=sa.text(_RUNNING)),
         sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
         sa.Index("ix_runs_created", "created_at"),
     )
@@ -178,7 +169,7 @@ class OutboxEntry(Base):
     key: Mapped[str] = mapped_column(sa.String(512))
     seq: Mapped[int] = mapped_column(sa.BigInteger)
     value: Mapped[Any]
-    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    status: Mapped[str] = mapped_column(sa.String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     claimed_by: Mapped[str | None] = mapped_column(sa.String(256))
     claim_expires: Mapped[datetime | None]

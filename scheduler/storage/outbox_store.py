@@ -24,12 +24,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from agents.outbox import OutboxWrite
 from scheduler.core.scrub import scrub_text
+from scheduler.core.vocabulary import OutboxStatus
 from scheduler.outbox.abc import Entry
 from scheduler.storage.dialect import Dialect, in_values
 from scheduler.storage.models import OutboxEntry, OutboxKey
 
 outbox_t = cast(sa.Table, OutboxEntry.__table__)
 keys_t = cast(sa.Table, OutboxKey.__table__)
+
+# Not a status: a `pending` row under a live claim (counted apart by `OutboxStore.status`).
+CLAIMED = "claimed"
+# The counts `OutboxStore.status` gives per sink, in the order `nightowl outbox status` shows.
+STATUS_COUNTS: tuple[str, ...] = (OutboxStatus.PENDING, CLAIMED, OutboxStatus.DELIVERED,
+                                  OutboxStatus.DEAD)
 
 
 def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], now: datetime) -> int:
@@ -57,7 +64,7 @@ def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], 
         seq = next_seq[(w.sink, w.key)]
         next_seq[(w.sink, w.key)] = seq + 1
         rows.append({"id": f"{run_id}:{i}", "run_id": run_id, "sink": w.sink, "key": w.key,
-                     "seq": seq, "value": w.value, "status": "pending", "attempts": 0,
+                     "seq": seq, "value": w.value, "status": OutboxStatus.PENDING, "attempts": 0,
                      "created_at": now})
     conn.execute(sa.insert(outbox_t), rows)
     return len(rows)
@@ -123,11 +130,11 @@ class OutboxStore:
         older = outbox_t.alias("older")
         blocked = (sa.select(older.c.id)
                    .where(older.c.sink == outbox_t.c.sink, older.c.key == outbox_t.c.key,
-                          older.c.seq < outbox_t.c.seq, older.c.status == "pending")
+                          older.c.seq < outbox_t.c.seq, older.c.status == OutboxStatus.PENDING)
                    .exists())
         candidates = (
             sa.select(outbox_t.c.id, outbox_t.c.claim_expires, outbox_t.c.attempts)
-            .where(outbox_t.c.status == "pending",
+            .where(outbox_t.c.status == OutboxStatus.PENDING,
                    sa.or_(outbox_t.c.next_attempt_at.is_(None), outbox_t.c.next_attempt_at <= now),
                    sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
                    ~blocked)
@@ -164,7 +171,7 @@ class OutboxStore:
                 entries.append(Entry(r.id, r.run_id, r.sink, r.key, r.seq, value, r.attempts))
             for entry_id, error in errors.items():
                 conn.execute(sa.update(outbox_t).where(outbox_t.c.id == entry_id).values(
-                    status="dead", dead_at=now, claimed_by=None, claim_expires=None,
+                    status=OutboxStatus.DEAD, dead_at=now, claimed_by=None, claim_expires=None,
                     next_attempt_at=None, last_error=stored_error(error)))
         return Claimed(sorted(entries, key=lambda e: (e.sink, e.key, e.seq)), list(errors))
 
@@ -177,7 +184,7 @@ class OutboxStore:
             return set(conn.execute(
                 sa.update(outbox_t)
                 .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
-                       outbox_t.c.status == "pending")
+                       outbox_t.c.status == OutboxStatus.PENDING)
                 .values(claim_expires=expires)
                 .returning(outbox_t.c.id)).scalars())
 
@@ -188,8 +195,8 @@ class OutboxStore:
             return conn.execute(
                 sa.update(outbox_t)
                 .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
-                       outbox_t.c.status == "pending")
-                .values(status="delivered", delivered_at=now, claimed_by=None, claim_expires=None,
+                       outbox_t.c.status == OutboxStatus.PENDING)
+                .values(status=OutboxStatus.DELIVERED, delivered_at=now, claimed_by=None, claim_expires=None,
                         last_error=None)
             ).rowcount
 
@@ -203,8 +210,8 @@ class OutboxStore:
                 conn.execute(
                     sa.update(outbox_t)
                     .where(outbox_t.c.id == entry.id, outbox_t.c.claimed_by == relay,
-                           outbox_t.c.status == "pending")
-                    .values(status="dead" if exhausted else "pending",
+                           outbox_t.c.status == OutboxStatus.PENDING)
+                    .values(status=OutboxStatus.DEAD if exhausted else OutboxStatus.PENDING,
                             dead_at=now if exhausted else None,
                             next_attempt_at=None if exhausted else now + backoff(entry.attempts),
                             claimed_by=None, claim_expires=None,
@@ -215,14 +222,14 @@ class OutboxStore:
 
     def status(self, now: datetime) -> dict[str, dict[str, Any]]:
         """Per sink: pending, claimed, delivered, dead, and the oldest pending row's age."""
-        claimed = sa.and_(outbox_t.c.status == "pending", outbox_t.c.claim_expires > now)
+        claimed = sa.and_(outbox_t.c.status == OutboxStatus.PENDING, outbox_t.c.claim_expires > now)
         query = (sa.select(
             outbox_t.c.sink,
-            sa.func.count().filter(outbox_t.c.status == "pending").label("pending"),
-            sa.func.count().filter(claimed).label("claimed"),
-            sa.func.count().filter(outbox_t.c.status == "delivered").label("delivered"),
-            sa.func.count().filter(outbox_t.c.status == "dead").label("dead"),
-            sa.func.min(outbox_t.c.created_at).filter(outbox_t.c.status == "pending").label("oldest"),
+            *(sa.func.count().filter(outbox_t.c.status == status).label(status)
+              for status in (OutboxStatus.PENDING, OutboxStatus.DELIVERED, OutboxStatus.DEAD)),
+            sa.func.count().filter(claimed).label(CLAIMED),
+            sa.func.min(outbox_t.c.created_at).filter(outbox_t.c.status == OutboxStatus.PENDING)
+            .label("oldest"),
         ).group_by(outbox_t.c.sink))
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
@@ -232,15 +239,15 @@ class OutboxStore:
                     oldest = datetime.fromisoformat(oldest)
                 if oldest is not None and oldest.tzinfo is None:
                     oldest = oldest.replace(tzinfo=now.tzinfo)
-                out[r.sink] = {"pending": r.pending, "claimed": r.claimed, "delivered": r.delivered,
-                               "dead": r.dead,
+                out[r.sink] = {**{count: r._mapping[count] for count in STATUS_COUNTS},
                                "oldest_pending_age_s": round((now - oldest).total_seconds(), 3)
                                if oldest is not None else None}
         return out
 
     def count_dead(self, sink: str | None) -> int:
         with self.engine.connect() as conn:
-            stmt = sa.select(sa.func.count()).select_from(outbox_t).where(outbox_t.c.status == "dead")
+            stmt = (sa.select(sa.func.count()).select_from(outbox_t)
+                    .where(outbox_t.c.status == OutboxStatus.DEAD))
             if sink:
                 stmt = stmt.where(outbox_t.c.sink == sink)
             return int(conn.execute(stmt).scalar_one())
@@ -249,13 +256,13 @@ class OutboxStore:
         """Requeue dead rows (attempts reset); at most `limit` per call, so a large backlog is
         requeued in short transactions that do not hold the relays up."""
         with self.engine.begin() as conn:
-            dead = sa.select(outbox_t.c.id).where(outbox_t.c.status == "dead")
+            dead = sa.select(outbox_t.c.id).where(outbox_t.c.status == OutboxStatus.DEAD)
             if sink:
                 dead = dead.where(outbox_t.c.sink == sink)
             if limit is not None:
                 dead = dead.limit(limit)
             stmt = sa.update(outbox_t).where(outbox_t.c.id.in_(dead.scalar_subquery()))
-            return conn.execute(stmt.values(status="pending", attempts=0, dead_at=None,
+            return conn.execute(stmt.values(status=OutboxStatus.PENDING, attempts=0, dead_at=None,
                                             next_attempt_at=now, last_error=None)).rowcount
 
     def dead_since(self, since: datetime) -> list[Any]:
@@ -263,12 +270,12 @@ class OutboxStore:
             return list(conn.execute(
                 sa.select(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
                           outbox_t.c.attempts, outbox_t.c.last_error)
-                .where(outbox_t.c.status == "dead", outbox_t.c.dead_at > since)))
+                .where(outbox_t.c.status == OutboxStatus.DEAD, outbox_t.c.dead_at > since)))
 
     def prune(self, before: datetime, limit: int = 1000) -> int:
         """Delete delivered rows older than `before`, one batch (the audit sink is the record)."""
         with self.engine.begin() as conn:
-            ids = sa.select(outbox_t.c.id).where(outbox_t.c.status == "delivered",
+            ids = sa.select(outbox_t.c.id).where(outbox_t.c.status == OutboxStatus.DELIVERED,
                                                  outbox_t.c.delivered_at < before).limit(limit)
             return conn.execute(sa.delete(outbox_t).where(
                 outbox_t.c.id.in_(ids.scalar_subquery()))).rowcount

@@ -15,8 +15,9 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scheduler.core.vocabulary import TERMINAL_STATUSES
 from scheduler.storage.dialect import in_values
-from scheduler.storage.models import TERMINAL_STATUSES, Alert, Attempt, DeadLetter, MissedSlot, Run
+from scheduler.storage.models import Alert, Attempt, DeadLetter, MissedSlot, Run
 
 runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scheduler.core.vocabulary import AttemptStatus, Reason, RunStatus
+from scheduler.storage._sql import attempts_t, missed_t, runs_t, state_t
 from scheduler.storage.dialect import in_values
-from scheduler.storage.models import Attempt, MissedSlot, Run, TriggerState
-
-runs_t = cast(sa.Table, Run.__table__)
-missed_t = cast(sa.Table, MissedSlot.__table__)
-attempts_t = cast(sa.Table, Attempt.__table__)
-state_t = cast(sa.Table, TriggerState.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +35,7 @@ class RunningAttempt:
 class Stall:
     """What ending a stalled attempt did to its run."""
 
-    run_status: str | None  # "pending" (requeued), "dead", or None (a newer attempt already runs)
+    run_status: RunStatus | None  # pending (requeued), dead, or None (a newer attempt runs)
     agent: str
     queue: str
     trigger: str | None
@@ -76,7 +72,7 @@ class WatchStore:
                 progress_before: datetime | None = None) -> list[RunningAttempt]:
         """Attempts still `running` (optionally only stale ones): the sweep and the rebuild."""
         query = (sa.select(*_ATTEMPT_COLUMNS).join(runs_t, runs_t.c.id == attempts_t.c.run_id)
-                 .where(attempts_t.c.status == "running"))
+                 .where(attempts_t.c.status == AttemptStatus.RUNNING))
         stale = []
         if heartbeat_before is not None:
             stale.append(sa.func.coalesce(attempts_t.c.heartbeat_at, attempts_t.c.started_at)
@@ -95,7 +91,7 @@ class WatchStore:
             value = conn.execute(
                 sa.select(sa.func.min(sa.func.coalesce(attempts_t.c.heartbeat_at,
                                                        attempts_t.c.started_at)))
-                .where(attempts_t.c.status == "running")).scalar()
+                .where(attempts_t.c.status == AttemptStatus.RUNNING)).scalar()
         if isinstance(value, str):  # SQLite aggregates lose the column type
             value = datetime.fromisoformat(value)
         if value is not None and value.tzinfo is None:
@@ -103,8 +99,10 @@ class WatchStore:
         return value
 
     def stall(self, run_id: str, attempt: int, fence: int, *, reason: str, now: datetime,
-              max_attempts: int) -> Stall | None:
-        """End a stalled attempt; requeue its run with a new fence, or mark it dead.
+              run_status: RunStatus) -> Stall | None:
+        """End a stalled attempt and move its run to `run_status` with a new fence: `pending`
+        (requeued) or `dead` (attempts exhausted), as `verdict.lost()` decided; storage
+        writes the verdict and does not judge it.
 
         One transaction, conditional on the attempt still running and the run
         still holding that fence: if the execution path's redelivery already
@@ -123,38 +121,39 @@ class WatchStore:
             closed = conn.execute(
                 sa.update(attempts_t)
                 .where(attempts_t.c.run_id == run_id, attempts_t.c.number == attempt,
-                       attempts_t.c.status == "running")
-                .values(status="stalled", reason=reason, finished_at=now,
+                       attempts_t.c.status == AttemptStatus.RUNNING)
+                .values(status=AttemptStatus.STALLED, reason=reason, finished_at=now,
                         error_message=f"stalled: {reason}")
             ).rowcount
             if not closed:
                 return None
-            if info.fence != fence or info.status != "running":
+            if info.fence != fence or info.status != RunStatus.RUNNING:
                 # The execution path's redelivery already started the next attempt.
                 return Stall(None, info.agent, info.queue, info.trigger, info.fence)
-            exhausted = attempt >= max_attempts
+            exhausted = run_status == RunStatus.DEAD
             row = conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.fence == fence, runs_t.c.status == "running")
+                .where(runs_t.c.id == run_id, runs_t.c.fence == fence,
+                       runs_t.c.status == RunStatus.RUNNING)
                 .values(
                     fence=runs_t.c.fence + 1,  # the stalled worker can no longer commit anything
-                    status="dead" if exhausted else "pending",
-                    terminal_reason="attempts_exhausted" if exhausted else None,
+                    status=run_status,
+                    terminal_reason=Reason.ATTEMPTS_EXHAUSTED if exhausted else None,
                     error=f"attempt {attempt} stalled: {reason}",
                     lease_expires_at=None, waiting_for=None, not_before=None,
-                    finished_at=now if exhausted else None,
+                    finished_at=now if run_status.terminal else None,
                 )
                 .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
                            runs_t.c.fence)
             ).one()
-            return Stall(row.status, row.agent, row.queue, row.trigger, row.fence)
+            return Stall(RunStatus(row.status), row.agent, row.queue, row.trigger, row.fence)
 
     def queued_before(self, before: datetime, limit: int) -> list[tuple[str, str, datetime]]:
         """(run id, queue, queued_at) of runs `queued` since before `before` (run_stuck)."""
         with self.engine.connect() as conn:
             return [(r.id, r.queue, r.queued_at) for r in conn.execute(
                 sa.select(runs_t.c.id, runs_t.c.queue, runs_t.c.queued_at)
-                .where(runs_t.c.status == "queued", runs_t.c.queued_at < before)
+                .where(runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at < before)
                 .order_by(runs_t.c.queued_at).limit(limit))]
 
     def missed_ranges(self, names: Iterable[str], since: datetime
@@ -177,7 +176,8 @@ class WatchStore:
         """Attempts ended `stalled` after `since`, by the watchdog or by a redelivery."""
         query = (sa.select(*_ATTEMPT_COLUMNS, attempts_t.c.reason)
                  .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
-                 .where(attempts_t.c.status == "stalled", attempts_t.c.finished_at > since))
+                 .where(attempts_t.c.status == AttemptStatus.STALLED,
+                        attempts_t.c.finished_at > since))
         with self.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query)]
 
@@ -186,7 +186,7 @@ class WatchStore:
             return list(conn.execute(
                 sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.trigger, runs_t.c.attempt,
                           runs_t.c.error, runs_t.c.terminal_reason)
-                .where(runs_t.c.status == "dead", runs_t.c.finished_at > since)))
+                .where(runs_t.c.status == RunStatus.DEAD, runs_t.c.finished_at > since)))
 
     def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
         ids = list(run_ids)

@@ -46,9 +46,10 @@ from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Leadership, Lease, identity
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.values import Dispatch
+from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
-from scheduler.storage.store import Store
+from scheduler.storage.runs import RunStore
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
 from triggers import CronTrigger, Registry, SourceHealth, cron_key
 
@@ -89,7 +90,7 @@ class Watchdog:
         self,
         *,
         registry: Registry,
-        store: Store,
+        store: RunStore,  # the requeue's publish; the watchdog's own reads are WatchStore's
         alerts: AlertManager,
         redis_client: redis.Redis,
         clock: Clock,
@@ -268,7 +269,7 @@ class Watchdog:
                 log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
                             exc_info=True)
         result = self.watch.stall(row.run_id, row.attempt, row.fence, reason=reason, now=now,
-                                  max_attempts=max_attempts)
+                                  run_status=lost(row.attempt, max_attempts))
         self.index.clear(Member(row.run_id, row.attempt, row.fence))
         if result is None:
             return

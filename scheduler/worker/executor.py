@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
@@ -51,10 +51,10 @@ from scheduler.core.verdict import (
     cancelled,
 )
 from scheduler.core.vocabulary import Delivery, Reason, RunOverlap, RunStatus, WaitingFor
+from scheduler.storage.models import Run
 from scheduler.storage.store import (
     ConcurrencyBlockedError,
     OverlapBlockedError,
-    Store,
     is_transient,
 )
 from triggers import Registry
@@ -65,6 +65,36 @@ _WATCH_FAILURES = StepFailures(log)
 
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
+
+
+class ExecutorStore(Protocol):
+    """What a delivery uses of storage, and nothing more: the attempt's own writes
+    (AttemptStore), the holds on a run it could not start (RunStore's defer, park, skip) and
+    the run it loads to judge such a delivery (Queries). A `Store` has them all."""
+
+    def begin_attempt(self, run_id: str, worker: str, task_id: str | None, now: datetime,
+                      lease_ttl: timedelta = ..., *, agent: str,
+                      concurrency: int | None = None) -> StartedAttempt | None: ...
+
+    def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
+             last_heartbeat: dict[str, Any] | None, *,
+             progress_at: datetime | None = None) -> Beat: ...
+
+    def finish(self, started: StartedAttempt, outcome: AttemptOutcome, *, now: datetime,
+               result: Any = None, error: str | None = None, error_class: str | None = None,
+               usage: dict[str, Any] | None = None,
+               last_heartbeat: dict[str, Any] | None = None,
+               outbox: Sequence[OutboxWrite] = ()) -> RunStatus | None: ...
+
+    def end_cancelled(self, run_id: str, now: datetime) -> str | None: ...
+
+    def defer(self, run_id: str, not_before: datetime) -> None: ...
+
+    def park(self, run_id: str, until: datetime, waiting_for: WaitingFor) -> None: ...
+
+    def skip(self, run_id: str, reason: Reason, now: datetime) -> bool: ...
+
+    def get_run(self, run_id: str) -> Run | None: ...
 
 
 class NotSerialisableError(NotSerialisable):
@@ -149,7 +179,7 @@ class Executor:
     def __init__(
         self,
         *,
-        store: Store,
+        store: ExecutorStore,
         redis_client: redis.Redis,
         registry: Registry,
         clock: Clock,
@@ -394,19 +424,14 @@ class Executor:
                 error: str | None = None, error_class: str | None = None,
                 usage: dict[str, Any] | None = None,
                 last_heartbeat: dict[str, Any] | None = None,
-                outbox: Sequence[OutboxWrite] = ()) -> str | None:
-        now = self.clock.now()
+                outbox: Sequence[OutboxWrite] = ()) -> RunStatus | None:
         if error is not None:
             # An agent's exception text may quote a URL with its secret, or hold a NUL
             # character (PostgreSQL's text refuses it): stored scrubbed and clean.
             error = scrub_text(error).replace("\x00", "\\x00")
         return self.store.finish(
-            started, status=verdict.status, reason=verdict.reason,
-            attempt_status=verdict.attempt_status, now=now, result=result, error=error,
-            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat,
-            not_before=verdict.not_before(now),
-            outbox=outbox,
-        )
+            started, verdict, now=self.clock.now(), result=result, error=error,
+            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat, outbox=outbox)
 
 
 async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
