@@ -18,7 +18,7 @@ from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
 from scheduler.worker.executor import Executor
 from tests.helpers import make_service, make_watchdog, registry_of
-from tests.test_reliability import executor, run_of
+from tests.service.test_reliability import executor, run_of
 
 __all__ = ["executor"]  # the fixture, shared with test_reliability.py
 

@@ -13,7 +13,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = {"dispatch", "worker", "watchdog", "relay"}
 CORE = {"core", "storage", "alerts", "outbox"}
 ON_TOP = {"ops", "cli"}

@@ -116,7 +116,7 @@ def test_validate_cli_exits_1_with_file_line(tmp_path: Path, monkeypatch: pytest
     assert proc.returncode == 1, proc.stderr
     assert f"{path.name}:7:" in proc.stderr and "field 'expr'" in proc.stderr
     ok = subprocess.run([sys.executable, "-m", "scheduler.cli", "triggers", "validate",
-                         "--triggers", "examples.demo"], cwd=Path(__file__).parent.parent,
+                         "--triggers", "examples.demo"], cwd=Path(__file__).parents[2],
                         capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr
     usage = subprocess.run([sys.executable, "-m", "scheduler.cli", "runs", "list", "--limit", "x"],

@@ -21,7 +21,7 @@ from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from tests.conftest import ROOT, T0, child_env, wait_for
 from tests.receiver import Receiver
-from tests.test_outbox import run_with_writes
+from tests.service.test_outbox import run_with_writes
 
 MODULE = "tests.fixtures.relay_faults"
 

@@ -17,7 +17,7 @@ from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
 from tests.conftest import WorkerProcess, wait_for
 from tests.helpers import follow_real_time, make_service, registry_of
-from tests.test_watchdog_processes import fire_run, marks
+from tests.process.test_watchdog_processes import fire_run, marks
 
 MODULE = "tests.fixtures.stall_agents"
 

@@ -83,7 +83,7 @@ def test_policy_with_a_real_worker(
     check: Callable[[Counter[str]], bool],
 ) -> None:
     # Real time, real worker: on PostgreSQL only (the index that enforces this is covered on
-    # both backends by tests/test_storage_contract.py).
+    # both backends by tests/contract/test_storage_contract.py).
     settings, store = pg_settings, pg_store
     # Given a worker with room for four runs, and a per-second trigger whose agent takes 3 s
     start_worker(MODULE, pool="threads", concurrency=4)
