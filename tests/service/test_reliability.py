@@ -32,9 +32,9 @@ from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.storage.watch_store import WatchStore
 from scheduler.worker.app import create_app
 from scheduler.worker.executor import Executor
-from tests.conftest import PG_ADMIN_URL, WorkerProcess, wait_for
+from tests.conftest import PG_ADMIN_URL, wait_for
 from tests.fixtures.reliability_triggers import calls_key
-from tests.helpers import follow_real_time, make_service, make_watchdog, queue_length, registry_of
+from tests.helpers import make_service, make_watchdog, queue_length, registry_of
 from triggers import Registry
 
 MODULE = "tests.fixtures.reliability_triggers"
@@ -174,44 +174,6 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
     assert lost <= present and present == set(ids)
 
 
-@pytest.mark.slow
-def test_a_database_outage_at_delivery_hands_messages_back(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
-    start_worker: Callable[..., WorkerProcess],
-) -> None:
-    registry = registry_of(MODULE, ["r-counts"])
-    worker = start_worker(MODULE)
-    publisher = Publisher(create_app(pg_settings, registry))
-    # Given five runs recorded and claimed (`queued`) whose messages reach the worker while
-    # PostgreSQL refuses every connection
-    now = datetime.now(UTC)
-    runs = pg_store.commit_tick([NewRun(
-        idempotency_key=f"manual:r-counts:{uuid.uuid4()}", trigger="r-counts", agent="counts",
-        queue="agents", event={"kind": "manual", "trigger": "r-counts", "payload": None,
-                               "fired_by": "test"},
-        logical_time=now, agent_version="v") for _ in range(5)], [], [], now)
-    dispatches = pg_store.claim_for_publish(
-        [Dispatch(r.id, r.agent, r.queue, r.trigger, 0) for r in runs], now, timedelta(0))
-    fired = [d.run_id for d in dispatches]
-    assert len(fired) == 5
-    pg_store.engine.dispose()
-    try:
-        with database_refusing(pg_settings):
-            publisher.publish(dispatches)
-            time.sleep(4)  # the worker meets the outage with every delivery
-    finally:
-        publisher.close()
-    # Then, with no sweeper running, every run still completes once: the deliveries that met
-    # the outage went back to the queue instead of being acked away.
-    for run_id in fired:
-        wait_for(lambda run_id=run_id: run_of(pg_store, run_id) == ("succeeded", None),
-                 timeout=40, interval=0.2, message=f"run {run_id} to succeed")
-        assert redis_client.get(calls_key(run_id, pg_settings.redis_prefix)) == b"1"
-    out = worker.output()
-    assert "goes back to the queue" in out
-    assert out.count("Traceback") == 0, out[-3000:]
-
-
 # -- 2. a failed tick commit ---------------------------------------------------------------
 
 
@@ -344,40 +306,6 @@ def test_a_user_cancel_survives_the_retry(
         client.close()
     assert written == "cancelled"
     assert run_of(store, fired.run_id) == ("cancelled", "by_user")
-
-
-# -- 5. max_attempts when redeliveries take over ------------------------------------------------
-
-
-@pytest.mark.slow
-def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
-) -> None:
-    registry = registry_of(MODULE, ["r-dies"])
-    start_worker(MODULE, pool="prefork", concurrency=1)
-    clock = FakeClock(datetime.now(UTC))
-    svc = make_service(settings, registry, clock)
-    publisher = Publisher(create_app(settings, registry))
-    try:
-        fired = fire(store, publisher, registry, "r-dies", clock.now())
-    finally:
-        publisher.close()
-
-    def ended() -> bool:
-        follow_real_time(clock)
-        svc.hold_leadership()
-        svc.sweep()
-        run = store.get_run(fired.run_id)
-        return run is not None and run.finished_at is not None
-
-    wait_for(ended, timeout=60, interval=0.2, message="the run to end")
-    run = store.get_run(fired.run_id)
-    assert run is not None and (run.status, run.terminal_reason) == ("dead", "attempts_exhausted")
-    assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
-    dog = make_watchdog(settings, registry, FakeClock(datetime.now(UTC)))
-    dog.check()
-    assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history()
-            if a.kind == "run_dead"] == [("run_dead", run.id)]
 
 
 # -- 11. a transient error in the final write ----------------------------------------------------
