@@ -32,6 +32,19 @@ PG_ADMIN_URL = os.environ.get("NIGHTOWL_TEST_PG_URL", "postgresql://postgres@127
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TIERS = ("unit", "contract", "service", "process", "deploy", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the directory under tests/ it lives in, so a tier can be
+    selected by marker (`-m unit`, `-m "not faults"`) as well as by path."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(here).parts
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
 def _pg_database_url() -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/nightowl_test_{os.getpid()}"
 

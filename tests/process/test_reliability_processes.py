@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis
 
 from scheduler.core.clock import FakeClock
@@ -29,7 +28,6 @@ MODULE = "tests.fixtures.reliability_triggers"
 # -- 1. queued with no message -----------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_database_outage_at_delivery_hands_messages_back(
     pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
@@ -70,7 +68,6 @@ def test_a_database_outage_at_delivery_hands_messages_back(
 # -- 5. max_attempts when redeliveries take over ------------------------------------------------
 
 
-@pytest.mark.slow
 def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
     settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
 ) -> None:
