@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis, real PostgreSQL, SQLite, real worker processes.
+"""Fixtures only: real Redis, real PostgreSQL, SQLite, real worker processes, tier markers.
 
 A test that needs a service fails when the service is missing (never skips),
 so a CI machine without Redis or PostgreSQL cannot pass by accident.
@@ -7,13 +7,9 @@ so a CI machine without Redis or PostgreSQL cannot pass by accident.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,16 +17,22 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from scheduler.core.clock import SystemClock
 from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.models import Base
 from scheduler.storage.store import Store
-
-REDIS_URL = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_ADMIN_URL = os.environ.get("NIGHTOWL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ROOT = Path(__file__).resolve().parent.parent
-
+from scheduler.worker.executor import Executor
+from tests.helpers import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    WorkerProcess,
+    child_env,
+    close_services,
+    close_watchdogs,
+)
+from triggers import Registry
 
 TIERS = ("unit", "contract", "service", "process", "deploy", "faults")
 
@@ -51,8 +53,8 @@ def _pg_database_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _close_services() -> Iterator[None]:
-    from tests.helpers import close_services, close_watchdogs
-
+    """Close the services and watchdogs a test built (nothing to close touches a service when
+    the test built none, so unit tests run with Redis and PostgreSQL stopped)."""
     yield
     close_watchdogs()
     close_services()
@@ -183,80 +185,6 @@ def settings(db_url: str, prefix: str) -> Settings:
                     redis_prefix=prefix, triggers=[])
 
 
-def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update({
-        "NIGHTOWL_DATABASE_URL": settings.require_database_url(),
-        "NIGHTOWL_REDIS_URL": settings.require_redis_url(),
-        "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
-        "NIGHTOWL_TRIGGERS": triggers,
-        "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
-        "PYTHONPATH": str(ROOT),
-    })
-    env.update(extra)
-    return env
-
-
-class OutputProcess:
-    """A real process whose combined stdout and stderr are kept as it runs (for assertions
-    and failure messages)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | Path = ROOT) -> None:
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self.on_line(line)
-
-    def on_line(self, line: str) -> None:
-        """Called for each line as it arrives (subclasses watch for readiness)."""
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, timeout: float = 20) -> str:
-        """SIGTERM, then SIGKILL after `timeout`; the output collected."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.output()
-
-
-class WorkerProcess(OutputProcess):
-    """A real `nightowl worker` process; its output is kept for failure messages."""
-
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
-                 command: list[str] | None = None) -> None:
-        name = f"test-{uuid.uuid4().hex[:6]}@%h"
-        if command is None:
-            command = [sys.executable, "-m", "scheduler.cli", "worker"]
-        self._ready = threading.Event()
-        super().__init__([*command, f"--pool={pool}", f"--concurrency={concurrency}",
-                          f"--hostname={name}", "--loglevel=INFO"], env)
-
-    def on_line(self, line: str) -> None:
-        if " ready." in line:
-            self._ready.set()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise AssertionError("worker did not become ready:\n" + "".join(self.lines[-40:]))
-
-
 @pytest.fixture
 def pg_settings(pg_url: str, prefix: str) -> Settings:
     """Settings on PostgreSQL only, for real-time process tests that need one backend."""
@@ -291,16 +219,24 @@ def start_worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., Worke
         w.stop()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,
-             message: str = "condition") -> object:
-    """Poll until `predicate()` is truthy (real processes need real waiting, bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
+    """An in-process executor on the test's database and Redis (a worker without Celery)."""
+    settings: Settings = request.getfixturevalue(
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
+    made: list[Executor] = []
 
+    def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
+        ex = Executor(store=Store(make_engine(settings.require_database_url())),
+                      redis_client=redis.Redis.from_url(settings.require_redis_url()),
+                      registry=registry, clock=SystemClock(), worker_id="test-worker",
+                      key_prefix=settings.redis_prefix,
+                      heartbeat_interval=timedelta(seconds=heartbeat_interval),
+                      sinks=frozenset({"audit"}))
+        made.append(ex)
+        return ex
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    yield build
+    for ex in made:
+        ex.store.engine.dispose()
+        ex.redis.close()

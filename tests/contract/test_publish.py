@@ -11,7 +11,7 @@ from scheduler.core.publish import PUBLISHED_AT_HEADER, RUN_ID_HEADER, Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch
 from scheduler.worker.app import create_app
-from tests.conftest import REDIS_URL
+from tests.helpers import REDIS_URL
 from triggers import load
 
 

@@ -31,7 +31,7 @@ from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import current, head_revision, upgrade
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, T0
+from tests.helpers import PG_ADMIN_URL, REDIS_URL, T0
 
 pytestmark = pytest.mark.usefixtures("fresh_sinks")
 

@@ -24,8 +24,7 @@ from ruamel.yaml import YAML
 from scheduler.core.settings import Settings
 from scheduler.healthcheck import check as check_loop
 from scheduler.storage.store import Store
-from tests.conftest import ROOT, child_env, wait_for
-from tests.helpers import free_port
+from tests.helpers import ROOT, child_env, free_port, wait_for
 
 COMPOSE = ROOT / "compose.yaml"
 

@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
-from tests.helpers import make_service, registry_of
+from tests.helpers import ROOT, WorkerProcess, child_env, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 RUN_KEYS = {"id", "trigger", "agent", "status", "terminal_reason", "idempotency_key", "attempt",
@@ -375,7 +374,7 @@ def test_replicas_running_db_upgrade_at_once_on_postgresql_all_succeed() -> None
 
     import psycopg
 
-    from tests.conftest import PG_ADMIN_URL
+    from tests.helpers import PG_ADMIN_URL
 
     name = f"nightowl_migrate_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:

@@ -17,7 +17,7 @@ from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.worker.app import create_app
-from tests.conftest import WorkerProcess, child_env, wait_for
+from tests.helpers import WorkerProcess, child_env, wait_for
 from triggers import load
 
 MODULE = "tests.fixtures.e2e_triggers"

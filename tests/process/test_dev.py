@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.helpers import ROOT, wait_for
 
 DEV_MODULE = '''
 from agents import agent

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from scheduler.core.settings import Settings
-from tests.conftest import child_env
+from tests.helpers import child_env
 
 LONG_AGENT = textwrap.dedent("""
     from datetime import timedelta

@@ -15,9 +15,15 @@ import redis
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import WorkerProcess, wait_for
-from tests.helpers import follow_real_time, make_service, registry_of
-from tests.process.test_watchdog_processes import fire_run, marks
+from tests.helpers import (
+    WorkerProcess,
+    fire_run,
+    follow_real_time,
+    make_service,
+    marks,
+    registry_of,
+    wait_for,
+)
 
 MODULE = "tests.fixtures.stall_agents"
 
@@ -27,7 +33,7 @@ def test_sigterm_lets_a_running_agent_finish_within_the_grace(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     worker = start_worker(MODULE, pool="prefork", NIGHTOWL_SHUTDOWN_GRACE="6")
-    run_id = fire_run(pg_settings, pg_store, "x-plodder")
+    run_id = fire_run(pg_settings, pg_store, MODULE, "x-plodder")
     wait_for(lambda: marks(redis_client, prefix, run_id), message="the agent to start")
     # When the deploy sends SIGTERM mid-run
     worker.proc.send_signal(signal.SIGTERM)
@@ -42,7 +48,7 @@ def test_what_does_not_finish_in_the_grace_is_handed_back_and_resumes(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     first = start_worker(MODULE, pool="prefork", NIGHTOWL_SHUTDOWN_GRACE="0.5")
-    run_id = fire_run(pg_settings, pg_store, "x-plodder")
+    run_id = fire_run(pg_settings, pg_store, MODULE, "x-plodder")
     wait_for(lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
              message="a saved progress heartbeat")
     # When SIGTERM comes with a grace shorter than the agent's remaining work

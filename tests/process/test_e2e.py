@@ -11,9 +11,8 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, Store
-from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.e2e_triggers import calls_key
-from tests.helpers import make_service, registry_of
+from tests.helpers import WorkerProcess, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 

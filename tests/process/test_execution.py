@@ -16,8 +16,7 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.models import Run
 from scheduler.storage.store import NewRun, Store
-from tests.conftest import WorkerProcess, child_env, wait_for
-from tests.helpers import follow_real_time, make_service, registry_of
+from tests.helpers import WorkerProcess, child_env, follow_real_time, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.exec_triggers"
 

@@ -20,8 +20,7 @@ from scheduler.core.settings import Settings
 from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
-from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
-from tests.helpers import free_port, make_service, registry_of
+from tests.helpers import ROOT, WorkerProcess, child_env, free_port, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 AUTH = ("admin", "flower-pw")

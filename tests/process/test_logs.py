@@ -13,8 +13,7 @@ from scheduler.core.settings import Settings
 from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
-from tests.conftest import WorkerProcess, wait_for
-from tests.helpers import registry_of
+from tests.helpers import WorkerProcess, registry_of, wait_for
 
 MODULE = "tests.fixtures.log_agents"
 

@@ -10,8 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import ROOT, child_env, wait_for
-from tests.helpers import free_port
+from tests.helpers import ROOT, child_env, free_port, wait_for
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -60,8 +59,7 @@ def test_prefork_worker_metrics_sum_the_pool_processes(
     from datetime import UTC, datetime
 
     from scheduler.core.clock import FakeClock
-    from tests.conftest import WorkerProcess
-    from tests.helpers import fire_then_drain, make_service, registry_of
+    from tests.helpers import WorkerProcess, fire_then_drain, make_service, registry_of
 
     port = free_port()
     worker = WorkerProcess(child_env(settings, "tests.fixtures.seconds_triggers"), "prefork", 2,

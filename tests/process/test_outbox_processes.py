@@ -26,8 +26,7 @@ from scheduler.ops.runs import fire
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
-from tests.conftest import ROOT, WorkerProcess, child_env, wait_for
-from tests.helpers import registry_of
+from tests.helpers import ROOT, WorkerProcess, child_env, registry_of, wait_for
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.outbox_agents"

@@ -12,9 +12,8 @@ import redis
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import T0, WorkerProcess
 from tests.fixtures.overlap_triggers import gauge_keys
-from tests.helpers import fire_then_drain, make_service, registry_of
+from tests.helpers import T0, WorkerProcess, fire_then_drain, make_service, registry_of
 
 MODULE = "tests.fixtures.overlap_triggers"
 

@@ -13,8 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from tests.conftest import T0
-from tests.helpers import free_port
+from tests.helpers import T0, free_port
 from tests.polling import Poller, forget
 from triggers import metric, prometheus
 

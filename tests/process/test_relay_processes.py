@@ -19,9 +19,8 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
-from tests.conftest import ROOT, T0, child_env, wait_for
+from tests.helpers import ROOT, T0, child_env, run_with_writes, wait_for
 from tests.receiver import Receiver
-from tests.service.test_outbox import run_with_writes
 
 MODULE = "tests.fixtures.relay_faults"
 

@@ -17,10 +17,17 @@ from scheduler.ops.runs import fire
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.worker.app import create_app
-from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.reliability_triggers import calls_key
-from tests.helpers import follow_real_time, make_service, make_watchdog, registry_of
-from tests.service.test_reliability import database_refusing, run_of
+from tests.helpers import (
+    WorkerProcess,
+    database_refusing,
+    follow_real_time,
+    make_service,
+    make_watchdog,
+    registry_of,
+    run_of,
+    wait_for,
+)
 
 MODULE = "tests.fixtures.reliability_triggers"
 

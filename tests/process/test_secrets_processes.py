@@ -25,8 +25,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import PG_ADMIN_URL, ROOT, OutputProcess, wait_for
-from tests.helpers import free_port
+from tests.helpers import PG_ADMIN_URL, ROOT, OutputProcess, free_port, wait_for
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.secret_agents"

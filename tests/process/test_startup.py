@@ -27,8 +27,7 @@ import sqlalchemy as sa
 from scheduler.core.steplog import StepFailures
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, OutputProcess, wait_for
-from tests.helpers import RedisServer, free_port
+from tests.helpers import PG_ADMIN_URL, REDIS_URL, ROOT, OutputProcess, RedisServer, free_port, wait_for
 
 MODULE = "tests.fixtures.seconds_triggers"
 SECRET = "hunter2-startup"

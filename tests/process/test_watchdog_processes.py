@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,13 +16,9 @@ from pydantic import SecretStr
 
 from scheduler.alerts import AppriseChannel, WebhookChannel
 from scheduler.core.clock import SystemClock
-from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
-from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
-from scheduler.worker.app import create_app
-from tests.conftest import WorkerProcess, wait_for
-from tests.helpers import make_watchdog, registry_of
+from tests.helpers import WorkerProcess, fire_run, make_watchdog, marks, registry_of, wait_for
 from tests.receiver import Receiver, verify
 
 MODULE = "tests.fixtures.stall_agents"
@@ -35,19 +30,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def fire_run(settings: Settings, store: Store, trigger: str) -> str:
-    registry = registry_of(MODULE)
-    publisher = Publisher(create_app(settings, registry))
-    try:
-        return fire(store, publisher, registry, trigger, datetime.now(UTC)).run_id
-    finally:
-        publisher.close()
-
-
-def marks(client: redis.Redis, prefix: str, run_id: str) -> list[str]:
-    return [m.decode() for m in client.lrange(f"{prefix}marks:{run_id}", 0, -1)]
 
 
 def checking(dog: Any, until: Callable[[], object], timeout: float, message: str) -> object:
@@ -68,7 +50,7 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
     dog = make_watchdog(pg_settings, registry, SystemClock(),
                         channels=[WebhookChannel(receiver.url, SecretStr(SECRET))])
     first = start_worker(MODULE)
-    run_id = fire_run(pg_settings, pg_store, "x-plodder")
+    run_id = fire_run(pg_settings, pg_store, MODULE, "x-plodder")
     checking(dog, lambda: marks(redis_client, prefix, run_id), 20, "the agent to start")
     checking(dog, lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
              10, "a progress heartbeat to be saved")
@@ -110,7 +92,7 @@ def test_an_agent_that_spins_without_progress_is_revoked_retried_and_dead(
                         channels=[WebhookChannel(receiver.url, SecretStr(SECRET))],
                         revoke=build_revoke(pg_settings, registry))
     start_worker(MODULE, pool="prefork", concurrency=1)
-    run_id = fire_run(pg_settings, pg_store, "x-looper")
+    run_id = fire_run(pg_settings, pg_store, MODULE, "x-looper")
     # When the agent spins past progress_timeout (2 s) on each of its 2 attempts
     checking(dog, lambda: (pg_store.get_run(run_id) or object()).status == "dead",  # type: ignore[attr-defined]
              40, "the run to be dead")

@@ -17,9 +17,8 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.dispatch.service import SchedulerService
 from scheduler.storage.store import Dispatch, Store
-from tests.conftest import WorkerProcess, wait_for
 from tests.fixtures.e2e_triggers import calls_key
-from tests.helpers import follow_real_time, make_service, registry_of
+from tests.helpers import WorkerProcess, follow_real_time, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 

@@ -16,7 +16,7 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.logs import install_scrubbing
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
-from tests.conftest import T0
+from tests.helpers import T0
 from tests.receiver import Receiver
 
 

@@ -16,8 +16,7 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.dispatch.service import TickFailedError
 from scheduler.storage.store import Store
-from tests.conftest import T0
-from tests.helpers import make_service
+from tests.helpers import T0, make_service
 from tests.polling import Poller, forget, registry_with
 from triggers import TriggerDefinitionError, db_change
 

@@ -18,7 +18,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from agents import ManualFire, event_to_json
 from agents._context import OutboxWrite
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
@@ -26,9 +25,8 @@ from scheduler.outbox import Entry, Outcome, RedisCacheSink, SqlAppendSink, Webh
 from scheduler.relay.service import Relay
 from scheduler.storage.engine import make_engine
 from scheduler.storage.outbox_store import OutboxStore
-from scheduler.storage.store import NewRun, StartedAttempt, Store
-from tests.conftest import REDIS_URL, T0
-from tests.helpers import free_port, make_watchdog, registry_of
+from scheduler.storage.store import Store
+from tests.helpers import REDIS_URL, T0, free_port, make_watchdog, registry_of, run_with_writes
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("fresh_sinks")
@@ -48,20 +46,6 @@ class Recorder:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "recorder"}
-
-
-def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], key: str,
-                    *, finish: bool = True) -> StartedAttempt:
-    (run,) = store.commit_tick([NewRun(
-        idempotency_key=key, trigger=None, agent="steady", queue="agents",
-        event=event_to_json(ManualFire(trigger="m", fired_by="t")), logical_time=clock.now(),
-        agent_version=None)], [], [], clock.now())
-    started = store.begin_attempt(run.id, "w", "t", clock.now(), agent="steady")
-    assert started is not None
-    if finish:
-        assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
-                            now=clock.now(), outbox=writes)
-    return started
 
 
 def test_writes_commit_with_success_numbered_per_key(store: Store) -> None:

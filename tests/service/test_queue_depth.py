@@ -18,8 +18,7 @@ from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, Store
 from scheduler.worker.app import create_app
-from tests.conftest import REDIS_URL, T0
-from tests.helpers import make_service
+from tests.helpers import REDIS_URL, T0, make_service
 from tests.polling import Poller, forget, registry_with
 from triggers import queue_depth, redis_list
 

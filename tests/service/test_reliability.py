@@ -7,75 +7,42 @@ wall clock where workers stamp real times.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.core.clock import FakeClock, SystemClock
+from scheduler.core.clock import FakeClock
 from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.dispatch.service import TickFailedError
 from scheduler.ops.runs import Fired, fire
 from scheduler.storage.alert_store import AlertStore
-from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.storage.watch_store import WatchStore
 from scheduler.worker.app import create_app
 from scheduler.worker.executor import Executor
-from tests.conftest import PG_ADMIN_URL, wait_for
 from tests.fixtures.reliability_triggers import calls_key
-from tests.helpers import make_service, make_watchdog, queue_length, registry_of
+from tests.helpers import (
+    PG_ADMIN_URL,
+    database_refusing,
+    make_service,
+    make_watchdog,
+    queue_length,
+    registry_of,
+    run_of,
+    wait_for,
+)
 from triggers import Registry
 
 MODULE = "tests.fixtures.reliability_triggers"
-
-
-@pytest.fixture
-def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
-    """An in-process executor on the test's database and Redis (a worker without Celery)."""
-    settings: Settings = request.getfixturevalue(
-        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
-    made: list[Executor] = []
-
-    def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
-        ex = Executor(store=Store(make_engine(settings.require_database_url())),
-                      redis_client=redis.Redis.from_url(settings.require_redis_url()),
-                      registry=registry, clock=SystemClock(), worker_id="test-worker",
-                      key_prefix=settings.redis_prefix,
-                      heartbeat_interval=timedelta(seconds=heartbeat_interval),
-                      sinks=frozenset({"audit"}))
-        made.append(ex)
-        return ex
-
-    yield build
-    for ex in made:
-        ex.store.engine.dispose()
-        ex.redis.close()
-
-
-@contextlib.contextmanager
-def database_refusing(settings: Settings) -> Iterator[None]:
-    """PostgreSQL refusing every connection to the test's database (its sessions ended), as
-    during a restart or a failover, until the block ends."""
-    database = settings.require_database_url().rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
-            yield
-        finally:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 def fire_now(settings: Settings, store: Store, registry: Registry, trigger: str) -> Fired:
@@ -85,12 +52,6 @@ def fire_now(settings: Settings, store: Store, registry: Registry, trigger: str)
         return fire(store, publisher, registry, trigger, datetime.now(UTC))
     finally:
         publisher.close()
-
-
-def run_of(store: Store, run_id: str) -> tuple[str, str | None]:
-    run = store.get_run(run_id)
-    assert run is not None
-    return run.status, run.terminal_reason
 
 
 # -- 1. queued with no message -----------------------------------------------------------
@@ -508,7 +469,7 @@ def test_an_episode_seen_during_a_database_outage_is_not_lost(
 ) -> None:
     """A queue that backs up and drains while the scheduler's database is down: the poll saw
     the episode, so its firing commits once the database answers, not never."""
-    from tests.conftest import REDIS_URL
+    from tests.helpers import REDIS_URL
     from tests.polling import forget, registry_with
     from triggers import queue_depth
 

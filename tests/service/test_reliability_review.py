@@ -17,10 +17,7 @@ from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
 from scheduler.worker.executor import Executor
-from tests.helpers import make_service, make_watchdog, registry_of
-from tests.service.test_reliability import executor, run_of
-
-__all__ = ["executor"]  # the fixture, shared with test_reliability.py
+from tests.helpers import make_service, make_watchdog, registry_of, run_of
 
 MODULE = "tests.fixtures.reliability_triggers"
 

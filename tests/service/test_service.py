@@ -17,8 +17,7 @@ import redis
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.conftest import ROOT, T0, child_env, wait_for
-from tests.helpers import make_service, queue_length, registry_of
+from tests.helpers import ROOT, T0, child_env, make_service, queue_length, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 
@@ -79,7 +78,7 @@ CRASHING_SCHEDULER = textwrap.dedent("""
     from scheduler.core.clock import FakeClock
     from scheduler.core.publish import Publisher
     from scheduler.core.settings import Settings
-    from tests.conftest import T0
+    from tests.helpers import T0
     from tests.helpers import make_service, registry_of
 
     class DiesBeforePublishing(Publisher):

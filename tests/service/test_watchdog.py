@@ -22,8 +22,7 @@ from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.settings import Settings
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
-from tests.conftest import T0, wait_for
-from tests.helpers import make_service, make_watchdog, registry_of
+from tests.helpers import T0, make_service, make_watchdog, registry_of, wait_for
 from tests.receiver import Receiver, verify
 
 MODULE = "tests.fixtures.watch_agents"

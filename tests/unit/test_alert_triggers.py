@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import T0
+from tests.helpers import T0
 from tests.polling import Gauge, Poller, forget
 from triggers import TriggerDefinitionError, metric
 
