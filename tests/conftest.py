@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,10 +27,16 @@ from scheduler.worker.executor import Executor
 from tests.helpers import (
     PG_ADMIN_URL,
     REDIS_URL,
+    SERVICE_COMMANDS,
+    Cli,
+    CliResult,
     WorkerProcess,
+    bare_env,
     child_env,
     close_services,
     close_watchdogs,
+    run_cli_in_process,
+    run_cli_process,
 )
 from triggers import Registry
 
@@ -240,3 +246,41 @@ def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]
     for ex in made:
         ex.store.engine.dispose()
         ex.redis.close()
+
+
+@pytest.fixture
+def cli_triggers() -> str:
+    """The trigger modules `cli` runs with (NIGHTOWL_TRIGGERS); a test module overrides this
+    fixture to name its own."""
+    return ""
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli_triggers: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """Run `nightowl ARGS`; the result has returncode, stdout and stderr.
+
+    The environment is the test's settings (its `pg_settings` or `settings` fixture, with
+    `cli_triggers`) unless `env` is given; `extra` adds variables to either. It runs in an
+    empty folder of its own unless `cwd` is given. It runs in-process, which is fast, unless
+    `process=True` or the command is a long-running service (always a real process).
+    """
+    def run(*args: str, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+            timeout: float = 60, process: bool = False, **extra: str) -> CliResult:
+        env = _settings_env(request, cli_triggers, extra) if env is None else {**env, **extra}
+        folder = cwd if cwd is not None else tmp_path_factory.mktemp("nightowl-cli-")
+        if process or (args and args[0] in SERVICE_COMMANDS):
+            return run_cli_process(args, env, folder, timeout)
+        return run_cli_in_process(args, env, folder)
+
+    return run
+
+
+def _settings_env(request: pytest.FixtureRequest, triggers: str,
+                  extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the test's settings, or one with no NIGHTOWL_ setting at all when
+    the test has no settings fixture."""
+    for name in ("pg_settings", "settings"):
+        if name in request.fixturenames:
+            return child_env(request.getfixturevalue(name), triggers, **extra)
+    return bare_env(**extra)

@@ -1,9 +1,12 @@
 """What tests share besides fixtures: where the services are, waiting, child processes, and
-builders for services, watchdogs and runs (tests/conftest.py holds only fixtures)."""
+builders for services, watchdogs and runs, and running the CLI (tests/conftest.py holds only
+fixtures)."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import os
 import shutil
 import socket
@@ -12,9 +15,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 import redis
@@ -33,6 +39,7 @@ from scheduler.storage.store import NewRun, StartedAttempt, Store
 from scheduler.watchdog.service import Watchdog
 from scheduler.worker.app import create_app
 from triggers import Registry, load
+from triggers._base import forget_module
 
 REDIS_URL = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("NIGHTOWL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -322,3 +329,107 @@ def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], k
         assert store.finish(started, status="succeeded", reason=None, attempt_status="succeeded",
                             now=clock.now(), outbox=writes)
     return started
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+# Commands that run until stopped: always a real process, so a regression that starts one
+# instead of refusing cannot take over the test process.
+SERVICE_COMMANDS = frozenset({"scheduler", "worker", "watchdog", "relay", "flower", "dev"})
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one `nightowl` run returned, with the attributes of subprocess.CompletedProcess."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Cli(Protocol):
+    """The `cli` fixture: run `nightowl ARGS` with the test's settings (see tests/conftest.py)."""
+
+    def __call__(self, *args: str, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None, timeout: float = 60, process: bool = False,
+                 **extra: str) -> CliResult: ...
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """This process's environment with no NIGHTOWL_ setting at all (no URLs, no modules)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli_process(args: Sequence[str], env: Mapping[str, str], cwd: str | Path,
+                    timeout: float = 60) -> CliResult:
+    """`python -m scheduler.cli ARGS` as a real process."""
+    done = subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=dict(env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return CliResult(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+def run_cli_in_process(args: Sequence[str], env: Mapping[str, str], cwd: str | Path) -> CliResult:
+    """`nightowl ARGS` in this process, as `python -m scheduler.cli` would run it elsewhere.
+
+    1. The environment becomes `env` for the run (typer's CliRunner isolation, which also
+       captures stdout and stderr apart); the working directory becomes `cwd` and leads
+       sys.path, as it does for `python -m`.
+    2. `scheduler.cli.main` runs with `argv = ["nightowl", *args]`, so its exit-code mapping
+       is the one under test; SystemExit gives the return code. Warnings logged meanwhile go
+       to the captured stderr, as logging's last resort handler sends them in a fresh process.
+    3. Like a process exit, the run leaves nothing behind: argv and sys.path are restored,
+       modules imported from a test's folder are forgotten (the next run in another folder
+       may reuse the module name), and connections the command left open are collected without warnings.
+    """
+    from typer.testing import CliRunner
+
+    from scheduler.cli import main
+
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    changes.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+    folder = Path(cwd).resolve()
+    saved_argv, saved_path, before = sys.argv, list(sys.path), set(sys.modules)
+    with (contextlib.chdir(folder), CliRunner().isolation(env=changes) as (out, err, _),
+          warnings.catch_warnings()):
+        warnings.simplefilter("ignore", ResourceWarning)
+        last_resort = logging.StreamHandler(sys.stderr)  # the captured stream, by now
+        last_resort.setLevel(logging.WARNING)
+        logging.getLogger().addHandler(last_resort)
+        sys.argv = ["nightowl", *args]
+        sys.path.insert(0, str(folder))
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        finally:
+            logging.getLogger().removeHandler(last_resort)
+            sys.argv, sys.path[:] = saved_argv, saved_path
+            _forget_modules_under(folder, set(sys.modules) - before)
+            gc.collect()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return CliResult(tuple(args), code, stdout, stderr)
+
+
+def _exit_code(code: object) -> int:
+    """SystemExit's code as a process would report it (None is 0, a message is 1)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def _forget_modules_under(folder: Path, names: set[str]) -> None:
+    """Forget the modules a run imported from a test's own folder (never the project's: a
+    second copy of a project module would be a second copy of its classes)."""
+    for name in names:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not file:
+            continue
+        where = Path(file).resolve()
+        if where.is_relative_to(folder) and not where.is_relative_to(ROOT):
+            del sys.modules[name]
+            forget_module(name)

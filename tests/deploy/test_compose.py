@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from scheduler.core.settings import Settings
 from scheduler.healthcheck import check as check_loop
 from scheduler.storage.store import Store
-from tests.helpers import ROOT, child_env, free_port, wait_for
+from tests.helpers import ROOT, Cli, child_env, free_port, wait_for
 
 COMPOSE = ROOT / "compose.yaml"
 
@@ -41,7 +41,7 @@ def test_compose_file_follows_the_compose_spec() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists() -> None:
+def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists(cli: Cli) -> None:
     found = services()
     commands = set()
     for name, service in found.items():
@@ -54,8 +54,7 @@ def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists() ->
     assert {("scheduler",), ("worker",), ("watchdog",), ("relay",), ("flower",),
             ("db", "upgrade")} <= commands
     for words in sorted(commands):
-        out = subprocess.run([sys.executable, "-m", "scheduler.cli", *words, "--help"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60, check=False)
+        out = cli(*words, "--help", cwd=ROOT)
         assert out.returncode == 0, f"nightowl {' '.join(words)}: {out.stderr}"
 
 

@@ -1,4 +1,5 @@
-"""The CLI as users run it: real processes, JSON shapes from DESIGN.md, exit codes."""
+"""The CLI as users run it: JSON shapes from DESIGN.md, exit codes; in-process where a command
+ends by itself, real processes for services, terminals and races."""
 
 from __future__ import annotations
 
@@ -11,67 +12,55 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.helpers import ROOT, WorkerProcess, child_env, make_service, registry_of, wait_for
+from tests.helpers import ROOT, Cli, WorkerProcess, bare_env, child_env, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 RUN_KEYS = {"id", "trigger", "agent", "status", "terminal_reason", "idempotency_key", "attempt",
             "scheduled_for", "started_at", "finished_at", "agent_version"}
 
 
-def cli(settings: Settings | None, *args: str, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `nightowl` in an empty folder (no `.nightowl/env` to pick up)."""
-    if env is None:
-        env = child_env(settings, MODULE) if settings else child_env_empty()
-    cwd = tempfile.mkdtemp(prefix="nightowl-cli-")
-    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+@pytest.fixture
+def cli_triggers() -> str:
+    return MODULE
 
 
-def child_env_empty() -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def test_runs_list_and_show_json(settings: Settings, store: Store) -> None:
+def test_runs_list_and_show_json(settings: Settings, store: Store, cli: Cli) -> None:
     clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
     svc.tick()
     for _ in range(3):
         clock.advance(1)
         svc.tick()
-    out = cli(settings, "runs", "list", "--json")
+    out = cli("runs", "list", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [set(r) for r in rows] == [RUN_KEYS] * 3
     assert [r["scheduled_for"] for r in rows] == [  # newest first, ISO 8601 UTC
         "2026-03-01T12:00:03+00:00", "2026-03-01T12:00:02+00:00", "2026-03-01T12:00:01+00:00"]
-    limited = json.loads(cli(settings, "runs", "list", "--json", "--limit", "1").stdout)
+    limited = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)
     assert len(limited) == 1
-    assert json.loads(cli(settings, "runs", "list", "--json", "--status", "succeeded").stdout) == []
-    shown = cli(settings, "runs", "show", rows[0]["id"], "--json")
+    assert json.loads(cli("runs", "list", "--json", "--status", "succeeded").stdout) == []
+    shown = cli("runs", "show", rows[0]["id"], "--json")
     assert shown.returncode == 0, shown.stderr
     detail = json.loads(shown.stdout)
     assert set(detail) == RUN_KEYS | {"event", "result", "error", "attempts", "usage"}
     assert detail["event"]["trigger"] == "every-second"
-    missing = cli(settings, "runs", "show", "nope")
+    missing = cli("runs", "show", "nope")
     assert missing.returncode == 1 and "no run with id" in missing.stderr
-    bad_status = cli(settings, "runs", "list", "--status", "sleeping")
+    bad_status = cli("runs", "list", "--status", "sleeping")
     assert bad_status.returncode == 2
 
 
-def test_triggers_list_and_next(settings: Settings, store: Store) -> None:
+def test_triggers_list_and_next(settings: Settings, store: Store, cli: Cli) -> None:
     clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     make_service(settings, registry_of(MODULE, ["every-second"]), clock).tick()
-    out = cli(settings, "triggers", "list", "--json")
+    out = cli("triggers", "list", "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert set(rows["every-second"]) == {"name", "kind", "agent", "state", "next_evaluation",
@@ -79,16 +68,16 @@ def test_triggers_list_and_next(settings: Settings, store: Store) -> None:
     assert rows["every-second"]["kind"] == "cron" and rows["every-second"]["agent"] == "echo"
     assert rows["every-second"]["next_evaluation"] == "2026-03-01T12:00:01+00:00"
     assert rows["failing"]["state"] == "new"  # never evaluated
-    nxt = cli(None, "triggers", "next", "every-second", "--triggers", MODULE, "--count", "2",
-              "--after", "2026-10-25T00:00:00+02:00", "--json")
+    nxt = cli("triggers", "next", "every-second", "--triggers", MODULE, "--count", "2",
+              "--after", "2026-10-25T00:00:00+02:00", "--json", env=bare_env())
     assert nxt.returncode == 0, nxt.stderr
     assert json.loads(nxt.stdout) == ["2026-10-24T22:00:01+00:00", "2026-10-24T22:00:02+00:00"]
 
 
-def test_db_upgrade_and_refusal_without_urls(settings: Settings) -> None:
-    up = cli(settings, "db", "upgrade")
+def test_db_upgrade_and_refusal_without_urls(settings: Settings, cli: Cli) -> None:
+    up = cli("db", "upgrade")
     assert up.returncode == 0 and "up to date" in up.stdout, up.stderr
-    refused = cli(None, "scheduler", "--triggers", MODULE, timeout=30)
+    refused = cli("scheduler", "--triggers", MODULE, env=bare_env(), timeout=30)
     assert refused.returncode == 1
     assert "NIGHTOWL_DATABASE_URL is not set" in refused.stderr
 
@@ -139,7 +128,8 @@ def test_scheduler_and_plain_celery_worker_processes(
         worker.stop()
 
 
-def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Settings, store: Store) -> None:
+def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Settings, store: Store,
+                                                                cli: Cli) -> None:
     module = "tests.fixtures.poll_triggers"
     clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     svc = make_service(settings, registry_of(module), clock)
@@ -147,7 +137,7 @@ def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Setting
         svc.tick()
         clock.advance(5)
     env = child_env(settings, module)
-    out = cli(None, "triggers", "list", "--json", env=env)
+    out = cli("triggers", "list", "--json", env=env)
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert {n: (r["kind"], r["state"], r["source_failing"]) for n, r in rows.items()} == {
@@ -156,19 +146,19 @@ def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Setting
         "calm-queue": ("queue_depth", "ok", False),
     }
     assert rows["hot-gauge"]["next_evaluation"] == "2026-03-01T12:00:15+00:00"
-    shown = cli(None, "triggers", "show", "down-db", "--json", env=env)
+    shown = cli("triggers", "show", "down-db", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     assert "hunter22" not in shown.stdout and "hunter22" not in out.stdout
     detail = json.loads(shown.stdout)
     assert detail["settings"]["db_url"] == "postgresql://shop:***@127.0.0.1:1/shop"
     assert detail["stored_state"]["failures"] == 3 and detail["stored_state"]["last_error"]
-    table = cli(None, "triggers", "list", env=env)
+    table = cli("triggers", "list", env=env)
     assert "SOURCE_FAILING" in table.stdout and "down-db" in table.stdout
-    not_cron = cli(None, "triggers", "next", "hot-gauge", env=env)
+    not_cron = cli("triggers", "next", "hot-gauge", env=env)
     assert not_cron.returncode == 1 and "previews cron triggers only" in not_cron.stderr
 
 
-def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store: Store) -> None:
+def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store: Store, cli: Cli) -> None:
     # Given `nightowl watchdog` with a webhook and no scheduler anywhere
     from tests.receiver import Receiver
 
@@ -190,7 +180,7 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
     assert dog.returncode == 0, out
     assert "became watchdog leader" in out and "cli-secret" not in out
     assert [a["kind"] for a in receiver.alerts()] == ["scheduler_down"]
-    listed = cli(settings, "alerts", "list", "--json")
+    listed = cli("alerts", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["kind"], r["state"], r["severity"]) for r in rows] == [
@@ -198,13 +188,13 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
     assert set(rows[0]) >= {"id", "kind", "state", "dedupe_key", "episode", "run_id", "trigger",
                             "agent", "attempt", "message", "details", "channels", "created_at"}
     assert list(rows[0]["channels"].values()) == ["sent"]
-    table = cli(settings, "alerts", "list")
+    table = cli("alerts", "list")
     assert "scheduler_down" in table.stdout
-    bad = cli(settings, "alerts", "list", "--state", "sleeping")
+    bad = cli("alerts", "list", "--state", "sleeping")
     assert bad.returncode == 2
 
 
-def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
+def test_outbox_status_and_retry(settings: Settings, store: Store, cli: Cli) -> None:
     from agents._context import OutboxWrite
     from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
@@ -218,7 +208,7 @@ def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
     outbox.delivered("relay-x", [e.id for e in claimed if e.sink == "cache"], now)
     assert outbox.failed("relay-x", [(audit_a, "500 from the audit store")], now, max_attempts=1) == [
         audit_a.id]
-    out = cli(settings, "outbox", "status", "--json")
+    out = cli("outbox", "status", "--json")
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert set(status) == {"sinks", "oldest_pending_age_s"}  # DESIGN.md's shape
@@ -226,16 +216,15 @@ def test_outbox_status_and_retry(settings: Settings, store: Store) -> None:
     audit = status["sinks"]["audit"]
     assert (audit["pending"], audit["claimed"], audit["dead"]) == (1, 1, 1)
     assert status["oldest_pending_age_s"] >= 0
-    assert "SINK" in cli(settings, "outbox", "status").stdout
-    assert cli(settings, "outbox", "retry").returncode == 2  # must say which rows
-    retried = cli(settings, "outbox", "retry", "--dead", "--sink", "audit", "--json")
+    assert "SINK" in cli("outbox", "status").stdout
+    assert cli("outbox", "retry").returncode == 2  # must say which rows
+    retried = cli("outbox", "retry", "--dead", "--sink", "audit", "--json")
     assert json.loads(retried.stdout) == {"requeued": 1}
-    assert json.loads(cli(settings, "outbox", "status", "--json").stdout)["sinks"]["audit"]["dead"] == 0
+    assert json.loads(cli("outbox", "status", "--json").stdout)["sinks"]["audit"]["dead"] == 0
 
 
 def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
-) -> None:
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
     # Given a scheduler leader that fired a few runs, a worker, and one open alert
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     # (a long lease: the status calls below take seconds each on a loaded machine)
@@ -249,12 +238,12 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
     AlertManager(AlertStore(store.engine), clock).fire(
         Alert(kind="run_late", dedupe_key="run_late:x", message="late", trigger="x"))
     # Queued runs are shown against the broker's messages (no worker yet: both are 2).
-    before = json.loads(cli(settings, "status", "--json").stdout)
+    before = json.loads(cli("status", "--json").stdout)
     assert before["queued_runs"] == {"agents": 2}
     assert before["queues"]["agents"]["depth"] == 2
-    assert "2 runs queued; broker: 2 waiting" in cli(settings, "status").stdout
+    assert "2 runs queued; broker: 2 waiting" in cli("status").stdout
     worker = start_worker(MODULE)
-    out = cli(settings, "status", "--json")
+    out = cli("status", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["leaders"]["scheduler"]["alive"] is True
@@ -263,43 +252,43 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
     assert sum(data["runs_last_hour"].values()) == 2
     assert data["open_alerts"] == {"run_late": 1}
     assert set(data["queues"]) >= {"agents"} and data["outbox_lag_s"] == 0.0
-    screen = cli(settings, "status")
+    screen = cli("status")
     assert "scheduler leader" in screen.stdout and "open alerts" in screen.stdout
 
 
 def _unreachable_env(database: bool, redis_down: bool) -> dict[str, str]:
     from tests.helpers import free_port
 
-    env = child_env_empty()
+    env = bare_env()
     env["NIGHTOWL_DATABASE_URL"] = (f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x"
                                     if database else "")
     env["NIGHTOWL_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0" if redis_down else ""
     return {k: v for k, v in env.items() if v}
 
 
-def test_an_unreachable_database_or_redis_is_one_clear_line_not_a_traceback() -> None:
+def test_an_unreachable_database_or_redis_is_one_clear_line_not_a_traceback(cli: Cli) -> None:
     env = _unreachable_env(database=True, redis_down=True)
-    listed = cli(None, "runs", "list", env=env)
+    listed = cli("runs", "list", env=env)
     assert listed.returncode == 1, listed.stderr
     assert "Traceback" not in listed.stderr and "hunter2" not in listed.stderr
     assert listed.stderr.startswith("error: the database") and "NIGHTOWL_DATABASE_URL" in listed.stderr
     assert "Connection refused" in listed.stderr
-    cancelled = cli(None, "runs", "cancel", "some-run", env=env | {
+    cancelled = cli("runs", "cancel", "some-run", env=env | {
         "NIGHTOWL_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/empty.db"})
     assert cancelled.returncode == 1 and "Traceback" not in cancelled.stderr, cancelled.stderr
     assert "nightowl db upgrade" in cancelled.stderr  # a database never migrated says how to fix it
 
 
 def test_status_reports_services_that_are_down_and_still_exits_0(settings: Settings,
-                                                                 store: Store) -> None:
+                                                                 store: Store, cli: Cli) -> None:
     env = child_env(settings, MODULE)
     env["NIGHTOWL_REDIS_URL"] = _unreachable_env(False, True)["NIGHTOWL_REDIS_URL"]
-    out = cli(settings, "status", "--json", env=env)
+    out = cli("status", "--json", env=env)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert "Connection refused" in data["errors"]["redis"] and "hunter2" not in out.stdout
     assert data["runs_last_hour"] == {} and "database" not in data["errors"]
-    both = cli(None, "status", env=_unreachable_env(True, True))
+    both = cli("status", env=_unreachable_env(True, True))
     assert both.returncode == 0, both.stderr
     assert "redis" in both.stdout and "database" in both.stdout and "UNREACHABLE" in both.stdout
 
@@ -335,12 +324,11 @@ def in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tu
 
 
 def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
-    tmp_path: Path, store: Store, settings: Settings,
-) -> None:
+    tmp_path: Path, store: Store, settings: Settings, cli: Cli) -> None:
     from agents._context import OutboxWrite
     from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
-    fresh = child_env_empty() | {"NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    fresh = bare_env() | {"NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
     code, screen = in_terminal(["db", "upgrade"], fresh)
     assert code == 0, screen
     from scheduler.storage.migrate import MIGRATIONS, head_revision
@@ -349,7 +337,7 @@ def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
     assert "migrating" in screen and f"{shipped}/{shipped}" in screen
     assert f"{head_revision()}: " in screen  # the bar's last label names the last migration
     assert "applied 0001, 0002, 0003" in screen
-    again = cli(None, "db", "upgrade", env=fresh)
+    again = cli("db", "upgrade", env=fresh)
     assert again.returncode == 0 and again.stderr == "" and "applied" not in again.stdout
     # A large dead backlog is requeued in batches, with a bar on a terminal only
     now = datetime.now(UTC)
@@ -362,7 +350,7 @@ def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
     assert OutboxStore(store.engine).count_dead(None) == 0
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE outbox SET status = 'dead'"))
-    piped = cli(settings, "outbox", "retry", "--dead", "--json")
+    piped = cli("outbox", "retry", "--dead", "--json")
     assert piped.returncode == 0 and piped.stderr == ""
     assert json.loads(piped.stdout) == {"requeued": 2500}
 
@@ -380,7 +368,7 @@ def test_replicas_running_db_upgrade_at_once_on_postgresql_all_succeed() -> None
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        env = child_env_empty() | {"NIGHTOWL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
+        env = bare_env() | {"NIGHTOWL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
         procs = [subprocess.Popen([sys.executable, "-m", "scheduler.cli", "db", "upgrade"],
                                   cwd=tempfile.mkdtemp(), env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -396,11 +384,11 @@ OVERLAP = "tests.fixtures.overlap_triggers"
 
 
 def test_fire_with_the_broker_down_records_the_run_says_so_and_exits_0(
-        settings: Settings, store: Store) -> None:
+        settings: Settings, store: Store, cli: Cli) -> None:
     from tests.helpers import free_port
 
     env = child_env(settings, OVERLAP, NIGHTOWL_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
-    out = cli(settings, "fire", "ov-allow", env=env)
+    out = cli("fire", "ov-allow", env=env)
     # Then the run is recorded, stdout has its id, and stderr says the broker was not reached
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip()
@@ -417,31 +405,32 @@ def test_fire_with_the_broker_down_records_the_run_says_so_and_exits_0(
     assert store.get_run(run_id).status == "queued"  # type: ignore[union-attr]
 
 
-def test_fire_prints_an_id_only_for_a_run_that_will_happen(settings: Settings, store: Store) -> None:
-    first = cli(settings, "fire", "ov-skip", env=child_env(settings, OVERLAP))
+def test_fire_prints_an_id_only_for_a_run_that_will_happen(settings: Settings, store: Store,
+                                                           cli: Cli) -> None:
+    first = cli("fire", "ov-skip", env=child_env(settings, OVERLAP))
     assert first.returncode == 0 and first.stderr == "", first.stderr
     run_id = first.stdout.strip()
     assert store.get_run(run_id).status == "queued"  # type: ignore[union-attr]
     # A second fire while the first is active: the overlap policy skips it
     for args in ([], ["--json"]):
-        skipped = cli(settings, "fire", "ov-skip", *args, env=child_env(settings, OVERLAP))
+        skipped = cli("fire", "ov-skip", *args, env=child_env(settings, OVERLAP))
         assert skipped.returncode == 1, skipped
         assert skipped.stdout == ""  # no id of a run that will never happen
         assert "skipped" in skipped.stderr and "--force" in skipped.stderr
-    forced = cli(settings, "fire", "ov-skip", "--force", "--json", env=child_env(settings, OVERLAP))
+    forced = cli("fire", "ov-skip", "--force", "--json", env=child_env(settings, OVERLAP))
     assert forced.returncode == 0, forced.stderr
     assert set(json.loads(forced.stdout)) == {"run_id", "idempotency_key"}
     # The same --key again: the run it made is still active, so its id, with a note
-    keyed = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
-    again = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    keyed = cli("fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    again = cli("fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
     assert keyed.returncode == 0 and again.returncode == 0, again.stderr
     assert again.stdout == keyed.stdout and "fired before" in again.stderr
     # Once that run has ended, the key makes nothing
-    assert cli(settings, "runs", "cancel", keyed.stdout.strip(),
+    assert cli("runs", "cancel", keyed.stdout.strip(),
                env=child_env(settings, OVERLAP)).returncode == 0
-    ended = cli(settings, "fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
+    ended = cli("fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
     assert ended.returncode == 1 and ended.stdout == "", ended
     assert "already ended cancelled" in ended.stderr and "another --key" in ended.stderr
-    assert cli(settings, "fire", "ov-allow", "--payload", "{nope",
+    assert cli("fire", "ov-allow", "--payload", "{nope",
                env=child_env(settings, OVERLAP)).returncode == 2
-    assert "Exit codes" in cli(settings, "fire", "--help").stdout
+    assert "Exit codes" in cli("fire", "--help").stdout

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,7 +14,7 @@ from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Dispatch, NewRun, Store
 from scheduler.worker.app import create_app
-from tests.helpers import WorkerProcess, child_env, wait_for
+from tests.helpers import Cli, WorkerProcess, child_env, wait_for
 from triggers import load
 
 MODULE = "tests.fixtures.e2e_triggers"
@@ -39,8 +36,7 @@ def raw(publisher: Publisher, dispatch: Dispatch, **changes: object) -> str:
 
 def test_bad_messages_are_dead_lettered_and_the_worker_survives(
     settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
-    start_worker: Callable[..., WorkerProcess],
-) -> None:
+    start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
     worker = start_worker(MODULE)
     publisher = Publisher(create_app(settings, load(MODULE)))
     queue = f"{prefix}agents"
@@ -80,9 +76,7 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(
         assert redis_client.llen(queue) == 0
     finally:
         publisher.close()
-    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "deadletters", "list", "--json"],
-                         cwd=tempfile.mkdtemp(), env=child_env(settings, MODULE),
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = cli("deadletters", "list", "--json", env=child_env(settings, MODULE))
     assert out.returncode == 0, out.stderr
     letters = json.loads(out.stdout)
     assert len(letters) == 6

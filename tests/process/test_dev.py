@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, Cli, wait_for
 
 DEV_MODULE = '''
 from agents import agent
@@ -47,15 +47,13 @@ def _valkeys_on(port: str) -> list[int]:
     return pids
 
 
-def _runs(tmp_path: Path) -> list[dict[str, object]]:
-    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "runs", "list", "--json"],
-                         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
-                         timeout=60, check=False)
+def _runs(cli: Cli, tmp_path: Path) -> list[dict[str, object]]:
+    out = cli("runs", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
     return json.loads(out.stdout) if out.returncode == 0 else []
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL])
-def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: int) -> None:
+def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: int, cli: Cli) -> None:
     # Given a trigger module and no URLs at all
     (tmp_path / "devmod.py").write_text(DEV_MODULE)
     proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "devmod"],
@@ -65,7 +63,7 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
     try:
         # When it runs for a moment, other commands in the folder see its runs
         started = time.monotonic()
-        wait_for(lambda: any(r["status"] == "succeeded" for r in _runs(tmp_path)), timeout=40,
+        wait_for(lambda: any(r["status"] == "succeeded" for r in _runs(cli, tmp_path)), timeout=40,
                  interval=0.5, message="a succeeded run in `nightowl runs list`")
         first_success_s = time.monotonic() - started
         env_file = (tmp_path / ".nightowl" / "env").read_text()
@@ -73,7 +71,7 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
         assert "sqlite:///" in env_file
         port = env_file.split("NIGHTOWL_REDIS_URL=redis://127.0.0.1:", 1)[1].split("/", 1)[0]
         assert _valkeys_on(port), "the embedded Redis should be running"
-        run = next(r for r in _runs(tmp_path) if r["status"] == "succeeded")
+        run = next(r for r in _runs(cli, tmp_path) if r["status"] == "succeeded")
         assert run["trigger"] == "each-second" and run["agent"] == "hello"
     finally:
         proc.send_signal(stop_signal)
@@ -87,7 +85,7 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
     assert first_success_s < 30, out
 
 
-def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> None:
+def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: Cli) -> None:
     """`make demo`'s module: cron, db_change, queue_depth and metric each run an agent."""
     proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers",
                              "examples.demo"], cwd=tmp_path, env=_env(tmp_path),
@@ -95,23 +93,19 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path) -> No
     wanted = {"demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
     try:
         def kinds_done() -> bool:
-            done = {r["trigger"] for r in _runs(tmp_path) if r["status"] == "succeeded"}
+            done = {r["trigger"] for r in _runs(cli, tmp_path) if r["status"] == "succeeded"}
             return wanted <= done
         wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
 
         def stalled_alert() -> bool:
-            out = subprocess.run([sys.executable, "-m", "scheduler.cli", "alerts", "list", "--json"],
-                                 cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
-                                 timeout=60, check=False)
+            out = cli("alerts", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
             return out.returncode == 0 and any(
                 a["kind"] == "run_stalled" and a["trigger"] == "daydream"
                 for a in json.loads(out.stdout))
         wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
 
         def outbox_delivered() -> bool:
-            out = subprocess.run([sys.executable, "-m", "scheduler.cli", "outbox", "status",
-                                  "--json"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                                 text=True, timeout=60, check=False)
+            out = cli("outbox", "status", "--json", cwd=tmp_path, env=_env(tmp_path))
             if out.returncode != 0:
                 raise AssertionError(out.stderr)
             status = json.loads(out.stdout)["sinks"]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 from scheduler.core.settings import Settings
-from tests.helpers import child_env
+from tests.helpers import Cli, child_env
 
 LONG_AGENT = textwrap.dedent("""
     from datetime import timedelta
@@ -25,31 +22,24 @@ LONG_AGENT = textwrap.dedent("""
 """)
 
 
-def run(settings: Settings, module: str, *args: str, cwd: str | None = None,
-        **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args],
-                          cwd=cwd or tempfile.mkdtemp(), env=child_env(settings, module, **extra),
-                          capture_output=True, text=True, timeout=60, check=False)
-
-
 def test_timeout_beyond_visibility_fails_validation_naming_both(settings: Settings,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "long_agent.py").write_text(LONG_AGENT)
-    out = run(settings, "long_agent", "triggers", "validate", cwd=str(tmp_path))
+    out = cli("triggers", "validate", env=child_env(settings, "long_agent"), cwd=tmp_path)
     assert out.returncode == 1
     assert "long_agent.py:6:" in out.stderr
     assert "timeout 3:00:00" in out.stderr and "visibility timeout 7200 s" in out.stderr
     assert "NIGHTOWL_VISIBILITY_TIMEOUT to at least 11130" in out.stderr
-    raised = run(settings, "long_agent", "triggers", "validate", cwd=str(tmp_path),
+    raised = cli("triggers", "validate", env=child_env(settings, "long_agent"), cwd=tmp_path,
                  NIGHTOWL_VISIBILITY_TIMEOUT="11200")
     assert raised.returncode == 0, raised.stderr
     # The worker refuses to start with such an agent rather than double-running it later.
-    refused = run(settings, "long_agent", "worker", cwd=str(tmp_path))
+    refused = cli("worker", env=child_env(settings, "long_agent"), cwd=tmp_path)
     assert refused.returncode == 1 and "visibility timeout" in refused.stderr
 
 
-def test_doctor_reports_every_check(settings: Settings, store: object) -> None:
-    out = run(settings, "tests.fixtures.e2e_triggers", "doctor", "--json")
+def test_doctor_reports_every_check(settings: Settings, store: object, cli: Cli) -> None:
+    out = cli("doctor", "--json", env=child_env(settings, "tests.fixtures.e2e_triggers"))
     assert out.returncode == 0, out.stdout + out.stderr
     checks = {c["check"]: c for c in json.loads(out.stdout)}
     assert set(checks) == {"json only", "acks late + reject on worker lost", "prefetch 1",
@@ -59,8 +49,9 @@ def test_doctor_reports_every_check(settings: Settings, store: object) -> None:
     assert "threads and solo: cooperative cancel only" in checks["pools"]["detail"]
 
 
-def test_doctor_fails_on_an_unmigrated_database(settings: Settings, tmp_path: Path) -> None:
+def test_doctor_fails_on_an_unmigrated_database(settings: Settings, tmp_path: Path, cli: Cli) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    out = run(settings, "tests.fixtures.e2e_triggers", "doctor", NIGHTOWL_DATABASE_URL=empty)
+    out = cli("doctor", env=child_env(settings, "tests.fixtures.e2e_triggers"),
+              NIGHTOWL_DATABASE_URL=empty)
     assert out.returncode == 1
     assert "[FAIL] database" in out.stdout and "nightowl db upgrade" in out.stdout

@@ -20,16 +20,15 @@ from scheduler.core.settings import Settings
 from scheduler.ops.runs import fire
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
-from tests.helpers import ROOT, WorkerProcess, child_env, free_port, make_service, registry_of, wait_for
+from tests.helpers import ROOT, Cli, WorkerProcess, child_env, free_port, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 AUTH = ("admin", "flower-pw")
 
 
-def test_flower_refuses_an_open_address_without_auth(settings: Settings, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "flower", "--address", "0.0.0.0",
-                          "--db", str(tmp_path / "f.db")], cwd=ROOT, env=child_env(settings, MODULE),
-                         capture_output=True, text=True, timeout=60, check=False)
+def test_flower_refuses_an_open_address_without_auth(settings: Settings, tmp_path: Path, cli: Cli) -> None:
+    out = cli("flower", "--address", "0.0.0.0", "--db", str(tmp_path / "f.db"), cwd=ROOT,
+              env=child_env(settings, MODULE))
     assert out.returncode == 1
     assert "NIGHTOWL_FLOWER_BASIC_AUTH" in out.stderr
 

@@ -19,7 +19,7 @@ from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
-from tests.helpers import ROOT, T0, child_env, run_with_writes, wait_for
+from tests.helpers import ROOT, T0, Cli, child_env, run_with_writes, wait_for
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.relay_faults"
@@ -115,17 +115,15 @@ def test_an_entry_whose_delivery_kills_the_relay_goes_dead_after_max_attempts(
 
 
 def test_outbox_upgrade_cache_converts_the_registered_caches_old_keys(
-    settings: Settings, redis_client: redis.Redis, prefix: str,
-) -> None:
+    settings: Settings, redis_client: redis.Redis, prefix: str, cli: Cli) -> None:
     redis_client.set(f"{prefix}c:user:1", json.dumps({"v": 1}))
     redis_client.set(f"{prefix}c:user:1:seq", 4)
     env = child_env(settings, MODULE, NIGHTOWL_TEST_CACHE_PREFIX=f"{prefix}c:")
-    command = [sys.executable, "-m", "scheduler.cli", "outbox", "upgrade-cache", "--json"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    command = ("outbox", "upgrade-cache", "--json")
+    # A process of its own: the sink module reads NIGHTOWL_TEST_CACHE_PREFIX when imported.
+    done = cli(*command, env=env, cwd=ROOT, process=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"converted": {"cache": 1}}
     assert redis_client.hgetall(f"{prefix}c:user:1") == {b"value": b'{"v": 1}', b"seq": b"4"}
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=60, check=False)
+    again = cli(*command, env=env, cwd=ROOT, process=True)
     assert json.loads(again.stdout) == {"converted": {"cache": 0}}

@@ -25,7 +25,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.helpers import PG_ADMIN_URL, ROOT, OutputProcess, free_port, wait_for
+from tests.helpers import PG_ADMIN_URL, ROOT, OutputProcess, free_port, run_cli_process, wait_for
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.secret_agents"
@@ -92,11 +92,6 @@ def failing_receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def nightowl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def dump_rows(url: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table."""
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -119,8 +114,7 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(
-    pg_role: tuple[str, str, str], private_redis: tuple[int, str], failing_receiver: Receiver,
-) -> Scenario:
+    pg_role: tuple[str, str, str], private_redis: tuple[int, str], failing_receiver: Receiver) -> Scenario:
     role, pg_password, db = pg_role
     redis_port, redis_password = private_redis
     hook_path, signing, apprise_token = secret("hookpath"), secret("signing"), secret("apprise")
@@ -153,14 +147,14 @@ def scenario(
         "NIGHTOWL_LOG_LEVEL": "DEBUG",
     })
     outputs: list[str] = []
-    upgrade = nightowl(env, "db", "upgrade")
+    upgrade = run_cli_process(("db", "upgrade"), env, ROOT, timeout=120)
     assert upgrade.returncode == 0, upgrade.stderr
     outputs += [upgrade.stdout, upgrade.stderr]
-    cli = [sys.executable, "-m", "scheduler.cli"]
-    procs = [Proc("scheduler", [*cli, "scheduler"], env),
-             Proc("worker", [*cli, "worker", "--pool=solo", "--loglevel=DEBUG"], env),
-             Proc("watchdog", [*cli, "watchdog"], env),
-             Proc("relay", [*cli, "relay"], env)]
+    nightowl = [sys.executable, "-m", "scheduler.cli"]
+    procs = [Proc("scheduler", [*nightowl, "scheduler"], env),
+             Proc("worker", [*nightowl, "worker", "--pool=solo", "--loglevel=DEBUG"], env),
+             Proc("watchdog", [*nightowl, "watchdog"], env),
+             Proc("relay", [*nightowl, "relay"], env)]
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
 
     def seen() -> bool:
@@ -190,7 +184,7 @@ def scenario(
                      ("alerts", "list"), ("alerts", "list", "--json"), ("status",), ("status", "--json"),
                      ("deadletters", "list", "--json"), ("triggers", "list", "--json"),
                      ("triggers", "show", "watched-db"), ("outbox", "status", "--json"), ("doctor",)):
-            done = nightowl(env, *args)
+            done = run_cli_process(args, env, ROOT, timeout=120)
             outputs += [f"$ nightowl {' '.join(args)} -> {done.returncode}", done.stdout, done.stderr]
     finally:
         for p in procs:
@@ -200,7 +194,7 @@ def scenario(
     # A CLI failure quoting a URL: Redis refusing the password
     wrong = dict(env, NIGHTOWL_REDIS_URL=f"redis://:{redis_password}x@127.0.0.1:{redis_port}/0")
     for args in (("status",), ("runs", "cancel", "nope")):
-        done = nightowl(wrong, *args)
+        done = run_cli_process(args, wrong, ROOT, timeout=120)
         outputs += [done.stdout, done.stderr]
     return Scenario(secrets, "\n".join(outputs), dump_rows(database_url))
 

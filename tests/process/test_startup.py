@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from scheduler.core.steplog import StepFailures
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
-from tests.helpers import PG_ADMIN_URL, REDIS_URL, ROOT, OutputProcess, RedisServer, free_port, wait_for
+from tests.helpers import PG_ADMIN_URL, REDIS_URL, ROOT, Cli, OutputProcess, RedisServer, free_port, wait_for
 
 MODULE = "tests.fixtures.seconds_triggers"
 SECRET = "hunter2-startup"
@@ -132,16 +132,14 @@ def _refused(service: str, env: dict[str, str], *expected: str) -> str:
 LONG_RUNNING = ("scheduler", "watchdog", "relay", "worker")
 
 
-def test_a_database_that_does_not_exist_is_one_line_and_exit_1(databases: Databases) -> None:
+def test_a_database_that_does_not_exist_is_one_line_and_exit_1(databases: Databases, cli: Cli) -> None:
     env = _base_env(_pg(databases.name(), password=True), REDIS_URL)
     for service in LONG_RUNNING:
         line = _refused(service, env, "does not exist", "NIGHTOWL_DATABASE_URL",
                         "NIGHTOWL_STARTUP_TIMEOUT")
         assert "db upgrade" not in line  # the URL names the wrong database: no schema to add
     # the short commands say the same (they said "run `nightowl db upgrade`")
-    listed = subprocess.run([sys.executable, "-m", "scheduler.cli", "runs", "list"], env=env,
-                            cwd=tempfile.mkdtemp(), capture_output=True, text=True, timeout=60,
-                            check=False)
+    listed = cli("runs", "list", env=env)
     assert listed.returncode == 1 and "does not exist" in listed.stderr, listed.stderr
     assert "db upgrade" not in listed.stderr and "NIGHTOWL_DATABASE_URL" in listed.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from datetime import timedelta
@@ -17,7 +16,7 @@ import redis
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
 from scheduler.storage.store import Store
-from tests.helpers import ROOT, T0, child_env, make_service, queue_length, registry_of, wait_for
+from tests.helpers import ROOT, T0, Cli, child_env, make_service, queue_length, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
 
@@ -147,14 +146,12 @@ def test_runs_of_a_removed_agent_end_failed_unknown_agent(
     assert queue_length(redis_client, prefix) == 0
 
 
-def test_triggers_list_all_reports_orphaned_state(settings: Settings, store: Store) -> None:
+def test_triggers_list_all_reports_orphaned_state(settings: Settings, store: Store, cli: Cli) -> None:
     # Given state persisted for a trigger that the current modules no longer define
     from scheduler.storage.store import StateWrite
 
     store.commit_tick([], [StateWrite("renamed-away", "cron", {"version": 1}, 0, None)], [], T0)
-    out = subprocess.run([sys.executable, "-m", "scheduler.cli", "triggers", "list", "--all",
-                          "--json"], cwd=tempfile.mkdtemp(), env=child_env(settings, MODULE),
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = cli("triggers", "list", "--all", "--json", env=child_env(settings, MODULE))
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["renamed-away"]["state"] == "orphaned"

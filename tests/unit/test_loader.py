@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, Cli
 from triggers import RegistryLoadError, load
 
 HEADER = """\
@@ -108,17 +107,13 @@ def test_valid_module_loads_agents_and_triggers(tmp_path: Path, monkeypatch: pyt
     assert sorted(load(name).triggers) == ["by-name"]
 
 
-def test_validate_cli_exits_1_with_file_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_cli_exits_1_with_file_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             cli: Cli) -> None:
     name, path = write_module(tmp_path, 'cron("61 * * * *", agent=a1, name="x")\n', monkeypatch)
-    proc = subprocess.run([sys.executable, "-m", "scheduler.cli", "triggers", "validate",
-                           "--triggers", name], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = cli("triggers", "validate", "--triggers", name, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert f"{path.name}:7:" in proc.stderr and "field 'expr'" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "scheduler.cli", "triggers", "validate",
-                         "--triggers", "examples.demo"], cwd=Path(__file__).parents[2],
-                        capture_output=True, text=True, timeout=60, check=False)
+    ok = cli("triggers", "validate", "--triggers", "examples.demo", cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
-    usage = subprocess.run([sys.executable, "-m", "scheduler.cli", "runs", "list", "--limit", "x"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    usage = cli("runs", "list", "--limit", "x", cwd=tmp_path)
     assert usage.returncode == 2
