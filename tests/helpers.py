@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import psycopg
 import redis
@@ -183,13 +183,16 @@ def fire_then_drain(svc: SchedulerService, clock: FakeClock, store: Store, secon
         svc.tick()
         svc.sweep()
 
+    def drained() -> bool:
+        step()
+        return all(r.finished_at for r in store.list_runs())
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         step()
         time.sleep(0.1)
     svc.registry.triggers.clear()
-    wait_for(lambda: (step(), all(r.finished_at for r in store.list_runs()))[1],
-             timeout=drain_timeout, interval=0.2, message="every run to finish")
+    wait_for(drained, timeout=drain_timeout, interval=0.2, message="every run to finish")
 
 
 def queue_length(client: redis.Redis, prefix: str, queue: str = "agents") -> int:
@@ -198,7 +201,7 @@ def queue_length(client: redis.Redis, prefix: str, queue: str = "agents") -> int
     for key in client.scan_iter(match=f"{prefix}{queue}*"):
         name = key.decode()
         if name == f"{prefix}{queue}" or name.startswith(f"{prefix}{queue}\x06\x16"):
-            total += int(client.llen(key))  # type: ignore[arg-type]
+            total += int(client.llen(key))
     return total
 
 
@@ -312,7 +315,13 @@ def fire_run(settings: Settings, store: Store, module: str, trigger: str) -> str
 
 def marks(client: redis.Redis, prefix: str, run_id: str) -> list[str]:
     """What the stall agents (tests/fixtures/stall_agents.py) recorded for a run, in order."""
-    return [m.decode() for m in client.lrange(f"{prefix}marks:{run_id}", 0, -1)]
+    return [m.decode() for m in cast(list[bytes], client.lrange(f"{prefix}marks:{run_id}", 0, -1))]
+
+
+def stream_entries(client: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """A Redis stream's entries as (id, fields): the tests' clients keep bytes (redis-py's
+    types allow str and None for clients that decode)."""
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key))
 
 
 def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], key: str,

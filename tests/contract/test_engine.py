@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import DBAPIConnection
 
 from scheduler.storage import engine as engine_module
 from scheduler.storage.engine import make_engine
@@ -38,17 +39,19 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
         admin.dispose()
 
 
-def test_a_connection_in_constant_use_is_not_pinged(pg_url: str) -> None:
+def test_a_connection_in_constant_use_is_not_pinged(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The hot path (a worker starting and finishing runs back to back) pays no ping."""
     engine = make_engine(pg_url, pool_size=1, max_overflow=0)
-    pings: list[object] = []
+    pings: list[DBAPIConnection] = []
     original = engine.dialect._do_ping_w_event
 
-    def counting(dbapi_conn: object) -> bool:
+    def counting(dbapi_conn: DBAPIConnection) -> bool:
         pings.append(dbapi_conn)
-        return original(dbapi_conn)  # type: ignore[arg-type]
+        return original(dbapi_conn)
 
-    engine.dialect._do_ping_w_event = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(engine.dialect, "_do_ping_w_event", counting)
     try:
         assert len({_backend_pid(engine) for _ in range(20)}) == 1  # one pooled connection
         assert pings == []

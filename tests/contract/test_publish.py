@@ -23,7 +23,7 @@ def shape(value: Any) -> Any:
 
 
 def test_fast_path_matches_celery_send_task(redis_client: redis.Redis, prefix: str) -> None:
-    settings = Settings(_env_file=None, redis_url=REDIS_URL, redis_prefix=prefix)  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, redis_url=REDIS_URL, redis_prefix=prefix)
     app = create_app(settings, load(["tests.fixtures.e2e_triggers"]))
     publisher = Publisher(app)
     try:

@@ -255,11 +255,11 @@ def test_a_database_filled_at_0003_upgrades_to_head_and_through_the_sinks_losing
         assert 0 < redis_client.pttl(f"{prefix}cache:user:2") <= 3_600_000
         # and the audit table kept its old row under created_at, next to the new one
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
+            audited = conn.execute(sa.text(
                 f"SELECT entry_id, key, seq, created_at FROM {audit} ORDER BY entry_id")).all()
-        assert [(r.entry_id, r.key, r.seq) for r in rows] == [
+        assert [(r.entry_id, r.key, r.seq) for r in audited] == [
             (f"{RUN_OK}:1", "user:1", 2), (f"{RUN_OK}:2", "user:9", 1)]
-        assert all(r.created_at is not None for r in rows)
+        assert all(r.created_at is not None for r in audited)
         # and the dead row stayed dead with its error; nothing else changed state
         final = {r.id: r for r in outbox.rows()}
         assert final[f"{RUN_OK}:3"].status == "dead"

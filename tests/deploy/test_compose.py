@@ -53,9 +53,9 @@ def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists(cli:
             commands.add(tuple(words[:2]) if words[0] in ("db", "outbox") else (words[0],))
     assert {("scheduler",), ("worker",), ("watchdog",), ("relay",), ("flower",),
             ("db", "upgrade")} <= commands
-    for words in sorted(commands):
-        out = cli(*words, "--help", cwd=ROOT)
-        assert out.returncode == 0, f"nightowl {' '.join(words)}: {out.stderr}"
+    for subcommand in sorted(commands):
+        out = cli(*subcommand, "--help", cwd=ROOT)
+        assert out.returncode == 0, f"nightowl {' '.join(subcommand)}: {out.stderr}"
 
 
 def test_long_running_services_have_healthchecks() -> None:

@@ -69,7 +69,7 @@ def test_the_docs_verifier_accepts_a_real_alert_and_rejects_it_five_minutes_late
 
     from pydantic import SecretStr
 
-    from scheduler.alerts import Alert, WebhookChannel
+    from scheduler.alerts import Alert, AlertKind, WebhookChannel
     from tests.receiver import Receiver
 
     text = (DOCS / "alerts.md").read_text()
@@ -79,7 +79,7 @@ def test_the_docs_verifier_accepts_a_real_alert_and_rejects_it_five_minutes_late
     verify = namespace["verify"]
     receiver = Receiver()
     try:
-        alert = Alert(kind="run_stalled", message="run r1 stalled", dedupe_key="run_stalled:r1:1",
+        alert = Alert(kind=AlertKind.RUN_STALLED, message="run r1 stalled", dedupe_key="run_stalled:r1:1",
                       run_id="r1", attempt=1)
         WebhookChannel(receiver.url, SecretStr("s3cret")).send(alert, alert.payload(episode=1))
         (request,) = receiver.requests

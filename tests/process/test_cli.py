@@ -233,10 +233,10 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
     for _ in range(2):
         clock.advance(1)
         svc.tick()
-    from scheduler.alerts import Alert, AlertManager
+    from scheduler.alerts import Alert, AlertKind, AlertManager
     from scheduler.storage.alert_store import AlertStore
     AlertManager(AlertStore(store.engine), clock).fire(
-        Alert(kind="run_late", dedupe_key="run_late:x", message="late", trigger="x"))
+        Alert(kind=AlertKind.RUN_LATE, dedupe_key="run_late:x", message="late", trigger="x"))
     # Queued runs are shown against the broker's messages (no worker yet: both are 2).
     before = json.loads(cli("status", "--json").stdout)
     assert before["queued_runs"] == {"agents": 2}

@@ -106,8 +106,8 @@ def test_soft_timeout_and_user_cancel(settings: Settings, store: Store,
         logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
     out = cli("runs", "cancel", pending.id)
     assert out.returncode == 0 and "before it started" in out.stdout, out.stderr
-    run = store.get_run(pending.id)
-    assert run is not None and (run.status, run.terminal_reason) == ("cancelled", "by_user")
+    never = store.get_run(pending.id)
+    assert never is not None and (never.status, never.terminal_reason) == ("cancelled", "by_user")
     assert store.attempts_of(pending.id) == []
     again = cli("runs", "cancel", pending.id)
     assert again.returncode == 1 and "already ended" in again.stderr

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -26,7 +25,7 @@ from scheduler.ops.runs import fire
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.store import Store
 from scheduler.worker.app import create_app
-from tests.helpers import ROOT, WorkerProcess, child_env, registry_of, wait_for
+from tests.helpers import ROOT, WorkerProcess, child_env, registry_of, run_of, stream_entries, wait_for
 from tests.receiver import Receiver
 
 MODULE = "tests.fixtures.outbox_agents"
@@ -101,7 +100,7 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     assert len(cache_keys) == RUNS  # one hash per key, nothing beside it
     assert json.loads(redis_client.hget(f"{prefix}cache:user:7", "value") or b"{}") == {
         "n": 7, "channel": "email"}
-    events = redis_client.xrange(f"{prefix}events")
+    events = stream_entries(redis_client, f"{prefix}events")
     assert len(events) == RUNS and len({e[1][b"entry_id"] for e in events}) == RUNS
     vectors = sa.create_engine(env["NIGHTOWL_TEST_VECTOR_URL"])
     with vectors.connect() as conn:
@@ -129,6 +128,6 @@ def test_a_failed_run_commits_no_outbox_rows(
     publisher = Publisher(create_app(pg_settings, registry))
     run_id = fire(pg_store, publisher, registry, "x-put-then-fail", datetime.now(UTC)).run_id
     publisher.close()
-    wait_for(lambda: (pg_store.get_run(run_id) or Any).status == "dead", timeout=30,  # type: ignore[attr-defined]
+    wait_for(lambda: run_of(pg_store, run_id)[0] == "dead", timeout=30,
              message="the run to fail (dead: its one attempt failed)")
     assert OutboxStore(pg_store.engine).rows() == []

@@ -61,7 +61,7 @@ def test_catchup_runs_queue_behind_each_other(settings: Settings, store: Store) 
         source.catchup = "latest"
     runs = store.list_runs()
     assert len(runs) == 5 and {r.status for r in runs} == {"queued"}
-    assert sorted(r.overlap for r in runs) == ["skip", "wait", "wait", "wait", "wait"]
+    assert sorted(r.overlap or "" for r in runs) == ["skip", "wait", "wait", "wait", "wait"]
 
 
 

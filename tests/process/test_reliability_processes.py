@@ -3,6 +3,7 @@ and an agent whose process keeps dying (real worker processes, real PostgreSQL a
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -64,7 +65,7 @@ def test_a_database_outage_at_delivery_hands_messages_back(
     # Then, with no sweeper running, every run still completes once: the deliveries that met
     # the outage went back to the queue instead of being acked away.
     for run_id in fired:
-        wait_for(lambda run_id=run_id: run_of(pg_store, run_id) == ("succeeded", None),
+        wait_for(functools.partial(_succeeded, pg_store, run_id),
                  timeout=40, interval=0.2, message=f"run {run_id} to succeed")
         assert redis_client.get(calls_key(run_id, pg_settings.redis_prefix)) == b"1"
     out = worker.output()
@@ -103,3 +104,7 @@ def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
     dog.check()
     assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history()
             if a.kind == "run_dead"] == [("run_dead", run.id)]
+
+
+def _succeeded(store: Store, run_id: str) -> bool:
+    return run_of(store, run_id) == ("succeeded", None)

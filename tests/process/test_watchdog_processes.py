@@ -135,12 +135,12 @@ def test_an_alert_by_email_through_apprise_reaches_a_real_smtp_server(
         channel = AppriseChannel(
             f"mailto://nightowl@127.0.0.1:{port}?to=oncall@example.com&from=nightowl@example.com"
             "&smtp=127.0.0.1&secure=no&user=&pass=")
-        from scheduler.alerts import Alert, AlertManager
+        from scheduler.alerts import Alert, AlertKind, AlertManager
         from scheduler.storage.alert_store import AlertStore
 
         manager = AlertManager(AlertStore(pg_store.engine), SystemClock(), [channel], attempts=2,
                                backoff_max=0.1)
-        manager.fire(Alert(kind="run_stalled", dedupe_key="run_stalled:run-42:1",
+        manager.fire(Alert(kind=AlertKind.RUN_STALLED, dedupe_key="run_stalled:run-42:1",
                            message="run run-42 of plodder stalled on attempt 1 (worker_lost)",
                            run_id="run-42", agent="plodder", attempt=1))
         assert manager.flush(timeout=30)

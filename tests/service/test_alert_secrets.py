@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from scheduler.alerts import Alert, AlertManager, WebhookChannel
+from scheduler.alerts import Alert, AlertKind, AlertManager, WebhookChannel
 from scheduler.core.clock import FakeClock
 from scheduler.core.logs import install_scrubbing
 from scheduler.storage.alert_store import AlertStore
@@ -42,7 +42,7 @@ def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
     caplog.set_level(logging.INFO, logger="nightowl")
     try:
         # An alert whose message quotes an error that quoted the URL (as httpx errors do)
-        manager.fire(Alert(kind="trigger_source_failing", dedupe_key="trigger_source_failing:x",
+        manager.fire(Alert(kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key="trigger_source_failing:x",
                            message=f"ConnectError: cannot reach {url}", trigger="x",
                            details={"last_error": f"HTTP 500 for url '{url}'"}))
         assert manager.flush(timeout=30)
@@ -52,6 +52,7 @@ def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
     stored = json.dumps({"message": row.message, "details": row.details, "channels": row.channels},
                         default=str)
     assert secret_path not in stored and signing not in stored, stored
+    assert row.channels is not None
     (name,) = row.channels
     assert name == f"webhook:{failing_receiver.url.rsplit('/', 1)[0]}"
     assert row.channels[name].startswith("failed: HTTPStatusError"), row.channels

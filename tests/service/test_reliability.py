@@ -121,7 +121,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
     assert svc.sweep() == 1
     assert queue_length(redis_client, prefix) == 20
     assert held in {json.loads(m)["headers"]["nightowl_run_id"]
-                    for m in redis_client.lrange(queue, 0, -1)}  # type: ignore[union-attr]
+                    for m in redis_client.lrange(queue, 0, -1)}
     # Redis loses three messages (a failover without the last writes): those three, only.
     lost = set()
     for _ in range(3):
@@ -131,7 +131,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
     clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 3
     present = {json.loads(m)["headers"]["nightowl_run_id"]
-               for m in redis_client.lrange(queue, 0, -1)}  # type: ignore[union-attr]
+               for m in redis_client.lrange(queue, 0, -1)}
     assert lost <= present and present == set(ids)
 
 

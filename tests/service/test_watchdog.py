@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from agents import ManualFire, event_to_json
-from scheduler.alerts import Alert, WebhookChannel
+from scheduler.alerts import Alert, AlertKind, WebhookChannel
 from scheduler.core.clock import FakeClock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.settings import Settings
@@ -24,6 +24,7 @@ from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.store import NewRun, StartedAttempt, Store
 from tests.helpers import T0, make_service, make_watchdog, registry_of, wait_for
 from tests.receiver import Receiver, verify
+from triggers import DbChangeTrigger
 
 MODULE = "tests.fixtures.watch_agents"
 SECRET = "s3cret"
@@ -280,6 +281,7 @@ def test_source_failing_is_alerted_and_resolved(settings: Settings, store: Store
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, "
                                  "updated_at TIMESTAMP)"))
+        assert isinstance(spec.source, DbChangeTrigger)
         spec.source.db_url = None
         svc.tick()
         dog.check()
@@ -330,7 +332,7 @@ def test_dedupe_reminders_and_a_failing_channel_that_does_not_block_others(
             AlertStore(store.engine), clock,
             [WebhookChannel(u.url, SecretStr(SECRET)) for u in (broken, flaky, good)],
             repeat=timedelta(minutes=30), attempts=3, backoff_max=0.1)
-        alert = Alert(kind="run_stalled", dedupe_key="run_stalled:r1:1", message="stuck",
+        alert = Alert(kind=AlertKind.RUN_STALLED, dedupe_key="run_stalled:r1:1", message="stuck",
                       run_id="r1")
         assert manager.fire(alert) is True
         assert manager.fire(alert) is False  # still firing: not re-sent
@@ -371,7 +373,7 @@ def test_an_alert_receiver_that_hangs_holds_up_nothing(settings: Settings, store
              WebhookChannel(good.url, SecretStr(SECRET))],
             attempts=2, backoff_max=0.1)
         started = time.monotonic()
-        assert manager.fire(Alert(kind="run_dead", dedupe_key="run_dead:r9", message="dead",
+        assert manager.fire(Alert(kind=AlertKind.RUN_DEAD, dedupe_key="run_dead:r9", message="dead",
                                   run_id="r9")) is True
         assert time.monotonic() - started < 0.5  # the caller (the watchdog loop) never waits
         wait_for(good.alerts, timeout=5, message="the good channel's alert")

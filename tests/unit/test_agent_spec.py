@@ -122,7 +122,7 @@ def test_outbox_values_over_the_configured_limit_are_refused_at_put(
     from scheduler.core.settings import Settings
 
     monkeypatch.setenv("NIGHTOWL_OUTBOX_MAX_VALUE_BYTES", "100")
-    limit = Settings(_env_file=None).outbox_max_value_bytes  # type: ignore[call-arg]
+    limit = Settings(_env_file=None).outbox_max_value_bytes
     buf = OutboxBuffer({"audit"}, limit)
     buf.put("audit", "small", {"n": 1})
     with pytest.raises(OutboxValueError, match="NIGHTOWL_OUTBOX_MAX_VALUE_BYTES"):

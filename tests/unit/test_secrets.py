@@ -25,11 +25,11 @@ def token() -> str:
 def test_every_secret_bearing_setting_is_a_secretstr_and_registered() -> None:
     pw, hook, apprise, key = token(), token(), token(), token()
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"postgresql://owl:{pw}@db.internal/nightowl",  # type: ignore[arg-type]
-        redis_url=f"redis://:{pw}x@cache:6379/0",  # type: ignore[arg-type]
-        alert_webhook_url=f"https://hooks.slack.com/services/T0/B0/{hook}",  # type: ignore[arg-type]
-        alert_urls=f"slack://{apprise}/B1/C1/#oncall  mailtos://me:{key}@smtp.example.com",  # type: ignore[arg-type]
+        _env_file=None,
+        database_url=f"postgresql://owl:{pw}@db.internal/nightowl",
+        redis_url=f"redis://:{pw}x@cache:6379/0",
+        alert_webhook_url=f"https://hooks.slack.com/services/T0/B0/{hook}",
+        alert_urls=f"slack://{apprise}/B1/C1/#oncall  mailtos://me:{key}@smtp.example.com",
     )
     assert isinstance(settings.alert_webhook_url, SecretStr)
     assert all(isinstance(u, SecretStr) for u in settings.alert_urls)
@@ -109,7 +109,7 @@ def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_load
         register_sink("hook-{name[-8:]}", WebhookSink(url="https://crm.example.com/in/{hook}"))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry_for(Settings(_env_file=None, triggers=[name]))  # type: ignore[call-arg]
+    registry_for(Settings(_env_file=None, triggers=[name]))
     text = scrub.scrub_text(f"{db_pw} {prom_pw} {list_pw} {sink_pw} {cache_pw} "
                             f"POST https://crm.example.com/in/{hook} failed")
     for secret in (db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook):
@@ -118,6 +118,6 @@ def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_load
 
 
 def test_a_short_password_is_masked_in_its_url_without_masking_words() -> None:
-    Settings(_env_file=None, database_url="postgresql://nightowl:owl@db/nightowl")  # type: ignore[call-arg,arg-type]
+    Settings(_env_file=None, database_url="postgresql://nightowl:owl@db/nightowl")
     line = scrub.scrub_text("nightowl.scheduler: owl at postgresql://nightowl:owl@db/nightowl")
     assert line == "nightowl.scheduler: owl at postgresql://nightowl:***@db/nightowl"

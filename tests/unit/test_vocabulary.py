@@ -30,7 +30,8 @@ def _spec(**options: object) -> AgentSpec:
 
 
 def test_a_status_is_its_string_so_rows_and_json_do_not_change() -> None:
-    assert RunStatus.QUEUED == "queued" and f"{RunStatus.QUEUED}" == "queued"
+    as_text: str = RunStatus.QUEUED  # a str itself, not only convertible to one
+    assert as_text == "queued" and f"{RunStatus.QUEUED}" == "queued"
     assert set(ACTIVE_STATUSES) | set(TERMINAL_STATUSES) == set(RunStatus)
     assert not set(ACTIVE_STATUSES) & set(TERMINAL_STATUSES)
     assert all(s.terminal for s in TERMINAL_STATUSES) and not any(s.terminal for s in ACTIVE_STATUSES)
