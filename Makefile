@@ -25,12 +25,15 @@ faults: $(STAMP)
 	$(BIN)/python -m pytest -n 0 -m faults tests/faults $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python -m tests.faults.report; exit $$status
 
+# ruff over the whole tree, tests included; mypy over scheduler, triggers, agents and tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py
