@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults lint typecheck fmt clean bench
+.PHONY: demo test faults check lint typecheck fmt clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,22 @@ faults: $(STAMP)
 	$(BIN)/python -m pytest -n 0 -m faults tests/faults $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python -m tests.faults.report; exit $$status
 
+# Seconds, and no Redis or PostgreSQL: lint, format, types and the unit tier (tests/README.md).
+check: lint
+	$(BIN)/python -m pytest -n 0 tests/unit $(PYTEST_ARGS)
+
+# ruff over the whole tree, tests included; mypy over scheduler, triggers, agents and tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
 	$(BIN)/mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py

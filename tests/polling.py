@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,3 +41,20 @@ class Poller:
 
     def keys(self, advance: float = 0.0) -> list[str]:
         return [f.idempotency_key for f in self.poll(advance).firings]
+
+
+class Gauge:
+    """A callable metric source the test sets; it can also fail, hang or return NaN."""
+
+    def __init__(self, value: Any = 0.0) -> None:
+        self.value = value
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        self.release.wait(30)
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value

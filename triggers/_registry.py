@@ -83,7 +83,7 @@ def _import(module: str, problems: list[str]) -> ModuleType | None:
     return None
 
 
-def load(modules: str | Iterable[str] | None) -> Registry:
+def load(modules: str | Iterable[str] | None) -> Registry:  # noqa: C901 (collects every problem in one pass, so validate reports them all at once)
     """Import each module and collect its agents and triggers.
 
     Raises RegistryLoadError listing every problem, so `triggers validate`

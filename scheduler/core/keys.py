@@ -3,7 +3,7 @@
 `prefix` is NIGHTOWL_REDIS_PREFIX (Celery's `global_keyprefix` too, so two
 deployments can share a Redis). Kombu's own keys are listed here because the
 lost-message check and `status` read them; their names are kombu's Redis
-transport's, pinned by `tests/test_publish.py`.
+transport's, pinned by `tests/contract/test_publish.py`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ On a Redis broker the scheduler writes kombu's wire format itself: Celery
 builds the task headers (`amqp.as_task_v2`), we wrap them the way kombu's
 Redis transport does and LPUSH a whole chunk through one pipeline. Going
 through `send_task` per message costs ~0.3 ms of Python each (3k/s); this path
-runs at pipeline speed. `tests/test_publish.py` checks the result against a
+runs at pipeline speed. `tests/contract/test_publish.py` checks the result against a
 message Celery published itself, so a kombu change cannot drift unnoticed.
 Other brokers use `send_task` inside kombu's `Producer.batch()`.
 """

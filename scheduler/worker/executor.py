@@ -291,7 +291,7 @@ class Executor:
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return Delivery.PARKED
 
-    def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,
+    def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,  # noqa: C901 (nested closures share one attempt's state with its watch thread)
                      lease: Lease) -> Delivery:
         run_id = started.run_id
         logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,

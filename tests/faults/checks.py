@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from tests.faults.driver import Driven
 from tests.faults.harness import TERMINAL_BOUND_S, Cluster
+from tests.helpers import stream_entries
 
 ACTIVE = ("pending", "waiting", "queued", "running")
 PER_SECOND = ("sec-allow", "sec-skip")
@@ -378,7 +379,7 @@ class Checker:
 
     def _events_stream(self, snap: Snapshot, ok: list[Any], v: list[Violation],
                        figures: dict[str, Any]) -> None:
-        stream = self.cluster.shared.xrange(f"{self.cluster.prefix}events")
+        stream = stream_entries(self.cluster.shared, f"{self.cluster.prefix}events")
         per_key: dict[str, list[str]] = defaultdict(list)
         for _, fields in stream:
             per_key[fields[b"key"].decode()].append(fields[b"entry_id"].decode())

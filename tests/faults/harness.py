@@ -144,7 +144,7 @@ class PrivateRedis:
 
 def _admin(sql: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def db_url(name: str) -> str:
@@ -656,7 +656,7 @@ class Cluster:
             owner = client.get(f"{PREFIX}leader:{role}")
         finally:
             client.close()
-        if owner is None:
+        if not isinstance(owner, bytes):
             return None
         parts = owner.decode().split("-")
         for name, svc in self.services.items():

@@ -3,6 +3,7 @@ mid-batch."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ def _kill_leader_mid_tick(run: Run) -> None:
         # few ms): its INSERT INTO runs running, part of the burst committed, or committed
         # runs not yet handed to the broker; if none is caught, 5 s later
         try:
-            seen = wait_until(lambda burst=ids: _mid_tick(run, burst), 5, 0.002,
+            seen = wait_until(functools.partial(_mid_tick, run, ids), 5, 0.002,
                               "the tick to be in progress")
         except TimeoutError:
             seen = f"missed the tick: {_burst_runs(run, ids)}/{len(ids)} rows with runs"
@@ -39,8 +40,10 @@ def _kill_leader_mid_tick(run: Run) -> None:
                                killed=leader, at=seen)
         c.services[leader].kill()
         killed_at = time.monotonic()
-        standby = wait_until(lambda old=leader: (c.leader() or old) != old and c.leader(),
-                             LEADER_TTL_S + 15, 0.02, "the standby to take the lead")
+        def took_over(old: object = leader) -> object:
+            return (c.leader() or old) != old and c.leader()
+
+        standby = wait_until(took_over, LEADER_TTL_S + 15, 0.02, "the standby to take the lead")
         took = time.monotonic() - killed_at
         takeovers.append(round(took, 2))
         c.services[leader].start()  # back as the new standby

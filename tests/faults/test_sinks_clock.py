@@ -100,7 +100,7 @@ def _after_jump(cluster: Cluster, judge: Checker, figures: dict[str, Any],
                 "catch-up-window", f"{name}: runs for slots older than the {WINDOW_S:.0f} s "
                 "catch-up window at the jump", [brief(r) for r in inside], len(inside)))
     figures["catchup_runs_after_jump"] = burst
-    ledger = Counter()
+    ledger: Counter[str] = Counter()
     for i in range(MINUTELY):
         name = f"min-{i}"
         slots = sorted(r.logical_time for r in runs if r.trigger == name

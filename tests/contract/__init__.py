@@ -1,0 +1,1 @@
+"""Contract tier: storage and Redis contracts, in-process, against real PostgreSQL, SQLite and Redis."""

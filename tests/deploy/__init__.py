@@ -1,0 +1,1 @@
+"""Deploy tier: compose file, Dockerfile, Prometheus config and the docs' runnable examples."""

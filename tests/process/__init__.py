@@ -1,0 +1,1 @@
+"""Process tier: real subprocesses (worker, scheduler, CLI, Flower, Prometheus) on real services."""

@@ -1,0 +1,121 @@
+"""`nightowl dev`: the embedded default runs the whole path and cleans up after itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, Cli, wait_for
+
+DEV_MODULE = '''
+from agents import agent
+from triggers import cron
+
+@agent("hello")
+def hello(ctx, event):
+    return {"hello": event.trigger}
+
+cron("* * * * * *", agent=hello, name="each-second")
+'''
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
+    env["PYTHONPATH"] = f"{tmp_path}:{ROOT}"
+    return env
+
+
+def _valkeys_on(port: str) -> list[int]:
+    """PIDs of valkey-server processes listening on `port` (it rewrites its own title)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"valkey-server" in cmd and f":{port}".encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _runs(cli: Cli, tmp_path: Path) -> list[dict[str, object]]:
+    out = cli("runs", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
+    return json.loads(out.stdout) if out.returncode == 0 else []
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL])
+def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: int, cli: Cli) -> None:
+    # Given a trigger module and no URLs at all
+    (tmp_path / "devmod.py").write_text(DEV_MODULE)
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "devmod"],
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    port = "unknown"
+    try:
+        # When it runs for a moment, other commands in the folder see its runs
+        started = time.monotonic()
+        wait_for(lambda: any(r["status"] == "succeeded" for r in _runs(cli, tmp_path)), timeout=40,
+                 interval=0.5, message="a succeeded run in `nightowl runs list`")
+        first_success_s = time.monotonic() - started
+        env_file = (tmp_path / ".nightowl" / "env").read_text()
+        assert "NIGHTOWL_REDIS_URL=redis://127.0.0.1:" in env_file
+        assert "sqlite:///" in env_file
+        port = env_file.split("NIGHTOWL_REDIS_URL=redis://127.0.0.1:", 1)[1].split("/", 1)[0]
+        assert _valkeys_on(port), "the embedded Redis should be running"
+        run = next(r for r in _runs(cli, tmp_path) if r["status"] == "succeeded")
+        assert run["trigger"] == "each-second" and run["agent"] == "hello"
+    finally:
+        proc.send_signal(stop_signal)
+        out, _ = proc.communicate(timeout=60)
+    # Then stopping it (cleanly, or by SIGKILL) leaves no Redis behind
+    wait_for(lambda: not _valkeys_on(port), timeout=15,
+             message="the embedded Redis to exit with its parent")
+    if stop_signal == signal.SIGINT:
+        assert proc.returncode == 0, out
+        assert "nightowl dev: stopping" in out
+    assert first_success_s < 30, out
+
+
+def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: Cli) -> None:
+    """`make demo`'s module: cron, db_change, queue_depth and metric each run an agent."""
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers",
+                             "examples.demo"], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wanted = {"demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
+    try:
+        def kinds_done() -> bool:
+            done = {r["trigger"] for r in _runs(cli, tmp_path) if r["status"] == "succeeded"}
+            return wanted <= done
+        wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
+
+        def stalled_alert() -> bool:
+            out = cli("alerts", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
+            return out.returncode == 0 and any(
+                a["kind"] == "run_stalled" and a["trigger"] == "daydream"
+                for a in json.loads(out.stdout))
+        wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
+
+        def outbox_delivered() -> bool:
+            out = cli("outbox", "status", "--json", cwd=tmp_path, env=_env(tmp_path))
+            if out.returncode != 0:
+                raise AssertionError(out.stderr)
+            status = json.loads(out.stdout)["sinks"]
+            return all(status.get(s, {}).get("delivered", 0) > 0
+                       for s in ("cache", "events", "audit", "memory"))
+        wait_for(outbox_delivered, timeout=30, interval=1.0, message="outbox rows delivered")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "new-orders -> triage: succeeded" in out
+    assert "inbox-backlog -> drain-inbox: succeeded" in out
+    assert "ALERT run_stalled firing" in out

@@ -1,0 +1,144 @@
+"""The public extension contracts: the trigger protocol, the state accessors, typed options.
+
+No service is needed: these are the promises docs/extending.md makes to kind authors.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from agents import CronTick
+from triggers import (
+    CronTrigger,
+    DbChangeTrigger,
+    Evaluation,
+    MetricTrigger,
+    PollingTrigger,
+    QueueDepthTrigger,
+    Registry,
+    SourceDefaults,
+    SourceHealth,
+    Trigger,
+    TriggerDefinitionError,
+    TriggerStatus,
+    load,
+)
+from triggers.sources import record_failure, record_success
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("kind", [CronTrigger, DbChangeTrigger, MetricTrigger, QueueDepthTrigger])
+def test_every_built_in_kind_declares_the_whole_protocol(kind: type[Trigger]) -> None:
+    assert Trigger in kind.__mro__  # subclassed, so `polls`, `bind`, `secrets` are inherited
+    polling = kind is not CronTrigger
+    assert kind.polls is polling
+    assert (PollingTrigger in kind.__mro__) is polling
+
+
+def test_bind_gives_polling_kinds_the_defaults_and_secrets_are_declared() -> None:
+    registry = load("examples.demo")
+    defaults = SourceDefaults(database_url="postgresql://u:pw@db/x", broker_url="redis://r:6379/0")
+    registry.bind_sources(defaults)
+    polling = [s.source for s in registry.triggers.values() if s.source.polls]
+    assert polling
+    assert all(PollingTrigger in type(p).__mro__ and p.defaults == defaults  # type: ignore[attr-defined]
+               for p in polling)
+    for spec in registry.triggers.values():
+        assert all(s is None or isinstance(s, SecretStr) for s in spec.source.secrets())
+
+
+def test_status_reads_the_two_keys_that_mean_something_outside_the_kind() -> None:
+    assert TriggerStatus.of(None) is TriggerStatus.OK
+    assert TriggerStatus.of({"last_slot": "x"}) is TriggerStatus.OK
+    assert TriggerStatus.of({"alert_state": "firing"}) is TriggerStatus.FIRING
+    failing = {"alert_state": "pending", "source_failing": True}
+    assert TriggerStatus.of(failing) is TriggerStatus.SOURCE_FAILING
+    assert TriggerStatus.alert_of(failing) is TriggerStatus.PENDING  # frozen where it was
+    assert TriggerStatus.alert_of({"alert_state": "bogus"}) is TriggerStatus.OK
+    ev = Evaluation([], {"alert_state": "firing"}, T0)
+    assert ev.status is TriggerStatus.FIRING
+
+
+def test_source_health_follows_record_failure_and_record_success() -> None:
+    state: dict[str, object] = {"version": 1}
+    assert SourceHealth.of(state) == SourceHealth(False, 0, None, None)
+    for i in range(3):
+        state = record_failure(state, f"boom {i}", T0)
+    health = SourceHealth.of(state)
+    assert (health.failing, health.failures, health.last_error) == (True, 3, "boom 2")
+    assert TriggerStatus.of(state) is TriggerStatus.SOURCE_FAILING
+    assert SourceHealth.of(record_success(state)).failing is False
+
+
+def _extending_module() -> str:
+    blocks: list[str] = BLOCK.findall((ROOT / "docs" / "extending.md").read_text())
+    (code,) = [b for b in blocks if "class Every(Trigger)" in b]
+    return code
+
+
+@pytest.fixture
+def every_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 fresh_sinks: None) -> Iterator[Registry]:
+    name = f"every_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(_extending_module())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        yield load(name)
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_the_kind_in_docs_extending_loads_and_fires_on_its_grid(every_module: Registry) -> None:
+    spec = every_module.triggers["tidy-every-5m"]
+    assert spec.kind == "every" and spec.source.polls is False
+    spec.source.bind(SourceDefaults())  # inherited from Trigger: a no-op
+    first = spec.source.evaluate(spec.name, T0 + timedelta(seconds=7), None)
+    assert first.firings == [] and first.next_at == T0 + timedelta(minutes=5)
+    later = spec.source.evaluate(spec.name, T0 + timedelta(minutes=5, seconds=1), first.state)
+    (firing,) = later.firings
+    assert firing.idempotency_key == f"every:tidy-every-5m:{(T0 + timedelta(minutes=5)).isoformat()}"
+    assert isinstance(firing.event, CronTick)
+    again = spec.source.evaluate(spec.name, T0 + timedelta(minutes=6), later.state)
+    assert again.firings == []
+
+
+def test_the_kind_in_docs_extending_says_did_you_mean(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      fresh_sinks: None) -> None:
+    code = _extending_module().replace('name="tidy-every-5m")', 'name="tidy-every-5m", names="x")')
+    namespace: dict[str, object] = {"__name__": "docs_every_typo"}
+    with pytest.raises(TriggerDefinitionError, match="did you mean 'name'"):
+        exec(compile(code, "docs/extending.md", "exec"), namespace)
+
+
+def test_mypy_rejects_a_misspelt_option_of_agent_and_of_a_trigger(tmp_path: Path) -> None:
+    from mypy import api
+
+    source = tmp_path / "typo.py"
+    source.write_text(
+        "from datetime import timedelta\n"
+        "from agents import agent\n"
+        "from triggers import cron\n"
+        "@agent('a', retries=3)\n"
+        "def a(ctx: object, event: object) -> None: ...\n"
+        "@agent('b', timeout=timedelta(minutes=1), max_attempts=2)\n"
+        "def b(ctx: object, event: object) -> None: ...\n"
+        "cron('* * * * *', agent=b, name='x', timezone='UTC')\n"
+        "cron('* * * * *', agent=b, name='y', tz='UTC')\n")
+    out, _, status = api.run(["--strict", "--no-incremental", "--follow-imports=silent",
+                              "--config-file=/dev/null", str(source)])
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert status == 1
+    assert [e.split(":")[1] for e in errors] == ["4", "8"], out
+    assert '"retries"' in errors[0] and '"timezone"' in errors[1]
