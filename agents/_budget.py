@@ -36,9 +36,11 @@ class Budget:
 
     def exceeded(self, tokens: int, cost_usd: float, tool_calls: int) -> str | None:
         """The first limit the totals have gone past, or None."""
-        for name, used, limit in (("tokens", tokens, self.tokens),
-                                  ("cost_usd", cost_usd, self.cost_usd),
-                                  ("tool_calls", tool_calls, self.tool_calls)):
+        for name, used, limit in (
+            ("tokens", tokens, self.tokens),
+            ("cost_usd", cost_usd, self.cost_usd),
+            ("tool_calls", tool_calls, self.tool_calls),
+        ):
             if limit is not None and used > limit:
                 return name
         return None
@@ -51,8 +53,6 @@ class Budget:
         if isinstance(value, dict):
             unknown = sorted(set(value) - {"tokens", "cost_usd", "tool_calls"})
             if unknown:
-                raise ValueError(f"budget has unknown limit(s) {unknown}; use tokens, cost_usd, "
-                                 "tool_calls")
+                raise ValueError(f"budget has unknown limit(s) {unknown}; use tokens, cost_usd, tool_calls")
             return cls(**value)
-        raise ValueError(f"budget must be Budget(tokens=, cost_usd=, tool_calls=) or a dict, "
-                         f"got {value!r}")
+        raise ValueError(f"budget must be Budget(tokens=, cost_usd=, tool_calls=) or a dict, got {value!r}")

@@ -76,8 +76,11 @@ class AgentContext:
             note, dropped = note.replace("\x00", ""), [*dropped, "note contains a NUL character"]
         if dropped and not self._warned_details:
             self._warned_details = True
-            self.log.warning("heartbeat details dropped (not storable as JSON): %s; further "
-                             "drops in this attempt are not logged", "; ".join(dropped))
+            self.log.warning(
+                "heartbeat details dropped (not storable as JSON): %s; further "
+                "drops in this attempt are not logged",
+                "; ".join(dropped),
+            )
         self._heartbeat_sink(note, kept)
 
     @property
@@ -99,8 +102,7 @@ class AgentContext:
         self._usage.cost_usd += cost_usd
         self._usage.tool_calls += tool_calls
         if self._budget is not None and self._over_budget is None:
-            over = self._budget.exceeded(self._usage.tokens, self._usage.cost_usd,
-                                         self._usage.tool_calls)
+            over = self._budget.exceeded(self._usage.tokens, self._usage.cost_usd, self._usage.tool_calls)
             if over is not None:
                 self._over_budget = over
                 self._cancel.set()

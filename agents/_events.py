@@ -80,9 +80,7 @@ class ManualFire(_Event):
     fired_by: str
 
 
-Event = Annotated[
-    CronTick | RowChange | QueueDepth | MetricAlert | ManualFire, Field(discriminator="kind")
-]
+Event = Annotated[CronTick | RowChange | QueueDepth | MetricAlert | ManualFire, Field(discriminator="kind")]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

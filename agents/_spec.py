@@ -96,9 +96,10 @@ def _build(name: str, func: AgentFunc, location: SourceLocation, o: dict[str, An
     retry_on = o["retry_on"]
     if isinstance(retry_on, type):
         retry_on = (retry_on,)
-    if not (isinstance(retry_on, tuple) and all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
-    )):
+    if not (
+        isinstance(retry_on, tuple)
+        and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
+    ):
         raise ValueError(f"retry_on must be an exception class or a tuple of them, got {retry_on!r}")
     progress = o["progress_timeout"]
     queue = o["queue"]
@@ -113,7 +114,8 @@ def _build(name: str, func: AgentFunc, location: SourceLocation, o: dict[str, An
         location=location,
         timeout=as_timedelta(o["timeout"], "timeout", allow_zero=False),
         heartbeat_timeout=as_timedelta(o["heartbeat_timeout"], "heartbeat_timeout", allow_zero=False),
-        progress_timeout=None if progress is None
+        progress_timeout=None
+        if progress is None
         else as_timedelta(progress, "progress_timeout", allow_zero=False),
         max_attempts=_positive_int(o["max_attempts"], "max_attempts") or 1,
         retry_backoff=backoff,
@@ -173,11 +175,18 @@ def agent(
     if problem:
         raise AgentDefinitionError(problem)
     options: dict[str, Any] = {
-        "timeout": timeout, "heartbeat_timeout": heartbeat_timeout,
-        "progress_timeout": progress_timeout, "max_attempts": max_attempts,
-        "retry_backoff": retry_backoff, "retry_on": retry_on, "max_deliveries": max_deliveries,
-        "queue": queue, "concurrency": concurrency, "version": version,
-        "cancel_grace": cancel_grace, "budget": budget,
+        "timeout": timeout,
+        "heartbeat_timeout": heartbeat_timeout,
+        "progress_timeout": progress_timeout,
+        "max_attempts": max_attempts,
+        "retry_backoff": retry_backoff,
+        "retry_on": retry_on,
+        "max_deliveries": max_deliveries,
+        "queue": queue,
+        "concurrency": concurrency,
+        "version": version,
+        "cancel_grace": cancel_grace,
+        "budget": budget,
     }
 
     def decorate(func: AgentFunc) -> AgentSpec:
@@ -200,6 +209,7 @@ def agent(
 
 # The options and their defaults, from the one place they are written: agent()'s signature.
 DEFAULTS: dict[str, Any] = {
-    p.name: p.default for p in inspect.signature(agent).parameters.values()
+    p.name: p.default
+    for p in inspect.signature(agent).parameters.values()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 }

@@ -19,9 +19,16 @@ NAME_RULE = "lowercase letters, digits, '_' and '-', starting with a letter or d
 
 # Names people bring from Celery, APScheduler or Prometheus, mapped to ours.
 _SYNONYMS = {
-    "timezone": "tz", "zone": "tz", "retries": "max_attempts", "max_retries": "max_attempts",
-    "time_limit": "timeout", "soft_time_limit": "timeout", "for": "for_", "misfire_grace_time":
-    "start_deadline", "coalesce": "catchup", "max_instances": "overlap",
+    "timezone": "tz",
+    "zone": "tz",
+    "retries": "max_attempts",
+    "max_retries": "max_attempts",
+    "time_limit": "timeout",
+    "soft_time_limit": "timeout",
+    "for": "for_",
+    "misfire_grace_time": "start_deadline",
+    "coalesce": "catchup",
+    "max_instances": "overlap",
 }
 
 
@@ -60,8 +67,9 @@ def as_timedelta(value: object, field: str, *, allow_zero: bool = True) -> timed
     try:
         td = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
     except OverflowError:
-        raise ValueError(f"{field} is out of range ({value!r} seconds); pass a timedelta "
-                         "of at most a few years") from None
+        raise ValueError(
+            f"{field} is out of range ({value!r} seconds); pass a timedelta of at most a few years"
+        ) from None
     if td < timedelta(0) or (not allow_zero and td == timedelta(0)):
         bound = "positive" if not allow_zero else "zero or positive"
         raise ValueError(f"{field} must be {bound}, got {td}")

@@ -41,8 +41,7 @@ class OutboxWrite:
 class OutboxBuffer:
     """Buffers writes in memory; they are committed with the run's success or not at all."""
 
-    def __init__(self, sinks: Collection[str], max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES
-                 ) -> None:
+    def __init__(self, sinks: Collection[str], max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES) -> None:
         self._sinks = frozenset(sinks)
         self._max = max_value_bytes
         self._writes: list[OutboxWrite] = []

@@ -74,8 +74,9 @@ def event_problem(event: Any, stored: Any = None) -> str | None:
     stack: list[tuple[Any, Any, str]] = [(event.model_dump(), stored, "event")]
     while stack:
         item, stored, where = stack.pop()
-        if ((isinstance(item, float) and not math.isfinite(item))
-                or (isinstance(item, Decimal) and not item.is_finite())):
+        if (isinstance(item, float) and not math.isfinite(item)) or (
+            isinstance(item, Decimal) and not item.is_finite()
+        ):
             if not isinstance(stored, str):
                 return f"{where} is {item!r} (NaN and infinities are not JSON)"
         elif isinstance(item, str) and "\x00" in item:
@@ -88,8 +89,9 @@ def event_problem(event: Any, stored: Any = None) -> str | None:
                 stack.append((sub, twin, f"{where}.{key}"))
         elif isinstance(item, list | tuple):
             twins = stored if isinstance(stored, list) else [None] * len(item)
-            stack.extend((sub, twins[i] if i < len(twins) else None, f"{where}[{i}]")
-                         for i, sub in enumerate(item))
+            stack.extend(
+                (sub, twins[i] if i < len(twins) else None, f"{where}[{i}]") for i, sub in enumerate(item)
+            )
     return None
 
 

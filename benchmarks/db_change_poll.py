@@ -35,8 +35,10 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def build(conn: psycopg.Connection[Any], table: str, rows: int, *, index: bool) -> None:
-    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, status text NOT NULL, "
-                 "payload text NOT NULL, updated_at timestamptz NOT NULL)")
+    conn.execute(
+        f"CREATE TABLE {table} (id bigint PRIMARY KEY, status text NOT NULL, "
+        "payload text NOT NULL, updated_at timestamptz NOT NULL)"
+    )
     # Rows one second apart ending an hour ago: the look-back window behind the cursor is sparse,
     # as on a real table whose history is old.
     conn.execute(
@@ -51,9 +53,12 @@ def build(conn: psycopg.Connection[Any], table: str, rows: int, *, index: bool) 
 
 def insert_new(conn: psycopg.Connection[Any], table: str, start: int, n: int, round_: int) -> None:
     """`n` rows in one burst, a minute (of cursor time) after the previous burst."""
-    conn.execute(f"INSERT INTO {table} SELECT g, 'new', repeat('x', 120), "
-                 "'2030-01-01'::timestamptz + %s * interval '1 minute' + (g - %s::bigint) * interval '1 ms' "
-                 "FROM generate_series(%s::bigint, %s::bigint) g", (round_, start, start, start + n - 1))
+    conn.execute(
+        f"INSERT INTO {table} SELECT g, 'new', repeat('x', 120), "
+        "'2030-01-01'::timestamptz + %s * interval '1 minute' + (g - %s::bigint) * interval '1 ms' "
+        "FROM generate_series(%s::bigint, %s::bigint) g",
+        (round_, start, start, start + n - 1),
+    )
 
 
 def median_ms(samples: list[float]) -> float:
@@ -67,8 +72,9 @@ def bench_size(rows: int, repeat: int) -> dict[str, float]:
         build(conn, table, rows, index=True)
         build(conn, naive, rows, index=False)
         try:
-            spec = db_change(table, agent="bench", name="bench", db_url=PG, cursor="updated_at",
-                             key="id", batch_size=500)
+            spec = db_change(
+                table, agent="bench", name="bench", db_url=PG, cursor="updated_at", key="id", batch_size=500
+            )
             trigger = spec.source
             now = datetime.now(UTC)
             state = trigger.evaluate("bench", now, None).state  # start="now": after the newest row
@@ -102,8 +108,7 @@ def bench_size(rows: int, repeat: int) -> dict[str, float]:
             conn.execute(f"DROP TABLE IF EXISTS {naive}")
             forget_module(__name__)
             dispose_engines()
-    return {"idle_ms": median_ms(idle), "new500_ms": median_ms(fresh),
-            "naive_idle_ms": median_ms(baseline)}
+    return {"idle_ms": median_ms(idle), "new500_ms": median_ms(fresh), "naive_idle_ms": median_ms(baseline)}
 
 
 def main() -> None:
@@ -115,16 +120,20 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         results[size] = bench_size(size, args.repeat)
         r = results[size]
-        print(f"{size:>9,} rows: idle poll {r['idle_ms']:.2f} ms, poll with 500 new rows "
-              f"{r['new500_ms']:.2f} ms; naive seq-scan poll {r['naive_idle_ms']:.2f} ms "
-              f"(naive / ours = {r['naive_idle_ms'] / r['idle_ms']:.1f})")
+        print(
+            f"{size:>9,} rows: idle poll {r['idle_ms']:.2f} ms, poll with 500 new rows "
+            f"{r['new500_ms']:.2f} ms; naive seq-scan poll {r['naive_idle_ms']:.2f} ms "
+            f"(naive / ours = {r['naive_idle_ms'] / r['idle_ms']:.1f})"
+        )
     sizes = sorted(results)
     if len(sizes) >= 2:
         small, big = results[sizes[0]], results[sizes[-1]]
-        print(f"growth {sizes[0]:,} -> {sizes[-1]:,} rows: "
-              f"idle poll x{big['idle_ms'] / small['idle_ms']:.2f}, "
-              f"500-row poll x{big['new500_ms'] / small['new500_ms']:.2f}, "
-              f"naive poll x{big['naive_idle_ms'] / small['naive_idle_ms']:.1f}")
+        print(
+            f"growth {sizes[0]:,} -> {sizes[-1]:,} rows: "
+            f"idle poll x{big['idle_ms'] / small['idle_ms']:.2f}, "
+            f"500-row poll x{big['new500_ms'] / small['new500_ms']:.2f}, "
+            f"naive poll x{big['naive_idle_ms'] / small['naive_idle_ms']:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -59,15 +59,25 @@ def main() -> None:
         engine = make_engine(url)
         upgrade(engine)
         store = Store(engine)
-        settings = Settings(_env_file=None, database_url=url, redis_url=REDIS,  # type: ignore[arg-type]
-                            redis_prefix=prefix)
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            redis_url=REDIS,  # type: ignore[arg-type]
+            redis_prefix=prefix,
+        )
         registry = load(MODULE)
         client = redis.Redis.from_url(REDIS)
         clock = SystemClock()
-        manager = AlertManager(AlertStore(engine), clock,
-                               [WebhookChannel(receiver.url, SecretStr("bench"))])
-        dog = Watchdog(registry=registry, store=store, alerts=manager, redis_client=client,
-                       clock=clock, publisher=None, key_prefix=prefix)
+        manager = AlertManager(AlertStore(engine), clock, [WebhookChannel(receiver.url, SecretStr("bench"))])
+        dog = Watchdog(
+            registry=registry,
+            store=store,
+            alerts=manager,
+            redis_client=client,
+            clock=clock,
+            publisher=None,
+            key_prefix=prefix,
+        )
 
         def loop() -> None:
             while not stop.wait(args.interval):
@@ -87,8 +97,10 @@ def main() -> None:
             killed = time.time()
             worker.proc.wait()
             worker.stop()
-            while not any(r["json"]["run_id"] == run_id and r["json"]["kind"] == "run_stalled"
-                          for r in receiver.requests):
+            while not any(
+                r["json"]["run_id"] == run_id and r["json"]["kind"] == "run_stalled"
+                for r in receiver.requests
+            ):
                 if time.time() - killed > 30:
                     raise SystemExit(f"no alert for run {run_id} within 30 s")
                 time.sleep(0.01)
@@ -96,10 +108,12 @@ def main() -> None:
             latencies.append(arrived - killed)
             print(f"kill {i + 1}: alert after {arrived - killed:.2f} s", flush=True)
         bound = HEARTBEAT_TIMEOUT + 2 * args.interval
-        print(f"median detection latency {statistics.median(latencies):.2f} s "
-              f"(min {min(latencies):.2f}, max {max(latencies):.2f}) over {len(latencies)} SIGKILLs; "
-              f"configured bound {bound:.2f} s (heartbeat_timeout {HEARTBEAT_TIMEOUT:g} s + "
-              f"2 x watchdog_interval {args.interval:g} s)")
+        print(
+            f"median detection latency {statistics.median(latencies):.2f} s "
+            f"(min {min(latencies):.2f}, max {max(latencies):.2f}) over {len(latencies)} SIGKILLs; "
+            f"configured bound {bound:.2f} s (heartbeat_timeout {HEARTBEAT_TIMEOUT:g} s + "
+            f"2 x watchdog_interval {args.interval:g} s)"
+        )
         publisher.close()
         stop.set()
         dog.resign()

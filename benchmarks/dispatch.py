@@ -89,7 +89,7 @@ def baseline_batch(settings: Settings, n: int) -> float:
     ds = [Dispatch(str(uuid.uuid4()), "noop", "bench-baseline", "t", 0) for _ in range(n)]
     t0 = time.perf_counter()
     for i in range(0, n, 500):
-        pub.publish(ds[i:i + 500])
+        pub.publish(ds[i : i + 500])
     elapsed = time.perf_counter() - t0
     app.close()
     return elapsed
@@ -99,16 +99,27 @@ def dispatch_once(n: int, db: str, module: str) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
     url = create_database("dispatch", db)
     try:
-        settings = Settings(_env_file=None, database_url=url, redis_url=REDIS,  # type: ignore[arg-type]
-                            redis_prefix=prefix, triggers=[module])
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            redis_url=REDIS,  # type: ignore[arg-type]
+            redis_prefix=prefix,
+            triggers=[module],
+        )
         engine = make_engine(url)
         upgrade(engine)
         registry = load(module)
         clock = FakeClock(datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC))
         pub = TimedPublisher(create_app(settings, registry))
         client = redis.Redis.from_url(REDIS)
-        svc = SchedulerService(registry=registry, store=Store(engine), publisher=pub,
-                               redis_client=client, clock=clock, key_prefix=prefix)
+        svc = SchedulerService(
+            registry=registry,
+            store=Store(engine),
+            publisher=pub,
+            redis_client=client,
+            clock=clock,
+            key_prefix=prefix,
+        )
         svc.tick()  # first sight: every trigger starts from now
         clock.set(datetime(2026, 3, 1, 12, 0, tzinfo=UTC) + timedelta(milliseconds=1))
         t0 = time.perf_counter()
@@ -122,8 +133,11 @@ def dispatch_once(n: int, db: str, module: str) -> dict[str, float]:
         if keys:
             client.delete(*keys)
         svc.close()
-        return {"first_ms": (pub.t_first - t0) * 1000, "last_ms": (pub.t_last - t0) * 1000,
-                "tick_ms": (t_end - t0) * 1000}
+        return {
+            "first_ms": (pub.t_first - t0) * 1000,
+            "last_ms": (pub.t_last - t0) * 1000,
+            "tick_ms": (t_end - t0) * 1000,
+        }
     finally:
         drop_database(url)
 
@@ -147,10 +161,14 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{n} triggers due at once on {args.db} (median of {args.repeat}):")
     print(f"  first message after {first:.1f} ms, last after {last:.1f} ms")
-    print(f"  baseline plain send_task x{n}: {send_task_s * 1000:.0f} ms "
-          f"-> nightowl end-to-end dispatch is {send_task_s * 1000 / last:.2f}x its speed")
-    print(f"  baseline pipelined publish only x{n}: {batch_s * 1000:.0f} ms "
-          f"-> nightowl dispatch costs {last / (batch_s * 1000):.2f}x publishing alone")
+    print(
+        f"  baseline plain send_task x{n}: {send_task_s * 1000:.0f} ms "
+        f"-> nightowl end-to-end dispatch is {send_task_s * 1000 / last:.2f}x its speed"
+    )
+    print(
+        f"  baseline pipelined publish only x{n}: {batch_s * 1000:.0f} ms "
+        f"-> nightowl dispatch costs {last / (batch_s * 1000):.2f}x publishing alone"
+    )
     print(f"  peak RSS of this process: {rss_mb:.0f} MB")
 
 

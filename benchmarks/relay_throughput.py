@@ -41,10 +41,16 @@ def direct(n: int, url: str, prefix: str, client: redis.Redis) -> float:
     """The same writes without an outbox: each one on its own, in a loop."""
     engine = make_engine(url)
     meta = sa.MetaData()
-    prefs = sa.Table("direct_prefs", meta, sa.Column("user_key", sa.String, primary_key=True),
-                     sa.Column("value", sa.JSON), sa.Column("seq", sa.BigInteger))
-    audit = sa.Table("direct_audit", meta, sa.Column("entry_id", sa.String, primary_key=True),
-                     sa.Column("value", sa.JSON))
+    prefs = sa.Table(
+        "direct_prefs",
+        meta,
+        sa.Column("user_key", sa.String, primary_key=True),
+        sa.Column("value", sa.JSON),
+        sa.Column("seq", sa.BigInteger),
+    )
+    audit = sa.Table(
+        "direct_audit", meta, sa.Column("entry_id", sa.String, primary_key=True), sa.Column("value", sa.JSON)
+    )
     meta.create_all(engine)
     from sqlalchemy.dialects.postgresql import insert
 
@@ -55,11 +61,11 @@ def direct(n: int, url: str, prefix: str, client: redis.Redis) -> float:
         client.xadd(f"{prefix}direct:events", {"key": f"user:{i}", "value": json.dumps(value)})
         with engine.begin() as conn:
             stmt = insert(prefs).values(user_key=f"user:{i}", value=value, seq=1)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["user_key"],
-                                                    set_={"value": stmt.excluded.value}))
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["user_key"], set_={"value": stmt.excluded.value})
+            )
         with engine.begin() as conn:
-            conn.execute(insert(audit).values(entry_id=f"direct:{i}", value=value)
-                         .on_conflict_do_nothing())
+            conn.execute(insert(audit).values(entry_id=f"direct:{i}", value=value).on_conflict_do_nothing())
     elapsed = time.perf_counter() - started
     engine.dispose()
     return elapsed
@@ -98,10 +104,11 @@ def main() -> None:
         direct_s = direct(args.entries, url, prefix, client)
         relay_rate = (report.delivered) / relay_s
         direct_rate = total / direct_s
-        print(f"relay: {total:,} entries to 4 sinks in {relay_s:.2f} s = {relay_rate:,.0f} entries/s "
-              f"(batch {args.batch})")
-        print(f"direct writes in a loop: {total:,} writes in {direct_s:.2f} s = "
-              f"{direct_rate:,.0f} writes/s")
+        print(
+            f"relay: {total:,} entries to 4 sinks in {relay_s:.2f} s = {relay_rate:,.0f} entries/s "
+            f"(batch {args.batch})"
+        )
+        print(f"direct writes in a loop: {total:,} writes in {direct_s:.2f} s = {direct_rate:,.0f} writes/s")
         print(f"relay / direct = {relay_rate / direct_rate:.2f}")
         engine.dispose()
     finally:

@@ -40,8 +40,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     for line in proc.stdout:
@@ -66,15 +65,26 @@ def wait_count(client: redis.Redis, key: str, n: int, timeout: float = 600) -> f
 
 def plain_celery(n: int, safe: bool = False) -> float:
     prefix = f"bench-plain-{uuid.uuid4().hex[:6]}:"
-    env = {**os.environ, "BENCH_PREFIX": prefix, "PYTHONPATH": str(ROOT),
-           "BENCH_SAFE": "1" if safe else "0"}
-    proc = start([sys.executable, "-m", "celery", "-A", "benchmarks.plain_celery", "worker",
-                  "--pool=prefork", "--concurrency=2", "--without-mingle", "--without-gossip",
-                  "--loglevel=INFO"], env)
+    env = {**os.environ, "BENCH_PREFIX": prefix, "PYTHONPATH": str(ROOT), "BENCH_SAFE": "1" if safe else "0"}
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "benchmarks.plain_celery",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ],
+        env,
+    )
     try:
         app = Celery("plain-publisher", broker=REDIS, set_as_current=False)
-        app.conf.update(task_serializer="json",
-                        broker_transport_options={"global_keyprefix": prefix})
+        app.conf.update(task_serializer="json", broker_transport_options={"global_keyprefix": prefix})
         client = redis.Redis.from_url(REDIS)
         t0 = time.perf_counter()
         with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
@@ -94,27 +104,60 @@ def nightowl(n: int, db: str) -> float:
     try:
         upgrade(make_engine(url))
         env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-        env.update({"NIGHTOWL_DATABASE_URL": url, "NIGHTOWL_REDIS_URL": REDIS,
-                    "NIGHTOWL_REDIS_PREFIX": prefix, "NIGHTOWL_TRIGGERS": "benchmarks.bench_agents",
-                    "NIGHTOWL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
-        proc = start([sys.executable, "-m", "scheduler.cli", "worker", "--pool=prefork",
-                      "--concurrency=2", "--loglevel=INFO"], env)
+        env.update(
+            {
+                "NIGHTOWL_DATABASE_URL": url,
+                "NIGHTOWL_REDIS_URL": REDIS,
+                "NIGHTOWL_REDIS_PREFIX": prefix,
+                "NIGHTOWL_TRIGGERS": "benchmarks.bench_agents",
+                "NIGHTOWL_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        proc = start(
+            [
+                sys.executable,
+                "-m",
+                "scheduler.cli",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=2",
+                "--loglevel=INFO",
+            ],
+            env,
+        )
         try:
-            settings = Settings(_env_file=None, database_url=url, redis_url=REDIS,  # type: ignore[arg-type]
-                                redis_prefix=prefix)
+            settings = Settings(
+                _env_file=None,
+                database_url=url,
+                redis_url=REDIS,  # type: ignore[arg-type]
+                redis_prefix=prefix,
+            )
             store = Store(make_engine(url))
             now = datetime.now(UTC)
             event = {"kind": "manual", "trigger": "bench", "fired_by": "bench"}
-            runs = store.commit_tick([NewRun(idempotency_key=f"manual:bench:{i}", trigger="bench",
-                                             agent="noop", queue="agents", event=event,
-                                             logical_time=now, agent_version="v")
-                                      for i in range(n)], [], [], now)
+            runs = store.commit_tick(
+                [
+                    NewRun(
+                        idempotency_key=f"manual:bench:{i}",
+                        trigger="bench",
+                        agent="noop",
+                        queue="agents",
+                        event=event,
+                        logical_time=now,
+                        agent_version="v",
+                    )
+                    for i in range(n)
+                ],
+                [],
+                [],
+                now,
+            )
             publisher = Publisher(create_app(settings, load("benchmarks.bench_agents")))
             client = redis.Redis.from_url(REDIS)
             t0 = time.perf_counter()
             for i in range(0, n, 500):
-                publisher.publish([Dispatch(r.id, "noop", "agents", "bench", 0)
-                                   for r in runs[i:i + 500]])
+                publisher.publish([Dispatch(r.id, "noop", "agents", "bench", 0) for r in runs[i : i + 500]])
             t1 = wait_count(client, f"{prefix}done", n)
             deadline = time.monotonic() + 60
             while len(store.list_runs(status="succeeded", limit=n)) < n:
@@ -147,8 +190,7 @@ def main() -> None:
     print(f"  plain Celery (defaults):                 {p:7.0f} tasks/s")
     print(f"  plain Celery (acks_late, prefetch 1, events): {s:3.0f} tasks/s")
     print(f"  nightowl safe runs ({args.db}):        {o:7.0f} runs/s")
-    print(f"  ratio nightowl / plain defaults: {o / p:.2f}x; / plain with the same knobs: "
-          f"{o / s:.2f}x")
+    print(f"  ratio nightowl / plain defaults: {o / p:.2f}x; / plain with the same knobs: {o / s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,16 +54,34 @@ def one_round(entries: int, store: Store, client: redis.Redis, registry: object)
     far = (clock.now() + timedelta(hours=1)).timestamp()
     index.load(("live", Member(f"busy-{i}", 1, 1), far) for i in range(entries - EXPIRED))
     for i in range(EXPIRED):
-        (run,) = store.commit_tick([NewRun(
-            idempotency_key=f"{prefix}{i}", trigger=None, agent="steady", queue="agents",
-            event=event_to_json(ManualFire(trigger="manual", fired_by="bench")),
-            logical_time=clock.now(), agent_version=None)], [], [], clock.now())
+        (run,) = store.commit_tick(
+            [
+                NewRun(
+                    idempotency_key=f"{prefix}{i}",
+                    trigger=None,
+                    agent="steady",
+                    queue="agents",
+                    event=event_to_json(ManualFire(trigger="manual", fired_by="bench")),
+                    logical_time=clock.now(),
+                    agent_version=None,
+                )
+            ],
+            [],
+            [],
+            clock.now(),
+        )
         started = store.begin_attempt(run.id, "w", f"t{i}", clock.now(), agent="steady")
         assert started is not None
         index.beat(Member(run.id, 1, started.fence), clock.now().timestamp() + 5, None)
-    dog = Watchdog(registry=registry, store=store,  # type: ignore[arg-type]
-                   alerts=AlertManager(AlertStore(store.engine), clock), redis_client=client,
-                   clock=clock, publisher=None, key_prefix=prefix)
+    dog = Watchdog(
+        registry=registry,
+        store=store,  # type: ignore[arg-type]
+        alerts=AlertManager(AlertStore(store.engine), clock),
+        redis_client=client,
+        clock=clock,
+        publisher=None,
+        key_prefix=prefix,
+    )
     dog.check()  # become leader (rebuilds from the database: only the 10 real attempts)
     clock.advance(6)
     t0 = time.perf_counter()
@@ -104,9 +122,11 @@ def main() -> None:
             scan = [baseline(entries, client) for _ in range(args.repeat)]
             check_ms = statistics.median(c for c, _ in checks) * 1000
             scan_ms = statistics.median(scan) * 1000
-            print(f"{entries:>7,} entries, {EXPIRED} expired: check {check_ms:.1f} ms "
-                  f"(read {checks[0][1]} entries); reading all entries {scan_ms:.1f} ms "
-                  f"(scan / check = {scan_ms / check_ms:.1f})")
+            print(
+                f"{entries:>7,} entries, {EXPIRED} expired: check {check_ms:.1f} ms "
+                f"(read {checks[0][1]} entries); reading all entries {scan_ms:.1f} ms "
+                f"(scan / check = {scan_ms / check_ms:.1f})"
+            )
         engine.dispose()
     finally:
         drop_database(url)

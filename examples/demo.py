@@ -44,8 +44,12 @@ def _engine() -> sa.Engine:
     # of the process (two copies of SQLite in one process corrupt a shared file).
     engine = make_engine(os.environ["NIGHTOWL_DATABASE_URL"])
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS demo_orders (id INTEGER PRIMARY KEY, "
-                             "customer TEXT NOT NULL, total NUMERIC NOT NULL)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE IF NOT EXISTS demo_orders (id INTEGER PRIMARY KEY, "
+                "customer TEXT NOT NULL, total NUMERIC NOT NULL)"
+            )
+        )
     return engine
 
 
@@ -66,9 +70,10 @@ def summarise(ctx: AgentContext, event: CronTick) -> dict[str, object]:
 def demo_writer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
     """The demo's outside world: a new order row and two inbox items per run."""
     with _engine().begin() as conn:
-        order = conn.execute(sa.text("INSERT INTO demo_orders (customer, total) VALUES "
-                                     "(:c, :t) RETURNING id"),
-                             {"c": f"customer-{event.scheduled_for:%S}", "t": 42.5}).scalar()
+        order = conn.execute(
+            sa.text("INSERT INTO demo_orders (customer, total) VALUES (:c, :t) RETURNING id"),
+            {"c": f"customer-{event.scheduled_for:%S}", "t": 42.5},
+        ).scalar()
     depth = _redis().lpush(INBOX, f"mail-{order}-a", f"mail-{order}-b")
     return {"order": order, "inbox": depth}
 
@@ -128,10 +133,33 @@ register_sink("memory", VectorSink(table="demo_memory", dim=3))
 
 cron("*/5 * * * * *", agent=summarise, name="every-5s")
 cron("*/3 * * * * *", agent=demo_writer, name="demo-writer", overlap="allow")
-db_change("demo_orders", agent=triage, name="new-orders", cursor="id", key="id",
-          every=timedelta(seconds=2), start="beginning")
-queue_depth(redis_list(INBOX), agent=drain_inbox, name="inbox-backlog", above=5, clear_below=3,
-            every=timedelta(seconds=2), cooldown=timedelta(seconds=10), on_resolve=True)
+db_change(
+    "demo_orders",
+    agent=triage,
+    name="new-orders",
+    cursor="id",
+    key="id",
+    every=timedelta(seconds=2),
+    start="beginning",
+)
+queue_depth(
+    redis_list(INBOX),
+    agent=drain_inbox,
+    name="inbox-backlog",
+    above=5,
+    clear_below=3,
+    every=timedelta(seconds=2),
+    cooldown=timedelta(seconds=10),
+    on_resolve=True,
+)
 cron("*/20 * * * * *", agent=daydreamer, name="daydream")
-metric(demo_gauge, agent=investigate, name="demo-gauge", above=20, clear_below=10,
-       every=timedelta(seconds=2), for_=timedelta(seconds=2), cooldown=timedelta(seconds=20))
+metric(
+    demo_gauge,
+    agent=investigate,
+    name="demo-gauge",
+    above=20,
+    clear_below=10,
+    every=timedelta(seconds=2),
+    for_=timedelta(seconds=2),
+    cooldown=timedelta(seconds=20),
+)

@@ -32,8 +32,10 @@ def check(url: str, max_age: float, now: float | None = None) -> tuple[bool, str
         if family.name == METRIC:
             steps.update({s.labels.get("step", ""): s.value for s in family.samples})
     if not steps:
-        return False, (f"{url} has no {METRIC}: the loop has not completed a step yet, or "
-                       "this is not a scheduler, watchdog or relay")
+        return False, (
+            f"{url} has no {METRIC}: the loop has not completed a step yet, or "
+            "this is not a scheduler, watchdog or relay"
+        )
     now = time.time() if now is None else now
     stale = {step: now - at for step, at in steps.items() if now - at > max_age}
     if stale:
@@ -43,12 +45,14 @@ def check(url: str, max_age: float, now: float | None = None) -> tuple[bool, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scheduler.healthcheck",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scheduler.healthcheck", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--port", type=int, required=True, help="the process's --metrics-port")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--max-age", type=float, default=60.0,
-                        help="seconds a step may go without completing (default 60)")
+    parser.add_argument(
+        "--max-age", type=float, default=60.0, help="seconds a step may go without completing (default 60)"
+    )
     args = parser.parse_args(argv)
     healthy, reason = check(f"http://{args.host}:{args.port}/metrics", args.max_age)
     print(reason, file=sys.stdout if healthy else sys.stderr)

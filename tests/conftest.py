@@ -187,8 +187,9 @@ def store(db_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def settings(db_url: str, prefix: str) -> Settings:
-    return Settings(_env_file=None, database_url=db_url, redis_url=REDIS_URL,
-                    redis_prefix=prefix, triggers=[])
+    return Settings(
+        _env_file=None, database_url=db_url, redis_url=REDIS_URL, redis_prefix=prefix, triggers=[]
+    )
 
 
 @pytest.fixture
@@ -197,8 +198,9 @@ def pg_settings(pg_url: str, prefix: str) -> Settings:
     engine = make_engine(pg_url)
     _truncate(engine)
     engine.dispose()
-    return Settings(_env_file=None, database_url=pg_url, redis_url=REDIS_URL,
-                    redis_prefix=prefix, triggers=[])
+    return Settings(
+        _env_file=None, database_url=pg_url, redis_url=REDIS_URL, redis_prefix=prefix, triggers=[]
+    )
 
 
 @pytest.fixture
@@ -211,7 +213,8 @@ def pg_store(pg_settings: Settings) -> Iterator[Store]:
 @pytest.fixture
 def start_worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
     settings: Settings = request.getfixturevalue(
-        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings"
+    )
     workers: list[WorkerProcess] = []
 
     def start(triggers: str, pool: str = "solo", concurrency: int = 1, **extra: str) -> WorkerProcess:
@@ -229,18 +232,23 @@ def start_worker(request: pytest.FixtureRequest) -> Iterator[Callable[..., Worke
 def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]]:
     """An in-process executor on the test's database and Redis (a worker without Celery)."""
     settings: Settings = request.getfixturevalue(
-        "pg_settings" if "pg_settings" in request.fixturenames else "settings")
+        "pg_settings" if "pg_settings" in request.fixturenames else "settings"
+    )
     made: list[Executor] = []
     stores: list[Store] = []
 
     def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
         stores.append(Store(make_engine(settings.require_database_url())))
-        ex = Executor(store=stores[-1],
-                      redis_client=redis.Redis.from_url(settings.require_redis_url()),
-                      registry=registry, clock=SystemClock(), worker_id="test-worker",
-                      key_prefix=settings.redis_prefix,
-                      heartbeat_interval=timedelta(seconds=heartbeat_interval),
-                      sinks=frozenset({"audit"}))
+        ex = Executor(
+            store=stores[-1],
+            redis_client=redis.Redis.from_url(settings.require_redis_url()),
+            registry=registry,
+            clock=SystemClock(),
+            worker_id="test-worker",
+            key_prefix=settings.redis_prefix,
+            heartbeat_interval=timedelta(seconds=heartbeat_interval),
+            sinks=frozenset({"audit"}),
+        )
         made.append(ex)
         return ex
 
@@ -259,8 +267,7 @@ def cli_triggers() -> str:
 
 
 @pytest.fixture
-def cli(request: pytest.FixtureRequest, cli_triggers: str,
-        tmp_path_factory: pytest.TempPathFactory) -> Cli:
+def cli(request: pytest.FixtureRequest, cli_triggers: str, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """Run `nightowl ARGS`; the result has returncode, stdout and stderr.
 
     The environment is the test's settings (its `pg_settings` or `settings` fixture, with
@@ -268,8 +275,15 @@ def cli(request: pytest.FixtureRequest, cli_triggers: str,
     empty folder of its own unless `cwd` is given. It runs in-process, which is fast, unless
     `process=True` or the command is a long-running service (always a real process).
     """
-    def run(*args: str, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-            timeout: float = 60, process: bool = False, **extra: str) -> CliResult:
+
+    def run(
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float = 60,
+        process: bool = False,
+        **extra: str,
+    ) -> CliResult:
         env = _settings_env(request, cli_triggers, extra) if env is None else {**env, **extra}
         folder = cwd if cwd is not None else tmp_path_factory.mktemp("nightowl-cli-")
         if process or (args and args[0] in SERVICE_COMMANDS):
@@ -279,8 +293,7 @@ def cli(request: pytest.FixtureRequest, cli_triggers: str,
     return run
 
 
-def _settings_env(request: pytest.FixtureRequest, triggers: str,
-                  extra: dict[str, str]) -> dict[str, str]:
+def _settings_env(request: pytest.FixtureRequest, triggers: str, extra: dict[str, str]) -> dict[str, str]:
     """The environment of the test's settings, or one with no NIGHTOWL_ setting at all when
     the test has no settings fixture."""
     for name in ("pg_settings", "settings"):

@@ -48,8 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,
-             message: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+) -> object:
     """Poll until `predicate()` is truthy (real processes need real waiting, bounded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,14 +63,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
 
 def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update({
-        "NIGHTOWL_DATABASE_URL": settings.require_database_url(),
-        "NIGHTOWL_REDIS_URL": settings.require_redis_url(),
-        "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
-        "NIGHTOWL_TRIGGERS": triggers,
-        "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "NIGHTOWL_DATABASE_URL": settings.require_database_url(),
+            "NIGHTOWL_REDIS_URL": settings.require_redis_url(),
+            "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
+            "NIGHTOWL_TRIGGERS": triggers,
+            "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     env.update(extra)
     return env
 
@@ -79,8 +82,9 @@ class OutputProcess:
     and failure messages)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | Path = ROOT) -> None:
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -115,14 +119,23 @@ class OutputProcess:
 class WorkerProcess(OutputProcess):
     """A real `nightowl worker` process; its output is kept for failure messages."""
 
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int,
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], pool: str, concurrency: int, command: list[str] | None = None
+    ) -> None:
         name = f"test-{uuid.uuid4().hex[:6]}@%h"
         if command is None:
             command = [sys.executable, "-m", "scheduler.cli", "worker"]
         self._ready = threading.Event()
-        super().__init__([*command, f"--pool={pool}", f"--concurrency={concurrency}",
-                          f"--hostname={name}", "--loglevel=INFO"], env)
+        super().__init__(
+            [
+                *command,
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}",
+                "--loglevel=INFO",
+            ],
+            env,
+        )
 
     def on_line(self, line: str) -> None:
         if " ready." in line:
@@ -151,8 +164,15 @@ def close_services() -> None:
         _open.pop().close()
 
 
-def make_service(settings: Settings, registry: Registry, clock: Clock, *, owner: str | None = None,
-                 publisher: Publisher | None = None, leader_ttl: float = 10.0) -> SchedulerService:
+def make_service(
+    settings: Settings,
+    registry: Registry,
+    clock: Clock,
+    *,
+    owner: str | None = None,
+    publisher: Publisher | None = None,
+    leader_ttl: float = 10.0,
+) -> SchedulerService:
     svc = SchedulerService(
         registry=registry,
         store=Store(make_engine(settings.require_database_url())),
@@ -175,10 +195,12 @@ def follow_real_time(clock: FakeClock) -> None:
     clock.set(max(clock.now(), datetime.now(UTC)))
 
 
-def fire_then_drain(svc: SchedulerService, clock: FakeClock, store: Store, seconds: float,
-                    drain_timeout: float = 40) -> None:
+def fire_then_drain(
+    svc: SchedulerService, clock: FakeClock, store: Store, seconds: float, drain_timeout: float = 40
+) -> None:
     """Tick and sweep on real time for `seconds`, then stop firing and sweep until every
     run is terminal."""
+
     def step() -> None:
         follow_real_time(clock)
         svc.tick()
@@ -206,19 +228,37 @@ def queue_length(client: redis.Redis, prefix: str, queue: str = "agents") -> int
     return total
 
 
-def make_watchdog(settings: Settings, registry: Registry, clock: Clock, *,
-                  channels: Sequence[Channel] = (), owner: str | None = None,
-                  revoke: Callable[[str], None] | None = None,
-                  repeat: float = 3600) -> Watchdog:
+def make_watchdog(
+    settings: Settings,
+    registry: Registry,
+    clock: Clock,
+    *,
+    channels: Sequence[Channel] = (),
+    owner: str | None = None,
+    revoke: Callable[[str], None] | None = None,
+    repeat: float = 3600,
+) -> Watchdog:
     """A watchdog on the test's Redis prefix and database, closed after the test."""
     store = Store(make_engine(settings.require_database_url()))
     dog = Watchdog(
-        registry=registry, store=store,
-        alerts=AlertManager(AlertStore(store.engine), clock, channels,
-                            repeat=timedelta(seconds=repeat), attempts=3, backoff_max=0.2),
-        redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
-        publisher=Publisher(create_app(settings, registry)), key_prefix=settings.redis_prefix,
-        leader_ttl=timedelta(seconds=10), revoke=revoke, owner=owner)
+        registry=registry,
+        store=store,
+        alerts=AlertManager(
+            AlertStore(store.engine),
+            clock,
+            channels,
+            repeat=timedelta(seconds=repeat),
+            attempts=3,
+            backoff_max=0.2,
+        ),
+        redis_client=redis.Redis.from_url(settings.require_redis_url()),
+        clock=clock,
+        publisher=Publisher(create_app(settings, registry)),
+        key_prefix=settings.redis_prefix,
+        leader_ttl=timedelta(seconds=10),
+        revoke=revoke,
+        owner=owner,
+    )
     _dogs.append(dog)
     return dog
 
@@ -260,9 +300,11 @@ class RedisServer:
     def start(self, wait: bool = True) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is required"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if wait:
             client = redis.Redis.from_url(self.url)
             wait_for(lambda: _pings(client), timeout=10, message="redis-server to start")
@@ -297,8 +339,11 @@ def database_refusing(settings: Settings) -> Iterator[None]:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
@@ -325,14 +370,27 @@ def stream_entries(client: redis.Redis, key: str) -> list[tuple[bytes, dict[byte
     return cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key))
 
 
-def run_with_writes(store: Store, clock: FakeClock, writes: list[OutboxWrite], key: str,
-                    *, finish: bool = True) -> StartedAttempt:
+def run_with_writes(
+    store: Store, clock: FakeClock, writes: list[OutboxWrite], key: str, *, finish: bool = True
+) -> StartedAttempt:
     """A manual run of the `steady` agent whose attempt commits `writes` to the outbox (or is
     left running with `finish=False`)."""
-    (run,) = store.commit_tick([NewRun(
-        idempotency_key=key, trigger=None, agent="steady", queue="agents",
-        event=event_to_json(ManualFire(trigger="m", fired_by="t")), logical_time=clock.now(),
-        agent_version=None)], [], [], clock.now())
+    (run,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key=key,
+                trigger=None,
+                agent="steady",
+                queue="agents",
+                event=event_to_json(ManualFire(trigger="m", fired_by="t")),
+                logical_time=clock.now(),
+                agent_version=None,
+            )
+        ],
+        [],
+        [],
+        clock.now(),
+    )
     started = store.begin_attempt(run.id, "w", "t", clock.now(), agent="steady")
     assert started is not None
     if finish:
@@ -360,9 +418,15 @@ class CliResult:
 class Cli(Protocol):
     """The `cli` fixture: run `nightowl ARGS` with the test's settings (see tests/conftest.py)."""
 
-    def __call__(self, *args: str, env: Mapping[str, str] | None = None,
-                 cwd: str | Path | None = None, timeout: float = 60, process: bool = False,
-                 **extra: str) -> CliResult: ...
+    def __call__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float = 60,
+        process: bool = False,
+        **extra: str,
+    ) -> CliResult: ...
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -373,11 +437,19 @@ def bare_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli_process(args: Sequence[str], env: Mapping[str, str], cwd: str | Path,
-                    timeout: float = 60) -> CliResult:
+def run_cli_process(
+    args: Sequence[str], env: Mapping[str, str], cwd: str | Path, timeout: float = 60
+) -> CliResult:
     """`python -m scheduler.cli ARGS` as a real process."""
-    done = subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=dict(env),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return CliResult(tuple(args), done.returncode, done.stdout, done.stderr)
 
 
@@ -402,8 +474,11 @@ def run_cli_in_process(args: Sequence[str], env: Mapping[str, str], cwd: str | P
     changes.update({k: v for k, v in env.items() if os.environ.get(k) != v})
     folder = Path(cwd).resolve()
     saved_argv, saved_path, before = sys.argv, list(sys.path), set(sys.modules)
-    with (contextlib.chdir(folder), CliRunner().isolation(env=changes) as (out, err, _),
-          warnings.catch_warnings()):
+    with (
+        contextlib.chdir(folder),
+        CliRunner().isolation(env=changes) as (out, err, _),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", ResourceWarning)
         last_resort = logging.StreamHandler(sys.stderr)  # the captured stream, by now
         last_resort.setLevel(logging.WARNING)

@@ -11,8 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str, *,
-           now: float | None = None, tolerance: float = 300) -> bool:
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    now: float | None = None,
+    tolerance: float = 300,
+) -> bool:
     """The verifier docs/alerts.md prints: fresh timestamp, constant-time HMAC comparison."""
     try:
         sent = int(timestamp)
@@ -44,8 +51,9 @@ class Receiver:
                     self.send_response(500)
                     self.end_headers()
                     return
-                outer.requests.append({"headers": dict(self.headers), "body": body,
-                                       "json": json.loads(body), "at": time.time()})
+                outer.requests.append(
+                    {"headers": dict(self.headers), "body": body, "json": json.loads(body), "at": time.time()}
+                )
                 self.send_response(outer.status)
                 self.end_headers()
 

@@ -211,9 +211,13 @@ class AlertTrigger(PollingTrigger):
         return f"{self.source_fingerprint()}|{b.direction}:{b.threshold}:{b.clear}"
 
     def describe_policy(self) -> dict[str, Any]:
-        return {**self.bounds.describe(), "for_s": self.policy.for_.total_seconds(),
-                "cooldown_s": self.policy.cooldown.total_seconds(),
-                "on_resolve": self.policy.on_resolve, "every_s": self.every.total_seconds()}
+        return {
+            **self.bounds.describe(),
+            "for_s": self.policy.for_.total_seconds(),
+            "cooldown_s": self.policy.cooldown.total_seconds(),
+            "on_resolve": self.policy.on_resolve,
+            "every_s": self.every.total_seconds(),
+        }
 
     def evaluate(self, name: str, now: datetime, state: dict[str, Any] | None) -> Evaluation:
         from triggers.sources import scrub
@@ -222,9 +226,13 @@ class AlertTrigger(PollingTrigger):
         if state is None or state.get("fingerprint") != self.fingerprint():
             # A new or redefined alert starts from `ok`: an old episode's bounds no longer apply.
             # The episode count carries on, so no new episode reuses an older run's key.
-            state = {"version": self.state_version, "fingerprint": self.fingerprint(),
-                     "alert_state": "ok", "since": _iso(now),
-                     "episode": episode_of(state) if state is not None else 0}
+            state = {
+                "version": self.state_version,
+                "fingerprint": self.fingerprint(),
+                "alert_state": "ok",
+                "since": _iso(now),
+                "episode": episode_of(state) if state is not None else 0,
+            }
         try:
             reading = self.guard.call(lambda: self.read(now)) if self.guarded else self.read(now)
             if reading.value is not None and math.isnan(reading.value):
@@ -237,8 +245,7 @@ class AlertTrigger(PollingTrigger):
         if reading.extra:
             new["last_reading"] = reading.extra
         firings = [
-            Firing(alert_key(name, t.episode, t.which), now,
-                   self.event(name, t.which, t.since, t.reading))
+            Firing(alert_key(name, t.episode, t.which), now, self.event(name, t.which, t.since, t.reading))
             for t in fire
         ]
         return Evaluation(firings, new, now + self.every)
@@ -256,10 +263,13 @@ def bounds_from(
     above: float | None, below: float | None, clear_below: float | None, clear_above: float | None
 ) -> Bounds:
     """Exactly one of above/below, and the hysteresis bound on the right side of it."""
-    for label, v in (("above", above), ("below", below), ("clear_below", clear_below),
-                     ("clear_above", clear_above)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
-                              or not math.isfinite(v)):
+    for label, v in (
+        ("above", above),
+        ("below", below),
+        ("clear_below", clear_below),
+        ("clear_above", clear_above),
+    ):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
             raise ValueError(f"{label} must be a finite number, got {v!r}")
     if (above is None) == (below is None):
         raise ValueError("give exactly one of above= or below=")

@@ -35,7 +35,10 @@ def check_common(
         agent_ref = agent
     elif callable(agent):
         raise fail(
-            location, call, "agent", f"{getattr(agent, '__name__', agent)!r} is not an agent",
+            location,
+            call,
+            "agent",
+            f"{getattr(agent, '__name__', agent)!r} is not an agent",
             "decorate the function with @agent('name') from agents",
         )
     else:

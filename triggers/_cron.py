@@ -99,8 +99,12 @@ class CronTrigger(Trigger):
         if state is None or state.get("fingerprint") != fp:
             # New or changed: start from now, never replay history we never promised.
             # `since` lets the watchdog tell "late" from "before this schedule existed".
-            fresh = {"version": self.state_version, "fingerprint": fp, "last_slot": _iso(now),
-                     "since": _iso(now)}
+            fresh = {
+                "version": self.state_version,
+                "fingerprint": fp,
+                "last_slot": _iso(now),
+                "since": _iso(now),
+            }
             return Evaluation([], fresh, self._due_at(name, now))
         last = datetime.fromisoformat(state["last_slot"])
         due: list[datetime] = []
@@ -118,8 +122,7 @@ class CronTrigger(Trigger):
             return Evaluation([], state, self._due_at(name, last))
         run, missed = self._apply_catchup(due, now)
         firings = [
-            Firing(cron_key(name, s), s, CronTick(trigger=name, scheduled_for=s, fired_at=now))
-            for s in run
+            Firing(cron_key(name, s), s, CronTick(trigger=name, scheduled_for=s, fired_at=now)) for s in run
         ]
         newest = due[-1]
         new_state = {**state, "last_slot": _iso(newest)}
@@ -183,21 +186,48 @@ def cron(
         parsed = CronExpr(expr, tz)
     except CronSyntaxError as exc:
         field = "tz" if "time zone" in str(exc) else "expr"
-        fix = ("use an IANA zone name" if field == "tz"
-               else "write 5 fields, 6 with leading seconds, or an @alias; check it with "
-               "`nightowl triggers next NAME`")
+        fix = (
+            "use an IANA zone name"
+            if field == "tz"
+            else "write 5 fields, 6 with leading seconds, or an @alias; check it with "
+            "`nightowl triggers next NAME`"
+        )
         raise fail(location, call, field, str(exc), fix) from None
-    mode = field_check(location, call, "catchup", "use 'none', 'latest' or 'all'",
-                       lambda: check_choice(catchup, "catchup", ("none", "latest", "all")))
-    window = field_check(location, call, "catchup_window", "pass a timedelta",
-                         lambda: as_timedelta(catchup_window, "catchup_window"))
-    jit = field_check(location, call, "jitter", "pass a timedelta",
-                      lambda: as_timedelta(jitter, "jitter"))
-    deadline = field_check(location, call, "start_deadline", "pass a positive timedelta",
-                           lambda: as_timedelta(start_deadline, "start_deadline", allow_zero=False))
+    mode = field_check(
+        location,
+        call,
+        "catchup",
+        "use 'none', 'latest' or 'all'",
+        lambda: check_choice(catchup, "catchup", ("none", "latest", "all")),
+    )
+    window = field_check(
+        location,
+        call,
+        "catchup_window",
+        "pass a timedelta",
+        lambda: as_timedelta(catchup_window, "catchup_window"),
+    )
+    jit = field_check(location, call, "jitter", "pass a timedelta", lambda: as_timedelta(jitter, "jitter"))
+    deadline = field_check(
+        location,
+        call,
+        "start_deadline",
+        "pass a positive timedelta",
+        lambda: as_timedelta(start_deadline, "start_deadline", allow_zero=False),
+    )
     if jit and jit >= deadline:
-        raise fail(location, call, "jitter", f"jitter {jit} must be below start_deadline {deadline}",
-                   "lower jitter or raise start_deadline")
-    source = CronTrigger(parsed, catchup=mode, catchup_window=window,  # type: ignore[arg-type]
-                         jitter=jit, start_deadline=deadline)
+        raise fail(
+            location,
+            call,
+            "jitter",
+            f"jitter {jit} must be below start_deadline {deadline}",
+            "lower jitter or raise start_deadline",
+        )
+    source = CronTrigger(
+        parsed,
+        catchup=mode,  # type: ignore[arg-type]
+        catchup_window=window,
+        jitter=jit,
+        start_deadline=deadline,
+    )
     return declare(TriggerSpec(trigger_name, agent_ref, policy, location, source))

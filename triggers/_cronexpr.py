@@ -52,8 +52,7 @@ def _normalise(expr: str) -> tuple[str, list[str]]:
     fields = text.split(" ")
     if len(fields) not in (5, 6):
         raise CronSyntaxError(
-            f"{len(fields)} fields; use 5 (minute hour day month weekday) "
-            "or 6 (second first)"
+            f"{len(fields)} fields; use 5 (minute hour day month weekday) or 6 (second first)"
         )
     tokens = {tok.upper() for f in fields for tok in re.split(r"[,/()\-]", f)}
     if tokens & {"H", "R"}:
@@ -92,7 +91,8 @@ class CronExpr:
             probe.get_next(datetime)
         except CroniterError:
             raise CronSyntaxError(
-                f"cron expression {expr!r} never fires (no such date, e.g. April 31)") from None
+                f"cron expression {expr!r} never fires (no such date, e.g. April 31)"
+            ) from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CronExpr):

@@ -128,8 +128,10 @@ class DbChangeTrigger(PollingTrigger):
 
     def fingerprint(self) -> str:
         params = json.dumps(self.where_params, sort_keys=True, default=str)
-        return (f"{self.schema or ''}.{self.table}|{self.cursor}|{','.join(self.key)}|"
-                f"{self.where or ''}|{params}|batch={self.batch}")
+        return (
+            f"{self.schema or ''}.{self.table}|{self.cursor}|{','.join(self.key)}|"
+            f"{self.where or ''}|{params}|batch={self.batch}"
+        )
 
     def describe(self) -> dict[str, Any]:
         lookback: Any = self.lookback
@@ -138,24 +140,36 @@ class DbChangeTrigger(PollingTrigger):
         return {
             "table": f"{self.schema}.{self.table}" if self.schema else self.table,
             "db_url": shown_url(self.db_url, "(nightowl's database)"),
-            "cursor": self.cursor, "key": list(self.key), "where": self.where,
-            "every_s": self.every.total_seconds(), "batch_size": self.batch_size,
+            "cursor": self.cursor,
+            "key": list(self.key),
+            "where": self.where,
+            "every_s": self.every.total_seconds(),
+            "batch_size": self.batch_size,
             "lookback": lookback if lookback is not None else "10s, or 0 for a sequence cursor",
-            "batch": self.batch, "start": self.start,
+            "batch": self.batch,
+            "start": self.start,
         }
 
     def evaluate(self, name: str, now: datetime, state: dict[str, Any] | None) -> Evaluation:
         state = check_state(state, self.state_version, self.kind)
         fp = self.fingerprint()
         if state is None or state.get("fingerprint") != fp:
-            state = {"version": self.state_version, "fingerprint": fp, "initialised": False,
-                     "cursor": None, "floor": None, "rescan": None, "seen": []}
+            state = {
+                "version": self.state_version,
+                "fingerprint": fp,
+                "initialised": False,
+                "cursor": None,
+                "floor": None,
+                "rescan": None,
+                "seen": [],
+            }
         try:
             found = self._reflect()
             with engine_for(found.url).connect() as conn:  # short: never held across polls
                 if not state["initialised"]:
-                    return Evaluation([], record_success(self._initialise(conn, found, state)),
-                                      now + self.every)
+                    return Evaluation(
+                        [], record_success(self._initialise(conn, found, state)), now + self.every
+                    )
                 return self._poll(conn, found, name, now, state)
         except (SQLAlchemyError, SourceError, OSError) as exc:
             self._reflected = None  # reflect again once the source answers
@@ -169,8 +183,7 @@ class DbChangeTrigger(PollingTrigger):
             return self.db_url.get_secret_value()
         if self.defaults.database_url:
             return self.defaults.database_url
-        raise SourceError("no database to watch: pass db_url= to db_change or set "
-                          "NIGHTOWL_DATABASE_URL")
+        raise SourceError("no database to watch: pass db_url= to db_change or set NIGHTOWL_DATABASE_URL")
 
     def _reflect(self) -> _Table:
         url = self._url()
@@ -181,17 +194,22 @@ class DbChangeTrigger(PollingTrigger):
             table = sa.Table(self.table, sa.MetaData(), schema=self.schema, autoload_with=engine)
         except NoSuchTableError:
             where = f"schema {self.schema!r}" if self.schema else "the watched database"
-            raise SourceError(f"table {self.table!r} does not exist in {where}; create it or "
-                              "fix table=/db_url=") from None
+            raise SourceError(
+                f"table {self.table!r} does not exist in {where}; create it or fix table=/db_url="
+            ) from None
         missing = [c for c in (self.cursor, *self.key) if c not in table.c]
         if missing:
-            raise SourceError(f"table {self.table!r} has no column(s) {', '.join(missing)}; "
-                              f"it has {', '.join(table.c.keys())}. Fix cursor=/key=")
+            raise SourceError(
+                f"table {self.table!r} has no column(s) {', '.join(missing)}; "
+                f"it has {', '.join(table.c.keys())}. Fix cursor=/key="
+            )
         column = table.c[self.cursor]
         kind = cursor_kind(column)
         if kind is None:
-            raise SourceError(f"cursor column {self.cursor!r} is {column.type}; db_change needs a "
-                              "timestamp or an integer column")
+            raise SourceError(
+                f"cursor column {self.cursor!r} is {column.type}; db_change needs a "
+                "timestamp or an integer column"
+            )
         self._check_lookback(kind)
         text_time = kind == "time" and engine.dialect.name == "sqlite"
         cursor: sa.ColumnElement[Any] = sa.type_coerce(column, sa.String) if text_time else column
@@ -202,11 +220,15 @@ class DbChangeTrigger(PollingTrigger):
     def _check_lookback(self, kind: CursorKind) -> None:
         lb = self.lookback
         if kind == "time" and lb is not None and not isinstance(lb, timedelta):
-            raise SourceError(f"lookback={lb!r} is a number but cursor {self.cursor!r} is a "
-                              "timestamp; pass lookback=timedelta(seconds=...)")
+            raise SourceError(
+                f"lookback={lb!r} is a number but cursor {self.cursor!r} is a "
+                "timestamp; pass lookback=timedelta(seconds=...)"
+            )
         if kind == "sequence" and isinstance(lb, timedelta):
-            raise SourceError(f"lookback={lb} is a duration but cursor {self.cursor!r} is a "
-                              "sequence; pass an integer (how many values back), or 0")
+            raise SourceError(
+                f"lookback={lb} is a duration but cursor {self.cursor!r} is a "
+                "sequence; pass an integer (how many values back), or 0"
+            )
 
     def _lookback(self, kind: CursorKind) -> timedelta | int:
         if self.lookback is not None:
@@ -242,8 +264,9 @@ class DbChangeTrigger(PollingTrigger):
         position = [encode(v) for v in newest] if newest is not None else None
         return {**state, "initialised": True, "cursor": position, "floor": position}
 
-    def _poll(self, conn: sa.Connection, found: _Table, name: str, now: datetime,
-              state: dict[str, Any]) -> Evaluation:
+    def _poll(
+        self, conn: sa.Connection, found: _Table, name: str, now: datetime, state: dict[str, Any]
+    ) -> Evaluation:
         cursor = [decode(v) for v in state["cursor"]] if state["cursor"] else None
         floor = [decode(v) for v in state["floor"]] if state["floor"] else None
         forward_q = self._select(found)
@@ -271,12 +294,19 @@ class DbChangeTrigger(PollingTrigger):
         seen = [e for e in seen if low is not None and e[0] >= low][-MAX_SEEN:]
         firings = self._firings(name, found, fresh, now)
         busy = len(forward) >= self.batch_size or rescan_pos is not None
-        new_state = record_success({**state, "cursor": new_cursor, "rescan": rescan_pos,
-                                    "seen": [list(e) for e in seen]})
+        new_state = record_success(
+            {**state, "cursor": new_cursor, "rescan": rescan_pos, "seen": [list(e) for e in seen]}
+        )
         return Evaluation(firings, new_state, now if busy else now + self.every)
 
-    def _rescan(self, conn: sa.Connection, found: _Table, state: dict[str, Any],
-                cursor: list[Any] | None, floor: list[Any] | None) -> tuple[list[sa.Row[Any]], Any]:
+    def _rescan(
+        self,
+        conn: sa.Connection,
+        found: _Table,
+        state: dict[str, Any],
+        cursor: list[Any] | None,
+        floor: list[Any] | None,
+    ) -> tuple[list[sa.Row[Any]], Any]:
         """One page of the look-back window behind the cursor; where the next page starts."""
         lookback = self._lookback(found.kind)
         if cursor is None or not lookback:
@@ -325,8 +355,7 @@ class DbChangeTrigger(PollingTrigger):
         base = self._ordinal(found, decode(cursor[0]))
         return base - (lookback.total_seconds() if isinstance(lookback, timedelta) else lookback)
 
-    def _firings(self, name: str, found: _Table, rows: list[sa.Row[Any]],
-                 now: datetime) -> list[Firing]:
+    def _firings(self, name: str, found: _Table, rows: list[sa.Row[Any]], now: datetime) -> list[Firing]:
         if not rows:
             return []
         table = found.table.name
@@ -342,9 +371,12 @@ class DbChangeTrigger(PollingTrigger):
             last = rows[-1]
             version, key = version_of(last), self._key_of(last)
             idem = bounded(f"db:{name}:batch:{render(version)}:{render(key)}", KEY_LIMIT)
-            event = RowChange(table=table, key=[self._key_of(r) for r in rows],
-                              version=[json_safe(version_of(r)) for r in rows],
-                              row=[row_dict(r) for r in rows])
+            event = RowChange(
+                table=table,
+                key=[self._key_of(r) for r in rows],
+                version=[json_safe(version_of(r)) for r in rows],
+                row=[row_dict(r) for r in rows],
+            )
             return [Firing(idem, logical_time(version, now), event, overlap_key=None)]
         out = []
         for row in rows:
@@ -361,8 +393,10 @@ def _secret(url: str | None) -> SecretStr | None:
 
 def _identifier(value: object, field: str) -> str:
     if not isinstance(value, str) or IDENT_RE.fullmatch(value) is None:
-        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, _; at most "
-                         "63 characters); identifiers are never pasted into SQL")
+        raise ValueError(
+            f"{value!r} is not a plain SQL identifier (letters, digits, _; at most "
+            "63 characters); identifiers are never pasted into SQL"
+        )
     return value
 
 
@@ -375,12 +409,25 @@ def _lookback_arg(value: object) -> timedelta | int | None:
         return value
     if isinstance(value, timedelta | float):
         return as_timedelta(value, "lookback")
-    raise ValueError(f"lookback must be a timedelta (timestamp cursor) or an int (sequence "
-                     f"cursor), got {value!r}")
+    raise ValueError(
+        f"lookback must be a timedelta (timestamp cursor) or an int (sequence cursor), got {value!r}"
+    )
 
 
-_OPTIONS = ("db_url", "cursor", "key", "where", "where_params", "every", "batch_size", "lookback",
-            "batch", "overlap", "schema", "start")
+_OPTIONS = (
+    "db_url",
+    "cursor",
+    "key",
+    "where",
+    "where_params",
+    "every",
+    "batch_size",
+    "lookback",
+    "batch",
+    "overlap",
+    "schema",
+    "start",
+)
 
 
 def db_change(
@@ -412,42 +459,79 @@ def db_change(
     trigger_name, agent_ref, policy = check_common(location, call, name, agent, overlap)
     fix_ident = "name a real table/column with letters, digits and _ only"
     tbl = field_check(location, call, "table", fix_ident, lambda: _identifier(table, "table"))
-    sch = None if schema is None else field_check(location, call, "schema", fix_ident,
-                                                  lambda: _identifier(schema, "schema"))
-    cur = field_check(location, call, "cursor", "name the timestamp or sequence column",
-                      lambda: _identifier(cursor, "cursor"))
+    sch = (
+        None
+        if schema is None
+        else field_check(location, call, "schema", fix_ident, lambda: _identifier(schema, "schema"))
+    )
+    cur = field_check(
+        location,
+        call,
+        "cursor",
+        "name the timestamp or sequence column",
+        lambda: _identifier(cursor, "cursor"),
+    )
     keys = (key,) if isinstance(key, str) else tuple(key) if isinstance(key, Sequence) else (key,)
     if not keys:
         raise fail(location, call, "key", "no key column given", "name the primary key column")
-    key_cols = tuple(field_check(location, call, "key", fix_ident,
-                                 lambda k=k: _identifier(k, "key")) for k in keys)  # type: ignore[misc]
-    url = field_check(location, call, "db_url", "pass a SQLAlchemy URL",
-                      lambda: secret_url(db_url, "db_url"))
+    key_cols = tuple(
+        field_check(location, call, "key", fix_ident, lambda k=k: _identifier(k, "key"))  # type: ignore[misc]
+        for k in keys
+    )
+    url = field_check(location, call, "db_url", "pass a SQLAlchemy URL", lambda: secret_url(db_url, "db_url"))
     if where is not None and (not isinstance(where, str) or ";" in where or not where.strip()):
-        raise fail(location, call, "where", f"{where!r} is not a single SQL condition",
-                   "write one boolean expression like \"status = :status\" and bind values with "
-                   "where_params={'status': 'new'}")
-    if where_params is not None and (not isinstance(where_params, Mapping)
-                                     or not all(isinstance(k, str) for k in where_params)):
-        raise fail(location, call, "where_params", f"got {where_params!r:.60}, not a mapping",
-                   "pass a dict of bound values, e.g. where_params={'status': 'new'}")
+        raise fail(
+            location,
+            call,
+            "where",
+            f"{where!r} is not a single SQL condition",
+            'write one boolean expression like "status = :status" and bind values with '
+            "where_params={'status': 'new'}",
+        )
+    if where_params is not None and (
+        not isinstance(where_params, Mapping) or not all(isinstance(k, str) for k in where_params)
+    ):
+        raise fail(
+            location,
+            call,
+            "where_params",
+            f"got {where_params!r:.60}, not a mapping",
+            "pass a dict of bound values, e.g. where_params={'status': 'new'}",
+        )
     params = dict(where_params or {})
     if where is None and params:
         raise fail(location, call, "where_params", "given without where=", "add where= or drop it")
-    interval = field_check(location, call, "every", "pass a positive timedelta",
-                           lambda: poll_interval(every))
+    interval = field_check(location, call, "every", "pass a positive timedelta", lambda: poll_interval(every))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
         raise fail(location, call, "batch_size", f"got {batch_size!r}", "pass an int in 1..100000")
-    back = field_check(location, call, "lookback",
-                       "pass timedelta(seconds=10) for a timestamp cursor, an int for a sequence",
-                       lambda: _lookback_arg(lookback))
+    back = field_check(
+        location,
+        call,
+        "lookback",
+        "pass timedelta(seconds=10) for a timestamp cursor, an int for a sequence",
+        lambda: _lookback_arg(lookback),
+    )
     if not isinstance(batch, bool):
         raise fail(location, call, "batch", f"got {batch!r}", "pass True or False")
-    mode = field_check(location, call, "start", "use 'now' or 'beginning'",
-                       lambda: check_choice(start, "start", ("now", "beginning")))
+    mode = field_check(
+        location,
+        call,
+        "start",
+        "use 'now' or 'beginning'",
+        lambda: check_choice(start, "start", ("now", "beginning")),
+    )
     source = DbChangeTrigger(
-        tbl, schema=sch, db_url=url, cursor=cur, key=key_cols, where=where, where_params=params,
-        every=interval, batch_size=batch_size, lookback=back, batch=batch,
+        tbl,
+        schema=sch,
+        db_url=url,
+        cursor=cur,
+        key=key_cols,
+        where=where,
+        where_params=params,
+        every=interval,
+        batch_size=batch_size,
+        lookback=back,
+        batch=batch,
         start=mode,  # type: ignore[arg-type]
     )
     return declare(TriggerSpec(trigger_name, agent_ref, policy, location, source))

@@ -34,7 +34,11 @@ from triggers.sources import (
 
 Reducer = Literal["max", "min", "sum", "avg", "count"]
 _REDUCERS: dict[str, Callable[[list[float]], float]] = {
-    "max": max, "min": min, "sum": sum, "avg": lambda v: sum(v) / len(v), "count": len,
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "avg": lambda v: sum(v) / len(v),
+    "count": len,
 }
 
 
@@ -61,13 +65,18 @@ class PrometheusSource:
         return f"prometheus:{self.query}|{self.reduce}"
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "prometheus", "query": self.query, "url": shown_url(self.url, ""),
-                "reduce": self.reduce}
+        return {
+            "source": "prometheus",
+            "query": self.query,
+            "url": shown_url(self.url, ""),
+            "reduce": self.reduce,
+        }
 
     def read(self, defaults: SourceDefaults) -> float | None:
         base = self.url.get_secret_value().rstrip("/")
-        response = httpx.get(f"{base}/api/v1/query", params={"query": self.query},
-                             timeout=self.timeout.total_seconds())
+        response = httpx.get(
+            f"{base}/api/v1/query", params={"query": self.query}, timeout=self.timeout.total_seconds()
+        )
         try:
             body = response.json()
         except ValueError:
@@ -81,15 +90,20 @@ class PrometheusSource:
         A sample of NaN (Prometheus's 0/0) is "no data"; +Inf and -Inf are readings.
         """
         if not isinstance(body, dict):
-            raise SourceError(f"Prometheus answered HTTP {status_code} with JSON that is not an "
-                              f"object ({type(body).__name__}); is url= the Prometheus server?")
+            raise SourceError(
+                f"Prometheus answered HTTP {status_code} with JSON that is not an "
+                f"object ({type(body).__name__}); is url= the Prometheus server?"
+            )
         if body.get("status") != "success":
-            raise SourceError(f"Prometheus rejected the query: {body.get('errorType', '')} "
-                              f"{body.get('error', status_code)}")
+            raise SourceError(
+                f"Prometheus rejected the query: {body.get('errorType', '')} {body.get('error', status_code)}"
+            )
         data = body.get("data")
         if not isinstance(data, dict) or "resultType" not in data or "result" not in data:
-            raise SourceError("Prometheus answered without data.resultType and data.result; "
-                              "is url= the Prometheus server (not a proxy or another API)?")
+            raise SourceError(
+                "Prometheus answered without data.resultType and data.result; "
+                "is url= the Prometheus server (not a proxy or another API)?"
+            )
         kind, result = data["resultType"], data["result"]
         if kind == "scalar":
             return check_number(_sample_value(result), "the query")
@@ -98,10 +112,16 @@ class PrometheusSource:
         if not isinstance(result, list):
             raise SourceError(f"Prometheus answered a vector that is not a list: {result!r:.80}")
         if len(result) > 1 and self.reduce is None:
-            raise SourceError(f"the query returned {len(result)} series; aggregate it in PromQL "
-                              "(sum(...), max(...)) or pass reduce='max'")
-        values = [check_number(_sample_value(sample.get("value") if isinstance(sample, dict)
-                                             else None), "the query") for sample in result]
+            raise SourceError(
+                f"the query returned {len(result)} series; aggregate it in PromQL "
+                "(sum(...), max(...)) or pass reduce='max'"
+            )
+        values = [
+            check_number(
+                _sample_value(sample.get("value") if isinstance(sample, dict) else None), "the query"
+            )
+            for sample in result
+        ]
         numbers = [v for v in values if v is not None]
         if not numbers:
             return None
@@ -111,7 +131,7 @@ class PrometheusSource:
 def _sample_value(pair: object) -> object:
     """The value of a Prometheus `[<unix time>, "<value>"]` pair; it comes as a string."""
     if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
-        raise SourceError(f"Prometheus answered a sample that is not [time, \"value\"]: {pair!r:.80}")
+        raise SourceError(f'Prometheus answered a sample that is not [time, "value"]: {pair!r:.80}')
     return pair[1]
 
 
@@ -127,8 +147,11 @@ class SqlSource:
         return f"sql:{self.query}"
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "sql", "query": self.query,
-                "db_url": shown_url(self.db_url, "(nightowl's database)")}
+        return {
+            "source": "sql",
+            "query": self.query,
+            "db_url": shown_url(self.db_url, "(nightowl's database)"),
+        }
 
     def read(self, defaults: SourceDefaults) -> float | None:
         url = self.db_url.get_secret_value() if self.db_url else defaults.database_url
@@ -162,8 +185,13 @@ def callable_label(fn: object) -> str:
     return f"{module}.{qualname}"
 
 
-def prometheus(query: str, *, url: str | SecretStr, reduce: Reducer | None = None,
-               timeout: timedelta | float = timedelta(seconds=10)) -> PrometheusSource:
+def prometheus(
+    query: str,
+    *,
+    url: str | SecretStr,
+    reduce: Reducer | None = None,
+    timeout: timedelta | float = timedelta(seconds=10),
+) -> PrometheusSource:
     """A PromQL instant query as a metric source: `prometheus("sum(rate(x[5m]))", url=...)`."""
     call = f"prometheus({query!r:.60})"
 
@@ -180,18 +208,26 @@ def prometheus(query: str, *, url: str | SecretStr, reduce: Reducer | None = Non
             raise ValueError("url= is required")
         return secret
 
-    secret = source_check(call, "url", "pass the server's URL, e.g. 'http://prometheus:9090'",
-                          check_url)
+    secret = source_check(call, "url", "pass the server's URL, e.g. 'http://prometheus:9090'", check_url)
     if reduce is not None:
-        source_check(call, "reduce", "use one of the listed reducers or None",
-                     lambda: check_choice(reduce, "reduce", _REDUCERS))
-    limit = source_check(call, "timeout", "pass a positive timedelta",
-                         lambda: as_timedelta(timeout, "timeout", allow_zero=False))
+        source_check(
+            call,
+            "reduce",
+            "use one of the listed reducers or None",
+            lambda: check_choice(reduce, "reduce", _REDUCERS),
+        )
+    limit = source_check(
+        call,
+        "timeout",
+        "pass a positive timedelta",
+        lambda: as_timedelta(timeout, "timeout", allow_zero=False),
+    )
     return PrometheusSource(text, secret, reduce, limit)
 
 
-def sql(query: str, *, db_url: str | SecretStr | None = None,
-        params: Mapping[str, Any] | None = None) -> SqlSource:
+def sql(
+    query: str, *, db_url: str | SecretStr | None = None, params: Mapping[str, Any] | None = None
+) -> SqlSource:
     """A scalar SQL query as a metric source; values are bound through `params`."""
     call = f"sql({query!r:.60})"
 
@@ -217,8 +253,16 @@ def sql(query: str, *, db_url: str | SecretStr | None = None,
 class MetricTrigger(AlertTrigger):
     kind = "metric"
 
-    def __init__(self, source: MetricSource, bounds: Bounds, policy: Policy, *, every: timedelta,
-                 timeout: timedelta, empty: Literal["false", "fail"]) -> None:
+    def __init__(
+        self,
+        source: MetricSource,
+        bounds: Bounds,
+        policy: Policy,
+        *,
+        every: timedelta,
+        timeout: timedelta,
+        empty: Literal["false", "fail"],
+    ) -> None:
         super().__init__(bounds, policy, every, timeout)
         self.source = source
         self.empty = empty
@@ -245,8 +289,9 @@ class MetricTrigger(AlertTrigger):
             raise SourceError("the source returned no data (empty='fail'; NaN counts as no data)")
 
     def event(self, name: str, state: str, since: datetime, reading: Reading) -> Event:
-        return MetricAlert(name=name, value=reading.value, threshold=self.bounds.threshold,
-                           state=state, since=since)
+        return MetricAlert(
+            name=name, value=reading.value, threshold=self.bounds.threshold, state=state, since=since
+        )
 
 
 def as_source(value: object) -> MetricSource:
@@ -257,8 +302,19 @@ def as_source(value: object) -> MetricSource:
     raise ValueError(f"got {value!r}; pass prometheus(...), sql(...) or a function returning a number")
 
 
-_OPTIONS = ("above", "below", "clear_below", "clear_above", "for_", "every", "cooldown",
-            "on_resolve", "empty", "overlap", "timeout")
+_OPTIONS = (
+    "above",
+    "below",
+    "clear_below",
+    "clear_above",
+    "for_",
+    "every",
+    "cooldown",
+    "on_resolve",
+    "empty",
+    "overlap",
+    "timeout",
+)
 
 
 def metric(
@@ -284,26 +340,42 @@ def metric(
     call = f"metric(name={name!r})"
     reject_unknown(location, call, unknown, ("source", "agent", "name", *_OPTIONS))
     trigger_name, agent_ref, policy = check_common(location, call, name, agent, overlap)
-    src = field_check(location, call, "source", "pass prometheus(...), sql(...) or a callable",
-                      lambda: as_source(source))
-    bounds = field_check(location, call, "above", "give above= (or below=) and a clear bound on "
-                         "the safe side of it", lambda: bounds_from(above, below, clear_below, clear_above))
+    src = field_check(
+        location, call, "source", "pass prometheus(...), sql(...) or a callable", lambda: as_source(source)
+    )
+    bounds = field_check(
+        location,
+        call,
+        "above",
+        "give above= (or below=) and a clear bound on the safe side of it",
+        lambda: bounds_from(above, below, clear_below, clear_above),
+    )
     alert_policy = alert_policy_from(location, call, for_, cooldown, on_resolve)
     interval = field_check(location, call, "every", "pass a positive timedelta", lambda: poll_interval(every))
-    limit = field_check(location, call, "timeout", "pass a positive timedelta",
-                        lambda: as_timedelta(timeout, "timeout", allow_zero=False))
-    mode = field_check(location, call, "empty", "use 'false' or 'fail'",
-                       lambda: check_choice(empty, "empty", ("false", "fail")))
-    trigger = MetricTrigger(src, bounds, alert_policy, every=interval, timeout=limit,
-                            empty=mode)  # type: ignore[arg-type]
+    limit = field_check(
+        location,
+        call,
+        "timeout",
+        "pass a positive timedelta",
+        lambda: as_timedelta(timeout, "timeout", allow_zero=False),
+    )
+    mode = field_check(
+        location,
+        call,
+        "empty",
+        "use 'false' or 'fail'",
+        lambda: check_choice(empty, "empty", ("false", "fail")),
+    )
+    trigger = MetricTrigger(src, bounds, alert_policy, every=interval, timeout=limit, empty=mode)  # type: ignore[arg-type]
     return declare(TriggerSpec(trigger_name, agent_ref, policy, location, trigger))
 
 
 def alert_policy_from(location: Any, call: str, for_: object, cooldown: object, on_resolve: object) -> Policy:
     """The shared `for_`/`cooldown`/`on_resolve` checks of metric and queue_depth."""
     hold = field_check(location, call, "for_", "pass a timedelta", lambda: as_timedelta(for_, "for_"))
-    wait = field_check(location, call, "cooldown", "pass a timedelta",
-                       lambda: as_timedelta(cooldown, "cooldown"))
+    wait = field_check(
+        location, call, "cooldown", "pass a timedelta", lambda: as_timedelta(cooldown, "cooldown")
+    )
     if not isinstance(on_resolve, bool):
         raise fail(location, call, "on_resolve", f"got {on_resolve!r}", "pass True or False")
     return Policy(hold, wait, on_resolve)

@@ -58,10 +58,16 @@ def redis_list(key: str, *, redis_url: str | SecretStr | None = None) -> RedisLi
     """Watch the length of any Redis list (default Redis: nightowl's broker)."""
     call = f"redis_list({key!r:.60})"
     if not isinstance(key, str) or not key:
-        source_check(call, "key", "name the Redis list, e.g. 'jobs:pending'",
-                     lambda: _raise(f"got {key!r:.60}, not a non-empty string"))
-    return RedisList(key, source_check(call, "redis_url", "pass a redis:// URL",
-                                       lambda: secret_url(redis_url, "redis_url")))
+        source_check(
+            call,
+            "key",
+            "name the Redis list, e.g. 'jobs:pending'",
+            lambda: _raise(f"got {key!r:.60}, not a non-empty string"),
+        )
+    return RedisList(
+        key,
+        source_check(call, "redis_url", "pass a redis:// URL", lambda: secret_url(redis_url, "redis_url")),
+    )
 
 
 def _raise(message: str) -> None:
@@ -71,9 +77,17 @@ def _raise(message: str) -> None:
 class QueueDepthTrigger(AlertTrigger):
     kind = "queue_depth"
 
-    def __init__(self, queue: str | RedisList | Callable[[], Any], *, broker_url: SecretStr | None,
-                 key_prefix: str, bounds: Bounds, policy: Policy, every: timedelta,
-                 timeout: timedelta) -> None:
+    def __init__(
+        self,
+        queue: str | RedisList | Callable[[], Any],
+        *,
+        broker_url: SecretStr | None,
+        key_prefix: str,
+        bounds: Bounds,
+        policy: Policy,
+        every: timedelta,
+        timeout: timedelta,
+    ) -> None:
         super().__init__(bounds, policy, every, timeout)
         self.queue = queue
         self.broker_url = broker_url
@@ -89,8 +103,13 @@ class QueueDepthTrigger(AlertTrigger):
         return callable_label(self.queue)
 
     def source_fingerprint(self) -> str:
-        kind = "celery" if isinstance(self.queue, str) else "list" if isinstance(self.queue, RedisList) \
+        kind = (
+            "celery"
+            if isinstance(self.queue, str)
+            else "list"
+            if isinstance(self.queue, RedisList)
             else "callable"
+        )
         return f"{kind}:{self.key_prefix}{self.queue_name}"
 
     def secrets(self) -> tuple[SecretStr | None, ...]:
@@ -99,11 +118,18 @@ class QueueDepthTrigger(AlertTrigger):
 
     def describe(self) -> dict[str, Any]:
         if isinstance(self.queue, RedisList):
-            source = {"source": "redis_list", "key": self.queue.key,
-                      "redis_url": shown_url(self.queue.redis_url, "(nightowl's broker)")}
+            source = {
+                "source": "redis_list",
+                "key": self.queue.key,
+                "redis_url": shown_url(self.queue.redis_url, "(nightowl's broker)"),
+            }
         elif isinstance(self.queue, str):
-            source = {"source": "celery", "queue": self.queue, "key_prefix": self.key_prefix,
-                      "broker_url": shown_url(self.broker_url, "(nightowl's broker)")}
+            source = {
+                "source": "celery",
+                "queue": self.queue,
+                "key_prefix": self.key_prefix,
+                "broker_url": shown_url(self.broker_url, "(nightowl's broker)"),
+            }
         else:
             source = {"source": "callable", "callable": self.queue_name}
         return {**source, **self.describe_policy()}
@@ -117,8 +143,11 @@ class QueueDepthTrigger(AlertTrigger):
 
     def read(self, now: datetime) -> Reading:
         if isinstance(self.queue, RedisList):
-            url = (self.queue.redis_url.get_secret_value() if self.queue.redis_url
-                   else self._broker(self.defaults))
+            url = (
+                self.queue.redis_url.get_secret_value()
+                if self.queue.redis_url
+                else self._broker(self.defaults)
+            )
             depth = int(redis_for(url).llen(self.queue.key))
             return Reading(float(depth), {"depth": depth, "unacked": None, "oldest_age_s": None})
         if not isinstance(self.queue, str):
@@ -129,12 +158,14 @@ class QueueDepthTrigger(AlertTrigger):
         url = self._broker(self.defaults)
         scheme = url.split("://", 1)[0]
         if scheme in ("redis", "rediss", "valkey"):
-            return celery_redis_reading(redis_for(url.replace("valkey://", "redis://", 1)),
-                                        self.queue, self.key_prefix, now)
+            return celery_redis_reading(
+                redis_for(url.replace("valkey://", "redis://", 1)), self.queue, self.key_prefix, now
+            )
         if scheme in ("amqp", "amqps", "pyamqp"):
             return rabbitmq_reading(url, self.queue)
-        raise SourceError(f"broker scheme {scheme!r} is not supported; use Redis or RabbitMQ, "
-                          "or pass a callable")
+        raise SourceError(
+            f"broker scheme {scheme!r} is not supported; use Redis or RabbitMQ, or pass a callable"
+        )
 
     @staticmethod
     def depth_of(state: dict[str, Any] | None) -> int | None:
@@ -145,14 +176,29 @@ class QueueDepthTrigger(AlertTrigger):
 
     def event(self, name: str, state: str, since: datetime, reading: Reading) -> Event:
         extra = reading.extra
-        return QueueDepth(queue=self.queue_name, depth=int(extra.get("depth", reading.value or 0)),
-                          unacked=extra.get("unacked"), oldest_age_s=extra.get("oldest_age_s"),
-                          threshold=self.bounds.threshold, state=state,
-                          since=since)
+        return QueueDepth(
+            queue=self.queue_name,
+            depth=int(extra.get("depth", reading.value or 0)),
+            unacked=extra.get("unacked"),
+            oldest_age_s=extra.get("oldest_age_s"),
+            threshold=self.bounds.threshold,
+            state=state,
+            since=since,
+        )
 
 
-_OPTIONS = ("broker_url", "key_prefix", "above", "clear_below", "for_", "every", "cooldown",
-            "on_resolve", "overlap", "timeout")
+_OPTIONS = (
+    "broker_url",
+    "key_prefix",
+    "above",
+    "clear_below",
+    "for_",
+    "every",
+    "cooldown",
+    "on_resolve",
+    "overlap",
+    "timeout",
+)
 
 
 def queue_depth(
@@ -178,18 +224,45 @@ def queue_depth(
     reject_unknown(location, call, unknown, ("queue", "agent", "name", *_OPTIONS))
     trigger_name, agent_ref, policy = check_common(location, call, name, agent, overlap)
     if not (isinstance(queue, str | RedisList) or callable(queue)) or queue == "":
-        raise fail(location, call, "queue", f"got {queue!r}",
-                   "name a Celery queue, or pass redis_list('key') or a function returning a depth")
-    bounds = field_check(location, call, "above", "pass above= (and clear_below <= above)",
-                         lambda: bounds_from(above, None, clear_below, None))
+        raise fail(
+            location,
+            call,
+            "queue",
+            f"got {queue!r}",
+            "name a Celery queue, or pass redis_list('key') or a function returning a depth",
+        )
+    bounds = field_check(
+        location,
+        call,
+        "above",
+        "pass above= (and clear_below <= above)",
+        lambda: bounds_from(above, None, clear_below, None),
+    )
     alert_policy = alert_policy_from(location, call, for_, cooldown, on_resolve)
     interval = field_check(location, call, "every", "pass a positive timedelta", lambda: poll_interval(every))
-    limit = field_check(location, call, "timeout", "pass a positive timedelta",
-                        lambda: as_timedelta(timeout, "timeout", allow_zero=False))
-    url = field_check(location, call, "broker_url", "pass a redis:// or amqp:// URL",
-                      lambda: secret_url(broker_url, "broker_url"))
+    limit = field_check(
+        location,
+        call,
+        "timeout",
+        "pass a positive timedelta",
+        lambda: as_timedelta(timeout, "timeout", allow_zero=False),
+    )
+    url = field_check(
+        location,
+        call,
+        "broker_url",
+        "pass a redis:// or amqp:// URL",
+        lambda: secret_url(broker_url, "broker_url"),
+    )
     if not isinstance(key_prefix, str):
         raise fail(location, call, "key_prefix", f"got {key_prefix!r}", "pass a string such as 'myapp:'")
-    trigger = QueueDepthTrigger(queue, broker_url=url, key_prefix=key_prefix, bounds=bounds,
-                                policy=alert_policy, every=interval, timeout=limit)
+    trigger = QueueDepthTrigger(
+        queue,
+        broker_url=url,
+        key_prefix=key_prefix,
+        bounds=bounds,
+        policy=alert_policy,
+        every=interval,
+        timeout=limit,
+    )
     return declare(TriggerSpec(trigger_name, agent_ref, policy, location, trigger))

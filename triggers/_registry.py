@@ -64,8 +64,9 @@ def _import(module: str, problems: list[str]) -> ModuleType | None:
     except NightowlError as exc:
         problems.append(str(exc))
     except SyntaxError as exc:
-        problems.append(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}. "
-                        "Fix: correct the Python syntax")
+        problems.append(
+            f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}. Fix: correct the Python syntax"
+        )
     except ModuleNotFoundError as exc:
         if exc.name and module.startswith(exc.name):
             problems.append(
@@ -75,11 +76,12 @@ def _import(module: str, problems: list[str]) -> ModuleType | None:
         else:
             problems.append(f"{module}: import failed: {exc}. Fix: install the missing package")
     except Exception as exc:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if not f.filename.startswith("<frozen")]
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else module
-        problems.append(f"{where}: importing {module} raised {type(exc).__name__}: {exc}. "
-                        "Fix: make the module import cleanly")
+        problems.append(
+            f"{where}: importing {module} raised {type(exc).__name__}: {exc}. "
+            "Fix: make the module import cleanly"
+        )
     return None
 
 

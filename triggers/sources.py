@@ -97,8 +97,13 @@ def _password(url: str) -> str | None:
 def record_failure(state: dict[str, Any], error: str, now: datetime) -> dict[str, Any]:
     """Count a failed poll; the third in a row flags the source. Nothing else changes."""
     failures = int(state.get("failures", 0)) + 1
-    return {**state, "failures": failures, "last_error": error, "last_error_at": now.isoformat(),
-            "source_failing": failures >= FAILURES_TO_FLAG or bool(state.get("source_failing"))}
+    return {
+        **state,
+        "failures": failures,
+        "last_error": error,
+        "last_error_at": now.isoformat(),
+        "source_failing": failures >= FAILURES_TO_FLAG or bool(state.get("source_failing")),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +121,12 @@ class SourceHealth:
         state = state or {}
         error = state.get("last_error")
         at = state.get("last_error_at")
-        return cls(failing=bool(state.get("source_failing")), failures=int(state.get("failures") or 0),
-                   last_error=None if error is None else str(error),
-                   last_error_at=None if at is None else str(at))
+        return cls(
+            failing=bool(state.get("source_failing")),
+            failures=int(state.get("failures") or 0),
+            last_error=None if error is None else str(error),
+            last_error_at=None if at is None else str(at),
+        )
 
 
 def record_success(state: dict[str, Any]) -> dict[str, Any]:
@@ -193,8 +201,10 @@ def _make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S,
-                                  "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        }
         kwargs["pool_size"] = 2
     elif parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
@@ -213,6 +223,7 @@ def dispose_engines() -> None:
 
 
 # -- readings and watched Redis/RabbitMQ queues ----------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -238,8 +249,9 @@ def redis_for(url: str) -> redis.Redis:
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
-                                          socket_connect_timeout=SOCKET_TIMEOUT_S)
+            client = redis.Redis.from_url(
+                url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+            )
             _clients[url] = client
         return client
 
@@ -263,7 +275,7 @@ def celery_redis_reading(client: redis.Redis, queue: str, key_prefix: str, now: 
         pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the tail is the oldest message
     pipe.hlen(f"{key_prefix}unacked")
     replies = pipe.execute()
-    lengths, tails, unacked_total = replies[: len(keys)], replies[len(keys): 2 * len(keys)], replies[-1]
+    lengths, tails, unacked_total = replies[: len(keys)], replies[len(keys) : 2 * len(keys)], replies[-1]
     depth = int(sum(lengths))
     stamps = [t for t in (_published_at(tail) for tail in tails if tail) if t is not None]
     oldest = max(0.0, now.timestamp() - min(stamps)) if stamps else None

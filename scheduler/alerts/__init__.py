@@ -19,15 +19,24 @@ from scheduler.core.vocabulary import AlertKind, AlertState
 from scheduler.storage.alert_store import AlertStore
 
 __all__ = [
-    "SEVERITY", "Alert", "AlertKind", "AlertManager", "AlertState", "AppriseChannel", "Channel",
-    "LeaderWatch", "WebhookChannel", "build_alerts", "channels_from", "scrubbed", "sign",
+    "SEVERITY",
+    "Alert",
+    "AlertKind",
+    "AlertManager",
+    "AlertState",
+    "AppriseChannel",
+    "Channel",
+    "LeaderWatch",
+    "WebhookChannel",
+    "build_alerts",
+    "channels_from",
+    "scrubbed",
+    "sign",
 ]
 
 
 def build_alerts(settings: Settings, engine: sa.Engine, clock: Clock) -> AlertManager:
     """The alert manager the scheduler and the watchdog share: configured channels over the
     alerts table."""
-    channels = channels_from(settings.alert_urls, settings.alert_webhook_url,
-                             settings.alert_webhook_secret)
-    return AlertManager(AlertStore(engine), clock, channels,
-                        repeat=settings.alert_repeat)
+    channels = channels_from(settings.alert_urls, settings.alert_webhook_url, settings.alert_webhook_secret)
+    return AlertManager(AlertStore(engine), clock, channels, repeat=settings.alert_repeat)

@@ -10,10 +10,14 @@ from scheduler.core import scrub
 from scheduler.core.vocabulary import AlertKind, AlertState
 
 SEVERITY: dict[AlertKind, str] = {
-    AlertKind.RUN_STALLED: "warning", AlertKind.RUN_DEAD: "critical",
-    AlertKind.RUN_LATE: "warning", AlertKind.RUN_STUCK: "critical",
-    AlertKind.SCHEDULER_FAILING: "critical", AlertKind.TRIGGER_SOURCE_FAILING: "warning",
-    AlertKind.OUTBOX_DEAD: "critical", AlertKind.WATCHDOG_DOWN: "critical",
+    AlertKind.RUN_STALLED: "warning",
+    AlertKind.RUN_DEAD: "critical",
+    AlertKind.RUN_LATE: "warning",
+    AlertKind.RUN_STUCK: "critical",
+    AlertKind.SCHEDULER_FAILING: "critical",
+    AlertKind.TRIGGER_SOURCE_FAILING: "warning",
+    AlertKind.OUTBOX_DEAD: "critical",
+    AlertKind.WATCHDOG_DOWN: "critical",
     AlertKind.SCHEDULER_DOWN: "critical",
 }
 
@@ -47,8 +51,12 @@ class Alert:
 
     def body(self) -> str:
         lines = [self.message]
-        for label, value in (("run", self.run_id), ("trigger", self.trigger), ("agent", self.agent),
-                             ("attempt", self.attempt)):
+        for label, value in (
+            ("run", self.run_id),
+            ("trigger", self.trigger),
+            ("agent", self.agent),
+            ("attempt", self.attempt),
+        ):
             if value is not None:
                 lines.append(f"{label}: {value}")
         if self.details:

@@ -54,12 +54,16 @@ class WebhookChannel:
     def send(self, alert: Alert, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, sort_keys=True, default=str).encode()
         timestamp = int(time.time())
-        headers = {"Content-Type": "application/json", "X-Nightowl-Timestamp": str(timestamp),
-                   "User-Agent": "nightowl-alerts"}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Nightowl-Timestamp": str(timestamp),
+            "User-Agent": "nightowl-alerts",
+        }
         if self.secret is not None:
             headers["X-Nightowl-Signature"] = sign(self.secret.get_secret_value(), timestamp, body)
-        response = httpx.post(self.url.get_secret_value(), content=body, headers=headers,
-                              timeout=self.timeout)
+        response = httpx.post(
+            self.url.get_secret_value(), content=body, headers=headers, timeout=self.timeout
+        )
         response.raise_for_status()
 
 
@@ -74,16 +78,18 @@ class AppriseChannel:
         self.name = f"apprise:{raw.split('://', 1)[0]}"
         self._apprise = apprise.Apprise()
         if not self._apprise.add(raw):
-            raise ValueError(f"apprise does not understand the URL for {self.name!r}; check "
-                             "NIGHTOWL_ALERT_URLS")
+            raise ValueError(
+                f"apprise does not understand the URL for {self.name!r}; check NIGHTOWL_ALERT_URLS"
+            )
 
     def send(self, alert: Alert, payload: dict[str, Any]) -> None:
         if not self._apprise.notify(title=alert.title(), body=alert.body()):
             raise RuntimeError(f"{self.name} refused the notification")
 
 
-def channels_from(urls: Sequence[str | SecretStr], webhook_url: str | SecretStr | None,
-                  webhook_secret: SecretStr | None) -> list[Channel]:
+def channels_from(
+    urls: Sequence[str | SecretStr], webhook_url: str | SecretStr | None, webhook_secret: SecretStr | None
+) -> list[Channel]:
     """The configured channels; a URL apprise cannot parse fails at start, by name."""
     channels: list[Channel] = [AppriseChannel(u) for u in urls]
     if webhook_url:

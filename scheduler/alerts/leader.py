@@ -20,8 +20,7 @@ class LeaderWatch:
     """Alerts `<role>_down` once the `<role>` leader lease has been missing for `grace`;
     resolves it when a leader is back."""
 
-    def __init__(self, client: redis.Redis, prefix: str, role: str, grace: timedelta,
-                 message: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, role: str, grace: timedelta, message: str) -> None:
         self.client = client
         self.key = keys.leader(prefix, role)
         self.role = role
@@ -34,12 +33,21 @@ class LeaderWatch:
         kind = AlertKind(f"{self.role}_down")
         if self.client.exists(self.key):
             self.missing_since = None
-            return int(alerts.resolve(Alert(kind=kind, dedupe_key=kind,
-                                            message=f"a {self.role} leader is back")))
+            return int(
+                alerts.resolve(Alert(kind=kind, dedupe_key=kind, message=f"a {self.role} leader is back"))
+            )
         if self.missing_since is None:
             self.missing_since = now
             return 0
         if now - self.missing_since < self.grace:
             return 0
-        return int(alerts.fire(Alert(kind=kind, dedupe_key=kind, message=self.message,
-                                     details={"missing_since": self.missing_since.isoformat()})))
+        return int(
+            alerts.fire(
+                Alert(
+                    kind=kind,
+                    dedupe_key=kind,
+                    message=self.message,
+                    details={"missing_since": self.missing_since.isoformat()},
+                )
+            )
+        )

@@ -35,16 +35,16 @@ log = logging.getLogger("nightowl.alerts")
 class _Worker:
     """One thread per channel, draining its own queue with retries."""
 
-    def __init__(self, channel: Channel, store: AlertStore, clock: Clock, attempts: int,
-                 backoff_max: float) -> None:
+    def __init__(
+        self, channel: Channel, store: AlertStore, clock: Clock, attempts: int, backoff_max: float
+    ) -> None:
         self.channel = channel
         self.store = store
         self.clock = clock
         self.attempts = attempts
         self.backoff_max = backoff_max
         self.queue: queue.Queue[tuple[int, Alert, dict[str, Any]] | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name=f"nightowl-alert-{channel.name}",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"nightowl-alert-{channel.name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -60,8 +60,11 @@ class _Worker:
     def _deliver(self, alert_id: int, alert: Alert, payload: dict[str, Any]) -> None:
         outcome: str = ChannelOutcome.SENT
         try:
-            for attempt in Retrying(stop=stop_after_attempt(self.attempts), reraise=True,
-                                    wait=wait_exponential(multiplier=0.5, max=self.backoff_max)):
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.attempts),
+                reraise=True,
+                wait=wait_exponential(multiplier=0.5, max=self.backoff_max),
+            ):
                 with attempt:
                     self.channel.send(alert, payload)
         except Exception as exc:
@@ -69,8 +72,13 @@ class _Worker:
             error = scrub.scrub_text(f"{type(exc).__name__}: {exc}")
             outcome = f"{ChannelOutcome.FAILED}: {error[:200]}"
             metrics.ALERTS_SENT.labels(self.channel.name, ChannelOutcome.FAILED).inc()
-            log.error("alert %s via %s failed after %d attempts: %s", alert.dedupe_key,
-                      self.channel.name, self.attempts, error)
+            log.error(
+                "alert %s via %s failed after %d attempts: %s",
+                alert.dedupe_key,
+                self.channel.name,
+                self.attempts,
+                error,
+            )
         if outcome == ChannelOutcome.SENT:
             metrics.ALERTS_SENT.labels(self.channel.name, ChannelOutcome.SENT).inc()
         try:
@@ -82,9 +90,16 @@ class _Worker:
 class AlertManager:
     """Decides whether an alert is new, a reminder or a duplicate, stores it and sends it."""
 
-    def __init__(self, store: AlertStore, clock: Clock, channels: Sequence[Channel] = (), *,
-                 repeat: timedelta = timedelta(hours=1), attempts: int = 5,
-                 backoff_max: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        clock: Clock,
+        channels: Sequence[Channel] = (),
+        *,
+        repeat: timedelta = timedelta(hours=1),
+        attempts: int = 5,
+        backoff_max: float = 30.0,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.repeat = repeat
@@ -130,17 +145,34 @@ class AlertManager:
         return True
 
     def _row(self, alert: Alert, episode: int, now: datetime) -> dict[str, Any]:
-        return {"kind": alert.kind, "severity": alert.severity, "state": alert.state,
-                "dedupe_key": alert.dedupe_key, "episode": episode, "run_id": alert.run_id,
-                "trigger": alert.trigger, "agent": alert.agent, "attempt": alert.attempt,
-                "message": alert.message, "details": alert.details, "channels": {},
-                "created_at": now}
+        return {
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "state": alert.state,
+            "dedupe_key": alert.dedupe_key,
+            "episode": episode,
+            "run_id": alert.run_id,
+            "trigger": alert.trigger,
+            "agent": alert.agent,
+            "attempt": alert.attempt,
+            "message": alert.message,
+            "details": alert.details,
+            "channels": {},
+            "created_at": now,
+        }
 
     def _send(self, alert_id: int, alert: Alert, *, reminder: bool, episode: int) -> None:
         metrics.ALERTS_SENT.labels("log", ChannelOutcome.SENT).inc()
         level = logging.INFO if alert.state == AlertState.RESOLVED else logging.WARNING
-        log.log(level, "ALERT %s%s %s: %s [%s]", alert.kind, " (reminder)" if reminder else "",
-                alert.state, alert.message, alert.dedupe_key)
+        log.log(
+            level,
+            "ALERT %s%s %s: %s [%s]",
+            alert.kind,
+            " (reminder)" if reminder else "",
+            alert.state,
+            alert.message,
+            alert.dedupe_key,
+        )
         payload = alert.payload(reminder=reminder, episode=episode)
         for worker in self._workers:
             worker.queue.put((alert_id, alert, payload))

@@ -26,14 +26,17 @@ EXIT_USAGE = 2  # usage or internal errors
 
 TriggersOpt = Annotated[
     str | None,
-    typer.Option("--triggers", "-t", help="Trigger modules, comma-separated "
-                 "(default: NIGHTOWL_TRIGGERS)", show_default=False),
+    typer.Option(
+        "--triggers",
+        "-t",
+        help="Trigger modules, comma-separated (default: NIGHTOWL_TRIGGERS)",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def settings_for(triggers: str | None = None, *, dev_env_file: bool = True,
-                 **overrides: Any) -> Settings:
+def settings_for(triggers: str | None = None, *, dev_env_file: bool = True, **overrides: Any) -> Settings:
     """Settings from the environment, with command-line values on top.
 
     Long-running services pass `dev_env_file=False`: they run only on URLs
@@ -85,8 +88,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         typer.echo("(none)")
         return
-    cells = [[("" if r.get(c) is None else scrub_text(str(r.get(c)))) for c in columns]
-             for r in rows]
+    cells = [[("" if r.get(c) is None else scrub_text(str(r.get(c)))) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
@@ -119,8 +121,13 @@ def progress(total: int, description: str) -> Iterator[Callable[[str], None]]:
     if total <= 0 or not console.is_terminal:
         yield lambda _label: None
         return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(description, total=total)
 

@@ -26,11 +26,23 @@ def list_alerts(
         raise typer.BadParameter("use firing or resolved", param_hint="--state")
     store = AlertStore(store_for(settings_for(triggers)).engine)
     rows = [
-        {"id": a.id, "kind": a.kind, "severity": a.severity, "state": a.state,
-         "dedupe_key": a.dedupe_key, "episode": a.episode, "run_id": a.run_id,
-         "trigger": a.trigger, "agent": a.agent, "attempt": a.attempt, "message": a.message,
-         "details": a.details, "channels": a.channels, "created_at": iso(a.created_at),
-         "sent_at": iso(a.sent_at) if a.sent_at else None}
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "severity": a.severity,
+            "state": a.state,
+            "dedupe_key": a.dedupe_key,
+            "episode": a.episode,
+            "run_id": a.run_id,
+            "trigger": a.trigger,
+            "agent": a.agent,
+            "attempt": a.attempt,
+            "message": a.message,
+            "details": a.details,
+            "channels": a.channels,
+            "created_at": iso(a.created_at),
+            "sent_at": iso(a.sent_at) if a.sent_at else None,
+        }
         for a in store.history(limit=limit, kind=kind, state=state)
     ]
     if json_:

@@ -19,8 +19,15 @@ def list_dead_letters(
 ) -> None:
     """Dead letters, newest first: reason, task, id, payload (truncated)."""
     rows = [
-        {"id": d.id, "reason": d.reason, "task_name": d.task_name, "task_id": d.task_id,
-         "payload": d.payload, "details": d.details, "created_at": iso(d.created_at)}
+        {
+            "id": d.id,
+            "reason": d.reason,
+            "task_name": d.task_name,
+            "task_id": d.task_id,
+            "payload": d.payload,
+            "details": d.details,
+            "created_at": iso(d.created_at),
+        }
         for d in store_for(settings_for(triggers)).list_dead_letters(limit)
     ]
     if json_:

@@ -63,20 +63,37 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._kill_stale()
         args = [
-            str(server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--daemonize", "no",
-            "--pidfile", str(self.pidfile.resolve()), "--dir", str(self.directory.resolve()),
-            "--logfile", str((self.directory / "redis.log").resolve()),
+            str(server_binary()),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--pidfile",
+            str(self.pidfile.resolve()),
+            "--dir",
+            str(self.directory.resolve()),
+            "--logfile",
+            str((self.directory / "redis.log").resolve()),
         ]
-        self._proc = subprocess.Popen(args, preexec_fn=die_with_parent,  # noqa: PLW1509
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            args,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EmbeddedRedisError(
-                    f"embedded Redis exited with {self._proc.returncode}; "
-                    f"see {self.directory / 'redis.log'}")
+                    f"embedded Redis exited with {self._proc.returncode}; see {self.directory / 'redis.log'}"
+                )
             with contextlib.suppress(redis.ConnectionError):
                 if client.ping():
                     client.close()

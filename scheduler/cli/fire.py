@@ -25,10 +25,12 @@ from scheduler.ops import runs as operations
 
 def fire(
     trigger: str,
-    payload: Annotated[str | None, typer.Option(help="JSON handed to the agent as "
-                                                "ManualFire.payload")] = None,
-    key: Annotated[str | None, typer.Option(help="Idempotency: firing twice with the same key "
-                                            "makes one run")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="JSON handed to the agent as ManualFire.payload")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency: firing twice with the same key makes one run")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Ignore the trigger's overlap policy")] = False,
     triggers: TriggersOpt = None,
     json_: JsonOpt = False,
@@ -57,29 +59,44 @@ def fire(
     registry = registry_for(settings)
     publisher = publisher_for(settings, registry)
     try:
-        fired = operations.fire(store_for(settings), publisher, registry, trigger,
-                                datetime.now(UTC), payload=data, key=key, force=force)
+        fired = operations.fire(
+            store_for(settings),
+            publisher,
+            registry,
+            trigger,
+            datetime.now(UTC),
+            payload=data,
+            key=key,
+            force=force,
+        )
     finally:
         publisher.close()
     if fired.status not in ACTIVE_STATUSES:
         if fired.created:  # only the overlap policy ends a new manual run at once
-            fail(f"skipped: trigger {trigger!r} has a run in progress and its overlap policy "
-                 "says skip, so nothing will run; use --force to run anyway")
-        fail(f"nothing to run: key {key!r} was fired before as run {fired.run_id}, which "
-             f"already ended {fired.status}; fire with another --key to run again")
+            fail(
+                f"skipped: trigger {trigger!r} has a run in progress and its overlap policy "
+                "says skip, so nothing will run; use --force to run anyway"
+            )
+        fail(
+            f"nothing to run: key {key!r} was fired before as run {fired.run_id}, which "
+            f"already ended {fired.status}; fire with another --key to run again"
+        )
     if json_:
         print_json({"run_id": fired.run_id, "idempotency_key": fired.idempotency_key})
     else:
         typer.echo(fired.run_id)
     if not fired.created:
-        typer.echo(f"note: key {key!r} was fired before; that run is {fired.status} (no new run)",
-                   err=True)
+        typer.echo(f"note: key {key!r} was fired before; that run is {fired.status} (no new run)", err=True)
     elif fired.status == RunStatus.WAITING:
-        typer.echo(f"note: trigger {trigger!r} has a run in progress; this one waits for it "
-                   "(overlap policy)", err=True)
+        typer.echo(
+            f"note: trigger {trigger!r} has a run in progress; this one waits for it (overlap policy)",
+            err=True,
+        )
     if not fired.published:
         setting = "NIGHTOWL_BROKER_URL" if settings.broker_url else "NIGHTOWL_REDIS_URL"
-        typer.echo(f"note: the broker could not be reached ({fired.publish_error or 'no answer'}; "
-                   f"check {setting}); run {fired.run_id} "
-                   "is recorded and the scheduler publishes it once the broker answers",
-                   err=True)
+        typer.echo(
+            f"note: the broker could not be reached ({fired.publish_error or 'no answer'}; "
+            f"check {setting}); run {fired.run_id} "
+            "is recorded and the scheduler publishes it once the broker answers",
+            err=True,
+        )

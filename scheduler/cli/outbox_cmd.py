@@ -21,8 +21,7 @@ from scheduler.storage.outbox_store import STATUS_COUNTS, OutboxStore
 
 RETRY_BATCH = 1000
 
-app = typer.Typer(help="The outbox: writes waiting for, or delivered to, their sinks.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The outbox: writes waiting for, or delivered to, their sinks.", no_args_is_help=True)
 
 
 @app.command("status")
@@ -33,11 +32,12 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
     if json_:
         # DESIGN.md's shape: counts per sink, and the overall relay lag.
         ages = [c["oldest_pending_age_s"] for c in data.values() if c["oldest_pending_age_s"] is not None]
-        print_json({
-            "sinks": {sink: {k: c[k] for k in STATUS_COUNTS}
-                      for sink, c in sorted(data.items())},
-            "oldest_pending_age_s": max(ages) if ages else None,
-        })
+        print_json(
+            {
+                "sinks": {sink: {k: c[k] for k in STATUS_COUNTS} for sink, c in sorted(data.items())},
+                "oldest_pending_age_s": max(ages) if ages else None,
+            }
+        )
         return
     rows = [{"sink": sink, **counts} for sink, counts in sorted(data.items())]
     print_table(rows, ["sink", *STATUS_COUNTS, "oldest_pending_age_s"])

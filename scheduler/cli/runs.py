@@ -48,10 +48,17 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 def attempt_dict(a: Attempt) -> dict[str, Any]:
     return {
-        "number": a.number, "fence": a.fence, "status": a.status, "reason": a.reason,
-        "error_class": a.error_class, "error": a.error_message, "worker": a.worker,
-        "celery_task_id": a.celery_task_id, "started_at": iso(a.started_at),
-        "finished_at": iso(a.finished_at), "heartbeat_at": iso(a.heartbeat_at),
+        "number": a.number,
+        "fence": a.fence,
+        "status": a.status,
+        "reason": a.reason,
+        "error_class": a.error_class,
+        "error": a.error_message,
+        "worker": a.worker,
+        "celery_task_id": a.celery_task_id,
+        "started_at": iso(a.started_at),
+        "finished_at": iso(a.finished_at),
+        "heartbeat_at": iso(a.heartbeat_at),
     }
 
 
@@ -65,15 +72,25 @@ def list_runs(
 ) -> None:
     """Runs, newest first."""
     if status is not None and status not in STATUSES:
-        raise typer.BadParameter(f"{status!r}; use one of {', '.join(STATUSES)}",
-                                 param_hint="--status")
+        raise typer.BadParameter(f"{status!r}; use one of {', '.join(STATUSES)}", param_hint="--status")
     store = store_for(settings_for(triggers))
     rows = [run_summary(r) for r in store.list_runs(status=status, trigger=trigger, limit=limit)]
     if json_:
         print_json(rows)
     else:
-        print_table(rows, ["id", "trigger", "agent", "status", "terminal_reason", "attempt",
-                           "scheduled_for", "finished_at"])
+        print_table(
+            rows,
+            [
+                "id",
+                "trigger",
+                "agent",
+                "status",
+                "terminal_reason",
+                "attempt",
+                "scheduled_for",
+                "finished_at",
+            ],
+        )
 
 
 @app.command("retry")
@@ -98,8 +115,9 @@ def cancel_run(run_id: str, triggers: TriggersOpt = None, json_: JsonOpt = False
     settings = settings_for(triggers)
     client = redis_for(settings)
     try:
-        what = operations.cancel(store_for(settings), client, settings.redis_prefix, run_id,
-                                 datetime.now(UTC))
+        what = operations.cancel(
+            store_for(settings), client, settings.redis_prefix, run_id, datetime.now(UTC)
+        )
     finally:
         client.close()
     if json_:
@@ -116,8 +134,11 @@ def show_run(run_id: str, json_: JsonOpt = False, triggers: TriggersOpt = None) 
     if run is None:
         fail(f"no run with id {run_id!r}; list runs with `nightowl runs list`")
     data = run_summary(run) | {
-        "event": run.event, "result": run.result, "error": run.error,
-        "attempts": [attempt_dict(a) for a in store.attempts_of(run_id)], "usage": run.usage,
+        "event": run.event,
+        "result": run.result,
+        "error": run.error,
+        "attempts": [attempt_dict(a) for a in store.attempts_of(run_id)],
+        "usage": run.usage,
     }
     if json_:
         print_json(data)
@@ -126,5 +147,6 @@ def show_run(run_id: str, json_: JsonOpt = False, triggers: TriggersOpt = None) 
         if key != "attempts":
             echo(f"{key:16} {value}")
     typer.echo("attempts:")
-    print_table(data["attempts"], ["number", "fence", "status", "reason", "worker",
-                                   "started_at", "finished_at"])
+    print_table(
+        data["attempts"], ["number", "fence", "status", "reason", "worker", "started_at", "finished_at"]
+    )

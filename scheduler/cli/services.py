@@ -47,6 +47,7 @@ def db_upgrade() -> None:
     engine = make_engine(settings.require_database_url())
     applied: list[str] = []
     with progress(len(pending(engine)), "migrating") as advance:
+
         def step(rev: str, doc: str) -> None:
             applied.append(rev)
             advance(f"{rev}: {doc.splitlines()[0] if doc else ''}")
@@ -71,8 +72,10 @@ def _require_urls(settings: Settings) -> None:
         settings.require_database_url()
         settings.require_redis_url()
     except ConfigError as exc:
-        fail(f"{exc} (long-running commands need URLs set on purpose: they neither create "
-             f"a local database nor reuse {DEV_ENV_FILE}, which is for `nightowl dev`)")
+        fail(
+            f"{exc} (long-running commands need URLs set on purpose: they neither create "
+            f"a local database nor reuse {DEV_ENV_FILE}, which is for `nightowl dev`)"
+        )
 
 
 def _checked_registry(settings: Settings) -> Registry:
@@ -84,8 +87,9 @@ def _checked_registry(settings: Settings) -> Registry:
     return registry
 
 
-def _service_settings(service: str, triggers: str | None,
-                      needs: tuple[str, ...] = (DATABASE, REDIS, BROKER)) -> Settings:
+def _service_settings(
+    service: str, triggers: str | None, needs: tuple[str, ...] = (DATABASE, REDIS, BROKER)
+) -> Settings:
     """Settings of a long-running role: explicit URLs only (never .nightowl/env), logging on,
     and what it needs reachable (waiting up to NIGHTOWL_STARTUP_TIMEOUT), or exit 1."""
     settings = settings_for(triggers, dev_env_file=False)
@@ -95,14 +99,18 @@ def _service_settings(service: str, triggers: str | None,
     return settings
 
 
-MetricsPortOpt = Annotated[int | None, typer.Option(
-    "--metrics-port", help="Serve Prometheus /metrics on this port.", show_default=False)]
-MetricsAddressOpt = Annotated[str, typer.Option(
-    "--metrics-address", help="Address for /metrics (loopback unless you open it).")]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.", show_default=False),
+]
+MetricsAddressOpt = Annotated[
+    str, typer.Option("--metrics-address", help="Address for /metrics (loopback unless you open it).")
+]
 
 
-def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop, metrics_port: int | None,
-                      metrics_address: str) -> None:
+def _run_until_signal(
+    loop: ServiceLoop | WatchdogLoop | RelayLoop, metrics_port: int | None, metrics_address: str
+) -> None:
     serve_metrics(metrics_port, metrics_address)
     loop.start()
     try:
@@ -111,22 +119,34 @@ def _run_until_signal(loop: ServiceLoop | WatchdogLoop | RelayLoop, metrics_port
         loop.stop()
 
 
-def scheduler(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
-              metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
+def scheduler(
+    triggers: TriggersOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddressOpt = "127.0.0.1",
+) -> None:
     """Evaluate triggers and dispatch runs (one leader among replicas)."""
     settings = _service_settings("scheduler", triggers)
     typer.echo(f"nightowl scheduler: {settings.describe()}")
-    _run_until_signal(ServiceLoop(build_service(settings, _checked_registry(settings)), settings),
-                      metrics_port, metrics_address)
+    _run_until_signal(
+        ServiceLoop(build_service(settings, _checked_registry(settings)), settings),
+        metrics_port,
+        metrics_address,
+    )
 
 
-def watchdog(triggers: TriggersOpt = None, metrics_port: MetricsPortOpt = None,
-             metrics_address: MetricsAddressOpt = "127.0.0.1") -> None:
+def watchdog(
+    triggers: TriggersOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddressOpt = "127.0.0.1",
+) -> None:
     """Detect stalled, dead and late runs and failing sources; send alerts (one leader)."""
     settings = _service_settings("watchdog", triggers)
     typer.echo(f"nightowl watchdog: {settings.describe()}")
-    _run_until_signal(WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
-                      metrics_port, metrics_address)
+    _run_until_signal(
+        WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
+        metrics_port,
+        metrics_address,
+    )
 
 
 def relay(
@@ -138,8 +158,9 @@ def relay(
     """Deliver outbox rows to their sinks (run several: they share the work)."""
     settings = _service_settings("relay", triggers, (DATABASE,))
     registry_for(settings)  # importing the trigger modules registers their sinks
-    typer.echo(f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; "
-               f"{settings.describe()}")
+    typer.echo(
+        f"nightowl relay: sinks {', '.join(sorted(registered_sinks())) or 'none'}; {settings.describe()}"
+    )
     _run_until_signal(RelayLoop(build_relay(settings, batch=batch)), metrics_port, metrics_address)
 
 
@@ -147,11 +168,11 @@ def worker(
     triggers: TriggersOpt = None,
     concurrency: Annotated[int, typer.Option(min=1)] = 2,
     pool: Annotated[str, typer.Option(help="prefork | threads | solo")] = "prefork",
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues "
-                                               "(default: every agent's queue)")] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues (default: every agent's queue)")
+    ] = None,
     loglevel: str = "INFO",
-    hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")]
-    = None,
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")] = None,
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddressOpt = "127.0.0.1",
 ) -> None:
@@ -186,8 +207,15 @@ def worker(
     set_app(app)
     chosen = queues or ",".join(app.conf.nightowl_queues)
     typer.echo(f"nightowl worker: queues={chosen} {settings.describe()}")
-    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--queues={chosen}",
-            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--queues={chosen}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     asked_to_stop = _watch_shutdown_signals()
@@ -202,8 +230,11 @@ def worker(
         # Celery treats as "Unrecoverable" and exits 0. Start again rather than leave the
         # queue unserved until an orchestrator notices; the messages it held are republished
         # by the sweeper's lost-message check.
-        typer.echo("nightowl worker: the Celery worker stopped by itself; starting again in "
-                   f"{WORKER_RESTART_PAUSE_S:.0f} s", err=True)
+        typer.echo(
+            "nightowl worker: the Celery worker stopped by itself; starting again in "
+            f"{WORKER_RESTART_PAUSE_S:.0f} s",
+            err=True,
+        )
         time.sleep(WORKER_RESTART_PAUSE_S)
         os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *sys.argv[1:]])  # noqa: S606
 
@@ -227,8 +258,7 @@ def _watch_shutdown_signals() -> list[str]:
 def _write_env_file(values: dict[str, str]) -> None:
     DEV_DIR.mkdir(exist_ok=True)
     body = "".join(f"{k}={v}\n" for k, v in values.items())
-    DEV_ENV_FILE.write_text("# written by `nightowl dev`; other nightowl commands here read it\n"
-                            + body)
+    DEV_ENV_FILE.write_text("# written by `nightowl dev`; other nightowl commands here read it\n" + body)
 
 
 def _print_finished(store: Store, stop: threading.Event) -> None:
@@ -240,8 +270,11 @@ def _print_finished(store: Store, stop: threading.Event) -> None:
     while not stop.wait(1.0):
         try:
             runs = store.list_runs(limit=100)
-            new_alerts = [a for a in reversed(alerts.history(limit=20))
-                          if a.id not in seen_alerts and a.created_at >= started]
+            new_alerts = [
+                a
+                for a in reversed(alerts.history(limit=20))
+                if a.id not in seen_alerts and a.created_at >= started
+            ]
         except Exception as exc:  # the database may be busy; try again next second
             logging.getLogger("nightowl.dev").debug("listing runs failed: %s", exc)
             continue
@@ -253,9 +286,11 @@ def _print_finished(store: Store, stop: threading.Event) -> None:
                 continue
             seen.add(run.id)
             detail = run.result if run.status == RunStatus.SUCCEEDED else run.error
-            typer.echo(f"[{run.finished_at:%H:%M:%S}] {run.trigger} -> {run.agent}: "
-                       f"{run.status}{'/' + run.terminal_reason if run.terminal_reason else ''}"
-                       f" run={run.id} {detail}")
+            typer.echo(
+                f"[{run.finished_at:%H:%M:%S}] {run.trigger} -> {run.agent}: "
+                f"{run.status}{'/' + run.terminal_reason if run.terminal_reason else ''}"
+                f" run={run.id} {detail}"
+            )
 
 
 def dev(
@@ -266,25 +301,31 @@ def dev(
     explicit = Settings(_env_file=None)  # a stale env file from an earlier run is not "set"
     settings = settings_for(triggers)
     if not settings.triggers:
-        raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)",
-                                 param_hint="--triggers")
+        raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)", param_hint="--triggers")
     configure_logging(settings.log_format, settings.log_level)
     registry_for(settings)  # fail fast on a broken module, before starting anything
     embedded: EmbeddedRedis | None = None
-    db_url = (explicit.database_url.get_secret_value() if explicit.database_url
-              else f"sqlite:///{(DEV_DIR / 'nightowl.db').resolve()}")
+    db_url = (
+        explicit.database_url.get_secret_value()
+        if explicit.database_url
+        else f"sqlite:///{(DEV_DIR / 'nightowl.db').resolve()}"
+    )
     if explicit.redis_url is None:
         embedded = EmbeddedRedis(DEV_DIR)
         embedded.start()
         redis_url = embedded.url
     else:
         redis_url = explicit.redis_url.get_secret_value()
-    values = {"NIGHTOWL_DATABASE_URL": db_url, "NIGHTOWL_REDIS_URL": redis_url,
-              "NIGHTOWL_TRIGGERS": ",".join(settings.triggers),
-              "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix}
+    values = {
+        "NIGHTOWL_DATABASE_URL": db_url,
+        "NIGHTOWL_REDIS_URL": redis_url,
+        "NIGHTOWL_TRIGGERS": ",".join(settings.triggers),
+        "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
+    }
     _write_env_file(values)
-    settings = settings.model_copy(update={"database_url": SecretStr(db_url),
-                                           "redis_url": SecretStr(redis_url)})
+    settings = settings.model_copy(
+        update={"database_url": SecretStr(db_url), "redis_url": SecretStr(redis_url)}
+    )
     worker_proc: subprocess.Popen[bytes] | None = None
     loops: list[ServiceLoop | WatchdogLoop | RelayLoop] = []
     stop = threading.Event()
@@ -295,15 +336,25 @@ def dev(
         typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
         # The dev console prints each finished run itself; the worker only reports problems.
         # The dev worker dies with `dev` (and with its embedded broker): no drain to wait for.
-        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING",
-               "NIGHTOWL_SHUTDOWN_GRACE": "0"}
+        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING", "NIGHTOWL_SHUTDOWN_GRACE": "0"}
         worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "worker", f"--concurrency={concurrency}",
-             "--loglevel=WARNING"], env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
+            [
+                sys.executable,
+                "-m",
+                "scheduler.cli",
+                "worker",
+                f"--concurrency={concurrency}",
+                "--loglevel=WARNING",
+            ],
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+        )
         service = build_service(settings, registry_for(settings))
-        loops = [ServiceLoop(service, settings),
-                 WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
-                 RelayLoop(build_relay(settings))]
+        loops = [
+            ServiceLoop(service, settings),
+            WatchdogLoop(build_watchdog(settings, registry_for(settings)), settings),
+            RelayLoop(build_relay(settings)),
+        ]
         for loop in loops:
             loop.start()
         threading.Thread(target=_print_finished, args=(service.store, stop), daemon=True).start()
@@ -328,6 +379,3 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-

@@ -40,9 +40,18 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
     A service that is down is part of the answer, not a crash: its sections stay empty and
     `errors` says what failed (status is what an operator runs when something is wrong).
     """
-    data: dict[str, Any] = {"at": iso(now), "leaders": {}, "workers": [], "queues": {},
-                            "queued_runs": {}, "runs_last_hour": {}, "open_alerts": {},
-                            "outbox": {}, "outbox_lag_s": None, "errors": {}}
+    data: dict[str, Any] = {
+        "at": iso(now),
+        "leaders": {},
+        "workers": [],
+        "queues": {},
+        "queued_runs": {},
+        "runs_last_hour": {},
+        "open_alerts": {},
+        "outbox": {},
+        "outbox_lag_s": None,
+        "errors": {},
+    }
     for section, read in (("redis", _from_redis), ("database", _from_database)):
         try:
             data.update(read(settings, now, ping_workers))
@@ -62,9 +71,11 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
         for role in ROLES:
             owner = client.get(keys.leader(prefix, role))
             ttl = client.pttl(keys.leader(prefix, role))
-            leaders[role] = {"alive": owner is not None,
-                             "owner": owner.decode() if isinstance(owner, bytes) else owner,
-                             "lease_ms_left": ttl if ttl and ttl > 0 else None}
+            leaders[role] = {
+                "alive": owner is not None,
+                "owner": owner.decode() if isinstance(owner, bytes) else owner,
+                "lease_ms_left": ttl if ttl and ttl > 0 else None,
+            }
         queues = {"agents"}
         if settings.triggers:
             queues |= {a.queue for a in load(settings.triggers).agents.values()}
@@ -88,24 +99,35 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
     try:
         runs = cast(sa.Table, Run.__table__)
         with store.engine.connect() as conn:
-            rows = conn.execute(sa.select(runs.c.status, runs.c.terminal_reason, sa.func.count())
-                                .where(runs.c.created_at >= now - timedelta(hours=1))
-                                .group_by(runs.c.status, runs.c.terminal_reason))
+            rows = conn.execute(
+                sa.select(runs.c.status, runs.c.terminal_reason, sa.func.count())
+                .where(runs.c.created_at >= now - timedelta(hours=1))
+                .group_by(runs.c.status, runs.c.terminal_reason)
+            )
             last_hour = {f"{s}/{r}" if r else s: n for s, r, n in rows}
             # Runs the database says are `queued`, per queue: set against the broker's
             # messages (`queues`), a surplus is runs whose message is gone.
-            queued = {q: n for q, n in conn.execute(
-                sa.select(runs.c.queue, sa.func.count()).where(runs.c.status == RunStatus.QUEUED)
-                .group_by(runs.c.queue))}
+            queued = {
+                q: n
+                for q, n in conn.execute(
+                    sa.select(runs.c.queue, sa.func.count())
+                    .where(runs.c.status == RunStatus.QUEUED)
+                    .group_by(runs.c.queue)
+                )
+            }
         alerts = AlertStore(store.engine)
         open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
         outbox = OutboxStore(store.engine).status(now)
     finally:
         store.engine.dispose()
     lag = max((s["oldest_pending_age_s"] or 0.0 for s in outbox.values()), default=0.0)
-    return {"runs_last_hour": last_hour, "queued_runs": queued,
-            "open_alerts": {k: v for k, v in open_alerts.items() if v},
-            "outbox": outbox, "outbox_lag_s": lag}
+    return {
+        "runs_last_hour": last_hour,
+        "queued_runs": queued,
+        "open_alerts": {k: v for k, v in open_alerts.items() if v},
+        "outbox": outbox,
+        "outbox_lag_s": lag,
+    }
 
 
 def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
@@ -129,8 +151,10 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
         age = f", oldest {d['oldest_age_s']:.0f}s" if d["oldest_age_s"] is not None else ""
         gap = runs_queued - d["depth"] - (d["unacked"] or 0)
         lost = f" ({gap} without a message: republished by the sweeper)" if gap > 0 else ""
-        typer.echo(f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
-                   f"{d['unacked']} reserved{age}{lost}")
+        typer.echo(
+            f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
+            f"{d['unacked']} reserved{age}{lost}"
+        )
     runs = ", ".join(f"{k} {v}" for k, v in sorted(data["runs_last_hour"].items())) or "none"
     typer.echo(f"{'runs (last hour)':20} {runs}")
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(data["open_alerts"].items())) or "none"

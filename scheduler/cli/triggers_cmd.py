@@ -62,8 +62,9 @@ def validate(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
     """Import the trigger modules and check every definition (no database needed)."""
     settings = settings_for(triggers)
     if not settings.triggers:
-        raise typer.BadParameter("no trigger modules: pass --triggers or set NIGHTOWL_TRIGGERS",
-                                 param_hint="--triggers")
+        raise typer.BadParameter(
+            "no trigger modules: pass --triggers or set NIGHTOWL_TRIGGERS", param_hint="--triggers"
+        )
     try:
         registry = registry_for(settings)
         problems = visibility_problems(registry, settings.visibility_timeout)
@@ -78,38 +79,46 @@ def validate(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
             typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EXIT_FINDINGS)
     if json_:
-        print_json({"ok": True, "agents": sorted(registry.agents),
-                    "triggers": sorted(registry.triggers)})
+        print_json({"ok": True, "agents": sorted(registry.agents), "triggers": sorted(registry.triggers)})
     else:
-        typer.echo(f"ok: {len(registry.triggers)} trigger(s), {len(registry.agents)} agent(s) "
-                   f"in {', '.join(registry.modules)}")
+        typer.echo(
+            f"ok: {len(registry.triggers)} trigger(s), {len(registry.agents)} agent(s) "
+            f"in {', '.join(registry.modules)}"
+        )
 
 
 @app.command("list")
 def list_triggers(
     triggers: TriggersOpt = None,
     json_: JsonOpt = False,
-    all_: Annotated[bool, typer.Option("--all", help="Include orphaned state of removed "
-                                       "or renamed triggers.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Include orphaned state of removed or renamed triggers.")
+    ] = False,
 ) -> None:
     """Every trigger with its kind, agent, state and next evaluation."""
     registry, settings = _load(triggers)
     rows_by_name: dict[str, TriggerState] = {}
     if settings.database_url is not None:
         rows_by_name = store_for(settings).trigger_rows()
-    rows = [trigger_summary(spec, rows_by_name.get(name))
-            for name, spec in sorted(registry.triggers.items())]
+    rows = [trigger_summary(spec, rows_by_name.get(name)) for name, spec in sorted(registry.triggers.items())]
     if all_:
         for name, row in sorted(rows_by_name.items()):
             if name not in registry.triggers:
-                rows.append({"name": name, "kind": row.kind, "agent": None, "state": "orphaned",
-                             "next_evaluation": None, "source_failing": row.source_failing,
-                             "paused": row.paused})
+                rows.append(
+                    {
+                        "name": name,
+                        "kind": row.kind,
+                        "agent": None,
+                        "state": "orphaned",
+                        "next_evaluation": None,
+                        "source_failing": row.source_failing,
+                        "paused": row.paused,
+                    }
+                )
     if json_:
         print_json(rows)
     else:
-        print_table(rows, ["name", "kind", "agent", "state", "next_evaluation",
-                           "source_failing", "paused"])
+        print_table(rows, ["name", "kind", "agent", "state", "next_evaluation", "source_failing", "paused"])
 
 
 def _cron(registry: Registry, name: str) -> tuple[TriggerSpec, CronTrigger]:
@@ -139,8 +148,7 @@ def next_fires(
         except ValueError:
             raise typer.BadParameter(f"{after!r} is not ISO 8601", param_hint="--after") from None
         if start.tzinfo is None:
-            raise typer.BadParameter("give an offset, e.g. 2026-10-25T00:00:00+02:00",
-                                     param_hint="--after")
+            raise typer.BadParameter("give an offset, e.g. 2026-10-25T00:00:00+02:00", param_hint="--after")
     times = [t.astimezone(cron.expr.zone).isoformat() for t in cron.next_slots(start, count)]
     if json_:
         print_json(times)
@@ -162,13 +170,22 @@ def show(name: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> Non
         store = store_for(settings)
         row = store.trigger_rows().get(name)
         with store.engine.connect() as conn:
-            for m in conn.execute(sa.select(missed_t).where(missed_t.c.trigger == name)
-                                  .order_by(missed_t.c.first_slot)):
-                missed.append({"first": iso(m.first_slot), "last": iso(m.last_slot),
-                               "count": m.count, "reason": m.reason})
+            for m in conn.execute(
+                sa.select(missed_t).where(missed_t.c.trigger == name).order_by(missed_t.c.first_slot)
+            ):
+                missed.append(
+                    {
+                        "first": iso(m.first_slot),
+                        "last": iso(m.last_slot),
+                        "count": m.count,
+                        "reason": m.reason,
+                    }
+                )
     data = trigger_summary(spec, row) | {
-        "defined_at": str(spec.location), "overlap": spec.overlap,
-        "settings": spec.source.describe(), "stored_state": row.state if row else None,
+        "defined_at": str(spec.location),
+        "overlap": spec.overlap,
+        "settings": spec.source.describe(),
+        "stored_state": row.state if row else None,
         "missed": missed,
     }
     if json_:
@@ -176,5 +193,3 @@ def show(name: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> Non
     else:
         for key, value in data.items():
             typer.echo(f"{key:16} {value}")
-
-

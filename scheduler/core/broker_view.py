@@ -104,8 +104,7 @@ class BrokerView:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.unacked(self.prefix))
         pipe.zrange(keys.unacked_index(self.prefix), 0, -1, withscores=True)
-        entries, index = cast(tuple[dict[bytes, bytes], list[tuple[bytes, float]]],
-                              tuple(pipe.execute()))
+        entries, index = cast(tuple[dict[bytes, bytes], list[tuple[bytes, float]]], tuple(pipe.execute()))
         times = {tag: score for tag, score in index}
         out: dict[str, float] = {}
         for tag, raw in entries.items():
@@ -123,13 +122,14 @@ class BrokerView:
                 pipe.llen(key)
         lengths = cast(list[int], pipe.execute())
         unacked: dict[str, int] = {}
-        for raw in cast(dict[bytes, bytes],
-                        self.client.hgetall(keys.unacked(self.prefix))).values():
+        for raw in cast(dict[bytes, bytes], self.client.hgetall(keys.unacked(self.prefix))).values():
             try:
                 routing_key = json.loads(raw)[2]
             except (ValueError, IndexError, TypeError):
                 continue
             unacked[str(routing_key)] = unacked.get(str(routing_key), 0) + 1
         steps = len(keys.PRIORITY_STEPS)
-        return {q: {"ready": sum(lengths[i * steps:(i + 1) * steps]), "unacked": unacked.get(q, 0)}
-                for i, q in enumerate(names)}
+        return {
+            q: {"ready": sum(lengths[i * steps : (i + 1) * steps]), "unacked": unacked.get(q, 0)}
+            for i, q in enumerate(names)
+        }

@@ -91,8 +91,7 @@ class HeartbeatIndex:
         pipe = self.redis.pipeline(transaction=False)
         n = 0
         for which, member, deadline in entries:
-            pipe.zadd(self.live_key if which == "live" else self.progress_key,
-                      {member.encode(): deadline})
+            pipe.zadd(self.live_key if which == "live" else self.progress_key, {member.encode(): deadline})
             n += 1
             if n % 1000 == 0:
                 pipe.execute()

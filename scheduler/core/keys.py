@@ -46,8 +46,9 @@ def queue_list(prefix: str, queue: str) -> str:
 
 def queue_lists(prefix: str, queue: str, steps: Iterable[int] = PRIORITY_STEPS) -> list[str]:
     """Every list kombu may keep a queue's ready messages in."""
-    return [queue_list(prefix, queue) if step == 0 else f"{prefix}{queue}{PRIORITY_SEP}{step}"
-            for step in steps]
+    return [
+        queue_list(prefix, queue) if step == 0 else f"{prefix}{queue}{PRIORITY_SEP}{step}" for step in steps
+    ]
 
 
 def unacked(prefix: str) -> str:

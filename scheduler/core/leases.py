@@ -48,6 +48,7 @@ def identity(role: str = "") -> str:
     base = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return f"{role}:{base}" if role else base
 
+
 log = logging.getLogger("nightowl.leases")
 
 
@@ -68,8 +69,9 @@ class LeaseScripts:
 class Lease:
     """One named lease held by `owner` for `ttl` at a time (Redis keeps milliseconds)."""
 
-    def __init__(self, client: redis.Redis, key: str, owner: str, ttl: timedelta,
-                 scripts: LeaseScripts | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, key: str, owner: str, ttl: timedelta, scripts: LeaseScripts | None = None
+    ) -> None:
         self.client = client
         self.key = key
         self.owner = owner

@@ -49,8 +49,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s%(ctx)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"{k}={getattr(record, k)}" for k in CONTEXT_FIELDS
-                 if getattr(record, k, None) is not None]
+        parts = [f"{k}={getattr(record, k)}" for k in CONTEXT_FIELDS if getattr(record, k, None) is not None]
         record.ctx = f" [{' '.join(parts)}]" if parts else ""
         return super().format(record)
 
@@ -79,8 +78,7 @@ def install_scrubbing() -> None:
         def scrubbed_thread_hook(args: threading.ExceptHookArgs) -> None:
             if args.exc_type is SystemExit:
                 return
-            text = "".join(traceback.format_exception(args.exc_type, args.exc_value,
-                                                      args.exc_traceback))
+            text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
             name = args.thread.name if args.thread is not None else "?"
             sys.stderr.write(f"Exception in thread {name}:\n{scrub_text(text)}")
 
@@ -95,6 +93,7 @@ def _scrubbing_hook(
             previous(kind, value, tb)
             return
         sys.stderr.write(scrub_text("".join(traceback.format_exception(kind, value, tb))))
+
     return hook
 
 

@@ -38,18 +38,30 @@ class IntervalLoop:
     decides what is due from the clock, so nothing is lost either way.
     """
 
-    def __init__(self, steps: list[Step], on_stop: Callable[[], None],
-                 logger: logging.Logger, *, monotonic: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        steps: list[Step],
+        on_stop: Callable[[], None],
+        logger: logging.Logger,
+        *,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
         self.stopped = threading.Event()
         self._on_stop = on_stop
         self.failures = StepFailures(logger, clock=monotonic or time.monotonic)
         self._first = steps[0]
-        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1,
-        })
+        self._aps = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={
+                "misfire_grace_time": None,
+                "coalesce": True,
+                "max_instances": 1,
+            },
+        )
         for step in steps:
-            self._aps.add_job(self._wake, "interval", args=[step],
-                              seconds=step.every.total_seconds(), id=step.name)
+            self._aps.add_job(
+                self._wake, "interval", args=[step], seconds=step.every.total_seconds(), id=step.name
+            )
 
     def _wake(self, step: Step) -> None:
         while self._guarded(step) and step.drain and not self.stopped.is_set():

@@ -15,44 +15,61 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from scheduler.core.vocabulary import Delivery, Reason, RunStatus, WaitingFor
 
-FIRINGS = Counter("nightowl_trigger_firings_total", "Runs created by triggers.",
-                  ["trigger", "kind"])
-DUPLICATE_FIRINGS = Counter("nightowl_trigger_duplicate_firings_total",
-                            "Firings dropped because their idempotency key already had a run.",
-                            ["trigger"])
-TRIGGER_STATE = Gauge("nightowl_trigger_state",
-                      "1 for the state each trigger is in (ok, pending, firing, source_failing).",
-                      ["trigger", "state"])
-QUEUE_DEPTH = Gauge("nightowl_queue_depth", "Messages waiting in a watched queue (queue_depth).",
-                    ["trigger", "queue"])
-RUNS_FINISHED = Counter("nightowl_runs_finished_total", "Runs that reached a terminal state.",
-                        ["agent", "status", "reason"])
-RUN_DURATION = Histogram("nightowl_run_duration_seconds", "Wall time of an attempt.", ["agent"],
-                         buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600))
-DELIVERIES_DROPPED = Counter("nightowl_deliveries_dropped_total",
-                             "Deliveries that did not start their run (duplicate, lease held...).",
-                             ["reason"])
-STALLED = Counter("nightowl_runs_stalled_total", "Attempts the watchdog ended as stalled.",
-                  ["agent", "reason"])
+FIRINGS = Counter("nightowl_trigger_firings_total", "Runs created by triggers.", ["trigger", "kind"])
+DUPLICATE_FIRINGS = Counter(
+    "nightowl_trigger_duplicate_firings_total",
+    "Firings dropped because their idempotency key already had a run.",
+    ["trigger"],
+)
+TRIGGER_STATE = Gauge(
+    "nightowl_trigger_state",
+    "1 for the state each trigger is in (ok, pending, firing, source_failing).",
+    ["trigger", "state"],
+)
+QUEUE_DEPTH = Gauge(
+    "nightowl_queue_depth", "Messages waiting in a watched queue (queue_depth).", ["trigger", "queue"]
+)
+RUNS_FINISHED = Counter(
+    "nightowl_runs_finished_total", "Runs that reached a terminal state.", ["agent", "status", "reason"]
+)
+RUN_DURATION = Histogram(
+    "nightowl_run_duration_seconds",
+    "Wall time of an attempt.",
+    ["agent"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600),
+)
+DELIVERIES_DROPPED = Counter(
+    "nightowl_deliveries_dropped_total",
+    "Deliveries that did not start their run (duplicate, lease held...).",
+    ["reason"],
+)
+STALLED = Counter(
+    "nightowl_runs_stalled_total", "Attempts the watchdog ended as stalled.", ["agent", "reason"]
+)
 DEAD = Counter("nightowl_runs_dead_total", "Runs the watchdog marked dead.", ["agent"])
-LOST_REPUBLISHED = Counter("nightowl_runs_lost_republished_total",
-                           "Queued runs republished because their broker message was gone.")
+LOST_REPUBLISHED = Counter(
+    "nightowl_runs_lost_republished_total", "Queued runs republished because their broker message was gone."
+)
 STUCK = Gauge("nightowl_runs_stuck", "Runs queued past NIGHTOWL_STUCK_AFTER with no message.")
-HEARTBEAT_AGE = Gauge("nightowl_heartbeat_age_seconds",
-                      "Age of the oldest liveness heartbeat among running attempts.")
+HEARTBEAT_AGE = Gauge(
+    "nightowl_heartbeat_age_seconds", "Age of the oldest liveness heartbeat among running attempts."
+)
 OUTBOX_ROWS = Gauge("nightowl_outbox_rows", "Outbox rows by sink and status.", ["sink", "status"])
 OUTBOX_LAG = Gauge("nightowl_outbox_lag_seconds", "Age of the oldest pending outbox row.")
 OUTBOX_DELIVERED = Counter("nightowl_outbox_delivered_total", "Outbox entries delivered.", ["sink"])
 OUTBOX_FAILED = Counter("nightowl_outbox_failed_total", "Failed outbox deliveries.", ["sink"])
-ALERTS_SENT = Counter("nightowl_alerts_sent_total", "Alert sends by channel and outcome.",
-                      ["channel", "outcome"])
-LEADER = Gauge("nightowl_leader", "1 while this process leads its role.", ["role"],
-               multiprocess_mode="max")
+ALERTS_SENT = Counter(
+    "nightowl_alerts_sent_total", "Alert sends by channel and outcome.", ["channel", "outcome"]
+)
+LEADER = Gauge("nightowl_leader", "1 while this process leads its role.", ["role"], multiprocess_mode="max")
 # A process can serve /metrics while its loop is stuck (a hung query, a deadlock): this gauge
 # stops advancing then, which `python -m scheduler.healthcheck` and alert rules look at.
-LOOP_LAST_SUCCESS = Gauge("nightowl_loop_last_success_timestamp_seconds",
-                          "Unix time at which each loop step last completed without error.",
-                          ["step"], multiprocess_mode="max")
+LOOP_LAST_SUCCESS = Gauge(
+    "nightowl_loop_last_success_timestamp_seconds",
+    "Unix time at which each loop step last completed without error.",
+    ["step"],
+    multiprocess_mode="max",
+)
 
 # Outcomes of a delivery that ran the agent to a verdict, and those that did not start it.
 _FINISHED: dict[Delivery, tuple[RunStatus, str]] = {

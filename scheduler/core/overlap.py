@@ -13,8 +13,9 @@ from scheduler.core.vocabulary import OverlapPolicy, RunOverlap
 OVERLAP_KEY_MAX = 256  # runs.overlap_key is String(256): longer row keys are hashed
 
 
-def overlap_for(policy: str, trigger: str, firing_key: str | None, *,
-                catchup: bool = False) -> tuple[RunOverlap | None, str | None]:
+def overlap_for(
+    policy: str, trigger: str, firing_key: str | None, *, catchup: bool = False
+) -> tuple[RunOverlap | None, str | None]:
     """(run.overlap, run.overlap_key) for a firing under the trigger's policy.
 
     Catch-up runs of one evaluation queue behind each other (`wait`); they are

@@ -38,8 +38,14 @@ BATCH_MAX = 1000
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def dispatch(store: RunStore, publisher: Publisher, dispatches: Sequence[Dispatch], now: datetime,
-             *, redeliver_grace: timedelta = timedelta(0)) -> list[Dispatch]:
+def dispatch(
+    store: RunStore,
+    publisher: Publisher,
+    dispatches: Sequence[Dispatch],
+    now: datetime,
+    *,
+    redeliver_grace: timedelta = timedelta(0),
+) -> list[Dispatch]:
     """The one path from the runs table to the broker: the tick, the sweeper, the lost-message
     check, the watchdog's requeue, `fire` and `retry` all call it.
 
@@ -59,8 +65,11 @@ def dispatch(store: RunStore, publisher: Publisher, dispatches: Sequence[Dispatc
         try:
             store.unclaim(claimed, now)
         except Exception as exc:  # the lost-message check covers these
-            log.warning("could not hand %d unpublished runs back (%s); the lost-message check "
-                        "republishes them", len(claimed), type(exc).__name__)
+            log.warning(
+                "could not hand %d unpublished runs back (%s); the lost-message check republishes them",
+                len(claimed),
+                type(exc).__name__,
+            )
         raise
     return claimed
 
@@ -106,28 +115,35 @@ class Publisher:
         """One message exactly as kombu's Redis transport stores it."""
         task_id = str(uuid.uuid4())
         msg = self.app.amqp.as_task_v2(
-            task_id, f"agent.{d.agent}", args=(d.run_id,), kwargs={}, argsrepr=argsrepr(d),
-            kwargsrepr="{}", origin=self._origin, ignore_result=True,
+            task_id,
+            f"agent.{d.agent}",
+            args=(d.run_id,),
+            kwargs={},
+            argsrepr=argsrepr(d),
+            kwargsrepr="{}",
+            origin=self._origin,
+            ignore_result=True,
         )
-        headers: dict[str, Any] = {**msg.headers, PUBLISHED_AT_HEADER: published_at,
-                                   RUN_ID_HEADER: d.run_id}
+        headers: dict[str, Any] = {**msg.headers, PUBLISHED_AT_HEADER: published_at, RUN_ID_HEADER: d.run_id}
         body = json.dumps(msg.body).encode()
-        return json.dumps({
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": self.app.thread_oid,
-                "delivery_mode": 2,
-                # The anonymous exchange: kombu routes (and restores) by queue name alone.
-                "delivery_info": {"exchange": "", "routing_key": d.queue},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        })
+        return json.dumps(
+            {
+                "body": base64.b64encode(body).decode(),
+                "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "headers": headers,
+                "properties": {
+                    "correlation_id": task_id,
+                    "reply_to": self.app.thread_oid,
+                    "delivery_mode": 2,
+                    # The anonymous exchange: kombu routes (and restores) by queue name alone.
+                    "delivery_info": {"exchange": "", "routing_key": d.queue},
+                    "priority": 0,
+                    "body_encoding": "base64",
+                    "delivery_tag": str(uuid.uuid4()),
+                },
+            }
+        )
 
     @property
     def broker_redis(self) -> tuple[redis.Redis, str] | None:
@@ -147,7 +163,10 @@ class Publisher:
         with self.app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_MAX):
             for d in dispatches:
                 self.app.send_task(
-                    f"agent.{d.agent}", args=[d.run_id], queue=d.queue, producer=producer,
+                    f"agent.{d.agent}",
+                    args=[d.run_id],
+                    queue=d.queue,
+                    producer=producer,
                     argsrepr=argsrepr(d),
                     headers={PUBLISHED_AT_HEADER: now, RUN_ID_HEADER: d.run_id},
                 )

@@ -114,7 +114,7 @@ def register_path_secret_url(value: SecretStr | str | None) -> None:
         parts = urlsplit(raw)
     except ValueError:
         return
-    tail = raw[raw.index(parts.netloc) + len(parts.netloc):] if parts.netloc else ""
+    tail = raw[raw.index(parts.netloc) + len(parts.netloc) :] if parts.netloc else ""
     if len(tail) >= 8:  # the path alone, as a server's access log or an error may quote it
         register(tail, "/***")
     _register_bare_password(parts.password)
@@ -169,8 +169,11 @@ def register_registry(registry: Any) -> None:
             register_connection_url(value)
         for value in _secret_attrs(sink, ("url",)):
             register_path_secret_url(value)
-        register(getattr(sink, "secret", None) if isinstance(getattr(sink, "secret", None),
-                                                            SecretStr | str) else None)
+        register(
+            getattr(sink, "secret", None)
+            if isinstance(getattr(sink, "secret", None), SecretStr | str)
+            else None
+        )
 
 
 def _secret_attrs(obj: object, names: tuple[str, ...]) -> list[SecretStr | str]:

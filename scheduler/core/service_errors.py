@@ -24,21 +24,27 @@ def service_error(exc: BaseException) -> str | None:
     if isinstance(exc, pydantic.ValidationError) and exc.title == "Settings":
         return settings_error(exc)
     if isinstance(exc, sa.exc.DBAPIError) and isinstance(
-            exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.ProgrammingError):
+        exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.ProgrammingError
+    ):
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if _MISSING_SCHEMA.search(detail):
-            return scrubbed(f"the database has no nightowl schema ({detail}): run "
-                            "`nightowl db upgrade`")
+            return scrubbed(f"the database has no nightowl schema ({detail}): run `nightowl db upgrade`")
         if isinstance(exc, sa.exc.ProgrammingError):
             return None  # our SQL is wrong: a bug, not the operator's to fix
-        return scrubbed(f"the database failed: {detail} (check NIGHTOWL_DATABASE_URL and that the "
-                        "server is up; `nightowl doctor` checks every setting)")
+        return scrubbed(
+            f"the database failed: {detail} (check NIGHTOWL_DATABASE_URL and that the "
+            "server is up; `nightowl doctor` checks every setting)"
+        )
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return scrubbed(f"Redis failed: {exc} (check NIGHTOWL_REDIS_URL and that the server is up; "
-                        "`nightowl doctor` checks every setting)")
+        return scrubbed(
+            f"Redis failed: {exc} (check NIGHTOWL_REDIS_URL and that the server is up; "
+            "`nightowl doctor` checks every setting)"
+        )
     if isinstance(exc, kombu.exceptions.OperationalError):
-        return scrubbed(f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "
-                        "NIGHTOWL_REDIS_URL when no broker is set)")
+        return scrubbed(
+            f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "
+            "NIGHTOWL_REDIS_URL when no broker is set)"
+        )
     return None
 
 

@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     """Every knob, typed. Durations are `timedelta`, given in seconds (`Seconds`)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NIGHTOWL_", env_file=str(DEV_ENV_FILE), env_file_encoding="utf-8",
+        env_prefix="NIGHTOWL_",
+        env_file=str(DEV_ENV_FILE),
+        env_file_encoding="utf-8",
         extra="ignore",
     )
 

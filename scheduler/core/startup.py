@@ -39,12 +39,15 @@ def database_problem(url: str) -> str | None:
         path = sa.make_url(url).database
         if path and path != ":memory:" and not Path(path).exists():
             # Connecting would create an empty file: a long-running service never does that.
-            return (f"the database failed: the SQLite file {path} does not exist (check "
-                    "NIGHTOWL_DATABASE_URL; `nightowl db upgrade` creates it)")
+            return (
+                f"the database failed: the SQLite file {path} does not exist (check "
+                "NIGHTOWL_DATABASE_URL; `nightowl db upgrade` creates it)"
+            )
         engine = make_engine(url, poolclass=NullPool)
     else:
-        engine = make_engine(url, poolclass=NullPool, pool_pre_ping=False,
-                             connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+        engine = make_engine(
+            url, poolclass=NullPool, pool_pre_ping=False, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
     try:
         return _schema_problem(engine)
     except Exception as exc:
@@ -63,28 +66,35 @@ def _schema_problem(engine: sa.Engine) -> str | None:
 
     applied = current(engine)
     if applied is None:
-        return ("the database has no nightowl schema (check NIGHTOWL_DATABASE_URL names the "
-                "right database): run `nightowl db upgrade`")
+        return (
+            "the database has no nightowl schema (check NIGHTOWL_DATABASE_URL names the "
+            "right database): run `nightowl db upgrade`"
+        )
     head = head_revision()
     if applied == head:
         return None
     script = ScriptDirectory.from_config(alembic_config(engine))
     older = {r.revision for r in script.iterate_revisions(head, "base")} - {head}
     if applied in older:
-        return (f"the database schema is at revision {applied}, older than this code's "
-                f"{head}: run `nightowl db upgrade`")
+        return (
+            f"the database schema is at revision {applied}, older than this code's "
+            f"{head}: run `nightowl db upgrade`"
+        )
     return None  # a newer revision than we know: a rolling upgrade migrated ahead of us
 
 
 def redis_problem(url: str, setting: str = "NIGHTOWL_REDIS_URL") -> str | None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                  socket_timeout=CONNECT_TIMEOUT_S)
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+    )
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return (f"Redis failed: {detail} (check {setting} and that the server is up; "
-                "`nightowl doctor` checks every setting)")
+        return (
+            f"Redis failed: {detail} (check {setting} and that the server is up; "
+            "`nightowl doctor` checks every setting)"
+        )
     finally:
         client.close()
     return None
@@ -105,8 +115,11 @@ def broker_problem(url: str, setting: str = "NIGHTOWL_BROKER_URL") -> str | None
 def _checked(settings: Settings, needs: Iterable[str]) -> list[str]:
     """`needs` less a broker that is the Redis already checked."""
     wanted = [n for n in (DATABASE, REDIS, BROKER) if n in set(needs)]
-    separate_broker = settings.broker_url is not None and settings.redis_url is not None and (
-        settings.broker_url.get_secret_value() != settings.redis_url.get_secret_value())
+    separate_broker = (
+        settings.broker_url is not None
+        and settings.redis_url is not None
+        and (settings.broker_url.get_secret_value() != settings.redis_url.get_secret_value())
+    )
     if BROKER in wanted and REDIS in wanted and not separate_broker:
         wanted.remove(BROKER)
     return wanted
@@ -120,15 +133,18 @@ def problems(settings: Settings, needs: Iterable[str]) -> str | None:
         elif need == REDIS:
             found = redis_problem(settings.require_redis_url())
         else:
-            found = broker_problem(settings.require_broker_url(), "NIGHTOWL_BROKER_URL"
-                                   if settings.broker_url else "NIGHTOWL_REDIS_URL")
+            found = broker_problem(
+                settings.require_broker_url(),
+                "NIGHTOWL_BROKER_URL" if settings.broker_url else "NIGHTOWL_REDIS_URL",
+            )
         if found:
             return scrubbed(" ".join(found.split()))
     return None
 
 
-def wait_until_ready(service: str, settings: Settings, needs: Iterable[str],
-                     sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_until_ready(
+    service: str, settings: Settings, needs: Iterable[str], sleep: Callable[[float], None] = time.sleep
+) -> None:
     """Return once every need is ready; after NIGHTOWL_STARTUP_TIMEOUT, one line and exit 1."""
     needs = tuple(needs)
     timeout = settings.startup_timeout.total_seconds()
@@ -139,8 +155,7 @@ def wait_until_ready(service: str, settings: Settings, needs: Iterable[str],
         found = problems(settings, needs)
         if found is None:
             if waiting_said:
-                typer.echo(f"nightowl {service}: ready after {time.monotonic() - started:.1f}s",
-                           err=True)
+                typer.echo(f"nightowl {service}: ready after {time.monotonic() - started:.1f}s", err=True)
             return
         left = timeout - (time.monotonic() - started)
         if left <= 0:
@@ -150,8 +165,10 @@ def wait_until_ready(service: str, settings: Settings, needs: Iterable[str],
         if not waiting_said:
             names = {DATABASE: "the database", REDIS: "Redis", BROKER: "the broker"}
             what = " and ".join(names[n] for n in _checked(settings, needs))
-            typer.echo(f"nightowl {service}: waiting up to {timeout:g}s "
-                       f"(NIGHTOWL_STARTUP_TIMEOUT) for {what}", err=True)
+            typer.echo(
+                f"nightowl {service}: waiting up to {timeout:g}s (NIGHTOWL_STARTUP_TIMEOUT) for {what}",
+                err=True,
+            )
             waiting_said = True
         sleep(min(delay, left))
         delay = min(delay * 2, 2.0)

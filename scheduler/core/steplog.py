@@ -43,8 +43,13 @@ class _Failing:
 class StepFailures:
     """Per-step failure state of one loop; `failed(name, exc)` / `succeeded(name)`."""
 
-    def __init__(self, log: logging.Logger, every: float = STILL_FAILING_EVERY,
-                 settle: float = SETTLE, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        every: float = STILL_FAILING_EVERY,
+        settle: float = SETTLE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log = log
         self.every = every
         self.settle = settle
@@ -60,16 +65,25 @@ class StepFailures:
             state = self._failing.get(name)
             if state is None:
                 self._failing[name] = _Failing(now, now, 1, line)
-                self.log.error("%s failed: %s; retrying at each wake-up (one line a minute "
-                               "while it keeps failing, tracebacks at DEBUG)", name, line)
+                self.log.error(
+                    "%s failed: %s; retrying at each wake-up (one line a minute "
+                    "while it keeps failing, tracebacks at DEBUG)",
+                    name,
+                    line,
+                )
             else:
                 state.failures += 1
                 state.last = line
                 state.ok_since = None
                 if now - state.reported >= self.every:
                     state.reported = now
-                    self.log.warning("%s still failing after %.0f s (%d failures): %s", name,
-                                     now - state.since, state.failures, line)
+                    self.log.warning(
+                        "%s still failing after %.0f s (%d failures): %s",
+                        name,
+                        now - state.since,
+                        state.failures,
+                        line,
+                    )
         if self.log.isEnabledFor(logging.DEBUG):
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.log.debug("%s failed:\n%s", name, scrub_text(tb.rstrip()))
@@ -85,8 +99,9 @@ class StepFailures:
             if now - state.ok_since < self.settle:
                 return
             del self._failing[name]
-        self.log.warning("%s recovered after %.0f s (%d failures)", name,
-                         state.ok_since - state.since, state.failures)
+        self.log.warning(
+            "%s recovered after %.0f s (%d failures)", name, state.ok_since - state.since, state.failures
+        )
 
     def failing(self) -> dict[str, float]:
         """Steps failing now (not yet settled), with the seconds since each began."""

@@ -71,45 +71,54 @@ class AttemptOutcome:
 
 SUCCEEDED = AttemptOutcome(RunStatus.SUCCEEDED, None, AttemptStatus.SUCCEEDED, Delivery.SUCCEEDED)
 POISON = AttemptOutcome(RunStatus.FAILED, Reason.POISON, AttemptStatus.FAILED, Delivery.POISON)
-EXHAUSTED = AttemptOutcome(RunStatus.DEAD, Reason.ATTEMPTS_EXHAUSTED, AttemptStatus.FAILED,
-                           Delivery.DEAD)
+EXHAUSTED = AttemptOutcome(RunStatus.DEAD, Reason.ATTEMPTS_EXHAUSTED, AttemptStatus.FAILED, Delivery.DEAD)
 
 
 def cancelled(cause: Cancel, *, hard: bool) -> AttemptOutcome:
     """The outcome of an attempt the watch thread stopped."""
     if cause.kind is CancelKind.BUDGET:
         # Not retried: another attempt would spend the same again.
-        return AttemptOutcome(RunStatus.BUDGET_EXCEEDED, cause.detail,
-                              AttemptStatus.BUDGET_EXCEEDED, Delivery.BUDGET_EXCEEDED)
+        return AttemptOutcome(
+            RunStatus.BUDGET_EXCEEDED, cause.detail, AttemptStatus.BUDGET_EXCEEDED, Delivery.BUDGET_EXCEEDED
+        )
     if cause.kind is CancelKind.TIMEOUT:
-        return AttemptOutcome(RunStatus.TIMED_OUT, Reason.HARD if hard else Reason.SOFT,
-                              AttemptStatus.TIMED_OUT, Delivery.TIMED_OUT)
+        return AttemptOutcome(
+            RunStatus.TIMED_OUT,
+            Reason.HARD if hard else Reason.SOFT,
+            AttemptStatus.TIMED_OUT,
+            Delivery.TIMED_OUT,
+        )
     if cause.kind is CancelKind.FENCED_OUT:  # nothing of it is written: the fence refuses it
-        return AttemptOutcome(RunStatus.CANCELLED, Reason.FENCED_OUT, AttemptStatus.FENCED_OUT,
-                              Delivery.FENCED_OUT)
-    return AttemptOutcome(RunStatus.CANCELLED, cause.detail, AttemptStatus.CANCELLED,
-                          Delivery.CANCELLED)
+        return AttemptOutcome(
+            RunStatus.CANCELLED, Reason.FENCED_OUT, AttemptStatus.FENCED_OUT, Delivery.FENCED_OUT
+        )
+    return AttemptOutcome(RunStatus.CANCELLED, cause.detail, AttemptStatus.CANCELLED, Delivery.CANCELLED)
 
 
 def failed(spec: AgentSpec, exc: BaseException, attempt: int) -> AttemptOutcome:
     """The outcome of an attempt whose agent raised: failed, a retry, or dead."""
     if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
-        return AttemptOutcome(RunStatus.FAILED, Reason.NOT_SERIALISABLE, AttemptStatus.FAILED,
-                              Delivery.FAILED)
+        return AttemptOutcome(
+            RunStatus.FAILED, Reason.NOT_SERIALISABLE, AttemptStatus.FAILED, Delivery.FAILED
+        )
     if isinstance(exc, NonRetryable):
-        return AttemptOutcome(RunStatus.FAILED, Reason.NON_RETRYABLE, AttemptStatus.FAILED,
-                              Delivery.FAILED)
+        return AttemptOutcome(RunStatus.FAILED, Reason.NON_RETRYABLE, AttemptStatus.FAILED, Delivery.FAILED)
     if not spec.retryable(exc):
-        return AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED,
-                              Delivery.FAILED)
+        return AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED, Delivery.FAILED)
     if attempt >= spec.max_attempts:
         return EXHAUSTED
-    return AttemptOutcome(RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY,
-                          retry_in=spec.retry_backoff.delay(attempt - 1))
+    return AttemptOutcome(
+        RunStatus.WAITING,
+        None,
+        AttemptStatus.FAILED,
+        Delivery.RETRY,
+        retry_in=spec.retry_backoff.delay(attempt - 1),
+    )
 
 
-def attempt_verdict(spec: AgentSpec, attempt: int, cancel: Cancel | None,
-                    over_budget: str | None, error: BaseException | None) -> AttemptOutcome:
+def attempt_verdict(
+    spec: AgentSpec, attempt: int, cancel: Cancel | None, over_budget: str | None, error: BaseException | None
+) -> AttemptOutcome:
     """How an attempt that ran its agent ended: a cancel (request, timeout, budget) outranks
     what the agent returned or raised after it."""
     if cancel is not None:

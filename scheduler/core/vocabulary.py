@@ -32,10 +32,20 @@ class RunStatus(StrEnum):
 
 
 ACTIVE_STATUSES: tuple[RunStatus, ...] = (
-    RunStatus.PENDING, RunStatus.WAITING, RunStatus.QUEUED, RunStatus.RUNNING)
+    RunStatus.PENDING,
+    RunStatus.WAITING,
+    RunStatus.QUEUED,
+    RunStatus.RUNNING,
+)
 TERMINAL_STATUSES: tuple[RunStatus, ...] = (
-    RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.DEAD,
-    RunStatus.CANCELLED, RunStatus.SKIPPED, RunStatus.BUDGET_EXCEEDED)
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.TIMED_OUT,
+    RunStatus.DEAD,
+    RunStatus.CANCELLED,
+    RunStatus.SKIPPED,
+    RunStatus.BUDGET_EXCEEDED,
+)
 # Terminal runs `nightowl runs retry` may start again.
 RETRYABLE_STATUSES: tuple[RunStatus, ...] = (RunStatus.DEAD, RunStatus.FAILED, RunStatus.TIMED_OUT)
 
@@ -84,8 +94,13 @@ class Reason(StrEnum):
 # Which reasons each terminal status may carry, exactly as DESIGN.md lists them.
 TERMINAL_REASONS: dict[RunStatus, tuple[Reason, ...]] = {
     RunStatus.SKIPPED: (Reason.OVERLAP, Reason.MISSED, Reason.PAUSED),
-    RunStatus.FAILED: (Reason.ERROR, Reason.NON_RETRYABLE, Reason.POISON,
-                       Reason.NOT_SERIALISABLE, Reason.UNKNOWN_AGENT),
+    RunStatus.FAILED: (
+        Reason.ERROR,
+        Reason.NON_RETRYABLE,
+        Reason.POISON,
+        Reason.NOT_SERIALISABLE,
+        Reason.UNKNOWN_AGENT,
+    ),
     RunStatus.TIMED_OUT: (Reason.SOFT, Reason.HARD),
     RunStatus.CANCELLED: (Reason.BY_USER, Reason.CANCEL_OTHER),
     RunStatus.DEAD: (Reason.ATTEMPTS_EXHAUSTED,),
@@ -171,8 +186,16 @@ class Delivery(StrEnum):
 
 
 # Deliveries whose attempt did not succeed: the Celery task raises so Flower shows FAILURE.
-FAILED_DELIVERIES = frozenset({Delivery.FAILED, Delivery.DEAD, Delivery.TIMED_OUT,
-                               Delivery.POISON, Delivery.RETRY, Delivery.BUDGET_EXCEEDED})
+FAILED_DELIVERIES = frozenset(
+    {
+        Delivery.FAILED,
+        Delivery.DEAD,
+        Delivery.TIMED_OUT,
+        Delivery.POISON,
+        Delivery.RETRY,
+        Delivery.BUDGET_EXCEEDED,
+    }
+)
 
 
 class DeadLetterReason(StrEnum):

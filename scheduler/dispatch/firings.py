@@ -46,8 +46,9 @@ class Pending:
     final: bool = True  # False for the leading pieces of a trigger split across chunks
 
 
-def pending_for(spec: TriggerSpec, agent: AgentSpec, ev: Evaluation,
-                state: dict[str, Any] | None, revision: int) -> Pending:
+def pending_for(
+    spec: TriggerSpec, agent: AgentSpec, ev: Evaluation, state: dict[str, Any] | None, revision: int
+) -> Pending:
     """The runs and the state write one evaluation asks for (`state`, `revision`: what the
     evaluation started from)."""
     runs: list[NewRun] = []
@@ -59,23 +60,46 @@ def pending_for(spec: TriggerSpec, agent: AgentSpec, ev: Evaluation,
             # Refused where it was produced: the run records it and ends, instead of the
             # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
             log.warning("trigger %s: firing %s refused: %s", spec.name, f.idempotency_key, problem)
-            runs.append(NewRun(
-                idempotency_key=f.idempotency_key, trigger=spec.name, agent=agent.name,
-                queue=agent.queue, event=storable(event_json),
-                logical_time=f.logical_time, agent_version=agent.version,
-                status=RunStatus.FAILED, terminal_reason=Reason.NOT_SERIALISABLE,
-                error=f"the event cannot be stored: {problem}"))
+            runs.append(
+                NewRun(
+                    idempotency_key=f.idempotency_key,
+                    trigger=spec.name,
+                    agent=agent.name,
+                    queue=agent.queue,
+                    event=storable(event_json),
+                    logical_time=f.logical_time,
+                    agent_version=agent.version,
+                    status=RunStatus.FAILED,
+                    terminal_reason=Reason.NOT_SERIALISABLE,
+                    error=f"the event cannot be stored: {problem}",
+                )
+            )
             continue
-        runs.append(NewRun(
-            idempotency_key=f.idempotency_key, trigger=spec.name, agent=agent.name,
-            queue=agent.queue, event=event_json, logical_time=f.logical_time,
-            agent_version=agent.version, overlap=overlap, overlap_key=key))
+        runs.append(
+            NewRun(
+                idempotency_key=f.idempotency_key,
+                trigger=spec.name,
+                agent=agent.name,
+                queue=agent.queue,
+                event=event_json,
+                logical_time=f.logical_time,
+                agent_version=agent.version,
+                overlap=overlap,
+                overlap_key=key,
+            )
+        )
     write = None
     # Polling triggers write every poll: `next_evaluation` then doubles as "last polled"
     # for listings and the watchdog. Cron writes only when its state moved.
     if revision == 0 or ev.state != state or ev.missed or spec.source.polls:
-        write = StateWrite(spec.name, spec.kind, ev.state, revision, ev.next_at,
-                           source_failing=ev.status is TriggerStatus.SOURCE_FAILING)
+        write = StateWrite(
+            spec.name,
+            spec.kind,
+            ev.state,
+            revision,
+            ev.next_at,
+            source_failing=ev.status is TriggerStatus.SOURCE_FAILING,
+        )
     return Pending(spec, ev, runs, write)
 
 

@@ -47,9 +47,14 @@ class ServiceLoop(IntervalLoop):
 
     def __init__(self, service: SchedulerService, settings: Settings) -> None:
         self.service = service
-        super().__init__([Step("tick", self._tick, settings.tick_interval),
-                          Step("sweep", service.sweep, settings.sweep_interval)],
-                         service.close, log)
+        super().__init__(
+            [
+                Step("tick", self._tick, settings.tick_interval),
+                Step("sweep", service.sweep, settings.sweep_interval),
+            ],
+            service.close,
+            log,
+        )
 
     def _tick(self) -> None:
         report = self.service.tick()

@@ -134,10 +134,15 @@ class SchedulerService:
         self._observed: dict[str, str] = {}  # trigger -> state label last exported
         self.leader_grace = 2 * leader_ttl
         self.watchdog_watch = LeaderWatch(
-            redis_client, key_prefix, "watchdog", self.leader_grace,
-            "no watchdog holds the leader lease: stalls and late runs go unseen")
-        self.lease = Lease(redis_client, keys.leader(key_prefix, "scheduler"),
-                           owner or identity("scheduler"), leader_ttl)
+            redis_client,
+            key_prefix,
+            "watchdog",
+            self.leader_grace,
+            "no watchdog holds the leader lease: stalls and late runs go unseen",
+        )
+        self.lease = Lease(
+            redis_client, keys.leader(key_prefix, "scheduler"), owner or identity("scheduler"), leader_ttl
+        )
         self.leadership = Leadership(self.lease, "scheduler", self._become_leader)
         self._lock = threading.Lock()
         self._heap: list[tuple[datetime, str]] = []
@@ -149,10 +154,19 @@ class SchedulerService:
         # before a leadership change can never overwrite what the other leader wrote.
         self._inflight: dict[str, tuple[Future[Evaluation], tuple[dict[str, Any] | None, int]]] = {}
         self.sweeper = Sweeper(
-            registry=registry, store=store, publisher=publisher, clock=clock,
-            leadership=self.leadership, lock=self._lock, pending_grace=pending_grace,
-            requeue_after=requeue_after, requeue_lost_after=requeue_lost_after,
-            alerts=alerts, watchdog_watch=self.watchdog_watch, retention=retention)
+            registry=registry,
+            store=store,
+            publisher=publisher,
+            clock=clock,
+            leadership=self.leadership,
+            lock=self._lock,
+            pending_grace=pending_grace,
+            requeue_after=requeue_after,
+            requeue_lost_after=requeue_lost_after,
+            alerts=alerts,
+            watchdog_watch=self.watchdog_watch,
+            retention=retention,
+        )
 
     @property
     def alerts(self) -> AlertManager | None:
@@ -229,7 +243,8 @@ class SchedulerService:
             self._tick_failed(now, failure)
             raise TickFailedError(
                 f"tick failed ({scrub_text(f'{type(failure).__name__}: {failure}')[:300]}); "
-                f"its triggers retry in {self._commit_backoff()}") from failure
+                f"its triggers retry in {self._commit_backoff()}"
+            ) from failure
 
     def _tick(self, now: datetime, report: TickReport) -> None:
         if self._stash and (self._stash_retry_at is None or now >= self._stash_retry_at):
@@ -238,7 +253,7 @@ class SchedulerService:
                 try:
                     self._commit_chunk(chunk, now, report)
                 except Exception:
-                    self._stash.extend(stashed[i + 1:])  # this one is stashed again
+                    self._stash.extend(stashed[i + 1 :])  # this one is stashed again
                     raise
         elif self._stash:
             return  # still backing off: evaluating more would only grow what waits
@@ -247,8 +262,7 @@ class SchedulerService:
         started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
         # Streamed: the first chunk commits and publishes after <= 500 evaluations,
         # not after all of them.
-        evaluated = (self._evaluate(name, now, report) for name in due
-                     if not _polls(self.registry, name))
+        evaluated = (self._evaluate(name, now, report) for name in due if not _polls(self.registry, name))
         for chunk in chunks(p for p in evaluated if p is not None):
             self._commit_chunk(chunk, now, report)
         if started:
@@ -275,13 +289,18 @@ class SchedulerService:
         if self.alerts is None or now - self._failing_since < FAILING_ALERT_AFTER:
             return
         try:
-            self.alerts.fire(Alert(
-                kind=AlertKind.SCHEDULER_FAILING, dedupe_key=AlertKind.SCHEDULER_FAILING,
-                message=(f"scheduler ticks have failed since {self._failing_since.isoformat()} "
-                         f"({self._failed_ticks} in a row): no firing is being committed; last "
-                         f"error: {scrub_text(f'{type(failure).__name__}: {failure}')[:500]}"),
-                details={"since": self._failing_since.isoformat(),
-                         "failed_ticks": self._failed_ticks}))
+            self.alerts.fire(
+                Alert(
+                    kind=AlertKind.SCHEDULER_FAILING,
+                    dedupe_key=AlertKind.SCHEDULER_FAILING,
+                    message=(
+                        f"scheduler ticks have failed since {self._failing_since.isoformat()} "
+                        f"({self._failed_ticks} in a row): no firing is being committed; last "
+                        f"error: {scrub_text(f'{type(failure).__name__}: {failure}')[:500]}"
+                    ),
+                    details={"since": self._failing_since.isoformat(), "failed_ticks": self._failed_ticks},
+                )
+            )
         except Exception as exc:  # the alert store may be what is failing; the health says so
             log.debug("scheduler_failing alert not recorded: %s", exc)
 
@@ -290,9 +309,13 @@ class SchedulerService:
             return
         if self.alerts is not None and now - self._failing_since >= FAILING_ALERT_AFTER:
             try:
-                self.alerts.resolve(Alert(kind=AlertKind.SCHEDULER_FAILING,
-                                          dedupe_key=AlertKind.SCHEDULER_FAILING,
-                                          message="scheduler ticks commit again"))
+                self.alerts.resolve(
+                    Alert(
+                        kind=AlertKind.SCHEDULER_FAILING,
+                        dedupe_key=AlertKind.SCHEDULER_FAILING,
+                        message="scheduler ticks commit again",
+                    )
+                )
             except Exception as exc:
                 log.debug("scheduler_failing resolve not recorded: %s", exc)
         log.info("ticks commit again after %d failed tick(s)", self._failed_ticks)
@@ -318,9 +341,14 @@ class SchedulerService:
             return None
         return self._evaluate(name, now, report, future.result, prior)
 
-    def _evaluate(self, name: str, now: datetime, report: TickReport,
-                  compute: Callable[[], Evaluation] | None = None,
-                  prior: tuple[dict[str, Any] | None, int] | None = None) -> Pending | None:
+    def _evaluate(
+        self,
+        name: str,
+        now: datetime,
+        report: TickReport,
+        compute: Callable[[], Evaluation] | None = None,
+        prior: tuple[dict[str, Any] | None, int] | None = None,
+    ) -> Pending | None:
         spec = self.registry.triggers[name]
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
         try:
@@ -330,8 +358,9 @@ class SchedulerService:
             if problem is not None:
                 # Refused the same way on SQLite as PostgreSQL would (a cursor holding a
                 # NUL character, say): the trigger cannot advance until the data is fixed.
-                raise ValueError(f"its new state cannot be stored: {problem}; fix the "
-                                 "source row or value it came from")
+                raise ValueError(
+                    f"its new state cannot be stored: {problem}; fix the source row or value it came from"
+                )
         except Exception as exc:
             report.errors += 1
             self._eval_failures.failed(f"trigger {name} evaluation", exc)
@@ -358,8 +387,11 @@ class SchedulerService:
     def _commit_chunk(self, chunk: list[Pending], now: datetime, report: TickReport) -> None:
         runs = [r for p in chunk for r in p.runs]
         writes = [p.write for p in chunk if p.write is not None]
-        missed = [MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
-                  for p in chunk for g in p.evaluation.missed]
+        missed = [
+            MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
+            for p in chunk
+            for g in p.evaluation.missed
+        ]
         try:
             inserted = self.store.commit_tick(runs, writes, missed, now)
         except StateConflictError as exc:
@@ -382,14 +414,21 @@ class SchedulerService:
                 self._states[p.spec.name] = (p.evaluation.state, p.write.expected_revision + 1)
             if p.final:
                 self._schedule(p.spec.name, p.evaluation.next_at)
-        self._cancel_others([r for r in inserted if r.overlap == RunOverlap.CANCEL_OTHER
-                             and r.status == RunStatus.PENDING])
+        self._cancel_others(
+            [r for r in inserted if r.overlap == RunOverlap.CANCEL_OTHER and r.status == RunStatus.PENDING]
+        )
         _count(chunk, runs, inserted, report)
-        self._publish([Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
-                       for r in inserted if r.status == RunStatus.PENDING], now, report)
+        self._publish(
+            [
+                Dispatch(r.id, r.agent, r.queue, r.trigger, 0)
+                for r in inserted
+                if r.status == RunStatus.PENDING
+            ],
+            now,
+            report,
+        )
 
-    def _commit_failed(self, chunk: list[Pending], exc: Exception, now: datetime,
-                       report: TickReport) -> None:
+    def _commit_failed(self, chunk: list[Pending], exc: Exception, now: datetime, report: TickReport) -> None:
         """A chunk's commit failed: isolate a refusal, stash an outage (raises for the tick)."""
         if not is_transient(exc):
             # The database refused something in this chunk (a value, a key too long): commit
@@ -436,8 +475,11 @@ class SchedulerService:
         try:
             sent = dispatch(self.store, self.publisher, dispatches, now)
         except Exception as exc:
-            log.warning("publishing %d runs failed (%s); the sweeper will retry", len(dispatches),
-                        scrub_text(f"{type(exc).__name__}: {exc}")[:300])
+            log.warning(
+                "publishing %d runs failed (%s); the sweeper will retry",
+                len(dispatches),
+                scrub_text(f"{type(exc).__name__}: {exc}")[:300],
+            )
             return
         report.published += len(sent)
 
@@ -448,8 +490,7 @@ class SchedulerService:
         return self.sweeper.sweep(limit)
 
 
-def _count(chunk: list[Pending], runs: list[NewRun], inserted: list[NewRun],
-           report: TickReport) -> None:
+def _count(chunk: list[Pending], runs: list[NewRun], inserted: list[NewRun], report: TickReport) -> None:
     """A committed chunk in the tick report and /metrics."""
     report.inserted += len(inserted)
     report.duplicates += len(runs) - len(inserted)
@@ -465,5 +506,3 @@ def _count(chunk: list[Pending], runs: list[NewRun], inserted: list[NewRun],
 
 def _polls(registry: Registry, name: str) -> bool:
     return registry.triggers[name].source.polls
-
-

@@ -38,11 +38,22 @@ SCAN_DUTY = 20
 class Sweeper:
     """The sweep step of the leading scheduler (it shares the tick's lock and leadership)."""
 
-    def __init__(self, *, registry: Registry, store: Store, publisher: Publisher, clock: Clock,
-                 leadership: Leadership, lock: threading.Lock, pending_grace: timedelta,
-                 requeue_after: timedelta, requeue_lost_after: timedelta,
-                 alerts: AlertManager | None, watchdog_watch: LeaderWatch,
-                 retention: timedelta | None) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        publisher: Publisher,
+        clock: Clock,
+        leadership: Leadership,
+        lock: threading.Lock,
+        pending_grace: timedelta,
+        requeue_after: timedelta,
+        requeue_lost_after: timedelta,
+        alerts: AlertManager | None,
+        watchdog_watch: LeaderWatch,
+        retention: timedelta | None,
+    ) -> None:
         self.registry = registry
         self.store = store
         self.publisher = publisher
@@ -75,16 +86,23 @@ class Sweeper:
                 pruned = prune(self.store.engine, now - self.retention)
                 if pruned.total:
                     log.info("retention: pruned %s", pruned)
-            due = self.store.due_for_publish(now, now - self.pending_grace, limit,
-                                             queued_before=now - self.requeue_after)
+            due = self.store.due_for_publish(
+                now, now - self.pending_grace, limit, queued_before=now - self.requeue_after
+            )
             orphans = [d for d in due if d.agent not in self.registry.agents]
             for d in orphans:  # its agent was removed or renamed since the run was created
                 self.store.fail_without_attempt(
-                    d.run_id, Reason.UNKNOWN_AGENT,
-                    f"agent {d.agent!r} is not in the loaded trigger modules", now)
+                    d.run_id,
+                    Reason.UNKNOWN_AGENT,
+                    f"agent {d.agent!r} is not in the loaded trigger modules",
+                    now,
+                )
             due = [d for d in due if d.agent in self.registry.agents]
-            sent = dispatch(self.store, self.publisher, due, now,
-                            redeliver_grace=self.pending_grace) if due else []
+            sent = (
+                dispatch(self.store, self.publisher, due, now, redeliver_grace=self.pending_grace)
+                if due
+                else []
+            )
             if sent:
                 log.info("sweeper republished %d runs", len(sent))
         # Outside the lock: reading a long queue must not hold up a tick. The claim's compare
@@ -99,8 +117,11 @@ class Sweeper:
         So a run waits at most about 1.5 x requeue_lost_after past the loss, and a backlog
         whose messages are all there is left alone however old it is.
         """
-        if (self.broker is None or not self.leadership.leading
-                or (self._next_lost_check and now < self._next_lost_check)):
+        if (
+            self.broker is None
+            or not self.leadership.leading
+            or (self._next_lost_check and now < self._next_lost_check)
+        ):
             return 0
         self._next_lost_check = now + self.requeue_lost_after / 2
         candidates = self.store.queued_candidates(now - self.requeue_lost_after, now, LOST_BATCH)
@@ -110,17 +131,23 @@ class Sweeper:
         snapshot = self.broker.snapshot({c.dispatch.queue for c in candidates})
         # A backlog so long that reading it takes a while is read less often (<= 5% duty).
         self._next_lost_check = max(
-            self._next_lost_check, now + timedelta(seconds=SCAN_DUTY * (time.monotonic() - started)))
+            self._next_lost_check, now + timedelta(seconds=SCAN_DUTY * (time.monotonic() - started))
+        )
         after = (now - self.requeue_lost_after).timestamp()
-        lost = [c.dispatch for c in candidates
-                if c.dispatch.agent in self.registry.agents
-                and not snapshot.has_live_message(c.dispatch.run_id, after)]
+        lost = [
+            c.dispatch
+            for c in candidates
+            if c.dispatch.agent in self.registry.agents
+            and not snapshot.has_live_message(c.dispatch.run_id, after)
+        ]
         if not lost:
             return 0
         sent = dispatch(self.store, self.publisher, lost, now)
         if sent:
             metrics.LOST_REPUBLISHED.inc(len(sent))
-            log.warning("republished %d queued runs whose message was gone from the broker "
-                        "(oldest queued %s)", len(sent),
-                        min(c.queued_at for c in candidates).isoformat())
+            log.warning(
+                "republished %d queued runs whose message was gone from the broker (oldest queued %s)",
+                len(sent),
+                min(c.queued_at for c in candidates).isoformat(),
+            )
         return len(sent)

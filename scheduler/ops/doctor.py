@@ -54,17 +54,27 @@ def celery_checks(app: Celery) -> list[Check]:
     conf = app.conf
     redis_broker = str(conf.broker_url or "").startswith(("redis://", "rediss://", "unix://"))
     return [
-        Check("json only", list(conf.accept_content) == ["json"]
-              and conf.task_serializer == "json",
-              f"accept_content={list(conf.accept_content)}, task_serializer={conf.task_serializer}"),
-        Check("acks late + reject on worker lost",
-              bool(conf.task_acks_late and conf.task_reject_on_worker_lost),
-              f"task_acks_late={conf.task_acks_late}, "
-              f"task_reject_on_worker_lost={conf.task_reject_on_worker_lost}"),
-        Check("prefetch 1", conf.worker_prefetch_multiplier == 1,
-              f"worker_prefetch_multiplier={conf.worker_prefetch_multiplier}"),
-        Check("no prefetch on Redis", not redis_broker or bool(conf.worker_disable_prefetch),
-              f"worker_disable_prefetch={conf.worker_disable_prefetch}"),
+        Check(
+            "json only",
+            list(conf.accept_content) == ["json"] and conf.task_serializer == "json",
+            f"accept_content={list(conf.accept_content)}, task_serializer={conf.task_serializer}",
+        ),
+        Check(
+            "acks late + reject on worker lost",
+            bool(conf.task_acks_late and conf.task_reject_on_worker_lost),
+            f"task_acks_late={conf.task_acks_late}, "
+            f"task_reject_on_worker_lost={conf.task_reject_on_worker_lost}",
+        ),
+        Check(
+            "prefetch 1",
+            conf.worker_prefetch_multiplier == 1,
+            f"worker_prefetch_multiplier={conf.worker_prefetch_multiplier}",
+        ),
+        Check(
+            "no prefetch on Redis",
+            not redis_broker or bool(conf.worker_disable_prefetch),
+            f"worker_disable_prefetch={conf.worker_disable_prefetch}",
+        ),
     ]
 
 
@@ -72,13 +82,22 @@ def run_checks(settings: Settings, registry: Registry, app: Celery) -> list[Chec
     """Every check, in the order `doctor` prints them; none raises."""
     checks = celery_checks(app)
     problems = visibility_problems(registry, settings.visibility_timeout)
-    checks.append(Check("visibility timeout covers every agent", not problems,
-                        "; ".join(problems) or
-                        f"{int(settings.visibility_timeout.total_seconds())} s > longest "
-                        "timeout + grace + margin"))
-    checks.append(Check("pools", True,
-                        "prefork: cooperative cancel, then the pool process is terminated after "
-                        "cancel_grace; threads and solo: cooperative cancel only"))
+    checks.append(
+        Check(
+            "visibility timeout covers every agent",
+            not problems,
+            "; ".join(problems)
+            or f"{int(settings.visibility_timeout.total_seconds())} s > longest timeout + grace + margin",
+        )
+    )
+    checks.append(
+        Check(
+            "pools",
+            True,
+            "prefork: cooperative cancel, then the pool process is terminated after "
+            "cancel_grace; threads and solo: cooperative cancel only",
+        )
+    )
     checks.append(_database_check(settings))
     checks.append(_redis_check(settings))
     return checks
@@ -97,8 +116,11 @@ def _database_check(settings: Settings) -> Check:
     except Exception as exc:
         return Check("database", False, f"{type(exc).__name__}: {exc}")
     ok = revision == head_revision()
-    return Check("database", ok, f"schema revision {revision}" if ok else
-                 f"schema revision {revision}; run `nightowl db upgrade`")
+    return Check(
+        "database",
+        ok,
+        f"schema revision {revision}" if ok else f"schema revision {revision}; run `nightowl db upgrade`",
+    )
 
 
 def _redis_check(settings: Settings) -> Check:
@@ -115,5 +137,4 @@ def _redis_check(settings: Settings) -> Check:
     major, minor = (int(p) for p in version.split(".")[:2])
     ok = (major, minor) >= (6, 2)
     who = leader.decode() if isinstance(leader, bytes) else "none (no scheduler running?)"
-    return Check("redis", ok, f"version {version}{'' if ok else ' (need >= 6.2)'}; "
-                 f"scheduler leader: {who}")
+    return Check("redis", ok, f"version {version}{'' if ok else ' (need >= 6.2)'}; scheduler leader: {who}")

@@ -44,8 +44,17 @@ class Fired:
     publish_error: str | None = None
 
 
-def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, now: datetime,
-         *, payload: Any = None, key: str | None = None, force: bool = False) -> Fired:
+def fire(
+    store: Store,
+    publisher: Publisher,
+    registry: Registry,
+    trigger: str,
+    now: datetime,
+    *,
+    payload: Any = None,
+    key: str | None = None,
+    force: bool = False,
+) -> Fired:
     """A manual run of `trigger`'s agent (`ManualFire` event), under its overlap policy
     unless `force`."""
     spec = registry.triggers.get(trigger)
@@ -58,15 +67,23 @@ def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, n
     agent = registry.agent_for(spec)
     overlap, overlap_key = (None, None) if force else overlap_for(spec.overlap, trigger, None)
     idem = f"manual:{trigger}:{key or uuid.uuid4()}"
-    event = ManualFire(trigger=trigger, payload=payload,
-                       fired_by=f"{getpass.getuser()}@{socket.gethostname()}")
-    run = NewRun(idempotency_key=idem, trigger=trigger, agent=agent.name, queue=agent.queue,
-                 event=event_to_json(event), logical_time=now, agent_version=agent.version,
-                 overlap=overlap, overlap_key=overlap_key)
+    event = ManualFire(
+        trigger=trigger, payload=payload, fired_by=f"{getpass.getuser()}@{socket.gethostname()}"
+    )
+    run = NewRun(
+        idempotency_key=idem,
+        trigger=trigger,
+        agent=agent.name,
+        queue=agent.queue,
+        event=event_to_json(event),
+        logical_time=now,
+        agent_version=agent.version,
+        overlap=overlap,
+        overlap_key=overlap_key,
+    )
     inserted = store.commit_tick([run], [], [], now)
     if not inserted:
-        existing = next(r for r in store.list_runs(trigger=trigger, limit=1000)
-                        if r.idempotency_key == idem)
+        existing = next(r for r in store.list_runs(trigger=trigger, limit=1000) if r.idempotency_key == idem)
         return Fired(existing.id, idem, RunStatus(existing.status), created=False)
     (new,) = inserted
     if new.status != RunStatus.PENDING:
@@ -74,8 +91,14 @@ def fire(store: Store, publisher: Publisher, registry: Registry, trigger: str, n
     try:
         sent = dispatch(store, publisher, [Dispatch(new.id, new.agent, new.queue, trigger, 0)], now)
     except Exception as exc:
-        return Fired(new.id, idem, RunStatus.PENDING, created=True, published=False,
-                     publish_error=scrub_text(f"{type(exc).__name__}: {exc}"))
+        return Fired(
+            new.id,
+            idem,
+            RunStatus.PENDING,
+            created=True,
+            published=False,
+            publish_error=scrub_text(f"{type(exc).__name__}: {exc}"),
+        )
     # Not claimed: a worker could not have it yet, so only the sweeper (it was pending past its
     # grace already) sent it; either way it is on its way.
     return Fired(new.id, idem, RunStatus.QUEUED if sent else RunStatus.PENDING, created=True)
@@ -87,8 +110,9 @@ def retry(store: Store, publisher: Publisher, run_id: str, now: datetime) -> Dis
     if run is None:
         raise RunNotFoundError(run_id)
     if run.status not in RETRYABLE_STATUSES:
-        raise OperationError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATUSES)} runs "
-                             "can be retried")
+        raise OperationError(
+            f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATUSES)} runs can be retried"
+        )
     revived = store.revive(run_id, RETRYABLE_STATUSES)
     if revived is None:
         raise OperationError(f"run {run_id} changed while retrying; look at it again")
@@ -109,5 +133,7 @@ def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: dat
         return "cancelled before it started"
     if not store.request_cancel([run_id], Reason.BY_USER):
         raise OperationError(f"run {run_id} ended while cancelling; look at it again")
-    return ("cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
-            "will not start; a prefork worker terminates it after the agent's cancel_grace")
+    return (
+        "cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
+        "will not start; a prefork worker terminates it after the agent's cancel_grace"
+    )

@@ -23,7 +23,6 @@ class Entry:
     attempts: int = 0
 
 
-
 # Per entry: None when delivered (or already there: sinks are idempotent), else the error text.
 Outcome = str | None
 

@@ -19,13 +19,16 @@ def register_sink(name: str, sink: Sink) -> Sink:
     if why:
         raise SinkError(f"{where}: register_sink: {why}")
     if not callable(getattr(sink, "deliver", None)):
-        raise SinkError(f"{where}: register_sink({name!r}): {sink!r} has no deliver(entries) "
-                        "method; see docs/extending.md")
+        raise SinkError(
+            f"{where}: register_sink({name!r}): {sink!r} has no deliver(entries) "
+            "method; see docs/extending.md"
+        )
     with _lock:
         existing = _sinks.get(name)
         if existing is not None and existing[1] != where:
-            raise SinkError(f"{where}: sink {name!r} is already registered at {existing[1]}; "
-                            "pick another name")
+            raise SinkError(
+                f"{where}: sink {name!r} is already registered at {existing[1]}; pick another name"
+            )
         _sinks[name] = (sink, where)
     return sink
 

@@ -18,9 +18,14 @@ log = logging.getLogger("nightowl.relay")
 def build_relay(settings: Settings, *, batch: int = 200, clock: Clock | None = None) -> Relay:
     """A relay over the configured database; sinks come from the loaded trigger modules."""
     store = OutboxStore(make_engine(settings.require_database_url()))
-    return Relay(store, clock or SystemClock(), batch=batch,
-                 claim_ttl=settings.claim_ttl,
-                 retention=settings.retention, defaults=settings.source_defaults())
+    return Relay(
+        store,
+        clock or SystemClock(),
+        batch=batch,
+        claim_ttl=settings.claim_ttl,
+        retention=settings.retention,
+        defaults=settings.source_defaults(),
+    )
 
 
 class RelayLoop(IntervalLoop):
@@ -31,8 +36,12 @@ class RelayLoop(IntervalLoop):
 
     def __init__(self, relay: Relay, poll: float = 0.5) -> None:
         self.relay = relay
-        super().__init__([Step("relay step", self._step_once, timedelta(seconds=poll), drain=True)],
-                         relay.close, log, monotonic=relay.clock.monotonic)
+        super().__init__(
+            [Step("relay step", self._step_once, timedelta(seconds=poll), drain=True)],
+            relay.close,
+            log,
+            monotonic=relay.clock.monotonic,
+        )
 
     def _step_once(self) -> bool:
         return self.relay.step().claimed > 0

@@ -63,8 +63,17 @@ class _Claim:
     ours any more) is never handed to a sink by this relay again.
     """
 
-    def __init__(self, store: OutboxStore, entries: Sequence[Entry], *, relay_id: str,
-                 clock: Clock, ttl: timedelta, expires: datetime, every: float) -> None:
+    def __init__(
+        self,
+        store: OutboxStore,
+        entries: Sequence[Entry],
+        *,
+        relay_id: str,
+        clock: Clock,
+        ttl: timedelta,
+        expires: datetime,
+        every: float,
+    ) -> None:
         self.store = store
         self.relay_id = relay_id
         self.clock = clock
@@ -99,8 +108,11 @@ class _Claim:
             try:
                 still = self.store.extend(self.relay_id, ids, expires)
             except Exception as exc:  # the next refresh retries; `holds` turns false meanwhile
-                log.warning("could not extend the relay's claim on %d outbox rows: %s", len(ids),
-                            scrub_text(f"{type(exc).__name__}: {exc}"))
+                log.warning(
+                    "could not extend the relay's claim on %d outbox rows: %s",
+                    len(ids),
+                    scrub_text(f"{type(exc).__name__}: {exc}"),
+                )
                 return
             with self._lock:
                 gone = (set(ids) - still) & self._held
@@ -108,8 +120,10 @@ class _Claim:
                 self.lost |= gone
                 self._expires = expires
             for entry_id in sorted(gone):
-                log.warning("outbox entry %s was taken over by another relay; this relay does "
-                            "not deliver it", entry_id)
+                log.warning(
+                    "outbox entry %s was taken over by another relay; this relay does not deliver it",
+                    entry_id,
+                )
 
     def _fresh(self, entry_id: str) -> bool | None:
         with self._lock:
@@ -132,11 +146,19 @@ class _Claim:
 
 
 class Relay:
-    def __init__(self, store: OutboxStore, clock: Clock, *, relay_id: str | None = None,
-                 batch: int = 200, claim_ttl: timedelta = timedelta(seconds=30),
-                 max_attempts: int = 8, retention: timedelta = timedelta(days=7),
-                 defaults: SourceDefaults | None = None,
-                 claim_refresh: float | None = None) -> None:
+    def __init__(
+        self,
+        store: OutboxStore,
+        clock: Clock,
+        *,
+        relay_id: str | None = None,
+        batch: int = 200,
+        claim_ttl: timedelta = timedelta(seconds=30),
+        max_attempts: int = 8,
+        retention: timedelta = timedelta(days=7),
+        defaults: SourceDefaults | None = None,
+        claim_refresh: float | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.relay_id = relay_id or identity("relay")
@@ -157,14 +179,16 @@ class Relay:
     def step(self) -> StepReport:
         report = StepReport()
         now = self.clock.now()
-        claimed = self.store.claim(self.relay_id, now, self.claim_ttl, self.batch,
-                                   self.max_attempts)
+        claimed = self.store.claim(self.relay_id, now, self.claim_ttl, self.batch, self.max_attempts)
         entries = claimed.entries
         report.claimed = len(entries) + len(claimed.dead)  # rows settled dead count: step again
         report.dead += claimed.dead
         for entry_id in claimed.dead:
-            log.error("outbox entry %s is dead: it cannot be delivered (see `nightowl outbox "
-                      "status` and its last_error)", entry_id)
+            log.error(
+                "outbox entry %s is dead: it cannot be delivered (see `nightowl outbox "
+                "status` and its last_error)",
+                entry_id,
+            )
         self._steps += 1
         if self._steps % 100 == 0:
             report.pruned = self.store.prune(now - self.retention)
@@ -175,13 +199,20 @@ class Relay:
         by_sink: dict[str, list[Entry]] = defaultdict(list)
         for e in entries:
             by_sink[e.sink].append(e)
-        claim = _Claim(self.store, entries, relay_id=self.relay_id, clock=self.clock,
-                       ttl=self.claim_ttl, expires=now + self.claim_ttl,
-                       every=self.claim_refresh)
+        claim = _Claim(
+            self.store,
+            entries,
+            relay_id=self.relay_id,
+            clock=self.clock,
+            ttl=self.claim_ttl,
+            expires=now + self.claim_ttl,
+            every=self.claim_refresh,
+        )
         claim.start()
         try:
-            futures = [self._pool.submit(self._work, name, group, claim, report)
-                       for name, group in by_sink.items()]
+            futures = [
+                self._pool.submit(self._work, name, group, claim, report) for name, group in by_sink.items()
+            ]
             errors = [f.exception() for f in futures]
         finally:
             claim.stop()
@@ -196,8 +227,13 @@ class Relay:
         sink = sink_for(name)
         if sink is None:
             known = ", ".join(sorted(registered_sinks())) or "none"
-            self._settle(group, [f"no sink named {name!r} is registered in this relay's trigger "
-                                 f"modules (known: {known})"] * len(group), claim, report)
+            self._settle(
+                group,
+                [f"no sink named {name!r} is registered in this relay's trigger modules (known: {known})"]
+                * len(group),
+                claim,
+                report,
+            )
             return
         if getattr(sink, "one_at_a_time", False):
             for e in group:
@@ -214,27 +250,28 @@ class Relay:
         except Exception as exc:
             return [f"{type(exc).__name__}: {exc}"] * len(group)
         if len(outcomes) != len(group):
-            return [f"sink {name!r} returned {len(outcomes)} outcomes for {len(group)} entries"] \
-                * len(group)
+            return [f"sink {name!r} returned {len(outcomes)} outcomes for {len(group)} entries"] * len(group)
         return outcomes
 
-    def _settle(self, group: list[Entry], outcomes: list[Outcome], claim: _Claim,
-                report: StepReport) -> None:
+    def _settle(self, group: list[Entry], outcomes: list[Outcome], claim: _Claim, report: StepReport) -> None:
         ok = [e.id for e, outcome in zip(group, outcomes, strict=True) if outcome is None]
-        failures = [(e, outcome) for e, outcome in zip(group, outcomes, strict=True)
-                    if outcome is not None]
+        failures = [(e, outcome) for e, outcome in zip(group, outcomes, strict=True) if outcome is not None]
         done = self.clock.now()
         delivered = self.store.delivered(self.relay_id, ok, done)
-        dead = self.store.failed(self.relay_id, failures, done, self.max_attempts) if failures \
-            else []
+        dead = self.store.failed(self.relay_id, failures, done, self.max_attempts) if failures else []
         claim.release([e.id for e in group])
         for e in group:
             if e.id in ok:
                 metrics.OUTBOX_DELIVERED.labels(e.sink).inc()
         for entry, error in failures:
             metrics.OUTBOX_FAILED.labels(entry.sink).inc()
-            log.warning("outbox entry %s to %s failed (attempt %d): %s", entry.id, entry.sink,
-                        entry.attempts, scrub_text(error))
+            log.warning(
+                "outbox entry %s to %s failed (attempt %d): %s",
+                entry.id,
+                entry.sink,
+                entry.attempts,
+                scrub_text(error),
+            )
         with self._report_lock:
             report.delivered += delivered
             report.failed += len(failures)
@@ -273,5 +310,6 @@ class Relay:
                 try:
                     close()
                 except Exception as exc:
-                    log.warning("closing sink %s failed: %s", name,
-                                scrub_text(f"{type(exc).__name__}: {exc}"))
+                    log.warning(
+                        "closing sink %s failed: %s", name, scrub_text(f"{type(exc).__name__}: {exc}")
+                    )

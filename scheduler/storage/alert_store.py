@@ -48,12 +48,24 @@ class AlertStore:
         self.engine = engine
 
     def _latest(self, conn: sa.Connection, dedupe_key: str) -> list[sa.Row[Any]]:
-        top = sa.select(sa.func.max(alerts_t.c.episode)).where(
-            alerts_t.c.dedupe_key == dedupe_key).scalar_subquery()
-        return list(conn.execute(
-            sa.select(alerts_t.c.id, alerts_t.c.episode, alerts_t.c.state, alerts_t.c.created_at,
-                      alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
-            .where(alerts_t.c.dedupe_key == dedupe_key, alerts_t.c.episode == top)))
+        top = (
+            sa.select(sa.func.max(alerts_t.c.episode))
+            .where(alerts_t.c.dedupe_key == dedupe_key)
+            .scalar_subquery()
+        )
+        return list(
+            conn.execute(
+                sa.select(
+                    alerts_t.c.id,
+                    alerts_t.c.episode,
+                    alerts_t.c.state,
+                    alerts_t.c.created_at,
+                    alerts_t.c.reminded_at,
+                    alerts_t.c.run_id,
+                    alerts_t.c.trigger,
+                ).where(alerts_t.c.dedupe_key == dedupe_key, alerts_t.c.episode == top)
+            )
+        )
 
     def episode(self, dedupe_key: str) -> tuple[OpenEpisode | None, int]:
         """One read: the still-firing episode of this key (if any), and the number the next
@@ -65,26 +77,37 @@ class AlertStore:
         if any(r.state == AlertState.RESOLVED for r in rows):
             return None, rows[0].episode + 1
         r = next(r for r in rows if r.state == AlertState.FIRING)
-        return (OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id,
-                            r.trigger), r.episode + 1)
+        return (
+            OpenEpisode(r.id, dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id, r.trigger),
+            r.episode + 1,
+        )
 
     def insert(self, values: dict[str, Any]) -> int | None:
         """Insert one alert event; None when another replica inserted it first."""
         with self.engine.begin() as conn:
-            stmt = (Dialect.of(conn).insert(alerts_t).values(**values)
-                    .on_conflict_do_nothing(index_elements=["dedupe_key", "episode", "state"])
-                    .returning(alerts_t.c.id))
+            stmt = (
+                Dialect.of(conn)
+                .insert(alerts_t)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["dedupe_key", "episode", "state"])
+                .returning(alerts_t.c.id)
+            )
             return conn.execute(stmt).scalar()
 
     def claim_reminder(self, alert_id: int, now: datetime, repeat: timedelta) -> bool:
         """True for exactly one caller once `repeat` has passed since the last send."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(alerts_t)
-                .where(alerts_t.c.id == alert_id,
-                       sa.func.coalesce(alerts_t.c.reminded_at, alerts_t.c.created_at) <= now - repeat)
-                .values(reminded_at=now)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    sa.update(alerts_t)
+                    .where(
+                        alerts_t.c.id == alert_id,
+                        sa.func.coalesce(alerts_t.c.reminded_at, alerts_t.c.created_at) <= now - repeat,
+                    )
+                    .values(reminded_at=now)
+                ).rowcount
+                == 1
+            )
 
     def record_channel(self, alert_id: int, channel: str, outcome: str, now: datetime) -> None:
         with Session(self.engine) as session, session.begin():
@@ -99,20 +122,34 @@ class AlertStore:
         """Every firing episode of `kind` without its resolved row (O(open alerts))."""
         resolved = alerts_t.alias("resolved")
         query = (
-            sa.select(alerts_t.c.id, alerts_t.c.dedupe_key, alerts_t.c.episode, alerts_t.c.created_at,
-                      alerts_t.c.reminded_at, alerts_t.c.run_id, alerts_t.c.trigger)
-            .outerjoin(resolved, sa.and_(resolved.c.dedupe_key == alerts_t.c.dedupe_key,
-                                         resolved.c.episode == alerts_t.c.episode,
-                                         resolved.c.state == AlertState.RESOLVED))
-            .where(alerts_t.c.kind == kind, alerts_t.c.state == AlertState.FIRING,
-                   resolved.c.id.is_(None))
+            sa.select(
+                alerts_t.c.id,
+                alerts_t.c.dedupe_key,
+                alerts_t.c.episode,
+                alerts_t.c.created_at,
+                alerts_t.c.reminded_at,
+                alerts_t.c.run_id,
+                alerts_t.c.trigger,
+            )
+            .outerjoin(
+                resolved,
+                sa.and_(
+                    resolved.c.dedupe_key == alerts_t.c.dedupe_key,
+                    resolved.c.episode == alerts_t.c.episode,
+                    resolved.c.state == AlertState.RESOLVED,
+                ),
+            )
+            .where(alerts_t.c.kind == kind, alerts_t.c.state == AlertState.FIRING, resolved.c.id.is_(None))
         )
         with self.engine.connect() as conn:
-            return [OpenEpisode(r.id, r.dedupe_key, r.episode, r.created_at, r.reminded_at,
-                                r.run_id, r.trigger) for r in conn.execute(query)]
+            return [
+                OpenEpisode(r.id, r.dedupe_key, r.episode, r.created_at, r.reminded_at, r.run_id, r.trigger)
+                for r in conn.execute(query)
+            ]
 
-    def history(self, *, limit: int = 50, kind: str | None = None,
-                state: str | None = None) -> list[AlertRow]:
+    def history(
+        self, *, limit: int = 50, kind: str | None = None, state: str | None = None
+    ) -> list[AlertRow]:
         query = sa.select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
         if kind:
             query = query.where(AlertRow.kind == kind)

@@ -92,8 +92,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _log_finish_retry(exc: BaseException | None) -> None:
-    log.warning("final write failed (%s); retrying (the fence keeps it safe)",
-                type(exc).__name__ if exc else "error")
+    log.warning(
+        "final write failed (%s); retrying (the fence keeps it safe)", type(exc).__name__ if exc else "error"
+    )
 
 
 class ConcurrencyBlockedError(StorageError):
@@ -131,8 +132,9 @@ def startable(now: Any) -> list[sa.ColumnElement[bool]]:
     return [
         runs_t.c.status.in_(ACTIVE_STATUSES),
         runs_t.c.cancel_requested.is_(None),
-        sa.or_(runs_t.c.status != RunStatus.WAITING, runs_t.c.not_before.is_(None),
-               runs_t.c.not_before <= now),
+        sa.or_(
+            runs_t.c.status != RunStatus.WAITING, runs_t.c.not_before.is_(None), runs_t.c.not_before <= now
+        ),
     ]
 
 
@@ -141,16 +143,18 @@ def _finish_outcome() -> dict[str, Any]:
     `p_reason`, `p_not_before`, `p_waiting_for`, `p_finished_at` and `p_now`: a retry
     verdict (`waiting`) yields to a cancel request that reached the run first, so a cancel
     is never lost to a retry."""
-    cancelled = sa.and_(runs_t.c.cancel_requested.is_not(None),
-                        _b("p_status", type_=sa.String) == RunStatus.WAITING)
+    cancelled = sa.and_(
+        runs_t.c.cancel_requested.is_not(None), _b("p_status", type_=sa.String) == RunStatus.WAITING
+    )
     return {
-        "status": sa.case((cancelled, sa.literal(RunStatus.CANCELLED.value)),
-                          else_=_b("p_status", type_=sa.String)),
-        "terminal_reason": sa.case((cancelled, runs_t.c.cancel_requested),
-                                   else_=_b("p_reason", type_=sa.String)),
+        "status": sa.case(
+            (cancelled, sa.literal(RunStatus.CANCELLED.value)), else_=_b("p_status", type_=sa.String)
+        ),
+        "terminal_reason": sa.case(
+            (cancelled, runs_t.c.cancel_requested), else_=_b("p_reason", type_=sa.String)
+        ),
         "not_before": sa.case((cancelled, sa.null()), else_=_b("p_not_before", type_=_WHEN)),
-        "waiting_for": sa.case((cancelled, sa.null()),
-                               else_=_b("p_waiting_for", type_=sa.String)),
+        "waiting_for": sa.case((cancelled, sa.null()), else_=_b("p_waiting_for", type_=sa.String)),
         "finished_at": sa.case((cancelled, _now()), else_=_b("p_finished_at", type_=_WHEN)),
     }
 
@@ -159,13 +163,27 @@ def _finish_outcome() -> dict[str, Any]:
 _TAKE_FENCE = (
     sa.update(runs_t)
     .where(runs_t.c.id == _b("p_run_id"), runs_t.c.agent == _b("p_agent"), *startable(_now()))
-    .values(status=RunStatus.RUNNING, fence=runs_t.c.fence + 1, attempt=runs_t.c.attempt + 1,
-            deliveries=runs_t.c.deliveries + 1, not_before=None, waiting_for=None,
-            lease_expires_at=_b("p_lease_expires_at", type_=_WHEN),
-            started_at=sa.func.coalesce(runs_t.c.started_at, _now()))
-    .returning(runs_t.c.fence, runs_t.c.attempt, runs_t.c.deliveries, runs_t.c.overlap_key,
-               runs_t.c.idempotency_key, runs_t.c.trigger, runs_t.c.event,
-               runs_t.c.logical_time, runs_t.c.last_heartbeat)
+    .values(
+        status=RunStatus.RUNNING,
+        fence=runs_t.c.fence + 1,
+        attempt=runs_t.c.attempt + 1,
+        deliveries=runs_t.c.deliveries + 1,
+        not_before=None,
+        waiting_for=None,
+        lease_expires_at=_b("p_lease_expires_at", type_=_WHEN),
+        started_at=sa.func.coalesce(runs_t.c.started_at, _now()),
+    )
+    .returning(
+        runs_t.c.fence,
+        runs_t.c.attempt,
+        runs_t.c.deliveries,
+        runs_t.c.overlap_key,
+        runs_t.c.idempotency_key,
+        runs_t.c.trigger,
+        runs_t.c.event,
+        runs_t.c.logical_time,
+        runs_t.c.last_heartbeat,
+    )
 )
 # Start, step 3 (and a cancelled run's end): an attempt still `running` lost its worker.
 _CLOSE_LOST = (
@@ -174,41 +192,72 @@ _CLOSE_LOST = (
     .values(status=AttemptStatus.STALLED, reason=StallReason.WORKER_LOST, finished_at=_now())
 )
 # Start, step 4: the new attempt.
-_OPEN_COLUMNS = ("run_id", "number", "fence", "status", "worker", "celery_task_id",
-                 "started_at", "heartbeat_at")
+_OPEN_COLUMNS = (
+    "run_id",
+    "number",
+    "fence",
+    "status",
+    "worker",
+    "celery_task_id",
+    "started_at",
+    "heartbeat_at",
+)
 _OPEN_ATTEMPT = sa.insert(attempts_t).values(
-    run_id=_b("p_run_id"), number=_b("p_number"), fence=_b("p_fence"),
-    status=AttemptStatus.RUNNING, worker=_b("p_worker"), celery_task_id=_b("p_task_id"),
-    started_at=_now(), heartbeat_at=_now())
+    run_id=_b("p_run_id"),
+    number=_b("p_number"),
+    fence=_b("p_fence"),
+    status=AttemptStatus.RUNNING,
+    worker=_b("p_worker"),
+    celery_task_id=_b("p_task_id"),
+    started_at=_now(),
+    heartbeat_at=_now(),
+)
 
 # Finish, step 1: the fenced write of the run.
 _FINISH_RUN = (
     sa.update(runs_t)
-    .where(runs_t.c.id == _b("p_run_id"), runs_t.c.fence == _b("p_fence"),
-           runs_t.c.status == RunStatus.RUNNING)
-    .values(result=_b("p_result"), error=_b("p_error"), usage=_b("p_usage"),
-            last_heartbeat=_b("p_heartbeat"), lease_expires_at=None, **_finish_outcome())
+    .where(
+        runs_t.c.id == _b("p_run_id"), runs_t.c.fence == _b("p_fence"), runs_t.c.status == RunStatus.RUNNING
+    )
+    .values(
+        result=_b("p_result"),
+        error=_b("p_error"),
+        usage=_b("p_usage"),
+        last_heartbeat=_b("p_heartbeat"),
+        lease_expires_at=None,
+        **_finish_outcome(),
+    )
 )
 # Finish, step 2: the attempt's own ending.
 _FINISH_ATTEMPT = (
     sa.update(attempts_t)
     .where(attempts_t.c.run_id == _b("p_run_id"), attempts_t.c.number == _b("p_number"))
-    .values(status=_b("p_attempt_status"), reason=_b("p_reason"),
-            error_class=_b("p_error_class"), error_message=_b("p_error"), finished_at=_now())
+    .values(
+        status=_b("p_attempt_status"),
+        reason=_b("p_reason"),
+        error_class=_b("p_error_class"),
+        error_message=_b("p_error"),
+        finished_at=_now(),
+    )
 )
 _FINISH_RUN_STEP = _FINISH_RUN.returning(runs_t.c.status)
 
 _RUNNING_OF_AGENT = (
-    sa.select(sa.func.count()).select_from(runs_t)
-    .where(runs_t.c.agent == _b("p_agent"), runs_t.c.status == RunStatus.RUNNING,
-           runs_t.c.id != _b("p_run_id"))
+    sa.select(sa.func.count())
+    .select_from(runs_t)
+    .where(
+        runs_t.c.agent == _b("p_agent"), runs_t.c.status == RunStatus.RUNNING, runs_t.c.id != _b("p_run_id")
+    )
 )
 _CLOSE_ATTEMPT = (
     sa.update(attempts_t)
-    .where(attempts_t.c.run_id == _b("p_run_id"), attempts_t.c.number == _b("p_number"),
-           # A `stalled` attempt stays stalled when its worker wakes up and tries to commit:
-           # the stall happened and is alerted (rewriting it hid it).
-           attempts_t.c.status == AttemptStatus.RUNNING)
+    .where(
+        attempts_t.c.run_id == _b("p_run_id"),
+        attempts_t.c.number == _b("p_number"),
+        # A `stalled` attempt stays stalled when its worker wakes up and tries to commit:
+        # the stall happened and is alerted (rewriting it hid it).
+        attempts_t.c.status == AttemptStatus.RUNNING,
+    )
     .values(status=_b("p_attempt_status"), reason=_b("p_reason"), finished_at=_now())
 )
 
@@ -216,14 +265,22 @@ _CLOSE_ATTEMPT = (
 def _start_in_one_statement() -> sa.Select[Any]:
     """Start, steps 2-4 as one CTE: the fence, the lost attempt closed, the new one opened."""
     started = _TAKE_FENCE.cte("started")
-    stale = (_CLOSE_LOST.where(sa.exists(sa.select(started.c.fence)))
-             .returning(attempts_t.c.id).cte("stale"))
+    stale = _CLOSE_LOST.where(sa.exists(sa.select(started.c.fence))).returning(attempts_t.c.id).cte("stale")
     opened = (
         sa.insert(attempts_t)
-        .from_select(list(_OPEN_COLUMNS), sa.select(
-            _b("p_run_id", type_=sa.Text), started.c.attempt, started.c.fence,
-            sa.literal(AttemptStatus.RUNNING.value), _b("p_worker", type_=sa.Text),
-            _b("p_task_id", type_=sa.Text), _now(), _now()))
+        .from_select(
+            list(_OPEN_COLUMNS),
+            sa.select(
+                _b("p_run_id", type_=sa.Text),
+                started.c.attempt,
+                started.c.fence,
+                sa.literal(AttemptStatus.RUNNING.value),
+                _b("p_worker", type_=sa.Text),
+                _b("p_task_id", type_=sa.Text),
+                _now(),
+                _now(),
+            ),
+        )
         .cte("opened")
     )
     took_over = sa.select(sa.func.count()).select_from(stale).scalar_subquery()
@@ -273,9 +330,13 @@ def _finish_steps(conn: Connection, binds: dict[str, Any]) -> str | None:
 
 
 _STARTS: dict[Plan, Callable[[Connection, dict[str, Any]], Opened | None]] = {
-    Plan.SINGLE_STATEMENT: _start_single, Plan.TRANSACTION: _start_steps}
+    Plan.SINGLE_STATEMENT: _start_single,
+    Plan.TRANSACTION: _start_steps,
+}
 _FINISHES: dict[Plan, Callable[[Connection, dict[str, Any]], str | None]] = {
-    Plan.SINGLE_STATEMENT: _finish_single, Plan.TRANSACTION: _finish_steps}
+    Plan.SINGLE_STATEMENT: _finish_single,
+    Plan.TRANSACTION: _finish_steps,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,20 +352,26 @@ class Ending:
     outbox: Sequence[OutboxWrite] = ()
 
 
-def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Ending
-                  ) -> dict[str, Any]:
+def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Ending) -> dict[str, Any]:
     """The binds of a finish, the same for both plans."""
     terminal = outcome.terminal
     now = ending.now
     return {
-        "p_run_id": started.run_id, "p_fence": started.fence, "p_number": started.attempt,
-        "p_status": outcome.status, "p_reason": outcome.reason,
+        "p_run_id": started.run_id,
+        "p_fence": started.fence,
+        "p_number": started.attempt,
+        "p_status": outcome.status,
+        "p_reason": outcome.reason,
         "p_attempt_status": outcome.attempt_status,
         "p_not_before": outcome.not_before(now),
         "p_waiting_for": None if terminal else WaitingFor.RETRY,
-        "p_finished_at": now if terminal else None, "p_now": now,
-        "p_result": ending.result, "p_error": ending.error, "p_error_class": ending.error_class,
-        "p_usage": ending.usage, "p_heartbeat": ending.last_heartbeat,
+        "p_finished_at": now if terminal else None,
+        "p_now": now,
+        "p_result": ending.result,
+        "p_error": ending.error,
+        "p_error_class": ending.error_class,
+        "p_usage": ending.usage,
+        "p_heartbeat": ending.last_heartbeat,
     }
 
 
@@ -330,8 +397,14 @@ class AttemptStore(StoreGroup):
     # -- start ------------------------------------------------------------
 
     def begin_attempt(
-        self, run_id: str, worker: str, task_id: str | None, now: datetime,
-        lease_ttl: timedelta = timedelta(seconds=60), *, agent: str,
+        self,
+        run_id: str,
+        worker: str,
+        task_id: str | None,
+        now: datetime,
+        lease_ttl: timedelta = timedelta(seconds=60),
+        *,
+        agent: str,
         concurrency: int | None = None,
     ) -> StartedAttempt | None:
         """Take a new fence from the database and open an attempt; None if the run may not
@@ -341,8 +414,14 @@ class AttemptStore(StoreGroup):
         fencing tokens, so a Redis restart cannot repeat one. A message routed to the wrong
         agent's task starts nothing.
         """
-        binds = {"p_run_id": run_id, "p_agent": agent, "p_now": now,
-                 "p_lease_expires_at": now + lease_ttl, "p_worker": worker, "p_task_id": task_id}
+        binds = {
+            "p_run_id": run_id,
+            "p_agent": agent,
+            "p_now": now,
+            "p_lease_expires_at": now + lease_ttl,
+            "p_worker": worker,
+            "p_task_id": task_id,
+        }
         try:
             with self._connect(alone=concurrency is None) as conn:
                 if concurrency is not None:
@@ -355,9 +434,19 @@ class AttemptStore(StoreGroup):
             return None
         row, took_over = opened
         return StartedAttempt(
-            run_id, row.fence, row.attempt, row.deliveries, row.overlap_key,
-            agent if concurrency is not None else None, row.idempotency_key, row.trigger,
-            row.event, row.logical_time, row.last_heartbeat, took_over)
+            run_id,
+            row.fence,
+            row.attempt,
+            row.deliveries,
+            row.overlap_key,
+            agent if concurrency is not None else None,
+            row.idempotency_key,
+            row.trigger,
+            row.event,
+            row.logical_time,
+            row.last_heartbeat,
+            took_over,
+        )
 
     def _check_concurrency(self, conn: Connection, run_id: str, agent: str, cap: int) -> None:
         """Start, step 1: raise ConcurrencyBlockedError when `agent` already runs `cap` runs.
@@ -368,20 +457,25 @@ class AttemptStore(StoreGroup):
         lock = self.dialect.agent_lock(agent)
         if lock is not None:
             conn.execute(lock)
-        running = conn.execute(_RUNNING_OF_AGENT, {"p_agent": agent, "p_run_id": run_id}
-                               ).scalar_one()
+        running = conn.execute(_RUNNING_OF_AGENT, {"p_agent": agent, "p_run_id": run_id}).scalar_one()
         if running >= cap:
             raise ConcurrencyBlockedError(run_id, cap)
 
     def _overlap_of(self, run_id: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(runs_t.c.overlap).where(runs_t.c.id == run_id)
-                                ).scalar()
+            return conn.execute(sa.select(runs_t.c.overlap).where(runs_t.c.id == run_id)).scalar()
 
     # -- while it runs ----------------------------------------------------
 
-    def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
-             last_heartbeat: dict[str, Any] | None, *, progress_at: datetime | None = None) -> Beat:
+    def beat(
+        self,
+        started: StartedAttempt,
+        now: datetime,
+        lease_ttl: timedelta,
+        last_heartbeat: dict[str, Any] | None,
+        *,
+        progress_at: datetime | None = None,
+    ) -> Beat:
         """Record liveness (and the latest progress); say whether the attempt is still current
         and whether someone asked the run to stop.
 
@@ -394,8 +488,11 @@ class AttemptStore(StoreGroup):
                 values["last_heartbeat"] = last_heartbeat
             row = conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == started.run_id, runs_t.c.fence == started.fence,
-                       runs_t.c.status == RunStatus.RUNNING)
+                .where(
+                    runs_t.c.id == started.run_id,
+                    runs_t.c.fence == started.fence,
+                    runs_t.c.status == RunStatus.RUNNING,
+                )
                 .values(**values)
                 .returning(runs_t.c.cancel_requested)
             ).first()
@@ -403,9 +500,11 @@ class AttemptStore(StoreGroup):
                 return Beat(False)
             conn.execute(
                 sa.update(attempts_t)
-                .where(attempts_t.c.run_id == started.run_id,
-                       attempts_t.c.number == started.attempt,
-                       attempts_t.c.status == AttemptStatus.RUNNING)
+                .where(
+                    attempts_t.c.run_id == started.run_id,
+                    attempts_t.c.number == started.attempt,
+                    attempts_t.c.status == AttemptStatus.RUNNING,
+                )
                 .values(heartbeat_at=now, progress_at=progress_at)
             )
             return Beat(True, row.cancel_requested)
@@ -444,11 +543,15 @@ class AttemptStore(StoreGroup):
             if not is_transient(exc):
                 raise
             _log_finish_retry(exc)
-            for try_ in Retrying(stop=stop_after_delay(FINISH_RETRY_FOR.total_seconds()),
-                                 wait=wait_exponential(multiplier=0.2, max=4),
-                                 retry=retry_if_exception(is_transient), reraise=True,
-                                 before_sleep=lambda state: _log_finish_retry(
-                                     state.outcome.exception() if state.outcome else None)):
+            for try_ in Retrying(
+                stop=stop_after_delay(FINISH_RETRY_FOR.total_seconds()),
+                wait=wait_exponential(multiplier=0.2, max=4),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+                before_sleep=lambda state: _log_finish_retry(
+                    state.outcome.exception() if state.outcome else None
+                ),
+            ):
                 with try_:
                     written = self._finish_once(started, outcome, ending)
             if written is None:  # an earlier try may have committed before its connection broke
@@ -458,8 +561,9 @@ class AttemptStore(StoreGroup):
             self.close(started, AttemptStatus.FENCED_OUT, Reason.FENCED_OUT, now)
         return written
 
-    def _finish_once(self, started: StartedAttempt, outcome: AttemptOutcome, ending: Ending
-                     ) -> RunStatus | None:
+    def _finish_once(
+        self, started: StartedAttempt, outcome: AttemptOutcome, ending: Ending
+    ) -> RunStatus | None:
         """One try of the finish's four steps, on this store's plan."""
         writes = outcome.status == RunStatus.SUCCEEDED and bool(ending.outbox)
         wakes = started.overlap_key is not None or started.capped_agent is not None
@@ -470,12 +574,23 @@ class AttemptStore(StoreGroup):
             if written == RunStatus.SUCCEEDED and ending.outbox:
                 insert_writes(conn, started.run_id, ending.outbox, ending.now)
             if started.overlap_key is not None:
-                wake_next(conn, ending.now, after=started.run_id, waiting_for=WaitingFor.OVERLAP,
-                          column=runs_t.c.overlap_key, value=started.overlap_key)
+                wake_next(
+                    conn,
+                    ending.now,
+                    after=started.run_id,
+                    waiting_for=WaitingFor.OVERLAP,
+                    column=runs_t.c.overlap_key,
+                    value=started.overlap_key,
+                )
             if started.capped_agent is not None:
-                wake_next(conn, ending.now, after=started.run_id,
-                          waiting_for=WaitingFor.CONCURRENCY, column=runs_t.c.agent,
-                          value=started.capped_agent)
+                wake_next(
+                    conn,
+                    ending.now,
+                    after=started.run_id,
+                    waiting_for=WaitingFor.CONCURRENCY,
+                    column=runs_t.c.agent,
+                    value=started.capped_agent,
+                )
             return RunStatus(written)
 
     def _landed(self, started: StartedAttempt, attempt_status: AttemptStatus) -> RunStatus | None:
@@ -483,21 +598,36 @@ class AttemptStore(StoreGroup):
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(runs_t.c.status, runs_t.c.fence, attempts_t.c.status.label("attempt"))
-                .join(attempts_t, sa.and_(attempts_t.c.run_id == runs_t.c.id,
-                                          attempts_t.c.number == started.attempt))
-                .where(runs_t.c.id == started.run_id)).first()
-        if (row is not None and row.fence == started.fence and row.status != RunStatus.RUNNING
-                and row.attempt == attempt_status):
+                .join(
+                    attempts_t,
+                    sa.and_(attempts_t.c.run_id == runs_t.c.id, attempts_t.c.number == started.attempt),
+                )
+                .where(runs_t.c.id == started.run_id)
+            ).first()
+        if (
+            row is not None
+            and row.fence == started.fence
+            and row.status != RunStatus.RUNNING
+            and row.attempt == attempt_status
+        ):
             return RunStatus(row.status)
         return None
 
-    def close(self, started: StartedAttempt, status: AttemptStatus, reason: str | None,
-              now: datetime) -> None:
+    def close(
+        self, started: StartedAttempt, status: AttemptStatus, reason: str | None, now: datetime
+    ) -> None:
         """End a still-`running` attempt without touching its run (a fenced-out worker)."""
         with self.engine.begin() as conn:
-            conn.execute(_CLOSE_ATTEMPT, {
-                "p_run_id": started.run_id, "p_number": started.attempt,
-                "p_attempt_status": status, "p_reason": reason, "p_now": now})
+            conn.execute(
+                _CLOSE_ATTEMPT,
+                {
+                    "p_run_id": started.run_id,
+                    "p_number": started.attempt,
+                    "p_attempt_status": status,
+                    "p_reason": reason,
+                    "p_now": now,
+                },
+            )
 
     # -- a cancelled run --------------------------------------------------
 
@@ -508,11 +638,20 @@ class AttemptStore(StoreGroup):
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES),
-                       runs_t.c.cancel_requested.is_not(None))
-                .values(status=RunStatus.CANCELLED, terminal_reason=runs_t.c.cancel_requested,
-                        fence=runs_t.c.fence + 1, finished_at=now, lease_expires_at=None,
-                        not_before=None, waiting_for=None)
+                .where(
+                    runs_t.c.id == run_id,
+                    runs_t.c.status.in_(ACTIVE_STATUSES),
+                    runs_t.c.cancel_requested.is_not(None),
+                )
+                .values(
+                    status=RunStatus.CANCELLED,
+                    terminal_reason=runs_t.c.cancel_requested,
+                    fence=runs_t.c.fence + 1,
+                    finished_at=now,
+                    lease_expires_at=None,
+                    not_before=None,
+                    waiting_for=None,
+                )
                 .returning(runs_t.c.terminal_reason)
             ).first()
             if row is None:

@@ -16,13 +16,27 @@ from scheduler.storage.models import DeadLetter
 class DeadLetterStore(StoreGroup):
     """The dead_letters table: one row per message that Celery would have discarded."""
 
-    def add_dead_letter(self, *, reason: str, task_name: str | None, task_id: str | None,
-                        payload: str | None, details: dict[str, Any] | None,
-                        now: datetime) -> None:
+    def add_dead_letter(
+        self,
+        *,
+        reason: str,
+        task_name: str | None,
+        task_id: str | None,
+        payload: str | None,
+        details: dict[str, Any] | None,
+        now: datetime,
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(dead_t).values(
-                reason=reason, task_name=task_name, task_id=task_id, payload=payload,
-                details=details, created_at=now))
+            conn.execute(
+                sa.insert(dead_t).values(
+                    reason=reason,
+                    task_name=task_name,
+                    task_id=task_id,
+                    payload=payload,
+                    details=details,
+                    created_at=now,
+                )
+            )
 
     def list_dead_letters(self, limit: int = 50) -> list[DeadLetter]:
         """Newest first."""

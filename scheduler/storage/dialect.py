@@ -67,8 +67,7 @@ class Dialect:
         classes share no base that has `on_conflict_do_nothing`)."""
         return postgresql.insert(table) if self.name == "postgresql" else sqlite.insert(table)
 
-    def in_values(self, column: sa.ColumnElement[Any], values: Iterable[str]
-                  ) -> sa.ColumnElement[bool]:
+    def in_values(self, column: sa.ColumnElement[Any], values: Iterable[str]) -> sa.ColumnElement[bool]:
         """`column IN (...)` for a list whose length varies (a chunk of ids, a batch of keys).
 
         On PostgreSQL the list is one JSON parameter: a statement whose placeholder count
@@ -83,16 +82,16 @@ class Dialect:
     def autocommit(self, engine: Engine) -> Engine | None:
         """An engine for single statements without BEGIN/COMMIT, or None if this dialect
         has no single-statement plan."""
-        return engine.execution_options(isolation_level="AUTOCOMMIT") \
-            if self.single_statement else None
+        return engine.execution_options(isolation_level="AUTOCOMMIT") if self.single_statement else None
 
     def agent_lock(self, agent: str) -> sa.Select[Any] | None:
         """A transaction-scoped lock per agent that makes a concurrency cap's count-then-start
         atomic across workers; None where the transaction already is (SQLite)."""
         if not self.advisory_locks:
             return None
-        return sa.select(sa.func.pg_advisory_xact_lock(
-            sa.func.hashtext(sa.literal(f"nightowl:agent:{agent}"))))
+        return sa.select(
+            sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.literal(f"nightowl:agent:{agent}")))
+        )
 
     def migration_lock(self) -> sa.TextClause | None:
         """The lock that makes replicas' concurrent `db upgrade` wait for each other."""
@@ -103,8 +102,7 @@ class Dialect:
     def skip_locked(self, select: sa.Select[Any], of: sa.Table) -> sa.Select[Any]:
         """`select` taking row locks that concurrent claimers skip, where the database has
         them (SQLite's writer lock already makes claims disjoint)."""
-        return select.with_for_update(skip_locked=True, of=of) if self.skip_locked_rows \
-            else select
+        return select.with_for_update(skip_locked=True, of=of) if self.skip_locked_rows else select
 
     def without_single_statement(self) -> Dialect:
         """The same database with every write on the transaction plan (the contract tests
@@ -112,13 +110,26 @@ class Dialect:
         return replace(self, single_statement=False)
 
 
-POSTGRESQL = Dialect("postgresql", json_batches=True, single_statement=True,
-                     advisory_locks=True, skip_locked_rows=True, naive_datetimes=False)
-SQLITE = Dialect("sqlite", json_batches=False, single_statement=False,
-                 advisory_locks=False, skip_locked_rows=False, naive_datetimes=True)
+POSTGRESQL = Dialect(
+    "postgresql",
+    json_batches=True,
+    single_statement=True,
+    advisory_locks=True,
+    skip_locked_rows=True,
+    naive_datetimes=False,
+)
+SQLITE = Dialect(
+    "sqlite",
+    json_batches=False,
+    single_statement=False,
+    advisory_locks=False,
+    skip_locked_rows=False,
+    naive_datetimes=True,
+)
 
 
-def in_values(conn: Connection, column: sa.ColumnElement[Any], values: Iterable[str]
-              ) -> sa.ColumnElement[bool]:
+def in_values(
+    conn: Connection, column: sa.ColumnElement[Any], values: Iterable[str]
+) -> sa.ColumnElement[bool]:
     """`Dialect.in_values` for the connection's database (for statements built per call)."""
     return Dialect.of(conn).in_values(column, values)

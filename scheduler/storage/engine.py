@@ -23,7 +23,7 @@ def normalise_url(url: str) -> str:
     """Use psycopg 3 for plain `postgresql://` URLs."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -38,7 +38,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if module is not None:
             kwargs.setdefault("module", module)
         engine = sa.create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             **kwargs,
         )
         _configure_sqlite(engine)

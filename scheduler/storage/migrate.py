@@ -38,8 +38,9 @@ def upgrade(engine: Engine, revision: str = "head", on_step: OnStep | None = Non
             conn.execute(lock)
         cfg.attributes["connection"] = conn
         if on_step is not None:
-            cfg.attributes["on_version_apply"] = (
-                lambda *, step, **_: on_step(step.up_revision_id or "", step.up_revision.doc or ""))
+            cfg.attributes["on_version_apply"] = lambda *, step, **_: on_step(
+                step.up_revision_id or "", step.up_revision.doc or ""
+            )
         command.upgrade(cfg, revision)
 
 

@@ -44,7 +44,9 @@ _RUNNING = f"status = '{RunStatus.RUNNING.value}'"
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        datetime: UTCDateTime, dict[str, Any]: JSONType, Any: JSONType,
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+        Any: JSONType,
     }
 
 
@@ -58,8 +60,13 @@ class Run(Base):
         sa.Index("ix_runs_overlap_active", "overlap_key", "status"),
         sa.Index("ix_runs_agent_status", "agent", "status"),
         # At most one running run per overlap key, across every worker and machine.
-        sa.Index("uq_runs_running_overlap", "overlap_key", unique=True,
-                 postgresql_where=sa.text(_RUNNING), sqlite_where=sa.text(_RUNNING)),
+        sa.Index(
+            "uq_runs_running_overlap",
+            "overlap_key",
+            unique=True,
+            postgresql_where=sa.text(_RUNNING),
+            sqlite_where=sa.text(_RUNNING),
+        ),
         sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
         sa.Index("ix_runs_created", "created_at"),
     )

@@ -35,8 +35,7 @@ keys_t = cast(sa.Table, OutboxKey.__table__)
 # Not a status: a `pending` row under a live claim (counted apart by `OutboxStore.status`).
 CLAIMED = "claimed"
 # The counts `OutboxStore.status` gives per sink, in the order `nightowl outbox status` shows.
-STATUS_COUNTS: tuple[str, ...] = (OutboxStatus.PENDING, CLAIMED, OutboxStatus.DELIVERED,
-                                  OutboxStatus.DEAD)
+STATUS_COUNTS: tuple[str, ...] = (OutboxStatus.PENDING, CLAIMED, OutboxStatus.DELIVERED, OutboxStatus.DEAD)
 
 
 def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], now: datetime) -> int:
@@ -55,17 +54,28 @@ def insert_writes(conn: Connection, run_id: str, writes: Sequence[OutboxWrite], 
     insert = Dialect.of(conn).insert
     for (sink, key), n in sorted(per_key.items()):
         stmt = insert(keys_t).values(sink=sink, key=key, last_seq=n)
-        stmt = stmt.on_conflict_do_update(index_elements=["sink", "key"],
-                                          set_={"last_seq": keys_t.c.last_seq + n})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["sink", "key"], set_={"last_seq": keys_t.c.last_seq + n}
+        )
         last[(sink, key)] = int(conn.execute(stmt.returning(keys_t.c.last_seq)).scalar_one())
     next_seq = {k: last[k] - per_key[k] + 1 for k in per_key}
     rows = []
     for i, w in enumerate(writes):
         seq = next_seq[(w.sink, w.key)]
         next_seq[(w.sink, w.key)] = seq + 1
-        rows.append({"id": f"{run_id}:{i}", "run_id": run_id, "sink": w.sink, "key": w.key,
-                     "seq": seq, "value": w.value, "status": OutboxStatus.PENDING, "attempts": 0,
-                     "created_at": now})
+        rows.append(
+            {
+                "id": f"{run_id}:{i}",
+                "run_id": run_id,
+                "sink": w.sink,
+                "key": w.key,
+                "seq": seq,
+                "value": w.value,
+                "status": OutboxStatus.PENDING,
+                "attempts": 0,
+                "created_at": now,
+            }
+        )
     conn.execute(sa.insert(outbox_t), rows)
     return len(rows)
 
@@ -114,8 +124,9 @@ class OutboxStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def claim(self, relay: str, now: datetime, ttl: timedelta, limit: int,
-              max_attempts: int | None = None) -> Claimed:
+    def claim(
+        self, relay: str, now: datetime, ttl: timedelta, limit: int, max_attempts: int | None = None
+    ) -> Claimed:
         """Claim due rows: only the oldest undelivered entry of each (sink, key) is eligible.
 
         PostgreSQL: `FOR UPDATE SKIP LOCKED`, and the claim is set in the same
@@ -128,51 +139,84 @@ class OutboxStore:
         whose stored value does not decode goes dead too (nothing can deliver it).
         """
         older = outbox_t.alias("older")
-        blocked = (sa.select(older.c.id)
-                   .where(older.c.sink == outbox_t.c.sink, older.c.key == outbox_t.c.key,
-                          older.c.seq < outbox_t.c.seq, older.c.status == OutboxStatus.PENDING)
-                   .exists())
+        blocked = (
+            sa.select(older.c.id)
+            .where(
+                older.c.sink == outbox_t.c.sink,
+                older.c.key == outbox_t.c.key,
+                older.c.seq < outbox_t.c.seq,
+                older.c.status == OutboxStatus.PENDING,
+            )
+            .exists()
+        )
         candidates = (
             sa.select(outbox_t.c.id, outbox_t.c.claim_expires, outbox_t.c.attempts)
-            .where(outbox_t.c.status == OutboxStatus.PENDING,
-                   sa.or_(outbox_t.c.next_attempt_at.is_(None), outbox_t.c.next_attempt_at <= now),
-                   sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
-                   ~blocked)
+            .where(
+                outbox_t.c.status == OutboxStatus.PENDING,
+                sa.or_(outbox_t.c.next_attempt_at.is_(None), outbox_t.c.next_attempt_at <= now),
+                sa.or_(outbox_t.c.claim_expires.is_(None), outbox_t.c.claim_expires < now),
+                ~blocked,
+            )
             .order_by(outbox_t.c.created_at, outbox_t.c.id)
             .limit(limit)
         )
         with self.engine.begin() as conn:
             found = conn.execute(Dialect.of(conn).skip_locked(candidates, outbox_t)).all()
-            errors = {r.id: f"claimed {r.attempts} times and never settled: the relay "
-                            "delivering it died each time (a sink that crashes or kills the "
-                            "relay process on this entry?); see the relay's log, then "
-                            "`nightowl outbox retry --dead`"
-                      for r in found if r.claim_expires is not None and max_attempts is not None
-                      and r.attempts >= max_attempts}
+            errors = {
+                r.id: f"claimed {r.attempts} times and never settled: the relay "
+                "delivering it died each time (a sink that crashes or kills the "
+                "relay process on this entry?); see the relay's log, then "
+                "`nightowl outbox retry --dead`"
+                for r in found
+                if r.claim_expires is not None and max_attempts is not None and r.attempts >= max_attempts
+            }
             rest = [r for r in found if r.id not in errors]
             suspects = [r.id for r in rest if r.claim_expires is not None]
             ids = suspects[:1] or [r.id for r in rest]
-            rows = list(conn.execute(
-                sa.update(outbox_t)
-                .where(in_values(conn, outbox_t.c.id, ids))
-                .values(claimed_by=relay, claim_expires=now + ttl,
-                        attempts=outbox_t.c.attempts + 1)
-                .returning(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
-                           outbox_t.c.seq, sa.cast(outbox_t.c.value, sa.Text).label("raw"),
-                           outbox_t.c.attempts))) if ids else []
+            rows = (
+                list(
+                    conn.execute(
+                        sa.update(outbox_t)
+                        .where(in_values(conn, outbox_t.c.id, ids))
+                        .values(claimed_by=relay, claim_expires=now + ttl, attempts=outbox_t.c.attempts + 1)
+                        .returning(
+                            outbox_t.c.id,
+                            outbox_t.c.run_id,
+                            outbox_t.c.sink,
+                            outbox_t.c.key,
+                            outbox_t.c.seq,
+                            sa.cast(outbox_t.c.value, sa.Text).label("raw"),
+                            outbox_t.c.attempts,
+                        )
+                    )
+                )
+                if ids
+                else []
+            )
             entries: list[Entry] = []
             for r in rows:
                 try:
                     value = decode_value(r.raw)
                 except ValueError as exc:
-                    errors[r.id] = (f"the stored value cannot be delivered: {exc}; fix the "
-                                    "row's value and run `nightowl outbox retry --dead`")
+                    errors[r.id] = (
+                        f"the stored value cannot be delivered: {exc}; fix the "
+                        "row's value and run `nightowl outbox retry --dead`"
+                    )
                     continue
                 entries.append(Entry(r.id, r.run_id, r.sink, r.key, r.seq, value, r.attempts))
             for entry_id, error in errors.items():
-                conn.execute(sa.update(outbox_t).where(outbox_t.c.id == entry_id).values(
-                    status=OutboxStatus.DEAD, dead_at=now, claimed_by=None, claim_expires=None,
-                    next_attempt_at=None, last_error=stored_error(error)))
+                conn.execute(
+                    sa.update(outbox_t)
+                    .where(outbox_t.c.id == entry_id)
+                    .values(
+                        status=OutboxStatus.DEAD,
+                        dead_at=now,
+                        claimed_by=None,
+                        claim_expires=None,
+                        next_attempt_at=None,
+                        last_error=stored_error(error),
+                    )
+                )
         return Claimed(sorted(entries, key=lambda e: (e.sink, e.key, e.seq)), list(errors))
 
     def extend(self, relay: str, ids: Sequence[str], expires: datetime) -> set[str]:
@@ -181,12 +225,18 @@ class OutboxStore:
         if not ids:
             return set()
         with self.engine.begin() as conn:
-            return set(conn.execute(
-                sa.update(outbox_t)
-                .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
-                       outbox_t.c.status == OutboxStatus.PENDING)
-                .values(claim_expires=expires)
-                .returning(outbox_t.c.id)).scalars())
+            return set(
+                conn.execute(
+                    sa.update(outbox_t)
+                    .where(
+                        in_values(conn, outbox_t.c.id, ids),
+                        outbox_t.c.claimed_by == relay,
+                        outbox_t.c.status == OutboxStatus.PENDING,
+                    )
+                    .values(claim_expires=expires)
+                    .returning(outbox_t.c.id)
+                ).scalars()
+            )
 
     def delivered(self, relay: str, ids: Sequence[str], now: datetime) -> int:
         if not ids:
@@ -194,14 +244,23 @@ class OutboxStore:
         with self.engine.begin() as conn:
             return conn.execute(
                 sa.update(outbox_t)
-                .where(in_values(conn, outbox_t.c.id, ids), outbox_t.c.claimed_by == relay,
-                       outbox_t.c.status == OutboxStatus.PENDING)
-                .values(status=OutboxStatus.DELIVERED, delivered_at=now, claimed_by=None, claim_expires=None,
-                        last_error=None)
+                .where(
+                    in_values(conn, outbox_t.c.id, ids),
+                    outbox_t.c.claimed_by == relay,
+                    outbox_t.c.status == OutboxStatus.PENDING,
+                )
+                .values(
+                    status=OutboxStatus.DELIVERED,
+                    delivered_at=now,
+                    claimed_by=None,
+                    claim_expires=None,
+                    last_error=None,
+                )
             ).rowcount
 
-    def failed(self, relay: str, failures: Sequence[tuple[Entry, str]], now: datetime,
-               max_attempts: int) -> list[str]:
+    def failed(
+        self, relay: str, failures: Sequence[tuple[Entry, str]], now: datetime, max_attempts: int
+    ) -> list[str]:
         """Schedule retries with backoff; rows past `max_attempts` go dead. The dead ids."""
         dead: list[str] = []
         with self.engine.begin() as conn:
@@ -209,13 +268,20 @@ class OutboxStore:
                 exhausted = entry.attempts >= max_attempts
                 conn.execute(
                     sa.update(outbox_t)
-                    .where(outbox_t.c.id == entry.id, outbox_t.c.claimed_by == relay,
-                           outbox_t.c.status == OutboxStatus.PENDING)
-                    .values(status=OutboxStatus.DEAD if exhausted else OutboxStatus.PENDING,
-                            dead_at=now if exhausted else None,
-                            next_attempt_at=None if exhausted else now + backoff(entry.attempts),
-                            claimed_by=None, claim_expires=None,
-                            last_error=stored_error(error)))
+                    .where(
+                        outbox_t.c.id == entry.id,
+                        outbox_t.c.claimed_by == relay,
+                        outbox_t.c.status == OutboxStatus.PENDING,
+                    )
+                    .values(
+                        status=OutboxStatus.DEAD if exhausted else OutboxStatus.PENDING,
+                        dead_at=now if exhausted else None,
+                        next_attempt_at=None if exhausted else now + backoff(entry.attempts),
+                        claimed_by=None,
+                        claim_expires=None,
+                        last_error=stored_error(error),
+                    )
+                )
                 if exhausted:
                     dead.append(entry.id)
         return dead
@@ -223,14 +289,17 @@ class OutboxStore:
     def status(self, now: datetime) -> dict[str, dict[str, Any]]:
         """Per sink: pending, claimed, delivered, dead, and the oldest pending row's age."""
         claimed = sa.and_(outbox_t.c.status == OutboxStatus.PENDING, outbox_t.c.claim_expires > now)
-        query = (sa.select(
+        query = sa.select(
             outbox_t.c.sink,
-            *(sa.func.count().filter(outbox_t.c.status == status).label(status)
-              for status in (OutboxStatus.PENDING, OutboxStatus.DELIVERED, OutboxStatus.DEAD)),
+            *(
+                sa.func.count().filter(outbox_t.c.status == status).label(status)
+                for status in (OutboxStatus.PENDING, OutboxStatus.DELIVERED, OutboxStatus.DEAD)
+            ),
             sa.func.count().filter(claimed).label(CLAIMED),
-            sa.func.min(outbox_t.c.created_at).filter(outbox_t.c.status == OutboxStatus.PENDING)
+            sa.func.min(outbox_t.c.created_at)
+            .filter(outbox_t.c.status == OutboxStatus.PENDING)
             .label("oldest"),
-        ).group_by(outbox_t.c.sink))
+        ).group_by(outbox_t.c.sink)
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for r in conn.execute(query):
@@ -239,15 +308,19 @@ class OutboxStore:
                     oldest = datetime.fromisoformat(oldest)
                 if oldest is not None and oldest.tzinfo is None:
                     oldest = oldest.replace(tzinfo=now.tzinfo)
-                out[r.sink] = {**{count: r._mapping[count] for count in STATUS_COUNTS},
-                               "oldest_pending_age_s": round((now - oldest).total_seconds(), 3)
-                               if oldest is not None else None}
+                out[r.sink] = {
+                    **{count: r._mapping[count] for count in STATUS_COUNTS},
+                    "oldest_pending_age_s": round((now - oldest).total_seconds(), 3)
+                    if oldest is not None
+                    else None,
+                }
         return out
 
     def count_dead(self, sink: str | None) -> int:
         with self.engine.connect() as conn:
-            stmt = (sa.select(sa.func.count()).select_from(outbox_t)
-                    .where(outbox_t.c.status == OutboxStatus.DEAD))
+            stmt = (
+                sa.select(sa.func.count()).select_from(outbox_t).where(outbox_t.c.status == OutboxStatus.DEAD)
+            )
             if sink:
                 stmt = stmt.where(outbox_t.c.sink == sink)
             return int(conn.execute(stmt).scalar_one())
@@ -262,25 +335,41 @@ class OutboxStore:
             if limit is not None:
                 dead = dead.limit(limit)
             stmt = sa.update(outbox_t).where(outbox_t.c.id.in_(dead.scalar_subquery()))
-            return conn.execute(stmt.values(status=OutboxStatus.PENDING, attempts=0, dead_at=None,
-                                            next_attempt_at=now, last_error=None)).rowcount
+            return conn.execute(
+                stmt.values(
+                    status=OutboxStatus.PENDING,
+                    attempts=0,
+                    dead_at=None,
+                    next_attempt_at=now,
+                    last_error=None,
+                )
+            ).rowcount
 
     def dead_since(self, since: datetime) -> list[Any]:
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                sa.select(outbox_t.c.id, outbox_t.c.run_id, outbox_t.c.sink, outbox_t.c.key,
-                          outbox_t.c.attempts, outbox_t.c.last_error)
-                .where(outbox_t.c.status == OutboxStatus.DEAD, outbox_t.c.dead_at > since)))
+            return list(
+                conn.execute(
+                    sa.select(
+                        outbox_t.c.id,
+                        outbox_t.c.run_id,
+                        outbox_t.c.sink,
+                        outbox_t.c.key,
+                        outbox_t.c.attempts,
+                        outbox_t.c.last_error,
+                    ).where(outbox_t.c.status == OutboxStatus.DEAD, outbox_t.c.dead_at > since)
+                )
+            )
 
     def prune(self, before: datetime, limit: int = 1000) -> int:
         """Delete delivered rows older than `before`, one batch (the audit sink is the record)."""
         with self.engine.begin() as conn:
-            ids = sa.select(outbox_t.c.id).where(outbox_t.c.status == OutboxStatus.DELIVERED,
-                                                 outbox_t.c.delivered_at < before).limit(limit)
-            return conn.execute(sa.delete(outbox_t).where(
-                outbox_t.c.id.in_(ids.scalar_subquery()))).rowcount
+            ids = (
+                sa.select(outbox_t.c.id)
+                .where(outbox_t.c.status == OutboxStatus.DELIVERED, outbox_t.c.delivered_at < before)
+                .limit(limit)
+            )
+            return conn.execute(sa.delete(outbox_t).where(outbox_t.c.id.in_(ids.scalar_subquery()))).rowcount
 
     def rows(self) -> list[Any]:
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(outbox_t).order_by(outbox_t.c.created_at,
-                                                                  outbox_t.c.id)))
+            return list(conn.execute(sa.select(outbox_t).order_by(outbox_t.c.created_at, outbox_t.c.id)))

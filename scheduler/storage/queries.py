@@ -17,8 +17,9 @@ class Queries(StoreGroup):
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Run, run_id)
 
-    def list_runs(self, *, status: str | None = None, trigger: str | None = None,
-                  limit: int = 50) -> list[Run]:
+    def list_runs(
+        self, *, status: str | None = None, trigger: str | None = None, limit: int = 50
+    ) -> list[Run]:
         """Newest first (`runs list`), optionally of one status or trigger."""
         stmt = sa.select(Run).order_by(runs_t.c.created_at.desc(), runs_t.c.id).limit(limit)
         if status:

@@ -42,17 +42,22 @@ def prune(engine: Engine, before: datetime, batch: int = 1000) -> Pruned:
     """Delete one batch of each kind of history older than `before`."""
     out = Pruned()
     with engine.begin() as conn:
-        ids = list(conn.execute(
-            sa.select(runs_t.c.id)
-            .where(runs_t.c.status.in_(TERMINAL_STATUSES), runs_t.c.finished_at < before)
-            .limit(batch)).scalars())
+        ids = list(
+            conn.execute(
+                sa.select(runs_t.c.id)
+                .where(runs_t.c.status.in_(TERMINAL_STATUSES), runs_t.c.finished_at < before)
+                .limit(batch)
+            ).scalars()
+        )
         if ids:
             # SQLite enforces the cascade only with foreign_keys=ON; delete attempts explicitly.
             conn.execute(sa.delete(attempts_t).where(in_values(conn, attempts_t.c.run_id, ids)))
             out.runs = conn.execute(sa.delete(runs_t).where(in_values(conn, runs_t.c.id, ids))).rowcount
-        for table, column, field in ((alerts_t, alerts_t.c.created_at, "alerts"),
-                                     (dead_t, dead_t.c.created_at, "dead_letters"),
-                                     (missed_t, missed_t.c.recorded_at, "missed_slots")):
+        for table, column, field in (
+            (alerts_t, alerts_t.c.created_at, "alerts"),
+            (dead_t, dead_t.c.created_at, "dead_letters"),
+            (missed_t, missed_t.c.recorded_at, "missed_slots"),
+        ):
             key = next(iter(table.primary_key.columns))
             victims = sa.select(key).where(column < before).limit(batch).scalar_subquery()
             setattr(out, field, conn.execute(sa.delete(table).where(key.in_(victims))).rowcount)

@@ -32,11 +32,24 @@ from scheduler.storage.trigger_state import json_default, write_states
 UNSTARTED = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.WAITING)
 
 _RUN_COLUMNS: dict[str, str] = {
-    "id": "text", "idempotency_key": "text", "trigger": "text", "agent": "text", "queue": "text",
-    "status": "text", "terminal_reason": "text", "attempt": "int", "deliveries": "int",
-    "fence": "bigint", "event": "jsonb", "logical_time": "timestamptz",
-    "agent_version": "text", "overlap_key": "text", "overlap": "text", "created_at": "timestamptz",
-    "finished_at": "timestamptz", "error": "text",
+    "id": "text",
+    "idempotency_key": "text",
+    "trigger": "text",
+    "agent": "text",
+    "queue": "text",
+    "status": "text",
+    "terminal_reason": "text",
+    "attempt": "int",
+    "deliveries": "int",
+    "fence": "bigint",
+    "event": "jsonb",
+    "logical_time": "timestamptz",
+    "agent_version": "text",
+    "overlap_key": "text",
+    "overlap": "text",
+    "created_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "error": "text",
 }
 # A chunk of rows travels as ONE JSON document, expanded by jsonb_to_recordset: json.dumps
 # is C, while psycopg dumps array parameters element by element in Python (17 arrays of 500
@@ -53,14 +66,29 @@ _INSERT_RUNS_JSON = sa.text(
 _SKIP_LIMIT = {RunOverlap.SKIP: 1, RunOverlap.BUFFER_ONE: 2}
 
 
-def wake_next(conn: Connection, now: datetime, *, after: str, waiting_for: WaitingFor,
-              column: sa.Column[Any], value: str) -> None:
+def wake_next(
+    conn: Connection,
+    now: datetime,
+    *,
+    after: str,
+    waiting_for: WaitingFor,
+    column: sa.Column[Any],
+    value: str,
+) -> None:
     """Let the oldest run parked for `waiting_for` on `column = value` go now (a holder of
     the overlap key or of the agent's concurrency ended: attempts.py calls it in its finish)."""
-    nxt = (sa.select(runs_t.c.id)
-           .where(column == value, runs_t.c.status == RunStatus.WAITING,
-                  runs_t.c.waiting_for == waiting_for, runs_t.c.id != after)
-           .order_by(runs_t.c.created_at).limit(1).scalar_subquery())
+    nxt = (
+        sa.select(runs_t.c.id)
+        .where(
+            column == value,
+            runs_t.c.status == RunStatus.WAITING,
+            runs_t.c.waiting_for == waiting_for,
+            runs_t.c.id != after,
+        )
+        .order_by(runs_t.c.created_at)
+        .limit(1)
+        .scalar_subquery()
+    )
     conn.execute(sa.update(runs_t).where(runs_t.c.id == nxt).values(not_before=now))
 
 
@@ -89,11 +117,20 @@ class RunStore(StoreGroup):
             if runs:
                 rows = [
                     {
-                        "id": r.id, "idempotency_key": r.idempotency_key, "trigger": r.trigger,
-                        "agent": r.agent, "queue": r.queue, "status": r.status,
-                        "terminal_reason": r.terminal_reason, "attempt": 0, "deliveries": 0,
-                        "fence": 0, "event": r.event, "logical_time": r.logical_time,
-                        "agent_version": r.agent_version, "overlap_key": r.overlap_key,
+                        "id": r.id,
+                        "idempotency_key": r.idempotency_key,
+                        "trigger": r.trigger,
+                        "agent": r.agent,
+                        "queue": r.queue,
+                        "status": r.status,
+                        "terminal_reason": r.terminal_reason,
+                        "attempt": 0,
+                        "deliveries": 0,
+                        "fence": 0,
+                        "event": r.event,
+                        "logical_time": r.logical_time,
+                        "agent_version": r.agent_version,
+                        "overlap_key": r.overlap_key,
                         "overlap": r.overlap,
                         "created_at": now,
                         "finished_at": now if r.status in TERMINAL_STATUSES else None,
@@ -104,10 +141,20 @@ class RunStore(StoreGroup):
                 ids = self._insert_runs(conn, rows)
                 inserted = [r for r in runs if r.id in ids]
             if missed:
-                conn.execute(sa.insert(missed_t), [
-                    {"trigger": m.trigger, "first_slot": m.first, "last_slot": m.last,
-                     "count": m.count, "reason": m.reason, "recorded_at": now} for m in missed
-                ])
+                conn.execute(
+                    sa.insert(missed_t),
+                    [
+                        {
+                            "trigger": m.trigger,
+                            "first_slot": m.first,
+                            "last_slot": m.last,
+                            "count": m.count,
+                            "reason": m.reason,
+                            "recorded_at": now,
+                        }
+                        for m in missed
+                    ],
+                )
             return inserted
 
     def _apply_overlap(self, conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
@@ -121,11 +168,15 @@ class RunStore(StoreGroup):
         if not keys:
             return list(runs)
         active: dict[str, int] = {
-            row.overlap_key: row.n for row in conn.execute(
+            row.overlap_key: row.n
+            for row in conn.execute(
                 sa.select(runs_t.c.overlap_key, sa.func.count().label("n"))
-                .where(self.dialect.in_values(runs_t.c.overlap_key, sorted(keys)),
-                       runs_t.c.status.in_(ACTIVE_STATUSES))
-                .group_by(runs_t.c.overlap_key))
+                .where(
+                    self.dialect.in_values(runs_t.c.overlap_key, sorted(keys)),
+                    runs_t.c.status.in_(ACTIVE_STATUSES),
+                )
+                .group_by(runs_t.c.overlap_key)
+            )
         }
         out = []
         for r in runs:
@@ -149,15 +200,18 @@ class RunStore(StoreGroup):
             document = json.dumps(rows, default=json_default)
             return {row.id for row in conn.execute(_INSERT_RUNS_JSON, {"rows": document})}
         # executemany form: compiled once and cached; insertmanyvalues batches it.
-        stmt = (self.dialect.insert(runs_t)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(runs_t.c.id))
+        stmt = (
+            self.dialect.insert(runs_t)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(runs_t.c.id)
+        )
         return {row.id for row in conn.execute(stmt, rows)}
 
     # -- publishing (scheduler.core.publish.dispatch calls these) ---------
 
-    def claim_for_publish(self, dispatches: Sequence[Dispatch], now: datetime,
-                          redeliver_grace: timedelta) -> list[Dispatch]:
+    def claim_for_publish(
+        self, dispatches: Sequence[Dispatch], now: datetime, redeliver_grace: timedelta
+    ) -> list[Dispatch]:
         """The bookkeeping of a publish, done BEFORE the publish; returns what to publish.
 
         Each run is claimed only if it is still as the publisher saw it (status and fence):
@@ -174,24 +228,38 @@ class RunStore(StoreGroup):
         claimed: set[str] = set()
         with self.engine.begin() as conn:
             if idle:
-                claimed |= self._claim(conn, idle, sa.update(runs_t).values(
-                    status=RunStatus.QUEUED, queued_at=now, not_before=None, waiting_for=None))
+                claimed |= self._claim(
+                    conn,
+                    idle,
+                    sa.update(runs_t).values(
+                        status=RunStatus.QUEUED, queued_at=now, not_before=None, waiting_for=None
+                    ),
+                )
             if running:
-                claimed |= self._claim(conn, running, sa.update(runs_t)
-                                       .where(runs_t.c.lease_expires_at < now)
-                                       .values(lease_expires_at=now + redeliver_grace))
+                claimed |= self._claim(
+                    conn,
+                    running,
+                    sa.update(runs_t)
+                    .where(runs_t.c.lease_expires_at < now)
+                    .values(lease_expires_at=now + redeliver_grace),
+                )
         return [d for d in dispatches if d.run_id in claimed]
 
-    def _claim(self, conn: Connection, dispatches: Sequence[Dispatch], stmt: sa.Update
-               ) -> set[str]:
+    def _claim(self, conn: Connection, dispatches: Sequence[Dispatch], stmt: sa.Update) -> set[str]:
         fresh = [d for d in dispatches if d.status == RunStatus.PENDING and d.fence == 0]
         if len(fresh) == len(dispatches):
             # The tick's case (just inserted): an id list, one JSON parameter on PostgreSQL.
-            where = [self.dialect.in_values(runs_t.c.id, [d.run_id for d in fresh]),
-                     runs_t.c.status == RunStatus.PENDING, runs_t.c.fence == 0]
+            where = [
+                self.dialect.in_values(runs_t.c.id, [d.run_id for d in fresh]),
+                runs_t.c.status == RunStatus.PENDING,
+                runs_t.c.fence == 0,
+            ]
         else:
-            where = [sa.tuple_(runs_t.c.id, runs_t.c.status, runs_t.c.fence).in_(
-                [(d.run_id, d.status, d.fence) for d in dispatches])]
+            where = [
+                sa.tuple_(runs_t.c.id, runs_t.c.status, runs_t.c.fence).in_(
+                    [(d.run_id, d.status, d.fence) for d in dispatches]
+                )
+            ]
         return {row.id for row in conn.execute(stmt.where(*where).returning(runs_t.c.id))}
 
     def unclaim(self, dispatches: Sequence[Dispatch], now: datetime) -> None:
@@ -201,29 +269,49 @@ class RunStore(StoreGroup):
         if not ids:
             return
         with self.engine.begin() as conn:
-            conn.execute(sa.update(runs_t)
-                         .where(self.dialect.in_values(runs_t.c.id, ids),
-                                runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at == now)
-                         .values(status=RunStatus.PENDING))
+            conn.execute(
+                sa.update(runs_t)
+                .where(
+                    self.dialect.in_values(runs_t.c.id, ids),
+                    runs_t.c.status == RunStatus.QUEUED,
+                    runs_t.c.queued_at == now,
+                )
+                .values(status=RunStatus.PENDING)
+            )
 
-    def queued_candidates(self, queued_before: datetime, now: datetime, limit: int
-                          ) -> list[QueuedRun]:
+    def queued_candidates(self, queued_before: datetime, now: datetime, limit: int) -> list[QueuedRun]:
         """`queued` runs older than `queued_before` that are not deferred behind a lease:
         the ones whose message the lost-message check looks for in the broker."""
         stmt = (
-            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                      runs_t.c.attempt, runs_t.c.fence, runs_t.c.queued_at)
-            .where(runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at < queued_before,
-                   sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now))
-            .order_by(runs_t.c.queued_at).limit(limit)
+            sa.select(
+                runs_t.c.id,
+                runs_t.c.agent,
+                runs_t.c.queue,
+                runs_t.c.trigger,
+                runs_t.c.attempt,
+                runs_t.c.fence,
+                runs_t.c.queued_at,
+            )
+            .where(
+                runs_t.c.status == RunStatus.QUEUED,
+                runs_t.c.queued_at < queued_before,
+                sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now),
+            )
+            .order_by(runs_t.c.queued_at)
+            .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [QueuedRun(Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt,
-                                       RunStatus.QUEUED, r.fence), r.queued_at)
-                    for r in conn.execute(stmt)]
+            return [
+                QueuedRun(
+                    Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, RunStatus.QUEUED, r.fence),
+                    r.queued_at,
+                )
+                for r in conn.execute(stmt)
+            ]
 
-    def due_for_publish(self, now: datetime, pending_before: datetime, limit: int,
-                        queued_before: datetime | None = None) -> list[Dispatch]:
+    def due_for_publish(
+        self, now: datetime, pending_before: datetime, limit: int, queued_before: datetime | None = None
+    ) -> list[Dispatch]:
         """Runs the sweeper must (re)publish.
 
         `pending` older than the grace (the publisher died), `waiting` whose
@@ -235,26 +323,36 @@ class RunStore(StoreGroup):
         """
         due = [
             sa.and_(runs_t.c.status == RunStatus.PENDING, runs_t.c.created_at <= pending_before),
-            sa.and_(runs_t.c.status == RunStatus.WAITING,
-                    sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now)),
+            sa.and_(
+                runs_t.c.status == RunStatus.WAITING,
+                sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before <= now),
+            ),
             sa.and_(runs_t.c.status == RunStatus.RUNNING, runs_t.c.lease_expires_at < now),
             # A delivery dropped because another worker held the lease, whose holder then
             # never started the run (it died between taking the lease and its start commit).
             sa.and_(runs_t.c.status == RunStatus.QUEUED, runs_t.c.not_before <= now),
         ]
         if queued_before is not None:
-            due.append(sa.and_(runs_t.c.status == RunStatus.QUEUED,
-                               runs_t.c.queued_at < queued_before))
+            due.append(sa.and_(runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at < queued_before))
         stmt = (
-            sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                      runs_t.c.attempt, runs_t.c.status, runs_t.c.fence)
+            sa.select(
+                runs_t.c.id,
+                runs_t.c.agent,
+                runs_t.c.queue,
+                runs_t.c.trigger,
+                runs_t.c.attempt,
+                runs_t.c.status,
+                runs_t.c.fence,
+            )
             .where(sa.or_(*due))
             .order_by(runs_t.c.created_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, r.status, r.fence)
-                    for r in conn.execute(stmt)]
+            return [
+                Dispatch(r.id, r.agent, r.queue, r.trigger, r.attempt, r.status, r.fence)
+                for r in conn.execute(stmt)
+            ]
 
     # -- runs that have not started ---------------------------------------
 
@@ -270,11 +368,14 @@ class RunStore(StoreGroup):
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool:
         """End an active run `skipped/<reason>` before it started."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
-                .values(status=RunStatus.SKIPPED, terminal_reason=reason, finished_at=now)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    sa.update(runs_t)
+                    .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
+                    .values(status=RunStatus.SKIPPED, terminal_reason=reason, finished_at=now)
+                ).rowcount
+                == 1
+            )
 
     def defer(self, run_id: str, not_before: datetime) -> None:
         """Note when the sweeper may redeliver a run whose lease someone else holds.
@@ -285,22 +386,25 @@ class RunStore(StoreGroup):
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id,
-                       runs_t.c.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
-                       sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before < not_before))
+                .where(
+                    runs_t.c.id == run_id,
+                    runs_t.c.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+                    sa.or_(runs_t.c.not_before.is_(None), runs_t.c.not_before < not_before),
+                )
                 .values(not_before=not_before)
             )
 
-    def fail_without_attempt(self, run_id: str, reason: Reason, error: str, now: datetime
-                             ) -> bool:
+    def fail_without_attempt(self, run_id: str, reason: Reason, error: str, now: datetime) -> bool:
         """End an active run `failed/<reason>` before any attempt ran (poison, unknown agent)."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
-                .values(status=RunStatus.FAILED, terminal_reason=reason, error=error,
-                        finished_at=now)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    sa.update(runs_t)
+                    .where(runs_t.c.id == run_id, runs_t.c.status.in_(ACTIVE_STATUSES))
+                    .values(status=RunStatus.FAILED, terminal_reason=reason, error=error, finished_at=now)
+                ).rowcount
+                == 1
+            )
 
     def revive(self, run_id: str, from_statuses: Sequence[str]) -> Dispatch | None:
         """Reopen an ended run for one more attempt (`pending`, deliveries reset)."""
@@ -310,26 +414,38 @@ class RunStore(StoreGroup):
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(from_statuses))
                 # A cancel request belonged to the run's earlier life: a retry asked for now
                 # must run, not end cancelled at its first delivery.
-                .values(status=RunStatus.PENDING, terminal_reason=None, finished_at=None,
-                        not_before=None, deliveries=0, lease_expires_at=None,
-                        cancel_requested=None)
-                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt,
-                           runs_t.c.fence)
+                .values(
+                    status=RunStatus.PENDING,
+                    terminal_reason=None,
+                    finished_at=None,
+                    not_before=None,
+                    deliveries=0,
+                    lease_expires_at=None,
+                    cancel_requested=None,
+                )
+                .returning(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.attempt, runs_t.c.fence)
             ).first()
-        return None if row is None else Dispatch(run_id, row.agent, row.queue, row.trigger,
-                                                 row.attempt, RunStatus.PENDING, row.fence)
+        return (
+            None
+            if row is None
+            else Dispatch(
+                run_id, row.agent, row.queue, row.trigger, row.attempt, RunStatus.PENDING, row.fence
+            )
+        )
 
     # -- cancelling -------------------------------------------------------
 
     def cancel_unstarted(self, run_id: str, now: datetime) -> bool:
         """`cancelled/by_user` for a run that has not started; False if it is running or ended."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
-                .values(status=RunStatus.CANCELLED, terminal_reason=Reason.BY_USER,
-                        finished_at=now)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    sa.update(runs_t)
+                    .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
+                    .values(status=RunStatus.CANCELLED, terminal_reason=Reason.BY_USER, finished_at=now)
+                ).rowcount
+                == 1
+            )
 
     def running_with_keys(self, keys: Iterable[str]) -> list[str]:
         """Ids of running runs holding any of `keys` (for cancel_other)."""
@@ -337,9 +453,15 @@ class RunStore(StoreGroup):
         if not wanted:
             return []
         with self.engine.connect() as conn:
-            return [r.id for r in conn.execute(
-                sa.select(runs_t.c.id).where(self.dialect.in_values(runs_t.c.overlap_key, wanted),
-                                             runs_t.c.status == RunStatus.RUNNING))]
+            return [
+                r.id
+                for r in conn.execute(
+                    sa.select(runs_t.c.id).where(
+                        self.dialect.in_values(runs_t.c.overlap_key, wanted),
+                        runs_t.c.status == RunStatus.RUNNING,
+                    )
+                )
+            ]
 
     def request_cancel(self, run_ids: Iterable[str], reason: str) -> list[str]:
         """Aim a cancel request at active runs (and their future attempts); the ids it reached.
@@ -351,9 +473,12 @@ class RunStore(StoreGroup):
         if not ids:
             return []
         with self.engine.begin() as conn:
-            return [r.id for r in conn.execute(
-                sa.update(runs_t)
-                .where(self.dialect.in_values(runs_t.c.id, ids),
-                       runs_t.c.status.in_(ACTIVE_STATUSES))
-                .values(cancel_requested=sa.func.coalesce(runs_t.c.cancel_requested, reason))
-                .returning(runs_t.c.id))]
+            return [
+                r.id
+                for r in conn.execute(
+                    sa.update(runs_t)
+                    .where(self.dialect.in_values(runs_t.c.id, ids), runs_t.c.status.in_(ACTIVE_STATUSES))
+                    .values(cancel_requested=sa.func.coalesce(runs_t.c.cancel_requested, reason))
+                    .returning(runs_t.c.id)
+                )
+            ]

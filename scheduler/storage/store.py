@@ -43,8 +43,31 @@ class Store(RunStore, AttemptStore, TriggerStateStore, DeadLetterStore, Queries)
     attempt plan (the contract tests run the transaction plan on PostgreSQL)."""
 
 
-__all__ = ["FINISH_RETRY_FOR", "AttemptStore", "Beat", "ConcurrencyBlockedError",
-           "DeadLetterStore", "Dispatch", "MissedRow", "NewRun", "OutboxWrite",
-           "OverlapBlockedError", "Plan", "Queries", "QueuedRun", "RunStore", "StartedAttempt",
-           "StateWrite", "Store", "TriggerStateStore", "attempts_t", "dead_t", "is_transient",
-           "missed_t", "new_run_id", "plan_for", "runs_t", "state_t"]
+__all__ = [
+    "FINISH_RETRY_FOR",
+    "AttemptStore",
+    "Beat",
+    "ConcurrencyBlockedError",
+    "DeadLetterStore",
+    "Dispatch",
+    "MissedRow",
+    "NewRun",
+    "OutboxWrite",
+    "OverlapBlockedError",
+    "Plan",
+    "Queries",
+    "QueuedRun",
+    "RunStore",
+    "StartedAttempt",
+    "StateWrite",
+    "Store",
+    "TriggerStateStore",
+    "attempts_t",
+    "dead_t",
+    "is_transient",
+    "missed_t",
+    "new_run_id",
+    "plan_for",
+    "runs_t",
+    "state_t",
+]

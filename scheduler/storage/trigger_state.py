@@ -36,9 +36,13 @@ _CAS_STATE = (
     sa.update(state_t)
     .where(state_t.c.name == sa.bindparam("b_name"))
     .where(state_t.c.revision == sa.bindparam("b_rev"))
-    .values(state=sa.bindparam("b_state"), revision=state_t.c.revision + 1,
-            next_evaluation=sa.bindparam("b_next"),
-            source_failing=sa.bindparam("b_failing"), updated_at=sa.bindparam("b_now"))
+    .values(
+        state=sa.bindparam("b_state"),
+        revision=state_t.c.revision + 1,
+        next_evaluation=sa.bindparam("b_next"),
+        source_failing=sa.bindparam("b_failing"),
+        updated_at=sa.bindparam("b_now"),
+    )
 )
 
 
@@ -49,8 +53,7 @@ def json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_states(conn: Connection, dialect: Dialect, states: Sequence[StateWrite],
-                 now: datetime) -> None:
+def write_states(conn: Connection, dialect: Dialect, states: Sequence[StateWrite], now: datetime) -> None:
     """Create new states and compare-and-set existing ones on `conn`'s transaction.
 
     Raises StateConflictError when a state was created concurrently or its revision moved
@@ -59,13 +62,28 @@ def write_states(conn: Connection, dialect: Dialect, states: Sequence[StateWrite
     new = [s for s in states if s.expected_revision == 0]
     old = [s for s in states if s.expected_revision > 0]
     if new:
-        stmt = (dialect.insert(state_t).on_conflict_do_nothing(index_elements=["name"])
-                .returning(state_t.c.name))
-        written = {row.name for row in conn.execute(stmt, [
-            {"name": s.name, "kind": s.kind, "state": s.state, "revision": 1,
-             "next_evaluation": s.next_evaluation, "updated_at": now,
-             "source_failing": s.source_failing, "paused": False} for s in new
-        ])}
+        stmt = (
+            dialect.insert(state_t).on_conflict_do_nothing(index_elements=["name"]).returning(state_t.c.name)
+        )
+        written = {
+            row.name
+            for row in conn.execute(
+                stmt,
+                [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "state": s.state,
+                        "revision": 1,
+                        "next_evaluation": s.next_evaluation,
+                        "updated_at": now,
+                        "source_failing": s.source_failing,
+                        "paused": False,
+                    }
+                    for s in new
+                ],
+            )
+        }
         if len(written) != len(new):
             lost = sorted({s.name for s in new} - written)
             raise StateConflictError(f"trigger state created concurrently: {lost}")
@@ -74,15 +92,34 @@ def write_states(conn: Connection, dialect: Dialect, states: Sequence[StateWrite
     if dialect.json_batches:
         # Every compare-and-set of a chunk in one statement (one round trip, not 500).
         document = json.dumps(
-            [{"name": s.name, "rev": s.expected_revision, "state": s.state,
-              "next": s.next_evaluation, "failing": s.source_failing} for s in old],
-            default=json_default)
+            [
+                {
+                    "name": s.name,
+                    "rev": s.expected_revision,
+                    "state": s.state,
+                    "next": s.next_evaluation,
+                    "failing": s.source_failing,
+                }
+                for s in old
+            ],
+            default=json_default,
+        )
         matched = len(conn.execute(_CAS_STATES_JSON, {"rows": document, "now": now}).fetchall())
     else:
-        matched = conn.execute(_CAS_STATE, [
-            {"b_name": s.name, "b_rev": s.expected_revision, "b_state": s.state,
-             "b_next": s.next_evaluation, "b_failing": s.source_failing, "b_now": now}
-            for s in old]).rowcount
+        matched = conn.execute(
+            _CAS_STATE,
+            [
+                {
+                    "b_name": s.name,
+                    "b_rev": s.expected_revision,
+                    "b_state": s.state,
+                    "b_next": s.next_evaluation,
+                    "b_failing": s.source_failing,
+                    "b_now": now,
+                }
+                for s in old
+            ],
+        ).rowcount
     if matched != len(old):
         raise StateConflictError(f"{len(old) - matched} trigger state(s) changed under us")
 

@@ -42,16 +42,36 @@ class Stall:
     fence: int = 0  # the run's fence after the stall (the requeue's claim compares on it)
 
 
-_ATTEMPT_COLUMNS = (attempts_t.c.run_id, attempts_t.c.number, attempts_t.c.fence, runs_t.c.agent,
-                    runs_t.c.trigger, attempts_t.c.status, attempts_t.c.heartbeat_at,
-                    attempts_t.c.progress_at, attempts_t.c.started_at,
-                    attempts_t.c.celery_task_id, attempts_t.c.worker)
+_ATTEMPT_COLUMNS = (
+    attempts_t.c.run_id,
+    attempts_t.c.number,
+    attempts_t.c.fence,
+    runs_t.c.agent,
+    runs_t.c.trigger,
+    attempts_t.c.status,
+    attempts_t.c.heartbeat_at,
+    attempts_t.c.progress_at,
+    attempts_t.c.started_at,
+    attempts_t.c.celery_task_id,
+    attempts_t.c.worker,
+)
 
 
 def _attempt(row: Any) -> RunningAttempt:
-    return RunningAttempt(row.run_id, row.number, row.fence, row.agent, row.trigger, row.status,
-                          row.heartbeat_at, row.progress_at, row.started_at, row.celery_task_id,
-                          row.worker, getattr(row, "reason", None))
+    return RunningAttempt(
+        row.run_id,
+        row.number,
+        row.fence,
+        row.agent,
+        row.trigger,
+        row.status,
+        row.heartbeat_at,
+        row.progress_at,
+        row.started_at,
+        row.celery_task_id,
+        row.worker,
+        getattr(row, "reason", None),
+    )
 
 
 class WatchStore:
@@ -63,23 +83,32 @@ class WatchStore:
         pairs = list(keys)
         if not pairs:
             return {}
-        query = (sa.select(*_ATTEMPT_COLUMNS).join(runs_t, runs_t.c.id == attempts_t.c.run_id)
-                 .where(sa.tuple_(attempts_t.c.run_id, attempts_t.c.number).in_(pairs)))
+        query = (
+            sa.select(*_ATTEMPT_COLUMNS)
+            .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+            .where(sa.tuple_(attempts_t.c.run_id, attempts_t.c.number).in_(pairs))
+        )
         with self.engine.connect() as conn:
             return {(r.run_id, r.number): _attempt(r) for r in conn.execute(query)}
 
-    def running(self, *, heartbeat_before: datetime | None = None,
-                progress_before: datetime | None = None) -> list[RunningAttempt]:
+    def running(
+        self, *, heartbeat_before: datetime | None = None, progress_before: datetime | None = None
+    ) -> list[RunningAttempt]:
         """Attempts still `running` (optionally only stale ones): the sweep and the rebuild."""
-        query = (sa.select(*_ATTEMPT_COLUMNS).join(runs_t, runs_t.c.id == attempts_t.c.run_id)
-                 .where(attempts_t.c.status == AttemptStatus.RUNNING))
+        query = (
+            sa.select(*_ATTEMPT_COLUMNS)
+            .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+            .where(attempts_t.c.status == AttemptStatus.RUNNING)
+        )
         stale = []
         if heartbeat_before is not None:
-            stale.append(sa.func.coalesce(attempts_t.c.heartbeat_at, attempts_t.c.started_at)
-                         < heartbeat_before)
+            stale.append(
+                sa.func.coalesce(attempts_t.c.heartbeat_at, attempts_t.c.started_at) < heartbeat_before
+            )
         if progress_before is not None:
-            stale.append(sa.func.coalesce(attempts_t.c.progress_at, attempts_t.c.started_at)
-                         < progress_before)
+            stale.append(
+                sa.func.coalesce(attempts_t.c.progress_at, attempts_t.c.started_at) < progress_before
+            )
         if stale:
             query = query.where(sa.or_(*stale))
         with self.engine.connect() as conn:
@@ -89,17 +118,19 @@ class WatchStore:
         """The oldest liveness beat among running attempts (for the heartbeat-age gauge)."""
         with self.engine.connect() as conn:
             value = conn.execute(
-                sa.select(sa.func.min(sa.func.coalesce(attempts_t.c.heartbeat_at,
-                                                       attempts_t.c.started_at)))
-                .where(attempts_t.c.status == AttemptStatus.RUNNING)).scalar()
+                sa.select(
+                    sa.func.min(sa.func.coalesce(attempts_t.c.heartbeat_at, attempts_t.c.started_at))
+                ).where(attempts_t.c.status == AttemptStatus.RUNNING)
+            ).scalar()
         if isinstance(value, str):  # SQLite aggregates lose the column type
             value = datetime.fromisoformat(value)
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
 
-    def stall(self, run_id: str, attempt: int, fence: int, *, reason: str, now: datetime,
-              run_status: RunStatus) -> Stall | None:
+    def stall(
+        self, run_id: str, attempt: int, fence: int, *, reason: str, now: datetime, run_status: RunStatus
+    ) -> Stall | None:
         """End a stalled attempt and move its run to `run_status` with a new fence: `pending`
         (requeued) or `dead` (attempts exhausted), as `verdict.lost()` decided; storage
         writes the verdict and does not judge it.
@@ -113,17 +144,25 @@ class WatchStore:
             # Lock order, as everywhere: the run row first, then its attempt rows (a worker's
             # start and finish take them in that order; the reverse deadlocked).
             info = conn.execute(
-                sa.select(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.fence,
-                          runs_t.c.status)
-                .where(runs_t.c.id == run_id).with_for_update()).first()
+                sa.select(runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.fence, runs_t.c.status)
+                .where(runs_t.c.id == run_id)
+                .with_for_update()
+            ).first()
             if info is None:
                 return None
             closed = conn.execute(
                 sa.update(attempts_t)
-                .where(attempts_t.c.run_id == run_id, attempts_t.c.number == attempt,
-                       attempts_t.c.status == AttemptStatus.RUNNING)
-                .values(status=AttemptStatus.STALLED, reason=reason, finished_at=now,
-                        error_message=f"stalled: {reason}")
+                .where(
+                    attempts_t.c.run_id == run_id,
+                    attempts_t.c.number == attempt,
+                    attempts_t.c.status == AttemptStatus.RUNNING,
+                )
+                .values(
+                    status=AttemptStatus.STALLED,
+                    reason=reason,
+                    finished_at=now,
+                    error_message=f"stalled: {reason}",
+                )
             ).rowcount
             if not closed:
                 return None
@@ -133,31 +172,37 @@ class WatchStore:
             exhausted = run_status == RunStatus.DEAD
             row = conn.execute(
                 sa.update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.fence == fence,
-                       runs_t.c.status == RunStatus.RUNNING)
+                .where(runs_t.c.id == run_id, runs_t.c.fence == fence, runs_t.c.status == RunStatus.RUNNING)
                 .values(
                     fence=runs_t.c.fence + 1,  # the stalled worker can no longer commit anything
                     status=run_status,
                     terminal_reason=Reason.ATTEMPTS_EXHAUSTED if exhausted else None,
                     error=f"attempt {attempt} stalled: {reason}",
-                    lease_expires_at=None, waiting_for=None, not_before=None,
+                    lease_expires_at=None,
+                    waiting_for=None,
+                    not_before=None,
                     finished_at=now if run_status.terminal else None,
                 )
-                .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger,
-                           runs_t.c.fence)
+                .returning(runs_t.c.status, runs_t.c.agent, runs_t.c.queue, runs_t.c.trigger, runs_t.c.fence)
             ).one()
             return Stall(RunStatus(row.status), row.agent, row.queue, row.trigger, row.fence)
 
     def queued_before(self, before: datetime, limit: int) -> list[tuple[str, str, datetime]]:
         """(run id, queue, queued_at) of runs `queued` since before `before` (run_stuck)."""
         with self.engine.connect() as conn:
-            return [(r.id, r.queue, r.queued_at) for r in conn.execute(
-                sa.select(runs_t.c.id, runs_t.c.queue, runs_t.c.queued_at)
-                .where(runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at < before)
-                .order_by(runs_t.c.queued_at).limit(limit))]
+            return [
+                (r.id, r.queue, r.queued_at)
+                for r in conn.execute(
+                    sa.select(runs_t.c.id, runs_t.c.queue, runs_t.c.queued_at)
+                    .where(runs_t.c.status == RunStatus.QUEUED, runs_t.c.queued_at < before)
+                    .order_by(runs_t.c.queued_at)
+                    .limit(limit)
+                )
+            ]
 
-    def missed_ranges(self, names: Iterable[str], since: datetime
-                      ) -> dict[str, list[tuple[datetime, datetime]]]:
+    def missed_ranges(
+        self, names: Iterable[str], since: datetime
+    ) -> dict[str, list[tuple[datetime, datetime]]]:
         """Ledger gaps (first, last slot) of these triggers ending at or after `since`: slots
         the scheduler's catch-up policy skipped on purpose."""
         wanted = list(names)
@@ -166,35 +211,49 @@ class WatchStore:
         out: dict[str, list[tuple[datetime, datetime]]] = {}
         with self.engine.connect() as conn:
             for r in conn.execute(
-                    sa.select(missed_t.c.trigger, missed_t.c.first_slot, missed_t.c.last_slot)
-                    .where(in_values(conn, missed_t.c.trigger, wanted),
-                           missed_t.c.last_slot >= since)):
+                sa.select(missed_t.c.trigger, missed_t.c.first_slot, missed_t.c.last_slot).where(
+                    in_values(conn, missed_t.c.trigger, wanted), missed_t.c.last_slot >= since
+                )
+            ):
                 out.setdefault(r.trigger, []).append((r.first_slot, r.last_slot))
         return out
 
     def stalled_since(self, since: datetime) -> list[RunningAttempt]:
         """Attempts ended `stalled` after `since`, by the watchdog or by a redelivery."""
-        query = (sa.select(*_ATTEMPT_COLUMNS, attempts_t.c.reason)
-                 .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
-                 .where(attempts_t.c.status == AttemptStatus.STALLED,
-                        attempts_t.c.finished_at > since))
+        query = (
+            sa.select(*_ATTEMPT_COLUMNS, attempts_t.c.reason)
+            .join(runs_t, runs_t.c.id == attempts_t.c.run_id)
+            .where(attempts_t.c.status == AttemptStatus.STALLED, attempts_t.c.finished_at > since)
+        )
         with self.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query)]
 
     def dead_since(self, since: datetime) -> list[Any]:
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                sa.select(runs_t.c.id, runs_t.c.agent, runs_t.c.trigger, runs_t.c.attempt,
-                          runs_t.c.error, runs_t.c.terminal_reason)
-                .where(runs_t.c.status == RunStatus.DEAD, runs_t.c.finished_at > since)))
+            return list(
+                conn.execute(
+                    sa.select(
+                        runs_t.c.id,
+                        runs_t.c.agent,
+                        runs_t.c.trigger,
+                        runs_t.c.attempt,
+                        runs_t.c.error,
+                        runs_t.c.terminal_reason,
+                    ).where(runs_t.c.status == RunStatus.DEAD, runs_t.c.finished_at > since)
+                )
+            )
 
     def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
         ids = list(run_ids)
         if not ids:
             return {}
         with self.engine.connect() as conn:
-            return {r.id: r.status for r in conn.execute(
-                sa.select(runs_t.c.id, runs_t.c.status).where(in_values(conn, runs_t.c.id, ids)))}
+            return {
+                r.id: r.status
+                for r in conn.execute(
+                    sa.select(runs_t.c.id, runs_t.c.status).where(in_values(conn, runs_t.c.id, ids))
+                )
+            }
 
     def by_keys(self, keys: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """(status, started_at) of the runs with these idempotency keys."""
@@ -202,19 +261,32 @@ class WatchStore:
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            return {r.idempotency_key: (r.status, r.started_at) for r in conn.execute(
-                sa.select(runs_t.c.idempotency_key, runs_t.c.status, runs_t.c.started_at)
-                .where(in_values(conn, runs_t.c.idempotency_key, wanted)))}
+            return {
+                r.idempotency_key: (r.status, r.started_at)
+                for r in conn.execute(
+                    sa.select(runs_t.c.idempotency_key, runs_t.c.status, runs_t.c.started_at).where(
+                        in_values(conn, runs_t.c.idempotency_key, wanted)
+                    )
+                )
+            }
 
     def failing_sources(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
-            return {r.name: r.state for r in conn.execute(
-                sa.select(state_t.c.name, state_t.c.state).where(state_t.c.source_failing.is_(True)))}
+            return {
+                r.name: r.state
+                for r in conn.execute(
+                    sa.select(state_t.c.name, state_t.c.state).where(state_t.c.source_failing.is_(True))
+                )
+            }
 
     def trigger_states(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         wanted = list(names)
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            return {r.name: r.state for r in conn.execute(
-                sa.select(state_t.c.name, state_t.c.state).where(in_values(conn, state_t.c.name, wanted)))}
+            return {
+                r.name: r.state
+                for r in conn.execute(
+                    sa.select(state_t.c.name, state_t.c.state).where(in_values(conn, state_t.c.name, wanted))
+                )
+            }

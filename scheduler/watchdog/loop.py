@@ -28,10 +28,17 @@ def build_watchdog(settings: Settings, registry: Registry, clock: Clock | None =
         app.control.revoke(task_id, terminate=True, signal="SIGKILL")
 
     return Watchdog(
-        registry=registry, store=store, alerts=build_alerts(settings, store.engine, clock),
-        redis_client=redis.Redis.from_url(settings.require_redis_url()), clock=clock,
-        publisher=Publisher(app), key_prefix=settings.redis_prefix,
-        leader_ttl=settings.leader_ttl, revoke=revoke, stuck_after=settings.stuck_after)
+        registry=registry,
+        store=store,
+        alerts=build_alerts(settings, store.engine, clock),
+        redis_client=redis.Redis.from_url(settings.require_redis_url()),
+        clock=clock,
+        publisher=Publisher(app),
+        key_prefix=settings.redis_prefix,
+        leader_ttl=settings.leader_ttl,
+        revoke=revoke,
+        stuck_after=settings.stuck_after,
+    )
 
 
 class WatchdogLoop(IntervalLoop):
@@ -39,5 +46,8 @@ class WatchdogLoop(IntervalLoop):
 
     def __init__(self, watchdog: Watchdog, settings: Settings) -> None:
         self.watchdog = watchdog
-        super().__init__([Step("watchdog check", watchdog.check, settings.watchdog_interval)],
-                         watchdog.close, logging.getLogger("nightowl.watchdog"))
+        super().__init__(
+            [Step("watchdog check", watchdog.check, settings.watchdog_interval)],
+            watchdog.close,
+            logging.getLogger("nightowl.watchdog"),
+        )

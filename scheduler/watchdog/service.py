@@ -111,8 +111,9 @@ class Watchdog:
         self.publisher = publisher
         self.prefix = key_prefix
         self.index = HeartbeatIndex(redis_client, key_prefix)
-        self.lease = Lease(redis_client, keys.leader(key_prefix, "watchdog"), owner or identity("watchdog"),
-                           leader_ttl)
+        self.lease = Lease(
+            redis_client, keys.leader(key_prefix, "watchdog"), owner or identity("watchdog"), leader_ttl
+        )
         self.leader_grace = 2 * leader_ttl
         self.leadership = Leadership(self.lease, "watchdog", self._become_leader)
         self.revoke = revoke
@@ -127,8 +128,12 @@ class Watchdog:
         self._stuck_seen: set[str] = set()  # no message at the previous scan
         self._stuck_not_before = 0.0  # monotonic: when a long backlog may be read again
         self.scheduler_watch = LeaderWatch(
-            redis_client, key_prefix, "scheduler", self.leader_grace,
-            "no scheduler holds the leader lease: no trigger is being evaluated")
+            redis_client,
+            key_prefix,
+            "scheduler",
+            self.leader_grace,
+            "no scheduler holds the leader lease: no trigger is being evaluated",
+        )
         self._lock = threading.Lock()
 
     # -- leadership ----------------------------------------------------------
@@ -211,7 +216,8 @@ class Watchdog:
         member = Member(a.run_id, a.attempt, a.fence)
         beat = (a.heartbeat_at or a.started_at).timestamp()
         out: list[tuple[Any, Member, float]] = [
-            ("live", member, beat + spec.heartbeat_timeout.total_seconds())]
+            ("live", member, beat + spec.heartbeat_timeout.total_seconds())
+        ]
         if spec.progress_timeout is not None:
             progress = (a.progress_at or a.started_at).timestamp()
             out.append(("progress", member, progress + spec.progress_timeout.total_seconds()))
@@ -247,16 +253,15 @@ class Watchdog:
         oldest = self.watch.oldest_heartbeat()
         metrics.HEARTBEAT_AGE.set((now - oldest).total_seconds() if oldest else 0)
         candidates = self.watch.running(
-            heartbeat_before=now - shortest,
-            progress_before=now - min(progress) if progress else None)
+            heartbeat_before=now - shortest, progress_before=now - min(progress) if progress else None
+        )
         for row in candidates:
             for which, _member, deadline in self._deadlines(row):
                 if deadline <= now.timestamp():
                     self._stall(row, _stall_reason(which), now, report)
                     break
 
-    def _stall(self, row: RunningAttempt, reason: StallReason, now: datetime,
-               report: CheckReport) -> None:
+    def _stall(self, row: RunningAttempt, reason: StallReason, now: datetime, report: CheckReport) -> None:
         spec = self.registry.agents.get(row.agent)
         max_attempts = spec.max_attempts if spec is not None else 1
         # Alive but stuck: the stall below takes a new fence, which the attempt's next beat
@@ -266,10 +271,15 @@ class Watchdog:
                 self.revoke(row.task_id)
                 report.revoked.append(row.run_id)
             except Exception:
-                log.warning("revoking task %s of run %s failed", row.task_id, row.run_id,
-                            exc_info=True)
-        result = self.watch.stall(row.run_id, row.attempt, row.fence, reason=reason, now=now,
-                                  run_status=lost(row.attempt, max_attempts))
+                log.warning("revoking task %s of run %s failed", row.task_id, row.run_id, exc_info=True)
+        result = self.watch.stall(
+            row.run_id,
+            row.attempt,
+            row.fence,
+            reason=reason,
+            now=now,
+            run_status=lost(row.attempt, max_attempts),
+        )
         self.index.clear(Member(row.run_id, row.attempt, row.fence))
         if result is None:
             return
@@ -286,47 +296,87 @@ class Watchdog:
             report.requeued.append(row.run_id)
             if self.publisher is not None:
                 try:
-                    dispatch(self.store, self.publisher, [Dispatch(
-                        row.run_id, result.agent, result.queue, result.trigger, row.attempt,
-                        RunStatus.PENDING, result.fence)], now)
+                    dispatch(
+                        self.store,
+                        self.publisher,
+                        [
+                            Dispatch(
+                                row.run_id,
+                                result.agent,
+                                result.queue,
+                                result.trigger,
+                                row.attempt,
+                                RunStatus.PENDING,
+                                result.fence,
+                            )
+                        ],
+                        now,
+                    )
                 except Exception as exc:  # it is `pending`: the scheduler's sweeper sends it
-                    log.warning("requeue of run %s not published (%s); the sweeper will",
-                                row.run_id, type(exc).__name__)
+                    log.warning(
+                        "requeue of run %s not published (%s); the sweeper will",
+                        row.run_id,
+                        type(exc).__name__,
+                    )
 
     # 2. alerts for stalls, deaths and recoveries -------------------------------
 
     def _alert_stalls(self, since: datetime, report: CheckReport) -> None:
         for a in self.watch.stalled_since(since):
             reason = a.reason or StallReason.WORKER_LOST
-            sent = self.alerts.fire_once(Alert(
-                kind=AlertKind.RUN_STALLED, dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
-                message=f"run {a.run_id} of {a.agent} stalled on attempt {a.attempt} ({reason})",
-                run_id=a.run_id, trigger=a.trigger, agent=a.agent, attempt=a.attempt,
-                details={"reason": reason, "worker": a.worker,
-                         "last_heartbeat": a.heartbeat_at.isoformat() if a.heartbeat_at else None}))
+            sent = self.alerts.fire_once(
+                Alert(
+                    kind=AlertKind.RUN_STALLED,
+                    dedupe_key=f"run_stalled:{a.run_id}:{a.attempt}",
+                    message=f"run {a.run_id} of {a.agent} stalled on attempt {a.attempt} ({reason})",
+                    run_id=a.run_id,
+                    trigger=a.trigger,
+                    agent=a.agent,
+                    attempt=a.attempt,
+                    details={
+                        "reason": reason,
+                        "worker": a.worker,
+                        "last_heartbeat": a.heartbeat_at.isoformat() if a.heartbeat_at else None,
+                    },
+                )
+            )
             report.alerts_sent += sent
 
     def _alert_dead(self, since: datetime, report: CheckReport) -> None:
         for r in self.watch.dead_since(since):
-            report.alerts_sent += self.alerts.fire(Alert(
-                kind=AlertKind.RUN_DEAD, dedupe_key=f"run_dead:{r.id}",
-                message=f"run {r.id} of {r.agent} is dead after {r.attempt} attempt(s): {r.error}",
-                run_id=r.id, trigger=r.trigger, agent=r.agent, attempt=r.attempt,
-                details={"reason": r.terminal_reason}))
+            report.alerts_sent += self.alerts.fire(
+                Alert(
+                    kind=AlertKind.RUN_DEAD,
+                    dedupe_key=f"run_dead:{r.id}",
+                    message=f"run {r.id} of {r.agent} is dead after {r.attempt} attempt(s): {r.error}",
+                    run_id=r.id,
+                    trigger=r.trigger,
+                    agent=r.agent,
+                    attempt=r.attempt,
+                    details={"reason": r.terminal_reason},
+                )
+            )
 
     def _resolve_recovered(self, report: CheckReport) -> None:
         open_ = self.alerts.store.open_of_kind(AlertKind.RUN_STALLED)
         statuses = self.watch.statuses({o.run_id for o in open_ if o.run_id})
         for o in open_:
             if o.run_id and statuses.get(o.run_id) == RunStatus.SUCCEEDED:
-                report.alerts_sent += self.alerts.resolve(Alert(
-                    kind=AlertKind.RUN_STALLED, dedupe_key=o.dedupe_key, run_id=o.run_id, trigger=o.trigger,
-                    message=f"run {o.run_id} succeeded after its stalled attempt"))
+                report.alerts_sent += self.alerts.resolve(
+                    Alert(
+                        kind=AlertKind.RUN_STALLED,
+                        dedupe_key=o.dedupe_key,
+                        run_id=o.run_id,
+                        trigger=o.trigger,
+                        message=f"run {o.run_id} succeeded after its stalled attempt",
+                    )
+                )
 
     # 3. late schedules -----------------------------------------------------------
 
-    def _push_late(self, name: str, trigger: CronTrigger, after: datetime,
-                   not_before: datetime | None = None) -> None:
+    def _push_late(
+        self, name: str, trigger: CronTrigger, after: datetime, not_before: datetime | None = None
+    ) -> None:
         """Queue the first slot whose start deadline falls after `after` (judged no earlier
         than `not_before`)."""
         slot = trigger.expr.next_after(after - trigger.start_deadline)
@@ -345,7 +395,7 @@ class Watchdog:
                 continue
             if per_trigger.get(name, 0) >= MAX_LATE_SLOTS:
                 later.append(entry)  # the rest of this trigger's look-back next check; the
-                continue             # other triggers are not held up by it
+                continue  # other triggers are not held up by it
             per_trigger[name] = per_trigger.get(name, 0) + 1
             due.append((name, slot))
             nxt = spec.source.expr.next_after(slot)
@@ -368,8 +418,11 @@ class Watchdog:
                 continue  # before this trigger (or this version of it) existed
             spec = self.registry.triggers[name]
             assert isinstance(spec.source, CronTrigger)
-            if (not since and self._led_since is not None
-                    and slot + spec.source.start_deadline < self._led_since):
+            if (
+                not since
+                and self._led_since is not None
+                and slot + spec.source.start_deadline < self._led_since
+            ):
                 continue  # looking back, but no scheduler ever recorded this trigger
             if any(first <= slot <= last for first, last in ledger.get(name, ())):
                 continue  # skipped by the catch-up policy: a ledger entry, not an alert
@@ -378,8 +431,7 @@ class Watchdog:
                 continue
             self._late_slot(name, slot, status, report)
 
-    def _late_slot(self, name: str, slot: datetime, status: str | None,
-                   report: CheckReport) -> None:
+    def _late_slot(self, name: str, slot: datetime, status: str | None, report: CheckReport) -> None:
         """One late slot: the first of a gap alerts; the rest of the gap only count."""
         spec = self.registry.triggers[name]
         assert isinstance(spec.source, CronTrigger)
@@ -390,24 +442,38 @@ class Watchdog:
             return
         self._late_gaps[name] = (slot, 1)
         what = "no run exists" if status is None else f"its run is still {status}"
-        report.alerts_sent += self.alerts.fire(Alert(
-            kind=AlertKind.RUN_LATE, dedupe_key=f"run_late:{name}:{slot.isoformat()}",
-            message=(f"trigger {name}: the {slot.isoformat()} slot has not started "
-                     f"{spec.source.start_deadline} after its time ({what}); later late slots "
-                     "of this gap are not alerted one by one"),
-            trigger=name, agent=spec.agent_name,
-            details={"slot": slot.isoformat(), "run_status": status}))
+        report.alerts_sent += self.alerts.fire(
+            Alert(
+                kind=AlertKind.RUN_LATE,
+                dedupe_key=f"run_late:{name}:{slot.isoformat()}",
+                message=(
+                    f"trigger {name}: the {slot.isoformat()} slot has not started "
+                    f"{spec.source.start_deadline} after its time ({what}); later late slots "
+                    "of this gap are not alerted one by one"
+                ),
+                trigger=name,
+                agent=spec.agent_name,
+                details={"slot": slot.isoformat(), "run_status": status},
+            )
+        )
 
     def _late_gap_closed(self, name: str, slot: datetime, report: CheckReport) -> None:
         gap = self._late_gaps.pop(name, None)
         if gap is None:
             return
         first, count = gap
-        report.alerts_sent += self.alerts.resolve(Alert(
-            kind=AlertKind.RUN_LATE, dedupe_key=f"run_late:{name}:{first.isoformat()}", trigger=name,
-            message=(f"trigger {name}: the {slot.isoformat()} slot started on time; the gap from "
-                     f"{first.isoformat()} had {count} late slot(s)"),
-            details={"first_slot": first.isoformat(), "late_slots": count}))
+        report.alerts_sent += self.alerts.resolve(
+            Alert(
+                kind=AlertKind.RUN_LATE,
+                dedupe_key=f"run_late:{name}:{first.isoformat()}",
+                trigger=name,
+                message=(
+                    f"trigger {name}: the {slot.isoformat()} slot started on time; the gap from "
+                    f"{first.isoformat()} had {count} late slot(s)"
+                ),
+                details={"first_slot": first.isoformat(), "late_slots": count},
+            )
+        )
 
     def _stuck(self, now: datetime, report: CheckReport) -> None:
         """`run_stuck`: queued past `stuck_after` with no message at two scans in a row (the
@@ -424,28 +490,45 @@ class Watchdog:
         if elapsed > 0.1:
             self._stuck_not_before = started + 20 * elapsed
         after = (now - self.stuck_after).timestamp()
-        missing = {run_id for run_id, _, _ in old
-                   if snapshot is not None and not snapshot.has_live_message(run_id, after)}
+        missing = {
+            run_id
+            for run_id, _, _ in old
+            if snapshot is not None and not snapshot.has_live_message(run_id, after)
+        }
         stuck = missing & self._stuck_seen
         self._stuck_seen = missing
         metrics.STUCK.set(len(stuck))
         for run_id, queue, queued_at in old:
             if run_id not in stuck:
                 continue
-            report.alerts_sent += self.alerts.fire(Alert(
-                kind=AlertKind.RUN_STUCK, dedupe_key=f"run_stuck:{run_id}", run_id=run_id,
-                message=(f"run {run_id} has been queued since {queued_at.isoformat()} and queue "
-                         f"{queue} holds no message for it; is the scheduler (its sweeper "
-                         "republishes such runs) running?"),
-                details={"queue": queue, "queued_at": queued_at.isoformat()}))
-        unstuck = [o for o in self.alerts.store.open_of_kind(AlertKind.RUN_STUCK)
-                   if o.run_id is not None and o.run_id not in missing]
+            report.alerts_sent += self.alerts.fire(
+                Alert(
+                    kind=AlertKind.RUN_STUCK,
+                    dedupe_key=f"run_stuck:{run_id}",
+                    run_id=run_id,
+                    message=(
+                        f"run {run_id} has been queued since {queued_at.isoformat()} and queue "
+                        f"{queue} holds no message for it; is the scheduler (its sweeper "
+                        "republishes such runs) running?"
+                    ),
+                    details={"queue": queue, "queued_at": queued_at.isoformat()},
+                )
+            )
+        unstuck = [
+            o
+            for o in self.alerts.store.open_of_kind(AlertKind.RUN_STUCK)
+            if o.run_id is not None and o.run_id not in missing
+        ]
         statuses = self.watch.statuses({o.run_id for o in unstuck if o.run_id})
         for o in unstuck:
-            report.alerts_sent += self.alerts.resolve(Alert(
-                kind=AlertKind.RUN_STUCK, dedupe_key=o.dedupe_key, run_id=o.run_id,
-                message=f"run {o.run_id} is no longer stuck "
-                        f"({statuses.get(o.run_id or '', 'pruned')})"))
+            report.alerts_sent += self.alerts.resolve(
+                Alert(
+                    kind=AlertKind.RUN_STUCK,
+                    dedupe_key=o.dedupe_key,
+                    run_id=o.run_id,
+                    message=f"run {o.run_id} is no longer stuck ({statuses.get(o.run_id or '', 'pruned')})",
+                )
+            )
 
     # 4. sources and leaders ---------------------------------------------------------
 
@@ -454,26 +537,41 @@ class Watchdog:
         for name, state in failing.items():
             spec = self.registry.triggers.get(name)
             health = SourceHealth.of(state)
-            report.alerts_sent += self.alerts.fire(Alert(
-                kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key=f"trigger_source_failing:{name}",
-                message=f"trigger {name}: its source failed {health.failures} polls in a "
-                        f"row: {health.last_error}",
-                trigger=name, agent=spec.agent_name if spec else None,
-                details={"last_error": health.last_error, "failures": health.failures}))
+            report.alerts_sent += self.alerts.fire(
+                Alert(
+                    kind=AlertKind.TRIGGER_SOURCE_FAILING,
+                    dedupe_key=f"trigger_source_failing:{name}",
+                    message=f"trigger {name}: its source failed {health.failures} polls in a "
+                    f"row: {health.last_error}",
+                    trigger=name,
+                    agent=spec.agent_name if spec else None,
+                    details={"last_error": health.last_error, "failures": health.failures},
+                )
+            )
         for o in self.alerts.store.open_of_kind(AlertKind.TRIGGER_SOURCE_FAILING):
             if o.trigger and o.trigger not in failing:
-                report.alerts_sent += self.alerts.resolve(Alert(
-                    kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key=o.dedupe_key, trigger=o.trigger,
-                    message=f"trigger {o.trigger}: its source answers again"))
+                report.alerts_sent += self.alerts.resolve(
+                    Alert(
+                        kind=AlertKind.TRIGGER_SOURCE_FAILING,
+                        dedupe_key=o.dedupe_key,
+                        trigger=o.trigger,
+                        message=f"trigger {o.trigger}: its source answers again",
+                    )
+                )
 
     def _outbox_dead(self, since: datetime, report: CheckReport) -> None:
         for row in self.outbox.dead_since(since):
-            report.alerts_sent += self.alerts.fire(Alert(
-                kind=AlertKind.OUTBOX_DEAD, dedupe_key=f"outbox_dead:{row.id}", run_id=row.run_id,
-                message=f"outbox entry {row.id} to sink {row.sink} (key {row.key}) is dead after "
-                        f"{row.attempts} attempts: {row.last_error}; `nightowl outbox retry "
-                        "--dead` requeues it",
-                details={"sink": row.sink, "key": row.key, "entry_id": row.id}))
+            report.alerts_sent += self.alerts.fire(
+                Alert(
+                    kind=AlertKind.OUTBOX_DEAD,
+                    dedupe_key=f"outbox_dead:{row.id}",
+                    run_id=row.run_id,
+                    message=f"outbox entry {row.id} to sink {row.sink} (key {row.key}) is dead after "
+                    f"{row.attempts} attempts: {row.last_error}; `nightowl outbox retry "
+                    "--dead` requeues it",
+                    details={"sink": row.sink, "key": row.key, "entry_id": row.id},
+                )
+            )
 
     def _scheduler_leader(self, now: datetime, report: CheckReport) -> None:
         report.alerts_sent += self.scheduler_watch.check(now, self.alerts)

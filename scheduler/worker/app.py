@@ -34,8 +34,6 @@ def create_app(settings: Settings, registry: Registry) -> Celery:
     return app
 
 
-
-
 log = logging.getLogger("nightowl.worker")
 MAX_RUN_ID_CHARS = 64
 # After a database or Redis failure before an attempt started, a delivery goes back to the
@@ -57,8 +55,11 @@ class _StartFailures:
         now = time.monotonic()
         if self.count == 1 or now - self._logged_at >= 60:
             self._logged_at = now
-            log.warning("%s; the delivery goes back to the queue (%d in a row; logged once a "
-                        "minute while it lasts)", reason, self.count)
+            log.warning(
+                "%s; the delivery goes back to the queue (%d in a row; logged once a minute while it lasts)",
+                reason,
+                self.count,
+            )
         return pause
 
     def succeeded(self) -> None:
@@ -89,8 +90,11 @@ def _hand_back(app: Celery, agent_name: str, queue: str, run_id: str) -> None:
     try:
         publisher.publish([Dispatch(run_id, agent_name, queue, None, 0, RunStatus.QUEUED)])
     except Exception as exc:
-        log.warning("could not hand run %s back to the queue (%s); the sweeper's lost-message "
-                    "check republishes it", run_id, type(exc).__name__)
+        log.warning(
+            "could not hand run %s back to the queue (%s); the sweeper's lost-message check republishes it",
+            run_id,
+            type(exc).__name__,
+        )
 
 
 class AttemptFailed(Exception):
@@ -104,18 +108,25 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
 
         # A run id is a UUID: anything else (an oversized or foreign argument) is a dead
         # letter before it reaches Redis keys or SQL.
-        if (kwargs or len(args) != 1 or not isinstance(args[0], str)
-                or not 0 < len(args[0]) <= MAX_RUN_ID_CHARS):
-            deadletters.record(DeadLetterReason.BAD_ARGUMENTS, task_name=task.name, task_id=task.request.id,
-                               payload=repr((args, kwargs))[:deadletters.MAX_PAYLOAD_CHARS],
-                               details={"expected": "[run_id]"})
+        if (
+            kwargs
+            or len(args) != 1
+            or not isinstance(args[0], str)
+            or not 0 < len(args[0]) <= MAX_RUN_ID_CHARS
+        ):
+            deadletters.record(
+                DeadLetterReason.BAD_ARGUMENTS,
+                task_name=task.name,
+                task_id=task.request.id,
+                payload=repr((args, kwargs))[: deadletters.MAX_PAYLOAD_CHARS],
+                details={"expected": "[run_id]"},
+            )
             return
         from scheduler.worker.executor import DeliveryNotStarted
 
         started = time.monotonic()
         try:
-            outcome = current_runtime().executor.execute(agent_name, args[0],
-                                                         task_id=task.request.id)
+            outcome = current_runtime().executor.execute(agent_name, args[0], task_id=task.request.id)
         except DeliveryNotStarted as exc:
             time.sleep(_start_failures.failed(str(exc)))
             _hand_back(task.app, agent_name, queue, args[0])
@@ -123,18 +134,34 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
         _start_failures.succeeded()
         metrics.observe_delivery(agent_name, outcome, time.monotonic() - started)
         if outcome == Delivery.UNKNOWN_RUN:
-            deadletters.record(DeadLetterReason.UNKNOWN_RUN, task_name=task.name, task_id=task.request.id,
-                               payload=repr(args), details={"run_id": args[0]})
+            deadletters.record(
+                DeadLetterReason.UNKNOWN_RUN,
+                task_name=task.name,
+                task_id=task.request.id,
+                payload=repr(args),
+                details={"run_id": args[0]},
+            )
         if outcome in FAILED_DELIVERIES:
             # The run's state is already committed; raising only makes Celery's events (and
             # Flower) show FAILURE with a reason instead of a green SUCCESS for a failed attempt.
             # Celery's events carry this text to Flower: scrubbed like everything we print.
-            raise AttemptFailed(scrub_text(f"run {args[0]}: {outcome} (`nightowl runs show "
-                                           f"{args[0]}` has the error and what happens next)"))
+            raise AttemptFailed(
+                scrub_text(
+                    f"run {args[0]}: {outcome} (`nightowl runs show "
+                    f"{args[0]}` has the error and what happens next)"
+                )
+            )
 
     # throws: an expected outcome, logged in one line without a traceback.
-    app.task(name=f"agent.{agent_name}", bind=True, queue=queue, acks_late=True,
-             reject_on_worker_lost=True, ignore_result=True, throws=(AttemptFailed,))(run_agent)
+    app.task(
+        name=f"agent.{agent_name}",
+        bind=True,
+        queue=queue,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        throws=(AttemptFailed,),
+    )(run_agent)
 
 
 _app_lock = threading.Lock()

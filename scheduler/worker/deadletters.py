@@ -30,16 +30,26 @@ def _payload_text(message: Any) -> str:
     return text.replace("\x00", "\\x00")[:MAX_PAYLOAD_CHARS]
 
 
-def record(reason: DeadLetterReason, *, task_name: str | None = None, task_id: str | None = None,
-           payload: str | None = None, details: dict[str, Any] | None = None) -> None:
+def record(
+    reason: DeadLetterReason,
+    *,
+    task_name: str | None = None,
+    task_id: str | None = None,
+    payload: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
     """Write a dead letter; never raises (a broken database must not crash the consumer)."""
     from scheduler.worker.runtime import current_runtime
 
     try:
         current_runtime().store.add_dead_letter(
-            reason=reason, task_name=task_name, task_id=task_id,
+            reason=reason,
+            task_name=task_name,
+            task_id=task_id,
             payload=None if payload is None else scrub_text(payload),
-            details=None if details is None else scrub_value(details), now=datetime.now(UTC))
+            details=None if details is None else scrub_value(details),
+            now=datetime.now(UTC),
+        )
         log.warning("dead letter: %s (task %s, id %s)", reason, task_name, task_id)
     except Exception:
         log.exception("could not record dead letter %s for task %s", reason, task_name)
@@ -49,27 +59,49 @@ class DeadLetterConsumer(Consumer):
     """Celery's consumer, recording undecodable messages before acking them."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        record(DeadLetterReason.DECODE_ERROR, payload=_payload_text(message), details={
-            "error": f"{type(exc).__name__}: {exc}",
-            "content_type": getattr(message, "content_type", None),
-            "headers": {k: str(v) for k, v in (getattr(message, "headers", None) or {}).items()},
-        })
+        record(
+            DeadLetterReason.DECODE_ERROR,
+            payload=_payload_text(message),
+            details={
+                "error": f"{type(exc).__name__}: {exc}",
+                "content_type": getattr(message, "content_type", None),
+                "headers": {k: str(v) for k, v in (getattr(message, "headers", None) or {}).items()},
+            },
+        )
         super().on_decode_error(message, exc)
 
 
 @signals.task_unknown.connect
-def _on_unknown_task(sender: Any = None, message: Any = None, exc: Exception | None = None,
-                     name: str | None = None, id: str | None = None, **_: Any) -> None:
-    record(DeadLetterReason.UNKNOWN_TASK, task_name=name, task_id=id, payload=_payload_text(message),
-           details={"error": str(exc)})
+def _on_unknown_task(
+    sender: Any = None,
+    message: Any = None,
+    exc: Exception | None = None,
+    name: str | None = None,
+    id: str | None = None,
+    **_: Any,
+) -> None:
+    record(
+        DeadLetterReason.UNKNOWN_TASK,
+        task_name=name,
+        task_id=id,
+        payload=_payload_text(message),
+        details={"error": str(exc)},
+    )
 
 
 @signals.task_rejected.connect
-def _on_rejected(sender: Any = None, message: Any = None, exc: Exception | None = None,
-                 **_: Any) -> None:
+def _on_rejected(sender: Any = None, message: Any = None, exc: Exception | None = None, **_: Any) -> None:
     headers = getattr(message, "headers", None) or {}
     # A pickle (or any non-JSON) payload: refused by accept_content=["json"], never deserialised.
-    reason = (DeadLetterReason.CONTENT_DISALLOWED if isinstance(exc, ContentDisallowed)
-              else DeadLetterReason.REJECTED)
-    record(reason, task_name=headers.get("task"), task_id=headers.get("id"),
-           payload=_payload_text(message), details={"error": str(exc) if exc else None})
+    reason = (
+        DeadLetterReason.CONTENT_DISALLOWED
+        if isinstance(exc, ContentDisallowed)
+        else DeadLetterReason.REJECTED
+    )
+    record(
+        reason,
+        task_name=headers.get("task"),
+        task_id=headers.get("id"),
+        payload=_payload_text(message),
+        details={"error": str(exc) if exc else None},
+    )

@@ -72,19 +72,41 @@ class ExecutorStore(Protocol):
     (AttemptStore), the holds on a run it could not start (RunStore's defer, park, skip) and
     the run it loads to judge such a delivery (Queries). A `Store` has them all."""
 
-    def begin_attempt(self, run_id: str, worker: str, task_id: str | None, now: datetime,
-                      lease_ttl: timedelta = ..., *, agent: str,
-                      concurrency: int | None = None) -> StartedAttempt | None: ...
+    def begin_attempt(
+        self,
+        run_id: str,
+        worker: str,
+        task_id: str | None,
+        now: datetime,
+        lease_ttl: timedelta = ...,
+        *,
+        agent: str,
+        concurrency: int | None = None,
+    ) -> StartedAttempt | None: ...
 
-    def beat(self, started: StartedAttempt, now: datetime, lease_ttl: timedelta,
-             last_heartbeat: dict[str, Any] | None, *,
-             progress_at: datetime | None = None) -> Beat: ...
+    def beat(
+        self,
+        started: StartedAttempt,
+        now: datetime,
+        lease_ttl: timedelta,
+        last_heartbeat: dict[str, Any] | None,
+        *,
+        progress_at: datetime | None = None,
+    ) -> Beat: ...
 
-    def finish(self, started: StartedAttempt, outcome: AttemptOutcome, *, now: datetime,
-               result: Any = None, error: str | None = None, error_class: str | None = None,
-               usage: dict[str, Any] | None = None,
-               last_heartbeat: dict[str, Any] | None = None,
-               outbox: Sequence[OutboxWrite] = ()) -> RunStatus | None: ...
+    def finish(
+        self,
+        started: StartedAttempt,
+        outcome: AttemptOutcome,
+        *,
+        now: datetime,
+        result: Any = None,
+        error: str | None = None,
+        error_class: str | None = None,
+        usage: dict[str, Any] | None = None,
+        last_heartbeat: dict[str, Any] | None = None,
+        outbox: Sequence[OutboxWrite] = (),
+    ) -> RunStatus | None: ...
 
     def end_cancelled(self, run_id: str, now: datetime) -> str | None: ...
 
@@ -119,10 +141,20 @@ class _Watch:
     `grace` end the attempt hard.
     """
 
-    def __init__(self, *, lease: Lease, ttl: timedelta, interval: timedelta, clock: Clock,
-                 deadline: datetime, grace: timedelta, cancel_event: threading.Event,
-                 beat: Callable[[], None], poll_cancel: Callable[[], Cancel | None],
-                 on_hard: Callable[[Cancel], None]) -> None:
+    def __init__(
+        self,
+        *,
+        lease: Lease,
+        ttl: timedelta,
+        interval: timedelta,
+        clock: Clock,
+        deadline: datetime,
+        grace: timedelta,
+        cancel_event: threading.Event,
+        beat: Callable[[], None],
+        poll_cancel: Callable[[], Cancel | None],
+        on_hard: Callable[[Cancel], None],
+    ) -> None:
         self._lease = lease
         self._ttl = ttl
         self._interval = interval.total_seconds()
@@ -207,8 +239,9 @@ class Executor:
         # The owner is this delivery, not this process: in a threads pool two deliveries of
         # one run in the same process must not both see the lease as "mine".
         owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
-        lease = Lease(self.redis, keys.run_lease(self.prefix, run_id), owner, spec.heartbeat_timeout,
-                      self._scripts)
+        lease = Lease(
+            self.redis, keys.run_lease(self.prefix, run_id), owner, spec.heartbeat_timeout, self._scripts
+        )
         member: Member | None = None
         started: StartedAttempt | None = None
         try:
@@ -219,8 +252,14 @@ class Executor:
                     log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
                     return Delivery.LEASE_HELD
                 started = self.store.begin_attempt(
-                    run_id, self.worker_id, task_id, self.clock.now(), spec.heartbeat_timeout,
-                    agent=spec.name, concurrency=spec.concurrency)
+                    run_id,
+                    self.worker_id,
+                    task_id,
+                    self.clock.now(),
+                    spec.heartbeat_timeout,
+                    agent=spec.name,
+                    concurrency=spec.concurrency,
+                )
                 if started is None:
                     return self._not_started(agent_name, run_id, task_id)
             except OverlapBlockedError as blocked:
@@ -233,8 +272,9 @@ class Executor:
                 if isinstance(exc, sa.exc.DBAPIError) and not is_transient(exc):
                     raise
                 # Nothing of this delivery ran: hand it back instead of acking it away.
-                raise DeliveryNotStarted(f"run {run_id}: {type(exc).__name__} before its "
-                                         "attempt started") from exc
+                raise DeliveryNotStarted(
+                    f"run {run_id}: {type(exc).__name__} before its attempt started"
+                ) from exc
             member = Member(run_id, started.attempt, started.fence)
             return self._run_started(spec, started, member, lease)
         finally:
@@ -254,8 +294,7 @@ class Executor:
         try:
             pipe.execute()
         except redis.RedisError:
-            log.warning("could not release run %s (its lease expires by itself)", lease.key,
-                        exc_info=True)
+            log.warning("could not release run %s (its lease expires by itself)", lease.key, exc_info=True)
 
     def _not_started(self, agent_name: str, run_id: str, task_id: str | None) -> Delivery:
         """Why a delivery could not start its run: a duplicate, or a message that is wrong."""
@@ -267,8 +306,7 @@ class Executor:
             log.info("run %s already %s; duplicate delivery dropped", run_id, run.status)
             return Delivery.DUPLICATE
         if run.agent != agent_name:
-            log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent,
-                      agent_name)
+            log.error("run %s belongs to agent %s, not %s; delivery dropped", run_id, run.agent, agent_name)
             return Delivery.UNKNOWN_RUN
         if run.cancel_requested is not None:
             reason = self.store.end_cancelled(run_id, self.clock.now())
@@ -276,8 +314,12 @@ class Executor:
                 log.info("run %s cancelled (%s) before this delivery started it", run_id, reason)
                 return Delivery.CANCELLED
         if run.status == RunStatus.WAITING and run.not_before and run.not_before > self.clock.now():
-            log.info("run %s waits until %s (%s); early delivery dropped", run_id,
-                     run.not_before.isoformat(), run.waiting_for)
+            log.info(
+                "run %s waits until %s (%s); early delivery dropped",
+                run_id,
+                run.not_before.isoformat(),
+                run.waiting_for,
+            )
             return Delivery.EARLY
         return Delivery.DUPLICATE
 
@@ -291,23 +333,35 @@ class Executor:
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return Delivery.PARKED
 
-    def _run_started(self, spec: AgentSpec, started: StartedAttempt, member: Member,  # noqa: C901 (nested closures share one attempt's state with its watch thread)
-                     lease: Lease) -> Delivery:
+    def _run_started(  # noqa: C901 (nested closures share one attempt's state with its watch thread)
+        self,
+        spec: AgentSpec,
+        started: StartedAttempt,
+        member: Member,
+        lease: Lease,
+    ) -> Delivery:
         run_id = started.run_id
-        logger = logging.LoggerAdapter(log, {"run_id": run_id, "agent": spec.name,
-                                             "trigger": started.trigger,
-                                             "attempt": started.attempt})
+        logger = logging.LoggerAdapter(
+            log,
+            {"run_id": run_id, "agent": spec.name, "trigger": started.trigger, "attempt": started.attempt},
+        )
         if started.took_over and started.attempt > spec.max_attempts:
             # The attempt before this one died with its worker and was the last allowed.
-            self._finish(started, EXHAUSTED,
-                         error=f"attempt {started.attempt - 1} was lost with its worker and "
-                               f"max_attempts={spec.max_attempts} is reached")
+            self._finish(
+                started,
+                EXHAUSTED,
+                error=f"attempt {started.attempt - 1} was lost with its worker and "
+                f"max_attempts={spec.max_attempts} is reached",
+            )
             logger.error("run %s dead: attempts exhausted (its last worker was lost)", run_id)
             return EXHAUSTED.delivery
         if started.deliveries > spec.max_deliveries:
-            self._finish(started, POISON,
-                         error=f"delivered {started.deliveries - 1} times without finishing "
-                               f"(max_deliveries={spec.max_deliveries})")
+            self._finish(
+                started,
+                POISON,
+                error=f"delivered {started.deliveries - 1} times without finishing "
+                f"(max_deliveries={spec.max_deliveries})",
+            )
             logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
             return POISON.delivery
         latest: dict[str, Any] = {}
@@ -322,13 +376,20 @@ class Executor:
             progress["at"] = self.clock.now()
 
         ctx = AgentContext(
-            run_id=run_id, idempotency_key=started.idempotency_key, attempt=started.attempt,
-            logical_time=started.logical_time, trigger=started.trigger, agent=spec.name,
-            fence=started.fence, deadline=deadline, log=logger,
+            run_id=run_id,
+            idempotency_key=started.idempotency_key,
+            attempt=started.attempt,
+            logical_time=started.logical_time,
+            trigger=started.trigger,
+            agent=spec.name,
+            fence=started.fence,
+            deadline=deadline,
+            log=logger,
             outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
             previous_heartbeat=started.previous_heartbeat,
             _heartbeat_sink=on_progress,
-            _cancel=cancel_event, _budget=spec.budget,
+            _cancel=cancel_event,
+            _budget=spec.budget,
         )
 
         last_beat = [Beat(True)]
@@ -342,31 +403,50 @@ class Executor:
             return Cancel.requested(requested) if requested is not None else None
 
         def beat() -> None:
-            last_beat[0] = self.store.beat(started, self.clock.now(), spec.heartbeat_timeout,
-                                           dict(latest) if latest else None,
-                                           progress_at=progress["at"])
+            last_beat[0] = self.store.beat(
+                started,
+                self.clock.now(),
+                spec.heartbeat_timeout,
+                dict(latest) if latest else None,
+                progress_at=progress["at"],
+            )
             if last_beat[0].current:
                 self._index_beat(member, spec, progress["at"])
             else:
-                logger.warning("run %s attempt %d is fenced out (a newer attempt holds the "
-                               "run): stopping it", run_id, started.attempt)
+                logger.warning(
+                    "run %s attempt %d is fenced out (a newer attempt holds the run): stopping it",
+                    run_id,
+                    started.attempt,
+                )
 
         def on_hard(reason: Cancel) -> None:
             if reason != FENCED_OUT:  # a fenced-out attempt has nothing it may write
-                self._finish(started, cancelled(reason, hard=True),
-                             error=f"still running {spec.cancel_grace} after {reason}",
-                             last_heartbeat=dict(latest) or None)
+                self._finish(
+                    started,
+                    cancelled(reason, hard=True),
+                    error=f"still running {spec.cancel_grace} after {reason}",
+                    last_heartbeat=dict(latest) or None,
+                )
             if in_prefork_child():
                 logger.error("run %s: terminating the pool process after %s", run_id, reason)
                 os.kill(os.getpid(), signal.SIGKILL)
-            logger.error("run %s: agent ignores cancellation; this pool cannot terminate it "
-                         "(use --pool prefork)", run_id)
+            logger.error(
+                "run %s: agent ignores cancellation; this pool cannot terminate it (use --pool prefork)",
+                run_id,
+            )
 
         watch = _Watch(
-            lease=lease, ttl=spec.heartbeat_timeout, clock=self.clock, deadline=deadline,
+            lease=lease,
+            ttl=spec.heartbeat_timeout,
+            clock=self.clock,
+            deadline=deadline,
             interval=min(self.heartbeat_interval, spec.heartbeat_timeout / 3),
-            grace=spec.cancel_grace, cancel_event=cancel_event, beat=beat,
-            poll_cancel=poll_cancel, on_hard=on_hard)
+            grace=spec.cancel_grace,
+            cancel_event=cancel_event,
+            beat=beat,
+            poll_cancel=poll_cancel,
+            on_hard=on_hard,
+        )
         with watch:
             try:
                 result = self._call(spec, ctx, started.event, cancel_event)
@@ -377,36 +457,49 @@ class Executor:
             return cancelled(watch.reason, hard=True).delivery  # on_hard wrote it
         verdict = attempt_verdict(spec, started.attempt, watch.reason, ctx.over_budget, error)
         written = self._finish(
-            started, verdict, result=result,
+            started,
+            verdict,
+            result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
-            usage=ctx.usage_totals.as_dict(), last_heartbeat=dict(latest) or None,
-            outbox=ctx.outbox.writes)
+            usage=ctx.usage_totals.as_dict(),
+            last_heartbeat=dict(latest) or None,
+            outbox=ctx.outbox.writes,
+        )
         if written is None:
-            logger.warning("run %s attempt %d fenced_out: a newer attempt holds the run",
-                           run_id, started.attempt)
+            logger.warning(
+                "run %s attempt %d fenced_out: a newer attempt holds the run", run_id, started.attempt
+            )
             return Delivery.FENCED_OUT
         if written == RunStatus.CANCELLED and verdict.status == RunStatus.WAITING:
             logger.info("run %s cancelled: the cancel request outranks the retry", run_id)
             return Delivery.CANCELLED
-        logger.log(logging.INFO if error is None else logging.WARNING, "run %s %s%s", run_id,
-                   verdict.delivery, "" if error is None else f": {error}")
+        logger.log(
+            logging.INFO if error is None else logging.WARNING,
+            "run %s %s%s",
+            run_id,
+            verdict.delivery,
+            "" if error is None else f": {error}",
+        )
         return verdict.delivery
 
     def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
         """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the
         database heartbeat is the truth and the watchdog falls back to it)."""
         now = self.clock.now().timestamp()
-        progress = (progress_at.timestamp() + spec.progress_timeout.total_seconds()
-                    if spec.progress_timeout is not None else None)
+        progress = (
+            progress_at.timestamp() + spec.progress_timeout.total_seconds()
+            if spec.progress_timeout is not None
+            else None
+        )
         try:
             self.heartbeats.beat(member, now + spec.heartbeat_timeout.total_seconds(), progress)
         except redis.RedisError:
-            log.warning("could not record heartbeat deadlines of run %s", member.run_id,
-                        exc_info=True)
+            log.warning("could not record heartbeat deadlines of run %s", member.run_id, exc_info=True)
 
-    def _call(self, spec: AgentSpec, ctx: AgentContext, event_json: Any,
-              cancel_event: threading.Event) -> Any:
+    def _call(
+        self, spec: AgentSpec, ctx: AgentContext, event_json: Any, cancel_event: threading.Event
+    ) -> Any:
         event = event_from_json(event_json)
         if spec.is_async:
             result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
@@ -420,18 +513,33 @@ class Executor:
             )
         return json.loads(json.dumps(result))
 
-    def _finish(self, started: StartedAttempt, verdict: AttemptOutcome, *, result: Any = None,
-                error: str | None = None, error_class: str | None = None,
-                usage: dict[str, Any] | None = None,
-                last_heartbeat: dict[str, Any] | None = None,
-                outbox: Sequence[OutboxWrite] = ()) -> RunStatus | None:
+    def _finish(
+        self,
+        started: StartedAttempt,
+        verdict: AttemptOutcome,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        error_class: str | None = None,
+        usage: dict[str, Any] | None = None,
+        last_heartbeat: dict[str, Any] | None = None,
+        outbox: Sequence[OutboxWrite] = (),
+    ) -> RunStatus | None:
         if error is not None:
             # An agent's exception text may quote a URL with its secret, or hold a NUL
             # character (PostgreSQL's text refuses it): stored scrubbed and clean.
             error = scrub_text(error).replace("\x00", "\\x00")
         return self.store.finish(
-            started, verdict, now=self.clock.now(), result=result, error=error,
-            error_class=error_class, usage=usage, last_heartbeat=last_heartbeat, outbox=outbox)
+            started,
+            verdict,
+            now=self.clock.now(),
+            result=result,
+            error=error,
+            error_class=error_class,
+            usage=usage,
+            last_heartbeat=last_heartbeat,
+            outbox=outbox,
+        )
 
 
 async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:

@@ -34,8 +34,12 @@ def build_runtime(settings: Settings) -> Runtime:
     store = Store(make_engine(settings.require_database_url()))
     client = redis.Redis.from_url(settings.require_redis_url())
     executor = Executor(
-        store=store, redis_client=client, registry=registry, clock=SystemClock(),
-        worker_id=identity("worker"), key_prefix=settings.redis_prefix,
+        store=store,
+        redis_client=client,
+        registry=registry,
+        clock=SystemClock(),
+        worker_id=identity("worker"),
+        key_prefix=settings.redis_prefix,
         heartbeat_interval=settings.heartbeat_interval,
         sinks=registered_sinks(),  # the trigger modules registered them on import
         outbox_max_value_bytes=settings.outbox_max_value_bytes,

@@ -24,7 +24,8 @@ def _kill(admin: sa.Engine, pid: int) -> None:
 
 
 def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = make_engine(pg_url, pool_size=1, max_overflow=0)
     admin = make_engine(pg_url, pool_pre_ping=False)
@@ -40,7 +41,8 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
 
 
 def test_a_connection_in_constant_use_is_not_pinged(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The hot path (a worker starting and finishing runs back to back) pays no ping."""
     engine = make_engine(pg_url, pool_size=1, max_overflow=0)
@@ -60,7 +62,8 @@ def test_a_connection_in_constant_use_is_not_pinged(
 
 
 def test_a_pinged_connection_can_still_switch_to_autocommit(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker's single statements run in autocommit on a pooled connection; the ping
     must not leave a transaction open (psycopg refuses to switch then)."""

@@ -28,8 +28,13 @@ def test_fast_path_matches_celery_send_task(redis_client: redis.Redis, prefix: s
     publisher = Publisher(app)
     try:
         d = Dispatch("run-1", "echo", "agents", "every-second", 0)
-        app.send_task("agent.echo", args=["run-1"], queue="agents", argsrepr="x",
-                      headers={PUBLISHED_AT_HEADER: 1.0, RUN_ID_HEADER: "run-1"})
+        app.send_task(
+            "agent.echo",
+            args=["run-1"],
+            queue="agents",
+            argsrepr="x",
+            headers={PUBLISHED_AT_HEADER: 1.0, RUN_ID_HEADER: "run-1"},
+        )
         theirs = json.loads(redis_client.lpop(f"{prefix}agents"))  # type: ignore[arg-type]
         publisher.publish([d])
         ours = json.loads(redis_client.lpop(f"{prefix}agents"))  # type: ignore[arg-type]

@@ -37,16 +37,23 @@ from scheduler.storage.store import (
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 # A retry verdict: the run waits 30 s (the worker's verdict for a retryable error).
-RETRY = AttemptOutcome(RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY,
-                       retry_in=timedelta(seconds=30))
+RETRY = AttemptOutcome(
+    RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY, retry_in=timedelta(seconds=30)
+)
 FAILED = AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED, Delivery.FAILED)
 
 
 def new_run(key: str, **kw: Any) -> NewRun:
-    return NewRun(idempotency_key=key, trigger="t", agent="a", queue="agents",
-                  event={"kind": "cron", "trigger": "t", "scheduled_for": T0.isoformat(),
-                         "fired_at": T0.isoformat()},
-                  logical_time=T0, agent_version="v1", **kw)
+    return NewRun(
+        idempotency_key=key,
+        trigger="t",
+        agent="a",
+        queue="agents",
+        event={"kind": "cron", "trigger": "t", "scheduled_for": T0.isoformat(), "fired_at": T0.isoformat()},
+        logical_time=T0,
+        agent_version="v1",
+        **kw,
+    )
 
 
 def claim(store: Store, run_id: str, now: datetime, grace: timedelta = timedelta(0)) -> bool:
@@ -85,8 +92,9 @@ def test_state_compare_and_set(store: Store) -> None:
     assert store.load_trigger_states()["t"] == ({"version": 1, "n": 2}, 2)
     # A paused ex-leader writing from revision 1 loses, and its runs are not inserted either.
     with pytest.raises(StateConflictError):
-        store.commit_tick([new_run("stale")], [StateWrite("t", "cron", {"version": 1, "n": 9}, 1, T0)],
-                          [], T0)
+        store.commit_tick(
+            [new_run("stale")], [StateWrite("t", "cron", {"version": 1, "n": 9}, 1, T0)], [], T0
+        )
     assert store.load_trigger_states()["t"] == ({"version": 1, "n": 2}, 2)
     assert store.list_runs() == []
     # Creating a state that already exists is a conflict too.
@@ -105,10 +113,10 @@ def test_missed_ledger_rows(store: Store) -> None:
 # PostgreSQL runs both, its transaction plan through a Dialect with single_statement off.
 EACH_PLAN = pytest.mark.parametrize(
     ("db_url", "plan"),
-    [("sqlite", Plan.TRANSACTION), ("postgresql", Plan.SINGLE_STATEMENT),
-     ("postgresql", Plan.TRANSACTION)],
+    [("sqlite", Plan.TRANSACTION), ("postgresql", Plan.SINGLE_STATEMENT), ("postgresql", Plan.TRANSACTION)],
     indirect=["db_url"],
-    ids=["sqlite-transaction", "postgresql-single_statement", "postgresql-transaction"])
+    ids=["sqlite-transaction", "postgresql-single_statement", "postgresql-transaction"],
+)
 
 
 @pytest.fixture
@@ -167,14 +175,20 @@ def test_retry_waits_until_not_before(plan_store: Store) -> None:
     (run,) = plan_store.commit_tick([new_run("k1")], [], [], T0)
     started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    assert plan_store.finish(started, RETRY, now=T0,
-                        error="boom", error_class="RuntimeError")
+    assert plan_store.finish(started, RETRY, now=T0, error="boom", error_class="RuntimeError")
     (attempt,) = plan_store.attempts_of(run.id)
     assert (attempt.status, attempt.error_class, attempt.error_message, attempt.finished_at) == (
-        "failed", "RuntimeError", "boom", T0)
+        "failed",
+        "RuntimeError",
+        "boom",
+        T0,
+    )
     waiting = plan_store.get_run(run.id)
     assert waiting is not None and (waiting.status, waiting.error, waiting.finished_at) == (
-        "waiting", "boom", None)
+        "waiting",
+        "boom",
+        None,
+    )
     assert plan_store.due_for_publish(T0 + timedelta(seconds=29), T0, 10) == []
     (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=30), T0, 10)
     assert due.run_id == run.id and due.attempt == 1
@@ -199,8 +213,7 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(plan_store: Sto
     a1 = plan_store.begin_attempt(run.id, "w1", None, T0, ttl, agent="a")
     assert a1 is not None
     # A live worker's beat extends the lease mirror and records progress.
-    assert plan_store.beat(a1, T0 + timedelta(seconds=5), ttl,
-                      {"note": "step", "details": {"n": 1}}).current
+    assert plan_store.beat(a1, T0 + timedelta(seconds=5), ttl, {"note": "step", "details": {"n": 1}}).current
     loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.lease_expires_at == T0 + timedelta(seconds=15)
     assert loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
@@ -214,12 +227,13 @@ def test_heartbeats_are_conditional_and_expired_leases_are_swept(plan_store: Sto
     a2 = plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=22), ttl, agent="a")
     assert a2 is not None and a2.fence == a1.fence + 1
     # ...and a late beat from the lost worker changes nothing.
-    assert not plan_store.beat(a1, T0 + timedelta(seconds=23), ttl,
-                          {"note": "late", "details": {}}).current
+    assert not plan_store.beat(a1, T0 + timedelta(seconds=23), ttl, {"note": "late", "details": {}}).current
     loaded = plan_store.get_run(run.id)
     assert loaded is not None and loaded.last_heartbeat == {"note": "step", "details": {"n": 1}}
     assert [(a.number, a.status, a.reason) for a in plan_store.attempts_of(run.id)] == [
-        (1, "stalled", "worker_lost"), (2, "running", None)]
+        (1, "stalled", "worker_lost"),
+        (2, "running", None),
+    ]
 
 
 @EACH_PLAN
@@ -238,8 +252,10 @@ def test_concurrency_cap_parks_and_wakes(plan_store: Store) -> None:
     (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=2), T0, 10)
     assert due.run_id == runs[2].id
     assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=2), timedelta(0))
-    assert plan_store.begin_attempt(runs[2].id, "w", None, T0 + timedelta(seconds=2), agent="a",
-                               concurrency=2) is not None
+    assert (
+        plan_store.begin_attempt(runs[2].id, "w", None, T0 + timedelta(seconds=2), agent="a", concurrency=2)
+        is not None
+    )
 
 
 def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> None:
@@ -258,9 +274,15 @@ def test_queued_runs_whose_message_was_lost_are_republished(store: Store) -> Non
 @EACH_PLAN
 def test_one_running_run_per_overlap_key(plan_store: Store) -> None:
     r1, r2, r3 = plan_store.commit_tick(
-        [new_run("o1", overlap="wait", overlap_key="t"), new_run("o2", overlap="wait",
-                                                                  overlap_key="t"),
-         new_run("o3", overlap="wait", overlap_key="other")], [], [], T0)
+        [
+            new_run("o1", overlap="wait", overlap_key="t"),
+            new_run("o2", overlap="wait", overlap_key="t"),
+            new_run("o3", overlap="wait", overlap_key="other"),
+        ],
+        [],
+        [],
+        T0,
+    )
     first = plan_store.begin_attempt(r1.id, "w", None, T0, agent="a")
     assert first is not None
     # The partial unique index refuses a second running run with the same key...
@@ -315,18 +337,40 @@ def test_retention_prunes_finished_history_in_batches_and_never_active_runs(stor
     from scheduler.storage.retention import prune
 
     old = T0 - timedelta(days=40)
-    rows = [NewRun(idempotency_key=f"old-{i}", trigger="t", agent="a", queue="q", event={},
-                   logical_time=old, agent_version=None) for i in range(5)]
+    rows = [
+        NewRun(
+            idempotency_key=f"old-{i}",
+            trigger="t",
+            agent="a",
+            queue="q",
+            event={},
+            logical_time=old,
+            agent_version=None,
+        )
+        for i in range(5)
+    ]
     store.commit_tick(rows, [], [], old)
     finished = [store.begin_attempt(r.id, "w", "t", old, agent="a") for r in rows[:3]]
     for s in finished:
         assert s is not None
         store.finish(s, SUCCEEDED, now=old)
-    (recent,) = store.commit_tick([NewRun(idempotency_key="recent", trigger="t", agent="a",
-                                          queue="q", event={}, logical_time=T0,
-                                          agent_version=None)], [], [], T0)
-    store.add_dead_letter(reason="bad", task_name=None, task_id=None, payload="x", details={},
-                          now=old)
+    (recent,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key="recent",
+                trigger="t",
+                agent="a",
+                queue="q",
+                event={},
+                logical_time=T0,
+                agent_version=None,
+            )
+        ],
+        [],
+        [],
+        T0,
+    )
+    store.add_dead_letter(reason="bad", task_name=None, task_id=None, payload="x", details={}, now=old)
     # Batches of 2: the first pass takes two old finished runs, the second the third
     first = prune(store.engine, T0 - timedelta(days=30), batch=2)
     second = prune(store.engine, T0 - timedelta(days=30), batch=2)
@@ -349,13 +393,16 @@ def test_a_claim_never_overwrites_what_a_worker_wrote(plan_store: Store) -> None
     assert plan_store.claim_for_publish([seen], T0, timedelta(0)) == []
     loaded = plan_store.get_run(run.id)
     assert loaded is not None and (loaded.status, loaded.not_before) == (
-        "waiting", T0 + timedelta(seconds=30))
+        "waiting",
+        T0 + timedelta(seconds=30),
+    )
     # The same holds for a run the sweeper saw `running` with an expired lease and a worker
     # took over meanwhile: the claim does not shorten the new lease.
     due = Dispatch(run.id, "a", "agents", "t", 1, "waiting", started.fence)
     assert claim(plan_store, run.id, T0 + timedelta(seconds=30))
-    again = plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=31),
-                                timedelta(seconds=60), agent="a")
+    again = plan_store.begin_attempt(
+        run.id, "w2", None, T0 + timedelta(seconds=31), timedelta(seconds=60), agent="a"
+    )
     assert again is not None
     stale = Dispatch(run.id, "a", "agents", "t", 1, "running", started.fence)
     assert plan_store.claim_for_publish([due, stale], T0 + timedelta(seconds=200), timedelta(0)) == []
@@ -363,8 +410,7 @@ def test_a_claim_never_overwrites_what_a_worker_wrote(plan_store: Store) -> None
 
 def test_an_unpublished_claim_goes_back_to_pending(store: Store) -> None:
     (run,) = store.commit_tick([new_run("u1")], [], [], T0)
-    (claimed,) = store.claim_for_publish([Dispatch(run.id, "a", "agents", "t", 0)], T0,
-                                         timedelta(0))
+    (claimed,) = store.claim_for_publish([Dispatch(run.id, "a", "agents", "t", 0)], T0, timedelta(0))
     store.unclaim([claimed], T0)
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == "pending"
@@ -425,8 +471,7 @@ def test_a_later_delivery_ends_a_cancelled_run_instead_of_starting_it(plan_store
     assert plan_store.begin_attempt(run.id, "w2", None, T0 + timedelta(seconds=90), agent="a") is None
     assert plan_store.end_cancelled(run.id, T0 + timedelta(seconds=90)) == "cancel_other"
     loaded = plan_store.get_run(run.id)
-    assert loaded is not None and (loaded.status, loaded.terminal_reason) == (
-        "cancelled", "cancel_other")
+    assert loaded is not None and (loaded.status, loaded.terminal_reason) == ("cancelled", "cancel_other")
     assert [(a.status, a.reason) for a in plan_store.attempts_of(run.id)] == [("stalled", "worker_lost")]
     # The old worker waking up writes nothing.
     assert plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=91)) is None
@@ -448,10 +493,14 @@ def test_a_stalled_attempt_stays_stalled_when_its_worker_wakes(plan_store: Store
     (run,) = plan_store.commit_tick([new_run("s1")], [], [], T0)
     started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
-                                                reason=StallReason.WORKER_LOST,
-                                                now=T0 + timedelta(seconds=70),
-                                                run_status=lost(1, 3))
+    stall = WatchStore(plan_store.engine).stall(
+        run.id,
+        1,
+        started.fence,
+        reason=StallReason.WORKER_LOST,
+        now=T0 + timedelta(seconds=70),
+        run_status=lost(1, 3),
+    )
     assert stall is not None and stall.run_status == "pending" and stall.fence == started.fence + 1
     # The presumed-dead worker wakes and tries to commit: fenced out, and the stall remains.
     assert plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=71)) is None
@@ -468,7 +517,10 @@ def test_close_ends_only_a_running_attempt_and_leaves_its_run(plan_store: Store)
     plan_store.close(started, AttemptStatus.CANCELLED, None, T0 + timedelta(seconds=2))
     (attempt,) = plan_store.attempts_of(run.id)
     assert (attempt.status, attempt.reason, attempt.finished_at) == (
-        "fenced_out", "fenced_out", T0 + timedelta(seconds=1))
+        "fenced_out",
+        "fenced_out",
+        T0 + timedelta(seconds=1),
+    )
     loaded = plan_store.get_run(run.id)
     assert loaded is not None and (loaded.status, loaded.fence) == ("running", started.fence)
 
@@ -481,13 +533,15 @@ def test_outbox_rows_commit_with_a_success_and_never_with_a_failure(plan_store: 
     assert ok is not None and bad is not None
     writes = [OutboxWrite("rec", "k", 1), OutboxWrite("rec", "k", 2)]
     assert plan_store.finish(ok, SUCCEEDED, now=T0, outbox=writes) == "succeeded"
-    assert plan_store.finish(bad, FAILED, now=T0, error="boom",
-                             outbox=[OutboxWrite("rec", "k", 3)]) == "failed"
+    assert (
+        plan_store.finish(bad, FAILED, now=T0, error="boom", outbox=[OutboxWrite("rec", "k", 3)]) == "failed"
+    )
     rows = OutboxStore(plan_store.engine).rows()
     assert [(r.run_id, r.key, r.seq, r.value) for r in rows] == [
-        (ok_run.id, "k", 1, 1), (ok_run.id, "k", 2, 2)]
-    assert [(a.status, a.reason) for a in plan_store.attempts_of(bad_run.id)] == [
-        ("failed", "error")]
+        (ok_run.id, "k", 1, 1),
+        (ok_run.id, "k", 2, 2),
+    ]
+    assert [(a.status, a.reason) for a in plan_store.attempts_of(bad_run.id)] == [("failed", "error")]
 
 
 @EACH_PLAN
@@ -497,15 +551,22 @@ def test_a_stall_on_the_last_attempt_ends_the_run_dead(plan_store: Store) -> Non
     (run,) = plan_store.commit_tick([new_run("last")], [], [], T0)
     started = plan_store.begin_attempt(run.id, "w", None, T0, agent="a")
     assert started is not None
-    stall = WatchStore(plan_store.engine).stall(run.id, 1, started.fence,
-                                                reason=StallReason.NO_PROGRESS,
-                                                now=T0 + timedelta(seconds=70),
-                                                run_status=lost(1, 1))
+    stall = WatchStore(plan_store.engine).stall(
+        run.id,
+        1,
+        started.fence,
+        reason=StallReason.NO_PROGRESS,
+        now=T0 + timedelta(seconds=70),
+        run_status=lost(1, 1),
+    )
     assert stall is not None and stall.run_status == "dead"
     loaded = plan_store.get_run(run.id)
     assert loaded is not None
     assert (loaded.status, loaded.terminal_reason, loaded.finished_at) == (
-        "dead", "attempts_exhausted", T0 + timedelta(seconds=70))
+        "dead",
+        "attempts_exhausted",
+        T0 + timedelta(seconds=70),
+    )
 
 
 @EACH_PLAN

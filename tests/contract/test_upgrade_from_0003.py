@@ -74,95 +74,297 @@ def fill(engine: sa.Engine) -> None:
     t = meta.tables
 
     def run(run_id: str, key: str, status: str, **extra: Any) -> dict[str, Any]:
-        row = {"id": run_id, "idempotency_key": key, "trigger": "digest", "agent": "digest",
-               "queue": "agents", "status": status, "terminal_reason": None, "attempt": 1,
-               "deliveries": 1, "fence": 1, "not_before": None, "logical_time": at(engine, 0),
-               "event": {"trigger": "digest", "scheduled_for": "2026-03-01T12:00:00Z",
-                         "note": "caf\u00e9 \u2615"},
-               "result": None, "error": None, "usage": None, "agent_version": "v1",
-               "overlap_key": "digest", "overlap": "skip", "waiting_for": None,
-               "last_heartbeat": None, "lease_expires_at": None, "created_at": at(engine, 0),
-               "queued_at": at(engine, 0.1), "started_at": None, "finished_at": None}
+        row = {
+            "id": run_id,
+            "idempotency_key": key,
+            "trigger": "digest",
+            "agent": "digest",
+            "queue": "agents",
+            "status": status,
+            "terminal_reason": None,
+            "attempt": 1,
+            "deliveries": 1,
+            "fence": 1,
+            "not_before": None,
+            "logical_time": at(engine, 0),
+            "event": {
+                "trigger": "digest",
+                "scheduled_for": "2026-03-01T12:00:00Z",
+                "note": "caf\u00e9 \u2615",
+            },
+            "result": None,
+            "error": None,
+            "usage": None,
+            "agent_version": "v1",
+            "overlap_key": "digest",
+            "overlap": "skip",
+            "waiting_for": None,
+            "last_heartbeat": None,
+            "lease_expires_at": None,
+            "created_at": at(engine, 0),
+            "queued_at": at(engine, 0.1),
+            "started_at": None,
+            "finished_at": None,
+        }
         row.update(extra)
         return row
 
     with engine.begin() as conn:
-        conn.execute(sa.insert(t["runs"]), [
-            run(RUN_OK, "cron:digest:2026-03-01T12:00:00Z", "succeeded",
-                result={"summary": "ok", "n": 12}, usage={"tokens": 340, "cost_usd": 0.01},
-                started_at=at(engine, 0.2), finished_at=at(engine, 1), overlap_key=None,
-                last_heartbeat={"note": "fetched", "details": {"count": 12}}),
-            run(RUN_QUEUED, "cron:digest:2026-03-01T12:01:00Z", "queued", attempt=0,
-                deliveries=0, fence=0, overlap_key=None),
-            run(RUN_WAITING, "manual:digest:retry-me", "waiting", not_before=at(engine, 5),
-                error="RuntimeError: upstream 503", overlap_key=None, attempt=1),
-            run(RUN_RUNNING, "db:orders:42:7", "running", fence=3, attempt=2, deliveries=2,
-                lease_expires_at=at(engine, 2), started_at=at(engine, 1)),
-        ])
-        attempt = {"reason": None, "error_class": None, "error_message": None, "worker": "w1",
-                   "celery_task_id": "task-1", "finished_at": None, "heartbeat_at": None,
-                   "progress_at": None}
-        conn.execute(sa.insert(t["attempts"]), [
-            {**attempt, "run_id": RUN_OK, "number": 1, "fence": 1, "status": "succeeded",
-             "started_at": at(engine, 0.2), "finished_at": at(engine, 1)},
-            {**attempt, "run_id": RUN_WAITING, "number": 1, "fence": 1, "status": "failed",
-             "reason": "error", "error_class": "RuntimeError", "error_message": "upstream 503",
-             "started_at": at(engine, 0.2), "finished_at": at(engine, 0.5)},
-            {**attempt, "run_id": RUN_RUNNING, "number": 1, "fence": 2, "status": "stalled",
-             "reason": "worker_lost", "started_at": at(engine, 0.3), "finished_at": at(engine, 1)},
-            {**attempt, "run_id": RUN_RUNNING, "number": 2, "fence": 3, "status": "running",
-             "started_at": at(engine, 1), "heartbeat_at": at(engine, 1.5),
-             "progress_at": at(engine, 1.4)},
-        ])
-        row = {"run_id": RUN_OK, "status": "pending", "attempts": 0, "claimed_by": None,
-               "claim_expires": None, "next_attempt_at": None, "last_error": None,
-               "created_at": at(engine, 1), "delivered_at": None, "dead_at": None}
-        conn.execute(sa.insert(t["outbox"]), [
-            {**row, "id": f"{RUN_OK}:0", "sink": "cache", "key": "user:1", "seq": 3,
-             "value": {"channel": "email", "v": 3}},
-            {**row, "id": f"{RUN_OK}:1", "sink": "audit", "key": "user:1", "seq": 2,
-             "value": {"event": "preference_set"}},
-            {**row, "id": f"{RUN_OK}:2", "sink": "audit", "key": "user:9", "seq": 1,
-             "value": {"event": "old"}, "status": "delivered", "attempts": 1,
-             "delivered_at": at(engine, 1.2)},
-            {**row, "id": f"{RUN_OK}:3", "sink": "hook", "key": "user:1", "seq": 1,
-             "value": [1, 2, 3], "status": "dead", "attempts": 8,
-             "last_error": "HTTP 500 from https://crm.example.com", "dead_at": at(engine, 3)},
-        ])
-        conn.execute(sa.insert(t["outbox_keys"]), [
-            {"sink": "cache", "key": "user:1", "last_seq": 3},
-            {"sink": "audit", "key": "user:1", "last_seq": 2},
-            {"sink": "audit", "key": "user:9", "last_seq": 1},
-            {"sink": "hook", "key": "user:1", "last_seq": 1}])
-        alert = {"severity": "warning", "run_id": None, "trigger": None, "agent": None,
-                 "attempt": None, "details": None, "channels": ["log"], "sent_at": None,
-                 "reminded_at": None}
-        conn.execute(sa.insert(t["alerts"]), [
-            {**alert, "kind": "run_stalled", "state": "firing", "dedupe_key": f"stall:{RUN_RUNNING}:1",
-             "episode": 1, "run_id": RUN_RUNNING, "agent": "digest", "attempt": 1,
-             "message": "digest stalled (worker_lost)", "created_at": at(engine, 1),
-             "sent_at": at(engine, 1)},
-            {**alert, "kind": "metric", "state": "firing", "episode": 2, "trigger": "error-rate",
-             "dedupe_key": "metric:error-rate:2026-03-01T11:00:00Z:firing",
-             "message": "error-rate above 0.05", "details": {"value": 0.07},
-             "created_at": at(engine, -60), "sent_at": at(engine, -60),
-             "reminded_at": at(engine, -30)},
-        ])
-        state = {"revision": 4, "source_failing": False, "paused": False,
-                 "updated_at": at(engine, 1)}
-        conn.execute(sa.insert(t["trigger_state"]), [
-            {**state, "name": "digest", "kind": "cron", "next_evaluation": at(engine, 2),
-             "state": {"last_slot": "2026-03-01T12:01:00Z", "expr": "* * * * *"}},
-            {**state, "name": "error-rate", "kind": "metric", "next_evaluation": at(engine, 1.5),
-             "source_failing": True, "paused": True,
-             "state": {"phase": "firing", "since": "2026-03-01T11:00:00Z", "episode": 2}},
-        ])
-        conn.execute(sa.insert(t["missed_slots"]), [
-            {"trigger": "digest", "first_slot": at(engine, -30), "last_slot": at(engine, -10),
-             "count": 21, "reason": "catchup", "recorded_at": at(engine, 0)}])
-        conn.execute(sa.insert(t["dead_letters"]), [
-            {"reason": "decode_error", "task_name": None, "task_id": None,
-             "payload": "\u0080garbage", "details": {"error": "bad"}, "created_at": at(engine, 0)}])
+        conn.execute(
+            sa.insert(t["runs"]),
+            [
+                run(
+                    RUN_OK,
+                    "cron:digest:2026-03-01T12:00:00Z",
+                    "succeeded",
+                    result={"summary": "ok", "n": 12},
+                    usage={"tokens": 340, "cost_usd": 0.01},
+                    started_at=at(engine, 0.2),
+                    finished_at=at(engine, 1),
+                    overlap_key=None,
+                    last_heartbeat={"note": "fetched", "details": {"count": 12}},
+                ),
+                run(
+                    RUN_QUEUED,
+                    "cron:digest:2026-03-01T12:01:00Z",
+                    "queued",
+                    attempt=0,
+                    deliveries=0,
+                    fence=0,
+                    overlap_key=None,
+                ),
+                run(
+                    RUN_WAITING,
+                    "manual:digest:retry-me",
+                    "waiting",
+                    not_before=at(engine, 5),
+                    error="RuntimeError: upstream 503",
+                    overlap_key=None,
+                    attempt=1,
+                ),
+                run(
+                    RUN_RUNNING,
+                    "db:orders:42:7",
+                    "running",
+                    fence=3,
+                    attempt=2,
+                    deliveries=2,
+                    lease_expires_at=at(engine, 2),
+                    started_at=at(engine, 1),
+                ),
+            ],
+        )
+        attempt = {
+            "reason": None,
+            "error_class": None,
+            "error_message": None,
+            "worker": "w1",
+            "celery_task_id": "task-1",
+            "finished_at": None,
+            "heartbeat_at": None,
+            "progress_at": None,
+        }
+        conn.execute(
+            sa.insert(t["attempts"]),
+            [
+                {
+                    **attempt,
+                    "run_id": RUN_OK,
+                    "number": 1,
+                    "fence": 1,
+                    "status": "succeeded",
+                    "started_at": at(engine, 0.2),
+                    "finished_at": at(engine, 1),
+                },
+                {
+                    **attempt,
+                    "run_id": RUN_WAITING,
+                    "number": 1,
+                    "fence": 1,
+                    "status": "failed",
+                    "reason": "error",
+                    "error_class": "RuntimeError",
+                    "error_message": "upstream 503",
+                    "started_at": at(engine, 0.2),
+                    "finished_at": at(engine, 0.5),
+                },
+                {
+                    **attempt,
+                    "run_id": RUN_RUNNING,
+                    "number": 1,
+                    "fence": 2,
+                    "status": "stalled",
+                    "reason": "worker_lost",
+                    "started_at": at(engine, 0.3),
+                    "finished_at": at(engine, 1),
+                },
+                {
+                    **attempt,
+                    "run_id": RUN_RUNNING,
+                    "number": 2,
+                    "fence": 3,
+                    "status": "running",
+                    "started_at": at(engine, 1),
+                    "heartbeat_at": at(engine, 1.5),
+                    "progress_at": at(engine, 1.4),
+                },
+            ],
+        )
+        row = {
+            "run_id": RUN_OK,
+            "status": "pending",
+            "attempts": 0,
+            "claimed_by": None,
+            "claim_expires": None,
+            "next_attempt_at": None,
+            "last_error": None,
+            "created_at": at(engine, 1),
+            "delivered_at": None,
+            "dead_at": None,
+        }
+        conn.execute(
+            sa.insert(t["outbox"]),
+            [
+                {
+                    **row,
+                    "id": f"{RUN_OK}:0",
+                    "sink": "cache",
+                    "key": "user:1",
+                    "seq": 3,
+                    "value": {"channel": "email", "v": 3},
+                },
+                {
+                    **row,
+                    "id": f"{RUN_OK}:1",
+                    "sink": "audit",
+                    "key": "user:1",
+                    "seq": 2,
+                    "value": {"event": "preference_set"},
+                },
+                {
+                    **row,
+                    "id": f"{RUN_OK}:2",
+                    "sink": "audit",
+                    "key": "user:9",
+                    "seq": 1,
+                    "value": {"event": "old"},
+                    "status": "delivered",
+                    "attempts": 1,
+                    "delivered_at": at(engine, 1.2),
+                },
+                {
+                    **row,
+                    "id": f"{RUN_OK}:3",
+                    "sink": "hook",
+                    "key": "user:1",
+                    "seq": 1,
+                    "value": [1, 2, 3],
+                    "status": "dead",
+                    "attempts": 8,
+                    "last_error": "HTTP 500 from https://crm.example.com",
+                    "dead_at": at(engine, 3),
+                },
+            ],
+        )
+        conn.execute(
+            sa.insert(t["outbox_keys"]),
+            [
+                {"sink": "cache", "key": "user:1", "last_seq": 3},
+                {"sink": "audit", "key": "user:1", "last_seq": 2},
+                {"sink": "audit", "key": "user:9", "last_seq": 1},
+                {"sink": "hook", "key": "user:1", "last_seq": 1},
+            ],
+        )
+        alert = {
+            "severity": "warning",
+            "run_id": None,
+            "trigger": None,
+            "agent": None,
+            "attempt": None,
+            "details": None,
+            "channels": ["log"],
+            "sent_at": None,
+            "reminded_at": None,
+        }
+        conn.execute(
+            sa.insert(t["alerts"]),
+            [
+                {
+                    **alert,
+                    "kind": "run_stalled",
+                    "state": "firing",
+                    "dedupe_key": f"stall:{RUN_RUNNING}:1",
+                    "episode": 1,
+                    "run_id": RUN_RUNNING,
+                    "agent": "digest",
+                    "attempt": 1,
+                    "message": "digest stalled (worker_lost)",
+                    "created_at": at(engine, 1),
+                    "sent_at": at(engine, 1),
+                },
+                {
+                    **alert,
+                    "kind": "metric",
+                    "state": "firing",
+                    "episode": 2,
+                    "trigger": "error-rate",
+                    "dedupe_key": "metric:error-rate:2026-03-01T11:00:00Z:firing",
+                    "message": "error-rate above 0.05",
+                    "details": {"value": 0.07},
+                    "created_at": at(engine, -60),
+                    "sent_at": at(engine, -60),
+                    "reminded_at": at(engine, -30),
+                },
+            ],
+        )
+        state = {"revision": 4, "source_failing": False, "paused": False, "updated_at": at(engine, 1)}
+        conn.execute(
+            sa.insert(t["trigger_state"]),
+            [
+                {
+                    **state,
+                    "name": "digest",
+                    "kind": "cron",
+                    "next_evaluation": at(engine, 2),
+                    "state": {"last_slot": "2026-03-01T12:01:00Z", "expr": "* * * * *"},
+                },
+                {
+                    **state,
+                    "name": "error-rate",
+                    "kind": "metric",
+                    "next_evaluation": at(engine, 1.5),
+                    "source_failing": True,
+                    "paused": True,
+                    "state": {"phase": "firing", "since": "2026-03-01T11:00:00Z", "episode": 2},
+                },
+            ],
+        )
+        conn.execute(
+            sa.insert(t["missed_slots"]),
+            [
+                {
+                    "trigger": "digest",
+                    "first_slot": at(engine, -30),
+                    "last_slot": at(engine, -10),
+                    "count": 21,
+                    "reason": "catchup",
+                    "recorded_at": at(engine, 0),
+                }
+            ],
+        )
+        conn.execute(
+            sa.insert(t["dead_letters"]),
+            [
+                {
+                    "reason": "decode_error",
+                    "task_name": None,
+                    "task_id": None,
+                    "payload": "\u0080garbage",
+                    "details": {"error": "bad"},
+                    "created_at": at(engine, 0),
+                }
+            ],
+        )
 
 
 def snapshot(engine: sa.Engine) -> dict[str, dict[Any, dict[str, Any]]]:
@@ -177,29 +379,42 @@ def snapshot(engine: sa.Engine) -> dict[str, dict[Any, dict[str, Any]]]:
             if not table.primary_key.columns:
                 continue
             pk = list(table.primary_key.columns)
-            out[name] = {tuple(r._mapping[c.name] for c in pk): dict(r._mapping)
-                         for r in conn.execute(sa.select(table))}
+            out[name] = {
+                tuple(r._mapping[c.name] for c in pk): dict(r._mapping)
+                for r in conn.execute(sa.select(table))
+            }
     return out
 
 
 def old_sinks(url: str, engine: sa.Engine, client: redis.Redis, prefix: str, audit: str) -> None:
     """The sinks' stores as the previous version wrote them."""
-    for key, value, seq in (("user:1", {"channel": "sms", "v": 2}, 2),
-                            ("user:2", {"channel": "email", "v": 7}, 7)):
+    for key, value, seq in (
+        ("user:1", {"channel": "sms", "v": 2}, 2),
+        ("user:2", {"channel": "email", "v": 7}, 7),
+    ):
         client.set(f"{prefix}cache:{key}", json.dumps(value), px=3_600_000)
         client.set(f"{prefix}cache:{key}:seq", seq, px=3_600_000)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            f"CREATE TABLE {audit} (entry_id VARCHAR(64) PRIMARY KEY, run_id VARCHAR(36) NOT "
-            "NULL, key VARCHAR(512) NOT NULL, seq BIGINT NOT NULL, value JSON NOT NULL, "
-            "recorded_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP)"))
-        conn.execute(sa.text(f"INSERT INTO {audit} (entry_id, run_id, key, seq, value) VALUES "
-                             f"('{RUN_OK}:2', '{RUN_OK}', 'user:9', 1, :v)"),
-                     {"v": json.dumps({"event": "old"})})
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {audit} (entry_id VARCHAR(64) PRIMARY KEY, run_id VARCHAR(36) NOT "
+                "NULL, key VARCHAR(512) NOT NULL, seq BIGINT NOT NULL, value JSON NOT NULL, "
+                "recorded_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {audit} (entry_id, run_id, key, seq, value) VALUES "
+                f"('{RUN_OK}:2', '{RUN_OK}', 'user:9', 1, :v)"
+            ),
+            {"v": json.dumps({"event": "old"})},
+        )
 
 
 def test_a_database_filled_at_0003_upgrades_to_head_and_through_the_sinks_losing_nothing(
-    url_0003: str, redis_client: redis.Redis, prefix: str,
+    url_0003: str,
+    redis_client: redis.Redis,
+    prefix: str,
 ) -> None:
     engine = make_engine(url_0003)
     audit = f"audit_{uuid.uuid4().hex[:8]}"
@@ -233,8 +448,11 @@ def test_a_database_filled_at_0003_upgrades_to_head_and_through_the_sinks_losing
         assert running is not None and running.fence == 3 and running.status == "running"
         outbox = OutboxStore(engine)
         assert {r.id: r.status for r in outbox.rows()} == {
-            f"{RUN_OK}:0": "pending", f"{RUN_OK}:1": "pending", f"{RUN_OK}:2": "delivered",
-            f"{RUN_OK}:3": "dead"}
+            f"{RUN_OK}:0": "pending",
+            f"{RUN_OK}:1": "pending",
+            f"{RUN_OK}:2": "delivered",
+            f"{RUN_OK}:3": "dead",
+        }
         # When the relay delivers the pending rows through today's sinks
         cache = RedisCacheSink(prefix=f"{prefix}cache:", redis_url=REDIS_URL)
         register_sink("cache", cache)
@@ -251,21 +469,29 @@ def test_a_database_filled_at_0003_upgrades_to_head_and_through_the_sinks_losing
         # and the one-off upgrade converts the key no entry touched, keeping its value and TTL
         assert cache.upgrade_keys() == 1
         assert redis_client.hgetall(f"{prefix}cache:user:2") == {
-            b"value": json.dumps({"channel": "email", "v": 7}).encode(), b"seq": b"7"}
+            b"value": json.dumps({"channel": "email", "v": 7}).encode(),
+            b"seq": b"7",
+        }
         assert 0 < redis_client.pttl(f"{prefix}cache:user:2") <= 3_600_000
         # and the audit table kept its old row under created_at, next to the new one
         with engine.connect() as conn:
-            audited = conn.execute(sa.text(
-                f"SELECT entry_id, key, seq, created_at FROM {audit} ORDER BY entry_id")).all()
+            audited = conn.execute(
+                sa.text(f"SELECT entry_id, key, seq, created_at FROM {audit} ORDER BY entry_id")
+            ).all()
         assert [(r.entry_id, r.key, r.seq) for r in audited] == [
-            (f"{RUN_OK}:1", "user:1", 2), (f"{RUN_OK}:2", "user:9", 1)]
+            (f"{RUN_OK}:1", "user:1", 2),
+            (f"{RUN_OK}:2", "user:9", 1),
+        ]
         assert all(r.created_at is not None for r in audited)
         # and the dead row stayed dead with its error; nothing else changed state
         final = {r.id: r for r in outbox.rows()}
         assert final[f"{RUN_OK}:3"].status == "dead"
         assert final[f"{RUN_OK}:3"].last_error == "HTTP 500 from https://crm.example.com"
         assert {i: r.status for i, r in final.items()} == {
-            f"{RUN_OK}:0": "delivered", f"{RUN_OK}:1": "delivered", f"{RUN_OK}:2": "delivered",
-            f"{RUN_OK}:3": "dead"}
+            f"{RUN_OK}:0": "delivered",
+            f"{RUN_OK}:1": "delivered",
+            f"{RUN_OK}:2": "delivered",
+            f"{RUN_OK}:3": "dead",
+        }
     finally:
         engine.dispose()

@@ -35,9 +35,13 @@ def services() -> dict[str, Any]:
 
 
 def test_compose_file_follows_the_compose_spec() -> None:
-    out = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                          "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -51,8 +55,14 @@ def test_every_command_is_a_nightowl_subcommand_and_every_dependency_exists(cli:
         if command and command[0] == "nightowl":
             words = [w for w in command[1:] if not w.startswith("-")]
             commands.add(tuple(words[:2]) if words[0] in ("db", "outbox") else (words[0],))
-    assert {("scheduler",), ("worker",), ("watchdog",), ("relay",), ("flower",),
-            ("db", "upgrade")} <= commands
+    assert {
+        ("scheduler",),
+        ("worker",),
+        ("watchdog",),
+        ("relay",),
+        ("flower",),
+        ("db", "upgrade"),
+    } <= commands
     for subcommand in sorted(commands):
         out = cli(*subcommand, "--help", cwd=ROOT)
         assert out.returncode == 0, f"nightowl {' '.join(subcommand)}: {out.stderr}"
@@ -78,7 +88,8 @@ def _site(tmp_path: Path) -> Path:
     (site / "site_triggers.py").write_text(
         "from agents import agent\nfrom triggers import cron\n\n\n"
         "@agent('hello')\ndef hello(ctx, event):\n    return {'slot': event.scheduled_for.isoformat()}\n\n\n"
-        "cron('* * * * * *', agent=hello, name='every-second')\n")
+        "cron('* * * * * *', agent=hello, name='every-second')\n"
+    )
     return site
 
 
@@ -87,10 +98,19 @@ def _compose_env(pg_settings: Settings, site: Path) -> dict[str, str]:
     the mounted folder on PYTHONPATH, and .env.nightowl's secret."""
     anchor = YAML(typ="safe").load(COMPOSE.read_text())["x-nightowl"]["environment"]
     env = child_env(pg_settings, "site_triggers")
-    env.update({k: v for k, v in anchor.items() if k.startswith("NIGHTOWL_") and "URL" not in k
-                and k != "NIGHTOWL_TRIGGERS"})
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]), HOSTNAME=socket.gethostname(),
-               NIGHTOWL_FLOWER_BASIC_AUTH="admin:change-me", NIGHTOWL_SHUTDOWN_GRACE="5")
+    env.update(
+        {
+            k: v
+            for k, v in anchor.items()
+            if k.startswith("NIGHTOWL_") and "URL" not in k and k != "NIGHTOWL_TRIGGERS"
+        }
+    )
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]),
+        HOSTNAME=socket.gethostname(),
+        NIGHTOWL_FLOWER_BASIC_AUTH="admin:change-me",
+        NIGHTOWL_SHUTDOWN_GRACE="5",
+    )
     return env
 
 
@@ -113,15 +133,15 @@ def _local(words: list[str], ports: dict[str, str], tmp_path: Path) -> list[str]
 def _healthy(check: list[str], env: dict[str, str]) -> bool:
     kind, *argv = check
     if kind == "CMD-SHELL":
-        argv = ["sh", "-c", argv[0].replace("$$", "$").replace("celery -A",
-                                                                 f"{sys.executable} -m celery -A")]
-    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
-                         check=False)
+        argv = ["sh", "-c", argv[0].replace("$$", "$").replace("celery -A", f"{sys.executable} -m celery -A")]
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
     return out.returncode == 0
 
 
 def test_the_compose_services_run_as_processes_and_pass_their_healthchecks(
-    pg_settings: Settings, pg_store: Store, tmp_path: Path,
+    pg_settings: Settings,
+    pg_store: Store,
+    tmp_path: Path,
 ) -> None:
     """compose.yaml's commands, replicas, environment and healthchecks, run as local processes
     (no Docker engine on CI machines): migrate, 2 schedulers, worker, 2 watchdogs, 2 relays,
@@ -129,8 +149,15 @@ def test_the_compose_services_run_as_processes_and_pass_their_healthchecks(
     site = _site(tmp_path)
     env = _compose_env(pg_settings, site)
     found = services()
-    migrate = subprocess.run(_local(found["migrate"]["command"], {}, tmp_path), cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    migrate = subprocess.run(
+        _local(found["migrate"]["command"], {}, tmp_path),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert migrate.returncode == 0, migrate.stderr
     running: list[tuple[str, subprocess.Popen[bytes], list[str], dict[str, str]]] = []
     try:
@@ -138,25 +165,38 @@ def test_the_compose_services_run_as_processes_and_pass_their_healthchecks(
             service = found[name]
             for _ in range(service.get("deploy", {}).get("replicas", 1)):
                 ports = {"9100": str(free_port()), "5555": str(free_port())}
-                proc = subprocess.Popen(_local(service["command"], ports, tmp_path), cwd=tmp_path,
-                                        env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    _local(service["command"], ports, tmp_path),
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 check = _local(service["healthcheck"]["test"], ports, tmp_path)
                 running.append((name, proc, check, ports))
         # Then every replica's own healthcheck passes, and the deployment does its job
         for name, proc, check, _ in running:
-            wait_for(lambda c=check: _healthy(c, env), timeout=60, interval=0.5,  # type: ignore[misc]
-                     message=f"{name}'s healthcheck {check}")
+            wait_for(
+                lambda c=check: _healthy(c, env),  # type: ignore[misc]
+                timeout=60,
+                interval=0.5,
+                message=f"{name}'s healthcheck {check}",
+            )
             assert proc.poll() is None, f"{name} exited with {proc.returncode}"
-        wait_for(lambda: pg_store.list_runs(status="succeeded", limit=1), timeout=60,
-                 message="a cron run from the mounted trigger module to succeed")
+        wait_for(
+            lambda: pg_store.list_runs(status="succeeded", limit=1),
+            timeout=60,
+            message="a cron run from the mounted trigger module to succeed",
+        )
         for role in ("scheduler", "watchdog"):
             leaders = [_leader(ports["9100"], role) for n, _, _, ports in running if n == role]
             assert sorted(leaders) == [0.0, 1.0], f"{role}: exactly one of two leads ({leaders})"
         flower_port = next(ports["5555"] for n, _, _, ports in running if n == "flower")
         assert httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 401
-        assert httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5,
-                         auth=("admin", "change-me")).status_code == 200
+        assert (
+            httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=5, auth=("admin", "change-me")).status_code
+            == 200
+        )
         # A loop that stops completing steps fails the healthcheck although /metrics still answers
         relay_port = next(ports["9100"] for n, _, _, ports in running if n == "relay")
         url = f"http://127.0.0.1:{relay_port}/metrics"
@@ -177,8 +217,15 @@ def test_the_compose_services_run_as_processes_and_pass_their_healthchecks(
 
 def _leader(port: str, role: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
-                 if s.name == "nightowl_leader" and s.labels == {"role": role}), 0.0)
+    return next(
+        (
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "nightowl_leader" and s.labels == {"role": role}
+        ),
+        0.0,
+    )
 
 
 def _seconds(duration: str) -> float:
@@ -194,10 +241,11 @@ def _promtool() -> str:
 
 def test_the_prometheus_config_rules_and_rule_unit_tests_pass_promtool() -> None:
     deploy = ROOT / "deploy" / "prometheus"
-    for args in (["check", "config", str(deploy / "prometheus.yml")],
-                 ["test", "rules", str(deploy / "rules_test.yml")]):
-        out = subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=60,
-                             check=False)
+    for args in (
+        ["check", "config", str(deploy / "prometheus.yml")],
+        ["test", "rules", str(deploy / "rules_test.yml")],
+    ):
+        out = subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -208,6 +256,11 @@ def test_the_alert_rules_shown_in_the_docs_are_valid(tmp_path: Path) -> None:
     for i, block in enumerate(blocks):
         path = tmp_path / f"rules{i}.yml"
         path.write_text(block)
-        out = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True,
-                             text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [_promtool(), "check", "rules", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 0, out.stdout + out.stderr

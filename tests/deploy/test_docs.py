@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("fresh_sinks")
 
 
 @pytest.mark.parametrize(("where", "code"), trigger_modules())
-def test_doc_trigger_module_validates(where: str, code: str, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_trigger_module_validates(
+    where: str, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = f"docmod_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -79,14 +80,22 @@ def test_the_docs_verifier_accepts_a_real_alert_and_rejects_it_five_minutes_late
     verify = namespace["verify"]
     receiver = Receiver()
     try:
-        alert = Alert(kind=AlertKind.RUN_STALLED, message="run r1 stalled", dedupe_key="run_stalled:r1:1",
-                      run_id="r1", attempt=1)
+        alert = Alert(
+            kind=AlertKind.RUN_STALLED,
+            message="run r1 stalled",
+            dedupe_key="run_stalled:r1:1",
+            run_id="r1",
+            attempt=1,
+        )
         WebhookChannel(receiver.url, SecretStr("s3cret")).send(alert, alert.payload(episode=1))
         (request,) = receiver.requests
     finally:
         receiver.close()
-    ts, sig, body = (request["headers"]["X-Nightowl-Timestamp"],
-                     request["headers"]["X-Nightowl-Signature"], request["body"])
+    ts, sig, body = (
+        request["headers"]["X-Nightowl-Timestamp"],
+        request["headers"]["X-Nightowl-Signature"],
+        request["body"],
+    )
     assert verify("s3cret", ts, body, sig)  # type: ignore[operator]
     assert not verify("other", ts, body, sig)  # type: ignore[operator]
     namespace["time"] = SimpleNamespace(time=lambda: int(ts) + 299)

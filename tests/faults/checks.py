@@ -44,8 +44,12 @@ class Violation:
     count: int = 1
 
     def public(self) -> dict[str, Any]:
-        return {"invariant": self.invariant, "message": self.message, "count": self.count,
-                "runs": self.runs[:SHOW]}
+        return {
+            "invariant": self.invariant,
+            "message": self.message,
+            "count": self.count,
+            "runs": self.runs[:SHOW],
+        }
 
     def line(self) -> str:
         shown = "; ".join(json.dumps(r, default=str, sort_keys=True) for r in self.runs[:SHOW])
@@ -67,15 +71,21 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def brief(run: Any, attempts: list[Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"run_id": run.id, "trigger": run.trigger, "status": run.status,
-                           "reason": run.terminal_reason, "key": run.idempotency_key,
-                           "attempt": run.attempt, "deliveries": run.deliveries}
+    out: dict[str, Any] = {
+        "run_id": run.id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "reason": run.terminal_reason,
+        "key": run.idempotency_key,
+        "attempt": run.attempt,
+        "deliveries": run.deliveries,
+    }
     if run.status in ACTIVE:
-        out.update(queued_at=_iso(run.queued_at), not_before=_iso(run.not_before),
-                   waiting_for=run.waiting_for)
+        out.update(
+            queued_at=_iso(run.queued_at), not_before=_iso(run.not_before), waiting_for=run.waiting_for
+        )
     if attempts:
-        out["attempts"] = [f"{a.number}:{a.status}{'/' + a.reason if a.reason else ''}"
-                           for a in attempts]
+        out["attempts"] = [f"{a.number}:{a.status}{'/' + a.reason if a.reason else ''}" for a in attempts]
     if run.error and run.status not in ("succeeded",):
         out["error"] = run.error[:200]
     return out
@@ -83,29 +93,52 @@ def brief(run: Any, attempts: list[Any] | None = None) -> dict[str, Any]:
 
 def snapshot(cluster: Cluster) -> Snapshot:
     with cluster.engine.connect() as conn:
-        runs = list(conn.execute(sa.text(
-            "SELECT id, idempotency_key, trigger, status, terminal_reason, attempt, deliveries, "
-            "logical_time, created_at, queued_at, started_at, finished_at, not_before, waiting_for, "
-            "event, error FROM runs")))
+        runs = list(
+            conn.execute(
+                sa.text(
+                    "SELECT id, idempotency_key, trigger, status, terminal_reason, attempt, deliveries, "
+                    "logical_time, created_at, queued_at, started_at, finished_at, not_before, waiting_for, "
+                    "event, error FROM runs"
+                )
+            )
+        )
         attempts: dict[str, list[Any]] = defaultdict(list)
-        for a in conn.execute(sa.text(
+        for a in conn.execute(
+            sa.text(
                 "SELECT run_id, number, status, reason, worker, started_at, finished_at, "
-                "heartbeat_at FROM attempts ORDER BY run_id, number")):
+                "heartbeat_at FROM attempts ORDER BY run_id, number"
+            )
+        ):
             attempts[a.run_id].append(a)
-        alerts = list(conn.execute(sa.text(
-            "SELECT id, kind, state, dedupe_key, run_id, trigger, attempt, created_at FROM alerts")))
-        ledger = list(conn.execute(sa.text(
-            "SELECT trigger, first_slot, last_slot, count, reason, recorded_at FROM missed_slots")))
-        outbox = list(conn.execute(sa.text(
-            "SELECT id, run_id, sink, key, seq, status, attempts FROM outbox")))
+        alerts = list(
+            conn.execute(
+                sa.text(
+                    "SELECT id, kind, state, dedupe_key, run_id, trigger, attempt, created_at FROM alerts"
+                )
+            )
+        )
+        ledger = list(
+            conn.execute(
+                sa.text("SELECT trigger, first_slot, last_slot, count, reason, recorded_at FROM missed_slots")
+            )
+        )
+        outbox = list(
+            conn.execute(sa.text("SELECT id, run_id, sink, key, seq, status, attempts FROM outbox"))
+        )
     return Snapshot(runs, attempts, alerts, ledger, outbox)
 
 
 class Checker:
     """Judges one scenario. `sched_offset_s`: how far the schedulers' clock runs ahead."""
 
-    def __init__(self, cluster: Cluster, driven: Driven, *, sched_offset_s: float = 0.0,
-                 catchup_window_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        driven: Driven,
+        *,
+        sched_offset_s: float = 0.0,
+        catchup_window_s: float = 3600.0,
+    ) -> None:
         self.cluster = cluster
         self.driven = driven
         self.offset = timedelta(seconds=sched_offset_s)
@@ -161,11 +194,18 @@ class Checker:
         slots = {r.logical_time for r in mine}
         if not slots:
             return []
-        covered = {g.first_slot + timedelta(seconds=i) for g in snap.ledger if g.trigger == name
-                   for i in range(g.count)}
+        covered = {
+            g.first_slot + timedelta(seconds=i)
+            for g in snap.ledger
+            if g.trigger == name
+            for i in range(g.count)
+        }
         first, last = min(slots), self.cutoff.replace(microsecond=0) - timedelta(seconds=2)
-        return [s for i in range(int((last - first).total_seconds()) + 1)
-                if (s := first + timedelta(seconds=i)) not in slots and s not in covered]
+        return [
+            s
+            for i in range(int((last - first).total_seconds()) + 1)
+            if (s := first + timedelta(seconds=i)) not in slots and s not in covered
+        ]
 
     def converge(self, last_fault_end: float | None) -> dict[str, Any]:
         """Wait until nothing is in flight, at most TERMINAL_BOUND_S after the later of the
@@ -182,8 +222,11 @@ class Checker:
                 break
             time.sleep(0.5)
         settled = not todo
-        return {"settled": settled, "settled_after_last_fault_s":
-                round(time.time() - start, 1) if settled else None, "in_flight": todo}
+        return {
+            "settled": settled,
+            "settled_after_last_fault_s": round(time.time() - start, 1) if settled else None,
+            "in_flight": todo,
+        }
 
     # -- the invariants ----------------------------------------------------------------
 
@@ -197,16 +240,16 @@ class Checker:
         firings += self._episodes(runs, v, figures)
         figures["firings"] = firings
         figures["runs"] = len(runs)
-        figures["by_status"] = dict(Counter(
-            f"{r.status}/{r.terminal_reason}" if r.terminal_reason else r.status for r in runs))
+        figures["by_status"] = dict(
+            Counter(f"{r.status}/{r.terminal_reason}" if r.terminal_reason else r.status for r in runs)
+        )
         self._terminal(snap, runs, v, figures)
         self._sinks(snap, runs, v, figures)
         self._alerts(snap, runs, v, figures)
         self._recovery(snap, runs, figures)
         return figures, v
 
-    def _cron(self, snap: Snapshot, runs: list[Any], v: list[Violation],
-              figures: dict[str, Any]) -> int:
+    def _cron(self, snap: Snapshot, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> int:
         """Per-second crons with catchup="all": one run per slot from the first to the end
         of driving; ledger entries only for slots older than the catch-up window."""
         expected_total = 0
@@ -219,38 +262,56 @@ class Checker:
                 continue
             first = min(slots)
             last = self.cutoff.replace(microsecond=0) - timedelta(seconds=2)  # tick latency
-            expected = [first + timedelta(seconds=i)
-                        for i in range(int((last - first).total_seconds()) + 1)]
+            expected = [first + timedelta(seconds=i) for i in range(int((last - first).total_seconds()) + 1)]
             covered: set[datetime] = set()
             for g in ledger:
                 legal = g.last_slot < g.recorded_at - self.window
                 span = {g.first_slot + timedelta(seconds=i) for i in range(g.count)}
                 covered |= span
                 if not legal:
-                    v.append(Violation(
-                        "one-run-per-slot",
-                        f"{name}: missed-ledger entry inside the catch-up window "
-                        f"({_iso(g.first_slot)}..{_iso(g.last_slot)}, {g.count} slots, "
-                        f"{g.reason}, recorded {_iso(g.recorded_at)})", count=g.count))
+                    v.append(
+                        Violation(
+                            "one-run-per-slot",
+                            f"{name}: missed-ledger entry inside the catch-up window "
+                            f"({_iso(g.first_slot)}..{_iso(g.last_slot)}, {g.count} slots, "
+                            f"{g.reason}, recorded {_iso(g.recorded_at)})",
+                            count=g.count,
+                        )
+                    )
             dupes = [r for r in mine if slots[r.logical_time] > 1]
             if dupes:
                 figures["duplicates"] += len(dupes) - len({r.logical_time for r in dupes})
-                v.append(Violation("one-run-per-slot", f"{name}: slots with more than one run",
-                                   [brief(r) for r in dupes], len(dupes)))
+                v.append(
+                    Violation(
+                        "one-run-per-slot",
+                        f"{name}: slots with more than one run",
+                        [brief(r) for r in dupes],
+                        len(dupes),
+                    )
+                )
             both = [r for r in mine if r.logical_time in covered]
             if both:
-                v.append(Violation("one-run-per-slot", f"{name}: slots both run and in the ledger",
-                                   [brief(r) for r in both], len(both)))
+                v.append(
+                    Violation(
+                        "one-run-per-slot",
+                        f"{name}: slots both run and in the ledger",
+                        [brief(r) for r in both],
+                        len(both),
+                    )
+                )
             expected_total += len((set(expected) | set(slots)) - covered)
             gaps = [s for s in expected if s not in slots and s not in covered]
             if gaps:
                 figures["lost"] += len(gaps)
                 spans = _spans(gaps)
-                v.append(Violation(
-                    "one-run-per-slot",
-                    f"{name}: {len(gaps)} slots have no run and no ledger entry: "
-                    + ", ".join(f"{_iso(a)}..{_iso(b)} ({n})" for a, b, n in spans[:6]),
-                    count=len(gaps)))
+                v.append(
+                    Violation(
+                        "one-run-per-slot",
+                        f"{name}: {len(gaps)} slots have no run and no ledger entry: "
+                        + ", ".join(f"{_iso(a)}..{_iso(b)} ({n})" for a, b, n in spans[:6]),
+                        count=len(gaps),
+                    )
+                )
         return expected_total
 
     def _rows(self, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> int:
@@ -262,17 +323,31 @@ class Checker:
         lost = sorted(i for i in inserted if i not in per_row)
         if lost:
             figures["lost"] += len(lost)
-            v.append(Violation("one-run-per-row", f"{len(lost)} rows have no run (ids "
-                               f"{lost[:10]}{'...' if len(lost) > 10 else ''})", count=len(lost)))
+            v.append(
+                Violation(
+                    "one-run-per-row",
+                    f"{len(lost)} rows have no run (ids {lost[:10]}{'...' if len(lost) > 10 else ''})",
+                    count=len(lost),
+                )
+            )
         dupes = [r for k, rs in per_row.items() if len(rs) > 1 for r in rs]
         if dupes:
             figures["duplicates"] += len(dupes) - len({_row_key(r) for r in dupes})
-            v.append(Violation("one-run-per-row", "rows with more than one run",
-                               [brief(r) for r in dupes], len(dupes)))
+            v.append(
+                Violation(
+                    "one-run-per-row", "rows with more than one run", [brief(r) for r in dupes], len(dupes)
+                )
+            )
         strays = [r for k, rs in per_row.items() if k not in inserted for r in rs]
         if strays:
-            v.append(Violation("one-run-per-row", "runs for rows the test never inserted",
-                               [brief(r) for r in strays], len(strays)))
+            v.append(
+                Violation(
+                    "one-run-per-row",
+                    "runs for rows the test never inserted",
+                    [brief(r) for r in strays],
+                    len(strays),
+                )
+            )
         return len(inserted)
 
     def _episodes(self, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> int:
@@ -286,39 +361,57 @@ class Checker:
                 got = states.get(state, 0)
                 if got < episodes:
                     figures["lost"] += episodes - got
-                    v.append(Violation("one-run-per-episode",
-                                       f"{name}: {episodes} episodes driven, {got} {state} runs",
-                                       [brief(r) for r in mine if (r.event or {}).get("state") == state],
-                                       episodes - got))
+                    v.append(
+                        Violation(
+                            "one-run-per-episode",
+                            f"{name}: {episodes} episodes driven, {got} {state} runs",
+                            [brief(r) for r in mine if (r.event or {}).get("state") == state],
+                            episodes - got,
+                        )
+                    )
                 elif got > episodes:
                     figures["duplicates"] += got - episodes
-                    v.append(Violation("one-run-per-episode",
-                                       f"{name}: {episodes} episodes driven, {got} {state} runs",
-                                       [brief(r) for r in mine if (r.event or {}).get("state") == state],
-                                       got - episodes))
+                    v.append(
+                        Violation(
+                            "one-run-per-episode",
+                            f"{name}: {episodes} episodes driven, {got} {state} runs",
+                            [brief(r) for r in mine if (r.event or {}).get("state") == state],
+                            got - episodes,
+                        )
+                    )
         return total
 
-    def _terminal(self, snap: Snapshot, runs: list[Any], v: list[Violation],
-                  figures: dict[str, Any]) -> None:
+    def _terminal(self, snap: Snapshot, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         stuck = [r for r in runs if r.status in ACTIVE]
         figures["stuck"] = len(stuck)
         if stuck:
-            v.append(Violation(
-                "terminal-within-bound",
-                f"{len(stuck)} runs not terminal {TERMINAL_BOUND_S:.0f}s after the last fault",
-                [brief(r, snap.attempts.get(r.id)) for r in stuck], len(stuck)))
-        gave_up = [r for r in runs if r.status not in ACTIVE and r.status != "succeeded"
-                   and not (r.status == "skipped" and r.terminal_reason == "overlap"
-                            and r.trigger in SKIP_TRIGGERS)]
+            v.append(
+                Violation(
+                    "terminal-within-bound",
+                    f"{len(stuck)} runs not terminal {TERMINAL_BOUND_S:.0f}s after the last fault",
+                    [brief(r, snap.attempts.get(r.id)) for r in stuck],
+                    len(stuck),
+                )
+            )
+        gave_up = [
+            r
+            for r in runs
+            if r.status not in ACTIVE
+            and r.status != "succeeded"
+            and not (r.status == "skipped" and r.terminal_reason == "overlap" and r.trigger in SKIP_TRIGGERS)
+        ]
         figures["not_succeeded"] = len(gave_up)
         if gave_up:
-            v.append(Violation(
-                "no-quiet-failure",
-                "runs ended without success although the agent only fails on purpose, once",
-                [brief(r, snap.attempts.get(r.id)) for r in gave_up], len(gave_up)))
+            v.append(
+                Violation(
+                    "no-quiet-failure",
+                    "runs ended without success although the agent only fails on purpose, once",
+                    [brief(r, snap.attempts.get(r.id)) for r in gave_up],
+                    len(gave_up),
+                )
+            )
 
-    def _sinks(self, snap: Snapshot, runs: list[Any], v: list[Violation],
-               figures: dict[str, Any]) -> None:
+    def _sinks(self, snap: Snapshot, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         hook = self.cluster.hook is not None
         sinks = ("effects", "events", "hook") if hook else ("effects", "events")
         by_run: dict[str, list[Any]] = defaultdict(list)
@@ -335,17 +428,27 @@ class Checker:
         for r in runs:
             if r.status != "succeeded" and by_run.get(r.id):
                 stray_rows.append(brief(r))
-        for label, found in (("succeeded runs without their outbox rows", missing_rows),
-                             ("runs whose outbox rows were committed twice", double_rows),
-                             ("outbox rows of runs that did not succeed", stray_rows)):
+        for label, found in (
+            ("succeeded runs without their outbox rows", missing_rows),
+            ("runs whose outbox rows were committed twice", double_rows),
+            ("outbox rows of runs that did not succeed", stray_rows),
+        ):
             if found:
                 v.append(Violation("effects-exactly-once", label, found, len(found)))
         judged = {r.id for r in runs}
         undelivered = [o for o in snap.outbox if o.run_id in judged and o.status != "delivered"]
         if undelivered:
-            v.append(Violation("effects-exactly-once", "outbox rows not delivered",
-                               [{"entry": o.id, "sink": o.sink, "status": o.status,
-                                 "attempts": o.attempts} for o in undelivered], len(undelivered)))
+            v.append(
+                Violation(
+                    "effects-exactly-once",
+                    "outbox rows not delivered",
+                    [
+                        {"entry": o.id, "sink": o.sink, "status": o.status, "attempts": o.attempts}
+                        for o in undelivered
+                    ],
+                    len(undelivered),
+                )
+            )
         figures["effects_lost"] = 0
         figures["effects_duplicated"] = 0
         self._effects_table(ok, v, figures)
@@ -359,56 +462,75 @@ class Checker:
     def _effects_table(self, ok: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         with self.cluster.data.connect() as conn:
             try:
-                rows = {r.effect_key: r for r in conn.execute(sa.text(
-                    f"SELECT effect_key, seq, entry_id FROM {self.cluster.effects_table}"))}
+                rows = {
+                    r.effect_key: r
+                    for r in conn.execute(
+                        sa.text(f"SELECT effect_key, seq, entry_id FROM {self.cluster.effects_table}")
+                    )
+                }
             except sa.exc.ProgrammingError:
                 rows = {}
         missing = [brief(r) for r in ok if r.idempotency_key not in rows]
-        twice = [dict(brief(r), seq=rows[r.idempotency_key].seq) for r in ok
-                 if r.idempotency_key in rows and rows[r.idempotency_key].seq != 1]
-        wrong = [dict(brief(r), entry=rows[r.idempotency_key].entry_id) for r in ok
-                 if r.idempotency_key in rows
-                 and not rows[r.idempotency_key].entry_id.startswith(r.id + ":")]
+        twice = [
+            dict(brief(r), seq=rows[r.idempotency_key].seq)
+            for r in ok
+            if r.idempotency_key in rows and rows[r.idempotency_key].seq != 1
+        ]
+        wrong = [
+            dict(brief(r), entry=rows[r.idempotency_key].entry_id)
+            for r in ok
+            if r.idempotency_key in rows and not rows[r.idempotency_key].entry_id.startswith(r.id + ":")
+        ]
         figures["effects_lost"] += len(missing)
         figures["effects_duplicated"] += len(twice)
-        for label, found in (("SQL upsert sink: effect missing", missing),
-                             ("SQL upsert sink: effect written more than once (seq > 1)", twice),
-                             ("SQL upsert sink: effect from another run", wrong)):
+        for label, found in (
+            ("SQL upsert sink: effect missing", missing),
+            ("SQL upsert sink: effect written more than once (seq > 1)", twice),
+            ("SQL upsert sink: effect from another run", wrong),
+        ):
             if found:
                 v.append(Violation("effects-exactly-once", label, found, len(found)))
 
-    def _events_stream(self, snap: Snapshot, ok: list[Any], v: list[Violation],
-                       figures: dict[str, Any]) -> None:
+    def _events_stream(
+        self, snap: Snapshot, ok: list[Any], v: list[Violation], figures: dict[str, Any]
+    ) -> None:
         stream = stream_entries(self.cluster.shared, f"{self.cluster.prefix}events")
         per_key: dict[str, list[str]] = defaultdict(list)
         for _, fields in stream:
             per_key[fields[b"key"].decode()].append(fields[b"entry_id"].decode())
         missing = [brief(r) for r in ok if not per_key.get(r.idempotency_key)]
-        twice = [dict(brief(r), entries=per_key[r.idempotency_key]) for r in ok
-                 if len(per_key.get(r.idempotency_key, [])) > 1]
+        twice = [
+            dict(brief(r), entries=per_key[r.idempotency_key])
+            for r in ok
+            if len(per_key.get(r.idempotency_key, [])) > 1
+        ]
         figures["effects_lost"] += len(missing)
         figures["effects_duplicated"] += len(twice)
-        for label, found in (("Redis stream sink: event missing", missing),
-                             ("Redis stream sink: event appended more than once", twice)):
+        for label, found in (
+            ("Redis stream sink: event missing", missing),
+            ("Redis stream sink: event appended more than once", twice),
+        ):
             if found:
                 v.append(Violation("effects-exactly-once", label, found, len(found)))
 
-    def _hook(self, snap: Snapshot, ok: list[Any], v: list[Violation],
-              figures: dict[str, Any]) -> None:
+    def _hook(self, snap: Snapshot, ok: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         """The webhook receiver dedupes on the entry id (Idempotency-Key): redeliveries are
         at-least-once and counted; per key, first arrivals must come in sequence order."""
         assert self.cluster.hook is not None
         received = self.cluster.hook.snapshot()
         seen: Counter[str] = Counter(e["id"] for e in received)
         figures["sink_redeliveries"] = sum(n - 1 for n in seen.values())
-        expected = {o.id: o for o in snap.outbox if o.sink == "hook"
-                    and o.run_id in {r.id for r in ok}}
-        missing = [{"entry": i, "run_id": o.run_id, "key": o.key, "seq": o.seq}
-                   for i, o in expected.items() if i not in seen]
+        expected = {o.id: o for o in snap.outbox if o.sink == "hook" and o.run_id in {r.id for r in ok}}
+        missing = [
+            {"entry": i, "run_id": o.run_id, "key": o.key, "seq": o.seq}
+            for i, o in expected.items()
+            if i not in seen
+        ]
         figures["effects_lost"] += len(missing)
         if missing:
-            v.append(Violation("effects-exactly-once", "webhook sink: entry never received",
-                               missing, len(missing)))
+            v.append(
+                Violation("effects-exactly-once", "webhook sink: entry never received", missing, len(missing))
+            )
         first: dict[str, list[tuple[int, str]]] = defaultdict(list)
         done: set[str] = set()
         for e in received:
@@ -419,22 +541,26 @@ class Checker:
         for key, seqs in first.items():
             for (a, ida), (b, idb) in itertools.pairwise(seqs):
                 if b <= a:
-                    out_of_order.append({"key": key, "after": f"{ida} seq {a}",
-                                         "came": f"{idb} seq {b}"})
+                    out_of_order.append({"key": key, "after": f"{ida} seq {a}", "came": f"{idb} seq {b}"})
         if out_of_order:
-            v.append(Violation("effects-exactly-once",
-                               "webhook sink: an older entry arrived after a newer one (per-key "
-                               "order)", out_of_order, len(out_of_order)))
+            v.append(
+                Violation(
+                    "effects-exactly-once",
+                    "webhook sink: an older entry arrived after a newer one (per-key order)",
+                    out_of_order,
+                    len(out_of_order),
+                )
+            )
 
     def _executions(self, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         keys = [f"{self.cluster.prefix}exec:{r.id}" for r in runs]
         counts: list[int] = []
         for i in range(0, len(keys), 500):
-            counts += [int(c or 0) for c in self.cluster.shared.mget(keys[i:i + 500])]
+            counts += [int(c or 0) for c in self.cluster.shared.mget(keys[i : i + 500])]
         failed_keys = [f"{self.cluster.prefix}failed-on-purpose:{r.id}" for r in runs]
         failed: list[int] = []
         for i in range(0, len(failed_keys), 500):
-            failed += [int(c or 0) for c in self.cluster.shared.mget(failed_keys[i:i + 500])]
+            failed += [int(c or 0) for c in self.cluster.shared.mget(failed_keys[i : i + 500])]
         executed = {r.id: n for r, n in zip(runs, counts, strict=True)}
         # executions beyond one per run, not counting the first attempts failed on purpose
         extra = [n - 1 - f for n, f in zip(counts, failed, strict=True)]
@@ -444,50 +570,73 @@ class Checker:
         figures["re_executed_runs"] = sum(1 for x in extra if x > 0)
         never = [brief(r) for r in runs if r.status == "succeeded" and executed[r.id] == 0]
         if never:
-            v.append(Violation("effects-exactly-once",
-                               "succeeded runs whose agent never executed", never, len(never)))
+            v.append(
+                Violation(
+                    "effects-exactly-once", "succeeded runs whose agent never executed", never, len(never)
+                )
+            )
 
     def _stalls(self, snap: Snapshot, runs: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
         """(stalled attempts, their firing alerts, recovered runs whose stall is unresolved)."""
         status = {r.id: r.status for r in runs}
-        stalls = [a for rid in status for a in snap.attempts.get(rid, [])
-                  if a.status in STALL_STATES]
+        stalls = [a for rid in status for a in snap.attempts.get(rid, []) if a.status in STALL_STATES]
         firing = [al for al in snap.alerts if al.kind == "run_stalled" and al.state == "firing"]
-        resolved_keys = {al.dedupe_key for al in snap.alerts
-                         if al.kind == "run_stalled" and al.state == "resolved"}
-        unresolved = [al for al in firing if status.get(al.run_id or "") == "succeeded"
-                      and al.dedupe_key not in resolved_keys]
+        resolved_keys = {
+            al.dedupe_key for al in snap.alerts if al.kind == "run_stalled" and al.state == "resolved"
+        }
+        unresolved = [
+            al
+            for al in firing
+            if status.get(al.run_id or "") == "succeeded" and al.dedupe_key not in resolved_keys
+        ]
         return stalls, firing, unresolved
 
-    def _alerts(self, snap: Snapshot, runs: list[Any], v: list[Violation],
-                figures: dict[str, Any]) -> None:
+    def _alerts(self, snap: Snapshot, runs: list[Any], v: list[Violation], figures: dict[str, Any]) -> None:
         stalls, firing, unresolved = self._stalls(snap, runs)
         by_run = {r.id: r for r in runs}
         per_attempt: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for al in firing:
             per_attempt[(al.run_id, al.attempt)].append(al)
-        unalerted = [dict(brief(by_run[a.run_id]), stalled_attempt=f"{a.number}:{a.status}")
-                     for a in stalls if not per_attempt.get((a.run_id, a.number))]
-        twice = [dict(brief(by_run[a.run_id]), stalled_attempt=a.number,
-                      alerts=len(per_attempt[(a.run_id, a.number)]))
-                 for a in stalls if len(per_attempt.get((a.run_id, a.number), [])) > 1]
+        unalerted = [
+            dict(brief(by_run[a.run_id]), stalled_attempt=f"{a.number}:{a.status}")
+            for a in stalls
+            if not per_attempt.get((a.run_id, a.number))
+        ]
+        twice = [
+            dict(
+                brief(by_run[a.run_id]),
+                stalled_attempt=a.number,
+                alerts=len(per_attempt[(a.run_id, a.number)]),
+            )
+            for a in stalls
+            if len(per_attempt.get((a.run_id, a.number), [])) > 1
+        ]
         stalled_ids = {(a.run_id, a.number) for a in stalls}
-        false_alarms = [{"run_id": al.run_id, "attempt": al.attempt,
-                         "attempt_status": next((a.status for a in snap.attempts.get(al.run_id, [])
-                                                 if a.number == al.attempt), None)}
-                        for al in firing if al.run_id in by_run
-                        and (al.run_id, al.attempt) not in stalled_ids]
+        false_alarms = [
+            {
+                "run_id": al.run_id,
+                "attempt": al.attempt,
+                "attempt_status": next(
+                    (a.status for a in snap.attempts.get(al.run_id, []) if a.number == al.attempt), None
+                ),
+            }
+            for al in firing
+            if al.run_id in by_run and (al.run_id, al.attempt) not in stalled_ids
+        ]
         figures["stalls"] = len(stalls)
         figures["stalls_alerted"] = len(stalls) - len(unalerted)
         figures["stalls_unalerted"] = len(unalerted)
         figures["stall_resolves_missing"] = len(unresolved)
         figures["alerts"] = dict(Counter(f"{a.kind}/{a.state}" for a in snap.alerts))
         for label, found in (
-                ("stalled attempts without a run_stalled alert", unalerted),
-                ("stalled attempts alerted more than once", twice),
-                ("run_stalled alerts for attempts that did not stall", false_alarms),
-                ("recovered runs whose run_stalled never resolved",
-                 [dict(brief(by_run[al.run_id]), alert=al.dedupe_key) for al in unresolved])):
+            ("stalled attempts without a run_stalled alert", unalerted),
+            ("stalled attempts alerted more than once", twice),
+            ("run_stalled alerts for attempts that did not stall", false_alarms),
+            (
+                "recovered runs whose run_stalled never resolved",
+                [dict(brief(by_run[al.run_id]), alert=al.dedupe_key) for al in unresolved],
+            ),
+        ):
             if found:
                 v.append(Violation("one-alert-per-stall", label, found, len(found)))
 

@@ -54,9 +54,15 @@ class Driven:
 class Driver:
     """Runs on a thread from `start()` to `stop()`; every step bounded."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, *, rows_per_s: float = 4.0,
-                 phase_s: float = 3.0, bursts: tuple[tuple[float, int], ...] = ((9, 30), (19, 30)),
-                 ) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        *,
+        rows_per_s: float = 4.0,
+        phase_s: float = 3.0,
+        bursts: tuple[tuple[float, int], ...] = ((9, 30), (19, 30)),
+    ) -> None:
         self.cluster = cluster
         self.rng = rng
         self.rows_per_s = rows_per_s
@@ -78,9 +84,16 @@ class Driver:
         no look-back, and a writer committing a lower id after a higher one would be a
         misconfiguration of the test's, not a fault of nightowl's."""
         with self._lock, self.cluster.data.begin() as conn:
-            ids = [int(r[0]) for r in conn.execute(sa.text(
-                f"INSERT INTO {self.cluster.rows_table} (payload) "
-                "SELECT 'row ' || g FROM generate_series(1, :n) g RETURNING id"), {"n": n})]
+            ids = [
+                int(r[0])
+                for r in conn.execute(
+                    sa.text(
+                        f"INSERT INTO {self.cluster.rows_table} (payload) "
+                        "SELECT 'row ' || g FROM generate_series(1, :n) g RETURNING id"
+                    ),
+                    {"n": n},
+                )
+            ]
             self.driven.rows.extend(ids)
         return ids
 

@@ -47,8 +47,9 @@ def _duration(run_id: str) -> float:
     return 0.1 * (1 + zlib.crc32(run_id.encode()) % 4)
 
 
-@agent("fault-work", heartbeat_timeout=timedelta(seconds=3), max_attempts=5,
-       retry_backoff=timedelta(seconds=1))
+@agent(
+    "fault-work", heartbeat_timeout=timedelta(seconds=3), max_attempts=5, retry_backoff=timedelta(seconds=1)
+)
 def fault_work(ctx: AgentContext, event: Any) -> dict[str, Any]:
     assert _counter is not None
     _counter.incr(f"{PREFIX}exec:{ctx.run_id}")
@@ -81,16 +82,44 @@ if TAG:
         register_sink("hook", WebhookSink(url=os.environ["NIGHTOWL_FAULT_HOOK_URL"], timeout=20.0))
 
     window = timedelta(seconds=float(os.environ.get("NIGHTOWL_FAULT_CATCHUP_WINDOW", "3600")))
-    cron("* * * * * *", agent=fault_work, name="sec-allow", catchup="all", catchup_window=window,
-         overlap="allow")
+    cron(
+        "* * * * * *",
+        agent=fault_work,
+        name="sec-allow",
+        catchup="all",
+        catchup_window=window,
+        overlap="allow",
+    )
     cron("* * * * * *", agent=fault_work, name="sec-skip", catchup="all", catchup_window=window)
     for i in range(int(os.environ.get("NIGHTOWL_FAULT_MINUTELY", "0"))):
         cron("* * * * *", agent=fault_work, name=f"min-{i}")
-    db_change(f"rows_{TAG}", agent=fault_work, name="rows", db_url=data_url, cursor="id", key="id",
-              every=timedelta(seconds=0.5), batch_size=500)
-    queue_depth(redis_list(f"{PREFIX}backlog", redis_url=SINK_REDIS), agent=fault_work,
-                name="backlog", above=20, clear_below=5, every=timedelta(seconds=0.5),
-                cooldown=0, on_resolve=True)
-    metric(prometheus("fault_errors", url=os.environ["NIGHTOWL_FAULT_METRIC_URL"], timeout=2),
-           agent=fault_work, name="errors", above=0.5, clear_below=0.2,
-           every=timedelta(seconds=0.5), cooldown=0, on_resolve=True)
+    db_change(
+        f"rows_{TAG}",
+        agent=fault_work,
+        name="rows",
+        db_url=data_url,
+        cursor="id",
+        key="id",
+        every=timedelta(seconds=0.5),
+        batch_size=500,
+    )
+    queue_depth(
+        redis_list(f"{PREFIX}backlog", redis_url=SINK_REDIS),
+        agent=fault_work,
+        name="backlog",
+        above=20,
+        clear_below=5,
+        every=timedelta(seconds=0.5),
+        cooldown=0,
+        on_resolve=True,
+    )
+    metric(
+        prometheus("fault_errors", url=os.environ["NIGHTOWL_FAULT_METRIC_URL"], timeout=2),
+        agent=fault_work,
+        name="errors",
+        above=0.5,
+        clear_below=0.2,
+        every=timedelta(seconds=0.5),
+        cooldown=0,
+        on_resolve=True,
+    )

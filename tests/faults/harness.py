@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-NIGHTOWL = [str(VENV_BIN / "nightowl")] if (VENV_BIN / "nightowl").exists() else [
-    PYTHON, "-m", "scheduler.cli"]
+NIGHTOWL = (
+    [str(VENV_BIN / "nightowl")] if (VENV_BIN / "nightowl").exists() else [PYTHON, "-m", "scheduler.cli"]
+)
 SHARED_REDIS = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("NIGHTOWL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MODULE = "tests.faults.fault_triggers"
@@ -82,8 +83,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1,
-               what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -113,11 +115,28 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-             "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_us)  # noqa: PLW1509
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--logfile",
+                str(self.log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_us,  # noqa: PLW1509
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
             wait_until(client.ping, 15, 0.05, "the private Redis to answer")
@@ -155,15 +174,16 @@ def engine_for(url: str) -> sa.Engine:
     """A harness engine that holds no connection between checks (faults kill sessions)."""
     from scheduler.storage.engine import normalise_url
 
-    return sa.create_engine(normalise_url(url), poolclass=NullPool,
-                            connect_args={"connect_timeout": 3})
+    return sa.create_engine(normalise_url(url), poolclass=NullPool, connect_args={"connect_timeout": 3})
 
 
 def drop_abandoned() -> None:
     """Drop scenario databases whose harness process is gone (a run that was killed)."""
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as conn:
-        names = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'nof\\_%'").fetchall()]
+        names = [
+            r[0]
+            for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'nof\\_%'").fetchall()
+        ]
     for name in names:
         pid = name.rsplit("_", 1)[-1]
         if not pid.isdigit() or Path(f"/proc/{pid}").exists():
@@ -197,8 +217,12 @@ class Databases:
             engine.dispose()
         data = engine_for(self.data_url)
         with data.begin() as conn:
-            conn.execute(sa.text(f"CREATE TABLE {rows_table} (id bigserial PRIMARY KEY, "
-                                 "payload text NOT NULL, created_at timestamptz DEFAULT now())"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE {rows_table} (id bigserial PRIMARY KEY, "
+                    "payload text NOT NULL, created_at timestamptz DEFAULT now())"
+                )
+            )
         data.dispose()
 
     def drop(self) -> None:
@@ -212,14 +236,18 @@ class Databases:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()", (self.nightowl_name,)).fetchall()
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.nightowl_name,),
+            ).fetchall()
         return sum(1 for (ok,) in rows if ok)
 
     def busy_sessions(self) -> int:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                "AND state IN ('active', 'idle in transaction')", (self.nightowl_name,)).fetchone()
+                "AND state IN ('active', 'idle in transaction')",
+                (self.nightowl_name,),
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def allow_connections(self, allowed: bool) -> None:
@@ -270,8 +298,15 @@ class MetricServer(_Server):
             def do_GET(self) -> None:
                 value = outer.value
                 text = ("+Inf" if value > 0 else "-Inf") if math.isinf(value) else repr(value)
-                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                    {"metric": {"job": "faults"}, "value": [time.time(), text]}]}})
+                body = json.dumps(
+                    {
+                        "status": "success",
+                        "data": {
+                            "resultType": "vector",
+                            "result": [{"metric": {"job": "faults"}, "value": [time.time(), text]}],
+                        },
+                    }
+                )
                 data = body.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -309,8 +344,15 @@ class HookReceiver(_Server):
                     time.sleep(wait)
                 doc = json.loads(body)
                 with outer._lock:
-                    outer.received.append({"id": doc["id"], "key": doc["key"], "seq": doc["seq"],
-                                           "run_id": doc["run_id"], "at": time.time()})
+                    outer.received.append(
+                        {
+                            "id": doc["id"],
+                            "key": doc["key"],
+                            "seq": doc["seq"],
+                            "run_id": doc["run_id"],
+                            "at": time.time(),
+                        }
+                    )
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -358,9 +400,15 @@ class Service:
         with self.log.open("ab") as out:
             out.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_us)  # noqa: PLW1509
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_us,  # noqa: PLW1509
+            )
 
     @property
     def pid(self) -> int:
@@ -417,7 +465,7 @@ class Service:
     def output_since_start(self) -> str:
         text = self.output()
         marker = f"=== start {self.starts} at "
-        return text[text.rfind(marker):] if marker in text else text
+        return text[text.rfind(marker) :] if marker in text else text
 
 
 @dataclass
@@ -468,9 +516,15 @@ class Cluster:
     """A whole deployment for one scenario. Use as a context manager: closing it stops every
     process, the private Redis and the servers, drops both databases and the shared keys."""
 
-    def __init__(self, scenario: str, *, hook: bool = False, relays: int = 1,
-                 scheduler_launcher: list[str] | None = None, extra_env: dict[str, str] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        hook: bool = False,
+        relays: int = 1,
+        scheduler_launcher: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.tag = f"{scenario.replace('-', '_')[:24]}_{os.getpid()}"
         self.workdir = RESULTS / "logs" / scenario
@@ -493,35 +547,41 @@ class Cluster:
         self._data: sa.Engine | None = None
         self.crashes: list[dict[str, Any]] = []
         self._supervising = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="fault-supervisor",
-                                            daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="fault-supervisor", daemon=True)
 
     # -- life cycle ------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
         env.update(TIMING)
-        env.update({
-            "NIGHTOWL_DATABASE_URL": self.dbs.nightowl_url,
-            "NIGHTOWL_REDIS_URL": self.redis.url,
-            "NIGHTOWL_REDIS_PREFIX": PREFIX,
-            "NIGHTOWL_TRIGGERS": MODULE,
-            "NIGHTOWL_LOG_LEVEL": "INFO",
-            "NIGHTOWL_FAULT_TAG": self.tag,
-            "NIGHTOWL_FAULT_DATA_URL": self.dbs.data_url,
-            "NIGHTOWL_FAULT_SINK_REDIS": SHARED_REDIS,
-            "NIGHTOWL_FAULT_PREFIX": self.prefix,
-            "NIGHTOWL_FAULT_METRIC_URL": self.metric.url,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "NIGHTOWL_DATABASE_URL": self.dbs.nightowl_url,
+                "NIGHTOWL_REDIS_URL": self.redis.url,
+                "NIGHTOWL_REDIS_PREFIX": PREFIX,
+                "NIGHTOWL_TRIGGERS": MODULE,
+                "NIGHTOWL_LOG_LEVEL": "INFO",
+                "NIGHTOWL_FAULT_TAG": self.tag,
+                "NIGHTOWL_FAULT_DATA_URL": self.dbs.data_url,
+                "NIGHTOWL_FAULT_SINK_REDIS": SHARED_REDIS,
+                "NIGHTOWL_FAULT_PREFIX": self.prefix,
+                "NIGHTOWL_FAULT_METRIC_URL": self.metric.url,
+                "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.hook is not None:
             env["NIGHTOWL_FAULT_HOOK_URL"] = self.hook.hook_url
         env.update(self._extra_env)
         # NIGHTOWL_FAULTS_SET_<NAME>=v sets NIGHTOWL_<NAME>=v in every process (to try a
         # scenario under another setting; the parent's own NIGHTOWL_* never leak in)
-        env.update({"NIGHTOWL_" + k[len("NIGHTOWL_FAULTS_SET_"):]: v for k, v in os.environ.items()
-                    if k.startswith("NIGHTOWL_FAULTS_SET_")})
+        env.update(
+            {
+                "NIGHTOWL_" + k[len("NIGHTOWL_FAULTS_SET_") :]: v
+                for k, v in os.environ.items()
+                if k.startswith("NIGHTOWL_FAULTS_SET_")
+            }
+        )
         return env
 
     def __enter__(self) -> Cluster:
@@ -531,17 +591,24 @@ class Cluster:
             env = self.env()
             schedulers = self._scheduler_launcher or [*NIGHTOWL, "scheduler"]
             roles: list[tuple[str, list[str]]] = [
-                ("scheduler-a", schedulers), ("scheduler-b", schedulers),
+                ("scheduler-a", schedulers),
+                ("scheduler-b", schedulers),
                 # the default pool (children a kill of the process group takes along) and
                 # the threads pool, side by side
-                ("worker-1", [*NIGHTOWL, "worker", "--pool=prefork", "--concurrency=3",
-                              "--hostname=fault-w1@%h"]),
-                ("worker-2", [*NIGHTOWL, "worker", "--pool=threads", "--concurrency=4",
-                              "--hostname=fault-w2@%h"]),
+                (
+                    "worker-1",
+                    [*NIGHTOWL, "worker", "--pool=prefork", "--concurrency=3", "--hostname=fault-w1@%h"],
+                ),
+                (
+                    "worker-2",
+                    [*NIGHTOWL, "worker", "--pool=threads", "--concurrency=4", "--hostname=fault-w2@%h"],
+                ),
                 ("watchdog", [*NIGHTOWL, "watchdog"]),
             ]
-            roles += [(f"relay-{i + 1}" if self._relays > 1 else "relay",
-                       [*NIGHTOWL, "relay", "--batch", "50"]) for i in range(self._relays)]
+            roles += [
+                (f"relay-{i + 1}" if self._relays > 1 else "relay", [*NIGHTOWL, "relay", "--batch", "50"])
+                for i in range(self._relays)
+            ]
             for name, argv in roles:
                 self.services[name] = Service(name, argv, env, self.workdir / f"{name}.log")
             for svc in self.services.values():
@@ -561,10 +628,14 @@ class Cluster:
             for svc in self.services.values():
                 if not svc.alive():
                     raise AssertionError(f"{svc.name} exited at start:\n{svc.output()[-3000:]}")
-            workers = all(" ready." in self.services[w].output_since_start()
-                          for w in ("worker-1", "worker-2"))
-            relays = all("nightowl relay:" in s.output_since_start()
-                         for n, s in self.services.items() if n.startswith("relay"))
+            workers = all(
+                " ready." in self.services[w].output_since_start() for w in ("worker-1", "worker-2")
+            )
+            relays = all(
+                "nightowl relay:" in s.output_since_start()
+                for n, s in self.services.items()
+                if n.startswith("relay")
+            )
             client = self.redis.client()
             try:
                 leaders = client.exists(f"{PREFIX}leader:scheduler", f"{PREFIX}leader:watchdog") == 2
@@ -580,8 +651,7 @@ class Cluster:
 
     def wait_worker_ready(self, name: str, timeout: float = 60) -> None:
         svc = self.services[name]
-        wait_until(lambda: " ready." in svc.output_since_start(), timeout, 0.1,
-                   f"{name} to be ready")
+        wait_until(lambda: " ready." in svc.output_since_start(), timeout, 0.1, f"{name} to be ready")
 
     def _supervise(self) -> None:
         """What compose's `restart: unless-stopped` does: a process that exits by itself is
@@ -594,8 +664,9 @@ class Cluster:
                     if svc.down or proc is None or proc.poll() is None:
                         continue
                 tail = svc.output_since_start().strip().splitlines()[-3:]
-                self.crashes.append({"service": svc.name, "exit_code": proc.returncode,
-                                     "at": time.time(), "last_lines": tail})
+                self.crashes.append(
+                    {"service": svc.name, "exit_code": proc.returncode, "at": time.time(), "last_lines": tail}
+                )
                 if self._supervising.wait(1.0):
                     return
                 with svc.lock:  # unless a fault restarted (or killed) it meanwhile
@@ -631,7 +702,7 @@ class Cluster:
         finally:
             keys = list(self.shared.scan_iter(match=f"{self.prefix}*", count=1000))
             for i in range(0, len(keys), 500):
-                self.shared.delete(*keys[i:i + 500])
+                self.shared.delete(*keys[i : i + 500])
             self.shared.close()
 
     # -- handles -----------------------------------------------------------------------
@@ -675,8 +746,7 @@ class Cluster:
             group = None
         for name in ("worker-1", "worker-2"):
             svc = self.services[name]
-            if svc.proc is not None and (group == svc.proc.pid
-                                         or f"-{svc.proc.pid}-" in worker_field):
+            if svc.proc is not None and (group == svc.proc.pid or f"-{svc.proc.pid}-" in worker_field):
                 return name
         return None
 

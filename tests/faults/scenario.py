@@ -45,25 +45,41 @@ Fault = Callable[[Run], None]
 Extra = Callable[[Cluster, Checker, dict[str, Any], list[Violation]], None]
 
 
-def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: str,
-                 drive_s: float = DRIVE_S, cluster: dict[str, Any] | None = None,
-                 checker: dict[str, Any] | None = None, driver: dict[str, Any] | None = None,
-                 extra: Extra | None = None) -> None:
+def run_scenario(
+    name: str,
+    *,
+    seed: int,
+    fault: Fault,
+    summary: str,
+    expected: str,
+    drive_s: float = DRIVE_S,
+    cluster: dict[str, Any] | None = None,
+    checker: dict[str, Any] | None = None,
+    driver: dict[str, Any] | None = None,
+    extra: Extra | None = None,
+) -> None:
     began = time.time()
     rng = random.Random(seed)
-    result: dict[str, Any] = {"scenario": name, "seed": seed, "fault": summary,
-                              "expected": expected, "started_at": began,
-                              "bound_s": TERMINAL_BOUND_S,
-                              "overrides": {k: v for k, v in os.environ.items()
-                                            if k.startswith("NIGHTOWL_FAULTS_SET_")}}
+    result: dict[str, Any] = {
+        "scenario": name,
+        "seed": seed,
+        "fault": summary,
+        "expected": expected,
+        "started_at": began,
+        "bound_s": TERMINAL_BOUND_S,
+        "overrides": {k: v for k, v in os.environ.items() if k.startswith("NIGHTOWL_FAULTS_SET_")},
+    }
     violations: list[Violation] = []
     try:
         deployment = Cluster(name, **(cluster or {})).__enter__()
     except BaseException as exc:
         # the deployment never came up: still a result, so the matrix does not show a stale one
-        result.update(figures={}, violations=[Violation(
-            "harness", f"the deployment did not start: {str(exc)[:1500]}").public()],
-            passed=False, duration_s=round(time.time() - began, 1))
+        result.update(
+            figures={},
+            violations=[Violation("harness", f"the deployment did not start: {str(exc)[:1500]}").public()],
+            passed=False,
+            duration_s=round(time.time() - began, 1),
+        )
         write_result(name, result)
         raise
     try:
@@ -86,21 +102,34 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
         figures.update(ctx.figures)
         figures["service_crashes"] = len(deployment.crashes)
         if deployment.crashes:
-            violations.append(Violation(
-                "services-survive", "nightowl processes exited by themselves (the harness "
-                "restarted them a second later, as compose's restart: unless-stopped would)",
-                [{k: c[k] for k in ("service", "exit_code", "last_lines")}
-                 for c in deployment.crashes], len(deployment.crashes)))
+            violations.append(
+                Violation(
+                    "services-survive",
+                    "nightowl processes exited by themselves (the harness "
+                    "restarted them a second later, as compose's restart: unless-stopped would)",
+                    [{k: c[k] for k in ("service", "exit_code", "last_lines")} for c in deployment.crashes],
+                    len(deployment.crashes),
+                )
+            )
         if extra is not None:
             extra(deployment, judge, figures, violations)
         figures["faults_injected"] = deployment.faults.count
         result["trigger_state"] = _trigger_states(deployment)
-        result.update(figures=figures, settle=settle, faults=deployment.faults.public(),
-                      driven={"rows": len(driven.rows), "bursts": driven.bursts,
-                              "episodes": driven.episodes, "drive_s": drive_s,
-                              "switches": driven.switches},
-                      violations=[x.public() for x in violations], passed=not violations,
-                      logs=str(deployment.workdir))
+        result.update(
+            figures=figures,
+            settle=settle,
+            faults=deployment.faults.public(),
+            driven={
+                "rows": len(driven.rows),
+                "bursts": driven.bursts,
+                "episodes": driven.episodes,
+                "drive_s": drive_s,
+                "switches": driven.switches,
+            },
+            violations=[x.public() for x in violations],
+            passed=not violations,
+            logs=str(deployment.workdir),
+        )
         result["duration_s"] = round(time.time() - began, 1)
         write_result(name, result)
     finally:
@@ -111,7 +140,8 @@ def run_scenario(name: str, *, seed: int, fault: Fault, summary: str, expected: 
             f"{name} (seed {seed}): {len(violations)} invariant(s) broken\n{lines}\n"
             f"figures: {json.dumps(result['figures'], default=str)}\n"
             f"settle: {result['settle']}\nlogs of every process: {result['logs']}\n"
-            f"reproduce: .venv/bin/python -m pytest -n 0 -m faults tests/faults -k {name}")
+            f"reproduce: .venv/bin/python -m pytest -n 0 -m faults tests/faults -k {name}"
+        )
 
 
 def _trigger_states(cluster: Cluster) -> dict[str, Any]:
@@ -120,12 +150,21 @@ def _trigger_states(cluster: Cluster) -> dict[str, Any]:
 
     try:
         with cluster.engine.connect() as conn:
-            return {r.name: {"state": r.state, "revision": r.revision,
-                             "next_evaluation": r.next_evaluation, "updated_at": r.updated_at,
-                             "source_failing": r.source_failing}
-                    for r in conn.execute(sa.text(
+            return {
+                r.name: {
+                    "state": r.state,
+                    "revision": r.revision,
+                    "next_evaluation": r.next_evaluation,
+                    "updated_at": r.updated_at,
+                    "source_failing": r.source_failing,
+                }
+                for r in conn.execute(
+                    sa.text(
                         "SELECT name, state, revision, next_evaluation, updated_at, "
-                        "source_failing FROM trigger_state"))}
+                        "source_failing FROM trigger_state"
+                    )
+                )
+            }
     except sa.exc.SQLAlchemyError as exc:
         return {"error": str(exc)[:300]}
 

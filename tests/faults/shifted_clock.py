@@ -30,8 +30,7 @@ def _now(self: clock.SystemClock) -> datetime:
 def _on_jump(signum: int, frame: FrameType | None) -> None:
     global _offset
     _offset += _jump
-    print(f"shifted_clock: the clock jumped forward {_jump}, now {datetime.now(UTC) + _offset}",
-          flush=True)
+    print(f"shifted_clock: the clock jumped forward {_jump}, now {datetime.now(UTC) + _offset}", flush=True)
 
 
 def main() -> None:

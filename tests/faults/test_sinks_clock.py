@@ -36,10 +36,14 @@ def _sink_down(run: Run) -> None:
 
 def test_sink_down() -> None:
     run_scenario(
-        "sink_down", seed=401, fault=_sink_down, cluster={"hook": True},
+        "sink_down",
+        seed=401,
+        fault=_sink_down,
+        cluster={"hook": True},
         summary=f"the webhook sink refuses connections for {SINK_DOWN_S:.0f} s",
         expected="its entries are retried with backoff and delivered once it is back, in "
-                 "per-key order; the other sinks are not held up")
+        "per-key order; the other sinks are not held up",
+    )
 
 
 def _slow_sink(run: Run) -> None:
@@ -56,12 +60,14 @@ def _slow_sink(run: Run) -> None:
 
 def test_slow_sink_past_claim_ttl() -> None:
     run_scenario(
-        "slow_sink_past_claim_ttl", seed=402, fault=_slow_sink,
+        "slow_sink_past_claim_ttl",
+        seed=402,
+        fault=_slow_sink,
         cluster={"hook": True, "relays": 2},
-        summary=f"the webhook sink answers only after {SINK_HOLD_S:.0f} s (claim TTL 3 s), twice, "
-                "two relays",
+        summary=f"the webhook sink answers only after {SINK_HOLD_S:.0f} s (claim TTL 3 s), twice, two relays",
         expected="the relay keeps its claim while the sink works: no second relay delivers the "
-                 "same entry meanwhile, and no older entry of a key arrives after a newer one")
+        "same entry meanwhile, and no older entry of a key arrives after a newer one",
+    )
 
 
 JUMP_S = 3600.0
@@ -79,8 +85,9 @@ def _clock_jump(run: Run) -> None:
     c.faults.end(event)
 
 
-def _after_jump(cluster: Cluster, judge: Checker, figures: dict[str, Any],
-                violations: list[Violation]) -> None:
+def _after_jump(
+    cluster: Cluster, judge: Checker, figures: dict[str, Any], violations: list[Violation]
+) -> None:
     """Minute crons (catchup="latest") fire once for the newest slot of the gap and the
     ledger records the rest; the per-second crons run at most the catch-up window."""
     from tests.faults.checks import snapshot
@@ -91,36 +98,53 @@ def _after_jump(cluster: Cluster, judge: Checker, figures: dict[str, Any],
     runs = judge.judged(snap)
     burst: dict[str, int] = {}
     for name in ("sec-allow", "sec-skip"):
-        inside = [r for r in runs if r.trigger == name and gap_start < r.logical_time < gap_end
-                  - timedelta(seconds=WINDOW_S + 2)]
-        burst[name] = sum(1 for r in runs if r.trigger == name
-                          and gap_start < r.logical_time <= gap_end)
+        inside = [
+            r
+            for r in runs
+            if r.trigger == name and gap_start < r.logical_time < gap_end - timedelta(seconds=WINDOW_S + 2)
+        ]
+        burst[name] = sum(1 for r in runs if r.trigger == name and gap_start < r.logical_time <= gap_end)
         if inside:
-            violations.append(Violation(
-                "catch-up-window", f"{name}: runs for slots older than the {WINDOW_S:.0f} s "
-                "catch-up window at the jump", [brief(r) for r in inside], len(inside)))
+            violations.append(
+                Violation(
+                    "catch-up-window",
+                    f"{name}: runs for slots older than the {WINDOW_S:.0f} s catch-up window at the jump",
+                    [brief(r) for r in inside],
+                    len(inside),
+                )
+            )
     figures["catchup_runs_after_jump"] = burst
     ledger: Counter[str] = Counter()
     for i in range(MINUTELY):
         name = f"min-{i}"
-        slots = sorted(r.logical_time for r in runs if r.trigger == name
-                       and gap_start < r.logical_time <= gap_end)
+        slots = sorted(
+            r.logical_time for r in runs if r.trigger == name and gap_start < r.logical_time <= gap_end
+        )
         gaps = [g for g in snap.ledger if g.trigger == name]
         ledger[name] = sum(g.count for g in gaps)
         newest = gap_end.replace(second=0, microsecond=0)
         if len(slots) != 1 or abs((slots[0] - newest).total_seconds()) > 60:
-            violations.append(Violation(
-                "catch-up-latest", f"{name}: expected one run for the newest slot "
-                f"({newest.isoformat()}) of the jumped hour, got {[s.isoformat() for s in slots]}",
-                [brief(r) for r in runs if r.trigger == name]))
+            violations.append(
+                Violation(
+                    "catch-up-latest",
+                    f"{name}: expected one run for the newest slot "
+                    f"({newest.isoformat()}) of the jumped hour, got {[s.isoformat() for s in slots]}",
+                    [brief(r) for r in runs if r.trigger == name],
+                )
+            )
         if not 55 <= ledger[name] <= 61:
-            violations.append(Violation(
-                "catch-up-latest", f"{name}: the missed-slot ledger holds {ledger[name]} slots "
-                f"for the jumped hour (expected about 59, in one gap): "
-                f"{[(g.first_slot.isoformat(), g.count, g.reason) for g in gaps]}"))
+            violations.append(
+                Violation(
+                    "catch-up-latest",
+                    f"{name}: the missed-slot ledger holds {ledger[name]} slots "
+                    f"for the jumped hour (expected about 59, in one gap): "
+                    f"{[(g.first_slot.isoformat(), g.count, g.reason) for g in gaps]}",
+                )
+            )
         elif len(gaps) != 1:
-            violations.append(Violation(
-                "catch-up-latest", f"{name}: the jumped hour is {len(gaps)} ledger rows, not one"))
+            violations.append(
+                Violation("catch-up-latest", f"{name}: the jumped hour is {len(gaps)} ledger rows, not one")
+            )
     figures["ledger_slots_after_jump"] = dict(ledger)
     # the minute crons' firings: one run per slot they fired (the judged runs say which)
     figures["firings"] += sum(1 for r in runs if (r.trigger or "").startswith("min-"))
@@ -128,14 +152,21 @@ def _after_jump(cluster: Cluster, judge: Checker, figures: dict[str, Any],
 
 def test_scheduler_clock_jump() -> None:
     run_scenario(
-        "scheduler_clock_jump", seed=501, fault=_clock_jump,
-        cluster={"scheduler_launcher": [PYTHON, "-m", "tests.faults.shifted_clock", "scheduler"],
-                 "extra_env": {"NIGHTOWL_FAULT_CATCHUP_WINDOW": str(WINDOW_S),
-                               "NIGHTOWL_FAULT_MINUTELY": str(MINUTELY),
-                               "NIGHTOWL_FAULT_JUMP": str(JUMP_S)}},
+        "scheduler_clock_jump",
+        seed=501,
+        fault=_clock_jump,
+        cluster={
+            "scheduler_launcher": [PYTHON, "-m", "tests.faults.shifted_clock", "scheduler"],
+            "extra_env": {
+                "NIGHTOWL_FAULT_CATCHUP_WINDOW": str(WINDOW_S),
+                "NIGHTOWL_FAULT_MINUTELY": str(MINUTELY),
+                "NIGHTOWL_FAULT_JUMP": str(JUMP_S),
+            },
+        },
         checker={"sched_offset_s": JUMP_S, "catchup_window_s": WINDOW_S},
         extra=_after_jump,
         summary="both schedulers' clocks jump forward 1 h (minute crons catchup=latest, "
-                f"per-second crons catchup=all in a {WINDOW_S:.0f} s window)",
+        f"per-second crons catchup=all in a {WINDOW_S:.0f} s window)",
         expected="each minute cron fires once for the newest slot and the ledger records the "
-                 "gap; the per-second crons catch up only their window; no burst beyond it")
+        "gap; the per-second crons catch up only their window; no burst beyond it",
+    )

@@ -33,25 +33,31 @@ def _redis_restart(wipe: bool) -> object:
             finally:
                 c.redis.start()
             c.faults.end(event)
+
     return fault
 
 
 def test_redis_restart_aof() -> None:
     run_scenario(
-        "redis_restart_aof", seed=301, fault=_redis_restart(wipe=False),  # type: ignore[arg-type]
-        summary=f"nightowl's Redis SIGKILLed, down {REDIS_DOWN_S:.0f} s, restarted from its AOF "
-                "(twice)",
+        "redis_restart_aof",
+        seed=301,
+        fault=_redis_restart(wipe=False),  # type: ignore[arg-type]
+        summary=f"nightowl's Redis SIGKILLed, down {REDIS_DOWN_S:.0f} s, restarted from its AOF (twice)",
         expected="every process reconnects; at most the last second of writes is lost "
-                 "(appendfsync everysec); lost messages are republished, leases re-taken")
+        "(appendfsync everysec); lost messages are republished, leases re-taken",
+    )
 
 
 def test_redis_restart_empty() -> None:
     run_scenario(
-        "redis_restart_empty", seed=302, fault=_redis_restart(wipe=True),  # type: ignore[arg-type]
+        "redis_restart_empty",
+        seed=302,
+        fault=_redis_restart(wipe=True),  # type: ignore[arg-type]
         summary=f"nightowl's Redis SIGKILLed, down {REDIS_DOWN_S:.0f} s, restarted with no data "
-                "(a failover that lost writes)",
+        "(a failover that lost writes)",
         expected="queue, leases and heartbeat index are gone: queued runs are republished within "
-                 "the lost-message bound, the watchdog rebuilds deadlines from the database")
+        "the lost-message bound, the watchdog rebuilds deadlines from the database",
+    )
 
 
 def _terminate_sessions(run: Run) -> None:
@@ -71,10 +77,13 @@ def _terminate_sessions(run: Run) -> None:
 
 def test_pg_terminate_backend() -> None:
     run_scenario(
-        "pg_terminate_backend", seed=303, fault=_terminate_sessions,
+        "pg_terminate_backend",
+        seed=303,
+        fault=_terminate_sessions,
         summary="pg_terminate_backend of every nightowl session, every 1.5-3.5 s for 20 s",
         expected="each failed statement is retried or its work redone: ticks keep every trigger "
-                 "scheduled, finished work is not thrown away, nothing is left queued")
+        "scheduled, finished work is not thrown away, nothing is left queued",
+    )
 
 
 def _refuse_connections(run: Run) -> None:
@@ -93,11 +102,13 @@ def _refuse_connections(run: Run) -> None:
 
 def test_pg_refuses_connections() -> None:
     run_scenario(
-        "pg_refuses_connections", seed=304, fault=_refuse_connections,
-        summary=f"ALTER DATABASE ... ALLOW_CONNECTIONS false for {PG_REFUSED_S:.0f} s, sessions "
-                "terminated",
+        "pg_refuses_connections",
+        seed=304,
+        fault=_refuse_connections,
+        summary=f"ALTER DATABASE ... ALLOW_CONNECTIONS false for {PG_REFUSED_S:.0f} s, sessions terminated",
         expected="services wait and retry; deliveries during the outage are not acked away; "
-                 "cron catch-up fires every missed slot once")
+        "cron catch-up fires every missed slot once",
+    )
 
 
 def _answers(engine: sa.Engine) -> bool:

@@ -22,8 +22,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 def running_workers(cluster: Cluster) -> dict[str, list[str]]:
     """Worker service -> run ids it has a running attempt for."""
     with cluster.engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT run_id, worker FROM attempts WHERE status = 'running'")).all()
+        rows = conn.execute(sa.text("SELECT run_id, worker FROM attempts WHERE status = 'running'")).all()
     out: dict[str, list[str]] = {}
     for run_id, worker in rows:
         name = cluster.worker_of(worker)
@@ -36,8 +35,9 @@ def _busy(run: Run) -> dict[str, list[str]]:
     """Workers with a running attempt; if none shows up within 5 s (a lull), both workers
     with no runs named, so the fault still happens at its instant."""
     try:
-        return dict(wait_until(lambda: running_workers(run.cluster), 5, 0.02,
-                               "a worker with a running attempt"))
+        return dict(
+            wait_until(lambda: running_workers(run.cluster), 5, 0.02, "a worker with a running attempt")
+        )
     except TimeoutError:
         return {"worker-1": [], "worker-2": []}
 
@@ -50,8 +50,13 @@ def _victim(run: Run, busy: dict[str, list[str]], i: int) -> str:
 
 def test_no_fault(request: pytest.FixtureRequest) -> None:
     """The control: the same load with no fault; every invariant must hold."""
-    run_scenario("no_fault", seed=1, fault=lambda run: None, summary="none (control)",
-                 expected="every firing runs once, every effect lands once")
+    run_scenario(
+        "no_fault",
+        seed=1,
+        fault=lambda run: None,
+        summary="none (control)",
+        expected="every firing runs once, every effect lands once",
+    )
 
 
 def _kill_mid_run(run: Run) -> None:
@@ -70,10 +75,13 @@ def _kill_mid_run(run: Run) -> None:
 
 def test_worker_kill_mid_run() -> None:
     run_scenario(
-        "worker_kill_mid_run", seed=101, fault=_kill_mid_run,
+        "worker_kill_mid_run",
+        seed=101,
+        fault=_kill_mid_run,
         summary="worker SIGKILLed mid-run (3 times), restarted",
         expected="its running attempts stall (worker_lost), are alerted, retried on the other "
-                 "worker within heartbeat_timeout + sweep, and resolved")
+        "worker within heartbeat_timeout + sweep, and resolved",
+    )
 
 
 def unacked_runs(cluster: Cluster) -> list[str]:
@@ -98,9 +106,12 @@ def _not_started(cluster: Cluster, run_ids: list[str]) -> list[str]:
     if not run_ids:
         return []
     with cluster.engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT id FROM runs WHERE status = 'queued' AND id IN :ids").bindparams(
-                sa.bindparam("ids", expanding=True)), {"ids": run_ids}).all()
+        rows = conn.execute(
+            sa.text("SELECT id FROM runs WHERE status = 'queued' AND id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": run_ids},
+        ).all()
     return [r[0] for r in rows]
 
 
@@ -110,8 +121,12 @@ def _kill_after_receive(run: Run) -> None:
         run.at(5 + i * 8 + run.rng.uniform(0, 2))
         run.driver.burst(40)
         try:
-            received = wait_until(lambda: _not_started(c, unacked_runs(c)), 10, 0.005,
-                                  "a received message whose attempt has not started")
+            received = wait_until(
+                lambda: _not_started(c, unacked_runs(c)),
+                10,
+                0.005,
+                "a received message whose attempt has not started",
+            )
         except TimeoutError:
             received = []  # not caught in the window this time: the kill still happens
         event = c.faults.begin("workers SIGKILLed after receiving", received=received)
@@ -126,8 +141,9 @@ def _kill_after_receive(run: Run) -> None:
     run.figures["received_not_started"] = sum(len(e["received"]) for e in c.faults.events)
 
 
-def _stranded_wait(cluster: Cluster, judge: Checker, figures: dict[str, Any],
-                   violations: list[Violation]) -> None:
+def _stranded_wait(
+    cluster: Cluster, judge: Checker, figures: dict[str, Any], violations: list[Violation]
+) -> None:
     """How long each message received but not started at a kill waited for its attempt."""
     snap = snapshot(cluster)
     waits = []
@@ -135,8 +151,11 @@ def _stranded_wait(cluster: Cluster, judge: Checker, figures: dict[str, Any],
         for run_id in event.get("received", []):
             # the first attempt that started after the kill (one may have begun just before it,
             # between the probe and the kill: then this is its retry)
-            started = [a.started_at.timestamp() for a in snap.attempts.get(run_id, [])
-                       if a.started_at and a.started_at.timestamp() >= event["start"]]
+            started = [
+                a.started_at.timestamp()
+                for a in snap.attempts.get(run_id, [])
+                if a.started_at and a.started_at.timestamp() >= event["start"]
+            ]
             if started:
                 waits.append(min(started) - event["start"])
     figures["stranded_runs"] = len(waits)
@@ -145,10 +164,14 @@ def _stranded_wait(cluster: Cluster, judge: Checker, figures: dict[str, Any],
 
 def test_worker_kill_after_receive() -> None:
     run_scenario(
-        "worker_kill_after_receive", seed=102, fault=_kill_after_receive, extra=_stranded_wait,
+        "worker_kill_after_receive",
+        seed=102,
+        fault=_kill_after_receive,
+        extra=_stranded_wait,
         summary="both workers SIGKILLed right after receiving messages (3 times)",
         expected="messages received but not started are republished within the lost-message "
-                 "bound (not after the 2 h visibility timeout); running ones are retried")
+        "bound (not after the 2 h visibility timeout); running ones are retried",
+    )
 
 
 def _stop_past_lease(run: Run) -> None:
@@ -168,7 +191,10 @@ def _stop_past_lease(run: Run) -> None:
 
 def test_worker_stop_past_lease() -> None:
     run_scenario(
-        "worker_stop_past_lease", seed=103, fault=_stop_past_lease,
+        "worker_stop_past_lease",
+        seed=103,
+        fault=_stop_past_lease,
         summary="worker SIGSTOPped 8 s (past its 3 s lease), then SIGCONT (twice)",
         expected="its attempts stall and are alerted, the runs complete on the other worker; "
-                 "the woken worker's commit is fenced out, the stall stays alerted and resolves")
+        "the woken worker's commit is fenced out, the stall stays alerted and resolves",
+    )

@@ -21,8 +21,19 @@ from scheduler.storage.store import Store
 from tests.helpers import ROOT, Cli, WorkerProcess, bare_env, child_env, make_service, registry_of, wait_for
 
 MODULE = "tests.fixtures.e2e_triggers"
-RUN_KEYS = {"id", "trigger", "agent", "status", "terminal_reason", "idempotency_key", "attempt",
-            "scheduled_for", "started_at", "finished_at", "agent_version"}
+RUN_KEYS = {
+    "id",
+    "trigger",
+    "agent",
+    "status",
+    "terminal_reason",
+    "idempotency_key",
+    "attempt",
+    "scheduled_for",
+    "started_at",
+    "finished_at",
+    "agent_version",
+}
 
 
 @pytest.fixture
@@ -42,7 +53,10 @@ def test_runs_list_and_show_json(settings: Settings, store: Store, cli: Cli) -> 
     rows = json.loads(out.stdout)
     assert [set(r) for r in rows] == [RUN_KEYS] * 3
     assert [r["scheduled_for"] for r in rows] == [  # newest first, ISO 8601 UTC
-        "2026-03-01T12:00:03+00:00", "2026-03-01T12:00:02+00:00", "2026-03-01T12:00:01+00:00"]
+        "2026-03-01T12:00:03+00:00",
+        "2026-03-01T12:00:02+00:00",
+        "2026-03-01T12:00:01+00:00",
+    ]
     limited = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)
     assert len(limited) == 1
     assert json.loads(cli("runs", "list", "--json", "--status", "succeeded").stdout) == []
@@ -63,13 +77,31 @@ def test_triggers_list_and_next(settings: Settings, store: Store, cli: Cli) -> N
     out = cli("triggers", "list", "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
-    assert set(rows["every-second"]) == {"name", "kind", "agent", "state", "next_evaluation",
-                                         "source_failing", "paused"}
+    assert set(rows["every-second"]) == {
+        "name",
+        "kind",
+        "agent",
+        "state",
+        "next_evaluation",
+        "source_failing",
+        "paused",
+    }
     assert rows["every-second"]["kind"] == "cron" and rows["every-second"]["agent"] == "echo"
     assert rows["every-second"]["next_evaluation"] == "2026-03-01T12:00:01+00:00"
     assert rows["failing"]["state"] == "new"  # never evaluated
-    nxt = cli("triggers", "next", "every-second", "--triggers", MODULE, "--count", "2",
-              "--after", "2026-10-25T00:00:00+02:00", "--json", env=bare_env())
+    nxt = cli(
+        "triggers",
+        "next",
+        "every-second",
+        "--triggers",
+        MODULE,
+        "--count",
+        "2",
+        "--after",
+        "2026-10-25T00:00:00+02:00",
+        "--json",
+        env=bare_env(),
+    )
     assert nxt.returncode == 0, nxt.stderr
     assert json.loads(nxt.stdout) == ["2026-10-24T22:00:01+00:00", "2026-10-24T22:00:02+00:00"]
 
@@ -83,40 +115,74 @@ def test_db_upgrade_and_refusal_without_urls(settings: Settings, cli: Cli) -> No
 
 
 def test_celery_app_is_public_and_json_only(settings: Settings) -> None:
-    code = ("from scheduler import celery_app as a; import json; print(json.dumps({"
-            "'accept': a.conf.accept_content, 'ser': a.conf.task_serializer,"
-            "'acks_late': a.conf.task_acks_late, 'reject': a.conf.task_reject_on_worker_lost,"
-            "'prefetch': a.conf.worker_prefetch_multiplier,"
-            "'prefix': a.conf.broker_transport_options['global_keyprefix'],"
-            "'tasks': sorted(t for t in a.tasks if t.startswith('agent.'))}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(settings, MODULE),
-                         capture_output=True, text=True, timeout=60, check=False)
+    code = (
+        "from scheduler import celery_app as a; import json; print(json.dumps({"
+        "'accept': a.conf.accept_content, 'ser': a.conf.task_serializer,"
+        "'acks_late': a.conf.task_acks_late, 'reject': a.conf.task_reject_on_worker_lost,"
+        "'prefetch': a.conf.worker_prefetch_multiplier,"
+        "'prefix': a.conf.broker_transport_options['global_keyprefix'],"
+        "'tasks': sorted(t for t in a.tasks if t.startswith('agent.'))}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=child_env(settings, MODULE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     conf = json.loads(out.stdout)
-    assert conf == {"accept": ["json"], "ser": "json", "acks_late": True, "reject": True,
-                    "prefetch": 1, "prefix": settings.redis_prefix,
-                    "tasks": ["agent.always-fails", "agent.async-echo", "agent.echo",
-                              "agent.returns-set", "agent.slow"]}
+    assert conf == {
+        "accept": ["json"],
+        "ser": "json",
+        "acks_late": True,
+        "reject": True,
+        "prefetch": 1,
+        "prefix": settings.redis_prefix,
+        "tasks": ["agent.always-fails", "agent.async-echo", "agent.echo", "agent.returns-set", "agent.slow"],
+    }
 
 
 def test_scheduler_and_plain_celery_worker_processes(
     settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     # Given `celery -A scheduler.celery_app worker` and `nightowl scheduler`, as deployed
-    worker = WorkerProcess(child_env(settings, "tests.fixtures.seconds_triggers"), "solo", 1,
-                           command=[sys.executable, "-m", "celery", "-A", "scheduler.celery_app",
-                                    "worker", "-Q", "agents", "--without-mingle",
-                                    "--without-gossip"])
+    worker = WorkerProcess(
+        child_env(settings, "tests.fixtures.seconds_triggers"),
+        "solo",
+        1,
+        command=[
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "scheduler.celery_app",
+            "worker",
+            "-Q",
+            "agents",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+    )
     try:
         worker.wait_ready()
         sched = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "scheduler"], cwd=ROOT,
+            [sys.executable, "-m", "scheduler.cli", "scheduler"],
+            cwd=ROOT,
             env=child_env(settings, "tests.fixtures.seconds_triggers"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             # When a seconds-level schedule comes due, then Then a run succeeds
-            wait_for(lambda: any(r.status == "succeeded" for r in store.list_runs()),
-                     timeout=30, message="a succeeded run from the scheduler process")
+            wait_for(
+                lambda: any(r.status == "succeeded" for r in store.list_runs()),
+                timeout=30,
+                message="a succeeded run from the scheduler process",
+            )
         finally:
             sched.terminate()
             out, _ = sched.communicate(timeout=30)
@@ -128,8 +194,9 @@ def test_scheduler_and_plain_celery_worker_processes(
         worker.stop()
 
 
-def test_triggers_list_and_show_polling_kinds_with_masked_urls(settings: Settings, store: Store,
-                                                                cli: Cli) -> None:
+def test_triggers_list_and_show_polling_kinds_with_masked_urls(
+    settings: Settings, store: Store, cli: Cli
+) -> None:
     module = "tests.fixtures.poll_triggers"
     clock = FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     svc = make_service(settings, registry_of(module), clock)
@@ -164,11 +231,22 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
 
     receiver = Receiver()
     # (a module with agents but no cron trigger: a minute boundary must not add a run_late)
-    env = child_env(settings, "tests.fixtures.poll_agents", NIGHTOWL_LEADER_TTL="1",
-                    NIGHTOWL_WATCHDOG_INTERVAL="0.2", NIGHTOWL_ALERT_WEBHOOK_URL=receiver.url,
-                    NIGHTOWL_ALERT_WEBHOOK_SECRET="cli-secret")
-    dog = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "watchdog"], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = child_env(
+        settings,
+        "tests.fixtures.poll_agents",
+        NIGHTOWL_LEADER_TTL="1",
+        NIGHTOWL_WATCHDOG_INTERVAL="0.2",
+        NIGHTOWL_ALERT_WEBHOOK_URL=receiver.url,
+        NIGHTOWL_ALERT_WEBHOOK_SECRET="cli-secret",
+    )
+    dog = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "watchdog"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # When the scheduler leader has been missing past the grace (2 x leader_ttl)
         wait_for(lambda: receiver.requests, timeout=30, message="the scheduler_down alert")
@@ -184,9 +262,23 @@ def test_watchdog_process_leads_alerts_and_lists_them(settings: Settings, store:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["kind"], r["state"], r["severity"]) for r in rows] == [
-        ("scheduler_down", "firing", "critical")]
-    assert set(rows[0]) >= {"id", "kind", "state", "dedupe_key", "episode", "run_id", "trigger",
-                            "agent", "attempt", "message", "details", "channels", "created_at"}
+        ("scheduler_down", "firing", "critical")
+    ]
+    assert set(rows[0]) >= {
+        "id",
+        "kind",
+        "state",
+        "dedupe_key",
+        "episode",
+        "run_id",
+        "trigger",
+        "agent",
+        "attempt",
+        "message",
+        "details",
+        "channels",
+        "created_at",
+    }
     assert list(rows[0]["channels"].values()) == ["sent"]
     table = cli("alerts", "list")
     assert "scheduler_down" in table.stdout
@@ -200,14 +292,19 @@ def test_outbox_status_and_retry(settings: Settings, store: Store, cli: Cli) -> 
 
     now = datetime.now(UTC)
     with store.engine.begin() as conn:
-        insert_writes(conn, "run-1", [OutboxWrite("cache", "a", 1), OutboxWrite("audit", "a", 1),
-                                      OutboxWrite("audit", "b", 2)], now)
+        insert_writes(
+            conn,
+            "run-1",
+            [OutboxWrite("cache", "a", 1), OutboxWrite("audit", "a", 1), OutboxWrite("audit", "b", 2)],
+            now,
+        )
     outbox = OutboxStore(store.engine)
     claimed = outbox.claim("relay-x", now, timedelta(seconds=30), 10)
     audit_a = next(e for e in claimed if e.sink == "audit" and e.key == "a")
     outbox.delivered("relay-x", [e.id for e in claimed if e.sink == "cache"], now)
     assert outbox.failed("relay-x", [(audit_a, "500 from the audit store")], now, max_attempts=1) == [
-        audit_a.id]
+        audit_a.id
+    ]
     out = cli("outbox", "status", "--json")
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
@@ -224,7 +321,8 @@ def test_outbox_status_and_retry(settings: Settings, store: Store, cli: Cli) -> 
 
 
 def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     # Given a scheduler leader that fired a few runs, a worker, and one open alert
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     # (a long lease: the status calls below take seconds each on a loaded machine)
@@ -235,8 +333,10 @@ def test_status_shows_leaders_workers_queues_runs_alerts_and_lag(
         svc.tick()
     from scheduler.alerts import Alert, AlertKind, AlertManager
     from scheduler.storage.alert_store import AlertStore
+
     AlertManager(AlertStore(store.engine), clock).fire(
-        Alert(kind=AlertKind.RUN_LATE, dedupe_key="run_late:x", message="late", trigger="x"))
+        Alert(kind=AlertKind.RUN_LATE, dedupe_key="run_late:x", message="late", trigger="x")
+    )
     # Queued runs are shown against the broker's messages (no worker yet: both are 2).
     before = json.loads(cli("status", "--json").stdout)
     assert before["queued_runs"] == {"agents": 2}
@@ -260,8 +360,7 @@ def _unreachable_env(database: bool, redis_down: bool) -> dict[str, str]:
     from tests.helpers import free_port
 
     env = bare_env()
-    env["NIGHTOWL_DATABASE_URL"] = (f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x"
-                                    if database else "")
+    env["NIGHTOWL_DATABASE_URL"] = f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x" if database else ""
     env["NIGHTOWL_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0" if redis_down else ""
     return {k: v for k, v in env.items() if v}
 
@@ -273,14 +372,19 @@ def test_an_unreachable_database_or_redis_is_one_clear_line_not_a_traceback(cli:
     assert "Traceback" not in listed.stderr and "hunter2" not in listed.stderr
     assert listed.stderr.startswith("error: the database") and "NIGHTOWL_DATABASE_URL" in listed.stderr
     assert "Connection refused" in listed.stderr
-    cancelled = cli("runs", "cancel", "some-run", env=env | {
-        "NIGHTOWL_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/empty.db"})
+    cancelled = cli(
+        "runs",
+        "cancel",
+        "some-run",
+        env=env | {"NIGHTOWL_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/empty.db"},
+    )
     assert cancelled.returncode == 1 and "Traceback" not in cancelled.stderr, cancelled.stderr
     assert "nightowl db upgrade" in cancelled.stderr  # a database never migrated says how to fix it
 
 
-def test_status_reports_services_that_are_down_and_still_exits_0(settings: Settings,
-                                                                 store: Store, cli: Cli) -> None:
+def test_status_reports_services_that_are_down_and_still_exits_0(
+    settings: Settings, store: Store, cli: Cli
+) -> None:
     env = child_env(settings, MODULE)
     env["NIGHTOWL_REDIS_URL"] = _unreachable_env(False, True)["NIGHTOWL_REDIS_URL"]
     out = cli("status", "--json", env=env)
@@ -301,9 +405,14 @@ def in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tu
     import select
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], stdin=slave,
-                            stdout=slave, stderr=slave, cwd=tempfile.mkdtemp(),
-                            env=env | {"TERM": "xterm-256color", "COLUMNS": "140"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=tempfile.mkdtemp(),
+        env=env | {"TERM": "xterm-256color", "COLUMNS": "140"},
+    )
     os.close(slave)
     shown = bytearray()
     deadline = time.monotonic() + timeout
@@ -324,7 +433,8 @@ def in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tu
 
 
 def test_long_operations_show_progress_on_a_terminal_and_stay_quiet_when_piped(
-    tmp_path: Path, store: Store, settings: Settings, cli: Cli) -> None:
+    tmp_path: Path, store: Store, settings: Settings, cli: Cli
+) -> None:
     from agents.outbox import OutboxWrite
     from scheduler.storage.outbox_store import OutboxStore, insert_writes
 
@@ -369,9 +479,17 @@ def test_replicas_running_db_upgrade_at_once_on_postgresql_all_succeed() -> None
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         env = bare_env() | {"NIGHTOWL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
-        procs = [subprocess.Popen([sys.executable, "-m", "scheduler.cli", "db", "upgrade"],
-                                  cwd=tempfile.mkdtemp(), env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "scheduler.cli", "db", "upgrade"],
+                cwd=tempfile.mkdtemp(),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
         results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
         assert [code for code, _, _ in results] == [0] * 4, results
         assert sum("applied 0001, 0002, 0003" in out for _, out, _ in results) == 1
@@ -384,7 +502,8 @@ OVERLAP = "tests.fixtures.overlap_triggers"
 
 
 def test_fire_with_the_broker_down_records_the_run_says_so_and_exits_0(
-        settings: Settings, store: Store, cli: Cli) -> None:
+    settings: Settings, store: Store, cli: Cli
+) -> None:
     from tests.helpers import free_port
 
     env = child_env(settings, OVERLAP, NIGHTOWL_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
@@ -405,8 +524,9 @@ def test_fire_with_the_broker_down_records_the_run_says_so_and_exits_0(
     assert store.get_run(run_id).status == "queued"  # type: ignore[union-attr]
 
 
-def test_fire_prints_an_id_only_for_a_run_that_will_happen(settings: Settings, store: Store,
-                                                           cli: Cli) -> None:
+def test_fire_prints_an_id_only_for_a_run_that_will_happen(
+    settings: Settings, store: Store, cli: Cli
+) -> None:
     first = cli("fire", "ov-skip", env=child_env(settings, OVERLAP))
     assert first.returncode == 0 and first.stderr == "", first.stderr
     run_id = first.stdout.strip()
@@ -426,11 +546,9 @@ def test_fire_prints_an_id_only_for_a_run_that_will_happen(settings: Settings, s
     assert keyed.returncode == 0 and again.returncode == 0, again.stderr
     assert again.stdout == keyed.stdout and "fired before" in again.stderr
     # Once that run has ended, the key makes nothing
-    assert cli("runs", "cancel", keyed.stdout.strip(),
-               env=child_env(settings, OVERLAP)).returncode == 0
+    assert cli("runs", "cancel", keyed.stdout.strip(), env=child_env(settings, OVERLAP)).returncode == 0
     ended = cli("fire", "ov-allow", "--key", "k1", env=child_env(settings, OVERLAP))
     assert ended.returncode == 1 and ended.stdout == "", ended
     assert "already ended cancelled" in ended.stderr and "another --key" in ended.stderr
-    assert cli("fire", "ov-allow", "--payload", "{nope",
-               env=child_env(settings, OVERLAP)).returncode == 2
+    assert cli("fire", "ov-allow", "--payload", "{nope", env=child_env(settings, OVERLAP)).returncode == 2
     assert "Exit codes" in cli("fire", "--help").stdout

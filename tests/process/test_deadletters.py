@@ -35,24 +35,40 @@ def raw(publisher: Publisher, dispatch: Dispatch, **changes: object) -> str:
 
 
 def test_bad_messages_are_dead_lettered_and_the_worker_survives(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
-    start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+    cli: Cli,
+) -> None:
     worker = start_worker(MODULE)
     publisher = Publisher(create_app(settings, load(MODULE)))
     queue = f"{prefix}agents"
     d = Dispatch("no-such-run", "echo", "agents", "every-second", 0)
     try:
-        redis_client.lpush(queue, raw(publisher, d, content_type="application/x-python-serialize",
-                                      body=pickle.dumps({"os": "system"})))
+        redis_client.lpush(
+            queue,
+            raw(
+                publisher,
+                d,
+                content_type="application/x-python-serialize",
+                body=pickle.dumps({"os": "system"}),
+            ),
+        )
         redis_client.lpush(queue, raw(publisher, d, body=b"{not json"))
         redis_client.lpush(queue, raw(publisher, d, task="agent.nope"))
         redis_client.lpush(queue, raw(publisher, d))  # a run id we never created
         redis_client.lpush(queue, raw(publisher, d, body=json.dumps([[1, 2], {}, {}]).encode()))
         # An oversized message (a 4 MB argument) is refused before it becomes a Redis key.
-        redis_client.lpush(queue, raw(publisher, d, body=json.dumps(
-            [["x" * 4_000_000], {}, {}]).encode()))
-        expected = {"content_disallowed": 1, "decode_error": 1, "unknown_task": 1,
-                    "unknown_run": 1, "bad_arguments": 2}
+        redis_client.lpush(queue, raw(publisher, d, body=json.dumps([["x" * 4_000_000], {}, {}]).encode()))
+        expected = {
+            "content_disallowed": 1,
+            "decode_error": 1,
+            "unknown_task": 1,
+            "unknown_run": 1,
+            "bad_arguments": 2,
+        }
 
         def reasons() -> dict[str, int]:
             out: dict[str, int] = {}
@@ -62,15 +78,32 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(
 
         wait_for(lambda: reasons() == expected, timeout=30, message=f"dead letters {expected}")
         # The worker is alive and still runs good work.
-        (run,) = store.commit_tick([NewRun(
-            idempotency_key="manual:every-second:ok", trigger="every-second", agent="echo",
-            queue="agents", event={"kind": "cron", "trigger": "every-second",
-                                   "scheduled_for": "2026-03-01T12:00:00+00:00",
-                                   "fired_at": "2026-03-01T12:00:00+00:00"},
-            logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
+        (run,) = store.commit_tick(
+            [
+                NewRun(
+                    idempotency_key="manual:every-second:ok",
+                    trigger="every-second",
+                    agent="echo",
+                    queue="agents",
+                    event={
+                        "kind": "cron",
+                        "trigger": "every-second",
+                        "scheduled_for": "2026-03-01T12:00:00+00:00",
+                        "fired_at": "2026-03-01T12:00:00+00:00",
+                    },
+                    logical_time=None,
+                    agent_version=None,
+                )
+            ],
+            [],
+            [],
+            datetime.now(UTC),
+        )
         publisher.publish([Dispatch(run.id, "echo", "agents", "every-second", 0)])
-        wait_for(lambda: (r := store.get_run(run.id)) is not None and r.status == "succeeded",
-                 message="a good run after the bad ones")
+        wait_for(
+            lambda: (r := store.get_run(run.id)) is not None and r.status == "succeeded",
+            message="a good run after the bad ones",
+        )
         assert worker.proc.poll() is None
         # Malformed messages are not left in the queue to loop.
         assert redis_client.llen(queue) == 0

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import ROOT, Cli, wait_for
 
-DEV_MODULE = '''
+DEV_MODULE = """
 from agents import agent
 from triggers import cron
 
@@ -23,7 +23,7 @@ def hello(ctx, event):
     return {"hello": event.trigger}
 
 cron("* * * * * *", agent=hello, name="each-second")
-'''
+"""
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -56,15 +56,24 @@ def _runs(cli: Cli, tmp_path: Path) -> list[dict[str, object]]:
 def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: int, cli: Cli) -> None:
     # Given a trigger module and no URLs at all
     (tmp_path / "devmod.py").write_text(DEV_MODULE)
-    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "devmod"],
-                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "devmod"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     port = "unknown"
     try:
         # When it runs for a moment, other commands in the folder see its runs
         started = time.monotonic()
-        wait_for(lambda: any(r["status"] == "succeeded" for r in _runs(cli, tmp_path)), timeout=40,
-                 interval=0.5, message="a succeeded run in `nightowl runs list`")
+        wait_for(
+            lambda: any(r["status"] == "succeeded" for r in _runs(cli, tmp_path)),
+            timeout=40,
+            interval=0.5,
+            message="a succeeded run in `nightowl runs list`",
+        )
         first_success_s = time.monotonic() - started
         env_file = (tmp_path / ".nightowl" / "env").read_text()
         assert "NIGHTOWL_REDIS_URL=redis://127.0.0.1:" in env_file
@@ -77,8 +86,7 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
         proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=60)
     # Then stopping it (cleanly, or by SIGKILL) leaves no Redis behind
-    wait_for(lambda: not _valkeys_on(port), timeout=15,
-             message="the embedded Redis to exit with its parent")
+    wait_for(lambda: not _valkeys_on(port), timeout=15, message="the embedded Redis to exit with its parent")
     if stop_signal == signal.SIGINT:
         assert proc.returncode == 0, out
         assert "nightowl dev: stopping" in out
@@ -87,21 +95,29 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
 
 def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: Cli) -> None:
     """`make demo`'s module: cron, db_change, queue_depth and metric each run an agent."""
-    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "dev", "--triggers",
-                             "examples.demo"], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "examples.demo"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wanted = {"demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
     try:
+
         def kinds_done() -> bool:
             done = {r["trigger"] for r in _runs(cli, tmp_path) if r["status"] == "succeeded"}
             return wanted <= done
+
         wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
 
         def stalled_alert() -> bool:
             out = cli("alerts", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
             return out.returncode == 0 and any(
-                a["kind"] == "run_stalled" and a["trigger"] == "daydream"
-                for a in json.loads(out.stdout))
+                a["kind"] == "run_stalled" and a["trigger"] == "daydream" for a in json.loads(out.stdout)
+            )
+
         wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
 
         def outbox_delivered() -> bool:
@@ -109,8 +125,10 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: 
             if out.returncode != 0:
                 raise AssertionError(out.stderr)
             status = json.loads(out.stdout)["sinks"]
-            return all(status.get(s, {}).get("delivered", 0) > 0
-                       for s in ("cache", "events", "audit", "memory"))
+            return all(
+                status.get(s, {}).get("delivered", 0) > 0 for s in ("cache", "events", "audit", "memory")
+            )
+
         wait_for(outbox_delivered, timeout=30, interval=1.0, message="outbox rows delivered")
     finally:
         proc.send_signal(signal.SIGINT)

@@ -22,16 +22,22 @@ LONG_AGENT = textwrap.dedent("""
 """)
 
 
-def test_timeout_beyond_visibility_fails_validation_naming_both(settings: Settings,
-                                                                  tmp_path: Path, cli: Cli) -> None:
+def test_timeout_beyond_visibility_fails_validation_naming_both(
+    settings: Settings, tmp_path: Path, cli: Cli
+) -> None:
     (tmp_path / "long_agent.py").write_text(LONG_AGENT)
     out = cli("triggers", "validate", env=child_env(settings, "long_agent"), cwd=tmp_path)
     assert out.returncode == 1
     assert "long_agent.py:6:" in out.stderr
     assert "timeout 3:00:00" in out.stderr and "visibility timeout 7200 s" in out.stderr
     assert "NIGHTOWL_VISIBILITY_TIMEOUT to at least 11130" in out.stderr
-    raised = cli("triggers", "validate", env=child_env(settings, "long_agent"), cwd=tmp_path,
-                 NIGHTOWL_VISIBILITY_TIMEOUT="11200")
+    raised = cli(
+        "triggers",
+        "validate",
+        env=child_env(settings, "long_agent"),
+        cwd=tmp_path,
+        NIGHTOWL_VISIBILITY_TIMEOUT="11200",
+    )
     assert raised.returncode == 0, raised.stderr
     # The worker refuses to start with such an agent rather than double-running it later.
     refused = cli("worker", env=child_env(settings, "long_agent"), cwd=tmp_path)
@@ -42,16 +48,22 @@ def test_doctor_reports_every_check(settings: Settings, store: object, cli: Cli)
     out = cli("doctor", "--json", env=child_env(settings, "tests.fixtures.e2e_triggers"))
     assert out.returncode == 0, out.stdout + out.stderr
     checks = {c["check"]: c for c in json.loads(out.stdout)}
-    assert set(checks) == {"json only", "acks late + reject on worker lost", "prefetch 1",
-                           "no prefetch on Redis", "visibility timeout covers every agent",
-                           "pools", "database", "redis"}
+    assert set(checks) == {
+        "json only",
+        "acks late + reject on worker lost",
+        "prefetch 1",
+        "no prefetch on Redis",
+        "visibility timeout covers every agent",
+        "pools",
+        "database",
+        "redis",
+    }
     assert all(c["ok"] for c in checks.values())
     assert "threads and solo: cooperative cancel only" in checks["pools"]["detail"]
 
 
 def test_doctor_fails_on_an_unmigrated_database(settings: Settings, tmp_path: Path, cli: Cli) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    out = cli("doctor", env=child_env(settings, "tests.fixtures.e2e_triggers"),
-              NIGHTOWL_DATABASE_URL=empty)
+    out = cli("doctor", env=child_env(settings, "tests.fixtures.e2e_triggers"), NIGHTOWL_DATABASE_URL=empty)
     assert out.returncode == 1
     assert "[FAIL] database" in out.stdout and "nightowl db upgrade" in out.stdout

@@ -29,7 +29,10 @@ MODULE = "tests.fixtures.stall_agents"
 
 
 def test_sigterm_lets_a_running_agent_finish_within_the_grace(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     worker = start_worker(MODULE, pool="prefork", NIGHTOWL_SHUTDOWN_GRACE="6")
@@ -44,13 +47,18 @@ def test_sigterm_lets_a_running_agent_finish_within_the_grace(
 
 
 def test_what_does_not_finish_in_the_grace_is_handed_back_and_resumes(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     first = start_worker(MODULE, pool="prefork", NIGHTOWL_SHUTDOWN_GRACE="0.5")
     run_id = fire_run(pg_settings, pg_store, MODULE, "x-plodder")
-    wait_for(lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
-             message="a saved progress heartbeat")
+    wait_for(
+        lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
+        message="a saved progress heartbeat",
+    )
     # When SIGTERM comes with a grace shorter than the agent's remaining work
     first.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()

@@ -24,8 +24,11 @@ def real_now() -> datetime:
 
 def foreign_keys(client: redis.Redis) -> set[str]:
     """Keys outside every test's or benchmark's own prefix."""
-    return {k.decode() for k in client.scan_iter(count=1000)
-            if not k.decode().startswith(("nightowl-test-", "bench-"))}
+    return {
+        k.decode()
+        for k in client.scan_iter(count=1000)
+        if not k.decode().startswith(("nightowl-test-", "bench-"))
+    }
 
 
 def prefixed_keys(client: redis.Redis, prefix: str) -> set[str]:
@@ -38,7 +41,10 @@ def finished(store: Store, run_id: str) -> object:
 
 
 def test_cron_fires_and_agent_runs_once_in_a_real_worker(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a worker process and a scheduler on a fake clock
@@ -56,14 +62,19 @@ def test_cron_fires_and_agent_runs_once_in_a_real_worker(
     run = store.get_run(run_id)
     assert run is not None
     assert (run.status, run.terminal_reason, run.attempt) == ("succeeded", None, 1)
-    assert run.result == {"slot": run.logical_time.isoformat() if run.logical_time else None,
-                          "attempt": 1, "fence": 1}
+    assert run.result == {
+        "slot": run.logical_time.isoformat() if run.logical_time else None,
+        "attempt": 1,
+        "fence": 1,
+    }
     assert run.last_heartbeat == {"note": "working", "details": {"step": 1}}
     assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 1
     # And a replayed message (a second scheduler, a visibility-timeout redelivery) is dropped
     Publisher(svc.publisher.app).publish([Dispatch(run_id, "echo", "agents", "every-second", 1)])
-    wait_for(lambda: "already succeeded; duplicate delivery dropped" in worker.output(),
-             message="the duplicate delivery to be dropped")
+    wait_for(
+        lambda: "already succeeded; duplicate delivery dropped" in worker.output(),
+        message="the duplicate delivery to be dropped",
+    )
     assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 1
     (attempt,) = store.attempts_of(run_id)
     assert attempt.status == "succeeded" and attempt.fence == 1
@@ -73,7 +84,10 @@ def test_cron_fires_and_agent_runs_once_in_a_real_worker(
 
 
 def test_results_failures_and_retries_end_in_the_right_state(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     worker = start_worker(MODULE, pool="threads", concurrency=2)
@@ -108,5 +122,7 @@ def test_results_failures_and_retries_end_in_the_right_state(
     assert dead is not None
     assert (dead.status, dead.terminal_reason, dead.attempt) == ("dead", "attempts_exhausted", 2)
     assert [(a.number, a.status, a.error_class) for a in store.attempts_of(dead.id)] == [
-        (1, "failed", "RuntimeError"), (2, "failed", "RuntimeError")]
+        (1, "failed", "RuntimeError"),
+        (2, "failed", "RuntimeError"),
+    ]
     assert int(redis_client.get(calls_key(dead.id, prefix)) or 0) == 2

@@ -31,8 +31,7 @@ def fire(cli: Cli, trigger: str, *extra: str) -> str:
     return str(data["run_id"])
 
 
-def ended(store: Store, run_id: str, timeout: float = 30, sweep: Callable[[], object] | None = None
-          ) -> Run:
+def ended(store: Store, run_id: str, timeout: float = 30, sweep: Callable[[], object] | None = None) -> Run:
     def done() -> Run | None:
         if sweep is not None:
             sweep()
@@ -56,16 +55,18 @@ def real_sweeper(settings: Settings) -> Callable[[], object]:
     return sweep
 
 
-def test_non_retryable_fails_at_once(settings: Settings, store: Store,
-                                     start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+def test_non_retryable_fails_at_once(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     start_worker(MODULE)
     run = ended(store, fire(cli, "x-refuses"))
     assert (run.status, run.terminal_reason, run.attempt) == ("failed", "non_retryable", 1)
     assert run.error is not None and "retrying cannot help" in run.error
 
 
-def test_dead_run_is_revived_by_runs_retry(settings: Settings, store: Store,
-                                           start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+def test_dead_run_is_revived_by_runs_retry(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     start_worker(MODULE)
     run_id = fire(cli, "x-gives-up")
     run = ended(store, run_id)
@@ -75,16 +76,29 @@ def test_dead_run_is_revived_by_runs_retry(settings: Settings, store: Store,
     run = ended(store, run_id)
     assert (run.status, run.attempt) == ("dead", 2)
     assert run.error == "RuntimeError: attempt 2 failed"
-    (pending,) = store.commit_tick([NewRun(
-        idempotency_key="manual:x-gives-up:unsent", trigger="x-gives-up", agent="gives-up",
-        queue="agents", event={"kind": "manual", "trigger": "x-gives-up", "fired_by": "t"},
-        logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
+    (pending,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key="manual:x-gives-up:unsent",
+                trigger="x-gives-up",
+                agent="gives-up",
+                queue="agents",
+                event={"kind": "manual", "trigger": "x-gives-up", "fired_by": "t"},
+                logical_time=None,
+                agent_version=None,
+            )
+        ],
+        [],
+        [],
+        datetime.now(UTC),
+    )
     refused = cli("runs", "retry", pending.id)
     assert refused.returncode == 1 and "only dead, failed, timed_out" in refused.stderr
 
 
-def test_soft_timeout_and_user_cancel(settings: Settings, store: Store,
-                                      start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+def test_soft_timeout_and_user_cancel(
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     start_worker(MODULE, pool="threads", concurrency=2)
     timed = ended(store, fire(cli, "x-polite-slowpoke"))
     assert (timed.status, timed.terminal_reason) == ("timed_out", "soft")
@@ -100,10 +114,22 @@ def test_soft_timeout_and_user_cancel(settings: Settings, store: Store,
     assert run.result is not None and run.result["stopped_at"] is not None
 
     # Cancel before it starts (a run nobody has published yet): it never runs.
-    (pending,) = store.commit_tick([NewRun(
-        idempotency_key="manual:x-listener:not-yet", trigger="x-listener", agent="listener",
-        queue="agents", event={"kind": "manual", "trigger": "x-listener", "fired_by": "t"},
-        logical_time=None, agent_version=None)], [], [], datetime.now(UTC))
+    (pending,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key="manual:x-listener:not-yet",
+                trigger="x-listener",
+                agent="listener",
+                queue="agents",
+                event={"kind": "manual", "trigger": "x-listener", "fired_by": "t"},
+                logical_time=None,
+                agent_version=None,
+            )
+        ],
+        [],
+        [],
+        datetime.now(UTC),
+    )
     out = cli("runs", "cancel", pending.id)
     assert out.returncode == 0 and "before it started" in out.stdout, out.stderr
     never = store.get_run(pending.id)
@@ -116,7 +142,10 @@ def test_soft_timeout_and_user_cancel(settings: Settings, store: Store,
 
 @pytest.mark.parametrize("pool", ["prefork"])
 def test_hard_timeout_terminates_the_pool_process(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], pool: str,
+    settings: Settings,
+    store: Store,
+    start_worker: Callable[..., WorkerProcess],
+    pool: str,
     cli: Cli,
 ) -> None:
     start_worker(MODULE, pool=pool, concurrency=1)
@@ -127,7 +156,8 @@ def test_hard_timeout_terminates_the_pool_process(
 
 
 def test_an_agent_over_its_budget_is_stopped_and_not_retried(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     """Alive and looping is how agents fail: the spend they report stops them."""
     start_worker(MODULE, pool="prefork", concurrency=2)
     polite = ended(store, fire(cli, "x-spendthrift"))
@@ -144,7 +174,8 @@ def test_an_agent_over_its_budget_is_stopped_and_not_retried(
 
 
 def test_agent_that_kills_its_process_ends_poison(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli) -> None:
+    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+) -> None:
     start_worker(MODULE, pool="prefork", concurrency=1)
     run = ended(store, fire(cli, "x-crasher"), timeout=60, sweep=real_sweeper(settings))
     assert (run.status, run.terminal_reason) == ("failed", "poison")

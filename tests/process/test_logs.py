@@ -39,11 +39,16 @@ def test_agent_log_lines_carry_the_run_context_as_json(
     publisher.close()
 
     def said_hello() -> dict[str, Any] | None:
-        return next((r for r in json_lines(worker.output())
-                     if "chatty says hello" in r.get("message", "")), None)
+        return next(
+            (r for r in json_lines(worker.output()) if "chatty says hello" in r.get("message", "")), None
+        )
 
     record = wait_for(said_hello, timeout=30, message="the agent's log line")
     assert isinstance(record, dict)
     assert (record["run_id"], record["agent"], record["trigger"], record["attempt"]) == (
-        run_id, "chatty", "x-chatty", 1)
+        run_id,
+        "chatty",
+        "x-chatty",
+        1,
+    )
     assert record["level"] == "info" and record["ts"].endswith("+00:00")

@@ -40,15 +40,25 @@ def receiver() -> Iterator[Receiver]:
 
 
 def outbox_env(settings: Settings, vector_url: str, receiver: Receiver, tag: str) -> dict[str, str]:
-    return child_env(settings, MODULE, NIGHTOWL_TEST_OUTBOX_TAG=tag,
-                     NIGHTOWL_TEST_VECTOR_URL=vector_url,
-                     NIGHTOWL_TEST_WEBHOOK_URL=receiver.url, NIGHTOWL_CLAIM_TTL="2")
+    return child_env(
+        settings,
+        MODULE,
+        NIGHTOWL_TEST_OUTBOX_TAG=tag,
+        NIGHTOWL_TEST_VECTOR_URL=vector_url,
+        NIGHTOWL_TEST_WEBHOOK_URL=receiver.url,
+        NIGHTOWL_CLAIM_TTL="2",
+    )
 
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "scheduler.cli", "relay", "--batch", "20"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "relay", "--batch", "20"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def delivered(outbox: OutboxStore) -> int:
@@ -56,35 +66,61 @@ def delivered(outbox: OutboxStore) -> int:
 
 
 def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
-    pgvector_url: str, receiver: Receiver, start_worker: Callable[..., WorkerProcess],
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    pgvector_url: str,
+    receiver: Receiver,
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     env = outbox_env(pg_settings, pgvector_url, receiver, tag)
     # Given 200 runs, each writing one fact to six sinks through the outbox
-    start_worker(MODULE, pool="threads", concurrency=4, **{
-        k: v for k, v in env.items() if k.startswith("NIGHTOWL_TEST") or k == "NIGHTOWL_CLAIM_TTL"})
+    start_worker(
+        MODULE,
+        pool="threads",
+        concurrency=4,
+        **{k: v for k, v in env.items() if k.startswith("NIGHTOWL_TEST") or k == "NIGHTOWL_CLAIM_TTL"},
+    )
     registry = registry_of(MODULE)
     publisher = Publisher(create_app(pg_settings, registry))
     for n in range(RUNS):
-        fire(pg_store, publisher, registry, "x-remember", datetime.now(UTC), payload={"n": n},
-             key=f"remember-{n}", force=True)
+        fire(
+            pg_store,
+            publisher,
+            registry,
+            "x-remember",
+            datetime.now(UTC),
+            payload={"n": n},
+            key=f"remember-{n}",
+            force=True,
+        )
     publisher.close()
-    wait_for(lambda: len(pg_store.list_runs(status="succeeded", limit=1000)) == RUNS, timeout=120,
-             interval=0.2, message="200 succeeded runs")
+    wait_for(
+        lambda: len(pg_store.list_runs(status="succeeded", limit=1000)) == RUNS,
+        timeout=120,
+        interval=0.2,
+        message="200 succeeded runs",
+    )
     outbox = OutboxStore(pg_store.engine)
     assert sum(s["pending"] for s in outbox.status(datetime.now(UTC)).values()) == RUNS * 6
     # When a relay is SIGKILLed twice mid-way and restarted each time
     for threshold in (300, 800):
         relay = start_relay(env)
-        wait_for(lambda t=threshold: delivered(outbox) >= t, timeout=120, interval=0.02,  # type: ignore[misc]
-                 message=f"{threshold} deliveries")
+        wait_for(
+            lambda t=threshold: delivered(outbox) >= t,  # type: ignore[misc]
+            timeout=120,
+            interval=0.02,
+            message=f"{threshold} deliveries",
+        )
         relay.send_signal(signal.SIGKILL)
         relay.wait(timeout=10)
     final = start_relay(env)
     try:
-        wait_for(lambda: delivered(outbox) == RUNS * 6, timeout=120, interval=0.2,
-                 message="every row delivered")
+        wait_for(
+            lambda: delivered(outbox) == RUNS * 6, timeout=120, interval=0.2, message="every row delivered"
+        )
     finally:
         final.terminate()
         final.wait(timeout=30)
@@ -99,7 +135,9 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     cache_keys = [k.decode() for k in redis_client.scan_iter(match=f"{prefix}cache:user:*")]
     assert len(cache_keys) == RUNS  # one hash per key, nothing beside it
     assert json.loads(redis_client.hget(f"{prefix}cache:user:7", "value") or b"{}") == {
-        "n": 7, "channel": "email"}
+        "n": 7,
+        "channel": "email",
+    }
     events = stream_entries(redis_client, f"{prefix}events")
     assert len(events) == RUNS and len({e[1][b"entry_id"] for e in events}) == RUNS
     vectors = sa.create_engine(env["NIGHTOWL_TEST_VECTOR_URL"])
@@ -107,6 +145,7 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
         assert conn.execute(sa.text(f"SELECT count(*) FROM memory_{tag}")).scalar() == RUNS
     vectors.dispose()
     from scheduler.outbox import VectorSink
+
     sink = VectorSink(table=f"memory_{tag}", dim=3, db_url=env["NIGHTOWL_TEST_VECTOR_URL"])
     assert sink.nearest([42.0, 1.0, 0.0], k=1)[0][0] == "user:42"  # a real pgvector search
     keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
@@ -118,16 +157,21 @@ def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
 
 
 def test_a_failed_run_commits_no_outbox_rows(
-    pg_settings: Settings, pg_store: Store, tmp_path: Path, receiver: Receiver,
+    pg_settings: Settings,
+    pg_store: Store,
+    tmp_path: Path,
+    receiver: Receiver,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = outbox_env(pg_settings, f"sqlite:///{tmp_path / 'vectors.db'}", receiver,
-                     uuid.uuid4().hex[:8])
+    env = outbox_env(pg_settings, f"sqlite:///{tmp_path / 'vectors.db'}", receiver, uuid.uuid4().hex[:8])
     start_worker(MODULE, **{k: v for k, v in env.items() if k.startswith("NIGHTOWL_TEST")})
     registry = registry_of(MODULE)
     publisher = Publisher(create_app(pg_settings, registry))
     run_id = fire(pg_store, publisher, registry, "x-put-then-fail", datetime.now(UTC)).run_id
     publisher.close()
-    wait_for(lambda: run_of(pg_store, run_id)[0] == "dead", timeout=30,
-             message="the run to fail (dead: its one attempt failed)")
+    wait_for(
+        lambda: run_of(pg_store, run_id)[0] == "dead",
+        timeout=30,
+        message="the run to fail (dead: its one attempt failed)",
+    )
     assert OutboxStore(pg_store.engine).rows() == []

@@ -28,8 +28,7 @@ MODULE = "tests.fixtures.overlap_triggers"
         ("ov-cancel-other", {"queued": 3}),
     ],
 )
-def test_insert_time_policy(settings: Settings, store: Store, trigger: str,
-                            expected: dict[str, int]) -> None:
+def test_insert_time_policy(settings: Settings, store: Store, trigger: str, expected: dict[str, int]) -> None:
     # Given a per-second trigger whose runs nobody picks up yet
     clock = FakeClock(T0)
     svc = make_service(settings, registry_of(MODULE, [trigger]), clock)
@@ -64,7 +63,6 @@ def test_catchup_runs_queue_behind_each_other(settings: Settings, store: Store) 
     assert sorted(r.overlap or "" for r in runs) == ["skip", "wait", "wait", "wait", "wait"]
 
 
-
 @pytest.mark.parametrize(
     ("trigger", "max_inside", "check"),
     [
@@ -77,8 +75,13 @@ def test_catchup_runs_queue_behind_each_other(settings: Settings, store: Store) 
     ],
 )
 def test_policy_with_a_real_worker(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
-    start_worker: Callable[..., WorkerProcess], trigger: str, max_inside: int,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+    trigger: str,
+    max_inside: int,
     check: Callable[[Counter[str]], bool],
 ) -> None:
     # Real time, real worker: on PostgreSQL only (the index that enforces this is covered on
@@ -108,7 +111,10 @@ def test_policy_with_a_real_worker(
 
 
 def test_agent_concurrency_cap_holds_across_workers(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given two workers with room for two runs each, and an agent capped at one

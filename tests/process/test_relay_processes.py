@@ -33,8 +33,13 @@ def slow_receiver() -> Iterator[Receiver]:
 
 
 def start_relay(env: dict[str, str], batch: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "scheduler.cli", "relay", "--batch", str(batch)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "relay", "--batch", str(batch)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -48,7 +53,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_webhook_slower_than_the_claim_ttl_gets_each_entry_once_in_order_across_two_relays(
-    pg_settings: Settings, pg_store: Store, slow_receiver: Receiver,
+    pg_settings: Settings,
+    pg_store: Store,
+    slow_receiver: Receiver,
 ) -> None:
     clock = FakeClock(T0)
     keys = ["k0", "k1", "k2"]
@@ -56,13 +63,16 @@ def test_a_webhook_slower_than_the_claim_ttl_gets_each_entry_once_in_order_acros
     for n in range(4):
         run_with_writes(pg_store, clock, [OutboxWrite("hook", k, n) for k in keys], f"r{n}")
     outbox = OutboxStore(pg_store.engine)
-    env = child_env(pg_settings, MODULE, NIGHTOWL_TEST_WEBHOOK_URL=slow_receiver.url,
-                    NIGHTOWL_CLAIM_TTL="1")
+    env = child_env(pg_settings, MODULE, NIGHTOWL_TEST_WEBHOOK_URL=slow_receiver.url, NIGHTOWL_CLAIM_TTL="1")
     # When two relays deliver them to a receiver that takes 1.5 s per POST (claim TTL 1 s)
     relays = [start_relay(env, batch=2) for _ in range(2)]
     try:
-        wait_for(lambda: outbox.status(datetime.now(UTC))["hook"]["delivered"] == 12, timeout=90,
-                 interval=0.2, message="12 deliveries")
+        wait_for(
+            lambda: outbox.status(datetime.now(UTC))["hook"]["delivered"] == 12,
+            timeout=90,
+            interval=0.2,
+            message="12 deliveries",
+        )
         # A relay that had lost a claim would still be posting: give it the time to show.
         time.sleep(3)
     finally:
@@ -79,12 +89,14 @@ def test_a_webhook_slower_than_the_claim_ttl_gets_each_entry_once_in_order_acros
 
 
 def test_an_entry_whose_delivery_kills_the_relay_goes_dead_after_max_attempts(
-    pg_settings: Settings, pg_store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
 ) -> None:
     clock = FakeClock(T0)
     run_with_writes(pg_store, clock, [OutboxWrite("crashy", "k", "boom")], "r1")
-    run_with_writes(pg_store, clock, [OutboxWrite("crashy", "k", "after"),
-                                      OutboxWrite("crashy", "other", "fine")], "r2")
+    run_with_writes(
+        pg_store, clock, [OutboxWrite("crashy", "k", "after"), OutboxWrite("crashy", "other", "fine")], "r2"
+    )
     outbox = OutboxStore(pg_store.engine)
     env = child_env(pg_settings, MODULE, NIGHTOWL_CLAIM_TTL="0.3")
     # When relays keep dying on the first entry (os._exit inside the sink, like a segfault)
@@ -102,9 +114,14 @@ def test_an_entry_whose_delivery_kills_the_relay_goes_dead_after_max_attempts(
     try:
         assert survivor is not None, "the relay died on the same entry 12 times: re-claimed forever"
         # Then each of the 8 claims counted, the entry is dead naming why, and the rest flows
-        wait_for(lambda: {r.value: r.status for r in outbox.rows()} == {
-            "boom": "dead", "after": "delivered", "fine": "delivered"}, timeout=30,
-            message="boom dead, the others delivered")
+        wait_for(
+            lambda: (
+                {r.value: r.status for r in outbox.rows()}
+                == {"boom": "dead", "after": "delivered", "fine": "delivered"}
+            ),
+            timeout=30,
+            message="boom dead, the others delivered",
+        )
     finally:
         if survivor is not None:
             stop(survivor)
@@ -115,7 +132,8 @@ def test_an_entry_whose_delivery_kills_the_relay_goes_dead_after_max_attempts(
 
 
 def test_outbox_upgrade_cache_converts_the_registered_caches_old_keys(
-    settings: Settings, redis_client: redis.Redis, prefix: str, cli: Cli) -> None:
+    settings: Settings, redis_client: redis.Redis, prefix: str, cli: Cli
+) -> None:
     redis_client.set(f"{prefix}c:user:1", json.dumps({"v": 1}))
     redis_client.set(f"{prefix}c:user:1:seq", 4)
     env = child_env(settings, MODULE, NIGHTOWL_TEST_CACHE_PREFIX=f"{prefix}c:")

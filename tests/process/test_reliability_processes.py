@@ -37,7 +37,9 @@ MODULE = "tests.fixtures.reliability_triggers"
 
 
 def test_a_database_outage_at_delivery_hands_messages_back(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     registry = registry_of(MODULE, ["r-counts"])
@@ -46,13 +48,26 @@ def test_a_database_outage_at_delivery_hands_messages_back(
     # Given five runs recorded and claimed (`queued`) whose messages reach the worker while
     # PostgreSQL refuses every connection
     now = datetime.now(UTC)
-    runs = pg_store.commit_tick([NewRun(
-        idempotency_key=f"manual:r-counts:{uuid.uuid4()}", trigger="r-counts", agent="counts",
-        queue="agents", event={"kind": "manual", "trigger": "r-counts", "payload": None,
-                               "fired_by": "test"},
-        logical_time=now, agent_version="v") for _ in range(5)], [], [], now)
+    runs = pg_store.commit_tick(
+        [
+            NewRun(
+                idempotency_key=f"manual:r-counts:{uuid.uuid4()}",
+                trigger="r-counts",
+                agent="counts",
+                queue="agents",
+                event={"kind": "manual", "trigger": "r-counts", "payload": None, "fired_by": "test"},
+                logical_time=now,
+                agent_version="v",
+            )
+            for _ in range(5)
+        ],
+        [],
+        [],
+        now,
+    )
     dispatches = pg_store.claim_for_publish(
-        [Dispatch(r.id, r.agent, r.queue, r.trigger, 0) for r in runs], now, timedelta(0))
+        [Dispatch(r.id, r.agent, r.queue, r.trigger, 0) for r in runs], now, timedelta(0)
+    )
     fired = [d.run_id for d in dispatches]
     assert len(fired) == 5
     pg_store.engine.dispose()
@@ -65,8 +80,12 @@ def test_a_database_outage_at_delivery_hands_messages_back(
     # Then, with no sweeper running, every run still completes once: the deliveries that met
     # the outage went back to the queue instead of being acked away.
     for run_id in fired:
-        wait_for(functools.partial(_succeeded, pg_store, run_id),
-                 timeout=40, interval=0.2, message=f"run {run_id} to succeed")
+        wait_for(
+            functools.partial(_succeeded, pg_store, run_id),
+            timeout=40,
+            interval=0.2,
+            message=f"run {run_id} to succeed",
+        )
         assert redis_client.get(calls_key(run_id, pg_settings.redis_prefix)) == b"1"
     out = worker.output()
     assert "goes back to the queue" in out
@@ -102,8 +121,9 @@ def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
     assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
     dog = make_watchdog(settings, registry, FakeClock(datetime.now(UTC)))
     dog.check()
-    assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history()
-            if a.kind == "run_dead"] == [("run_dead", run.id)]
+    assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history() if a.kind == "run_dead"] == [
+        ("run_dead", run.id)
+    ]
 
 
 def _succeeded(store: Store, run_id: str) -> bool:

@@ -64,10 +64,25 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[in
     """A redis-server of this test's own that requires a password: (port, password)."""
     port, password = free_port(), secret("redispw")
     tmp_path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--requirepass", password, "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port, password=password)
 
     def up() -> bool:
@@ -114,76 +129,108 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(
-    pg_role: tuple[str, str, str], private_redis: tuple[int, str], failing_receiver: Receiver) -> Scenario:
+    pg_role: tuple[str, str, str], private_redis: tuple[int, str], failing_receiver: Receiver
+) -> Scenario:
     role, pg_password, db = pg_role
     redis_port, redis_password = private_redis
     hook_path, signing, apprise_token = secret("hookpath"), secret("signing"), secret("apprise")
     sink_path, sink_signing = secret("sinkpath"), secret("sinksigning")
     watched_password = secret("watchedpw")
-    secrets = [pg_password, redis_password, hook_path, signing, apprise_token, sink_path,
-               sink_signing, watched_password]
+    secrets = [
+        pg_password,
+        redis_password,
+        hook_path,
+        signing,
+        apprise_token,
+        sink_path,
+        sink_signing,
+        watched_password,
+    ]
     database_url = f"postgresql://{role}:{pg_password}@127.0.0.1:5432/{db}"
     receiver = failing_receiver.url.rsplit("/", 1)[0]
     prefix = f"nightowl-test-{uuid.uuid4().hex[:8]}:"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "NIGHTOWL_DATABASE_URL": database_url,
-        "NIGHTOWL_REDIS_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
-        "NIGHTOWL_BROKER_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/1",
-        "NIGHTOWL_REDIS_PREFIX": prefix,
-        "NIGHTOWL_TRIGGERS": MODULE,
-        "NIGHTOWL_ALERT_WEBHOOK_URL": f"{receiver}/hook/{hook_path}",
-        "NIGHTOWL_ALERT_WEBHOOK_SECRET": signing,
-        "NIGHTOWL_ALERT_URLS": f"json://127.0.0.1:{receiver.rsplit(':', 1)[1]}/apprise/{apprise_token}",
-        "NIGHTOWL_TEST_SINK_HOOK": f"{receiver}/sink/{sink_path}",
-        "NIGHTOWL_TEST_SINK_SECRET": sink_signing,
-        "NIGHTOWL_TEST_WATCHED_URL": f"postgresql://{role}:{watched_password}@127.0.0.1:5432/"
-                                     f"no_such_db_{uuid.uuid4().hex[:6]}",
-        "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
-        "NIGHTOWL_WATCHDOG_INTERVAL": "0.5",
-        "NIGHTOWL_SWEEP_INTERVAL": "0.5",
-        "NIGHTOWL_TICK_INTERVAL": "0.2",
-        "NIGHTOWL_LOG_LEVEL": "DEBUG",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "NIGHTOWL_DATABASE_URL": database_url,
+            "NIGHTOWL_REDIS_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
+            "NIGHTOWL_BROKER_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/1",
+            "NIGHTOWL_REDIS_PREFIX": prefix,
+            "NIGHTOWL_TRIGGERS": MODULE,
+            "NIGHTOWL_ALERT_WEBHOOK_URL": f"{receiver}/hook/{hook_path}",
+            "NIGHTOWL_ALERT_WEBHOOK_SECRET": signing,
+            "NIGHTOWL_ALERT_URLS": f"json://127.0.0.1:{receiver.rsplit(':', 1)[1]}/apprise/{apprise_token}",
+            "NIGHTOWL_TEST_SINK_HOOK": f"{receiver}/sink/{sink_path}",
+            "NIGHTOWL_TEST_SINK_SECRET": sink_signing,
+            "NIGHTOWL_TEST_WATCHED_URL": f"postgresql://{role}:{watched_password}@127.0.0.1:5432/"
+            f"no_such_db_{uuid.uuid4().hex[:6]}",
+            "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
+            "NIGHTOWL_WATCHDOG_INTERVAL": "0.5",
+            "NIGHTOWL_SWEEP_INTERVAL": "0.5",
+            "NIGHTOWL_TICK_INTERVAL": "0.2",
+            "NIGHTOWL_LOG_LEVEL": "DEBUG",
+        }
+    )
     outputs: list[str] = []
     upgrade = run_cli_process(("db", "upgrade"), env, ROOT, timeout=120)
     assert upgrade.returncode == 0, upgrade.stderr
     outputs += [upgrade.stdout, upgrade.stderr]
     nightowl = [sys.executable, "-m", "scheduler.cli"]
-    procs = [Proc("scheduler", [*nightowl, "scheduler"], env),
-             Proc("worker", [*nightowl, "worker", "--pool=solo", "--loglevel=DEBUG"], env),
-             Proc("watchdog", [*nightowl, "watchdog"], env),
-             Proc("relay", [*nightowl, "relay"], env)]
+    procs = [
+        Proc("scheduler", [*nightowl, "scheduler"], env),
+        Proc("worker", [*nightowl, "worker", "--pool=solo", "--loglevel=DEBUG"], env),
+        Proc("watchdog", [*nightowl, "watchdog"], env),
+        Proc("relay", [*nightowl, "relay"], env),
+    ]
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
 
     def seen() -> bool:
         with engine.connect() as conn:
             kinds = {k for (k,) in conn.execute(sa.text("SELECT kind FROM alerts"))}
-            channels = [c for (c,) in conn.execute(sa.text(
-                "SELECT channels FROM alerts WHERE kind = 'run_dead'"))]
-            sink_errors = conn.execute(sa.text(
-                "SELECT count(*) FROM outbox WHERE last_error IS NOT NULL")).scalar()
+            channels = [
+                c for (c,) in conn.execute(sa.text("SELECT channels FROM alerts WHERE kind = 'run_dead'"))
+            ]
+            sink_errors = conn.execute(
+                sa.text("SELECT count(*) FROM outbox WHERE last_error IS NOT NULL")
+            ).scalar()
         both_failed = any(len(c or {}) == 2 for c in channels)
         return {"run_dead", "trigger_source_failing"} <= kinds and both_failed and bool(sink_errors)
 
     try:
         try:
-            wait_for(seen, timeout=90, interval=0.5,
-                     message="a run_dead alert both channels failed, a source alert, a sink error")
+            wait_for(
+                seen,
+                timeout=90,
+                interval=0.5,
+                message="a run_dead alert both channels failed, a source alert, a sink error",
+            )
         except AssertionError as exc:
-            rows = {t: r for t, r in dump_rows(database_url).items()
-                    if t in ("alerts", "trigger_state", "outbox")}
-            raise AssertionError(f"{exc}\n{json.dumps(rows, default=str)[-6000:]}\n" + "\n".join(
-                f"--- {p.name}\n{p.output()[-3000:]}" for p in procs)) from None
+            rows = {
+                t: r for t, r in dump_rows(database_url).items() if t in ("alerts", "trigger_state", "outbox")
+            }
+            raise AssertionError(
+                f"{exc}\n{json.dumps(rows, default=str)[-6000:]}\n"
+                + "\n".join(f"--- {p.name}\n{p.output()[-3000:]}" for p in procs)
+            ) from None
         with engine.connect() as conn:
             run_id = conn.execute(sa.text("SELECT id FROM runs WHERE status = 'dead' LIMIT 1")).scalar()
         assert isinstance(run_id, str)
         # The operator's view of it all, while everything runs
-        for args in (("runs", "list", "--json"), ("runs", "show", run_id), ("runs", "show", run_id, "--json"),
-                     ("alerts", "list"), ("alerts", "list", "--json"), ("status",), ("status", "--json"),
-                     ("deadletters", "list", "--json"), ("triggers", "list", "--json"),
-                     ("triggers", "show", "watched-db"), ("outbox", "status", "--json"), ("doctor",)):
+        for args in (
+            ("runs", "list", "--json"),
+            ("runs", "show", run_id),
+            ("runs", "show", run_id, "--json"),
+            ("alerts", "list"),
+            ("alerts", "list", "--json"),
+            ("status",),
+            ("status", "--json"),
+            ("deadletters", "list", "--json"),
+            ("triggers", "list", "--json"),
+            ("triggers", "show", "watched-db"),
+            ("outbox", "status", "--json"),
+            ("doctor",),
+        ):
             done = run_cli_process(args, env, ROOT, timeout=120)
             outputs += [f"$ nightowl {' '.join(args)} -> {done.returncode}", done.stdout, done.stderr]
     finally:
@@ -236,4 +283,4 @@ def test_no_secret_in_the_stored_errors_of_runs_and_attempts(scenario: Scenario)
 
 def _context(text: str, needle: str) -> str:
     at = text.index(needle)
-    return f"found {needle!r} in: ...{text[max(0, at - 300): at + 100]}..."
+    return f"found {needle!r} in: ...{text[max(0, at - 300) : at + 100]}..."

@@ -35,10 +35,17 @@ SECRET = "hunter2-startup"
 
 def _base_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update({"NIGHTOWL_DATABASE_URL": database_url, "NIGHTOWL_REDIS_URL": redis_url,
-                "NIGHTOWL_TRIGGERS": MODULE, "PYTHONPATH": str(ROOT),
-                "NIGHTOWL_REDIS_PREFIX": f"nightowl-test-{uuid.uuid4().hex[:10]}:",
-                "NIGHTOWL_STARTUP_TIMEOUT": "1", "NIGHTOWL_SHUTDOWN_GRACE": "0"})
+    env.update(
+        {
+            "NIGHTOWL_DATABASE_URL": database_url,
+            "NIGHTOWL_REDIS_URL": redis_url,
+            "NIGHTOWL_TRIGGERS": MODULE,
+            "PYTHONPATH": str(ROOT),
+            "NIGHTOWL_REDIS_PREFIX": f"nightowl-test-{uuid.uuid4().hex[:10]}:",
+            "NIGHTOWL_STARTUP_TIMEOUT": "1",
+            "NIGHTOWL_SHUTDOWN_GRACE": "0",
+        }
+    )
     env.update(extra)
     return env
 
@@ -96,8 +103,17 @@ CELERY_WORKER = "worker (celery)"  # `celery -A scheduler.celery_app worker`, as
 
 def _command(service: str) -> list[str]:
     if service == CELERY_WORKER:
-        return [sys.executable, "-m", "celery", "-A", "scheduler.celery_app", "worker",
-                "--pool=solo", "--without-mingle", "--without-gossip"]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "scheduler.celery_app",
+            "worker",
+            "--pool=solo",
+            "--without-mingle",
+            "--without-gossip",
+        ]
     argv = [sys.executable, "-m", "scheduler.cli", service]
     if service == "worker":
         argv += ["--pool=solo", "--concurrency=1"]
@@ -105,8 +121,15 @@ def _command(service: str) -> list[str]:
 
 
 def _run(service: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_command(service), cwd=tempfile.mkdtemp(prefix="nightowl-startup-"),
-                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        _command(service),
+        cwd=tempfile.mkdtemp(prefix="nightowl-startup-"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _refused(service: str, env: dict[str, str], *expected: str) -> str:
@@ -122,8 +145,7 @@ def _refused(service: str, env: dict[str, str], *expected: str) -> str:
         assert word in errors[0], f"{word!r} not in {errors[0]!r}"
     ours = out.stderr.splitlines()
     if service == CELERY_WORKER:  # after Celery's own warning about running as root
-        ours = ours[next(i for i, line in enumerate(ours)
-                         if line.startswith(("nightowl ", "error:"))):]
+        ours = ours[next(i for i, line in enumerate(ours) if line.startswith(("nightowl ", "error:"))) :]
     assert len(ours) <= 2, out.stderr  # the error and one "waiting" note
     assert " ready" not in out.stdout, out.stdout
     return errors[0]
@@ -135,8 +157,7 @@ LONG_RUNNING = ("scheduler", "watchdog", "relay", "worker")
 def test_a_database_that_does_not_exist_is_one_line_and_exit_1(databases: Databases, cli: Cli) -> None:
     env = _base_env(_pg(databases.name(), password=True), REDIS_URL)
     for service in LONG_RUNNING:
-        line = _refused(service, env, "does not exist", "NIGHTOWL_DATABASE_URL",
-                        "NIGHTOWL_STARTUP_TIMEOUT")
+        line = _refused(service, env, "does not exist", "NIGHTOWL_DATABASE_URL", "NIGHTOWL_STARTUP_TIMEOUT")
         assert "db upgrade" not in line  # the URL names the wrong database: no schema to add
     # the short commands say the same (they said "run `nightowl db upgrade`")
     listed = cli("runs", "list", env=env)
@@ -145,19 +166,20 @@ def test_a_database_that_does_not_exist_is_one_line_and_exit_1(databases: Databa
 
 
 def test_a_database_without_the_schema_or_with_an_older_one_is_refused(
-        databases: Databases, tmp_path: Path) -> None:
+    databases: Databases, tmp_path: Path
+) -> None:
     empty = _base_env(_pg(databases.create(revision=None), password=True), REDIS_URL)
     for service in LONG_RUNNING:
-        _refused(service, empty, "no nightowl schema", "nightowl db upgrade",
-                 "NIGHTOWL_DATABASE_URL")
+        _refused(service, empty, "no nightowl schema", "nightowl db upgrade", "NIGHTOWL_DATABASE_URL")
     _refused(CELERY_WORKER, empty, "no nightowl schema", "nightowl db upgrade")
     older = _base_env(_pg(databases.create(revision="0003")), REDIS_URL)
     line = _refused("worker", older, "older than this code's", "nightowl db upgrade")
     assert "0003" in line
     # A SQLite file that is not there is not created behind the operator's back
     missing = tmp_path / "nope" / "nightowl.db"
-    _refused("scheduler", _base_env(f"sqlite:///{missing}", REDIS_URL), "does not exist",
-             "NIGHTOWL_DATABASE_URL")
+    _refused(
+        "scheduler", _base_env(f"sqlite:///{missing}", REDIS_URL), "does not exist", "NIGHTOWL_DATABASE_URL"
+    )
     assert not missing.exists()
 
 
@@ -166,8 +188,10 @@ def test_redis_down_is_one_line_and_exit_1(databases: Databases) -> None:
     for service in ("scheduler", "watchdog", "worker", "flower", CELERY_WORKER):
         _refused(service, env, "Redis failed", "NIGHTOWL_REDIS_URL", "Connection refused")
     # a broker of its own is checked and named on its own
-    broker = env | {"NIGHTOWL_REDIS_URL": REDIS_URL,
-                    "NIGHTOWL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"}
+    broker = env | {
+        "NIGHTOWL_REDIS_URL": REDIS_URL,
+        "NIGHTOWL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0",
+    }
     _refused("scheduler", broker, "Redis failed", "NIGHTOWL_BROKER_URL")
 
 
@@ -178,8 +202,7 @@ def test_a_setting_that_does_not_parse_is_one_line_naming_it(databases: Database
         ("worker", {"NIGHTOWL_TICK_INTERVAL": "-1"}, ("NIGHTOWL_TICK_INTERVAL", "greater than 0")),
         ("relay", {"NIGHTOWL_LOG_LEVEL": "LOUD"}, ("NIGHTOWL_LOG_LEVEL", "'LOUD'")),
         # a value that may hold a secret is named, never shown
-        ("watchdog", {"NIGHTOWL_ALERT_URLS": f'["slack://{SECRET}/T0/B0"'},
-         ("NIGHTOWL_ALERT_URLS",)),
+        ("watchdog", {"NIGHTOWL_ALERT_URLS": f'["slack://{SECRET}/T0/B0"'}, ("NIGHTOWL_ALERT_URLS",)),
     ]:
         out = _run(service, env | bad)
         assert out.returncode == 1, (service, out.stderr)
@@ -198,8 +221,10 @@ class Service(OutputProcess):
     def wait_for_line(self, text: str, timeout: float = 60) -> None:
         def seen() -> bool:
             assert self.proc.poll() is None or text in self.output(), (
-                f"exited {self.proc.returncode}:\n{self.output()}")
+                f"exited {self.proc.returncode}:\n{self.output()}"
+            )
             return text in self.output()
+
         wait_for(seen, timeout=timeout, interval=0.2, message=f"{text!r} in\n{self.output()}")
 
     def stop(self, timeout: float = 30) -> str:
@@ -207,7 +232,8 @@ class Service(OutputProcess):
 
 
 def test_redis_that_comes_up_within_the_wait_is_waited_for(
-        databases: Databases, private_redis: RedisServer) -> None:
+    databases: Databases, private_redis: RedisServer
+) -> None:
     env = _base_env(_pg(databases.create()), private_redis.url, NIGHTOWL_STARTUP_TIMEOUT="30")
     started = [Service("scheduler", env), Service("worker", env)]
     try:
@@ -230,8 +256,7 @@ def test_redis_that_comes_up_within_the_wait_is_waited_for(
 
 def _succeeded(engine: sa.Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM runs WHERE status = 'succeeded'"))
-                   .scalar_one())
+        return int(conn.execute(sa.text("SELECT count(*) FROM runs WHERE status = 'succeeded'")).scalar_one())
 
 
 def test_a_database_created_after_start_is_waited_for(databases: Databases) -> None:
@@ -276,7 +301,8 @@ def _outage_lines(out: str, step: str) -> list[str]:
 
 
 def test_an_outage_after_start_is_a_few_lines_not_a_traceback_per_tick(
-        databases: Databases, private_redis: RedisServer) -> None:
+    databases: Databases, private_redis: RedisServer
+) -> None:
     private_redis.start()
     name = databases.create()
     env = _base_env(_pg(name), private_redis.url)
@@ -287,8 +313,7 @@ def test_an_outage_after_start_is_a_few_lines_not_a_traceback_per_tick(
         # PostgreSQL refuses connections for 8 s (every session of ours is ended)
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s", (name,))
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             time.sleep(8)
             conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         services[0].wait_for_line("tick recovered after", timeout=30)
@@ -296,8 +321,11 @@ def test_an_outage_after_start_is_a_few_lines_not_a_traceback_per_tick(
         private_redis.stop()
         time.sleep(6)
         private_redis.start()
-        wait_for(lambda: services[0].output().count("tick recovered after") >= 2, timeout=30,
-                 message="the tick to recover from the Redis outage")
+        wait_for(
+            lambda: services[0].output().count("tick recovered after") >= 2,
+            timeout=30,
+            message="the tick to recover from the Redis outage",
+        )
         time.sleep(3)
     finally:
         outputs = [s.stop() for s in services]
@@ -315,7 +343,8 @@ def test_an_outage_after_start_is_a_few_lines_not_a_traceback_per_tick(
 
 
 def test_a_failing_step_logs_once_then_once_a_minute_then_its_recovery(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     log = logging.getLogger("nightowl.test-steplog")
     failures = StepFailures(log, clock=lambda: now[0])
@@ -339,8 +368,9 @@ def test_a_failing_step_logs_once_then_once_a_minute_then_its_recovery(
     failures.succeeded("tick")  # a success after the episode ended says nothing
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 4, lines
-    assert lines[0].startswith("tick failed: ConnectionError: could not reach") and \
-        "second line" not in lines[0]
+    assert (
+        lines[0].startswith("tick failed: ConnectionError: could not reach") and "second line" not in lines[0]
+    )
     assert lines[1].startswith("tick still failing after 60 s (121 failures)")
     assert lines[2].startswith("tick still failing after 120 s")
     assert lines[3] == "tick recovered after 150 s (300 failures)"

@@ -34,26 +34,37 @@ def receiver() -> Iterator[Receiver]:
 
 def checking(dog: Any, until: Callable[[], object], timeout: float, message: str) -> object:
     """Run the watchdog's check on the real clock until `until()` holds."""
+
     def step() -> object:
         dog.check()
         return until()
+
     return wait_for(step, timeout=timeout, interval=0.1, message=message)
 
 
 def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
-    start_worker: Callable[..., WorkerProcess], receiver: Receiver,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+    receiver: Receiver,
 ) -> None:
     # Given a worker running a 3-second agent with heartbeat_timeout=2 s, and a watchdog
     # checking every 0.1 s (the bound is heartbeat_timeout + 2 x watchdog_interval)
     registry = registry_of(MODULE)
-    dog = make_watchdog(pg_settings, registry, SystemClock(),
-                        channels=[WebhookChannel(receiver.url, SecretStr(SECRET))])
+    dog = make_watchdog(
+        pg_settings, registry, SystemClock(), channels=[WebhookChannel(receiver.url, SecretStr(SECRET))]
+    )
     first = start_worker(MODULE)
     run_id = fire_run(pg_settings, pg_store, MODULE, "x-plodder")
     checking(dog, lambda: marks(redis_client, prefix, run_id), 20, "the agent to start")
-    checking(dog, lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
-             10, "a progress heartbeat to be saved")
+    checking(
+        dog,
+        lambda: (pg_store.get_run(run_id) or object()).last_heartbeat,  # type: ignore[attr-defined]
+        10,
+        "a progress heartbeat to be saved",
+    )
     # When the whole worker is SIGKILLed mid-run
     first.proc.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -64,9 +75,17 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
     request = receiver.requests[0]
     alert = request["json"]
     assert (alert["kind"], alert["state"], alert["run_id"], alert["details"]["reason"]) == (
-        "run_stalled", "firing", run_id, "worker_lost")
-    assert verify(SECRET, request["headers"]["X-Nightowl-Timestamp"], request["body"],
-                  request["headers"]["X-Nightowl-Signature"])
+        "run_stalled",
+        "firing",
+        run_id,
+        "worker_lost",
+    )
+    assert verify(
+        SECRET,
+        request["headers"]["X-Nightowl-Timestamp"],
+        request["body"],
+        request["headers"]["X-Nightowl-Signature"],
+    )
     assert detected < 2.0 + 2 * 0.1 + 1.0, detected  # + 1 s for the HTTP hop and the kill itself
     # And the run is requeued, succeeds on another worker, and the alert resolves
     second = start_worker(MODULE)
@@ -78,29 +97,49 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
     # the retry got the killed attempt's last progress (ctx.previous_heartbeat) to resume from
     assert isinstance(run.result["resumed_from_step"], int)
     assert [(a["kind"], a["state"]) for a in receiver.alerts()] == [
-        ("run_stalled", "firing"), ("run_stalled", "resolved")]
+        ("run_stalled", "firing"),
+        ("run_stalled", "resolved"),
+    ]
 
 
 def test_an_agent_that_spins_without_progress_is_revoked_retried_and_dead(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, prefix: str,
-    start_worker: Callable[..., WorkerProcess], receiver: Receiver,
+    pg_settings: Settings,
+    pg_store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    start_worker: Callable[..., WorkerProcess],
+    receiver: Receiver,
 ) -> None:
     from tests.helpers import build_revoke
 
     registry = registry_of(MODULE)
-    dog = make_watchdog(pg_settings, registry, SystemClock(),
-                        channels=[WebhookChannel(receiver.url, SecretStr(SECRET))],
-                        revoke=build_revoke(pg_settings, registry))
+    dog = make_watchdog(
+        pg_settings,
+        registry,
+        SystemClock(),
+        channels=[WebhookChannel(receiver.url, SecretStr(SECRET))],
+        revoke=build_revoke(pg_settings, registry),
+    )
     start_worker(MODULE, pool="prefork", concurrency=1)
     run_id = fire_run(pg_settings, pg_store, MODULE, "x-looper")
     # When the agent spins past progress_timeout (2 s) on each of its 2 attempts
-    checking(dog, lambda: (pg_store.get_run(run_id) or object()).status == "dead",  # type: ignore[attr-defined]
-             40, "the run to be dead")
-    checking(dog, lambda: {a["kind"] for a in receiver.alerts()} >= {"run_stalled", "run_dead"},
-             10, "the run_dead alert")
+    checking(
+        dog,
+        lambda: (pg_store.get_run(run_id) or object()).status == "dead",  # type: ignore[attr-defined]
+        40,
+        "the run to be dead",
+    )
+    checking(
+        dog,
+        lambda: {a["kind"] for a in receiver.alerts()} >= {"run_stalled", "run_dead"},
+        10,
+        "the run_dead alert",
+    )
     # Then each attempt was stalled for no progress and its process terminated (never finished)
     assert [(a.number, a.status, a.reason) for a in pg_store.attempts_of(run_id)] == [
-        (1, "stalled", "no_progress"), (2, "stalled", "no_progress")]
+        (1, "stalled", "no_progress"),
+        (2, "stalled", "no_progress"),
+    ]
     starts = [m for m in marks(redis_client, prefix, run_id) if m.startswith("start")]
     assert [m.split(":")[1] for m in starts] == ["1", "2"]
     assert not any(m.startswith("finished") for m in marks(redis_client, prefix, run_id))
@@ -111,7 +150,8 @@ def test_an_agent_that_spins_without_progress_is_revoked_retried_and_dead(
 
 
 def test_an_alert_by_email_through_apprise_reaches_a_real_smtp_server(
-    pg_settings: Settings, pg_store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
 ) -> None:
     from aiosmtpd.controller import Controller
 
@@ -134,15 +174,24 @@ def test_an_alert_by_email_through_apprise_reaches_a_real_smtp_server(
     try:
         channel = AppriseChannel(
             f"mailto://nightowl@127.0.0.1:{port}?to=oncall@example.com&from=nightowl@example.com"
-            "&smtp=127.0.0.1&secure=no&user=&pass=")
+            "&smtp=127.0.0.1&secure=no&user=&pass="
+        )
         from scheduler.alerts import Alert, AlertKind, AlertManager
         from scheduler.storage.alert_store import AlertStore
 
-        manager = AlertManager(AlertStore(pg_store.engine), SystemClock(), [channel], attempts=2,
-                               backoff_max=0.1)
-        manager.fire(Alert(kind=AlertKind.RUN_STALLED, dedupe_key="run_stalled:run-42:1",
-                           message="run run-42 of plodder stalled on attempt 1 (worker_lost)",
-                           run_id="run-42", agent="plodder", attempt=1))
+        manager = AlertManager(
+            AlertStore(pg_store.engine), SystemClock(), [channel], attempts=2, backoff_max=0.1
+        )
+        manager.fire(
+            Alert(
+                kind=AlertKind.RUN_STALLED,
+                dedupe_key="run_stalled:run-42:1",
+                message="run run-42 of plodder stalled on attempt 1 (worker_lost)",
+                run_id="run-42",
+                agent="plodder",
+                attempt=1,
+            )
+        )
         assert manager.flush(timeout=30)
         wait_for(lambda: inbox.messages, timeout=10, message="the email")
         assert "run-42" in inbox.messages[0] and "run_stalled" in inbox.messages[0]

@@ -32,9 +32,11 @@ def fire_slow(settings: Settings) -> tuple[SchedulerService, FakeClock, str]:
     return svc, clock, run_id
 
 
-def sweep_until_finished(svc: SchedulerService, clock: FakeClock, store: Store, run_id: str,
-                         timeout: float = 30) -> None:
+def sweep_until_finished(
+    svc: SchedulerService, clock: FakeClock, store: Store, run_id: str, timeout: float = 30
+) -> None:
     """Run the sweeper on the real time line until the run is terminal."""
+
     def step() -> bool:
         follow_real_time(clock)
         svc.sweep()
@@ -45,7 +47,10 @@ def sweep_until_finished(svc: SchedulerService, clock: FakeClock, store: Store, 
 
 
 def test_whole_worker_killed_mid_run_is_replaced_within_one_lease(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a worker running a 3-second agent whose lease lasts 2 seconds
@@ -62,12 +67,17 @@ def test_whole_worker_killed_mid_run_is_replaced_within_one_lease(
     assert run is not None and run.status == "succeeded"
     assert run.result == {"pid": second.proc.pid, "attempt": 2}
     assert [(a.number, a.status, a.reason) for a in store.attempts_of(run_id)] == [
-        (1, "stalled", "worker_lost"), (2, "succeeded", None)]
+        (1, "stalled", "worker_lost"),
+        (2, "succeeded", None),
+    ]
     assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 2
 
 
 def test_frozen_worker_is_fenced_out_when_it_wakes(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given two workers, one of which takes the run
@@ -84,18 +94,21 @@ def test_frozen_worker_is_fenced_out_when_it_wakes(
     finally:
         os.kill(holder.proc.pid, signal.SIGCONT)
     # Then, once it wakes, the frozen worker's final write is fenced out
-    wait_for(lambda: "fenced_out" in holder.output(), timeout=15,
-             message="the woken worker to report fenced_out")
+    wait_for(
+        lambda: "fenced_out" in holder.output(), timeout=15, message="the woken worker to report fenced_out"
+    )
     run = store.get_run(run_id)
     assert run is not None and run.status == "succeeded"
     assert run.result == {"pid": other.proc.pid, "attempt": 2}
     # (attempt 1 was closed as stalled by the takeover; its late commit does not rewrite it)
-    assert [(a.number, a.status) for a in store.attempts_of(run_id)] == [
-        (1, "stalled"), (2, "succeeded")]
+    assert [(a.number, a.status) for a in store.attempts_of(run_id)] == [(1, "stalled"), (2, "succeeded")]
 
 
 def test_prefork_child_killed_mid_run_is_redelivered_and_completes_once(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a prefork worker running the 3-second agent in a pool process
@@ -116,7 +129,10 @@ def test_prefork_child_killed_mid_run_is_redelivered_and_completes_once(
 
 
 def test_the_same_message_five_times_runs_the_agent_once(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given two workers with four threads each

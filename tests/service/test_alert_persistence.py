@@ -55,16 +55,14 @@ def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Setting
     # Given leader A whose poll of the source is stuck (a paused process, as far as we care)
     gauge = Gauge(20)
     clock = FakeClock(T0)
-    a = make_service(settings, registry_with(alert(gauge, above=10, on_resolve=True)), clock,
-                     owner="a")
+    a = make_service(settings, registry_with(alert(gauge, above=10, on_resolve=True)), clock, owner="a")
     a.poll_wait = timedelta(seconds=0.2)
     gauge.release.clear()
     a.tick()
     # When A loses the lease and B runs a whole episode (firing, then resolved)
     a.resign()
     b_gauge = Gauge(20)
-    b = make_service(settings, registry_with(alert(b_gauge, above=10, on_resolve=True)), clock,
-                     owner="b")
+    b = make_service(settings, registry_with(alert(b_gauge, above=10, on_resolve=True)), clock, owner="b")
     b.tick()
     clock.advance(10)
     b_gauge.value = 1
@@ -87,8 +85,7 @@ def test_a_paused_ex_leader_cannot_write_an_older_episode_back(settings: Setting
 def test_state_transitions_are_listed(settings: Settings, store: Store) -> None:
     gauge = Gauge(20)
     clock = FakeClock(T0)
-    svc = make_service(settings, registry_with(alert(gauge, above=10, for_=timedelta(minutes=1))),
-                       clock)
+    svc = make_service(settings, registry_with(alert(gauge, above=10, for_=timedelta(minutes=1))), clock)
     svc.tick()
     row = store.trigger_rows()["errors"]
     assert row.state["alert_state"] == "pending" and row.state["last_value"] == 20
@@ -106,13 +103,25 @@ def test_sql_source_reads_a_scalar_with_bound_values(db_url: str) -> None:
         conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, status TEXT)"))
         conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 'failed'), (2, 'failed'), (3, 'ok')"))
     try:
-        spec = metric(sql(f"SELECT count(*) FROM {table} WHERE status = :s", db_url=db_url,
-                          params={"s": "failed"}), agent="on-alert", name="failed-jobs", above=1)
+        spec = metric(
+            sql(f"SELECT count(*) FROM {table} WHERE status = :s", db_url=db_url, params={"s": "failed"}),
+            agent="on-alert",
+            name="failed-jobs",
+            above=1,
+        )
         poller = Poller(spec, T0)
         fired = poller.poll().firings
         assert [(f.event.state, f.event.value) for f in fired] == [("firing", 2.0)]  # type: ignore[union-attr]
-        empty = Poller(metric(sql(f"SELECT max(id) FROM {table} WHERE status = 'none'", db_url=db_url),
-                              agent="on-alert", name="none", above=1, empty="fail"), T0)
+        empty = Poller(
+            metric(
+                sql(f"SELECT max(id) FROM {table} WHERE status = 'none'", db_url=db_url),
+                agent="on-alert",
+                name="none",
+                above=1,
+                empty="fail",
+            ),
+            T0,
+        )
         empty.poll()
         assert empty.state is not None and "no data" in empty.state["last_error"]
     finally:
@@ -121,8 +130,7 @@ def test_sql_source_reads_a_scalar_with_bound_values(db_url: str) -> None:
         engine.dispose()
 
 
-def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Settings,
-                                                                    store: Store) -> None:
+def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Settings, store: Store) -> None:
     """jsonb refuses Infinity: the state and the run's event must be stored in a form it takes,
     the same on SQLite and PostgreSQL, and the agent still gets a float."""
     from agents import event_from_json
@@ -133,8 +141,7 @@ def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Sett
     report = svc.tick()
     assert (report.inserted, report.errors) == (1, 0)
     row = store.trigger_rows()["errors"]
-    assert (row.state["alert_state"], row.state["last_value"], row.state["episode"]) == (
-        "firing", "+Inf", 1)
+    assert (row.state["alert_state"], row.state["last_value"], row.state["episode"]) == ("firing", "+Inf", 1)
     (run,) = store.list_runs()
     assert run.idempotency_key == "alert:errors:1:firing"
     assert run.event is not None and run.event["value"] == "+Inf"
@@ -145,5 +152,3 @@ def test_an_infinite_reading_is_stored_and_runs_on_both_databases(settings: Sett
     clock.advance(10)
     assert svc.tick().inserted == 1
     assert store.trigger_rows()["errors"].state["alert_state"] == "ok"
-
-

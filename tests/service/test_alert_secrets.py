@@ -32,25 +32,39 @@ def failing_receiver() -> Iterator[Receiver]:
 
 
 def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
-    store: Store, failing_receiver: Receiver, caplog: pytest.LogCaptureFixture,
+    store: Store,
+    failing_receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     install_scrubbing()
     secret_path, signing = token(), token()
     url = failing_receiver.url + f"/{secret_path}"
-    manager = AlertManager(AlertStore(store.engine), FakeClock(T0),
-                           [WebhookChannel(url, SecretStr(signing))], attempts=2, backoff_max=0.05)
+    manager = AlertManager(
+        AlertStore(store.engine),
+        FakeClock(T0),
+        [WebhookChannel(url, SecretStr(signing))],
+        attempts=2,
+        backoff_max=0.05,
+    )
     caplog.set_level(logging.INFO, logger="nightowl")
     try:
         # An alert whose message quotes an error that quoted the URL (as httpx errors do)
-        manager.fire(Alert(kind=AlertKind.TRIGGER_SOURCE_FAILING, dedupe_key="trigger_source_failing:x",
-                           message=f"ConnectError: cannot reach {url}", trigger="x",
-                           details={"last_error": f"HTTP 500 for url '{url}'"}))
+        manager.fire(
+            Alert(
+                kind=AlertKind.TRIGGER_SOURCE_FAILING,
+                dedupe_key="trigger_source_failing:x",
+                message=f"ConnectError: cannot reach {url}",
+                trigger="x",
+                details={"last_error": f"HTTP 500 for url '{url}'"},
+            )
+        )
         assert manager.flush(timeout=30)
     finally:
         manager.close()
     (row,) = AlertStore(store.engine).history(limit=5)
-    stored = json.dumps({"message": row.message, "details": row.details, "channels": row.channels},
-                        default=str)
+    stored = json.dumps(
+        {"message": row.message, "details": row.details, "channels": row.channels}, default=str
+    )
     assert secret_path not in stored and signing not in stored, stored
     assert row.channels is not None
     (name,) = row.channels
@@ -62,5 +76,3 @@ def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
     assert len(failing_receiver.requests) == 2
     body = failing_receiver.requests[0]["body"].decode()
     assert secret_path not in body and "/***" in body
-
-

@@ -37,12 +37,12 @@ class Watched:
         self.engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         meta = sa.MetaData()
         self.table = sa.Table(
-            self.name, meta,
+            self.name,
+            meta,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=sequence),
             sa.Column("status", sa.String(16), nullable=False, server_default="new"),
             sa.Column("total", sa.Numeric(10, 2)),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                      server_default=sa.func.now()),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
             sa.Index(f"ix_{self.name}_cursor", "updated_at", "id"),
         )
         meta.create_all(self.engine)
@@ -54,8 +54,9 @@ class Watched:
 
     def touch(self, row_id: int, at: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.update(self.table).where(self.table.c.id == row_id)
-                         .values(updated_at=at, status="paid"))
+            conn.execute(
+                sa.update(self.table).where(self.table.c.id == row_id).values(updated_at=at, status="paid")
+            )
 
     def close(self) -> None:
         with self.engine.begin() as conn:
@@ -77,8 +78,7 @@ def at(seconds: float) -> datetime:
 def trigger(w: Watched, **options: Any) -> Any:
     options.setdefault("cursor", "updated_at")
     options.setdefault("key", "id")
-    return db_change(w.name, agent="on-row", name=options.pop("name", "orders"), db_url=w.url,
-                     **options)
+    return db_change(w.name, agent="on-row", name=options.pop("name", "orders"), db_url=w.url, **options)
 
 
 def test_new_and_updated_rows_each_fire_once(watched: Watched) -> None:
@@ -91,7 +91,9 @@ def test_new_and_updated_rows_each_fire_once(watched: Watched) -> None:
     ev = poller.poll(5)
     # Then each new row fires once, keyed by key and cursor value, with the row as the event
     assert [f.idempotency_key for f in ev.firings] == [
-        "db:orders:3:2026-03-01T09:00:02+00:00", "db:orders:4:2026-03-01T09:00:03+00:00"]
+        "db:orders:3:2026-03-01T09:00:02+00:00",
+        "db:orders:4:2026-03-01T09:00:03+00:00",
+    ]
     event = ev.firings[0].event
     assert event.kind == "db_change" and event.key == 3 and event.table == watched.name
     assert isinstance(event.row, dict)  # one row per run unless batch=True
@@ -126,8 +128,9 @@ def test_pages_by_keyset_and_polls_again_at_once_when_a_page_is_full(watched: Wa
 def test_where_filters_with_bound_values(watched: Watched) -> None:
     poller = Poller(trigger(watched, where="status = :wanted", where_params={"wanted": "paid"}), T0)
     poller.poll()
-    watched.insert({"id": 1, "updated_at": at(0), "status": "new"},
-                   {"id": 2, "updated_at": at(1), "status": "paid"})
+    watched.insert(
+        {"id": 1, "updated_at": at(0), "status": "new"}, {"id": 2, "updated_at": at(1), "status": "paid"}
+    )
     assert poller.keys(1) == ["db:orders:2:2026-03-01T09:00:01+00:00"]
 
 
@@ -163,8 +166,12 @@ def test_a_lookback_of_the_wrong_kind_is_a_source_error_naming_the_fix(watched: 
 
 
 def test_missing_table_and_column_fail_the_source_not_the_module(watched: Watched) -> None:
-    poller = Poller(db_change("no_such_table", agent="on-row", name="ghost", db_url=watched.url,
-                              cursor="updated_at", key="id"), T0)
+    poller = Poller(
+        db_change(
+            "no_such_table", agent="on-row", name="ghost", db_url=watched.url, cursor="updated_at", key="id"
+        ),
+        T0,
+    )
     poller.poll()
     assert poller.state is not None and "does not exist" in poller.state["last_error"]
     poller = Poller(trigger(watched, cursor="changed_at", name="typo"), T0)
@@ -178,8 +185,15 @@ def test_a_down_database_sets_source_failing_after_three_polls_and_recovers(
 ) -> None:
     # Given a trigger whose database refuses connections (and whose URL has a password)
     down = "postgresql://nightowl:hunter22@127.0.0.1:1/orders"
-    spec = db_change("orders", agent="on-row", name="down", db_url=down, cursor="updated_at",
-                     key="id", every=timedelta(seconds=5))
+    spec = db_change(
+        "orders",
+        agent="on-row",
+        name="down",
+        db_url=down,
+        cursor="updated_at",
+        key="id",
+        every=timedelta(seconds=5),
+    )
     ok = trigger(watched, name="up")
     clock = FakeClock(T0)
     svc = make_service(settings, registry_with(spec, ok), clock)
@@ -234,15 +248,15 @@ def test_runs_and_cursor_commit_together_so_a_lost_commit_replays_exactly_once(
     # Then each row produced exactly one run, with its per-row overlap key
     runs = store.list_runs()
     assert sorted(r.idempotency_key for r in runs) == [
-        "db:orders:1:2026-03-01T09:00:00+00:00", "db:orders:2:2026-03-01T09:00:01+00:00"]
+        "db:orders:1:2026-03-01T09:00:00+00:00",
+        "db:orders:2:2026-03-01T09:00:01+00:00",
+    ]
     assert {r.overlap_key for r in runs} == {"orders:1", "orders:2"}
     cursor = store.load_trigger_states()["orders"][0]["cursor"]
     assert cursor[1] == 2
 
 
-def test_watched_database_may_differ_from_nightowls(
-    settings: Settings, store: Store, tmp_path: Any
-) -> None:
+def test_watched_database_may_differ_from_nightowls(settings: Settings, store: Store, tmp_path: Any) -> None:
     other = Watched(f"sqlite:///{tmp_path / 'shop.db'}")
     try:
         clock = FakeClock(T0)
@@ -251,8 +265,7 @@ def test_watched_database_may_differ_from_nightowls(
         other.insert({"id": 7, "updated_at": at(0)})
         clock.advance(5)
         svc.tick()
-        assert [r.idempotency_key for r in store.list_runs()] == [
-            "db:orders:7:2026-03-01T09:00:00+00:00"]
+        assert [r.idempotency_key for r in store.list_runs()] == ["db:orders:7:2026-03-01T09:00:00+00:00"]
     finally:
         other.close()
 
@@ -273,15 +286,35 @@ def test_sqlite_text_times_with_equal_seconds_are_not_skipped(tmp_path: Any) -> 
     url = f"sqlite:///{tmp_path / 'text.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE jobs (id INTEGER PRIMARY KEY, "
-                             "updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)"))
-    poller = Poller(db_change("jobs", agent="on-row", name="jobs", db_url=url, cursor="updated_at",
-                              key="id", batch_size=1, lookback=timedelta(0), start="beginning"), T0)
+        conn.execute(
+            sa.text(
+                "CREATE TABLE jobs (id INTEGER PRIMARY KEY, "
+                "updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            )
+        )
+    poller = Poller(
+        db_change(
+            "jobs",
+            agent="on-row",
+            name="jobs",
+            db_url=url,
+            cursor="updated_at",
+            key="id",
+            batch_size=1,
+            lookback=timedelta(0),
+            start="beginning",
+        ),
+        T0,
+    )
     poller.poll()
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO jobs (id, updated_at) VALUES "
-                             "(1, '2026-03-01 09:00:00'), (2, '2026-03-01 09:00:00'), "
-                             "(3, '2026-03-01 09:00:00.5')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (id, updated_at) VALUES "
+                "(1, '2026-03-01 09:00:00'), (2, '2026-03-01 09:00:00'), "
+                "(3, '2026-03-01 09:00:00.5')"
+            )
+        )
     keys = poller.keys(1) + poller.keys(1) + poller.keys(1) + poller.keys(1)
     assert [k.split(":")[2] for k in keys] == ["1", "2", "3"]
     engine.dispose()

@@ -52,13 +52,19 @@ class Recorder:
 
 def test_writes_commit_with_success_numbered_per_key(store: Store) -> None:
     clock = FakeClock(T0)
-    first = run_with_writes(store, clock, [OutboxWrite("rec", "a", 1), OutboxWrite("rec", "b", 2),
-                                          OutboxWrite("rec", "a", 3)], "r1")
+    first = run_with_writes(
+        store,
+        clock,
+        [OutboxWrite("rec", "a", 1), OutboxWrite("rec", "b", 2), OutboxWrite("rec", "a", 3)],
+        "r1",
+    )
     run_with_writes(store, clock, [OutboxWrite("rec", "a", 4)], "r2")
     rows = OutboxStore(store.engine).rows()
     assert [(r.id, r.key, r.seq, r.value) for r in rows if r.run_id == first.run_id] == [
-        (f"{first.run_id}:0", "a", 1, 1), (f"{first.run_id}:1", "b", 1, 2),
-        (f"{first.run_id}:2", "a", 2, 3)]
+        (f"{first.run_id}:0", "a", 1, 1),
+        (f"{first.run_id}:1", "b", 1, 2),
+        (f"{first.run_id}:2", "a", 2, 3),
+    ]
     assert [(r.key, r.seq) for r in rows if r.run_id != first.run_id] == [("a", 3)]
 
 
@@ -68,8 +74,7 @@ def test_a_fenced_out_worker_and_a_failed_run_commit_nothing(store: Store) -> No
     # A redelivery started the run again (new fence); the stale worker then "succeeds"
     fresh = store.begin_attempt(stale.run_id, "w2", "t2", clock.now(), agent="steady")
     assert fresh is not None
-    assert not store.finish(stale, SUCCEEDED, now=clock.now(),
-                            outbox=[OutboxWrite("rec", "k", "stale")])
+    assert not store.finish(stale, SUCCEEDED, now=clock.now(), outbox=[OutboxWrite("rec", "k", "stale")])
     # The current attempt fails: its writes are dropped too
     failed = AttemptOutcome(RunStatus.FAILED, Reason.ERROR, AttemptStatus.FAILED, Delivery.FAILED)
     assert store.finish(fresh, failed, now=clock.now(), outbox=[OutboxWrite("rec", "k", "failed")])
@@ -81,8 +86,9 @@ def test_one_key_is_delivered_in_commit_order(store: Store) -> None:
     recorder = Recorder()
     register_sink("rec", recorder)
     for n in range(5):
-        run_with_writes(store, clock, [OutboxWrite("rec", "k", n), OutboxWrite("rec", f"other{n}", n)],
-                        f"r{n}")
+        run_with_writes(
+            store, clock, [OutboxWrite("rec", "k", n), OutboxWrite("rec", f"other{n}", n)], f"r{n}"
+        )
     relay = Relay(OutboxStore(store.engine), clock, batch=100)
     relay.drain()
     relay.close()
@@ -91,16 +97,21 @@ def test_one_key_is_delivered_in_commit_order(store: Store) -> None:
     assert len(recorder.got) == 10
 
 
-def test_two_relays_share_the_work_and_deliver_nothing_twice(pg_settings: Settings,
-                                                             pg_store: Store) -> None:
+def test_two_relays_share_the_work_and_deliver_nothing_twice(pg_settings: Settings, pg_store: Store) -> None:
     clock = FakeClock(T0)
     recorder = Recorder()
     register_sink("rec", recorder)
     for n in range(150):
-        run_with_writes(pg_store, clock, [OutboxWrite("rec", f"k{n}-{i}", i) for i in range(4)],
-                        f"r{n}")
-    relays = [Relay(OutboxStore(make_engine(pg_settings.require_database_url())), clock, batch=10,
-                    relay_id=f"relay-{i}") for i in range(2)]
+        run_with_writes(pg_store, clock, [OutboxWrite("rec", f"k{n}-{i}", i) for i in range(4)], f"r{n}")
+    relays = [
+        Relay(
+            OutboxStore(make_engine(pg_settings.require_database_url())),
+            clock,
+            batch=10,
+            relay_id=f"relay-{i}",
+        )
+        for i in range(2)
+    ]
     by_relay: Counter[str] = Counter()
 
     def work(relay: Relay) -> None:
@@ -135,9 +146,11 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is required"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
@@ -174,9 +187,16 @@ def test_a_down_sink_waits_and_retries_a_dead_one_alerts_others_flow(
         register_sink("hook", WebhookSink(url=broken.url))
         register_sink("audit", SqlAppendSink(tag, db_url=settings.require_database_url()))
         for n in range(5):
-            run_with_writes(store, clock, [OutboxWrite("cache", f"u{n}", n),
-                                           OutboxWrite("hook", f"u{n}", n),
-                                           OutboxWrite("audit", f"u{n}", n)], f"r{n}")
+            run_with_writes(
+                store,
+                clock,
+                [
+                    OutboxWrite("cache", f"u{n}", n),
+                    OutboxWrite("hook", f"u{n}", n),
+                    OutboxWrite("audit", f"u{n}", n),
+                ],
+                f"r{n}",
+            )
         outbox = OutboxStore(store.engine)
         relay = Relay(outbox, clock, batch=100, max_attempts=3)
         # The cache's Redis is down and the webhook answers 500: only the audit rows land
@@ -200,14 +220,16 @@ def test_a_down_sink_waits_and_retries_a_dead_one_alerts_others_flow(
         assert outbox.status(clock.now())["hook"]["dead"] == 5
         dog.check()
         from scheduler.storage.alert_store import AlertStore
+
         dead_alerts = [a for a in AlertStore(store.engine).history() if a.kind == "outbox_dead"]
         assert len(dead_alerts) == 5 and "retry --dead" in dead_alerts[0].message
         # `outbox retry --dead` requeues them
         assert outbox.retry_dead("hook", clock.now()) == 5
         assert outbox.status(clock.now())["hook"]["pending"] == 5
         relay.close()
-        engine = sa.create_engine(settings.require_database_url().replace(
-            "postgresql://", "postgresql+psycopg://"))
+        engine = sa.create_engine(
+            settings.require_database_url().replace("postgresql://", "postgresql+psycopg://")
+        )
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {tag}"))
         engine.dispose()
@@ -272,16 +294,18 @@ def test_a_stored_value_that_is_not_json_goes_dead_and_the_relay_goes_on(tmp_pat
     bad_text = run_with_writes(store, clock, [OutboxWrite("rec", "j", 1)], "r2")
     run_with_writes(store, clock, [OutboxWrite("rec", "k", 2), OutboxWrite("rec", "j", 2)], "r3")
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"),
-                     {"v": '{"score": NaN}', "r": bad_nan.run_id})
-        conn.execute(sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"),
-                     {"v": '{"cut": ', "r": bad_text.run_id})
+        conn.execute(
+            sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"),
+            {"v": '{"score": NaN}', "r": bad_nan.run_id},
+        )
+        conn.execute(
+            sa.text("UPDATE outbox SET value = :v WHERE run_id = :r"), {"v": '{"cut": ', "r": bad_text.run_id}
+        )
     relay = Relay(OutboxStore(engine), clock)
     report = relay.drain()
     relay.close()
     with engine.connect() as conn:
-        rows = {r.run_id: r for r in conn.execute(sa.text(
-            "SELECT run_id, status, last_error FROM outbox"))}
+        rows = {r.run_id: r for r in conn.execute(sa.text("SELECT run_id, status, last_error FROM outbox"))}
     assert sorted(report.dead) == sorted([f"{bad_nan.run_id}:0", f"{bad_text.run_id}:0"])
     assert rows[bad_nan.run_id].status == "dead"
     assert "not valid JSON" in rows[bad_nan.run_id].last_error
@@ -292,8 +316,9 @@ def test_a_stored_value_that_is_not_json_goes_dead_and_the_relay_goes_on(tmp_pat
     engine.dispose()
 
 
-def test_sink_errors_are_stored_scrubbed_and_without_nul(store: Store,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_sink_errors_are_stored_scrubbed_and_without_nul(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     """A Slack-style webhook carries its secret in the path, and httpx names the URL in its
     errors; a sink error may hold a NUL character, which PostgreSQL's text type refuses."""
     clock = FakeClock(T0)
@@ -303,8 +328,12 @@ def test_sink_errors_are_stored_scrubbed_and_without_nul(store: Store,
         register_sink("hook", WebhookSink(url=f"{broken.url}/services/T0/B0/s3cr3tTOKEN0123"))
         register_sink("gone", WebhookSink(url=refused))
         register_sink("nul", Failing("the sink said \x00 and hung up"))
-        run_with_writes(store, clock, [OutboxWrite("hook", "a", 1), OutboxWrite("gone", "a", 1),
-                                       OutboxWrite("nul", "a", 1)], "r1")
+        run_with_writes(
+            store,
+            clock,
+            [OutboxWrite("hook", "a", 1), OutboxWrite("gone", "a", 1), OutboxWrite("nul", "a", 1)],
+            "r1",
+        )
         outbox = OutboxStore(store.engine)
         relay = Relay(outbox, clock)
         with caplog.at_level("WARNING", logger="nightowl.relay"):
@@ -327,13 +356,16 @@ def cache_entry(n: int, key: str, seq: int, value: Any) -> Entry:
 
 
 def test_the_cache_keeps_one_hash_per_key_and_a_key_ending_in_seq_is_its_own(
-    redis_client: redis.Redis, prefix: str,
+    redis_client: redis.Redis,
+    prefix: str,
 ) -> None:
     """DESIGN: one hash per key at <prefix><key>, fields value and seq. The two-string format
     kept the sequence at <prefix><key>:seq, which a user key "<key>:seq" overwrote."""
     sink = RedisCacheSink(prefix=prefix, ttl=60, redis_url=REDIS_URL)
-    assert sink.deliver([cache_entry(1, "a", 5, {"v": "a5"}),
-                         cache_entry(2, "a:seq", 1, "mine")]) == [None, None]
+    assert sink.deliver([cache_entry(1, "a", 5, {"v": "a5"}), cache_entry(2, "a:seq", 1, "mine")]) == [
+        None,
+        None,
+    ]
     # An older write of "a" (a redelivery) is still dropped: its sequence was not clobbered
     assert sink.deliver([cache_entry(3, "a", 3, {"v": "a3"})]) == [None]
     assert redis_client.type(f"{prefix}a") == b"hash"
@@ -341,12 +373,15 @@ def test_the_cache_keeps_one_hash_per_key_and_a_key_ending_in_seq_is_its_own(
     assert redis_client.hgetall(f"{prefix}a:seq") == {b"value": b'"mine"', b"seq": b"1"}
     assert 0 < redis_client.pttl(f"{prefix}a") <= 60_000
     assert sink.get("a") == {"v": "a5"} and sink.get("a:seq") == "mine" and sink.get("b") is None
-    assert sorted(redis_client.scan_iter(match=f"{prefix}*")) == [f"{prefix}a".encode(),
-                                                                  f"{prefix}a:seq".encode()]
+    assert sorted(redis_client.scan_iter(match=f"{prefix}*")) == [
+        f"{prefix}a".encode(),
+        f"{prefix}a:seq".encode(),
+    ]
 
 
 def test_an_old_two_string_cache_key_is_converted_on_its_next_write_or_by_upgrade_keys(
-    redis_client: redis.Redis, prefix: str,
+    redis_client: redis.Redis,
+    prefix: str,
 ) -> None:
     # Given keys written by the previous version: a value string and a :seq string each
     for key, value, seq in (("old", {"v": 4}, 4), ("idle", {"v": 9}, 9), ("gone", 1, 2)):
@@ -367,7 +402,10 @@ def test_an_old_two_string_cache_key_is_converted_on_its_next_write_or_by_upgrad
     assert redis_client.hgetall(f"{prefix}idle") == {b"value": b'{"v": 9}', b"seq": b"9"}
     assert sink.get("gone") == 1
     assert sorted(k.decode() for k in redis_client.scan_iter(match=f"{prefix}*")) == [
-        f"{prefix}gone", f"{prefix}idle", f"{prefix}old"]
+        f"{prefix}gone",
+        f"{prefix}idle",
+        f"{prefix}old",
+    ]
     assert sink.deliver([cache_entry(3, "idle", 9, {"v": "repeat"})]) == [None]
     assert sink.get("idle") == {"v": 9}
 
@@ -380,22 +418,32 @@ def test_the_audit_sink_writes_created_at_and_renames_an_old_recorded_at_column(
     tag = f"audit_{uuid.uuid4().hex[:8]}"
     engine = make_engine(db_url)
     with engine.begin() as conn:  # the table as the previous version created it, with a row
-        conn.execute(sa.text(
-            f"CREATE TABLE {tag} (entry_id VARCHAR(64) PRIMARY KEY, run_id VARCHAR(36) NOT NULL, "
-            "key VARCHAR(512) NOT NULL, seq BIGINT NOT NULL, value JSON NOT NULL, "
-            "recorded_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP)"))
-        conn.execute(sa.text(f"INSERT INTO {tag} (entry_id, run_id, key, seq, value) "
-                             "VALUES ('old:0', 'old', 'k', 1, :v)"), {"v": '{"n": 0}'})
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {tag} (entry_id VARCHAR(64) PRIMARY KEY, run_id VARCHAR(36) NOT NULL, "
+                "key VARCHAR(512) NOT NULL, seq BIGINT NOT NULL, value JSON NOT NULL, "
+                "recorded_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {tag} (entry_id, run_id, key, seq, value) VALUES ('old:0', 'old', 'k', 1, :v)"
+            ),
+            {"v": '{"n": 0}'},
+        )
     try:
         sink = SqlAppendSink(tag, db_url=db_url)
-        assert sink.deliver([Entry("new:0", "new", "audit", "k", 2, {"n": 1}),
-                             Entry("old:0", "old", "audit", "k", 1, {"n": 0})]) == [None, None]
+        assert sink.deliver(
+            [
+                Entry("new:0", "new", "audit", "k", 2, {"n": 1}),
+                Entry("old:0", "old", "audit", "k", 1, {"n": 0}),
+            ]
+        ) == [None, None]
         columns = {c["name"] for c in sa.inspect(engine).get_columns(tag)}
         assert {"entry_id", "key", "value", "seq", "created_at"} <= columns
         assert "recorded_at" not in columns
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                f"SELECT entry_id, seq, created_at FROM {tag} ORDER BY seq")).all()
+            rows = conn.execute(sa.text(f"SELECT entry_id, seq, created_at FROM {tag} ORDER BY seq")).all()
         assert [(r.entry_id, r.seq) for r in rows] == [("old:0", 1), ("new:0", 2)]
         assert all(r.created_at is not None for r in rows)
         # A fresh table gets created_at directly
@@ -450,7 +498,8 @@ def test_a_relay_whose_claim_was_taken_over_delivers_no_further_entry_of_it(stor
 
 
 def test_a_relay_loop_whose_database_is_gone_logs_one_line_not_a_traceback_per_step(
-    tmp_path: Any, caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from scheduler.core.clock import SystemClock
     from scheduler.relay.loop import RelayLoop

@@ -53,8 +53,9 @@ def test_depth_sums_every_priority_list_and_counts_unacked(prefix: str) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}emails*"))
     assert keys == [f"{prefix}emails", f"{prefix}emails\x06\x163", f"{prefix}emails\x06\x169"]
-    spec = queue_depth("emails", agent="on-alert", name="email-backlog", above=3,
-                       broker_url=REDIS_URL, key_prefix=prefix)
+    spec = queue_depth(
+        "emails", agent="on-alert", name="email-backlog", above=3, broker_url=REDIS_URL, key_prefix=prefix
+    )
     assert reading_of(spec)["depth"] == 5
     # When a consumer holds one message without acknowledging it (as a busy worker does)
     with app.connection_for_read() as conn:
@@ -73,8 +74,9 @@ def test_oldest_age_comes_from_nightowls_published_at_header(
     registry = registry_with()
     publisher = Publisher(create_app(settings, registry))
     publisher.publish([Dispatch(str(uuid.uuid4()), "on-row", "agents", "t", 0)])
-    spec = queue_depth("agents", agent="on-alert", name="backlog", above=0, broker_url=REDIS_URL,
-                       key_prefix=prefix)
+    spec = queue_depth(
+        "agents", agent="on-alert", name="backlog", above=0, broker_url=REDIS_URL, key_prefix=prefix
+    )
     later = datetime.fromtimestamp(time.time() + 40, UTC)
     publisher.publish([Dispatch(str(uuid.uuid4()), "on-row", "agents", "t", 0)])
     reading = reading_of(spec, later)
@@ -86,15 +88,25 @@ def test_oldest_age_comes_from_nightowls_published_at_header(
 
 def test_foreign_messages_without_the_header_still_count(prefix: str) -> None:
     foreign_app(prefix).send_task("shop.x", queue="reports")
-    reading = reading_of(queue_depth("reports", agent="on-alert", name="r", above=0,
-                                     broker_url=REDIS_URL, key_prefix=prefix))
+    reading = reading_of(
+        queue_depth("reports", agent="on-alert", name="r", above=0, broker_url=REDIS_URL, key_prefix=prefix)
+    )
     assert (reading["depth"], reading["oldest_age_s"]) == (1, None)
 
 
 def test_fires_above_and_resolves_below_clear_bound(prefix: str) -> None:
     app = foreign_app(prefix)
-    spec = queue_depth("emails", agent="on-alert", name="email-backlog", above=3, clear_below=1,
-                       on_resolve=True, broker_url=REDIS_URL, key_prefix=prefix, every=10)
+    spec = queue_depth(
+        "emails",
+        agent="on-alert",
+        name="email-backlog",
+        above=3,
+        clear_below=1,
+        on_resolve=True,
+        broker_url=REDIS_URL,
+        key_prefix=prefix,
+        every=10,
+    )
     poller = Poller(spec, T0)
     for _ in range(4):
         app.send_task("shop.send_email", queue="emails")
@@ -102,7 +114,12 @@ def test_fires_above_and_resolves_below_clear_bound(prefix: str) -> None:
     assert len(fired) == 1
     event = fired[0].event
     assert (event.kind, event.queue, event.depth, event.threshold, event.state) == (  # type: ignore[union-attr]
-        "queue_depth", "emails", 4, 3.0, "firing")
+        "queue_depth",
+        "emails",
+        4,
+        3.0,
+        "firing",
+    )
     assert event.since == T0  # type: ignore[union-attr]
     client = redis.Redis.from_url(REDIS_URL)
     client.rpop(f"{prefix}emails", 3)  # drained to 1: not yet below clear_below
@@ -114,8 +131,9 @@ def test_fires_above_and_resolves_below_clear_bound(prefix: str) -> None:
 
 def test_any_redis_list_and_any_callable(redis_client: redis.Redis, prefix: str) -> None:
     redis_client.lpush(f"{prefix}jobs", "a", "b", "c")
-    spec = queue_depth(redis_list(f"{prefix}jobs", redis_url=REDIS_URL), agent="on-alert",
-                       name="jobs", above=2)
+    spec = queue_depth(
+        redis_list(f"{prefix}jobs", redis_url=REDIS_URL), agent="on-alert", name="jobs", above=2
+    )
     assert reading_of(spec)["depth"] == 3
     assert reading_of(queue_depth(lambda: 7, agent="on-alert", name="fn", above=2))["depth"] == 7
 
@@ -126,8 +144,9 @@ def test_rabbitmq_queue_depth_through_a_passive_declare() -> None:
     with Connection(RABBIT_URL, connect_timeout=5) as conn:
         producer = Producer(conn)
         for i in range(3):
-            producer.publish({"n": i}, exchange=queue.exchange, routing_key=name, declare=[queue],
-                             serializer="json")
+            producer.publish(
+                {"n": i}, exchange=queue.exchange, routing_key=name, declare=[queue], serializer="json"
+            )
         try:
             spec = queue_depth(name, agent="on-alert", name="rabbit", above=2, broker_url=RABBIT_URL)
             deadline = time.monotonic() + 5
@@ -136,8 +155,9 @@ def test_rabbitmq_queue_depth_through_a_passive_declare() -> None:
                 time.sleep(0.05)
                 reading = reading_of(spec)
             assert reading == {"depth": 3, "unacked": None, "oldest_age_s": None}
-            missing = Poller(queue_depth(f"{name}-typo", agent="on-alert", name="typo", above=1,
-                                         broker_url=RABBIT_URL), T0)
+            missing = Poller(
+                queue_depth(f"{name}-typo", agent="on-alert", name="typo", above=1, broker_url=RABBIT_URL), T0
+            )
             missing.poll()
             assert missing.state is not None and "no queue" in missing.state["last_error"]
         finally:
@@ -145,8 +165,15 @@ def test_rabbitmq_queue_depth_through_a_passive_declare() -> None:
 
 
 def test_a_dead_broker_sets_source_failing_in_the_listing(settings: Settings, store: Store) -> None:
-    dead = queue_depth("emails", agent="on-alert", name="dead", above=1,
-                       broker_url="redis://:s3cret-pw@127.0.0.1:1/0", timeout=2, every=1)
+    dead = queue_depth(
+        "emails",
+        agent="on-alert",
+        name="dead",
+        above=1,
+        broker_url="redis://:s3cret-pw@127.0.0.1:1/0",
+        timeout=2,
+        every=1,
+    )
     clock = FakeClock(T0)
     svc = make_service(settings, registry_with(dead), clock)
     for _ in range(3):

@@ -78,8 +78,9 @@ def test_a_fast_retry_is_not_overwritten_by_the_publishers_bookkeeping(
 ) -> None:
     registry = registry_of(MODULE, ["every-second-skip"])
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    svc = make_service(settings, registry, clock,
-                       publisher=FastWorkerPublisher(settings, registry, executor(registry)))
+    svc = make_service(
+        settings, registry, clock, publisher=FastWorkerPublisher(settings, registry, executor(registry))
+    )
     svc.tick()
     clock.advance(1)
     (run_id,) = [rid for _, rid in svc.tick().fired]
@@ -122,8 +123,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
     clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 1
     assert queue_length(redis_client, prefix) == 20
-    assert held in {json.loads(m)["headers"]["nightowl_run_id"]
-                    for m in redis_client.lrange(queue, 0, -1)}
+    assert held in {json.loads(m)["headers"]["nightowl_run_id"] for m in redis_client.lrange(queue, 0, -1)}
     # Redis loses three messages (a failover without the last writes): those three, only.
     lost = set()
     for _ in range(3):
@@ -132,8 +132,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
         lost.add(json.loads(popped)["headers"]["nightowl_run_id"])
     clock.advance(svc.sweeper.requeue_lost_after.total_seconds())
     assert svc.sweep() == 3
-    present = {json.loads(m)["headers"]["nightowl_run_id"]
-               for m in redis_client.lrange(queue, 0, -1)}
+    present = {json.loads(m)["headers"]["nightowl_run_id"] for m in redis_client.lrange(queue, 0, -1)}
     assert lost <= present and present == set(ids)
 
 
@@ -141,8 +140,7 @@ def test_lost_messages_are_republished_and_a_backlog_is_left_alone(
 
 
 def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
-    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis,
-    caplog: pytest.LogCaptureFixture
+    pg_settings: Settings, pg_store: Store, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = registry_of(MODULE, ["every-second", "minutely"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
@@ -169,11 +167,14 @@ def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
 # -- 3. values PostgreSQL would refuse -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("trigger", "path"), [
-    ("r-nan-result", "result.score is nan"),
-    ("r-nul-result", "result.items[0].name contains a NUL character"),
-    ("r-nan-outbox", "value.loss is inf"),
-])
+@pytest.mark.parametrize(
+    ("trigger", "path"),
+    [
+        ("r-nan-result", "result.score is nan"),
+        ("r-nul-result", "result.items[0].name contains a NUL character"),
+        ("r-nan-outbox", "value.loss is inf"),
+    ],
+)
 def test_unstorable_values_fail_the_run_naming_the_path(
     settings: Settings, store: Store, executor: Callable[..., Executor], trigger: str, path: str
 ) -> None:
@@ -192,14 +193,14 @@ def test_unstorable_values_fail_the_run_naming_the_path(
 
 
 def test_a_nan_heartbeat_detail_is_dropped_not_fatal(
-    settings: Settings, store: Store, executor: Callable[..., Executor],
-    caplog: pytest.LogCaptureFixture
+    settings: Settings, store: Store, executor: Callable[..., Executor], caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = registry_of(MODULE, ["r-nan-heartbeat"])
     fired = fire_now(settings, store, registry, "r-nan-heartbeat")
     with caplog.at_level(logging.WARNING):
-        assert executor(registry, heartbeat_interval=0.1).execute("nan-heartbeat",
-                                                                  fired.run_id) == "succeeded"
+        assert (
+            executor(registry, heartbeat_interval=0.1).execute("nan-heartbeat", fired.run_id) == "succeeded"
+        )
     run = store.get_run(fired.run_id)
     assert run is not None and run.last_heartbeat is not None
     assert run.last_heartbeat["details"] == {"step": 5}
@@ -213,8 +214,7 @@ def test_a_manual_payload_with_nan_is_refused(settings: Settings, store: Store) 
     publisher = Publisher(create_app(settings, registry))
     try:
         with pytest.raises(OperationError, match=r"payload\.x is nan"):
-            fire(store, publisher, registry, "r-counts", datetime.now(UTC),
-                 payload={"x": float("nan")})
+            fire(store, publisher, registry, "r-counts", datetime.now(UTC), payload={"x": float("nan")})
     finally:
         publisher.close()
     assert store.list_runs() == []
@@ -224,22 +224,29 @@ def test_a_manual_payload_with_nan_is_refused(settings: Settings, store: Store) 
 
 
 def test_a_fenced_out_attempt_notices_and_stops(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
-    executor: Callable[..., Executor]
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    executor: Callable[..., Executor],
 ) -> None:
     registry = registry_of(MODULE, ["r-loops"])
     fired = fire_now(settings, store, registry, "r-loops")
     outcome: list[str] = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        executor(registry, heartbeat_interval=0.1).execute("loops", fired.run_id)))
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            executor(registry, heartbeat_interval=0.1).execute("loops", fired.run_id)
+        )
+    )
     worker.start()
     # (in-process, the agent counts under the unprefixed key)
     wait_for(lambda: redis_client.get(calls_key(fired.run_id, "")), message="the agent")
     run = store.get_run(fired.run_id)
     assert run is not None
     # The watchdog stalls it (a new fence) while the agent is alive and looping.
-    stall = WatchStore(store.engine).stall(run.id, 1, run.fence, reason="no_progress",
-                                          now=datetime.now(UTC), run_status=lost(1, 3))
+    stall = WatchStore(store.engine).stall(
+        run.id, 1, run.fence, reason="no_progress", now=datetime.now(UTC), run_status=lost(1, 3)
+    )
     assert stall is not None and stall.run_status == "pending"
     worker.join(timeout=10)
     assert outcome == ["fenced_out"]
@@ -256,14 +263,17 @@ def test_a_user_cancel_survives_the_retry(
     client = redis.Redis.from_url(settings.require_redis_url())
     try:
         fired = fire(store, publisher, registry, "r-fails-fast", datetime.now(UTC))
-        started = store.begin_attempt(fired.run_id, "w", None, datetime.now(UTC),
-                                      agent="fails-fast")
+        started = store.begin_attempt(fired.run_id, "w", None, datetime.now(UTC), agent="fails-fast")
         assert started is not None
         cancel(store, client, settings.redis_prefix, fired.run_id, datetime.now(UTC))
         # The attempt then fails: its retry verdict must not erase the cancel.
-        written = store.finish(started, AttemptOutcome(
-            RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY,
-            retry_in=timedelta(seconds=30)), now=datetime.now(UTC))
+        written = store.finish(
+            started,
+            AttemptOutcome(
+                RunStatus.WAITING, None, AttemptStatus.FAILED, Delivery.RETRY, retry_in=timedelta(seconds=30)
+            ),
+            now=datetime.now(UTC),
+        )
     finally:
         publisher.close()
         client.close()
@@ -275,12 +285,10 @@ def test_a_user_cancel_survives_the_retry(
 
 
 def test_the_final_write_survives_a_killed_session(
-    pg_settings: Settings, pg_store: Store, executor: Callable[..., Executor],
-    monkeypatch: pytest.MonkeyPatch
+    pg_settings: Settings, pg_store: Store, executor: Callable[..., Executor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NIGHTOWL_TEST_PG_ADMIN", PG_ADMIN_URL)
-    monkeypatch.setenv("NIGHTOWL_TEST_PG_DATABASE",
-                       pg_settings.require_database_url().rsplit("/", 1)[1])
+    monkeypatch.setenv("NIGHTOWL_TEST_PG_DATABASE", pg_settings.require_database_url().rsplit("/", 1)[1])
     registry = registry_of(MODULE, ["r-kills-db-sessions"])
     fired = fire_now(pg_settings, pg_store, registry, "r-kills-db-sessions")
     worker = executor(registry)
@@ -293,9 +301,7 @@ def test_the_final_write_survives_a_killed_session(
 # -- 8. run_late at takeover, per gap, not for slots skipped by policy --------------------------
 
 
-def test_run_late_is_one_alert_per_gap_and_looks_back_at_takeover(
-    settings: Settings, store: Store
-) -> None:
+def test_run_late_is_one_alert_per_gap_and_looks_back_at_takeover(settings: Settings, store: Store) -> None:
     registry = registry_of(MODULE, ["minutely"])
     t0 = datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC)
     clock = FakeClock(t0)
@@ -308,8 +314,10 @@ def test_run_late_is_one_alert_per_gap_and_looks_back_at_takeover(
     dog.check()  # takes over; judges the look-back once the scheduler had time to catch up
     clock.advance(25)
     late = dog.check().late
-    assert late == [("minutely", datetime(2026, 3, 1, 12, 1, tzinfo=UTC)),
-                    ("minutely", datetime(2026, 3, 1, 12, 2, tzinfo=UTC))]
+    assert late == [
+        ("minutely", datetime(2026, 3, 1, 12, 1, tzinfo=UTC)),
+        ("minutely", datetime(2026, 3, 1, 12, 2, tzinfo=UTC)),
+    ]
     clock.set(datetime(2026, 3, 1, 12, 4, 31, tzinfo=UTC))
     dog.check()  # 12:03 and 12:04 are late too: the same gap
     fired = [(a.kind, a.state) for a in AlertStore(store.engine).history() if a.kind == "run_late"]
@@ -318,21 +326,24 @@ def test_run_late_is_one_alert_per_gap_and_looks_back_at_takeover(
     clock.set(datetime(2026, 3, 1, 12, 5, 1, tzinfo=UTC))
     svc2 = make_service(settings, registry, clock, owner=f"s-{uuid.uuid4().hex[:4]}")
     svc2.tick()
-    (run,) = [r for r in store.list_runs() if r.logical_time == datetime(2026, 3, 1, 12, 5,
-                                                                          tzinfo=UTC)]
+    (run,) = [r for r in store.list_runs() if r.logical_time == datetime(2026, 3, 1, 12, 5, tzinfo=UTC)]
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE runs SET started_at = :t WHERE id = :id"),
-                     {"t": clock.now().replace(tzinfo=None) if store.engine.dialect.name ==
-                      "sqlite" else clock.now(), "id": run.id})
+        conn.execute(
+            sa.text("UPDATE runs SET started_at = :t WHERE id = :id"),
+            {
+                "t": clock.now().replace(tzinfo=None)
+                if store.engine.dialect.name == "sqlite"
+                else clock.now(),
+                "id": run.id,
+            },
+        )
     clock.set(datetime(2026, 3, 1, 12, 5, 31, tzinfo=UTC))
     dog.check()
     states = [a.state for a in AlertStore(store.engine).history() if a.kind == "run_late"]
     assert sorted(states) == ["firing", "resolved"]
 
 
-def test_slots_skipped_by_catch_up_are_not_late_after_a_restart(
-    settings: Settings, store: Store
-) -> None:
+def test_slots_skipped_by_catch_up_are_not_late_after_a_restart(settings: Settings, store: Store) -> None:
     registry = registry_of(MODULE, ["minutely"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
     svc = make_service(settings, registry, clock)
@@ -370,8 +381,7 @@ def test_a_queued_run_without_a_message_raises_run_stuck(
     for _ in range(6):  # two run_stuck scans: a run must be missing at both
         dog.check()
         clock.advance(1)
-    stuck = [(a.kind, a.state, a.run_id) for a in AlertStore(store.engine).history()
-             if a.kind == "run_stuck"]
+    stuck = [(a.kind, a.state, a.run_id) for a in AlertStore(store.engine).history() if a.kind == "run_stuck"]
     assert stuck == [("run_stuck", "firing", fired.run_id)]
 
 
@@ -383,10 +393,23 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
     other way round and PostgreSQL reported DeadlockDetected. Race them, many times."""
     watch = WatchStore(pg_store.engine)
     now = datetime.now(UTC)
-    runs = pg_store.commit_tick([NewRun(
-        idempotency_key=f"race:{i}", trigger="t", agent="a", queue="agents",
-        event={"kind": "manual", "trigger": "t", "payload": None, "fired_by": "test"},
-        logical_time=now, agent_version="v") for i in range(30)], [], [], now)
+    runs = pg_store.commit_tick(
+        [
+            NewRun(
+                idempotency_key=f"race:{i}",
+                trigger="t",
+                agent="a",
+                queue="agents",
+                event={"kind": "manual", "trigger": "t", "payload": None, "fired_by": "test"},
+                logical_time=now,
+                agent_version="v",
+            )
+            for i in range(30)
+        ],
+        [],
+        [],
+        now,
+    )
     errors: list[BaseException] = []
     outcomes: list[tuple[str | None, bool]] = []
     for run in runs:
@@ -395,21 +418,29 @@ def test_a_stall_racing_a_finish_never_deadlocks(pg_store: Store) -> None:
         barrier = threading.Barrier(2)
         result: dict[str, object] = {}
 
-        def finish(started: object = started, barrier: threading.Barrier = barrier,
-                   result: dict[str, object] = result) -> None:
+        def finish(
+            started: object = started,
+            barrier: threading.Barrier = barrier,
+            result: dict[str, object] = result,
+        ) -> None:
             barrier.wait()
             try:
-                result["finish"] = pg_store.finish(started, SUCCEEDED,  # type: ignore[arg-type]
-                                                   now=now)
+                result["finish"] = pg_store.finish(
+                    started,  # type: ignore[arg-type]
+                    SUCCEEDED,
+                    now=now,
+                )
             except BaseException as exc:
                 errors.append(exc)
 
-        def stall(run_id: str = run.id, barrier: threading.Barrier = barrier,
-                  result: dict[str, object] = result) -> None:
+        def stall(
+            run_id: str = run.id, barrier: threading.Barrier = barrier, result: dict[str, object] = result
+        ) -> None:
             barrier.wait()
             try:
-                result["stall"] = watch.stall(run_id, 1, 1, reason="worker_lost", now=now,
-                                              run_status=lost(1, 3))
+                result["stall"] = watch.stall(
+                    run_id, 1, 1, reason="worker_lost", now=now, run_status=lost(1, 3)
+                )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -435,18 +466,20 @@ def test_an_unstorable_row_fails_its_own_run_and_the_tick_commits(
     name = f"scores_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, score FLOAT, '
-                             "label TEXT)"))
+        conn.execute(sa.text(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, score FLOAT, label TEXT)'))
     try:
-        bad = ({"id": 2, "score": float("nan"), "label": "x"} if db_url.startswith("postgresql")
-               else {"id": 2, "score": 1.0, "label": "a\x00b"})
-        spec = db_change(name, agent="on-row", name="scores", db_url=db_url, cursor="id",
-                         key="id", start="beginning")
+        bad = (
+            {"id": 2, "score": float("nan"), "label": "x"}
+            if db_url.startswith("postgresql")
+            else {"id": 2, "score": 1.0, "label": "a\x00b"}
+        )
+        spec = db_change(
+            name, agent="on-row", name="scores", db_url=db_url, cursor="id", key="id", start="beginning"
+        )
         clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
         svc = make_service(settings, registry_with(spec), clock)
         with engine.begin() as conn:
-            for row in ({"id": 1, "score": 0.5, "label": "ok"}, bad,
-                        {"id": 3, "score": 0.7, "label": "ok"}):
+            for row in ({"id": 1, "score": 0.5, "label": "ok"}, bad, {"id": 3, "score": 0.7, "label": "ok"}):
                 conn.execute(sa.text(f'INSERT INTO "{name}" VALUES (:id, :score, :label)'), row)
         for _ in range(2):
             svc.tick()
@@ -454,8 +487,11 @@ def test_an_unstorable_row_fails_its_own_run_and_the_tick_commits(
         runs = {r.idempotency_key.split(":")[2]: r for r in store.list_runs()}
         assert set(runs) == {"1", "2", "3"}
         assert (runs["2"].status, runs["2"].terminal_reason) == ("failed", "not_serialisable")
-        where = "event.row.score is nan" if db_url.startswith("postgresql") else \
-            "event.row.label contains a NUL character"
+        where = (
+            "event.row.score is nan"
+            if db_url.startswith("postgresql")
+            else "event.row.label contains a NUL character"
+        )
         assert where in (runs["2"].error or "")
         assert runs["1"].status == runs["3"].status == "queued"
     finally:
@@ -474,8 +510,15 @@ def test_an_episode_seen_during_a_database_outage_is_not_lost(
     from tests.polling import forget, registry_with
     from triggers import queue_depth
 
-    spec = queue_depth("inbox", agent="on-alert", name="inbox-backlog", above=2,
-                       broker_url=REDIS_URL, key_prefix=prefix, every=1)
+    spec = queue_depth(
+        "inbox",
+        agent="on-alert",
+        name="inbox-backlog",
+        above=2,
+        broker_url=REDIS_URL,
+        key_prefix=prefix,
+        every=1,
+    )
     try:
         clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
         svc = make_service(pg_settings, registry_with(spec), clock)

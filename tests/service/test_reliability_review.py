@@ -39,14 +39,18 @@ def test_a_retry_after_a_cancel_runs_instead_of_ending_cancelled(
     client = redis.Redis.from_url(settings.require_redis_url())
     try:
         fired = fire(store, publisher, registry, "r-fails-fast", datetime.now(UTC))
-        started = store.begin_attempt(fired.run_id, "w", None, datetime.now(UTC),
-                                      agent="fails-fast")
+        started = store.begin_attempt(fired.run_id, "w", None, datetime.now(UTC), agent="fails-fast")
         assert started is not None
         cancel(store, client, settings.redis_prefix, fired.run_id, datetime.now(UTC))
         # The attempt ends failed before its beat saw the cancel; the operator retries it.
-        assert store.finish(started, AttemptOutcome(
-            RunStatus.FAILED, Reason.NON_RETRYABLE, AttemptStatus.FAILED, Delivery.FAILED),
-            now=datetime.now(UTC)) == "failed"
+        assert (
+            store.finish(
+                started,
+                AttemptOutcome(RunStatus.FAILED, Reason.NON_RETRYABLE, AttemptStatus.FAILED, Delivery.FAILED),
+                now=datetime.now(UTC),
+            )
+            == "failed"
+        )
         retry(store, publisher, fired.run_id, datetime.now(UTC))
         assert executor(registry).execute("fails-fast", fired.run_id) == "retry"
     finally:
@@ -55,8 +59,7 @@ def test_a_retry_after_a_cancel_runs_instead_of_ending_cancelled(
     assert run_of(store, fired.run_id) == ("waiting", None)
 
 
-def test_a_run_late_gap_resolves_after_a_watchdog_failover(settings: Settings,
-                                                           store: Store) -> None:
+def test_a_run_late_gap_resolves_after_a_watchdog_failover(settings: Settings, store: Store) -> None:
     registry = registry_of(MODULE, ["minutely"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
     svc = make_service(settings, registry, clock)
@@ -83,8 +86,7 @@ def test_a_run_late_gap_resolves_after_a_watchdog_failover(settings: Settings,
     assert states == ["firing", "resolved"]
 
 
-def test_one_gap_is_one_alert_across_a_watchdog_redeploy(settings: Settings,
-                                                         store: Store) -> None:
+def test_one_gap_is_one_alert_across_a_watchdog_redeploy(settings: Settings, store: Store) -> None:
     registry = registry_of(MODULE, ["minutely"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
     svc = make_service(settings, registry, clock)
@@ -104,8 +106,9 @@ def test_one_gap_is_one_alert_across_a_watchdog_redeploy(settings: Settings,
     assert len([a for a in AlertStore(store.engine).history() if a.kind == "run_late"]) == 1
 
 
-def test_a_long_look_back_does_not_hold_up_other_triggers_late_alerts(settings: Settings,
-                                                                      store: Store) -> None:
+def test_a_long_look_back_does_not_hold_up_other_triggers_late_alerts(
+    settings: Settings, store: Store
+) -> None:
     registry = registry_of(MODULE, ["minutely", "every-second"])
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
     svc = make_service(settings, registry, clock)
@@ -140,8 +143,7 @@ def test_a_row_key_longer_than_the_overlap_column_does_not_stop_the_scheduler(
     for i in range(8):
         if i == 2:
             with sqlite3.connect(source) as conn:
-                conn.execute("INSERT INTO pages VALUES (?, ?)",
-                             ("https://example.com/" + "x" * 280, 5))
+                conn.execute("INSERT INTO pages VALUES (?, ?)", ("https://example.com/" + "x" * 280, 5))
         svc.tick()
         clock.advance(40)
     runs = store.list_runs(limit=1000)

@@ -35,8 +35,10 @@ def test_tick_inserts_and_publishes_one_message_per_firing(
     # Then three runs exist, each queued with exactly one message
     runs = store.list_runs()
     assert sorted(r.idempotency_key for r in runs) == [
-        "cron:every-second:2026-03-01T12:00:01Z", "cron:every-second:2026-03-01T12:00:02Z",
-        "cron:every-second:2026-03-01T12:00:03Z"]
+        "cron:every-second:2026-03-01T12:00:01Z",
+        "cron:every-second:2026-03-01T12:00:02Z",
+        "cron:every-second:2026-03-01T12:00:03Z",
+    ]
     assert {r.status for r in runs} == {"queued"}
     assert queue_length(redis_client, prefix) == 3
     assert store.load_trigger_states()["every-second"][1] == 4  # created + 3 CAS writes
@@ -100,9 +102,15 @@ def test_sweeper_publishes_runs_of_a_scheduler_killed_before_publishing(
     settings: Settings, store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     # Given a scheduler process that dies between committing runs and publishing them
-    proc = subprocess.run([sys.executable, "-c", CRASHING_SCHEDULER], cwd=ROOT,
-                          env=child_env(settings, MODULE), capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_SCHEDULER],
+        cwd=ROOT,
+        env=child_env(settings, MODULE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 137, proc.stderr
     (run,) = store.list_runs()
     # The claim commits before the publish: `queued`, and no message anywhere.
@@ -129,11 +137,27 @@ def test_runs_of_a_removed_agent_end_failed_unknown_agent(
     # Given a pending run of an agent that a later deploy removed
     from scheduler.storage.store import NewRun
 
-    (run,) = store.commit_tick([NewRun(
-        idempotency_key="cron:gone:2026-03-01T12:00:00Z", trigger="gone", agent="retired",
-        queue="agents", event={"kind": "cron", "trigger": "gone",
-                               "scheduled_for": T0.isoformat(), "fired_at": T0.isoformat()},
-        logical_time=T0, agent_version="v0")], [], [], T0)
+    (run,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key="cron:gone:2026-03-01T12:00:00Z",
+                trigger="gone",
+                agent="retired",
+                queue="agents",
+                event={
+                    "kind": "cron",
+                    "trigger": "gone",
+                    "scheduled_for": T0.isoformat(),
+                    "fired_at": T0.isoformat(),
+                },
+                logical_time=T0,
+                agent_version="v0",
+            )
+        ],
+        [],
+        [],
+        T0,
+    )
     clock = FakeClock(T0 + timedelta(minutes=1))
     svc = make_service(settings, registry_of(MODULE, ["every-second"]), clock)
     assert svc.hold_leadership()
@@ -141,8 +165,7 @@ def test_runs_of_a_removed_agent_end_failed_unknown_agent(
     assert svc.sweep() == 0
     # Then it ends failed/unknown_agent instead of being published to a task nobody has
     loaded = store.get_run(run.id)
-    assert loaded is not None and (loaded.status, loaded.terminal_reason) == (
-        "failed", "unknown_agent")
+    assert loaded is not None and (loaded.status, loaded.terminal_reason) == ("failed", "unknown_agent")
     assert queue_length(redis_client, prefix) == 0
 
 
@@ -159,8 +182,12 @@ def test_triggers_list_all_reports_orphaned_state(settings: Settings, store: Sto
 
 
 def test_a_burst_of_due_triggers_goes_out_in_a_small_first_chunk_then_full_ones(
-    settings: Settings, store: Store, redis_client: redis.Redis, prefix: str,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    store: Store,
+    redis_client: redis.Redis,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """1,200 triggers due in one tick: the first 50 runs are committed and published before
     the rest are evaluated, then chunks of 500; every firing lands exactly once."""
@@ -168,7 +195,8 @@ def test_a_burst_of_due_triggers_goes_out_in_a_small_first_chunk_then_full_ones(
     from scheduler.storage.store import Dispatch
     from scheduler.worker.app import create_app
 
-    (tmp_path / "burst_triggers.py").write_text(textwrap.dedent("""
+    (tmp_path / "burst_triggers.py").write_text(
+        textwrap.dedent("""
         from agents import agent
         from triggers import cron
 
@@ -178,7 +206,8 @@ def test_a_burst_of_due_triggers_goes_out_in_a_small_first_chunk_then_full_ones(
 
         for i in range(1200):
             cron("0 * * * *", agent=noop, name=f"t{i}")
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = registry_of("burst_triggers")
     batches: list[int] = []

@@ -44,16 +44,28 @@ def hook(receiver: Receiver) -> WebhookChannel:
     return WebhookChannel(receiver.url, SecretStr(SECRET))
 
 
-def start(store: Store, settings: Settings, clock: FakeClock, agent: str = "steady",
-          key: str = "k1") -> StartedAttempt:
+def start(
+    store: Store, settings: Settings, clock: FakeClock, agent: str = "steady", key: str = "k1"
+) -> StartedAttempt:
     """A run taken by a (pretend) worker: an attempt row and its heartbeat deadlines."""
     registry = registry_of(MODULE)
-    (run,) = store.commit_tick([NewRun(
-        idempotency_key=key, trigger=None, agent=agent, queue="agents",
-        event=event_to_json(ManualFire(trigger="manual", fired_by="test")),
-        logical_time=clock.now(), agent_version=None)], [], [], clock.now())
-    started = store.begin_attempt(run.id, "worker-1", f"task-{key}", clock.now(),
-                                  agent=agent)
+    (run,) = store.commit_tick(
+        [
+            NewRun(
+                idempotency_key=key,
+                trigger=None,
+                agent=agent,
+                queue="agents",
+                event=event_to_json(ManualFire(trigger="manual", fired_by="test")),
+                logical_time=clock.now(),
+                agent_version=None,
+            )
+        ],
+        [],
+        [],
+        clock.now(),
+    )
+    started = store.begin_attempt(run.id, "worker-1", f"task-{key}", clock.now(), agent=agent)
     assert started is not None
     beat(settings, registry.agents[agent], started, clock.now(), clock.now())
     return started
@@ -62,8 +74,11 @@ def start(store: Store, settings: Settings, clock: FakeClock, agent: str = "stea
 def beat(settings: Settings, spec: Any, started: StartedAttempt, now: Any, progress_at: Any) -> None:
     index = HeartbeatIndex(redis.Redis.from_url(settings.require_redis_url()), settings.redis_prefix)
     progress = (progress_at + spec.progress_timeout).timestamp() if spec.progress_timeout else None
-    index.beat(Member(started.run_id, started.attempt, started.fence),
-               (now + spec.heartbeat_timeout).timestamp(), progress)
+    index.beat(
+        Member(started.run_id, started.attempt, started.fence),
+        (now + spec.heartbeat_timeout).timestamp(),
+        progress,
+    )
 
 
 def test_a_dead_worker_is_stalled_requeued_alerted_once_and_resolved(
@@ -83,27 +98,34 @@ def test_a_dead_worker_is_stalled_requeued_alerted_once_and_resolved(
     dog.check()
     # (and a second watchdog that becomes leader too, as after a lease lapse, finds the same
     # stalled attempt but sends nothing: the alert row of this episode exists)
-    redis.Redis.from_url(settings.require_redis_url()).delete(
-        f"{settings.redis_prefix}leader:watchdog")
+    redis.Redis.from_url(settings.require_redis_url()).delete(f"{settings.redis_prefix}leader:watchdog")
     assert standby.check().leader
     # Then the attempt is stalled, the run requeued with a new fence, and one alert is sent
     assert report.stalled == [(started.run_id, 1, "worker_lost")]
     assert report.requeued == [started.run_id]
     run = store.get_run(started.run_id)
     assert run is not None and run.status == "queued" and run.fence == started.fence + 1
-    assert [(a.status, a.reason) for a in store.attempts_of(started.run_id)] == [
-        ("stalled", "worker_lost")]
+    assert [(a.status, a.reason) for a in store.attempts_of(started.run_id)] == [("stalled", "worker_lost")]
     dog.alerts.flush()
     alerts = receiver.alerts()
     assert [(a["kind"], a["state"], a["run_id"]) for a in alerts] == [
-        ("run_stalled", "firing", started.run_id)]
+        ("run_stalled", "firing", started.run_id)
+    ]
     assert alerts[0]["details"]["reason"] == "worker_lost"
     request = receiver.requests[0]
-    assert verify(SECRET, request["headers"]["X-Nightowl-Timestamp"], request["body"],
-                  request["headers"]["X-Nightowl-Signature"])
+    assert verify(
+        SECRET,
+        request["headers"]["X-Nightowl-Timestamp"],
+        request["body"],
+        request["headers"]["X-Nightowl-Signature"],
+    )
     # A replayed body with a fresh timestamp does not verify
-    assert not verify(SECRET, str(int(request["headers"]["X-Nightowl-Timestamp"]) + 1),
-                      request["body"], request["headers"]["X-Nightowl-Signature"])
+    assert not verify(
+        SECRET,
+        str(int(request["headers"]["X-Nightowl-Timestamp"]) + 1),
+        request["body"],
+        request["headers"]["X-Nightowl-Signature"],
+    )
     # The late worker cannot finish the stalled attempt: its fence is gone
     assert not store.finish(started, SUCCEEDED, now=clock.now())
     # And when the retry succeeds, a resolved alert follows
@@ -114,7 +136,9 @@ def test_a_dead_worker_is_stalled_requeued_alerted_once_and_resolved(
     standby.check()
     standby.alerts.flush()
     assert [(a["kind"], a["state"]) for a in receiver.alerts()] == [
-        ("run_stalled", "firing"), ("run_stalled", "resolved")]
+        ("run_stalled", "firing"),
+        ("run_stalled", "resolved"),
+    ]
     # And later checks that still see the stall in their look-back do not raise it again
     # (each used to open a new episode: the fault harness counted 82 sends for 3 stalls).
     for _ in range(3):
@@ -122,7 +146,9 @@ def test_a_dead_worker_is_stalled_requeued_alerted_once_and_resolved(
         standby.check()
     standby.alerts.flush()
     assert [(a["kind"], a["state"]) for a in receiver.alerts()] == [
-        ("run_stalled", "firing"), ("run_stalled", "resolved")]
+        ("run_stalled", "firing"),
+        ("run_stalled", "resolved"),
+    ]
 
 
 def test_no_progress_revokes_and_exhausted_attempts_go_dead(
@@ -154,11 +180,12 @@ def test_no_progress_revokes_and_exhausted_attempts_go_dead(
     dog.check()
     dog.alerts.flush()
     assert sorted((a["kind"], a["state"]) for a in receiver.alerts()) == [
-        ("run_dead", "firing"), ("run_stalled", "firing")]
+        ("run_dead", "firing"),
+        ("run_stalled", "firing"),
+    ]
 
 
-def test_a_redis_restart_loses_no_stall(settings: Settings, store: Store,
-                                        redis_client: redis.Redis) -> None:
+def test_a_redis_restart_loses_no_stall(settings: Settings, store: Store, redis_client: redis.Redis) -> None:
     clock = FakeClock(T0)
     started = start(store, settings, clock)
     # Given heartbeat deadlines that Redis lost (a restart without persistence)
@@ -169,8 +196,9 @@ def test_a_redis_restart_loses_no_stall(settings: Settings, store: Store,
     assert dog.check().stalled == [(started.run_id, 1, "worker_lost")]
 
 
-def test_the_database_sweep_finds_what_the_sorted_set_missed(settings: Settings, store: Store,
-                                                             redis_client: redis.Redis) -> None:
+def test_the_database_sweep_finds_what_the_sorted_set_missed(
+    settings: Settings, store: Store, redis_client: redis.Redis
+) -> None:
     clock = FakeClock(T0)
     dog = make_watchdog(settings, registry_of(MODULE), clock)
     dog.check()  # leader, with empty sets
@@ -183,8 +211,9 @@ def test_the_database_sweep_finds_what_the_sorted_set_missed(settings: Settings,
     assert stalled == [(started.run_id, 1, "worker_lost")]
 
 
-def test_check_reads_only_expired_entries(settings: Settings, store: Store,
-                                          redis_client: redis.Redis) -> None:
+def test_check_reads_only_expired_entries(
+    settings: Settings, store: Store, redis_client: redis.Redis
+) -> None:
     clock = FakeClock(T0)
     dog = make_watchdog(settings, registry_of(MODULE), clock)
     dog.check()
@@ -250,14 +279,20 @@ def test_started_skipped_and_waiting_slots_are_not_late(settings: Settings, stor
     assert [s.isoformat() for _, s in late] == ["2026-03-01T12:03:00+00:00"]
 
 
-def test_source_failing_is_alerted_and_resolved(settings: Settings, store: Store,
-                                                receiver: Receiver) -> None:
+def test_source_failing_is_alerted_and_resolved(settings: Settings, store: Store, receiver: Receiver) -> None:
     from tests.polling import forget, registry_with
     from triggers import db_change
 
     clock = FakeClock(T0)
-    spec = db_change("orders", agent="on-row", name="shop-orders", cursor="updated_at", key="id",
-                     db_url="postgresql://shop:pw-123@127.0.0.1:1/shop", every=1)
+    spec = db_change(
+        "orders",
+        agent="on-row",
+        name="shop-orders",
+        cursor="updated_at",
+        key="id",
+        db_url="postgresql://shop:pw-123@127.0.0.1:1/shop",
+        every=1,
+    )
     try:
         registry = registry_with(spec)
         svc = make_service(settings, registry, clock)
@@ -270,22 +305,28 @@ def test_source_failing_is_alerted_and_resolved(settings: Settings, store: Store
         dog.alerts.flush()
         alerts = receiver.alerts()
         assert [(a["kind"], a["state"], a["trigger"]) for a in alerts] == [
-            ("trigger_source_failing", "firing", "shop-orders")]
+            ("trigger_source_failing", "firing", "shop-orders")
+        ]
         assert "pw-123" not in str(alerts)
         # The source answers again (here: it is pointed at a real empty table)
         import sqlalchemy as sa
-        engine = sa.create_engine(settings.require_database_url().replace(
-            "postgresql://", "postgresql+psycopg://"))
+
+        engine = sa.create_engine(
+            settings.require_database_url().replace("postgresql://", "postgresql+psycopg://")
+        )
         with engine.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, "
-                                 "updated_at TIMESTAMP)"))
+            conn.execute(
+                sa.text("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, updated_at TIMESTAMP)")
+            )
         assert isinstance(spec.source, DbChangeTrigger)
         spec.source.db_url = None
         svc.tick()
         dog.check()
         dog.alerts.flush()
         assert [(a["kind"], a["state"]) for a in receiver.alerts()][-1] == (
-            "trigger_source_failing", "resolved")
+            "trigger_source_failing",
+            "resolved",
+        )
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE orders"))
         engine.dispose()
@@ -308,6 +349,7 @@ def test_missing_leaders_are_alerted_both_ways(settings: Settings, store: Store)
     dog.check()
     assert next((a.kind, a.state) for a in alerts.history()) == ("scheduler_down", "resolved")
     from scheduler.alerts import AlertManager
+
     svc.alerts = AlertManager(alerts, clock)
     dog.resign()
     svc.sweep()
@@ -327,11 +369,14 @@ def test_dedupe_reminders_and_a_failing_channel_that_does_not_block_others(
     try:
         clock = FakeClock(T0)
         manager = AlertManager(
-            AlertStore(store.engine), clock,
+            AlertStore(store.engine),
+            clock,
             [WebhookChannel(u.url, SecretStr(SECRET)) for u in (broken, flaky, good)],
-            repeat=timedelta(minutes=30), attempts=3, backoff_max=0.1)
-        alert = Alert(kind=AlertKind.RUN_STALLED, dedupe_key="run_stalled:r1:1", message="stuck",
-                      run_id="r1")
+            repeat=timedelta(minutes=30),
+            attempts=3,
+            backoff_max=0.1,
+        )
+        alert = Alert(kind=AlertKind.RUN_STALLED, dedupe_key="run_stalled:r1:1", message="stuck", run_id="r1")
         assert manager.fire(alert) is True
         assert manager.fire(alert) is False  # still firing: not re-sent
         clock.advance(31 * 60)
@@ -349,7 +394,10 @@ def test_dedupe_reminders_and_a_failing_channel_that_does_not_block_others(
         assert manager.resolve(alert) is True
         assert manager.fire(alert) is True
         assert [(a.state, a.episode) for a in AlertStore(store.engine).history()] == [
-            ("firing", 1), ("resolved", 0), ("firing", 0)]
+            ("firing", 1),
+            ("resolved", 0),
+            ("firing", 0),
+        ]
         manager.close()
     finally:
         for r in (flaky, broken, good):
@@ -366,13 +414,22 @@ def test_an_alert_receiver_that_hangs_holds_up_nothing(settings: Settings, store
     hung, good = Receiver(delay=3.0), Receiver()
     try:
         manager = AlertManager(
-            AlertStore(store.engine), FakeClock(T0),
-            [WebhookChannel(hung.url, SecretStr(SECRET), timeout=0.5),
-             WebhookChannel(good.url, SecretStr(SECRET))],
-            attempts=2, backoff_max=0.1)
+            AlertStore(store.engine),
+            FakeClock(T0),
+            [
+                WebhookChannel(hung.url, SecretStr(SECRET), timeout=0.5),
+                WebhookChannel(good.url, SecretStr(SECRET)),
+            ],
+            attempts=2,
+            backoff_max=0.1,
+        )
         started = time.monotonic()
-        assert manager.fire(Alert(kind=AlertKind.RUN_DEAD, dedupe_key="run_dead:r9", message="dead",
-                                  run_id="r9")) is True
+        assert (
+            manager.fire(
+                Alert(kind=AlertKind.RUN_DEAD, dedupe_key="run_dead:r9", message="dead", run_id="r9")
+            )
+            is True
+        )
         assert time.monotonic() - started < 0.5  # the caller (the watchdog loop) never waits
         wait_for(good.alerts, timeout=5, message="the good channel's alert")
         assert manager.flush(timeout=30)

@@ -99,11 +99,19 @@ def test_a_budget_cancels_the_context_once_usage_goes_past_it() -> None:
 
     from agents import AgentContext, Budget, OutboxBuffer
 
-    ctx = AgentContext(run_id="r", idempotency_key="k", attempt=1, logical_time=None,
-                       trigger=None, agent="a", fence=1, deadline=None,
-                       log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-                       outbox=OutboxBuffer(frozenset()),
-                       _budget=Budget(tokens=1000, cost_usd=0.5))
+    ctx = AgentContext(
+        run_id="r",
+        idempotency_key="k",
+        attempt=1,
+        logical_time=None,
+        trigger=None,
+        agent="a",
+        fence=1,
+        deadline=None,
+        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        outbox=OutboxBuffer(frozenset()),
+        _budget=Budget(tokens=1000, cost_usd=0.5),
+    )
     ctx.usage(tokens=600, cost_usd=0.2)
     ctx.usage(tokens=400)  # exactly at the limit is within it
     assert not ctx.cancelled and ctx.over_budget is None
@@ -111,9 +119,7 @@ def test_a_budget_cancels_the_context_once_usage_goes_past_it() -> None:
     assert ctx.cancelled and ctx.over_budget == "cost_usd"
     ctx.usage(tokens=5000)  # the first limit crossed stays the reason
     assert ctx.over_budget == "cost_usd"
-    assert agent("capped", budget=Budget(tool_calls=20))(lambda c, e: None).budget == Budget(
-        tool_calls=20)
-
+    assert agent("capped", budget=Budget(tool_calls=20))(lambda c, e: None).budget == Budget(tool_calls=20)
 
 
 def test_outbox_values_over_the_configured_limit_are_refused_at_put(

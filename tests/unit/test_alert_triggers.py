@@ -30,29 +30,40 @@ def walk(poller: Poller, gauge: Gauge, script: list[tuple[float, Any]]) -> list[
     for advance, value in script:
         gauge.value = value
         ev = poller.poll(advance)
-        out.append((ev.state["alert_state"],
-                    [f.event.state for f in ev.firings]))  # type: ignore[union-attr]
+        out.append((ev.state["alert_state"], [f.event.state for f in ev.firings]))  # type: ignore[union-attr]
     return out
 
 
 def test_transitions_with_for_hysteresis_resolve_and_cooldown() -> None:
     gauge = Gauge()
     poller = Poller(alert(gauge, above=10, clear_below=5, for_=60, cooldown=300, on_resolve=True), T0)
-    assert walk(poller, gauge, [
-        (0, 3),     # ok
-        (10, 12),   # breach: pending
-        (30, 12),   # held 30 s < for_
-        (30, 12),   # held 60 s: firing, one run
-        (10, 12),   # still firing: no second run
-        (10, 8),    # below the threshold but above clear_below: still firing (hysteresis)
-        (10, 4),    # past the clear bound: ok, and a resolved run
-        (10, 12),   # a new breach: pending
-        (60, 12),   # held for_, but only 90 s since the last firing run: held by cooldown
-        (120, 12),  # 210 s
-        (100, 12),  # 310 s since the last run: fires
-    ]) == [
-        ("ok", []), ("pending", []), ("pending", []), ("firing", ["firing"]), ("firing", []),
-        ("firing", []), ("ok", ["resolved"]), ("pending", []), ("pending", []), ("pending", []),
+    assert walk(
+        poller,
+        gauge,
+        [
+            (0, 3),  # ok
+            (10, 12),  # breach: pending
+            (30, 12),  # held 30 s < for_
+            (30, 12),  # held 60 s: firing, one run
+            (10, 12),  # still firing: no second run
+            (10, 8),  # below the threshold but above clear_below: still firing (hysteresis)
+            (10, 4),  # past the clear bound: ok, and a resolved run
+            (10, 12),  # a new breach: pending
+            (60, 12),  # held for_, but only 90 s since the last firing run: held by cooldown
+            (120, 12),  # 210 s
+            (100, 12),  # 310 s since the last run: fires
+        ],
+    ) == [
+        ("ok", []),
+        ("pending", []),
+        ("pending", []),
+        ("firing", ["firing"]),
+        ("firing", []),
+        ("firing", []),
+        ("ok", ["resolved"]),
+        ("pending", []),
+        ("pending", []),
+        ("pending", []),
         ("firing", ["firing"]),
     ]
 
@@ -61,7 +72,12 @@ def test_a_breach_that_ends_before_for_never_fires() -> None:
     gauge = Gauge()
     poller = Poller(alert(gauge, above=10, for_=60), T0)
     assert walk(poller, gauge, [(0, 11), (30, 11), (10, 9), (30, 11), (40, 11)]) == [
-        ("pending", []), ("pending", []), ("ok", []), ("pending", []), ("pending", [])]
+        ("pending", []),
+        ("pending", []),
+        ("ok", []),
+        ("pending", []),
+        ("pending", []),
+    ]
 
 
 def test_firing_and_resolved_runs_name_the_episode() -> None:
@@ -72,10 +88,16 @@ def test_firing_and_resolved_runs_name_the_episode() -> None:
     gauge.value = 1
     resolved = poller.poll(10).firings
     assert [f.idempotency_key for f in fired + resolved] == [
-        "alert:errors:1:firing", "alert:errors:1:resolved"]
+        "alert:errors:1:firing",
+        "alert:errors:1:resolved",
+    ]
     event = fired[0].event
     assert (event.kind, event.value, event.threshold, event.state) == (  # type: ignore[union-attr]
-        "metric", 50.0, 10.0, "firing")
+        "metric",
+        50.0,
+        10.0,
+        "firing",
+    )
     assert resolved[0].event.value == 1.0  # type: ignore[union-attr]
 
 
@@ -83,7 +105,11 @@ def test_below_uses_clear_above() -> None:
     gauge = Gauge()
     poller = Poller(alert(gauge, below=100, clear_above=150, on_resolve=True), T0)
     assert walk(poller, gauge, [(0, 120), (10, 90), (10, 120), (10, 151)]) == [
-        ("ok", []), ("firing", ["firing"]), ("firing", []), ("ok", ["resolved"])]
+        ("ok", []),
+        ("firing", ["firing"]),
+        ("firing", []),
+        ("ok", ["resolved"]),
+    ]
 
 
 @pytest.mark.parametrize("bad", [RuntimeError("exporter down"), "n/a", [1.0]])
@@ -176,8 +202,13 @@ def test_each_episode_gets_the_next_number_and_its_resolve_shares_it() -> None:
     for value in (50, 1, 50, 50, 1, 50):
         gauge.value = value
         keys += poller.keys(10)
-    assert keys == ["alert:errors:1:firing", "alert:errors:1:resolved", "alert:errors:2:firing",
-                    "alert:errors:2:resolved", "alert:errors:3:firing"]
+    assert keys == [
+        "alert:errors:1:firing",
+        "alert:errors:1:resolved",
+        "alert:errors:2:firing",
+        "alert:errors:2:resolved",
+        "alert:errors:3:firing",
+    ]
     assert poller.state is not None and poller.state["episode"] == 3
 
 
@@ -219,16 +250,20 @@ def test_a_redefined_alert_restarts_from_ok_but_keeps_counting_episodes() -> Non
 def test_infinite_readings_move_the_machine_and_nan_is_no_data() -> None:
     gauge = Gauge(float("inf"))
     above = Poller(alert(gauge, above=1e300, on_resolve=True, cooldown=0), T0)
-    assert walk(above, gauge, [(0, float("inf")), (10, float("-inf")), (10, "+Inf"),
-                               (10, float("nan"))]) == [
-        ("firing", ["firing"]), ("ok", ["resolved"]), ("firing", ["firing"]), ("ok", ["resolved"])]
+    assert walk(above, gauge, [(0, float("inf")), (10, float("-inf")), (10, "+Inf"), (10, float("nan"))]) == [
+        ("firing", ["firing"]),
+        ("ok", ["resolved"]),
+        ("firing", ["firing"]),
+        ("ok", ["resolved"]),
+    ]
     assert above.state is not None and above.state["last_value"] is None
     below = Poller(alert(gauge, below=-1e300, name="low"), T0)
     gauge.value = float("-inf")
     fired = below.poll().firings
     assert below.state is not None and below.state["last_value"] == "-Inf"
     assert [(f.event.state, f.event.value) for f in fired] == [  # type: ignore[union-attr]
-        ("firing", float("-inf"))]
+        ("firing", float("-inf"))
+    ]
     strict = Poller(alert(Gauge(float("nan")), above=1, empty="fail", name="strict"), T0)
     strict.poll()
     assert strict.state is not None and "no data" in strict.state["last_error"]
@@ -245,17 +280,20 @@ def test_fuzzed_readings_always_leave_storable_state_and_unique_keys() -> None:
 
     from agents import event_to_json
 
-    reading = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(),
-                        st.integers(min_value=-(10**30), max_value=10**30),
-                        st.sampled_from(["+Inf", "-Inf", "NaN", "n/a", "1e999"]))
+    reading = st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.none(),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.sampled_from(["+Inf", "-Inf", "NaN", "n/a", "1e999"]),
+    )
 
     @settings(max_examples=150, deadline=None)
-    @given(st.lists(st.tuples(st.integers(min_value=0, max_value=400), reading), max_size=25),
-           st.booleans())
+    @given(st.lists(st.tuples(st.integers(min_value=0, max_value=400), reading), max_size=25), st.booleans())
     def check(script: list[tuple[int, Any]], on_resolve: bool) -> None:
         gauge = Gauge()
-        poller = Poller(alert(gauge, above=10, clear_below=5, on_resolve=on_resolve, cooldown=60,
-                              name="fuzzed"), T0)
+        poller = Poller(
+            alert(gauge, above=10, clear_below=5, on_resolve=on_resolve, cooldown=60, name="fuzzed"), T0
+        )
         keys: list[str] = []
         for advance, value in script:
             gauge.value = value

@@ -52,8 +52,9 @@ def test_nothing_due_keeps_state() -> None:
         ("none", ["12:10"], [("12:01", "12:09", 9)]),
     ],
 )
-def test_catchup_policies_after_downtime(catchup: str, expected_runs: list[str],
-                                         expected_missed: list[tuple[str, str, int]]) -> None:
+def test_catchup_policies_after_downtime(
+    catchup: str, expected_runs: list[str], expected_missed: list[tuple[str, str, int]]
+) -> None:
     # Given a per-minute trigger last evaluated at 12:00 and a 5-minute catch-up window
     trig = make(catchup=catchup, catchup_window=timedelta(minutes=5))
     state = trig.evaluate("t", T0, None).state
@@ -61,8 +62,9 @@ def test_catchup_policies_after_downtime(catchup: str, expected_runs: list[str],
     ev = trig.evaluate("t", T0 + timedelta(minutes=10), state)
     # Then the policy picks the runs and the rest lands in the ledger as gaps
     assert [f.logical_time.strftime("%H:%M") for f in ev.firings] == expected_runs
-    assert [(g.first.strftime("%H:%M"), g.last.strftime("%H:%M"), g.count)
-            for g in ev.missed] == expected_missed
+    assert [
+        (g.first.strftime("%H:%M"), g.last.strftime("%H:%M"), g.count) for g in ev.missed
+    ] == expected_missed
 
 
 def test_none_drops_a_late_single_slot_past_its_start_deadline() -> None:

@@ -43,8 +43,9 @@ def test_an_unmoved_cron_state_is_not_written_again() -> None:
 
 
 def test_an_event_postgresql_would_refuse_is_a_failed_run_not_a_failed_chunk() -> None:
-    bad = Firing("nul", T0, MetricAlert(name="m\x00", value=math.inf, threshold=1.0,
-                                        state="firing", since=T0))
+    bad = Firing(
+        "nul", T0, MetricAlert(name="m\x00", value=math.inf, threshold=1.0, state="firing", since=T0)
+    )
     (run,) = pending_for(SPEC, probe, Evaluation([bad], {}, T0), None, 0).runs
     assert run.status == RunStatus.FAILED and run.terminal_reason == Reason.NOT_SERIALISABLE
 
@@ -53,8 +54,9 @@ def test_chunks_start_small_then_fill_and_split_a_huge_catch_up() -> None:
     small = [Pending(SPEC, Evaluation([], {}, T0), [], None) for _ in range(FIRST_CHUNK_SIZE + 1)]
     sizes = [len(c) for c in chunks(small)]
     assert sizes == [FIRST_CHUNK_SIZE, 1]
-    runs = pending_for(SPEC, probe, Evaluation([_firing(i) for i in range(CHUNK_SIZE + 7)],
-                                               {"version": 1}, T0), None, 0)
+    runs = pending_for(
+        SPEC, probe, Evaluation([_firing(i) for i in range(CHUNK_SIZE + 7)], {"version": 1}, T0), None, 0
+    )
     pieces = list(chunks([runs]))
     assert [sum(len(p.runs) for p in c) for c in pieces] == [CHUNK_SIZE, 7]
     assert pieces[0][0].write is None and pieces[0][0].final is False  # state goes last

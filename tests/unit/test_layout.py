@@ -47,10 +47,18 @@ def _part(module: str) -> str | None:
 
 
 def test_agents_and_triggers_lean_one_way() -> None:
-    bad = [f"{_where(p, n)} imports {m}" for p in _files("agents") for n, m in _imports(p)
-           if m.split(".")[0] in {"triggers", "scheduler"}]
-    bad += [f"{_where(p, n)} imports {m}" for p in _files("triggers") for n, m in _imports(p)
-            if m.split(".")[0] == "scheduler"]
+    bad = [
+        f"{_where(p, n)} imports {m}"
+        for p in _files("agents")
+        for n, m in _imports(p)
+        if m.split(".")[0] in {"triggers", "scheduler"}
+    ]
+    bad += [
+        f"{_where(p, n)} imports {m}"
+        for p in _files("triggers")
+        for n, m in _imports(p)
+        if m.split(".")[0] == "scheduler"
+    ]
     assert bad == []
 
 
@@ -73,15 +81,18 @@ def test_process_packages_import_only_the_shared_core() -> None:
 
 
 def test_scheduler_uses_only_public_modules_of_agents_and_triggers() -> None:
-    bad = [f"{_where(p, n)} imports {m}" for p in _files("scheduler") for n, m in _imports(p)
-           if m.split(".")[0] in {"agents", "triggers"}
-           and any(part.startswith("_") for part in m.split(".")[1:])]
+    bad = [
+        f"{_where(p, n)} imports {m}"
+        for p in _files("scheduler")
+        for n, m in _imports(p)
+        if m.split(".")[0] in {"agents", "triggers"}
+        and any(part.startswith("_") for part in m.split(".")[1:])
+    ]
     assert bad == []
 
 
 def test_ls_scheduler_reads_as_the_data_flow() -> None:
-    packages = {p.name for p in (ROOT / "scheduler").iterdir()
-                if p.is_dir() and (p / "__init__.py").exists()}
+    packages = {p.name for p in (ROOT / "scheduler").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     modules = {p.name for p in (ROOT / "scheduler").glob("*.py")}
     assert packages == PROCESSES | CORE | ON_TOP
     assert modules == {"__init__.py", "healthcheck.py"}
@@ -104,7 +115,8 @@ def test_the_tree_in_the_design_doc_is_the_tree_on_disk() -> None:
     text = (ROOT / "docs" / "design.md").read_text()
     block = text.split("```\nscheduler/\n", 1)[1].split("```", 1)[0]
     drawn = set(re.findall(r"^  (\w+/|\w+\.py)", block, re.MULTILINE))
-    on_disk = {f"{p.name}/" for p in (ROOT / "scheduler").iterdir()
-               if p.is_dir() and (p / "__init__.py").exists()}
+    on_disk = {
+        f"{p.name}/" for p in (ROOT / "scheduler").iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    }
     on_disk |= {p.name for p in (ROOT / "scheduler").glob("*.py") if p.name != "__init__.py"}
     assert drawn == on_disk

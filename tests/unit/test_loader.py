@@ -39,22 +39,34 @@ def problems(name: str) -> list[str]:
 @pytest.mark.parametrize(
     ("body", "line", "needles"),
     [
-        ('cron("61 * * * *", agent=a1, name="x")\n', 7,
-         ["field 'expr'", "out of range", "Fix:"]),
-        ('cron("* * * * *", agent=a1, name="x", tz="Mars/Base")\n', 7,
-         ["field 'tz'", "unknown time zone", "Fix:"]),
-        ('cron("* * * * *", agent=a1, name="Bad Name!")\n', 7,
-         ["field 'name'", "not a valid name", "Fix:"]),
-        ('cron("* * * * *", agent=a1, name="x", timezone="UTC")\n', 7,
-         ["unknown option 'timezone'", "did you mean 'tz'"]),
-        ('cron("* * * * *", agent=a1, name="x", overlap="sometimes")\n', 7,
-         ["field 'overlap'", "'skip'", "Fix:"]),
-        ('\n\n@agent("a2", retries=3)\ndef a2(ctx, event):\n    return 1\n', 9,
-         ["unknown option 'retries'", "Valid options:"]),
-        ('def plain(ctx, event):\n    return 1\ncron("* * * * *", agent=plain, name="x")\n', 9,
-         ["field 'agent'", "is not an agent", "@agent"]),
-        ('cron("* * * * *", agent=a1, name="x", jitter=600)\n', 7,
-         ["field 'jitter'", "start_deadline"]),
+        ('cron("61 * * * *", agent=a1, name="x")\n', 7, ["field 'expr'", "out of range", "Fix:"]),
+        (
+            'cron("* * * * *", agent=a1, name="x", tz="Mars/Base")\n',
+            7,
+            ["field 'tz'", "unknown time zone", "Fix:"],
+        ),
+        ('cron("* * * * *", agent=a1, name="Bad Name!")\n', 7, ["field 'name'", "not a valid name", "Fix:"]),
+        (
+            'cron("* * * * *", agent=a1, name="x", timezone="UTC")\n',
+            7,
+            ["unknown option 'timezone'", "did you mean 'tz'"],
+        ),
+        (
+            'cron("* * * * *", agent=a1, name="x", overlap="sometimes")\n',
+            7,
+            ["field 'overlap'", "'skip'", "Fix:"],
+        ),
+        (
+            '\n\n@agent("a2", retries=3)\ndef a2(ctx, event):\n    return 1\n',
+            9,
+            ["unknown option 'retries'", "Valid options:"],
+        ),
+        (
+            'def plain(ctx, event):\n    return 1\ncron("* * * * *", agent=plain, name="x")\n',
+            9,
+            ["field 'agent'", "is not an agent", "@agent"],
+        ),
+        ('cron("* * * * *", agent=a1, name="x", jitter=600)\n', 7, ["field 'jitter'", "start_deadline"]),
     ],
 )
 def test_definition_errors_name_file_line_field_and_fix(
@@ -84,8 +96,10 @@ def test_duplicate_trigger_names_point_at_both(tmp_path: Path, monkeypatch: pyte
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    body = ('cron("* * * * *", agent="nope", name="x")\n'
-            'cron("* * * * *", agent=a1, name="y")\ncron("* * * * *", agent=a1, name="y")\n')
+    body = (
+        'cron("* * * * *", agent="nope", name="x")\n'
+        'cron("* * * * *", agent=a1, name="y")\ncron("* * * * *", agent=a1, name="y")\n'
+    )
     name, _ = write_module(tmp_path, body, monkeypatch)
     assert len(problems(name)) == 2
 
@@ -107,8 +121,9 @@ def test_valid_module_loads_agents_and_triggers(tmp_path: Path, monkeypatch: pyt
     assert sorted(load(name).triggers) == ["by-name"]
 
 
-def test_validate_cli_exits_1_with_file_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             cli: Cli) -> None:
+def test_validate_cli_exits_1_with_file_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
     name, path = write_module(tmp_path, 'cron("61 * * * *", agent=a1, name="x")\n', monkeypatch)
     proc = cli("triggers", "validate", "--triggers", name, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr

@@ -52,8 +52,10 @@ def test_bind_gives_polling_kinds_the_defaults_and_secrets_are_declared() -> Non
     registry.bind_sources(defaults)
     polling = [s.source for s in registry.triggers.values() if s.source.polls]
     assert polling
-    assert all(PollingTrigger in type(p).__mro__ and p.defaults == defaults  # type: ignore[attr-defined]
-               for p in polling)
+    assert all(
+        PollingTrigger in type(p).__mro__ and p.defaults == defaults  # type: ignore[attr-defined]
+        for p in polling
+    )
     for spec in registry.triggers.values():
         assert all(s is None or isinstance(s, SecretStr) for s in spec.source.secrets())
 
@@ -88,8 +90,7 @@ def _extending_module() -> str:
 
 
 @pytest.fixture
-def every_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 fresh_sinks: None) -> Iterator[Registry]:
+def every_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sinks: None) -> Iterator[Registry]:
     name = f"every_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(_extending_module())
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -113,9 +114,9 @@ def test_the_kind_in_docs_extending_loads_and_fires_on_its_grid(every_module: Re
     assert again.firings == []
 
 
-def test_the_kind_in_docs_extending_says_did_you_mean(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      fresh_sinks: None) -> None:
+def test_the_kind_in_docs_extending_says_did_you_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sinks: None
+) -> None:
     code = _extending_module().replace('name="tidy-every-5m")', 'name="tidy-every-5m", names="x")')
     namespace: dict[str, object] = {"__name__": "docs_every_typo"}
     with pytest.raises(TriggerDefinitionError, match="did you mean 'name'"):
@@ -135,9 +136,11 @@ def test_mypy_rejects_a_misspelt_option_of_agent_and_of_a_trigger(tmp_path: Path
         "@agent('b', timeout=timedelta(minutes=1), max_attempts=2)\n"
         "def b(ctx: object, event: object) -> None: ...\n"
         "cron('* * * * *', agent=b, name='x', timezone='UTC')\n"
-        "cron('* * * * *', agent=b, name='y', tz='UTC')\n")
-    out, _, status = api.run(["--strict", "--no-incremental", "--follow-imports=silent",
-                              "--config-file=/dev/null", str(source)])
+        "cron('* * * * *', agent=b, name='y', tz='UTC')\n"
+    )
+    out, _, status = api.run(
+        ["--strict", "--no-incremental", "--follow-imports=silent", "--config-file=/dev/null", str(source)]
+    )
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert status == 1
     assert [e.split(":")[1] for e in errors] == ["4", "8"], out

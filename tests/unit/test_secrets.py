@@ -36,9 +36,11 @@ def test_every_secret_bearing_setting_is_a_secretstr_and_registered() -> None:
     assert len(settings.alert_urls) == 2
     for secret in (pw, hook, apprise, key):
         assert secret not in repr(settings) and secret not in str(settings.describe())
-    text = (f"connect postgresql://owl:{pw}@db.internal/nightowl failed; password {pw}; "
-            f"POST https://hooks.slack.com/services/T0/B0/{hook} -> 500; path /services/T0/B0/{hook}; "
-            f"apprise slack://{apprise}/B1/C1/#oncall; mailtos://me:{key}@smtp.example.com")
+    text = (
+        f"connect postgresql://owl:{pw}@db.internal/nightowl failed; password {pw}; "
+        f"POST https://hooks.slack.com/services/T0/B0/{hook} -> 500; path /services/T0/B0/{hook}; "
+        f"apprise slack://{apprise}/B1/C1/#oncall; mailtos://me:{key}@smtp.example.com"
+    )
     scrubbed = scrub.scrub_text(text)
     for secret in (pw, hook, apprise, key):
         assert secret not in scrubbed, scrubbed
@@ -84,13 +86,16 @@ def test_log_lines_and_tracebacks_are_scrubbed_whoever_logs(formatter: logging.F
 
 
 def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sinks: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sinks: None,
 ) -> None:
     from scheduler.cli._common import registry_for
 
     db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook = (token() for _ in range(6))
     name = f"secret_mod_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from agents import agent
         from scheduler.outbox import RedisCacheSink, SqlUpsertSink, WebhookSink, register_sink
         from triggers import db_change, metric, prometheus, queue_depth, redis_list
@@ -107,11 +112,13 @@ def test_urls_in_trigger_modules_and_sinks_are_registered_when_the_registry_load
         register_sink("prefs-{name[-8:]}", SqlUpsertSink("prefs", db_url="postgresql://u:{sink_pw}@crm/x"))
         register_sink("cache-{name[-8:]}", RedisCacheSink(prefix="p:", redis_url="redis://:{cache_pw}@c:1/0"))
         register_sink("hook-{name[-8:]}", WebhookSink(url="https://crm.example.com/in/{hook}"))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry_for(Settings(_env_file=None, triggers=[name]))
-    text = scrub.scrub_text(f"{db_pw} {prom_pw} {list_pw} {sink_pw} {cache_pw} "
-                            f"POST https://crm.example.com/in/{hook} failed")
+    text = scrub.scrub_text(
+        f"{db_pw} {prom_pw} {list_pw} {sink_pw} {cache_pw} POST https://crm.example.com/in/{hook} failed"
+    )
     for secret in (db_pw, prom_pw, list_pw, sink_pw, cache_pw, hook):
         assert secret not in text, text
     assert "https://crm.example.com/***" in text

@@ -11,12 +11,18 @@ from scheduler.core.service_errors import settings_error
 from scheduler.core.settings import Settings
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("3", timedelta(seconds=3)), ("0.5", timedelta(milliseconds=500)),
-    ("PT2M", timedelta(minutes=2)), ("1:00:00", timedelta(hours=1)),
-])
-def test_a_duration_is_seconds_or_iso_8601(monkeypatch: pytest.MonkeyPatch, raw: str,
-                                           expected: timedelta) -> None:
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("3", timedelta(seconds=3)),
+        ("0.5", timedelta(milliseconds=500)),
+        ("PT2M", timedelta(minutes=2)),
+        ("1:00:00", timedelta(hours=1)),
+    ],
+)
+def test_a_duration_is_seconds_or_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: timedelta
+) -> None:
     monkeypatch.setenv("NIGHTOWL_LEADER_TTL", raw)
     assert Settings(_env_file=None).leader_ttl == expected
 

@@ -51,7 +51,10 @@ def test_a_cancel_outranks_what_the_agent_did_after_it() -> None:
     spec = _spec(max_attempts=3)
     out = verdict.attempt_verdict(spec, 1, Cancel.requested(Reason.BY_USER), None, ValueError("x"))
     assert (out.status, out.reason, out.attempt_status) == (
-        RunStatus.CANCELLED, Reason.BY_USER, AttemptStatus.CANCELLED)
+        RunStatus.CANCELLED,
+        Reason.BY_USER,
+        AttemptStatus.CANCELLED,
+    )
     timed = verdict.attempt_verdict(spec, 1, verdict.TIMEOUT, None, None)
     assert (timed.status, timed.reason) == (RunStatus.TIMED_OUT, Reason.SOFT)
     assert verdict.cancelled(verdict.TIMEOUT, hard=True).reason == Reason.HARD
@@ -60,7 +63,11 @@ def test_a_cancel_outranks_what_the_agent_did_after_it() -> None:
 def test_a_budget_ends_the_run_and_is_not_retried() -> None:
     out = verdict.attempt_verdict(_spec(max_attempts=5), 1, None, "tokens", RuntimeError("late"))
     assert (out.status, out.reason, out.delivery, out.retry_in) == (
-        RunStatus.BUDGET_EXCEEDED, "tokens", Delivery.BUDGET_EXCEEDED, None)
+        RunStatus.BUDGET_EXCEEDED,
+        "tokens",
+        Delivery.BUDGET_EXCEEDED,
+        None,
+    )
     assert out.terminal
     assert str(Cancel.budget("cost_usd")) == "budget:cost_usd"
     assert Cancel.budget("cost_usd").kind is CancelKind.BUDGET
@@ -70,16 +77,22 @@ def test_an_error_retries_with_backoff_until_the_last_attempt() -> None:
     spec = _spec(max_attempts=2, retry_backoff=timedelta(seconds=4))
     first = verdict.attempt_verdict(spec, 1, None, None, RuntimeError("flaky"))
     assert (first.status, first.attempt_status, first.delivery) == (
-        RunStatus.WAITING, AttemptStatus.FAILED, Delivery.RETRY)
+        RunStatus.WAITING,
+        AttemptStatus.FAILED,
+        Delivery.RETRY,
+    )
     assert first.retry_in is not None and first.retry_in > timedelta(0) and not first.terminal
     last = verdict.attempt_verdict(spec, 2, None, None, RuntimeError("flaky"))
     assert (last.status, last.reason) == (RunStatus.DEAD, Reason.ATTEMPTS_EXHAUSTED)
     assert last.not_before(datetime(2026, 1, 1, tzinfo=UTC)) is None
 
 
-@pytest.mark.parametrize(("error", "reason"), [
-    (NonRetryable("no"), Reason.NON_RETRYABLE),
-])
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (NonRetryable("no"), Reason.NON_RETRYABLE),
+    ],
+)
 def test_errors_that_are_not_retried(error: BaseException, reason: Reason) -> None:
     out = verdict.attempt_verdict(_spec(max_attempts=3), 1, None, None, error)
     assert (out.status, out.reason) == (RunStatus.FAILED, reason)

@@ -35,8 +35,9 @@ class WebhookSink:
 
     one_at_a_time = True
 
-    def __init__(self, *, url: str | SecretStr, secret: str | SecretStr | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, url: str | SecretStr, secret: str | SecretStr | None = None, timeout: float = 10.0
+    ) -> None:
         raw = url.get_secret_value() if isinstance(url, SecretStr) else url
         if not isinstance(raw, str) or urlsplit(raw).scheme not in {"http", "https"}:
             raise SinkError("WebhookSink url must be an http(s) URL")
@@ -64,11 +65,15 @@ class WebhookSink:
         return [self._post(client, e) for e in entries]
 
     def _post(self, client: httpx.Client, e: Entry) -> Outcome:
-        body = json.dumps({"id": e.id, "run_id": e.run_id, "key": e.key, "seq": e.seq,
-                           "value": e.value}, sort_keys=True).encode()
+        body = json.dumps(
+            {"id": e.id, "run_id": e.run_id, "key": e.key, "seq": e.seq, "value": e.value}, sort_keys=True
+        ).encode()
         timestamp = int(time.time())
-        headers = {"Content-Type": "application/json", "Idempotency-Key": e.id,
-                   "X-Nightowl-Timestamp": str(timestamp)}
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": e.id,
+            "X-Nightowl-Timestamp": str(timestamp),
+        }
         if self.secret is not None:
             headers["X-Nightowl-Signature"] = sign(self.secret.get_secret_value(), timestamp, body)
         try:

@@ -42,7 +42,9 @@ end
 """
 
 # ARGV value, seq, ttl ms (0 = none). 1 written, 0 an older or repeated write dropped.
-_CACHE_SET = _CACHE_CONVERT + """
+_CACHE_SET = (
+    _CACHE_CONVERT
+    + """
 convert()
 local current = 0
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
@@ -58,11 +60,15 @@ else
 end
 return 1
 """
+)
 
 # The one-off upgrade: convert one old-format key if it is one. The seq, or -1.
-_CACHE_UPGRADE = _CACHE_CONVERT + """
+_CACHE_UPGRADE = (
+    _CACHE_CONVERT
+    + """
 return convert()
 """
+)
 
 # KEYS[1] stream, KEYS[2] dedupe marker; ARGV entry id, key, seq, value, marker ttl ms.
 _STREAM_ADD = """
@@ -99,8 +105,9 @@ class RedisCacheSink(_RedisSink):
     number); an older `seq` never overwrites it. Read it with `HGET <prefix><key> value`
     (or `sink.get(key)`)."""
 
-    def __init__(self, *, prefix: str, ttl: timedelta | float | None = None,
-                 redis_url: str | SecretStr | None = None) -> None:
+    def __init__(
+        self, *, prefix: str, ttl: timedelta | float | None = None, redis_url: str | SecretStr | None = None
+    ) -> None:
         super().__init__(redis_url)
         if not isinstance(prefix, str):
             raise SinkError(f"RedisCacheSink prefix must be a string, got {prefix!r}")
@@ -108,8 +115,12 @@ class RedisCacheSink(_RedisSink):
         self.ttl = None if ttl is None else as_timedelta(ttl, "ttl", allow_zero=False)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "redis_cache", "prefix": self.prefix, "redis_url": self.shown(),
-                "ttl_s": self.ttl.total_seconds() if self.ttl else None}
+        return {
+            "kind": "redis_cache",
+            "prefix": self.prefix,
+            "redis_url": self.shown(),
+            "ttl_s": self.ttl.total_seconds() if self.ttl else None,
+        }
 
     def _keys(self, key: str) -> list[str]:
         full = f"{self.prefix}{key}"
@@ -160,8 +171,13 @@ class RedisCacheSink(_RedisSink):
 class RedisStreamSink(_RedisSink):
     """An event log: each entry appended once (a marker per entry id, set with NX)."""
 
-    def __init__(self, *, stream: str, redis_url: str | SecretStr | None = None,
-                 dedupe_for: timedelta | float = timedelta(days=7)) -> None:
+    def __init__(
+        self,
+        *,
+        stream: str,
+        redis_url: str | SecretStr | None = None,
+        dedupe_for: timedelta | float = timedelta(days=7),
+    ) -> None:
         super().__init__(redis_url)
         if not isinstance(stream, str) or not stream:
             raise SinkError(f"RedisStreamSink stream must be a non-empty string, got {stream!r}")
@@ -177,7 +193,10 @@ class RedisStreamSink(_RedisSink):
         ttl_ms = int(self.dedupe_for.total_seconds() * 1000)
         pipe = client.pipeline(transaction=False)
         for e in entries:
-            script(keys=[self.stream, f"{self.stream}:seen:{e.id}"],
-                   args=[e.id, e.key, e.seq, json.dumps(e.value), ttl_ms], client=pipe)
+            script(
+                keys=[self.stream, f"{self.stream}:seen:{e.id}"],
+                args=[e.id, e.key, e.seq, json.dumps(e.value), ttl_ms],
+                client=pipe,
+            )
         pipe.execute()
         return [None] * len(entries)

@@ -45,8 +45,7 @@ class _SqlSink:
     def url(self) -> str:
         url = self.db_url.get_secret_value() if self.db_url else self._default
         if not url:
-            raise SinkError(f"sink table {self.table_name!r}: pass db_url= or set "
-                            "NIGHTOWL_DATABASE_URL")
+            raise SinkError(f"sink table {self.table_name!r}: pass db_url= or set NIGHTOWL_DATABASE_URL")
         return url
 
     def engine(self) -> sa.Engine:
@@ -88,23 +87,28 @@ class _SqlSink:
 class SqlUpsertSink(_SqlSink):
     """One row per key, holding the newest value: `key_column`, value, seq, entry_id."""
 
-    def __init__(self, table: str, *, db_url: str | SecretStr | None = None,
-                 key_column: str = "key") -> None:
+    def __init__(self, table: str, *, db_url: str | SecretStr | None = None, key_column: str = "key") -> None:
         super().__init__(table, db_url)
         self.key_column = _ident(key_column, "key_column")
 
     def define(self, meta: sa.MetaData) -> sa.Table:
-        return sa.Table(self.table_name, meta,
-                        sa.Column(self.key_column, sa.String(512), primary_key=True),
-                        sa.Column("value", sa.JSON, nullable=False),
-                        sa.Column("seq", sa.BigInteger, nullable=False),
-                        sa.Column("entry_id", sa.String(64), nullable=False),
-                        sa.Column("updated_at", sa.DateTime(timezone=True),
-                                  server_default=sa.func.now()))
+        return sa.Table(
+            self.table_name,
+            meta,
+            sa.Column(self.key_column, sa.String(512), primary_key=True),
+            sa.Column("value", sa.JSON, nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("entry_id", sa.String(64), nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "sql_upsert", "table": self.table_name, "db_url": self.shown(),
-                "key_column": self.key_column}
+        return {
+            "kind": "sql_upsert",
+            "table": self.table_name,
+            "db_url": self.shown(),
+            "key_column": self.key_column,
+        }
 
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
         table = self.table()
@@ -115,36 +119,48 @@ class SqlUpsertSink(_SqlSink):
         with self.engine().begin() as conn:
             for e in newest.values():
                 stmt = self.insert(conn).values(
-                    {self.key_column: e.key, "value": e.value, "seq": e.seq, "entry_id": e.id})
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=[self.key_column],
-                    set_={"value": stmt.excluded.value, "seq": stmt.excluded.seq,
-                          "entry_id": stmt.excluded.entry_id, "updated_at": sa.func.now()},
-                    where=table.c.seq < stmt.excluded.seq))
+                    {self.key_column: e.key, "value": e.value, "seq": e.seq, "entry_id": e.id}
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[self.key_column],
+                        set_={
+                            "value": stmt.excluded.value,
+                            "seq": stmt.excluded.seq,
+                            "entry_id": stmt.excluded.entry_id,
+                            "updated_at": sa.func.now(),
+                        },
+                        where=table.c.seq < stmt.excluded.seq,
+                    )
+                )
         return [None] * len(entries)
 
 
 class SqlAppendSink(_SqlSink):
     """An append-only audit trail; the UNIQUE `id_column` makes a redelivery a no-op."""
 
-    def __init__(self, table: str, *, db_url: str | SecretStr | None = None,
-                 id_column: str = "entry_id") -> None:
+    def __init__(
+        self, table: str, *, db_url: str | SecretStr | None = None, id_column: str = "entry_id"
+    ) -> None:
         super().__init__(table, db_url)
         self.id_column = _ident(id_column, "id_column")
 
     def define(self, meta: sa.MetaData) -> sa.Table:
-        return sa.Table(self.table_name, meta,
-                        sa.Column(self.id_column, sa.String(64), primary_key=True),
-                        sa.Column("run_id", sa.String(36), nullable=False),
-                        sa.Column("key", sa.String(512), nullable=False),
-                        sa.Column("seq", sa.BigInteger, nullable=False),
-                        sa.Column("value", sa.JSON, nullable=False),
-                        sa.Column("created_at", sa.DateTime(timezone=True),
-                                  server_default=sa.func.now()))
+        return sa.Table(
+            self.table_name,
+            meta,
+            sa.Column(self.id_column, sa.String(64), primary_key=True),
+            sa.Column("run_id", sa.String(36), nullable=False),
+            sa.Column("key", sa.String(512), nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("value", sa.JSON, nullable=False),
+            sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        )
 
     def upgrade(self, engine: sa.Engine) -> None:
         """Tables created before DESIGN's column names have `recorded_at`: renamed to
         `created_at`, data kept (two relays racing to rename: the loser finds it done)."""
+
         def columns() -> set[str]:
             return {c["name"] for c in sa.inspect(engine).get_columns(self.table_name)}
 
@@ -152,19 +168,26 @@ class SqlAppendSink(_SqlSink):
             return
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text(f'ALTER TABLE "{self.table_name}" RENAME COLUMN recorded_at '
-                                     "TO created_at"))
+                conn.execute(
+                    sa.text(f'ALTER TABLE "{self.table_name}" RENAME COLUMN recorded_at TO created_at')
+                )
         except sa.exc.DBAPIError:
             if "created_at" not in columns():
                 raise
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "sql_append", "table": self.table_name, "db_url": self.shown(),
-                "id_column": self.id_column}
+        return {
+            "kind": "sql_append",
+            "table": self.table_name,
+            "db_url": self.shown(),
+            "id_column": self.id_column,
+        }
 
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
-        rows = [{self.id_column: e.id, "run_id": e.run_id, "key": e.key, "seq": e.seq,
-                 "value": e.value} for e in entries]
+        rows = [
+            {self.id_column: e.id, "run_id": e.run_id, "key": e.key, "seq": e.seq, "value": e.value}
+            for e in entries
+        ]
         self.table()  # created (on its own connection) before our write transaction starts
         with self.engine().begin() as conn:
             stmt = self.insert(conn).on_conflict_do_nothing(index_elements=[self.id_column])
@@ -198,19 +221,17 @@ class VectorSink(_SqlSink):
     def _vector(self, entry: Entry) -> tuple[list[float], dict[str, Any]]:
         value = entry.value
         if not isinstance(value, dict) or not isinstance(value.get("vector"), list):
-            raise ValueError(f"entry {entry.id}: a vector sink value is "
-                             "{'vector': [floats], ...metadata}")
+            raise ValueError(f"entry {entry.id}: a vector sink value is {{'vector': [floats], ...metadata}}")
         try:
             vector = [float(x) for x in value["vector"]]
         except (TypeError, ValueError):
-            raise ValueError(f"entry {entry.id}: the vector holds something that is not a "
-                             "number") from None
+            raise ValueError(f"entry {entry.id}: the vector holds something that is not a number") from None
         if len(vector) != self.dim:
-            raise ValueError(f"entry {entry.id}: vector has {len(vector)} dimensions, the sink "
-                             f"{self.dim}")
+            raise ValueError(f"entry {entry.id}: vector has {len(vector)} dimensions, the sink {self.dim}")
         if not all(math.isfinite(x) and abs(x) <= FLOAT32_MAX for x in vector):
-            raise ValueError(f"entry {entry.id}: the vector holds NaN, an infinity or a number "
-                             "beyond float32 range")
+            raise ValueError(
+                f"entry {entry.id}: the vector holds NaN, an infinity or a number beyond float32 range"
+            )
         return vector, {k: v for k, v in value.items() if k != "vector"}
 
     def _ensure(self) -> None:
@@ -225,26 +246,44 @@ class VectorSink(_SqlSink):
                 try:
                     conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
                 except sa.exc.DBAPIError as exc:
-                    raise SinkError("pgvector is not installed on this PostgreSQL: install the "
-                                    "package postgresql-<major>-pgvector (PGDG apt repository) "
-                                    f"or use the pgvector/pgvector image: {exc.orig}") from None
-                conn.execute(sa.text(
-                    f'CREATE TABLE IF NOT EXISTS "{t}" (key text PRIMARY KEY, '
-                    f"embedding vector({self.dim}) NOT NULL, metadata jsonb NOT NULL, "
-                    "seq bigint NOT NULL, entry_id text NOT NULL)"))
+                    raise SinkError(
+                        "pgvector is not installed on this PostgreSQL: install the "
+                        "package postgresql-<major>-pgvector (PGDG apt repository) "
+                        f"or use the pgvector/pgvector image: {exc.orig}"
+                    ) from None
+                conn.execute(
+                    sa.text(
+                        f'CREATE TABLE IF NOT EXISTS "{t}" (key text PRIMARY KEY, '
+                        f"embedding vector({self.dim}) NOT NULL, metadata jsonb NOT NULL, "
+                        "seq bigint NOT NULL, entry_id text NOT NULL)"
+                    )
+                )
                 # Recall is a nearest-neighbour query; without an index it scans every row.
                 try:
-                    conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS "{t[:57]}_hnsw" ON "{t}" '
-                                         "USING hnsw (embedding vector_l2_ops)"))
+                    conn.execute(
+                        sa.text(
+                            f'CREATE INDEX IF NOT EXISTS "{t[:57]}_hnsw" ON "{t}" '
+                            "USING hnsw (embedding vector_l2_ops)"
+                        )
+                    )
                 except sa.exc.DBAPIError as exc:
-                    raise SinkError("the vector sink's HNSW index needs pgvector >= 0.5 "
-                                    f"(ALTER EXTENSION vector UPDATE): {exc.orig}") from None
+                    raise SinkError(
+                        "the vector sink's HNSW index needs pgvector >= 0.5 "
+                        f"(ALTER EXTENSION vector UPDATE): {exc.orig}"
+                    ) from None
             else:
-                conn.execute(sa.text(
-                    f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, metadata TEXT '
-                    "NOT NULL, seq INTEGER NOT NULL, entry_id TEXT NOT NULL)"))
-                conn.execute(sa.text(f'CREATE VIRTUAL TABLE IF NOT EXISTS "{t}_vec" USING '
-                                     f"vec0(embedding float[{self.dim}])"))
+                conn.execute(
+                    sa.text(
+                        f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, metadata TEXT '
+                        "NOT NULL, seq INTEGER NOT NULL, entry_id TEXT NOT NULL)"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        f'CREATE VIRTUAL TABLE IF NOT EXISTS "{t}_vec" USING '
+                        f"vec0(embedding float[{self.dim}])"
+                    )
+                )
         self._ready = True
 
     def deliver(self, entries: Sequence[Entry]) -> list[Outcome]:
@@ -285,47 +324,66 @@ class VectorSink(_SqlSink):
                 outcomes.append(None)
         return outcomes
 
-    def _upsert_pg(self, conn: sa.Connection, e: Entry, vector: list[float],
-                   meta: dict[str, Any]) -> None:
-        conn.execute(sa.text(
-            f'INSERT INTO "{self.table_name}" AS t (key, embedding, metadata, seq, entry_id) '  # noqa: S608 - table name checked by _ident
-            "VALUES (:k, CAST(:v AS vector), CAST(:m AS jsonb), :s, :i) ON CONFLICT (key) DO UPDATE "
-            "SET embedding = excluded.embedding, metadata = excluded.metadata, seq = excluded.seq, "
-            "entry_id = excluded.entry_id WHERE t.seq < excluded.seq"),
-            {"k": e.key, "v": json.dumps(vector), "m": json.dumps(meta), "s": e.seq, "i": e.id})
+    def _upsert_pg(self, conn: sa.Connection, e: Entry, vector: list[float], meta: dict[str, Any]) -> None:
+        conn.execute(
+            sa.text(
+                f'INSERT INTO "{self.table_name}" AS t (key, embedding, metadata, seq, entry_id) '  # noqa: S608 - table name checked by _ident
+                "VALUES (:k, CAST(:v AS vector), CAST(:m AS jsonb), :s, :i) ON CONFLICT (key) DO UPDATE "
+                "SET embedding = excluded.embedding, metadata = excluded.metadata, seq = excluded.seq, "
+                "entry_id = excluded.entry_id WHERE t.seq < excluded.seq"
+            ),
+            {"k": e.key, "v": json.dumps(vector), "m": json.dumps(meta), "s": e.seq, "i": e.id},
+        )
 
-    def _upsert_sqlite(self, conn: sa.Connection, e: Entry, vector: list[float],
-                       meta: dict[str, Any]) -> None:
+    def _upsert_sqlite(
+        self, conn: sa.Connection, e: Entry, vector: list[float], meta: dict[str, Any]
+    ) -> None:
         t = self.table_name
         row = conn.execute(sa.text(f'SELECT rowid, seq FROM "{t}" WHERE key = :k'), {"k": e.key}).first()  # noqa: S608 - table name checked by _ident
         if row is not None and row.seq >= e.seq:
             return  # an older or repeated write: the newer one stays
         if row is None:
-            rowid = conn.execute(sa.text(
-                f'INSERT INTO "{t}" (key, metadata, seq, entry_id) VALUES (:k, :m, :s, :i) '  # noqa: S608 - table name checked by _ident
-                "RETURNING rowid"), {"k": e.key, "m": json.dumps(meta), "s": e.seq, "i": e.id}).scalar()
+            rowid = conn.execute(
+                sa.text(
+                    f'INSERT INTO "{t}" (key, metadata, seq, entry_id) VALUES (:k, :m, :s, :i) '  # noqa: S608 - table name checked by _ident
+                    "RETURNING rowid"
+                ),
+                {"k": e.key, "m": json.dumps(meta), "s": e.seq, "i": e.id},
+            ).scalar()
         else:
             rowid = row.rowid
-            conn.execute(sa.text(f'UPDATE "{t}" SET metadata = :m, seq = :s, entry_id = :i '  # noqa: S608 - table name checked by _ident
-                                 "WHERE rowid = :r"),
-                         {"m": json.dumps(meta), "s": e.seq, "i": e.id, "r": rowid})
+            conn.execute(
+                sa.text(
+                    f'UPDATE "{t}" SET metadata = :m, seq = :s, entry_id = :i '  # noqa: S608 - table name checked by _ident
+                    "WHERE rowid = :r"
+                ),
+                {"m": json.dumps(meta), "s": e.seq, "i": e.id, "r": rowid},
+            )
             conn.execute(sa.text(f'DELETE FROM "{t}_vec" WHERE rowid = :r'), {"r": rowid})  # noqa: S608 - table name checked by _ident
-        conn.execute(sa.text(f'INSERT INTO "{t}_vec" (rowid, embedding) VALUES (:r, :v)'),  # noqa: S608 - table name checked by _ident
-                     {"r": rowid, "v": json.dumps(vector)})
+        conn.execute(
+            sa.text(f'INSERT INTO "{t}_vec" (rowid, embedding) VALUES (:r, :v)'),  # noqa: S608 - table name checked by _ident
+            {"r": rowid, "v": json.dumps(vector)},
+        )
 
     def nearest(self, vector: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
         """The `k` keys closest to `vector` (what an agent's recall would query)."""
         t = self.table_name
         with self.engine().connect() as conn:
             if conn.dialect.name == "postgresql":
-                rows = conn.execute(sa.text(
-                    f'SELECT key, embedding <-> CAST(:v AS vector) AS d FROM "{t}" ORDER BY d LIMIT :k'),  # noqa: S608 - table name checked by _ident
-                    {"v": json.dumps(list(vector)), "k": k})
+                rows = conn.execute(
+                    sa.text(
+                        f'SELECT key, embedding <-> CAST(:v AS vector) AS d FROM "{t}" ORDER BY d LIMIT :k'  # noqa: S608 - table name checked by _ident
+                    ),
+                    {"v": json.dumps(list(vector)), "k": k},
+                )
             else:
-                rows = conn.execute(sa.text(
-                    f'SELECT t.key, v.distance AS d FROM "{t}_vec" v JOIN "{t}" t ON t.rowid = v.rowid '  # noqa: S608 - table name checked by _ident
-                    "WHERE v.embedding MATCH :v AND k = :k ORDER BY v.distance"),
-                    {"v": json.dumps(list(vector)), "k": k})
+                rows = conn.execute(
+                    sa.text(
+                        f'SELECT t.key, v.distance AS d FROM "{t}_vec" v JOIN "{t}" t ON t.rowid = v.rowid '  # noqa: S608 - table name checked by _ident
+                        "WHERE v.embedding MATCH :v AND k = :k ORDER BY v.distance"
+                    ),
+                    {"v": json.dumps(list(vector)), "k": k},
+                )
             return [(r.key, float(r.d)) for r in rows]
 
 
@@ -356,8 +414,7 @@ def _sqlite_vec_engine(url: str) -> sa.Engine:
             import pysqlite3.dbapi2 as sqlite_module  # type: ignore[import-untyped]
             import sqlite_vec  # type: ignore[import-untyped]
         except ImportError as exc:
-            raise SinkError(f"the SQLite vector store needs pysqlite3-binary and sqlite-vec: {exc}") \
-                from None
+            raise SinkError(f"the SQLite vector store needs pysqlite3-binary and sqlite-vec: {exc}") from None
         # nightowl's SQLite settings (WAL, busy_timeout, BEGIN IMMEDIATE) on pysqlite3.
         engine = make_engine(url, module=sqlite_module)
 
