@@ -196,8 +196,22 @@ _lock = threading.Lock()
 _declared: list[TriggerSpec] = []
 
 
+_MEMBERS = ("kind", "state_version", "polls", "fingerprint", "evaluate", "describe", "bind", "secrets")
+
+
 def declare(spec: TriggerSpec) -> TriggerSpec:
-    """Record a trigger for the loader; the declaring module is on `spec.location`."""
+    """Record a trigger for the loader; the declaring module is on `spec.location`.
+
+    A kind written to the 0.1 contract (no `polls`, `bind`, `secrets`) fails here, at
+    load, with the fix, rather than deep in the scheduler's first tick."""
+    missing = [m for m in _MEMBERS if not hasattr(spec.source, m)]
+    if missing:
+        kind = type(spec.source).__name__
+        raise TriggerDefinitionError(
+            f"{spec.location}: trigger {spec.name!r}: its kind {kind} lacks {', '.join(missing)}; "
+            "subclass triggers.abc.Trigger (or triggers.abc.PollingTrigger for a kind that "
+            "reads a source), which provides polls, bind and secrets (docs/extending.md)"
+        )
     with _lock:
         _declared.append(spec)
     return spec

@@ -30,6 +30,19 @@ class Step(NamedTuple):
     drain: bool = False
 
 
+class _DropSkippedWakeUps(logging.Filter):
+    """A wake-up that lands while its step still runs is skipped by design (max_instances=1,
+    coalesce: the running step covers it); APScheduler would warn about each one (a long
+    tick, or a draining relay, twice a second), which buries the lines that matter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_APS_LOG = logging.getLogger("nightowl.loop.apscheduler")
+_APS_LOG.addFilter(_DropSkippedWakeUps())
+
+
 class IntervalLoop:
     """Runs steps on APScheduler interval jobs until `stop()`.
 
@@ -50,7 +63,9 @@ class IntervalLoop:
         self._on_stop = on_stop
         self.failures = StepFailures(logger, clock=monotonic or time.monotonic)
         self._first = steps[0]
+        self._lock = threading.Lock()  # start() and stop() may race (a signal during start)
         self._aps = BackgroundScheduler(
+            logger=_APS_LOG,
             timezone="UTC",
             job_defaults={
                 "misfire_grace_time": None,
@@ -80,12 +95,23 @@ class IntervalLoop:
         return busy
 
     def start(self) -> None:
-        self._wake(self._first)
-        self._aps.start()
-
-    def stop(self) -> None:
+        """One step of the first kind now, on the caller's thread (a drain step too runs just
+        once here, so start-up is bounded by one step), then the interval jobs."""
         if self.stopped.is_set():
             return
-        self.stopped.set()
-        self._aps.shutdown(wait=True)
+        self._guarded(self._first)
+        with self._lock:
+            if not self.stopped.is_set():
+                self._aps.start()
+
+    def stop(self) -> None:
+        """Stop waking the steps, wait for the one running (a drain step stops after its
+        current step), then run `on_stop`. Safe before or during `start()`."""
+        with self._lock:
+            if self.stopped.is_set():
+                return
+            self.stopped.set()
+            running = self._aps.running
+        if running:
+            self._aps.shutdown(wait=True)
         self._on_stop()

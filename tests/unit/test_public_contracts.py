@@ -133,3 +133,28 @@ def test_a_misspelt_option_is_a_type_error_and_a_did_you_mean_at_run_time() -> N
     with pytest.raises(TriggerDefinitionError, match="did you mean 'tz'"):
         cron("* * * * *", agent="a", name="typo-cron", timezone="UTC")  # type: ignore[arg-type]
     forget_module(__name__)
+
+
+def test_a_kind_written_to_the_old_contract_fails_at_declaration_with_the_fix() -> None:
+    from agents.location import caller_location
+    from triggers import TriggerSpec
+    from triggers.abc import declare
+
+    class Tiny:  # 0.1's contract: no polls, bind or secrets
+        kind = "tiny"
+        state_version = 1
+
+        def fingerprint(self) -> str:
+            return "tiny"
+
+        def evaluate(self, name: str, now: datetime, state: dict[str, object] | None) -> Evaluation:
+            return Evaluation([], {}, now)
+
+        def describe(self) -> dict[str, object]:
+            return {}
+
+    spec = TriggerSpec("tiny", "a", "skip", caller_location(), Tiny())  # type: ignore[arg-type]
+    with pytest.raises(
+        TriggerDefinitionError, match=r"lacks polls, bind, secrets; subclass triggers\.abc\.Trigger"
+    ):
+        declare(spec)
