@@ -39,7 +39,7 @@ from scheduler.core.leases import identity
 from scheduler.core.scrub import scrub_text
 from scheduler.outbox.abc import Entry, Outcome, Sink
 from scheduler.outbox.registry import registered_sinks, sink_for
-from scheduler.storage.outbox_store import OutboxStore
+from scheduler.storage.outbox_store import STATUS_COUNTS, OutboxStore
 from triggers.sources import SourceDefaults
 
 log = logging.getLogger("nightowl.relay")
@@ -281,7 +281,7 @@ class Relay:
         status = self.store.status(now)
         lag = 0.0
         for sink, counts in status.items():
-            for state in ("pending", "claimed", "delivered", "dead"):
+            for state in STATUS_COUNTS:
                 metrics.OUTBOX_ROWS.labels(sink, state).set(counts[state])
             lag = max(lag, counts["oldest_pending_age_s"] or 0.0)
         metrics.OUTBOX_LAG.set(lag)
