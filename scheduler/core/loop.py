@@ -39,7 +39,9 @@ class _DropSkippedWakeUps(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 
-_APS_LOG = logging.getLogger("nightowl.loop.apscheduler")
+# Under `apscheduler`, not `nightowl`: its INFO chatter (jobs added, shut down) stays out of
+# our INFO log, as it was before a logger was passed.
+_APS_LOG = logging.getLogger("apscheduler.nightowl")
 _APS_LOG.addFilter(_DropSkippedWakeUps())
 
 
