@@ -33,11 +33,19 @@ def server_binary() -> Path:
     return path
 
 
-def die_with_parent() -> None:
-    """preexec_fn: ask the kernel to SIGTERM this child when its parent dies (Linux)."""
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """preexec_fn: ask the kernel to send `sig` to this child when its parent dies (Linux)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def worker_dies_with_parent() -> None:
+    """preexec_fn for `nightowl dev`'s worker: SIGKILL when dev dies. SIGTERM would start
+    Celery's warm shutdown, which waits for the running agents however long they take, so a
+    killed `dev` left its worker behind while an agent hung; killed, its runs are recovered
+    like any killed worker's (lease expiry, the lost-message check)."""
+    die_with_parent(signal.SIGKILL)
 
 
 def free_port() -> int:

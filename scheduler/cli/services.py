@@ -17,7 +17,7 @@ import typer
 from pydantic import SecretStr
 
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
-from scheduler.cli.embedded_redis import EmbeddedRedis, die_with_parent
+from scheduler.cli.embedded_redis import EmbeddedRedis, worker_dies_with_parent
 from scheduler.core.errors import ConfigError
 from scheduler.core.logs import configure_logging
 from scheduler.core.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multiprocess
@@ -347,7 +347,7 @@ def dev(
                 "--loglevel=WARNING",
             ],
             env=env,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
+            preexec_fn=worker_dies_with_parent,  # noqa: PLW1509
         )
         service = build_service(settings, registry_for(settings))
         loops = [

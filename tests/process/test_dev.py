@@ -23,6 +23,13 @@ def hello(ctx, event):
     return {"hello": event.trigger}
 
 cron("* * * * * *", agent=hello, name="each-second")
+
+@agent("sleeper")
+def sleeper(ctx, event):  # still running when dev stops: a killed dev must not wait for it
+    import time
+    time.sleep(600)
+
+cron("* * * * * *", agent=sleeper, name="sleepy")
 """
 
 
