@@ -56,36 +56,25 @@ def pending_for(
         overlap, key = overlap_for(spec.overlap, spec.name, f.overlap_key, catchup=i > 0)
         event_json = event_to_json(f.event)
         problem = event_problem(f.event, event_json)
-        if problem is not None:
+        refused = problem is not None
+        if refused:
             # Refused where it was produced: the run records it and ends, instead of the
             # whole chunk's commit failing on PostgreSQL (and passing on SQLite).
             log.warning("trigger %s: firing %s refused: %s", spec.name, f.idempotency_key, problem)
-            runs.append(
-                NewRun(
-                    idempotency_key=f.idempotency_key,
-                    trigger=spec.name,
-                    agent=agent.name,
-                    queue=agent.queue,
-                    event=storable(event_json),
-                    logical_time=f.logical_time,
-                    agent_version=agent.version,
-                    status=RunStatus.FAILED,
-                    terminal_reason=Reason.NOT_SERIALISABLE,
-                    error=f"the event cannot be stored: {problem}",
-                )
-            )
-            continue
         runs.append(
             NewRun(
                 idempotency_key=f.idempotency_key,
                 trigger=spec.name,
                 agent=agent.name,
                 queue=agent.queue,
-                event=event_json,
+                event=storable(event_json) if refused else event_json,
                 logical_time=f.logical_time,
                 agent_version=agent.version,
-                overlap=overlap,
-                overlap_key=key,
+                status=RunStatus.FAILED if refused else RunStatus.PENDING,
+                terminal_reason=Reason.NOT_SERIALISABLE if refused else None,
+                error=f"the event cannot be stored: {problem}" if refused else None,
+                overlap=None if refused else overlap,
+                overlap_key=None if refused else key,
             )
         )
     write = None
