@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Never
 
-from agents._budget import Budget
+from agents._budget import Budget, SpendCap
 from agents._errors import AgentDefinitionError, NonRetryable
 from agents.location import SourceLocation, caller_location
 from agents.options import as_timedelta, check_name, unknown_option_message
@@ -58,6 +58,7 @@ class AgentSpec:
     version: str
     cancel_grace: timedelta
     budget: Budget | None = None
+    spend_cap: SpendCap | None = None
     is_async: bool = field(default=False)
 
     @property
@@ -126,6 +127,7 @@ def _build(name: str, func: AgentFunc, location: SourceLocation, o: dict[str, An
         version=version or _source_hash(func),
         cancel_grace=as_timedelta(o["cancel_grace"], "cancel_grace"),
         budget=Budget.coerce(o["budget"]),
+        spend_cap=SpendCap.coerce(o["spend_cap"]),
         is_async=inspect.iscoroutinefunction(func),
     )
 
@@ -162,6 +164,7 @@ def agent(
     version: str | None = None,
     cancel_grace: Seconds = timedelta(seconds=30),
     budget: Budget | dict[str, Any] | None = None,
+    spend_cap: SpendCap | dict[str, Any] | None = None,
     **unknown: Never,  # mypy rejects an unknown option; at run time it gets "did you mean"
 ) -> Callable[[AgentFunc], AgentSpec]:
     """Declare an agent: `@agent("daily-digest", timeout=timedelta(minutes=30))`.
@@ -187,6 +190,7 @@ def agent(
         "version": version,
         "cancel_grace": cancel_grace,
         "budget": budget,
+        "spend_cap": spend_cap,
     }
 
     def decorate(func: AgentFunc) -> AgentSpec:

@@ -61,6 +61,7 @@ class AttemptStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
+    DEFERRED = "deferred"  # its provider was unavailable: the run waits, the attempt is not counted
 
 
 class Reason(StrEnum):
@@ -89,6 +90,7 @@ class Reason(StrEnum):
     TOKENS = "tokens"
     COST_USD = "cost_usd"
     TOOL_CALLS = "tool_calls"
+    MAX_STEPS = "max_steps"
 
 
 # Which reasons each terminal status may carry, exactly as DESIGN.md lists them.
@@ -104,7 +106,7 @@ TERMINAL_REASONS: dict[RunStatus, tuple[Reason, ...]] = {
     RunStatus.TIMED_OUT: (Reason.SOFT, Reason.HARD),
     RunStatus.CANCELLED: (Reason.BY_USER, Reason.CANCEL_OTHER),
     RunStatus.DEAD: (Reason.ATTEMPTS_EXHAUSTED,),
-    RunStatus.BUDGET_EXCEEDED: (Reason.TOKENS, Reason.COST_USD, Reason.TOOL_CALLS),
+    RunStatus.BUDGET_EXCEEDED: (Reason.TOKENS, Reason.COST_USD, Reason.TOOL_CALLS, Reason.MAX_STEPS),
 }
 
 
@@ -136,6 +138,8 @@ class WaitingFor(StrEnum):
     OVERLAP = "overlap"
     CONCURRENCY = "concurrency"
     RETRY = "retry"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # its LLM provider's circuit breaker is open
+    SPEND_CAP = "spend_cap"  # its agent spent its SpendCap for the current window
 
 
 class StallReason(StrEnum):
@@ -152,6 +156,9 @@ class AlertKind(StrEnum):
     RUN_DEAD = "run_dead"
     RUN_LATE = "run_late"
     RUN_STUCK = "run_stuck"
+    RUN_BUDGET_EXCEEDED = "run_budget_exceeded"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    SPEND_CAP_REACHED = "spend_cap_reached"
     TRIGGER_SOURCE_FAILING = "trigger_source_failing"
     SCHEDULER_FAILING = "scheduler_failing"
     OUTBOX_DEAD = "outbox_dead"

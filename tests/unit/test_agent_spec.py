@@ -62,7 +62,7 @@ def test_retry_on_and_non_retryable() -> None:
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"concurrency": 0}, "concurrency must be a positive integer"),
         ({"budget": {"dollars": 5}}, r"budget has unknown limit\(s\) \['dollars'\]"),
-        ({"budget": {"tokens": 0}}, "Budget tokens must be a positive number"),
+        ({"budget": {"tokens": 0}}, "Budget tokens must be a positive integer"),
         ({"budget": {}}, "Budget needs at least one limit"),
         ({"budget": 100}, "budget must be Budget"),
     ],
