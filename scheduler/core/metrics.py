@@ -81,6 +81,7 @@ _FINISHED: dict[Delivery, tuple[RunStatus, str]] = {
     Delivery.POISON: (RunStatus.FAILED, Reason.POISON),
     Delivery.BUDGET_EXCEEDED: (RunStatus.BUDGET_EXCEEDED, ""),
     Delivery.RETRY: (RunStatus.WAITING, WaitingFor.RETRY),
+    Delivery.DEFERRED: (RunStatus.WAITING, WaitingFor.PROVIDER_UNAVAILABLE),
 }
 
 

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     stuck_after: Seconds = Field(timedelta(seconds=120), gt=timedelta(0))
     # The largest outbox value `ctx.outbox.put` accepts, JSON-encoded.
     outbox_max_value_bytes: int = Field(256 * 1024, gt=0)
+    # The largest result one `ctx.step` may record, JSON-encoded (a replay hands it back).
+    step_max_bytes: int = Field(256 * 1024, gt=0)
     retention: timedelta = timedelta(days=30)
     # The reminder interval of a still-firing alert.
     alert_repeat: Seconds = Field(timedelta(seconds=3600), gt=timedelta(0))

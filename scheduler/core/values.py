@@ -99,6 +99,21 @@ class StartedAttempt:
     previous_heartbeat: dict[str, Any] | None = None
     # The start closed an attempt still marked running: its worker vanished mid-run.
     took_over: bool = False
+    # What earlier attempts spent (the budget is for the run), and how many of them were
+    # deferrals (a provider was unavailable), which count towards no limit.
+    usage: dict[str, Any] | None = None
+    deferrals: int = 0
+    agent_version: str | None = None  # the version the run started with
+
+    @property
+    def counted_attempt(self) -> int:
+        """This attempt's number among those that count towards max_attempts."""
+        return self.attempt - self.deferrals
+
+    @property
+    def counted_deliveries(self) -> int:
+        """Deliveries that count towards max_deliveries (deferrals do not)."""
+        return self.deliveries - self.deferrals
 
 
 @dataclass(frozen=True, slots=True)

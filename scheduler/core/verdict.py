@@ -10,12 +10,13 @@ retried; the last allowed attempt ends the run dead) live here only.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from agents import AgentSpec, NonRetryable, NotSerialisable
-from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus
+from agents import AgentSpec, NonRetryable, NotSerialisable, ProviderUnavailable
+from scheduler.core.vocabulary import AttemptStatus, Delivery, Reason, RunStatus, WaitingFor
 
 
 class CancelKind(StrEnum):
@@ -60,6 +61,8 @@ class AttemptOutcome:
     attempt_status: AttemptStatus
     delivery: Delivery
     retry_in: timedelta | None = None
+    waiting_for: WaitingFor | None = None  # a waiting verdict's cause; None means a retry
+    deferral: bool = False  # counts towards neither max_attempts nor max_deliveries
 
     @property
     def terminal(self) -> bool:
@@ -95,8 +98,47 @@ def cancelled(cause: Cancel, *, hard: bool) -> AttemptOutcome:
     return AttemptOutcome(RunStatus.CANCELLED, cause.detail, AttemptStatus.CANCELLED, Delivery.CANCELLED)
 
 
+# A deferred run waits at least this long, and at most this much longer than the breaker
+# said (jitter, so the runs an outage parked do not all come back in the same second).
+MIN_DEFERRAL = timedelta(seconds=1)
+MAX_DEFERRAL_JITTER = timedelta(seconds=30)
+
+
+def unavailable_provider(exc: BaseException) -> ProviderUnavailable | None:
+    """The ProviderUnavailable behind `exc` (raised, or the cause of what was raised)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ProviderUnavailable):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def deferred(exc: ProviderUnavailable, rng: random.Random | None = None) -> AttemptOutcome:
+    """The run waits for its provider's breaker (`waiting`, `provider_unavailable`): not a
+    failure, and not counted towards max_attempts or max_deliveries."""
+    base = max(MIN_DEFERRAL, timedelta(seconds=exc.retry_in))
+    jitter = (rng or random).uniform(0.0, min(base / 2, MAX_DEFERRAL_JITTER).total_seconds())
+    return AttemptOutcome(
+        RunStatus.WAITING,
+        None,
+        AttemptStatus.DEFERRED,
+        Delivery.DEFERRED,
+        retry_in=base + timedelta(seconds=jitter),
+        waiting_for=WaitingFor.PROVIDER_UNAVAILABLE,
+        deferral=True,
+    )
+
+
 def failed(spec: AgentSpec, exc: BaseException, attempt: int) -> AttemptOutcome:
-    """The outcome of an attempt whose agent raised: failed, a retry, or dead."""
+    """The outcome of an attempt whose agent raised: failed, a retry, dead, or deferred
+    (its provider is unavailable). `attempt` counts only the attempts that count (not
+    deferrals)."""
+    unavailable = unavailable_provider(exc)
+    if unavailable is not None:
+        return deferred(unavailable)
     if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
         return AttemptOutcome(
             RunStatus.FAILED, Reason.NOT_SERIALISABLE, AttemptStatus.FAILED, Delivery.FAILED

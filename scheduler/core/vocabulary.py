@@ -190,6 +190,7 @@ class Delivery(StrEnum):
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
     EARLY = "early"  # delivered before its not_before: put back to wait
+    DEFERRED = "deferred"  # its LLM provider is unavailable: waits without counting an attempt
 
 
 # Deliveries whose attempt did not succeed: the Celery task raises so Flower shows FAILURE.

@@ -8,10 +8,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.storage.dialect import Dialect
-from scheduler.storage.models import Attempt, DeadLetter, MissedSlot, Run, TriggerState
+from scheduler.storage.models import Attempt, DeadLetter, MissedSlot, Run, Step, TriggerState
 
 runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
+steps_t = cast(sa.Table, Step.__table__)
 state_t = cast(sa.Table, TriggerState.__table__)
 missed_t = cast(sa.Table, MissedSlot.__table__)
 dead_t = cast(sa.Table, DeadLetter.__table__)

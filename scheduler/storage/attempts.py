@@ -183,6 +183,9 @@ _TAKE_FENCE = (
         runs_t.c.event,
         runs_t.c.logical_time,
         runs_t.c.last_heartbeat,
+        runs_t.c.usage,
+        runs_t.c.deferrals,
+        runs_t.c.agent_version,
     )
 )
 # Start, step 3 (and a cancelled run's end): an attempt still `running` lost its worker.
@@ -201,6 +204,7 @@ _OPEN_COLUMNS = (
     "celery_task_id",
     "started_at",
     "heartbeat_at",
+    "agent_version",
 )
 _OPEN_ATTEMPT = sa.insert(attempts_t).values(
     run_id=_b("p_run_id"),
@@ -211,6 +215,7 @@ _OPEN_ATTEMPT = sa.insert(attempts_t).values(
     celery_task_id=_b("p_task_id"),
     started_at=_now(),
     heartbeat_at=_now(),
+    agent_version=_b("p_agent_version"),
 )
 
 # Finish, step 1: the fenced write of the run.
@@ -225,6 +230,7 @@ _FINISH_RUN = (
         usage=_b("p_usage"),
         last_heartbeat=_b("p_heartbeat"),
         lease_expires_at=None,
+        deferrals=runs_t.c.deferrals + _b("p_deferred", type_=sa.Integer),
         **_finish_outcome(),
     )
 )
@@ -237,6 +243,7 @@ _FINISH_ATTEMPT = (
         reason=_b("p_reason"),
         error_class=_b("p_error_class"),
         error_message=_b("p_error"),
+        usage=_b("p_attempt_usage"),
         finished_at=_now(),
     )
 )
@@ -279,6 +286,7 @@ def _start_in_one_statement() -> sa.Select[Any]:
                 _b("p_task_id", type_=sa.Text),
                 _now(),
                 _now(),
+                _b("p_agent_version", type_=sa.String),
             ),
         )
         .cte("opened")
@@ -350,6 +358,7 @@ class Ending:
     usage: dict[str, Any] | None = None
     last_heartbeat: dict[str, Any] | None = None
     outbox: Sequence[OutboxWrite] = ()
+    attempt_usage: dict[str, Any] | None = None
 
 
 def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Ending) -> dict[str, Any]:
@@ -364,13 +373,15 @@ def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Endi
         "p_reason": outcome.reason,
         "p_attempt_status": outcome.attempt_status,
         "p_not_before": outcome.not_before(now),
-        "p_waiting_for": None if terminal else WaitingFor.RETRY,
+        "p_waiting_for": None if terminal else (outcome.waiting_for or WaitingFor.RETRY),
+        "p_deferred": 1 if outcome.deferral else 0,
         "p_finished_at": now if terminal else None,
         "p_now": now,
         "p_result": ending.result,
         "p_error": ending.error,
         "p_error_class": ending.error_class,
         "p_usage": ending.usage,
+        "p_attempt_usage": ending.attempt_usage if ending.attempt_usage is not None else ending.usage,
         "p_heartbeat": ending.last_heartbeat,
     }
 
@@ -406,6 +417,7 @@ class AttemptStore(StoreGroup):
         *,
         agent: str,
         concurrency: int | None = None,
+        agent_version: str | None = None,
     ) -> StartedAttempt | None:
         """Take a new fence from the database and open an attempt; None if the run may not
         start (terminal, cancel requested, waiting for its `not_before`, another agent's).
@@ -421,6 +433,7 @@ class AttemptStore(StoreGroup):
             "p_lease_expires_at": now + lease_ttl,
             "p_worker": worker,
             "p_task_id": task_id,
+            "p_agent_version": agent_version,
         }
         try:
             with self._connect(alone=concurrency is None) as conn:
@@ -446,6 +459,9 @@ class AttemptStore(StoreGroup):
             row.logical_time,
             row.last_heartbeat,
             took_over,
+            row.usage,
+            row.deferrals or 0,
+            row.agent_version,
         )
 
     def _check_concurrency(self, conn: Connection, run_id: str, agent: str, cap: int) -> None:
@@ -475,6 +491,8 @@ class AttemptStore(StoreGroup):
         last_heartbeat: dict[str, Any] | None,
         *,
         progress_at: datetime | None = None,
+        usage: dict[str, Any] | None = None,
+        attempt_usage: dict[str, Any] | None = None,
     ) -> Beat:
         """Record liveness (and the latest progress); say whether the attempt is still current
         and whether someone asked the run to stop.
@@ -486,6 +504,8 @@ class AttemptStore(StoreGroup):
             values: dict[str, Any] = {"lease_expires_at": now + lease_ttl}
             if last_heartbeat is not None:
                 values["last_heartbeat"] = last_heartbeat
+            if usage is not None:  # spend is persisted as reported: a killed attempt's counts
+                values["usage"] = usage
             row = conn.execute(
                 sa.update(runs_t)
                 .where(
@@ -505,7 +525,11 @@ class AttemptStore(StoreGroup):
                     attempts_t.c.number == started.attempt,
                     attempts_t.c.status == AttemptStatus.RUNNING,
                 )
-                .values(heartbeat_at=now, progress_at=progress_at)
+                .values(
+                    heartbeat_at=now,
+                    progress_at=progress_at,
+                    **({} if attempt_usage is None else {"usage": attempt_usage}),
+                )
             )
             return Beat(True, row.cancel_requested)
 
@@ -523,6 +547,7 @@ class AttemptStore(StoreGroup):
         usage: dict[str, Any] | None = None,
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
+        attempt_usage: dict[str, Any] | None = None,
     ) -> RunStatus | None:
         """The fenced final write of `outcome`: the run status written, or None (and nothing
         written) when our fence is stale.
@@ -536,7 +561,7 @@ class AttemptStore(StoreGroup):
         The fence keeps a retry safe; a try whose commit landed before its connection broke
         is recognised by the run carrying our fence and an ended status.
         """
-        ending = Ending(now, result, error, error_class, usage, last_heartbeat, outbox)
+        ending = Ending(now, result, error, error_class, usage, last_heartbeat, outbox, attempt_usage)
         try:
             written = self._finish_once(started, outcome, ending)  # the common case
         except Exception as exc:

@@ -92,7 +92,9 @@ class Run(Base):
     # How this run yields to others with its overlap_key: skip | buffer_one | cancel_other | wait.
     overlap: Mapped[str | None] = mapped_column(sa.String(16))
     # Why a `waiting` run waits: overlap | concurrency (woken when a holder ends) or retry.
-    waiting_for: Mapped[str | None] = mapped_column(sa.String(16))
+    waiting_for: Mapped[str | None] = mapped_column(sa.String(32))
+    # Attempts deferred because a provider was unavailable: not counted against the limits.
+    deferrals: Mapped[int] = mapped_column(default=0, server_default="0")
     last_heartbeat: Mapped[Any | None]
     # Mirrors the Redis run lease: past it with status `running`, the holder is gone.
     lease_expires_at: Mapped[datetime | None]
@@ -129,6 +131,24 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     progress_at: Mapped[datetime | None]
+    usage: Mapped[Any | None]  # what this attempt spent (the run's usage sums every attempt)
+    agent_version: Mapped[str | None] = mapped_column(sa.String(64))  # the code that ran it
+
+
+class Step(Base):
+    """One completed `ctx.step` of a run: replayed by later attempts, deleted with the run."""
+
+    __tablename__ = "steps"
+    __table_args__ = (sa.PrimaryKeyConstraint("run_id", "seq", name="pk_steps"),)
+
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    name: Mapped[str] = mapped_column(sa.String(128))
+    attempt: Mapped[int]
+    result: Mapped[Any | None]
+    usage: Mapped[Any | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime]
 
 
 class TriggerState(Base):

@@ -33,11 +33,12 @@ from scheduler.storage.attempts import (
 from scheduler.storage.dead_letters import DeadLetterStore
 from scheduler.storage.queries import Queries
 from scheduler.storage.runs import RunStore
+from scheduler.storage.steps import StepStore
 from scheduler.storage.trigger_state import TriggerStateStore
 
 
-class Store(RunStore, AttemptStore, TriggerStateStore, DeadLetterStore, Queries):
-    """Runs, attempts, trigger state, dead letters and the read-only queries on one engine.
+class Store(RunStore, AttemptStore, StepStore, TriggerStateStore, DeadLetterStore, Queries):
+    """Runs, attempts, steps, trigger state, dead letters and the read-only queries on one engine.
 
     `Store(engine, dialect=...)` pins the dialect's capabilities, and with them the
     attempt plan (the contract tests run the transaction plan on PostgreSQL)."""
@@ -60,6 +61,7 @@ __all__ = [
     "RunStore",
     "StartedAttempt",
     "StateWrite",
+    "StepStore",
     "Store",
     "TriggerStateStore",
     "attempts_t",

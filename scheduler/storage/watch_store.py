@@ -29,6 +29,12 @@ class RunningAttempt:
     task_id: str | None
     worker: str | None
     reason: str | None = None
+    deferrals: int = 0  # attempts of the run deferred for an unavailable provider
+
+    @property
+    def counted_attempt(self) -> int:
+        """The attempt's number among those that count towards max_attempts."""
+        return self.attempt - self.deferrals
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ _ATTEMPT_COLUMNS = (
     attempts_t.c.started_at,
     attempts_t.c.celery_task_id,
     attempts_t.c.worker,
+    runs_t.c.deferrals,
 )
 
 
@@ -71,6 +78,7 @@ def _attempt(row: Any) -> RunningAttempt:
         row.celery_task_id,
         row.worker,
         getattr(row, "reason", None),
+        row.deferrals or 0,
     )
 
 

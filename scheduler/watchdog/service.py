@@ -278,7 +278,7 @@ class Watchdog:
             row.fence,
             reason=reason,
             now=now,
-            run_status=lost(row.attempt, max_attempts),
+            run_status=lost(row.counted_attempt, max_attempts),
         )
         self.index.clear(Member(row.run_id, row.attempt, row.fence))
         if result is None:

@@ -25,10 +25,16 @@ import redis
 import sqlalchemy as sa
 
 from agents import (
+    MAX_STEP_BYTES,
     AgentContext,
     AgentSpec,
     NotSerialisable,
+    OpenGate,
     OutboxBuffer,
+    ProviderGate,
+    StepCursor,
+    StepRecord,
+    Usage,
     event_from_json,
     json_problem,
 )
@@ -57,6 +63,7 @@ from scheduler.storage.store import (
     OverlapBlockedError,
     is_transient,
 )
+from scheduler.worker.journal import SpendMeter, StoreJournal, UsageFeed, UsageSink
 from triggers import Registry
 
 log = logging.getLogger("nightowl.worker")
@@ -82,6 +89,7 @@ class ExecutorStore(Protocol):
         *,
         agent: str,
         concurrency: int | None = None,
+        agent_version: str | None = None,
     ) -> StartedAttempt | None: ...
 
     def beat(
@@ -92,6 +100,8 @@ class ExecutorStore(Protocol):
         last_heartbeat: dict[str, Any] | None,
         *,
         progress_at: datetime | None = None,
+        usage: dict[str, Any] | None = None,
+        attempt_usage: dict[str, Any] | None = None,
     ) -> Beat: ...
 
     def finish(
@@ -106,7 +116,19 @@ class ExecutorStore(Protocol):
         usage: dict[str, Any] | None = None,
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
+        attempt_usage: dict[str, Any] | None = None,
     ) -> RunStatus | None: ...
+
+    def steps_of(self, run_id: str) -> list[StepRecord]: ...
+
+    def record_step(
+        self,
+        started: StartedAttempt,
+        step: StepRecord,
+        *,
+        run_usage: dict[str, Any],
+        attempt_usage: dict[str, Any],
+    ) -> bool: ...
 
     def end_cancelled(self, run_id: str, now: datetime) -> str | None: ...
 
@@ -220,6 +242,10 @@ class Executor:
         heartbeat_interval: timedelta,
         sinks: frozenset[str] = frozenset(),
         outbox_max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES,
+        step_max_bytes: int = MAX_STEP_BYTES,
+        gate: Callable[[str], ProviderGate] | None = None,
+        spend: SpendMeter | None = None,
+        usage_sink: UsageSink | None = None,
     ) -> None:
         self.store = store
         self.redis = redis_client
@@ -230,6 +256,11 @@ class Executor:
         self.heartbeat_interval = heartbeat_interval
         self.sinks = sinks
         self.outbox_max_value_bytes = outbox_max_value_bytes
+        self.step_max_bytes = step_max_bytes
+        # The providers' breaker, per agent (the fleet's in Redis; none: always closed).
+        self.gate: Callable[[str], ProviderGate] = gate or (lambda agent: OpenGate())
+        self.spend = spend
+        self.usage_sink = usage_sink
         self._scripts = LeaseScripts(redis_client)
         self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
 
@@ -251,6 +282,8 @@ class Executor:
                     self.store.defer(run_id, until)
                     log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
                     return Delivery.LEASE_HELD
+                if self._over_spend_cap(spec, run_id):
+                    return Delivery.PARKED
                 started = self.store.begin_attempt(
                     run_id,
                     self.worker_id,
@@ -259,6 +292,7 @@ class Executor:
                     spec.heartbeat_timeout,
                     agent=spec.name,
                     concurrency=spec.concurrency,
+                    agent_version=spec.version,
                 )
                 if started is None:
                     return self._not_started(agent_name, run_id, task_id)
@@ -279,6 +313,31 @@ class Executor:
             return self._run_started(spec, started, member, lease)
         finally:
             self._release(lease, member)
+
+    def _over_spend_cap(self, spec: AgentSpec, run_id: str) -> bool:
+        """Park the run until the window turns when its agent has spent its SpendCap across
+        the fleet; no attempt is taken. A Redis error lets the run start (the counter is a
+        guard rail, and the lease just taken shows Redis is back)."""
+        if spec.spend_cap is None or self.spend is None:
+            return False
+        now = self.clock.now()
+        try:
+            reached = self.spend.reached(spec.name, spec.spend_cap, now)
+        except redis.RedisError:
+            log.warning("spend cap of agent %s not checked (Redis error); run %s starts", spec.name, run_id)
+            return False
+        if reached is None:
+            return False
+        limit, window_end = reached
+        self.store.park(run_id, window_end, WaitingFor.SPEND_CAP)
+        log.info(
+            "run %s waits until %s: agent %s reached its spend cap (%s)",
+            run_id,
+            window_end.isoformat(),
+            spec.name,
+            limit,
+        )
+        return True
 
     def _release(self, lease: Lease, member: Member | None) -> None:
         """Drop the watchdog's deadlines and the run lease in one round trip.
@@ -345,25 +404,9 @@ class Executor:
             log,
             {"run_id": run_id, "agent": spec.name, "trigger": started.trigger, "attempt": started.attempt},
         )
-        if started.took_over and started.attempt > spec.max_attempts:
-            # The attempt before this one died with its worker and was the last allowed.
-            self._finish(
-                started,
-                EXHAUSTED,
-                error=f"attempt {started.attempt - 1} was lost with its worker and "
-                f"max_attempts={spec.max_attempts} is reached",
-            )
-            logger.error("run %s dead: attempts exhausted (its last worker was lost)", run_id)
-            return EXHAUSTED.delivery
-        if started.deliveries > spec.max_deliveries:
-            self._finish(
-                started,
-                POISON,
-                error=f"delivered {started.deliveries - 1} times without finishing "
-                f"(max_deliveries={spec.max_deliveries})",
-            )
-            logger.error("run %s poisoned after %d deliveries", run_id, started.deliveries - 1)
-            return POISON.delivery
+        refused = self._past_limits(spec, started, logger)
+        if refused is not None:
+            return refused
         latest: dict[str, Any] = {}
         progress: dict[str, datetime] = {"at": self.clock.now()}
         cancel_event = threading.Event()
@@ -375,22 +418,10 @@ class Executor:
             latest.update(note=note, details=details)
             progress["at"] = self.clock.now()
 
-        ctx = AgentContext(
-            run_id=run_id,
-            idempotency_key=started.idempotency_key,
-            attempt=started.attempt,
-            logical_time=started.logical_time,
-            trigger=started.trigger,
-            agent=spec.name,
-            fence=started.fence,
-            deadline=deadline,
-            log=logger,
-            outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
-            previous_heartbeat=started.previous_heartbeat,
-            _heartbeat_sink=on_progress,
-            _cancel=cancel_event,
-            _budget=spec.budget,
+        ctx = self._context(
+            spec, started, logger, deadline=deadline, on_progress=on_progress, cancel_event=cancel_event
         )
+        feed = UsageFeed(spec.name, spec.spend_cap, self.spend, self.usage_sink, self.clock.now)
 
         last_beat = [Beat(True)]
 
@@ -409,7 +440,10 @@ class Executor:
                 spec.heartbeat_timeout,
                 dict(latest) if latest else None,
                 progress_at=progress["at"],
+                usage=ctx.run_usage.as_dict(),
+                attempt_usage=ctx.usage_totals.as_dict(),
             )
+            feed.push(ctx.usage_totals)
             if last_beat[0].current:
                 self._index_beat(member, spec, progress["at"])
             else:
@@ -426,6 +460,8 @@ class Executor:
                     cancelled(reason, hard=True),
                     error=f"still running {spec.cancel_grace} after {reason}",
                     last_heartbeat=dict(latest) or None,
+                    usage=ctx.run_usage.as_dict(),
+                    attempt_usage=ctx.usage_totals.as_dict(),
                 )
             if in_prefork_child():
                 logger.error("run %s: terminating the pool process after %s", run_id, reason)
@@ -449,20 +485,24 @@ class Executor:
         )
         with watch:
             try:
-                result = self._call(spec, ctx, started.event, cancel_event)
+                # Earlier attempts may have spent the run's budget: then the agent is not called.
+                over = ctx.over_budget is not None
+                result = None if over else self._call(spec, ctx, started.event, cancel_event)
                 error: BaseException | None = None
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
         if watch.hard and watch.reason is not None:
             return cancelled(watch.reason, hard=True).delivery  # on_hard wrote it
-        verdict = attempt_verdict(spec, started.attempt, watch.reason, ctx.over_budget, error)
+        feed.push(ctx.usage_totals)
+        verdict = attempt_verdict(spec, started.counted_attempt, watch.reason, ctx.over_budget, error)
         written = self._finish(
             started,
             verdict,
             result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
-            usage=ctx.usage_totals.as_dict(),
+            usage=ctx.run_usage.as_dict(),
+            attempt_usage=ctx.usage_totals.as_dict(),
             last_heartbeat=dict(latest) or None,
             outbox=ctx.outbox.writes,
         )
@@ -482,6 +522,79 @@ class Executor:
             "" if error is None else f": {error}",
         )
         return verdict.delivery
+
+    def _past_limits(
+        self, spec: AgentSpec, started: StartedAttempt, logger: logging.LoggerAdapter[logging.Logger]
+    ) -> Delivery | None:
+        """End a run that may not have this attempt: its last allowed attempt was lost with
+        its worker, or it was delivered max_deliveries times (deferrals count for neither)."""
+        if started.took_over and started.counted_attempt > spec.max_attempts:
+            self._finish(
+                started,
+                EXHAUSTED,
+                error=f"attempt {started.attempt - 1} was lost with its worker and "
+                f"max_attempts={spec.max_attempts} is reached",
+            )
+            logger.error("run %s dead: attempts exhausted (its last worker was lost)", started.run_id)
+            return EXHAUSTED.delivery
+        if started.counted_deliveries > spec.max_deliveries:
+            self._finish(
+                started,
+                POISON,
+                error=f"delivered {started.counted_deliveries - 1} times without finishing "
+                f"(max_deliveries={spec.max_deliveries})",
+            )
+            logger.error(
+                "run %s poisoned after %d deliveries", started.run_id, started.counted_deliveries - 1
+            )
+            return POISON.delivery
+        return None
+
+    def _context(
+        self,
+        spec: AgentSpec,
+        started: StartedAttempt,
+        logger: logging.LoggerAdapter[logging.Logger],
+        *,
+        deadline: datetime,
+        on_progress: Callable[[str | None, dict[str, Any]], None],
+        cancel_event: threading.Event,
+    ) -> AgentContext:
+        """The agent's view of this attempt: its run, its journal of steps (replayed from
+        earlier attempts), the run's usage so far, the providers' breaker."""
+        if started.agent_version and started.agent_version != spec.version:
+            logger.warning(
+                "run %s started with agent version %s; attempt %d runs version %s",
+                started.run_id,
+                started.agent_version,
+                started.attempt,
+                spec.version,
+            )
+        attempt_usage = Usage()
+        return AgentContext(
+            run_id=started.run_id,
+            idempotency_key=started.idempotency_key,
+            attempt=started.attempt,
+            logical_time=started.logical_time,
+            trigger=started.trigger,
+            agent=spec.name,
+            fence=started.fence,
+            deadline=deadline,
+            log=logger,
+            outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
+            previous_heartbeat=started.previous_heartbeat,
+            _heartbeat_sink=on_progress,
+            _cancel=cancel_event,
+            _budget=spec.budget,
+            _usage=attempt_usage,
+            _usage_base=Usage.from_dict(started.usage),
+            _steps=StepCursor(
+                StoreJournal(self.store, started, lambda: attempt_usage),
+                attempt=started.attempt,
+                max_bytes=self.step_max_bytes,
+            ),
+            _gate=self.gate(spec.name),
+        )
 
     def _index_beat(self, member: Member, spec: AgentSpec, progress_at: datetime) -> None:
         """Move this attempt's deadlines in the watchdog's sorted sets (best effort: the
@@ -524,11 +637,14 @@ class Executor:
         usage: dict[str, Any] | None = None,
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
+        attempt_usage: dict[str, Any] | None = None,
     ) -> RunStatus | None:
         if error is not None:
             # An agent's exception text may quote a URL with its secret, or hold a NUL
             # character (PostgreSQL's text refuses it): stored scrubbed and clean.
             error = scrub_text(error).replace("\x00", "\\x00")
+        if usage is None:  # an attempt that never ran its agent leaves the run's usage as it was
+            usage = started.usage
         return self.store.finish(
             started,
             verdict,
@@ -539,6 +655,7 @@ class Executor:
             usage=usage,
             last_heartbeat=last_heartbeat,
             outbox=outbox,
+            attempt_usage=attempt_usage,
         )
 
 

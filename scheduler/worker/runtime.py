@@ -43,6 +43,7 @@ def build_runtime(settings: Settings) -> Runtime:
         heartbeat_interval=settings.heartbeat_interval,
         sinks=registered_sinks(),  # the trigger modules registered them on import
         outbox_max_value_bytes=settings.outbox_max_value_bytes,
+        step_max_bytes=settings.step_max_bytes,
     )
     return Runtime(settings, store, client, executor)
 
