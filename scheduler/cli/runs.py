@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agents import StepRecord, Usage
 from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
@@ -46,6 +47,39 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+def usage_by_agent(runs: list[Run]) -> list[dict[str, Any]]:
+    """What the listed runs spent, summed per agent (the footer of `runs list`)."""
+    totals: dict[str, tuple[int, Usage]] = {}
+    for run in runs:
+        count, usage = totals.get(run.agent, (0, Usage()))
+        totals[run.agent] = (count + 1, usage.plus(Usage.from_dict(run.usage)))
+    return [
+        {
+            "agent": agent,
+            "runs": count,
+            "tokens": usage.tokens,
+            "cost_usd": round(usage.cost_usd, 6),
+            "tool_calls": usage.tool_calls,
+        }
+        for agent, (count, usage) in sorted(totals.items())
+    ]
+
+
+def step_dict(step: StepRecord) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "name": step.name,
+        "attempt": step.attempt,
+        "duration_s": None if step.duration_s is None else round(step.duration_s, 3),
+        "tokens": step.usage.get("tokens", 0),
+        "cost_usd": step.usage.get("cost_usd", 0.0),
+        "tool_calls": step.usage.get("tool_calls", 0),
+        "started_at": iso(step.started_at),
+        "finished_at": iso(step.finished_at),
+        "result": step.result,
+    }
+
+
 def attempt_dict(a: Attempt) -> dict[str, Any]:
     return {
         "number": a.number,
@@ -59,6 +93,8 @@ def attempt_dict(a: Attempt) -> dict[str, Any]:
         "started_at": iso(a.started_at),
         "finished_at": iso(a.finished_at),
         "heartbeat_at": iso(a.heartbeat_at),
+        "agent_version": a.agent_version,
+        "usage": a.usage,
     }
 
 
@@ -66,31 +102,40 @@ def attempt_dict(a: Attempt) -> dict[str, Any]:
 def list_runs(
     status: Annotated[str | None, typer.Option(help=f"One of: {', '.join(STATUSES)}")] = None,
     trigger: Annotated[str | None, typer.Option(help="Only runs of this trigger.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only runs of this agent.")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Only runs that started with this agent version.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     json_: JsonOpt = False,
     triggers: TriggersOpt = None,
 ) -> None:
-    """Runs, newest first."""
+    """Runs, newest first, then what they spent per agent."""
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"{status!r}; use one of {', '.join(STATUSES)}", param_hint="--status")
     store = store_for(settings_for(triggers))
-    rows = [run_summary(r) for r in store.list_runs(status=status, trigger=trigger, limit=limit)]
+    found = store.list_runs(status=status, trigger=trigger, agent=agent, version=version, limit=limit)
+    rows = [run_summary(r) for r in found]
     if json_:
         print_json(rows)
-    else:
-        print_table(
-            rows,
-            [
-                "id",
-                "trigger",
-                "agent",
-                "status",
-                "terminal_reason",
-                "attempt",
-                "scheduled_for",
-                "finished_at",
-            ],
-        )
+        return
+    print_table(
+        rows,
+        [
+            "id",
+            "trigger",
+            "agent",
+            "status",
+            "terminal_reason",
+            "attempt",
+            "scheduled_for",
+            "finished_at",
+            "agent_version",
+        ],
+    )
+    if rows:
+        typer.echo("usage by agent (the runs above):")
+        print_table(usage_by_agent(found), ["agent", "runs", "tokens", "cost_usd", "tool_calls"])
 
 
 @app.command("retry")
@@ -139,14 +184,24 @@ def show_run(run_id: str, json_: JsonOpt = False, triggers: TriggersOpt = None) 
         "error": run.error,
         "attempts": [attempt_dict(a) for a in store.attempts_of(run_id)],
         "usage": run.usage,
+        "steps": [step_dict(s) for s in store.steps_of(run_id)],
+        "waiting_for": run.waiting_for,
+        "not_before": iso(run.not_before),
+        "deliveries": run.deliveries,
     }
     if json_:
         print_json(data)
         return
     for key, value in data.items():
-        if key != "attempts":
+        if key not in {"attempts", "steps"}:
             echo(f"{key:16} {value}")
     typer.echo("attempts:")
     print_table(
-        data["attempts"], ["number", "fence", "status", "reason", "worker", "started_at", "finished_at"]
+        data["attempts"],
+        ["number", "fence", "status", "reason", "agent_version", "worker", "started_at", "finished_at"],
     )
+    typer.echo("steps:" if data["steps"] else "steps: none recorded")
+    if data["steps"]:
+        print_table(
+            data["steps"], ["seq", "name", "attempt", "duration_s", "tokens", "cost_usd", "tool_calls"]
+        )

@@ -18,14 +18,25 @@ class Queries(StoreGroup):
             return session.get(Run, run_id)
 
     def list_runs(
-        self, *, status: str | None = None, trigger: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        trigger: str | None = None,
+        agent: str | None = None,
+        version: str | None = None,
+        limit: int = 50,
     ) -> list[Run]:
-        """Newest first (`runs list`), optionally of one status or trigger."""
+        """Newest first (`runs list`), optionally of one status, trigger, agent or agent
+        version (the version a run started with)."""
         stmt = sa.select(Run).order_by(runs_t.c.created_at.desc(), runs_t.c.id).limit(limit)
-        if status:
-            stmt = stmt.where(runs_t.c.status == status)
-        if trigger:
-            stmt = stmt.where(runs_t.c.trigger == trigger)
+        for column, value in (
+            (runs_t.c.status, status),
+            (runs_t.c.trigger, trigger),
+            (runs_t.c.agent, agent),
+            (runs_t.c.agent_version, version),
+        ):
+            if value:
+                stmt = stmt.where(column == value)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
 

@@ -515,7 +515,7 @@ class Executor:
             logger.info("run %s cancelled: the cancel request outranks the retry", run_id)
             return Delivery.CANCELLED
         logger.log(
-            logging.INFO if error is None else logging.WARNING,
+            logging.INFO if error is None or verdict.deferral else logging.WARNING,
             "run %s %s%s",
             run_id,
             verdict.delivery,

@@ -63,7 +63,17 @@ def test_runs_list_and_show_json(settings: Settings, store: Store, cli: Cli) -> 
     shown = cli("runs", "show", rows[0]["id"], "--json")
     assert shown.returncode == 0, shown.stderr
     detail = json.loads(shown.stdout)
-    assert set(detail) == RUN_KEYS | {"event", "result", "error", "attempts", "usage"}
+    assert set(detail) == RUN_KEYS | {
+        "event",
+        "result",
+        "error",
+        "attempts",
+        "usage",
+        "steps",
+        "waiting_for",
+        "not_before",
+        "deliveries",
+    }
     assert detail["event"]["trigger"] == "every-second"
     missing = cli("runs", "show", "nope")
     assert missing.returncode == 1 and "no run with id" in missing.stderr
