@@ -29,6 +29,7 @@ from agents import (
     AgentSpec,
     NotSerialisable,
     OutboxBuffer,
+    cancellable,
     event_from_json,
     json_problem,
 )
@@ -502,7 +503,7 @@ class Executor:
     ) -> Any:
         event = event_from_json(event_json)
         if spec.is_async:
-            result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
+            result = asyncio.run(cancellable(spec.func(ctx, event), cancel_event))
         else:
             result = spec.func(ctx, event)
         problem = json_problem(result, "result")
@@ -540,14 +541,3 @@ class Executor:
             last_heartbeat=last_heartbeat,
             outbox=outbox,
         )
-
-
-async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
-    """Run an async agent; cancel its task when the run is cancelled or times out."""
-    task = asyncio.ensure_future(coro)
-    while not task.done():
-        if cancel_event.is_set():
-            task.cancel()
-            break
-        await asyncio.wait({task}, timeout=0.1)
-    return await task
