@@ -351,7 +351,7 @@ def test_a_timeout_cancels_a_cooperative_agent_which_ends_timed_out() -> None:
 
     out = AgentEnvironment(timeout=timedelta(milliseconds=50)).run(patient)
     assert out.status == "timed_out" and out.error is None
-    assert 0.04 <= out.result["stopped_after"] < 1
+    assert 0 < out.result["stopped_after"] < 1 and out.duration_s >= 0.05
 
 
 def test_a_timeout_cancels_an_async_agent_task() -> None:
