@@ -23,6 +23,7 @@ from agents._events import (
     event_from_json,
     event_to_json,
 )
+from agents._run import cancellable, stored_result
 from agents._spec import AgentSpec, Backoff, agent
 from agents._steps import (
     MAX_STEP_BYTES,
@@ -80,8 +81,10 @@ __all__ = [
     "UnknownSinkError",
     "Usage",
     "agent",
+    "cancellable",
     "check_json",
     "event_from_json",
     "event_to_json",
     "json_problem",
+    "stored_result",
 ]

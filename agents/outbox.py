@@ -41,14 +41,16 @@ class OutboxWrite:
 class OutboxBuffer:
     """Buffers writes in memory; they are committed with the run's success or not at all."""
 
-    def __init__(self, sinks: Collection[str], max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES) -> None:
-        self._sinks = frozenset(sinks)
+    def __init__(self, sinks: Collection[str] | None, max_value_bytes: int = MAX_OUTBOX_VALUE_BYTES) -> None:
+        """`sinks` are the registered names; None accepts any name (`AgentEnvironment`, which
+        cannot see what the trigger modules register)."""
+        self._sinks = None if sinks is None else frozenset(sinks)
         self._max = max_value_bytes
         self._writes: list[OutboxWrite] = []
 
     def put(self, sink: str, key: str, value: Any) -> None:
         """Queue `value` for `sink` under `key`; validated now so the agent sees the error."""
-        if sink not in self._sinks:
+        if self._sinks is not None and sink not in self._sinks:
             known = ", ".join(sorted(self._sinks)) or "none registered"
             raise UnknownSinkError(
                 f"unknown outbox sink {sink!r}; registered sinks: {known}. "

@@ -8,6 +8,7 @@ import traceback
 import typer
 
 from agents import NightowlError
+from scheduler.cli import agents as agents_cmd
 from scheduler.cli import (
     alerts_cmd,
     deadletters_cmd,
@@ -37,6 +38,7 @@ app.add_typer(services.db_app, name="db")
 app.add_typer(deadletters_cmd.app, name="deadletters")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(outbox_cmd.app, name="outbox")
+app.add_typer(agents_cmd.app, name="agents")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
 app.command("watchdog")(services.watchdog)

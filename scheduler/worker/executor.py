@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -28,15 +27,15 @@ from agents import (
     MAX_STEP_BYTES,
     AgentContext,
     AgentSpec,
-    NotSerialisable,
     OpenGate,
     OutboxBuffer,
     ProviderGate,
     StepCursor,
     StepRecord,
     Usage,
+    cancellable,
     event_from_json,
-    json_problem,
+    stored_result,
 )
 from agents.outbox import MAX_OUTBOX_VALUE_BYTES, OutboxWrite
 from scheduler.core import keys
@@ -139,10 +138,6 @@ class ExecutorStore(Protocol):
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool: ...
 
     def get_run(self, run_id: str) -> Run | None: ...
-
-
-class NotSerialisableError(NotSerialisable):
-    """The agent returned something JSON cannot carry."""
 
 
 class DeliveryNotStarted(Exception):
@@ -615,16 +610,10 @@ class Executor:
     ) -> Any:
         event = event_from_json(event_json)
         if spec.is_async:
-            result = asyncio.run(_cancellable(spec.func(ctx, event), cancel_event))
+            result = asyncio.run(cancellable(spec.func(ctx, event), cancel_event))
         else:
             result = spec.func(ctx, event)
-        problem = json_problem(result, "result")
-        if problem is not None:
-            raise NotSerialisableError(
-                f"agent {spec.name!r} ({spec.location}) returned a value that cannot be stored: "
-                f"{problem}. Return dicts, lists, str, finite numbers, bool or None"
-            )
-        return json.loads(json.dumps(result))
+        return stored_result(result, spec.name, spec.location)
 
     def _finish(
         self,
@@ -657,14 +646,3 @@ class Executor:
             outbox=outbox,
             attempt_usage=attempt_usage,
         )
-
-
-async def _cancellable(coro: Any, cancel_event: threading.Event) -> Any:
-    """Run an async agent; cancel its task when the run is cancelled or times out."""
-    task = asyncio.ensure_future(coro)
-    while not task.done():
-        if cancel_event.is_set():
-            task.cancel()
-            break
-        await asyncio.wait({task}, timeout=0.1)
-    return await task
