@@ -55,7 +55,7 @@ def _breakers(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]
     client = redis_for(settings)
     try:
         breaker = RedisBreaker(client, settings.redis_prefix, settings.breaker_policy())
-        used = {name: breaker.providers_of(name) for name in names}
+        used = breaker.providers_by_agent(names)
         states = breaker.states(sorted({p for providers in used.values() for p in providers}))
     finally:
         client.close()

@@ -194,7 +194,7 @@ class RedisBreaker:
         now = self._clock()
         closed = self._guard(lambda: self._succeeded(keys=self._keys(provider)[:4], args=[_ms(now)]), 0)
         if closed:
-            log.warning("provider %s answers again: its circuit breaker is closed", provider)
+            log.info("provider %s answers again: its circuit breaker is closed", provider)
 
     def failed(self, provider: str) -> bool:
         """A call failed transiently; True when the breaker is (now) open."""
@@ -241,8 +241,15 @@ class RedisBreaker:
 
     def providers_of(self, agent: str) -> list[str]:
         """The providers the agent's calls went to (through `gate(agent)`)."""
-        members = cast(set[Any], self.client.smembers(keys.agent_providers(self.prefix, agent)))
-        return sorted(_text(p) for p in members)
+        return self.providers_by_agent([agent])[agent]
+
+    def providers_by_agent(self, agents: list[str]) -> dict[str, list[str]]:
+        """`providers_of` for many agents in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for agent in agents:
+            pipe.smembers(keys.agent_providers(self.prefix, agent))
+        replies = zip(agents, pipe.execute(), strict=True)
+        return {agent: sorted(_text(p) for p in members) for agent, members in replies}
 
     def states(self, providers: list[str] | None = None) -> dict[str, BreakerInfo]:
         """Each provider's breaker (every provider ever asked about, by default)."""

@@ -81,8 +81,8 @@ class FleetChecks:
     def _users(self) -> dict[str, list[str]]:
         """provider -> the registered agents whose calls went to it."""
         out: dict[str, list[str]] = {}
-        for name in sorted(self.registry.agents):
-            for provider in self.breaker.providers_of(name):
+        for name, providers in self.breaker.providers_by_agent(sorted(self.registry.agents)).items():
+            for provider in providers:
                 out.setdefault(provider, []).append(name)
         return out
 
