@@ -14,6 +14,11 @@ SEVERITY: dict[AlertKind, str] = {
     AlertKind.RUN_DEAD: "critical",
     AlertKind.RUN_LATE: "warning",
     AlertKind.RUN_STUCK: "critical",
+    # The run ended on purpose (its budget did its job), but someone should look at why.
+    AlertKind.RUN_BUDGET_EXCEEDED: "warning",
+    # Runs wait and resume on their own: nothing is lost while the provider is down.
+    AlertKind.PROVIDER_UNAVAILABLE: "warning",
+    AlertKind.SPEND_CAP_REACHED: "warning",
     AlertKind.SCHEDULER_FAILING: "critical",
     AlertKind.TRIGGER_SOURCE_FAILING: "warning",
     AlertKind.OUTBOX_DEAD: "critical",

@@ -10,6 +10,7 @@ import typer
 from agents import NightowlError
 from scheduler.cli import agents as agents_cmd
 from scheduler.cli import (
+    agents_list,
     alerts_cmd,
     deadletters_cmd,
     doctor_cmd,
@@ -38,6 +39,7 @@ app.add_typer(services.db_app, name="db")
 app.add_typer(deadletters_cmd.app, name="deadletters")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(outbox_cmd.app, name="outbox")
+agents_cmd.app.command("list")(agents_list.list_agents)
 app.add_typer(agents_cmd.app, name="agents")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)

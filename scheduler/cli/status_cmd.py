@@ -20,6 +20,7 @@ from scheduler.cli._common import (
     store_for,
 )
 from scheduler.core import keys
+from scheduler.core.breaker import RedisBreaker
 from scheduler.core.errors import ConfigError
 from scheduler.core.scrub import scrub_text
 from scheduler.core.service_errors import service_error
@@ -45,6 +46,7 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
         "leaders": {},
         "workers": [],
         "queues": {},
+        "breakers": {},
         "queued_runs": {},
         "runs_last_hour": {},
         "open_alerts": {},
@@ -83,6 +85,8 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
         for q in sorted(queues):
             reading = celery_redis_reading(client, q, prefix, now)
             depths[q] = {k: reading.extra[k] for k in ("depth", "unacked", "oldest_age_s")}
+        states = RedisBreaker(client, prefix, settings.breaker_policy()).states()
+        breakers = {provider: info.as_dict() for provider, info in states.items()}
     finally:
         client.close()
     workers: list[str] = []
@@ -91,7 +95,7 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
 
         replies = broker_app(settings).control.ping(timeout=1.0) or []
         workers = sorted(name for reply in replies for name in reply)
-    return {"leaders": leaders, "queues": depths, "workers": workers}
+    return {"leaders": leaders, "queues": depths, "breakers": breakers, "workers": workers}
 
 
 def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
@@ -130,8 +134,20 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
     }
 
 
+def breaker_line(breaker: dict[str, Any]) -> str:
+    """One provider's breaker in words: its state, since when, and what comes next."""
+    state = breaker["state"]
+    if state == "closed":
+        return f"closed ({breaker['failures']} recent failure(s))"
+    since = f"open since {breaker['opened_at']}"
+    if state == "open":
+        return f"OPEN, {since}; a probe call in {breaker['retry_in']:.0f}s"
+    return f"HALF-OPEN, {since}; the next call probes it"
+
+
 def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
-    """Leaders, workers, queue depths, runs in the last hour, open alerts, outbox lag."""
+    """Leaders, workers, queue depths, provider breakers, runs in the last hour, open alerts,
+    outbox lag."""
     data = gather(settings_for(triggers), now=datetime.now(UTC))
     if json_:
         print_json(data)
@@ -155,6 +171,8 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
             f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
             f"{d['unacked']} reserved{age}{lost}"
         )
+    for provider, breaker in sorted(data["breakers"].items()):
+        typer.echo(f"{'breaker ' + provider:20} {breaker_line(breaker)}")
     runs = ", ".join(f"{k} {v}" for k, v in sorted(data["runs_last_hour"].items())) or "none"
     typer.echo(f"{'runs (last hour)':20} {runs}")
     alerts = ", ".join(f"{k} {v}" for k, v in sorted(data["open_alerts"].items())) or "none"

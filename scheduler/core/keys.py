@@ -57,3 +57,42 @@ def unacked(prefix: str) -> str:
 
 def unacked_index(prefix: str) -> str:
     return f"{prefix}{UNACKED_INDEX}"
+
+
+# The fleet's circuit breakers (scheduler.core.breaker), one set of keys per provider.
+def breaker_providers(prefix: str) -> str:
+    """SET of every provider a breaker has been asked about (`status`, metrics)."""
+    return f"{prefix}breaker:providers"
+
+
+def breaker_state(prefix: str, provider: str) -> str:
+    """HASH `opened_at` (last (re)opening) and `since` (the episode's first opening, ms):
+    absent while the breaker is closed."""
+    return f"{prefix}breaker:{provider}:state"
+
+
+def breaker_failures(prefix: str, provider: str) -> str:
+    """ZSET of transient failures (member: a random id, score: when) within the window."""
+    return f"{prefix}breaker:{provider}:failures"
+
+
+def breaker_probe(prefix: str, provider: str) -> str:
+    """The half-open probe's slot (SET NX PX probe_timeout): who holds it calls the provider."""
+    return f"{prefix}breaker:{provider}:probe"
+
+
+def breaker_episodes(prefix: str, provider: str) -> str:
+    """HASH opened-at ms -> closed-at ms ("" while open): one record per opening (the
+    watchdog's provider_unavailable alerts)."""
+    return f"{prefix}breaker:{provider}:episodes"
+
+
+def agent_providers(prefix: str, agent: str) -> str:
+    """SET of the providers an agent's calls have gone to (`agents list`)."""
+    return f"{prefix}agent:{agent}:providers"
+
+
+def spend(prefix: str, agent: str, window_start: int) -> str:
+    """HASH `tokens`, `cost_usd`: an agent's spend in the SpendCap window starting at
+    `window_start` (Unix seconds)."""
+    return f"{prefix}spend:{agent}:{window_start}"

@@ -70,6 +70,32 @@ LOOP_LAST_SUCCESS = Gauge(
     ["step"],
     multiprocess_mode="max",
 )
+PROVIDER_BREAKER_OPEN = Gauge(
+    "nightowl_provider_breaker_open",
+    "1 while a provider's fleet-wide circuit breaker is open or half-open, 0 while closed.",
+    ["provider"],
+    multiprocess_mode="max",
+)
+AGENT_TOKENS = Counter("nightowl_agent_tokens_total", "Tokens agents reported with ctx.usage.", ["agent"])
+AGENT_COST = Counter(
+    "nightowl_agent_cost_usd_total", "Cost in USD agents reported with ctx.usage.", ["agent"]
+)
+
+
+def record_usage(agent: str, tokens: int, cost_usd: float) -> None:
+    """Count usage an agent reported (the worker calls it as usage is persisted; replayed
+    steps cost nothing and are not counted)."""
+    if tokens > 0:
+        AGENT_TOKENS.labels(agent).inc(tokens)
+    if cost_usd > 0:
+        AGENT_COST.labels(agent).inc(cost_usd)
+
+
+def observe_breakers(open_by_provider: dict[str, bool]) -> None:
+    """Set the breaker gauge from one reading of the fleet's breakers (the watchdog's check)."""
+    for provider, is_open in open_by_provider.items():
+        PROVIDER_BREAKER_OPEN.labels(provider).set(1 if is_open else 0)
+
 
 # Outcomes of a delivery that ran the agent to a verdict, and those that did not start it.
 _FINISHED: dict[Delivery, tuple[RunStatus, str]] = {

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agents import BreakerPolicy
 from scheduler.core import scrub
 from scheduler.core.errors import ConfigError
 from triggers.sources import SourceDefaults, mask_url
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     shutdown_grace: Seconds = Field(timedelta(seconds=30), ge=timedelta(0))
     # Services wait this long for the database and Redis at start.
     startup_timeout: Seconds = Field(timedelta(seconds=30), ge=timedelta(0))
+    # The fleet's circuit breaker per LLM provider: this many transient failures within
+    # breaker_window open it for breaker_open_for, then one probe call may close it.
+    breaker_failures: int = Field(5, ge=1)
+    breaker_window: Seconds = Field(timedelta(seconds=60), gt=timedelta(0))
+    breaker_open_for: Seconds = Field(timedelta(seconds=30), gt=timedelta(0))
 
     # Secrets: apprise URLs carry tokens, a Slack-style hook URL carries its token in the path.
     alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -144,6 +150,14 @@ class Settings(BaseSettings):
         if self.broker_url is not None:
             return self.broker_url.get_secret_value()
         return self.require_redis_url()
+
+    def breaker_policy(self) -> BreakerPolicy:
+        """The policy every worker's breaker and the watchdog's reading of it share."""
+        return BreakerPolicy(
+            failures=self.breaker_failures,
+            window_s=self.breaker_window.total_seconds(),
+            open_for_s=self.breaker_open_for.total_seconds(),
+        )
 
     def source_defaults(self) -> SourceDefaults:
         """What a polling trigger watches when it names no database or broker of its own."""

@@ -3,11 +3,29 @@ worker loads to judge a delivery it could not start. Nothing here writes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from scheduler.core.vocabulary import RunStatus
 from scheduler.storage._sql import StoreGroup, attempts_t, runs_t
 from scheduler.storage.models import Attempt, Run
+
+
+@dataclass(frozen=True, slots=True)
+class EndedRun:
+    """A run that reached a terminal state, as an alert about it names it."""
+
+    id: str
+    agent: str
+    trigger: str | None
+    attempt: int
+    terminal_reason: str | None
+    usage: dict[str, Any] | None
+    finished_at: datetime | None
 
 
 class Queries(StoreGroup):
@@ -45,3 +63,39 @@ class Queries(StoreGroup):
         stmt = sa.select(Attempt).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.number)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
+
+    def budget_exceeded_since(self, since: datetime) -> list[EndedRun]:
+        """Runs that ended `budget_exceeded` after `since` (the watchdog's
+        run_budget_exceeded, found as it finds newly dead runs)."""
+        stmt = sa.select(
+            runs_t.c.id,
+            runs_t.c.agent,
+            runs_t.c.trigger,
+            runs_t.c.attempt,
+            runs_t.c.terminal_reason,
+            runs_t.c.usage,
+            runs_t.c.finished_at,
+        ).where(runs_t.c.status == RunStatus.BUDGET_EXCEEDED, runs_t.c.finished_at > since)
+        with self.engine.connect() as conn:
+            return [
+                EndedRun(
+                    r.id,
+                    r.agent,
+                    r.trigger,
+                    r.attempt,
+                    r.terminal_reason,
+                    r.usage if isinstance(r.usage, dict) else None,
+                    r.finished_at,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def runs_created_per_agent(self, since: datetime) -> dict[str, int]:
+        """How many runs each agent got created at or after `since` (`agents list`)."""
+        stmt = (
+            sa.select(runs_t.c.agent, sa.func.count())
+            .where(runs_t.c.created_at >= since)
+            .group_by(runs_t.c.agent)
+        )
+        with self.engine.connect() as conn:
+            return {agent: int(n) for agent, n in conn.execute(stmt)}

@@ -38,6 +38,7 @@ def build_watchdog(settings: Settings, registry: Registry, clock: Clock | None =
         leader_ttl=settings.leader_ttl,
         revoke=revoke,
         stuck_after=settings.stuck_after,
+        breaker_policy=settings.breaker_policy(),
     )
 
 

@@ -22,7 +22,9 @@ directly with a fake clock):
    trigger's catch-up window, after a settling pause that lets the scheduler's
    catch-up write its ledger, so no slot falls between two watchdogs;
 4. runs `queued` past `stuck_after` with no message in the broker: `run_stuck`;
-5. triggers flagged `source_failing`, and a missing scheduler leader.
+5. triggers flagged `source_failing`, and a missing scheduler leader;
+6. the fleet (fleet.py): providers whose circuit breaker opened, runs stopped by their
+   budget, agents over their spend cap.
 """
 
 from __future__ import annotations
@@ -38,19 +40,24 @@ from typing import Any
 
 import redis
 
+from agents import BreakerPolicy
 from scheduler.alerts import Alert, AlertManager, LeaderWatch
 from scheduler.core import keys, metrics
+from scheduler.core.breaker import RedisBreaker
 from scheduler.core.broker_view import BrokerView
 from scheduler.core.clock import Clock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Leadership, Lease, identity
 from scheduler.core.publish import Publisher, dispatch
+from scheduler.core.spend import SpendCounter
 from scheduler.core.values import Dispatch
 from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
+from scheduler.storage.queries import Queries
 from scheduler.storage.runs import RunStore
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
+from scheduler.watchdog.fleet import FleetChecks
 from triggers import CronTrigger, Registry, SourceHealth, cron_key
 
 log = logging.getLogger("nightowl.watchdog")
@@ -100,6 +107,7 @@ class Watchdog:
         revoke: Callable[[str], None] | None = None,
         owner: str | None = None,
         stuck_after: timedelta = timedelta(minutes=2),
+        breaker_policy: BreakerPolicy | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -133,6 +141,15 @@ class Watchdog:
             "scheduler",
             self.leader_grace,
             "no scheduler holds the leader lease: no trigger is being evaluated",
+        )
+        self.fleet = FleetChecks(
+            registry=registry,
+            alerts=alerts,
+            breaker=RedisBreaker(
+                redis_client, key_prefix, breaker_policy or BreakerPolicy(), lambda: clock.now().timestamp()
+            ),
+            spend=SpendCounter(redis_client, key_prefix),
+            queries=Queries(store.engine),
         )
         self._lock = threading.Lock()
 
@@ -205,6 +222,7 @@ class Watchdog:
             self._sources(report)
             self._outbox_dead(since, report)
             self._scheduler_leader(now, report)
+            report.alerts_sent += self.fleet.check(now, since)
             return report
 
     # 1. stalls ---------------------------------------------------------------

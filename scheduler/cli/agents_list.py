@@ -1,0 +1,108 @@
+"""`nightowl agents list`: every registered agent, as `triggers list` shows triggers.
+
+What an operator asks about an agent during an incident: which version runs, on which
+queue, what it may spend (budget per run, spend cap per window), whether the providers it
+calls are reachable (their fleet-wide breakers), and how busy it has been (runs created in
+the last hour). Redis and the database are read only when configured; a section that is
+not configured is empty (`{}` breakers, `null` runs), not an error.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+
+from agents import AgentSpec
+from scheduler.cli._common import (
+    EXIT_FINDINGS,
+    JsonOpt,
+    TriggersOpt,
+    print_json,
+    print_table,
+    redis_for,
+    registry_for,
+    settings_for,
+    store_for,
+)
+from scheduler.core.breaker import RedisBreaker
+from scheduler.core.settings import Settings
+from scheduler.storage.queries import Queries
+from triggers import Registry, RegistryLoadError
+
+COLUMNS = ["name", "version", "queue", "paused", "budget", "spend_cap", "breaker", "runs_last_hour"]
+
+
+def agent_summary(spec: AgentSpec, breaker: dict[str, str], runs_last_hour: int | None) -> dict[str, Any]:
+    """The `agents list --json` object of one agent."""
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "queue": spec.queue,
+        "paused": False,  # pausing an agent is issue 15's
+        "budget": spec.budget.as_dict() if spec.budget is not None else None,
+        "spend_cap": spec.spend_cap.as_dict() if spec.spend_cap is not None else None,
+        "breaker": breaker,
+        "runs_last_hour": runs_last_hour,
+    }
+
+
+def _breakers(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]:
+    """agent -> {provider: breaker state} for the providers each agent's calls went to."""
+    if settings.redis_url is None:
+        return {}
+    client = redis_for(settings)
+    try:
+        breaker = RedisBreaker(client, settings.redis_prefix, settings.breaker_policy())
+        used = breaker.providers_by_agent(names)
+        states = breaker.states(sorted({p for providers in used.values() for p in providers}))
+    finally:
+        client.close()
+    return {name: {p: str(states[p].state) for p in providers} for name, providers in used.items()}
+
+
+def _runs_last_hour(settings: Settings, now: datetime) -> dict[str, int] | None:
+    if settings.database_url is None:
+        return None
+    store = store_for(settings)
+    try:
+        return Queries(store.engine).runs_created_per_agent(now - timedelta(hours=1))
+    finally:
+        store.engine.dispose()
+
+
+def gather(settings: Settings, registry: Registry, now: datetime) -> list[dict[str, Any]]:
+    """One row per registered agent, by name."""
+    names = sorted(registry.agents)
+    breakers = _breakers(settings, names)
+    runs = _runs_last_hour(settings, now)
+    return [
+        agent_summary(
+            registry.agents[name], breakers.get(name, {}), None if runs is None else runs.get(name, 0)
+        )
+        for name in names
+    ]
+
+
+def _cell(value: Any) -> Any:
+    """A dict column as `k=v` pairs (the table is for people; --json keeps the dicts)."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return value
+
+
+def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
+    """Every agent with its version, queue, budget, spend cap, breakers and recent runs."""
+    settings = settings_for(triggers)
+    try:
+        registry = registry_for(settings)
+    except RegistryLoadError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    rows = gather(settings, registry, datetime.now(UTC))
+    if json_:
+        print_json(rows)
+    else:
+        print_table([{k: _cell(v) for k, v in row.items()} for row in rows], COLUMNS)
