@@ -170,6 +170,10 @@ class AgentContext:
         with self._usage_lock:
             return self._usage_base.plus(self._usage)
 
+    def usage_record(self) -> dict[str, Any]:
+        """The run's usage as it is stored: tokens, cost_usd, tool_calls and steps."""
+        return {**self.run_usage.as_dict(), "steps": self.steps_taken}
+
     @property
     def steps_taken(self) -> int:
         """How many steps this run has begun (replayed or run) in this attempt."""
@@ -254,7 +258,7 @@ class AgentContext:
         assert self._steps is not None
         kept = self._steps.check(name, result)
         self._steps.commit(
-            seq, name, kept, usage.as_dict(), started_at=started, run_usage=self.run_usage.as_dict()
+            seq, name, kept, usage.as_dict(), started_at=started, run_usage=self.usage_record()
         )
         return kept
 

@@ -17,8 +17,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from scheduler.core.breaker import RedisBreaker
 from scheduler.core.clock import SystemClock
 from scheduler.core.settings import Settings
+from scheduler.core.spend import SpendCounter
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import upgrade
 from scheduler.storage.models import Base
@@ -239,15 +241,19 @@ def executor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Executor]
 
     def build(registry: Registry, heartbeat_interval: float = 5.0) -> Executor:
         stores.append(Store(make_engine(settings.require_database_url())))
+        client = redis.Redis.from_url(settings.require_redis_url())
         ex = Executor(
             store=stores[-1],
-            redis_client=redis.Redis.from_url(settings.require_redis_url()),
+            redis_client=client,
             registry=registry,
             clock=SystemClock(),
             worker_id="test-worker",
             key_prefix=settings.redis_prefix,
             heartbeat_interval=timedelta(seconds=heartbeat_interval),
             sinks=frozenset({"audit"}),
+            # The fleet's breaker and spend counter, as the worker's runtime wires them.
+            gate=RedisBreaker(client, settings.redis_prefix, settings.breaker_policy()).gate,
+            spend=SpendCounter(client, settings.redis_prefix),
         )
         made.append(ex)
         return ex

@@ -435,7 +435,7 @@ class Executor:
                 spec.heartbeat_timeout,
                 dict(latest) if latest else None,
                 progress_at=progress["at"],
-                usage=ctx.run_usage.as_dict(),
+                usage=ctx.usage_record(),
                 attempt_usage=ctx.usage_totals.as_dict(),
             )
             feed.push(ctx.usage_totals)
@@ -455,7 +455,7 @@ class Executor:
                     cancelled(reason, hard=True),
                     error=f"still running {spec.cancel_grace} after {reason}",
                     last_heartbeat=dict(latest) or None,
-                    usage=ctx.run_usage.as_dict(),
+                    usage=ctx.usage_record(),
                     attempt_usage=ctx.usage_totals.as_dict(),
                 )
             if in_prefork_child():
@@ -496,7 +496,7 @@ class Executor:
             result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
-            usage=ctx.run_usage.as_dict(),
+            usage=ctx.usage_record(),
             attempt_usage=ctx.usage_totals.as_dict(),
             last_heartbeat=dict(latest) or None,
             outbox=ctx.outbox.writes,

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 import redis
 
+from scheduler.core import metrics
+from scheduler.core.breaker import RedisBreaker
 from scheduler.core.clock import SystemClock
 from scheduler.core.leases import identity
 from scheduler.core.settings import Settings
+from scheduler.core.spend import SpendCounter
 from scheduler.outbox import registered_sinks
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
@@ -33,6 +36,8 @@ def build_runtime(settings: Settings) -> Runtime:
     registry = load(settings.triggers)
     store = Store(make_engine(settings.require_database_url()))
     client = redis.Redis.from_url(settings.require_redis_url())
+    # The providers' circuit breaker and the spend caps are the fleet's: state in Redis.
+    breaker = RedisBreaker(client, settings.redis_prefix, settings.breaker_policy())
     executor = Executor(
         store=store,
         redis_client=client,
@@ -44,6 +49,9 @@ def build_runtime(settings: Settings) -> Runtime:
         sinks=registered_sinks(),  # the trigger modules registered them on import
         outbox_max_value_bytes=settings.outbox_max_value_bytes,
         step_max_bytes=settings.step_max_bytes,
+        gate=breaker.gate,
+        spend=SpendCounter(client, settings.redis_prefix),
+        usage_sink=metrics.record_usage,
     )
     return Runtime(settings, store, client, executor)
 

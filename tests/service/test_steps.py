@@ -7,7 +7,7 @@ databases: what a retry replays, what a runaway costs, and that an outage never 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -74,7 +74,7 @@ def test_a_retry_replays_the_recorded_steps_and_calls_only_the_new_one(
         (3, "publish", 2),
     ]
     # And the usage is the run's: the replayed steps cost nothing the second time
-    assert run.usage == {"tokens": 300, "cost_usd": pytest.approx(0.3), "tool_calls": 0}
+    assert run.usage == {"tokens": 300, "cost_usd": pytest.approx(0.3), "tool_calls": 0, "steps": 3}
     attempts = store.attempts_of(run_id)
     assert [a.usage for a in attempts] == [
         {"tokens": 300, "cost_usd": pytest.approx(0.3), "tool_calls": 0},
@@ -143,3 +143,22 @@ def test_a_step_that_diverges_from_the_record_fails_naming_both(
     run = store.get_run(run_id)
     assert run is not None and run.terminal_reason == "non_retryable"
     assert "'step-of-attempt-2'" in (run.error or "") and "'step-of-attempt-1'" in (run.error or "")
+
+
+def test_runs_over_the_agents_spend_cap_wait_for_the_window_to_turn(
+    settings: Settings, store: Store, executor: Callable[..., Executor], redis_client: redis.Redis
+) -> None:
+    # Given an agent capped at 1000 tokens a day across the fleet, 600 tokens a run
+    registry = registry_of(MODULE, ["t-capped"])
+    worker = executor(registry)
+    for _ in range(2):  # 600, then 1200: the cap is reached
+        assert worker.execute("capped", fire_run(settings, store, registry, "capped")) == "succeeded"
+    # When a third run is delivered
+    third = fire_run(settings, store, registry, "capped")
+    assert worker.execute("capped", third) == "parked"
+    # Then it waits for the next UTC day, and no attempt (and no call) was spent on it
+    run = store.get_run(third)
+    assert run is not None and (run.status, run.waiting_for) == ("waiting", "spend_cap")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert run.not_before == tomorrow
+    assert store.attempts_of(third) == [] and calls(redis_client, third) == 0

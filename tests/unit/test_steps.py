@@ -123,7 +123,7 @@ def test_usage_inside_a_step_is_the_steps_and_the_runs() -> None:
     journal = ctx._steps.journal  # type: ignore[union-attr]
     assert isinstance(journal, MemoryJournal)
     assert journal.written[0].usage == {"tokens": 100, "cost_usd": 0.5, "tool_calls": 0}
-    assert journal.usage == {"tokens": 105, "cost_usd": 0.5, "tool_calls": 0}
+    assert journal.usage == {"tokens": 105, "cost_usd": 0.5, "tool_calls": 0, "steps": 1}
     assert ctx.run_usage.as_dict() == {"tokens": 105, "cost_usd": 0.5, "tool_calls": 1}
     assert ctx.usage_totals.tokens == 100
 
