@@ -11,10 +11,10 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from agents._budget import Budget, BudgetExceeded
 from agents._steps import MemoryJournal, StepCursor, StepError, StepRecord
@@ -25,6 +25,7 @@ from agents.outbox import (
 from agents.values import check_json, finite_details
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -195,7 +196,15 @@ class AgentContext:
 
     # -- durable steps ----------------------------------------------------
 
-    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    @overload
+    def step(
+        self, name: str, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[T]: ...
+
+    @overload
+    def step(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` once per run: its result is recorded when it returns, and a
         later attempt of this run (a retry, a redelivery, a worker killed mid-run) gets the
         recorded result back instead of calling `fn` again.
