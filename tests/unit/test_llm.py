@@ -228,7 +228,7 @@ def test_an_answer_without_usage_is_estimated_and_says_so(way: Way, fake: FakeLL
     assert run.ctx.usage_totals.tokens == 6
 
 
-def test_outside_a_run_a_call_records_and_reports_nothing(way: Way, fake: FakeLLM, llm: LLM) -> None:
+def test_outside_a_run_a_call_is_validated_all_the_same(way: Way, fake: FakeLLM, llm: LLM) -> None:
     fake.enqueue(answer({"label": "bug", "priority": 2}))
     done = way.complete(llm, None, "classify", schema=Ticket)
     assert done.parsed == Ticket(label="bug", priority=2) and fake.count() == 1
