@@ -167,7 +167,7 @@ class CallPolicy:
             try:
                 return (yield from self._on_endpoint(endpoint, request, gate, ctx, tally))
             except ProviderUnavailable as e:
-                logger.warning("llm %s skipped: %s", _name(endpoint), e)
+                logger.info("llm %s skipped: %s", _name(endpoint), e)
                 skipped.append(e)
             except LLMTransientError as e:
                 logger.warning("llm %s gave up after its retries: %s", _name(endpoint), e)
@@ -262,8 +262,8 @@ class CallPolicy:
         try:
             reply: Reply = yield Send(endpoint, body, _heartbeats(ctx, endpoint))
         except LLMTransientError as e:
-            if e.outage:
-                gate.failed(endpoint.provider)
+            if e.outage and gate.failed(endpoint.provider):
+                _opened_by(gate, endpoint.provider, e)  # this failure opened the breaker
             raise
         gate.succeeded(endpoint.provider)
         return reply
@@ -360,3 +360,13 @@ def _heartbeats(ctx: AgentContext | None, endpoint: Endpoint) -> ContentHook:
         ctx.heartbeat("llm: streaming", chars=chars, model=endpoint.model)
 
     return beat
+
+
+def _opened_by(gate: ProviderGate, provider: str, error: LLMTransientError) -> None:
+    """The failure that opened (or reopened) a provider's breaker is an outage, not this
+    run's failure: raise the breaker's `ProviderUnavailable`, so the worker defers the run
+    (a run allowed one attempt must not die of the outage the fleet just detected)."""
+    try:
+        gate.check(provider)
+    except ProviderUnavailable as unavailable:
+        raise unavailable from error

@@ -220,7 +220,7 @@ class RedisBreaker:
                 p.open_for_s,
             )
         elif code == 2:
-            log.warning("provider %s: the half-open probe failed: open again", provider)
+            log.info("provider %s: the half-open probe failed: open again", provider)
         return code > 0
 
     def state(self, provider: str) -> BreakerState:

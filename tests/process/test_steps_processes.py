@@ -12,6 +12,7 @@ import pytest
 
 from scheduler.core.clock import FakeClock
 from scheduler.core.settings import Settings
+from scheduler.storage.models import Run
 from scheduler.storage.store import Store
 from tests import fakellm
 from tests.fakellm import FakeLLM
@@ -26,19 +27,26 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield server
 
 
-def sweep_until_finished(settings: Settings, store: Store, run_id: str, timeout: float = 60) -> None:
-    """The sweeper on the real time line (it republishes a run whose worker died) until the
-    run is terminal."""
-    clock = FakeClock(datetime.now(UTC))
-    svc = make_service(settings, registry_of(MODULE), clock)
+class Sweeper:
+    """The scheduler's sweeper on the real time line: it republishes a run whose worker died
+    and a deferred run whose time has come."""
 
-    def finished() -> bool:
-        follow_real_time(clock)
-        svc.sweep()
-        run = store.get_run(run_id)
-        return run is not None and run.finished_at is not None
+    def __init__(self, settings: Settings) -> None:
+        self.clock = FakeClock(datetime.now(UTC))
+        self.svc = make_service(settings, registry_of(MODULE), self.clock)
+        assert self.svc.hold_leadership()
 
-    wait_for(finished, timeout=timeout, interval=0.2, message=f"run {run_id} to finish")
+    def sweep(self) -> None:
+        follow_real_time(self.clock)
+        self.svc.sweep()
+
+    def until(self, store: Store, run_ids: list[str], done: Callable[[Run], bool], what: str) -> None:
+        def check() -> bool:
+            self.sweep()
+            runs = [store.get_run(r) for r in run_ids]
+            return all(r is not None and done(r) for r in runs)
+
+        wait_for(check, timeout=60, interval=0.2, message=what)
 
 
 def test_a_worker_killed_after_step_3_of_5_makes_5_llm_calls_not_8(
@@ -56,7 +64,7 @@ def test_a_worker_killed_after_step_3_of_5_makes_5_llm_calls_not_8(
     first.proc.wait(timeout=10)
     assert fake_llm.count() == 3
     start_worker(MODULE, NIGHTOWL_LLM_BASE_URL=fake_llm.url)
-    sweep_until_finished(settings, store, run_id)
+    Sweeper(settings).until(store, [run_id], lambda r: r.finished_at is not None, "the run to finish")
     # Then the second attempt replayed steps 1-3 and called the LLM only for 4 and 5
     run = store.get_run(run_id)
     assert run is not None and run.status == "succeeded", (run, first.output())
@@ -95,22 +103,13 @@ def test_an_outage_defers_runs_and_they_resume_when_the_provider_recovers(
     started = time.monotonic()
     run_ids = [fire_run(settings, store, MODULE, "t-one-llm-call") for _ in range(3)]
     # When the runs (each allowed ONE attempt) meet the outage, they wait for the provider
-    clock = FakeClock(datetime.now(UTC))
-    svc = make_service(settings, registry_of(MODULE), clock)
-
-    def deferred() -> bool:
-        follow_real_time(clock)
-        svc.sweep()
-        runs = [store.get_run(r) for r in run_ids]
-        return all(r is not None and r.waiting_for == "provider_unavailable" for r in runs)
-
-    wait_for(deferred, timeout=30, interval=0.2, message="every run to be deferred")
+    sweeper = Sweeper(settings)
+    sweeper.until(store, run_ids, lambda r: r.deferrals >= 1, "every run to be deferred")
     deferral_s = time.monotonic() - started
     # And once the provider is back, the half-open probe closes the breaker and all finish
     fake_llm.set_default(fakellm.answer("back again", echo=True))
     recovered_at = time.monotonic()
-    for run_id in run_ids:
-        sweep_until_finished(settings, store, run_id)
+    sweeper.until(store, run_ids, lambda r: r.finished_at is not None, "every run to finish")
     recovery_s = time.monotonic() - recovered_at
     runs = [store.get_run(r) for r in run_ids]
     assert [r.status if r else None for r in runs] == ["succeeded"] * 3

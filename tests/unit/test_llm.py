@@ -431,6 +431,16 @@ def test_failures_open_the_breaker_then_calls_fail_fast_until_a_probe_closes_it(
     assert breaker.transitions == [(fake.provider, BreakerState.OPEN), (fake.provider, BreakerState.CLOSED)]
 
 
+def test_the_failure_that_opens_the_breaker_defers_instead_of_failing(fake: FakeLLM, sleeps: Sleeps) -> None:
+    # Given a call whose last retry is the failure that opens the breaker
+    breaker = LocalBreaker(BreakerPolicy(failures=2, window_s=60, open_for_s=30), clock=Clock())
+    fake.set_default(server_error(500))
+    # Then the call raises ProviderUnavailable (a deferral), not LLMUnavailable (a failure)
+    with make_llm(fake, sleeps=sleeps, max_retries=1) as llm, pytest.raises(ProviderUnavailable) as caught:
+        llm.complete(make_run(breaker).ctx, "hi")
+    assert fake.count() == 2 and caught.value.retry_in == pytest.approx(30)
+
+
 def test_a_failed_probe_opens_the_breaker_again(fake: FakeLLM, sleeps: Sleeps) -> None:
     clock = Clock()
     breaker = LocalBreaker(BreakerPolicy(failures=1, open_for_s=30), clock=clock)
