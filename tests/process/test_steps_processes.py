@@ -117,3 +117,29 @@ def test_an_outage_defers_runs_and_they_resume_when_the_provider_recovers(
     print(
         f"outage: all 3 runs deferred after {deferral_s:.1f}s; all succeeded {recovery_s:.1f}s after recovery"
     )
+
+
+def test_a_runaway_that_kills_its_process_is_stopped_by_the_run_wide_budget(
+    settings: Settings,
+    store: Store,
+    fake_llm: FakeLLM,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given an endless tool loop whose pool process dies after every third LLM call (15
+    # tokens each) and a budget of 100 tokens for the run
+    start_worker(MODULE, pool="prefork", concurrency=1, NIGHTOWL_LLM_BASE_URL=fake_llm.url)
+    started = time.monotonic()
+    run_id = fire_run(settings, store, MODULE, "t-llm-runaway")
+    # When it is redelivered after each crash
+    Sweeper(settings).until(store, [run_id], lambda r: r.finished_at is not None, "the budget to stop it")
+    # Then the budget, summed over the attempts, ends it: 7 calls (105 tokens), each paid once
+    run = store.get_run(run_id)
+    assert run is not None and (run.status, run.terminal_reason) == ("budget_exceeded", "tokens")
+    assert fake_llm.count() == 7
+    assert run.usage is not None and run.usage["tokens"] == 105
+    crashed = [a for a in store.attempts_of(run_id) if a.status == "stalled"]
+    assert len(crashed) == 2  # killed after calls 3 and 6; the third attempt crossed the limit
+    print(
+        f"runaway: {fake_llm.count()} calls, {run.usage['tokens']} tokens of a 100 budget, "
+        f"{len(crashed)} crashes, stopped after {time.monotonic() - started:.1f}s"
+    )
