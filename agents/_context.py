@@ -222,52 +222,65 @@ class AgentContext:
         if self._over_budget is not None:
             raise BudgetExceeded(self._over_budget, self.run_usage.as_dict())
         assert self._steps is not None
-        seq, record = self._steps.begin(name)
+        occurrence, record = self._steps.begin(name)
         self._check_budget()  # max_steps counts this one
         if self._over_budget is not None:
+            if record is None:
+                self._steps.failed(name, occurrence)
             raise BudgetExceeded(self._over_budget, self.run_usage.as_dict())
         is_async = inspect.iscoroutinefunction(fn)
         if record is not None:
-            self.log.debug("step %d %r replayed from attempt %d", seq, name, record.attempt)
+            self.log.debug("step %r replayed (recorded by attempt %d)", name, record.attempt)
             return _resolved(record.result) if is_async else record.result
         if is_async:
-            return self._run_async(seq, name, fn, args, kwargs)
+            return self._run_async(name, occurrence, fn, args, kwargs)
         usage = Usage()
         started = datetime.now(UTC)
         token = _current_step.set(usage)
         try:
             result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                raise StepError(
+                    f"step {name!r} returned an awaitable from a sync function: pass the async "
+                    "function itself to ctx.step and await the call"
+                )
+        except BaseException:
+            self._steps.failed(name, occurrence)
+            raise
         finally:
             _current_step.reset(token)
-        if inspect.isawaitable(result):
-            raise StepError(
-                f"step {name!r} returned an awaitable from a sync function: pass the async "
-                "function itself to ctx.step and await the call"
-            )
-        return self._commit(seq, name, result, usage, started)
+        return self._commit(name, occurrence, result, usage, started)
 
     async def _run_async(
         self,
-        seq: int,
         name: str,
+        occurrence: int,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        assert self._steps is not None
         usage = Usage()
         started = datetime.now(UTC)
         token = _current_step.set(usage)
         try:
             result = await fn(*args, **kwargs)
+        except BaseException:
+            self._steps.failed(name, occurrence)
+            raise
         finally:
             _current_step.reset(token)
-        return self._commit(seq, name, result, usage, started)
+        return self._commit(name, occurrence, result, usage, started)
 
-    def _commit(self, seq: int, name: str, result: Any, usage: Usage, started: datetime) -> Any:
+    def _commit(self, name: str, occurrence: int, result: Any, usage: Usage, started: datetime) -> Any:
         assert self._steps is not None
-        kept = self._steps.check(name, result)
+        try:
+            kept = self._steps.check(name, result)
+        except BaseException:
+            self._steps.failed(name, occurrence)
+            raise
         self._steps.commit(
-            seq, name, kept, usage.as_dict(), started_at=started, run_usage=self.usage_record()
+            name, occurrence, kept, usage.as_dict(), started_at=started, run_usage=self.usage_record
         )
         return kept
 

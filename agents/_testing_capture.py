@@ -172,10 +172,10 @@ class CancellingCursor(StepCursor):
         self._on_cancel = on_cancel
 
     def begin(self, name: str) -> tuple[int, StepRecord | None]:
-        seq, record = super().begin(name)
-        if seq == self._cancel_at:
+        occurrence, record = super().begin(name)
+        if self.count == self._cancel_at:  # the N-th step this attempt begins
             self._on_cancel()
-        return seq, record
+        return occurrence, record
 
 
 class _Lines(logging.Handler):

@@ -39,8 +39,8 @@ from tenacity.stop import stop_base
 
 from agents._context import AgentContext
 from agents._errors import ProviderUnavailable
-from agents.breaker import OpenGate, ProviderGate
-from agents.llm._errors import LLMOutputInvalid, LLMTransientError, LLMUnavailable
+from agents.breaker import BreakerState, OpenGate, ProviderGate
+from agents.llm._errors import LLMOutputInvalid, LLMRequestError, LLMTransientError, LLMUnavailable
 from agents.llm._output import check, instruction, repair_turn
 from agents.llm._prices import PriceTable
 from agents.llm._types import Completion, Endpoint, TokenUsage
@@ -262,8 +262,13 @@ class CallPolicy:
         try:
             reply: Reply = yield Send(endpoint, body, _heartbeats(ctx, endpoint))
         except LLMTransientError as e:
-            if e.outage and gate.failed(endpoint.provider):
+            if not e.outage:  # a 429 or a malformed answer: the provider is up
+                _answered(gate, endpoint.provider)
+            elif gate.failed(endpoint.provider):
                 _opened_by(gate, endpoint.provider, e)  # this failure opened the breaker
+            raise
+        except LLMRequestError:
+            _answered(gate, endpoint.provider)  # a 4xx is the request's fault, not an outage
             raise
         gate.succeeded(endpoint.provider)
         return reply
@@ -360,6 +365,17 @@ def _heartbeats(ctx: AgentContext | None, endpoint: Endpoint) -> ContentHook:
         ctx.heartbeat("llm: streaming", chars=chars, model=endpoint.model)
 
     return beat
+
+
+def _answered(gate: ProviderGate, provider: str) -> None:
+    """The provider answered, though not with a usable completion (429, 4xx, malformed).
+
+    While closed that says nothing of an outage (a 429 between two 500s must not reset the
+    count). While half-open this call was the probe: the provider is up, so the breaker
+    closes, instead of the probe's slot being held until it times out and the probe's own
+    retry being refused by it."""
+    if gate.state(provider) is not BreakerState.CLOSED:
+        gate.succeeded(provider)
 
 
 def _opened_by(gate: ProviderGate, provider: str, error: LLMTransientError) -> None:

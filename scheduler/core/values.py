@@ -112,8 +112,8 @@ class StartedAttempt:
 
     @property
     def counted_deliveries(self) -> int:
-        """Deliveries that count towards max_deliveries (deferrals do not)."""
-        return self.deliveries - self.deferrals
+        """Deliveries that count towards max_deliveries (a deferral gave its delivery back)."""
+        return self.deliveries
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,22 +104,33 @@ MIN_DEFERRAL = timedelta(seconds=1)
 MAX_DEFERRAL_JITTER = timedelta(seconds=30)
 
 
+# Deferrals back off: the n-th waits the breaker's retry_in times 2**(n-1), up to this.
+MAX_DEFERRAL = timedelta(minutes=10)
+
+
 def unavailable_provider(exc: BaseException) -> ProviderUnavailable | None:
-    """The ProviderUnavailable behind `exc` (raised, or the cause of what was raised)."""
+    """The ProviderUnavailable behind `exc`: raised, or the explicit cause (`raise ... from`)
+    of what was raised. Not an exception merely raised while handling one (`__context__`):
+    a bug in an `except ProviderUnavailable:` block is a failure, not a deferral."""
     seen: BaseException | None = exc
     for _ in range(8):  # a cause chain is short; never loop on a cycle
         if seen is None:
             return None
         if isinstance(seen, ProviderUnavailable):
             return seen
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return None
 
 
-def deferred(exc: ProviderUnavailable, rng: random.Random | None = None) -> AttemptOutcome:
+def deferred(
+    exc: ProviderUnavailable, deferrals: int = 0, rng: random.Random | None = None
+) -> AttemptOutcome:
     """The run waits for its provider's breaker (`waiting`, `provider_unavailable`): not a
-    failure, and not counted towards max_attempts or max_deliveries."""
+    failure, and not counted towards max_attempts or max_deliveries. `deferrals` (the run's
+    earlier ones) backs the wait off, so a long outage does not bring every parked run back
+    every `open_for`."""
     base = max(MIN_DEFERRAL, timedelta(seconds=exc.retry_in))
+    base = max(base, min(MAX_DEFERRAL, base * 2 ** min(deferrals, 20)))
     jitter = (rng or random).uniform(0.0, min(base / 2, MAX_DEFERRAL_JITTER).total_seconds())
     return AttemptOutcome(
         RunStatus.WAITING,
@@ -132,13 +143,13 @@ def deferred(exc: ProviderUnavailable, rng: random.Random | None = None) -> Atte
     )
 
 
-def failed(spec: AgentSpec, exc: BaseException, attempt: int) -> AttemptOutcome:
+def failed(spec: AgentSpec, exc: BaseException, attempt: int, deferrals: int = 0) -> AttemptOutcome:
     """The outcome of an attempt whose agent raised: failed, a retry, dead, or deferred
     (its provider is unavailable). `attempt` counts only the attempts that count (not
     deferrals)."""
     unavailable = unavailable_provider(exc)
     if unavailable is not None:
-        return deferred(unavailable)
+        return deferred(unavailable, deferrals)
     if isinstance(exc, NotSerialisable):  # the result, an outbox value or usage
         return AttemptOutcome(
             RunStatus.FAILED, Reason.NOT_SERIALISABLE, AttemptStatus.FAILED, Delivery.FAILED
@@ -159,7 +170,13 @@ def failed(spec: AgentSpec, exc: BaseException, attempt: int) -> AttemptOutcome:
 
 
 def attempt_verdict(
-    spec: AgentSpec, attempt: int, cancel: Cancel | None, over_budget: str | None, error: BaseException | None
+    spec: AgentSpec,
+    attempt: int,
+    cancel: Cancel | None,
+    over_budget: str | None,
+    error: BaseException | None,
+    *,
+    deferrals: int = 0,
 ) -> AttemptOutcome:
     """How an attempt that ran its agent ended: a cancel (request, timeout, budget) outranks
     what the agent returned or raised after it."""
@@ -168,7 +185,7 @@ def attempt_verdict(
     if over_budget is not None:  # the agent stopped before the watch thread looked
         return cancelled(Cancel.budget(over_budget), hard=False)
     if error is not None:
-        return failed(spec, error, attempt)
+        return failed(spec, error, attempt, deferrals)
     return SUCCEEDED
 
 

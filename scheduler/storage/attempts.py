@@ -230,7 +230,10 @@ _FINISH_RUN = (
         usage=_b("p_usage"),
         last_heartbeat=_b("p_heartbeat"),
         lease_expires_at=None,
+        # A deferral is no delivery of the run's work: it gives its delivery back (so `runs
+        # retry`, which resets deliveries, resets what the poison guard counts).
         deferrals=runs_t.c.deferrals + _b("p_deferred", type_=sa.Integer),
+        deliveries=runs_t.c.deliveries - _b("p_deferred", type_=sa.Integer),
         **_finish_outcome(),
     )
 )
@@ -381,7 +384,7 @@ def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Endi
         "p_error": ending.error,
         "p_error_class": ending.error_class,
         "p_usage": ending.usage,
-        "p_attempt_usage": ending.attempt_usage if ending.attempt_usage is not None else ending.usage,
+        "p_attempt_usage": ending.attempt_usage,
         "p_heartbeat": ending.last_heartbeat,
     }
 

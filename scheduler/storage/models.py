@@ -139,11 +139,16 @@ class Step(Base):
     """One completed `ctx.step` of a run: replayed by later attempts, deleted with the run."""
 
     __tablename__ = "steps"
-    __table_args__ = (sa.PrimaryKeyConstraint("run_id", "seq", name="pk_steps"),)
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("run_id", "seq", name="pk_steps"),
+        # A step is addressed by its name and occurrence (the n-th completed call of it).
+        sa.UniqueConstraint("run_id", "name", "occurrence", name="uq_steps_run_name_occurrence"),
+    )
 
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int]
+    seq: Mapped[int]  # the order steps completed in
     name: Mapped[str] = mapped_column(sa.String(128))
+    occurrence: Mapped[int]
     attempt: Mapped[int]
     result: Mapped[Any | None]
     usage: Mapped[Any | None]

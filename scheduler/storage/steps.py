@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from agents import StepRecord
 from scheduler.core.values import StartedAttempt
@@ -35,6 +36,7 @@ class StepStore(StoreGroup):
                 name=row.name,
                 result=row.result,
                 attempt=row.attempt,
+                occurrence=row.occurrence,
                 usage=dict(row.usage or {}),
                 started_at=row.started_at,
                 finished_at=row.finished_at,
@@ -51,7 +53,36 @@ class StepStore(StoreGroup):
         attempt_usage: dict[str, Any],
     ) -> bool:
         """Write `step` and the usage so far if `started` still holds the run; False (and
-        nothing written) when a newer attempt does."""
+        nothing written) when a newer attempt does.
+
+        A retry of a write whose commit landed before its connection broke finds its own row
+        (same run, name, occurrence and attempt) and counts as written."""
+        try:
+            return self._record_step(started, step, run_usage=run_usage, attempt_usage=attempt_usage)
+        except IntegrityError:
+            if self._step_landed(started, step):
+                return True
+            raise
+
+    def _step_landed(self, started: StartedAttempt, step: StepRecord) -> bool:
+        with self.engine.connect() as conn:
+            attempt = conn.execute(
+                sa.select(steps_t.c.attempt).where(
+                    steps_t.c.run_id == started.run_id,
+                    steps_t.c.name == step.name,
+                    steps_t.c.occurrence == step.occurrence,
+                )
+            ).scalar()
+        return attempt == started.attempt
+
+    def _record_step(
+        self,
+        started: StartedAttempt,
+        step: StepRecord,
+        *,
+        run_usage: dict[str, Any],
+        attempt_usage: dict[str, Any],
+    ) -> bool:
         with self.engine.begin() as conn:
             held = conn.execute(
                 sa.update(runs_t)
@@ -70,6 +101,7 @@ class StepStore(StoreGroup):
                     run_id=started.run_id,
                     seq=step.seq,
                     name=step.name,
+                    occurrence=step.occurrence,
                     attempt=step.attempt,
                     result=step.result,
                     usage=step.usage,

@@ -57,7 +57,10 @@ class FleetChecks:
         self.queries = queries
 
     def check(self, now: datetime, since: datetime) -> int:
-        return self.providers(since) + self.budgets(since) + self.spend_caps(now)
+        # The database's check first: a Redis error in the others must not cost a budget
+        # alert of the window the watchdog is about to move past.
+        sent = self.budgets(since)
+        return sent + self.providers(since) + self.spend_caps(now)
 
     # provider_unavailable ---------------------------------------------------------------
 

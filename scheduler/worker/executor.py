@@ -413,8 +413,15 @@ class Executor:
             latest.update(note=note, details=details)
             progress["at"] = self.clock.now()
 
+        usage_lock = threading.Lock()  # a step's record and a beat write usage one at a time
         ctx = self._context(
-            spec, started, logger, deadline=deadline, on_progress=on_progress, cancel_event=cancel_event
+            spec,
+            started,
+            logger,
+            deadline=deadline,
+            on_progress=on_progress,
+            cancel_event=cancel_event,
+            usage_lock=usage_lock,
         )
         feed = UsageFeed(spec.name, spec.spend_cap, self.spend, self.usage_sink, self.clock.now)
 
@@ -429,15 +436,16 @@ class Executor:
             return Cancel.requested(requested) if requested is not None else None
 
         def beat() -> None:
-            last_beat[0] = self.store.beat(
-                started,
-                self.clock.now(),
-                spec.heartbeat_timeout,
-                dict(latest) if latest else None,
-                progress_at=progress["at"],
-                usage=ctx.usage_record(),
-                attempt_usage=ctx.usage_totals.as_dict(),
-            )
+            with usage_lock:
+                last_beat[0] = self.store.beat(
+                    started,
+                    self.clock.now(),
+                    spec.heartbeat_timeout,
+                    dict(latest) if latest else None,
+                    progress_at=progress["at"],
+                    usage=ctx.usage_record(),
+                    attempt_usage=ctx.usage_totals.as_dict(),
+                )
             feed.push(ctx.usage_totals)
             if last_beat[0].current:
                 self._index_beat(member, spec, progress["at"])
@@ -486,10 +494,36 @@ class Executor:
                 error: BaseException | None = None
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
+        feed.push(ctx.usage_totals)
         if watch.hard and watch.reason is not None:
             return cancelled(watch.reason, hard=True).delivery  # on_hard wrote it
-        feed.push(ctx.usage_totals)
-        verdict = attempt_verdict(spec, started.counted_attempt, watch.reason, ctx.over_budget, error)
+        return self._conclude(
+            spec,
+            started,
+            ctx,
+            cancel=watch.reason,
+            result=result,
+            error=error,
+            last_heartbeat=dict(latest) or None,
+        )
+
+    def _conclude(
+        self,
+        spec: AgentSpec,
+        started: StartedAttempt,
+        ctx: AgentContext,
+        *,
+        cancel: Cancel | None,
+        result: Any,
+        error: BaseException | None,
+        last_heartbeat: dict[str, Any] | None,
+    ) -> Delivery:
+        """The verdict on an attempt whose agent returned or raised, written fenced."""
+        logger = ctx.log
+        run_id = started.run_id
+        verdict = attempt_verdict(
+            spec, started.counted_attempt, cancel, ctx.over_budget, error, deferrals=started.deferrals
+        )
         written = self._finish(
             started,
             verdict,
@@ -498,7 +532,7 @@ class Executor:
             error_class=None if error is None else type(error).__qualname__,
             usage=ctx.usage_record(),
             attempt_usage=ctx.usage_totals.as_dict(),
-            last_heartbeat=dict(latest) or None,
+            last_heartbeat=last_heartbeat,
             outbox=ctx.outbox.writes,
         )
         if written is None:
@@ -554,6 +588,7 @@ class Executor:
         deadline: datetime,
         on_progress: Callable[[str | None, dict[str, Any]], None],
         cancel_event: threading.Event,
+        usage_lock: threading.Lock,
     ) -> AgentContext:
         """The agent's view of this attempt: its run, its journal of steps (replayed from
         earlier attempts), the run's usage so far, the providers' breaker."""
@@ -584,7 +619,7 @@ class Executor:
             _usage=attempt_usage,
             _usage_base=Usage.from_dict(started.usage),
             _steps=StepCursor(
-                StoreJournal(self.store, started, lambda: attempt_usage),
+                StoreJournal(self.store, started, lambda: attempt_usage, usage_lock),
                 attempt=started.attempt,
                 max_bytes=self.step_max_bytes,
             ),

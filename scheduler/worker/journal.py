@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -29,6 +29,8 @@ from scheduler.storage.attempts import is_transient
 
 log = logging.getLogger("nightowl.worker")
 _SPEND_FAILURES = StepFailures(log)
+
+T = TypeVar("T")
 
 # How long a step's record keeps retrying through connection errors before the attempt fails.
 STEP_RETRY_FOR = timedelta(seconds=20)
@@ -51,37 +53,49 @@ class StoreJournal:
     """An attempt's steps in the database: replayed in order, recorded fenced."""
 
     def __init__(
-        self, store: StepWriter, started: StartedAttempt, attempt_usage: Callable[[], Usage]
+        self,
+        store: StepWriter,
+        started: StartedAttempt,
+        attempt_usage: Callable[[], Usage],
+        usage_lock: threading.Lock,
     ) -> None:
         self._store = store
         self._started = started
         self._attempt_usage = attempt_usage
+        # Held with the beat's: each writes a usage snapshot taken under it, so an older
+        # snapshot never lands after a newer one.
+        self._usage_lock = usage_lock
         # A first attempt has nothing to replay: skip the query.
-        self._recorded = store.steps_of(started.run_id) if started.attempt > 1 else []
+        self._recorded = _retried(lambda: store.steps_of(started.run_id)) if started.attempt > 1 else []
 
     def recorded(self) -> Sequence[StepRecord]:
         return list(self._recorded)
 
-    def record(self, step: StepRecord, run_usage: dict[str, Any]) -> None:
+    def record(self, step: StepRecord, run_usage: Callable[[], dict[str, Any]]) -> None:
         def write() -> bool:
-            return self._store.record_step(
-                self._started, step, run_usage=run_usage, attempt_usage=self._attempt_usage().as_dict()
-            )
+            with self._usage_lock:
+                return self._store.record_step(
+                    self._started, step, run_usage=run_usage(), attempt_usage=self._attempt_usage().as_dict()
+                )
 
-        written = False
-        for try_ in Retrying(
-            stop=stop_after_delay(STEP_RETRY_FOR.total_seconds()),
-            wait=wait_exponential(multiplier=0.2, max=4),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        ):
-            with try_:
-                written = write()
-        if not written:
+        if not _retried(write):
             raise StepFencedOut(
                 f"step {step.seq} {step.name!r} of run {self._started.run_id} was not recorded: a newer "
                 f"attempt holds the run (attempt {self._started.attempt} is fenced out); stopping"
             )
+
+
+def _retried(call: Callable[[], T]) -> T:
+    """`call()`, retried through connection errors for up to STEP_RETRY_FOR."""
+    for try_ in Retrying(
+        stop=stop_after_delay(STEP_RETRY_FOR.total_seconds()),
+        wait=wait_exponential(multiplier=0.2, max=4),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+    ):
+        with try_:
+            return call()
+    raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
 
 class SpendMeter(Protocol):

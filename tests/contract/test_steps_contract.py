@@ -115,3 +115,24 @@ def test_retention_deletes_a_runs_steps_with_it(store: Store) -> None:
     pruned = prune(store.engine, T0 + timedelta(days=1))
     assert pruned.runs == 1
     assert store.steps_of(run.id) == []
+
+
+def test_a_step_write_retried_after_its_commit_landed_counts_as_written(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    started = store.begin_attempt(run.id, "w1", None, T0, agent="a")
+    assert started is not None
+    record = step(1, "ask", "x")
+    assert store.record_step(started, record, run_usage={}, attempt_usage={})
+    # the connection broke after COMMIT: the retry finds its own row, not an error
+    assert store.record_step(started, record, run_usage={}, attempt_usage={})
+    assert len(store.steps_of(run.id)) == 1
+
+
+def test_a_deferral_gives_its_delivery_back_so_a_revived_run_is_guarded_again(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    for _ in range(3):
+        started = store.begin_attempt(run.id, "w1", None, T0 + timedelta(hours=1), agent="a")
+        assert started is not None and started.counted_deliveries == 1
+        assert store.finish(started, deferred(ProviderUnavailable("p", 0.0)), now=T0)
+    loaded = store.get_run(run.id)
+    assert loaded is not None and (loaded.deliveries, loaded.deferrals, loaded.attempt) == (0, 3, 3)

@@ -164,7 +164,7 @@ def test_an_agent_over_its_budget_is_stopped_and_not_retried(
     assert (polite.status, polite.terminal_reason) == ("budget_exceeded", "tokens")
     # It noticed at once: the call that crossed 1,000 tokens was its last
     assert polite.result == {"calls": 4}
-    assert polite.usage == {"tokens": 1200, "cost_usd": 0.0, "tool_calls": 4}
+    assert polite.usage == {"tokens": 1200, "cost_usd": 0.0, "tool_calls": 4, "steps": 0}
     (attempt,) = store.attempts_of(polite.id)  # max_attempts=3, yet one attempt only
     assert (attempt.status, attempt.reason) == ("budget_exceeded", "tokens")
     # One that keeps going is terminated after cancel_grace, like a hard timeout

@@ -441,6 +441,26 @@ def test_the_failure_that_opens_the_breaker_defers_instead_of_failing(fake: Fake
     assert fake.count() == 2 and caught.value.retry_in == pytest.approx(30)
 
 
+def test_a_probe_answered_with_a_429_closes_the_breaker_and_its_retry_goes_out(
+    fake: FakeLLM, sleeps: Sleeps
+) -> None:
+    # Given an open breaker whose open period has passed (half-open)
+    clock = Clock()
+    breaker = LocalBreaker(BreakerPolicy(failures=1, open_for_s=30), clock=clock)
+    fake.set_default(server_error(500))
+    with make_llm(fake, sleeps=sleeps, max_retries=0) as llm:
+        with pytest.raises(ProviderUnavailable):
+            llm.complete(make_run(breaker).ctx, "hi")
+        clock.now += 31
+        # When the probe gets a 429 (providers coming back often throttle first), then an answer
+        fake.enqueue(rate_limited(0.01))
+        fake.set_default(answer("back"))
+    with make_llm(fake, sleeps=sleeps, max_retries=2) as llm:
+        # Then the provider is up: the breaker closes, and the probe's own retry is not refused
+        assert llm.complete(make_run(breaker).ctx, "hi").text == "back"
+    assert breaker.state(fake.provider) is BreakerState.CLOSED and fake.count() == 3
+
+
 def test_a_failed_probe_opens_the_breaker_again(fake: FakeLLM, sleeps: Sleeps) -> None:
     clock = Clock()
     breaker = LocalBreaker(BreakerPolicy(failures=1, open_for_s=30), clock=clock)

@@ -153,3 +153,72 @@ def test_usage_refuses_negative_and_non_numbers() -> None:
     ctx = make_ctx()
     with pytest.raises(ValueError, match="tokens"):
         ctx.usage(tokens=-1)
+
+
+def test_a_step_that_raised_takes_no_place_in_the_record() -> None:
+    """An agent that catches a failed call and calls again: the retry of the run must hand
+    each call its own answer (a failed call once shifted every later one by a place)."""
+    failures = {"q2": 1}
+
+    def ask(question: str) -> str:
+        if failures.get(question):
+            failures[question] -= 1
+            raise TimeoutError(question)
+        return f"answer to {question}"
+
+    def agent(ctx: AgentContext) -> list[str]:
+        answers = []
+        for q in ("q1", "q2", "q3"):
+            try:
+                answers.append(ctx.step("ask", ask, q))
+            except TimeoutError:
+                answers.append(ctx.step("ask", ask, q))
+        return answers
+
+    first = make_ctx()
+    assert agent(first) == ["answer to q1", "answer to q2", "answer to q3"]
+    journal = first._steps.journal  # type: ignore[union-attr]
+    assert isinstance(journal, MemoryJournal)
+    assert [(r.seq, r.occurrence) for r in journal.written] == [(1, 1), (2, 2), (3, 3)]
+    again = make_ctx(MemoryJournal(journal.written), attempt=2)
+    assert agent(again) == ["answer to q1", "answer to q2", "answer to q3"]
+    assert again._steps is not None and again._steps.replayed == 3
+
+
+def test_a_new_step_while_recorded_ones_remain_is_a_divergence() -> None:
+    recorded = MemoryJournal(
+        [StepRecord(seq=1, name="fetch", result=1), StepRecord(seq=2, name="rank", result=2)]
+    )
+    ctx = make_ctx(recorded, attempt=2)
+    assert ctx.step("fetch", lambda: 0) == 1
+    with pytest.raises(StepDiverged, match=r"'classify' is not in this run's record.*'rank'"):
+        ctx.step("classify", lambda: 3)
+
+
+def test_concurrent_steps_with_their_own_names_replay_whatever_order_they_finish_in() -> None:
+    async def summarise(doc: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return f"summary of {doc}"
+
+    async def agent(ctx: AgentContext, delays: dict[str, float]) -> list[str]:
+        async def one(doc: str) -> str:
+            text: str = await ctx.step(f"fetch:{doc}", summarise, f"text {doc}", delays[doc])
+            return await ctx.step(f"summarise:{doc}", summarise, text, delays[doc])
+
+        return list(await asyncio.gather(one("A"), one("B")))
+
+    first = make_ctx()
+    expected = ["summary of summary of text A", "summary of summary of text B"]
+    assert asyncio.run(agent(first, {"A": 0.02, "B": 0.0})) == expected
+    journal = first._steps.journal  # type: ignore[union-attr]
+    assert isinstance(journal, MemoryJournal)
+    # The second attempt finishes in the other order: each document still gets its own answers
+    again = make_ctx(MemoryJournal(journal.written[:3]), attempt=2)
+    assert asyncio.run(agent(again, {"A": 0.0, "B": 0.02})) == expected
+
+
+def test_a_step_name_longer_than_the_column_is_refused_before_the_call() -> None:
+    calls: list[int] = []
+    with pytest.raises(StepError, match="over 128"):
+        make_ctx().step("fetch " + "x" * 200, lambda: calls.append(1))
+    assert calls == []

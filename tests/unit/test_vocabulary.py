@@ -105,3 +105,34 @@ def test_success() -> None:
 def test_a_lost_attempt_requeues_until_the_last_one_allowed() -> None:
     assert verdict.lost(1, 3) is RunStatus.PENDING
     assert verdict.lost(3, 3) is RunStatus.DEAD
+
+
+def test_deferrals_back_off_from_the_breakers_retry_in_up_to_a_cap() -> None:
+    from datetime import timedelta
+
+    from agents import ProviderUnavailable
+    from scheduler.core.verdict import MAX_DEFERRAL, deferred
+
+    waits = [deferred(ProviderUnavailable("p", 30.0), n).retry_in for n in (0, 1, 3, 12)]
+    assert [w is not None for w in waits] == [True] * 4
+    first, second, fourth, late = (w for w in waits if w is not None)
+    assert timedelta(seconds=30) <= first <= timedelta(seconds=45)
+    assert timedelta(seconds=60) <= second <= timedelta(seconds=90)
+    assert timedelta(seconds=240) <= fourth <= timedelta(seconds=270)
+    assert MAX_DEFERRAL <= late <= MAX_DEFERRAL + timedelta(seconds=30)
+
+
+def test_a_bug_raised_while_handling_an_outage_is_a_failure_not_a_deferral() -> None:
+    from agents import ProviderUnavailable
+    from scheduler.core.verdict import unavailable_provider
+
+    try:
+        try:
+            raise ProviderUnavailable("p", 1.0)
+        except ProviderUnavailable:
+            raise KeyError("bug in the fallback path")  # noqa: B904 (the point of the test)
+    except KeyError as bug:
+        assert unavailable_provider(bug) is None
+    wrapped = RuntimeError("while asking")
+    wrapped.__cause__ = ProviderUnavailable("p", 1.0)
+    assert unavailable_provider(wrapped) is not None

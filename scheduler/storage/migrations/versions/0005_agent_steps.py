@@ -1,7 +1,8 @@
 """Durable steps, run-wide usage, provider deferrals and agent versions per attempt.
 
-- `steps`: each completed `ctx.step` of a run (its result, usage and times), so a later
-  attempt replays it instead of calling the LLM again; deleted with its run.
+- `steps`: each completed `ctx.step` of a run (its name and occurrence, result, usage and
+  times), so a later attempt replays it instead of calling the LLM again; deleted with its
+  run.
 - `attempts.usage` / `attempts.agent_version`: what each attempt spent and which code ran
   it (a retry after a deploy runs new code; the run keeps the version it started with).
 - `runs.deferrals`: attempts deferred because a provider's breaker was open; they count
@@ -52,12 +53,14 @@ def upgrade() -> None:
         ),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("occurrence", sa.Integer(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("result", _JSON, nullable=True),
         sa.Column("usage", _JSON, nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("run_id", "seq", name="pk_steps"),
+        sa.UniqueConstraint("run_id", "name", "occurrence", name="uq_steps_run_name_occurrence"),
     )
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("usage", _JSON, nullable=True))
