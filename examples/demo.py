@@ -1,111 +1,59 @@
-"""The demo trigger module `make demo` loads: all four trigger kinds firing within a minute.
+"""The demo trigger module `make demo` loads: four LLM agents, one per trigger kind, all
+firing within a minute, offline (a ScriptedLLM each; NIGHTOWL_LLM_BASE_URL points them at a
+real OpenAI-compatible endpoint instead).
 
-- cron: `summarise` every 5 s, and a small writer every 3 s that feeds the others;
-- db_change: a run per new row the writer inserts into `demo_orders`; `triage` writes each
-  order through the outbox to a Redis cache, a Redis stream, an audit table and a vector
-  store (`nightowl outbox status` shows them delivered);
-- queue_depth: the writer pushes to a Redis list; past 5 items `drain-inbox` empties it,
-  and the alert resolves (`on_resolve=True`);
-- metric: a sawtooth demo gauge (0..30 every 30 s); above 20 wakes `investigate`;
+- cron: `morning-digest` (examples/digest.py) summarises the newest orders every 10 s, in two
+  durable steps; `demo-writer`, every 3 s, feeds the others a new order and two inbox mails;
+- db_change: `order-triage` (examples/order_triage.py) classifies each new order with a
+  validated LLM answer and writes the decision through the outbox to a SQL table, a Redis
+  cache, a Redis stream, an audit table and a vector store (`nightowl outbox status`);
+- queue_depth: past 5 inbox mails, `backlog-responder` (examples/backlog.py) drafts replies;
+  the alert resolves once the inbox is drained (`on_resolve=True`);
+- metric: a sawtooth demo gauge (0..30 every 30 s); above 20, `incident-investigator`
+  (examples/incident.py) works through four steps. The log store times out on each
+  incident's first search, so the console shows the retry replaying steps 1-2;
+- the breaker: 20 s into the demo the triage model's provider fails with 503s for 25 s. Its
+  circuit breaker opens, triage runs wait (`waiting/provider_unavailable`, counted as no
+  attempt), the `provider_unavailable` alert fires; a probe call closes the breaker once the
+  provider is back (within `NIGHTOWL_BREAKER_OPEN_FOR`, 30 s by default), the alert
+  resolves and the waiting runs finish;
 - the watchdog: `daydreamer` stalls on purpose every 20 s; its `run_stalled` and `run_dead`
   alerts show on the console and in `nightowl alerts list`.
 
 The writer is itself an agent: it runs on the worker, where `nightowl dev` has set
-NIGHTOWL_DATABASE_URL and NIGHTOWL_REDIS_URL.
+NIGHTOWL_DATABASE_URL and NIGHTOWL_REDIS_URL. The tables, the inbox list, the gauge, the log
+store and the outage are examples/world.py.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
-from functools import cache
 
-import redis
-import sqlalchemy as sa
-
-from agents import AgentContext, CronTick, MetricAlert, QueueDepth, RowChange, agent
+from agents import AgentContext, CronTick, agent
+from examples import world
+from examples.backlog import backlog_responder
+from examples.digest import morning_digest
+from examples.incident import incident_investigator
+from examples.order_triage import order_triage
 from scheduler.outbox import (
     RedisCacheSink,
     RedisStreamSink,
     SqlAppendSink,
+    SqlUpsertSink,
     VectorSink,
     register_sink,
 )
-from scheduler.storage.engine import make_engine
 from triggers import cron, db_change, metric, queue_depth, redis_list
-
-INBOX = "nightowl-demo:inbox"
-
-
-@cache
-def _engine() -> sa.Engine:
-    # nightowl's engine: on SQLite it opens the file with the same SQLite library as the rest
-    # of the process (two copies of SQLite in one process corrupt a shared file).
-    engine = make_engine(os.environ["NIGHTOWL_DATABASE_URL"])
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE IF NOT EXISTS demo_orders (id INTEGER PRIMARY KEY, "
-                "customer TEXT NOT NULL, total NUMERIC NOT NULL)"
-            )
-        )
-    return engine
-
-
-@cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["NIGHTOWL_REDIS_URL"])
-
-
-@agent("summarise", timeout=timedelta(minutes=1), heartbeat_timeout=timedelta(seconds=15))
-def summarise(ctx: AgentContext, event: CronTick) -> dict[str, object]:
-    """Stands in for an LLM call: reports what it would summarise for its slot."""
-    ctx.heartbeat("collected items", count=3)
-    ctx.usage(tokens=120, tool_calls=1)
-    return {"slot": event.scheduled_for.isoformat(), "items": 3, "attempt": ctx.attempt}
 
 
 @agent("demo-writer")
 def demo_writer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
-    """The demo's outside world: a new order row and two inbox items per run."""
-    with _engine().begin() as conn:
-        order = conn.execute(
-            sa.text("INSERT INTO demo_orders (customer, total) VALUES (:c, :t) RETURNING id"),
-            {"c": f"customer-{event.scheduled_for:%S}", "t": 42.5},
-        ).scalar()
-    depth = _redis().lpush(INBOX, f"mail-{order}-a", f"mail-{order}-b")
+    """The demo's outside world moving: a new order and two inbox mails per run."""
+    second = event.scheduled_for.second
+    order = world.add_order(f"customer-{second:02d}", round(12.5 + (second * 37) % 400, 2))
+    depth = world.push_inbox(f"mail-{order}-a", f"mail-{order}-b")
     return {"order": order, "inbox": depth}
-
-
-@agent("triage")
-def triage(ctx: AgentContext, event: RowChange) -> dict[str, object]:
-    """Wakes once per new order (db_change) and remembers it in four stores at once,
-    through the outbox: all of them or none, each exactly once (`nightowl outbox status`)."""
-    row = event.row
-    assert isinstance(row, dict)
-    key = f"order:{event.key}"
-    fact = {"order": event.key, "customer": row["customer"], "priority": "normal"}
-    ctx.outbox.put("cache", key, fact)
-    ctx.outbox.put("events", key, {"type": "order_triaged", **fact})
-    ctx.outbox.put("audit", key, {"decision": "normal", **fact})
-    ctx.outbox.put("memory", key, {"vector": [float(event.key), 1.0, 0.0], **fact})
-    return {"order": event.key, "customer": row["customer"]}
-
-
-@agent("drain-inbox")
-def drain_inbox(ctx: AgentContext, event: QueueDepth) -> dict[str, object]:
-    """Wakes when the inbox backs up (queue_depth), and once more when it has drained."""
-    if event.state == "resolved":
-        return {"state": "resolved", "depth": event.depth}
-    drained = len(_redis().rpop(INBOX, 1000) or [])
-    return {"state": "firing", "depth": event.depth, "drained": drained}
-
-
-@agent("investigate")
-def investigate(ctx: AgentContext, event: MetricAlert) -> dict[str, object]:
-    """Wakes when the demo gauge is out of bounds (metric)."""
-    return {"gauge": event.value, "threshold": event.threshold, "state": event.state}
 
 
 @agent("daydreamer", progress_timeout=timedelta(seconds=3), max_attempts=1)
@@ -121,21 +69,18 @@ def daydreamer(ctx: AgentContext, event: CronTick) -> dict[str, object]:
     return {"woke_up": True}
 
 
-def demo_gauge() -> float:
-    """A sawtooth standing in for a real metric: 0..30 over every 30 seconds."""
-    return time.time() % 30
-
-
+register_sink("decisions", SqlUpsertSink("demo_triage"))
 register_sink("cache", RedisCacheSink(prefix="nightowl-demo:cache:", ttl=timedelta(hours=1)))
 register_sink("events", RedisStreamSink(stream="nightowl-demo:events"))
 register_sink("audit", SqlAppendSink("demo_audit"))
 register_sink("memory", VectorSink(table="demo_memory", dim=3))
 
-cron("*/5 * * * * *", agent=summarise, name="every-5s")
+# In production: cron("0 7 * * *", ..., tz="Europe/Berlin"). The demo cannot wait for 7:00.
+cron("*/10 * * * * *", agent=morning_digest, name="digest")
 cron("*/3 * * * * *", agent=demo_writer, name="demo-writer", overlap="allow")
 db_change(
     "demo_orders",
-    agent=triage,
+    agent=order_triage,
     name="new-orders",
     cursor="id",
     key="id",
@@ -143,8 +88,8 @@ db_change(
     start="beginning",
 )
 queue_depth(
-    redis_list(INBOX),
-    agent=drain_inbox,
+    redis_list(world.INBOX),
+    agent=backlog_responder,
     name="inbox-backlog",
     above=5,
     clear_below=3,
@@ -152,10 +97,9 @@ queue_depth(
     cooldown=timedelta(seconds=10),
     on_resolve=True,
 )
-cron("*/20 * * * * *", agent=daydreamer, name="daydream")
 metric(
-    demo_gauge,
-    agent=investigate,
+    world.demo_gauge,
+    agent=incident_investigator,
     name="demo-gauge",
     above=20,
     clear_below=10,
@@ -163,3 +107,4 @@ metric(
     for_=timedelta(seconds=2),
     cooldown=timedelta(seconds=20),
 )
+cron("*/20 * * * * *", agent=daydreamer, name="daydream")

@@ -112,6 +112,8 @@ def _content(item: Any, messages: list[dict[str, Any]], provider: str) -> str:
         item.raise_as(provider)
     if callable(item) and not isinstance(item, BaseModel):
         item = item(messages)
+        if isinstance(item, Failure):  # an answer that depends on the prompt, or on the time
+            item.raise_as(provider)
     if isinstance(item, str):
         return item
     if isinstance(item, BaseModel):
@@ -177,10 +179,11 @@ class ScriptedLLM(ChatCore):
     """A `ChatClient` that answers from `script`, one item per request, then `default`.
 
     Items: a str (the content), a dict or pydantic model (sent as JSON content), a
-    `Failure`, or a callable given the request's messages that returns one of the first
-    three. Tokens are counted as `len(text) // 4 + 1`; the model costs nothing unless
-    `prices=` (or the default table, for a real model name) says otherwise. Backoff waits
-    are recorded in `slept` rather than slept, unless `sleep=` is given; `calls` holds the
+    `Failure`, or a callable given the request's messages that returns any of these (so a
+    `default=` callable can answer every prompt, and fail while an outage is scripted).
+    Tokens are counted as `len(text) // 4 + 1`; the model costs nothing unless `prices=`
+    (or the default table, for a real model name) says otherwise. Backoff waits are
+    recorded in `slept` rather than slept, unless `sleep=` is given; `calls` holds the
     request bodies received.
     """
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import FrameType
 from typing import Annotated
 
@@ -17,6 +16,7 @@ import typer
 from pydantic import SecretStr
 
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
+from scheduler.cli.dev_console import DevConsole
 from scheduler.cli.embedded_redis import EmbeddedRedis, worker_dies_with_parent
 from scheduler.core.errors import ConfigError
 from scheduler.core.logs import configure_logging
@@ -24,15 +24,12 @@ from scheduler.core.metrics import MULTIPROC_ENV, multiprocess_dir, serve_multip
 from scheduler.core.metrics import serve as serve_metrics
 from scheduler.core.settings import DEV_DIR, DEV_ENV_FILE, Settings
 from scheduler.core.startup import BROKER, DATABASE, REDIS, wait_until_ready
-from scheduler.core.vocabulary import RunStatus
 from scheduler.dispatch.loop import ServiceLoop, build_service
 from scheduler.ops.doctor import visibility_problems
 from scheduler.outbox import registered_sinks
 from scheduler.relay.loop import RelayLoop, build_relay
-from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.engine import make_engine
 from scheduler.storage.migrate import pending, upgrade
-from scheduler.storage.store import Store
 from scheduler.watchdog.loop import WatchdogLoop, build_watchdog
 from scheduler.worker.app import STARTUP_CHECKED_ENV, create_app, set_app
 from triggers import Registry
@@ -261,38 +258,6 @@ def _write_env_file(values: dict[str, str]) -> None:
     DEV_ENV_FILE.write_text("# written by `nightowl dev`; other nightowl commands here read it\n" + body)
 
 
-def _print_finished(store: Store, stop: threading.Event) -> None:
-    """Echo each run as it finishes, and each alert, so the demo shows what happened."""
-    seen: set[str] = set()
-    seen_alerts: set[int] = set()
-    started = datetime.now(UTC)
-    alerts = AlertStore(store.engine)
-    while not stop.wait(1.0):
-        try:
-            runs = store.list_runs(limit=100)
-            new_alerts = [
-                a
-                for a in reversed(alerts.history(limit=20))
-                if a.id not in seen_alerts and a.created_at >= started
-            ]
-        except Exception as exc:  # the database may be busy; try again next second
-            logging.getLogger("nightowl.dev").debug("listing runs failed: %s", exc)
-            continue
-        for a in new_alerts:
-            seen_alerts.add(a.id)
-            typer.echo(f"[{a.created_at:%H:%M:%S}] ALERT {a.kind} {a.state}: {a.message}")
-        for run in reversed(runs):
-            if run.finished_at is None or run.id in seen or run.created_at < started:
-                continue
-            seen.add(run.id)
-            detail = run.result if run.status == RunStatus.SUCCEEDED else run.error
-            typer.echo(
-                f"[{run.finished_at:%H:%M:%S}] {run.trigger} -> {run.agent}: "
-                f"{run.status}{'/' + run.terminal_reason if run.terminal_reason else ''}"
-                f" run={run.id} {detail}"
-            )
-
-
 def dev(
     triggers: TriggersOpt = None,
     concurrency: Annotated[int, typer.Option(min=1)] = 2,
@@ -357,7 +322,7 @@ def dev(
         ]
         for loop in loops:
             loop.start()
-        threading.Thread(target=_print_finished, args=(service.store, stop), daemon=True).start()
+        threading.Thread(target=DevConsole(service.store).run, args=(stop,), daemon=True).start()
         typer.echo("nightowl dev: running; Ctrl-C to stop")
         _wait_for_signal(stop)
     finally:

@@ -1,13 +1,18 @@
-"""Every trigger module in the docs imports and validates, so docs never drift from the API."""
+"""Every trigger module in the docs imports and validates, and every python block of
+docs/agents.md runs with its asserts holding, so docs never drift from the API."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agents._spec import forget_module
 from triggers import load
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -39,6 +44,41 @@ def test_doc_trigger_module_validates(
 
 def test_docs_have_trigger_modules() -> None:
     assert len(trigger_modules()) >= 1
+
+
+def _is_trigger_module(block: str) -> bool:
+    return "from triggers import" in block and "@agent" in block
+
+
+def agents_blocks() -> list[tuple[str, str]]:
+    """docs/agents.md's python blocks that are not trigger modules (those load above)."""
+    blocks = BLOCK.findall((DOCS / "agents.md").read_text())
+    return [(f"agents.md#{i}", b) for i, b in enumerate(blocks) if not _is_trigger_module(b)]
+
+
+@pytest.fixture
+def block_module() -> Iterator[types.ModuleType]:
+    """A fresh module to run a block in, as if it were imported (pydantic resolves a model's
+    annotations through sys.modules); its agents are forgotten afterwards."""
+    module = types.ModuleType(f"docblock_{uuid.uuid4().hex[:8]}")
+    sys.modules[module.__name__] = module
+    yield module
+    del sys.modules[module.__name__]
+    forget_module(module.__name__)
+
+
+def test_every_python_block_of_agents_md_is_checked() -> None:
+    blocks = BLOCK.findall((DOCS / "agents.md").read_text())
+    loaded = [w for w, _ in trigger_modules() if w.startswith("agents.md#")]
+    assert len(loaded) + len(agents_blocks()) == len(blocks) >= 8
+    assert sum("AgentEnvironment" in b for _, b in agents_blocks()) >= 4
+
+
+@pytest.mark.parametrize(("where", "code"), agents_blocks())
+def test_agents_md_block_runs_and_its_asserts_hold(
+    where: str, code: str, block_module: types.ModuleType
+) -> None:
+    exec(compile(code, f"docs/{where}", "exec"), block_module.__dict__)
 
 
 def test_the_webhook_verifier_in_the_docs_accepts_our_signature_and_rejects_replays() -> None:

@@ -100,8 +100,14 @@ def test_dev_runs_agents_and_leaves_nothing_behind(tmp_path: Path, stop_signal: 
     assert first_success_s < 30, out
 
 
-def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: Cli) -> None:
-    """`make demo`'s module: cron, db_change, queue_depth and metric each run an agent."""
+def _alerts(cli: Cli, tmp_path: Path) -> list[dict[str, object]]:
+    out = cli("alerts", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
+    return json.loads(out.stdout) if out.returncode == 0 else []
+
+
+def test_demo_shows_all_four_trigger_kinds_a_replay_and_the_breaker(tmp_path: Path, cli: Cli) -> None:
+    """`make demo`'s module: cron, db_change, queue_depth and metric each run an LLM agent; a
+    retried investigation replays its first steps; a scripted outage opens the breaker."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "examples.demo"],
         cwd=tmp_path,
@@ -110,7 +116,7 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wanted = {"demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
+    wanted = {"digest", "demo-writer", "new-orders", "inbox-backlog", "demo-gauge"}
     try:
 
         def kinds_done() -> bool:
@@ -120,10 +126,8 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: 
         wait_for(kinds_done, timeout=60, interval=1.0, message="a succeeded run of each kind")
 
         def stalled_alert() -> bool:
-            out = cli("alerts", "list", "--json", cwd=tmp_path, env=_env(tmp_path))
-            return out.returncode == 0 and any(
-                a["kind"] == "run_stalled" and a["trigger"] == "daydream" for a in json.loads(out.stdout)
-            )
+            alerts = _alerts(cli, tmp_path)
+            return any(a["kind"] == "run_stalled" and a["trigger"] == "daydream" for a in alerts)
 
         wait_for(stalled_alert, timeout=40, interval=1.0, message="the daydreamer's stalled alert")
 
@@ -132,15 +136,31 @@ def test_demo_shows_all_four_trigger_kinds_within_a_minute(tmp_path: Path, cli: 
             if out.returncode != 0:
                 raise AssertionError(out.stderr)
             status = json.loads(out.stdout)["sinks"]
-            return all(
-                status.get(s, {}).get("delivered", 0) > 0 for s in ("cache", "events", "audit", "memory")
-            )
+            sinks = ("decisions", "cache", "events", "audit", "memory")
+            return all(status.get(s, {}).get("delivered", 0) > 0 for s in sinks)
 
         wait_for(outbox_delivered, timeout=30, interval=1.0, message="outbox rows delivered")
+
+        def investigation_retried() -> bool:
+            return any(
+                r["agent"] == "incident-investigator" and r["status"] == "succeeded" and r["attempt"] == 2
+                for r in _runs(cli, tmp_path)
+            )
+
+        wait_for(investigation_retried, timeout=40, interval=1.0, message="an investigation's retry")
+
+        def breaker_opened() -> bool:
+            return any(a["kind"] == "provider_unavailable" for a in _alerts(cli, tmp_path))
+
+        wait_for(breaker_opened, timeout=40, interval=1.0, message="the scripted outage's breaker")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
-    assert "new-orders -> triage: succeeded" in out
-    assert "inbox-backlog -> drain-inbox: succeeded" in out
+    assert "new-orders -> order-triage: succeeded" in out
+    assert "inbox-backlog -> backlog-responder: succeeded" in out
+    assert "demo-gauge -> incident-investigator: attempt 1 failed, retry at" in out
+    assert "steps 1-2 (metrics, hypothesise) replayed from attempt 1, not run again" in out
+    assert "new-orders -> order-triage: waiting/provider_unavailable until" in out
+    assert "ALERT provider_unavailable firing: provider scripted-triage is unavailable" in out
     assert "ALERT run_stalled firing" in out

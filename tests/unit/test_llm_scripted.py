@@ -62,6 +62,20 @@ def test_a_script_answers_in_order_then_the_default() -> None:
     }
 
 
+def test_a_callable_answer_may_be_a_failure_so_a_default_can_script_an_outage() -> None:
+    down = [True]
+
+    def answer(messages: list[dict[str, Any]]) -> str | Failure:
+        return Failure.server_error(503) if down[0] else "up again"
+
+    scripted = ScriptedLLM(default=answer, max_retries=1)
+    with pytest.raises(LLMUnavailable) as caught:
+        scripted.complete(None, "hi")
+    assert isinstance(caught.value.last_error, LLMTransientError) and caught.value.last_error.status == 503
+    down[0] = False
+    assert scripted.complete(None, "hi").text == "up again" and len(scripted.calls) == 3
+
+
 def test_a_used_up_script_without_a_default_says_so_and_is_not_retried() -> None:
     scripted = ScriptedLLM(["only"])
     scripted.complete(None, "a")
