@@ -4,12 +4,11 @@ an agent behaves the same under test as in production."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from typing import Any
 
 from agents.location import SourceLocation
-from agents.values import NotSerialisable, json_problem
+from agents.values import round_trip
 
 # How often an async agent's loop looks at the cancel flag (set from another thread, which
 # cannot wake the loop itself).
@@ -36,10 +35,7 @@ def stored_result(result: Any, agent: str, location: SourceLocation | str) -> An
     """The agent's result as it will be stored: portable JSON, round-tripped, so the caller
     sees exactly what `runs show` will. Anything else raises `NotSerialisable` naming the
     agent's file:line and the JSON path of the problem."""
-    problem = json_problem(result, "result")
-    if problem is not None:
-        raise NotSerialisable(
-            f"agent {agent!r} ({location}) returned a value that cannot be stored: "
-            f"{problem}. Return dicts, lists, str, finite numbers, bool or None"
-        )
-    return json.loads(json.dumps(result))
+    kept, _ = round_trip(
+        result, "result", f"agent {agent!r} ({location}) returned a value that cannot be stored"
+    )
+    return kept

@@ -20,7 +20,6 @@ again on the next attempt. Make the effects of a step idempotent, or put them in
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agents._errors import AgentError, NonRetryable
-from agents.values import NotSerialisable, json_problem
+from agents.values import NotSerialisable, round_trip
 
 # The default size limit of one recorded step result (the worker applies its setting).
 MAX_STEP_BYTES = 256 * 1024
@@ -222,20 +221,14 @@ class StepCursor:
 
     def check(self, name: str, result: Any) -> Any:
         """The result as it will be replayed: portable JSON within the size limit."""
-        problem = json_problem(result, f"step {name!r} result")
-        if problem is not None:
-            raise NotSerialisable(
-                f"{problem}. A step's result is recorded for replay: return dicts, lists, str, "
-                "finite numbers, bool or None"
-            )
-        text = json.dumps(result)
-        if len(text.encode()) > self.max_bytes:
+        kept, size = round_trip(result, f"step {name!r} result", "A step's result is recorded for replay")
+        if size > self.max_bytes:
             raise StepTooLarge(
-                f"step {name!r} returned {len(text.encode())} bytes of JSON, over the limit of "
+                f"step {name!r} returned {size} bytes of JSON, over the limit of "
                 f"{self.max_bytes} (NIGHTOWL_STEP_MAX_BYTES); record a summary or a reference "
                 "(an id, a URL) instead of the whole payload"
             )
-        return json.loads(text)  # the first attempt sees exactly what a replay will
+        return kept
 
     def commit(
         self,

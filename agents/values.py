@@ -10,6 +10,7 @@ the error names the JSON path (`result.score is NaN`).
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -107,6 +108,21 @@ def storable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [storable(v) for v in value]
     return value
+
+
+# What to return instead, said by every refusal of a value that must be stored.
+PORTABLE = "Return dicts, lists, str, finite numbers, bool or None"
+
+
+def round_trip(value: Any, path: str, why: str) -> tuple[Any, int]:
+    """`value` as it will be read back (a JSON copy: a tuple comes back a list) and its
+    encoded size; NotSerialisable naming the path and `why` it must be stored when it is not
+    portable JSON. The caller sees exactly what a replay or `runs show` will."""
+    problem = json_problem(value, path)
+    if problem is not None:
+        raise NotSerialisable(f"{why}: {problem}. {PORTABLE}")
+    text = json.dumps(value)
+    return json.loads(text), len(text.encode())
 
 
 def check_json(value: Any, path: str) -> None:

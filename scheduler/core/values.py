@@ -100,7 +100,8 @@ class StartedAttempt:
     # The start closed an attempt still marked running: its worker vanished mid-run.
     took_over: bool = False
     # What earlier attempts spent (the budget is for the run), and how many of them were
-    # deferrals (a provider was unavailable), which count towards no limit.
+    # deferrals (a provider was unavailable): they count towards no limit (max_attempts
+    # subtracts them; a deferral gives its delivery back, so `deliveries` excludes them).
     usage: dict[str, Any] | None = None
     deferrals: int = 0
     agent_version: str | None = None  # the version the run started with
@@ -109,11 +110,6 @@ class StartedAttempt:
     def counted_attempt(self) -> int:
         """This attempt's number among those that count towards max_attempts."""
         return self.attempt - self.deferrals
-
-    @property
-    def counted_deliveries(self) -> int:
-        """Deliveries that count towards max_deliveries (a deferral gave its delivery back)."""
-        return self.deliveries
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from agents import StepRecord
@@ -58,7 +59,8 @@ class StepStore(StoreGroup):
         A retry of a write whose commit landed before its connection broke finds its own row
         (same run, name, occurrence and attempt) and counts as written."""
         try:
-            return self._record_step(started, step, run_usage=run_usage, attempt_usage=attempt_usage)
+            with self.engine.begin() as conn:
+                return _write_step(conn, started, step, run_usage, attempt_usage)
         except IntegrityError:
             if self._step_landed(started, step):
                 return True
@@ -75,47 +77,48 @@ class StepStore(StoreGroup):
             ).scalar()
         return attempt == started.attempt
 
-    def _record_step(
-        self,
-        started: StartedAttempt,
-        step: StepRecord,
-        *,
-        run_usage: dict[str, Any],
-        attempt_usage: dict[str, Any],
-    ) -> bool:
-        with self.engine.begin() as conn:
-            held = conn.execute(
-                sa.update(runs_t)
-                .where(
-                    runs_t.c.id == started.run_id,
-                    runs_t.c.fence == started.fence,
-                    runs_t.c.status == RunStatus.RUNNING,
-                )
-                .values(usage=run_usage)
-                .returning(runs_t.c.id)
-            ).first()
-            if held is None:
-                return False
-            conn.execute(
-                sa.insert(steps_t).values(
-                    run_id=started.run_id,
-                    seq=step.seq,
-                    name=step.name,
-                    occurrence=step.occurrence,
-                    attempt=step.attempt,
-                    result=step.result,
-                    usage=step.usage,
-                    started_at=step.started_at,
-                    finished_at=step.finished_at,
-                )
-            )
-            conn.execute(
-                sa.update(attempts_t)
-                .where(
-                    attempts_t.c.run_id == started.run_id,
-                    attempts_t.c.number == started.attempt,
-                    attempts_t.c.status == AttemptStatus.RUNNING,
-                )
-                .values(usage=attempt_usage)
-            )
-        return True
+
+def _write_step(
+    conn: Connection,
+    started: StartedAttempt,
+    step: StepRecord,
+    run_usage: dict[str, Any],
+    attempt_usage: dict[str, Any],
+) -> bool:
+    """The fenced UPDATE of the run first (it locks the row), then the step, then the
+    attempt's usage; False when the fence no longer holds."""
+    held = conn.execute(
+        sa.update(runs_t)
+        .where(
+            runs_t.c.id == started.run_id,
+            runs_t.c.fence == started.fence,
+            runs_t.c.status == RunStatus.RUNNING,
+        )
+        .values(usage=run_usage)
+        .returning(runs_t.c.id)
+    ).first()
+    if held is None:
+        return False
+    conn.execute(
+        sa.insert(steps_t).values(
+            run_id=started.run_id,
+            seq=step.seq,
+            name=step.name,
+            occurrence=step.occurrence,
+            attempt=step.attempt,
+            result=step.result,
+            usage=step.usage,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+        )
+    )
+    conn.execute(
+        sa.update(attempts_t)
+        .where(
+            attempts_t.c.run_id == started.run_id,
+            attempts_t.c.number == started.attempt,
+            attempts_t.c.status == AttemptStatus.RUNNING,
+        )
+        .values(usage=attempt_usage)
+    )
+    return True

@@ -566,16 +566,14 @@ class Executor:
             )
             logger.error("run %s dead: attempts exhausted (its last worker was lost)", started.run_id)
             return EXHAUSTED.delivery
-        if started.counted_deliveries > spec.max_deliveries:
+        if started.deliveries > spec.max_deliveries:
             self._finish(
                 started,
                 POISON,
-                error=f"delivered {started.counted_deliveries - 1} times without finishing "
+                error=f"delivered {started.deliveries - 1} times without finishing "
                 f"(max_deliveries={spec.max_deliveries})",
             )
-            logger.error(
-                "run %s poisoned after %d deliveries", started.run_id, started.counted_deliveries - 1
-            )
+            logger.error("run %s poisoned after %d deliveries", started.run_id, started.deliveries - 1)
             return POISON.delivery
         return None
 

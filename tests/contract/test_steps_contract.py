@@ -103,7 +103,7 @@ def test_a_deferral_waits_for_the_provider_and_is_not_counted(plan_store: Store)
     assert attempt.status == AttemptStatus.DEFERRED
     again = plan_store.begin_attempt(run.id, "w1", None, T0 + outcome.retry_in, agent="a")
     assert again is not None and (again.attempt, again.deferrals, again.counted_attempt) == (2, 1, 1)
-    assert again.counted_deliveries == 1
+    assert again.deliveries == 1
 
 
 def test_retention_deletes_a_runs_steps_with_it(store: Store) -> None:
@@ -132,7 +132,7 @@ def test_a_deferral_gives_its_delivery_back_so_a_revived_run_is_guarded_again(st
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
     for _ in range(3):
         started = store.begin_attempt(run.id, "w1", None, T0 + timedelta(hours=1), agent="a")
-        assert started is not None and started.counted_deliveries == 1
+        assert started is not None and started.deliveries == 1
         assert store.finish(started, deferred(ProviderUnavailable("p", 0.0)), now=T0)
     loaded = store.get_run(run.id)
     assert loaded is not None and (loaded.deliveries, loaded.deferrals, loaded.attempt) == (0, 3, 3)

@@ -13,25 +13,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from scheduler.core.publish import Publisher
 from scheduler.core.settings import Settings
-from scheduler.ops.runs import fire
 from scheduler.storage.store import Store, runs_t
-from scheduler.worker.app import create_app
 from scheduler.worker.executor import Executor
 from tests.fixtures.step_agents import calls_key
-from tests.helpers import registry_of
-from triggers import Registry
+from tests.helpers import fire_run, registry_of
 
 MODULE = "tests.fixtures.step_agents"
-
-
-def fire_run(settings: Settings, store: Store, registry: Registry, agent: str) -> str:
-    publisher = Publisher(create_app(settings, registry))
-    try:
-        return fire(store, publisher, registry, f"t-{agent}", datetime.now(UTC)).run_id
-    finally:
-        publisher.close()
 
 
 def make_due(store: Store, run_id: str) -> None:
@@ -53,7 +41,7 @@ def test_a_retry_replays_the_recorded_steps_and_calls_only_the_new_one(
     prefix: str,
 ) -> None:
     registry = registry_of(MODULE, ["t-two-steps-then-fail"])
-    run_id = fire_run(settings, store, registry, "two-steps-then-fail")
+    run_id = fire_run(settings, store, MODULE, "t-two-steps-then-fail")
     worker = executor(registry)
     assert worker.execute("two-steps-then-fail", run_id) == "retry"
     assert calls(redis_client, run_id) == 2
@@ -90,7 +78,7 @@ def test_a_runaway_that_crashes_and_retries_is_stopped_by_the_run_wide_budget(
     prefix: str,
 ) -> None:
     registry = registry_of(MODULE, ["t-runaway"])
-    run_id = fire_run(settings, store, registry, "runaway")
+    run_id = fire_run(settings, store, MODULE, "t-runaway")
     worker = executor(registry)
     outcomes = []
     for _ in range(50):
@@ -116,7 +104,7 @@ def test_an_unavailable_provider_defers_the_run_without_counting_attempts(
 ) -> None:
     # Given an agent allowed one attempt and one delivery, whose provider is out 3 times
     registry = registry_of(MODULE, ["t-provider-down"])
-    run_id = fire_run(settings, store, registry, "provider-down")
+    run_id = fire_run(settings, store, MODULE, "t-provider-down")
     worker = executor(registry)
     for _ in range(3):
         assert worker.execute("provider-down", run_id) == "deferred"
@@ -135,7 +123,7 @@ def test_a_step_that_diverges_from_the_record_fails_naming_both(
     settings: Settings, store: Store, executor: Callable[..., Executor]
 ) -> None:
     registry = registry_of(MODULE, ["t-steps-diverge"])
-    run_id = fire_run(settings, store, registry, "steps-diverge")
+    run_id = fire_run(settings, store, MODULE, "t-steps-diverge")
     worker = executor(registry)
     assert worker.execute("steps-diverge", run_id) == "retry"
     make_due(store, run_id)
@@ -152,9 +140,9 @@ def test_runs_over_the_agents_spend_cap_wait_for_the_window_to_turn(
     registry = registry_of(MODULE, ["t-capped"])
     worker = executor(registry)
     for _ in range(2):  # 600, then 1200: the cap is reached
-        assert worker.execute("capped", fire_run(settings, store, registry, "capped")) == "succeeded"
+        assert worker.execute("capped", fire_run(settings, store, MODULE, "t-capped")) == "succeeded"
     # When a third run is delivered
-    third = fire_run(settings, store, registry, "capped")
+    third = fire_run(settings, store, MODULE, "t-capped")
     assert worker.execute("capped", third) == "parked"
     # Then it waits for the next UTC day, and no attempt (and no call) was spent on it
     run = store.get_run(third)
