@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import typer
 
 from agents import StepRecord
-from scheduler.core.vocabulary import RunStatus, WaitingFor
+from scheduler.core.vocabulary import AttemptStatus, RunStatus, WaitingFor
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Run
 from scheduler.storage.store import Store
@@ -77,6 +77,7 @@ class DevConsole:
         self._finished: set[str] = set()
         self._waits: set[tuple[str, int, int, str]] = set()
         self._alerts: set[int] = set()
+        self._retries: set[tuple[str, int]] = set()  # (run, failed attempt) already printed
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):
@@ -104,6 +105,8 @@ class DevConsole:
         if run.id in self._finished:
             return
         self._finished.add(run.id)
+        if run.attempt > 1:
+            self._missed_retries(run)
         detail = run.result if run.status == RunStatus.SUCCEEDED else run.error
         reason = f"/{run.terminal_reason}" if run.terminal_reason else ""
         self.echo(
@@ -115,6 +118,22 @@ class DevConsole:
             if line is not None:
                 self.echo(line)
 
+    def _missed_retries(self, run: Run) -> None:
+        """A retry whose wait was shorter than the console's one-second poll was never seen
+        waiting: print it from the attempts, so each failed attempt shows exactly once."""
+        attempts = self.store.attempts_of(run.id)
+        for failed, after in zip(attempts, attempts[1:], strict=False):
+            if failed.status != AttemptStatus.FAILED:
+                continue
+            if (run.id, failed.number) in self._retries:
+                continue
+            self._retries.add((run.id, failed.number))
+            error = f"{failed.error_class}: {failed.error_message}" if failed.error_class else ""
+            self.echo(
+                f"[{_clock(failed.finished_at)}] {run.trigger} -> {run.agent}: attempt {failed.number} failed,"
+                f" retry at {_clock(after.started_at)} run={run.id} {error}".rstrip()
+            )
+
     def _waiting_run(self, run: Run) -> None:
         key = (run.id, run.attempt, run.deferrals, str(run.waiting_for))
         if key in self._waits:
@@ -123,6 +142,7 @@ class DevConsole:
         head = f"[{_clock(self.now())}] {run.trigger} -> {run.agent}:"
         until = _clock(run.not_before)
         if run.waiting_for == WaitingFor.RETRY:
+            self._retries.add((run.id, run.attempt))
             self.echo(f"{head} attempt {run.attempt} failed, retry at {until} run={run.id} {run.error}")
         elif run.waiting_for == WaitingFor.PROVIDER_UNAVAILABLE:
             self.echo(
