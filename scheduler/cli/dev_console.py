@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import typer
 
@@ -122,17 +123,16 @@ class DevConsole:
         """A retry whose wait was shorter than the console's one-second poll was never seen
         waiting: print it from the attempts, so each failed attempt shows exactly once."""
         attempts = self.store.attempts_of(run.id)
-        for failed, after in zip(attempts, attempts[1:], strict=False):
+        for failed, after in pairwise(attempts):
             if failed.status != AttemptStatus.FAILED:
                 continue
             if (run.id, failed.number) in self._retries:
                 continue
             self._retries.add((run.id, failed.number))
             error = f"{failed.error_class}: {failed.error_message}" if failed.error_class else ""
-            self.echo(
-                f"[{_clock(failed.finished_at)}] {run.trigger} -> {run.agent}: attempt {failed.number} failed,"
-                f" retry at {_clock(after.started_at)} run={run.id} {error}".rstrip()
-            )
+            head = f"[{_clock(failed.finished_at)}] {run.trigger} -> {run.agent}:"
+            retry = f"retry at {_clock(after.started_at)}"
+            self.echo(f"{head} attempt {failed.number} failed, {retry} run={run.id} {error}".rstrip())
 
     def _waiting_run(self, run: Run) -> None:
         key = (run.id, run.attempt, run.deferrals, str(run.waiting_for))
