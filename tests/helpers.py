@@ -70,6 +70,9 @@ def child_env(settings: Settings, triggers: str, **extra: str) -> dict[str, str]
             "NIGHTOWL_REDIS_PREFIX": settings.redis_prefix,
             "NIGHTOWL_TRIGGERS": triggers,
             "NIGHTOWL_HEARTBEAT_INTERVAL": "0.5",
+            # A test's teardown must not wait 30 s for an agent that ignores its cancel
+            # (test_drain sets its own grace).
+            "NIGHTOWL_SHUTDOWN_GRACE": "2",
             "PYTHONPATH": str(ROOT),
         }
     )
