@@ -89,6 +89,7 @@ class DbChangeTrigger(PollingTrigger):
 
     kind = "db_change"
     state_version = 1
+    consumes = True  # paused: not polled, so the cursor waits and no changed row is lost
 
     def __init__(
         self,

@@ -119,6 +119,11 @@ class Trigger(Protocol):
     # True when `evaluate` reads an outside source: the scheduler then runs it on a thread
     # pool (a slow source never delays cron) and persists its state after every poll.
     polls: ClassVar[bool] = False
+    # True when `evaluate` consumes its source through a cursor (db_change): a paused
+    # trigger of such a kind is not evaluated at all, so its cursor stays put and what
+    # changed while it was paused fires after resume. Other kinds keep evaluating while
+    # paused (their state stays true) and fire nothing.
+    consumes: ClassVar[bool] = False
 
     def fingerprint(self) -> str:
         """Changes when the definition changes meaning (a new expression restarts from now)."""

@@ -17,6 +17,7 @@ from scheduler.cli import (
     fire,
     flower_cmd,
     outbox_cmd,
+    pause_cmd,
     runs,
     services,
     status_cmd,
@@ -40,6 +41,10 @@ app.add_typer(deadletters_cmd.app, name="deadletters")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(outbox_cmd.app, name="outbox")
 agents_cmd.app.command("list")(agents_list.list_agents)
+agents_cmd.app.command("pause")(pause_cmd.pause_agents)
+agents_cmd.app.command("resume")(pause_cmd.resume_agents)
+triggers_cmd.app.command("pause")(pause_cmd.pause_triggers)
+triggers_cmd.app.command("resume")(pause_cmd.resume_triggers)
 app.add_typer(agents_cmd.app, name="agents")
 app.command("scheduler")(services.scheduler)
 app.command("worker")(services.worker)
@@ -50,6 +55,8 @@ app.command("dev")(services.dev)
 app.command("fire")(fire.fire)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("status")(status_cmd.status)
+app.command("pause")(pause_cmd.pause_all)
+app.command("resume")(pause_cmd.resume_all)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from scheduler.cli._common import (
     store_for,
 )
 from scheduler.core.breaker import RedisBreaker
+from scheduler.core.pauses import NO_PAUSES, PauseRecord, Pauses
 from scheduler.core.settings import Settings
 from scheduler.storage.queries import Queries
 from triggers import Registry, RegistryLoadError
@@ -34,13 +35,16 @@ from triggers import Registry, RegistryLoadError
 COLUMNS = ["name", "version", "queue", "paused", "budget", "spend_cap", "breaker", "runs_last_hour"]
 
 
-def agent_summary(spec: AgentSpec, breaker: dict[str, str], runs_last_hour: int | None) -> dict[str, Any]:
+def agent_summary(
+    spec: AgentSpec, breaker: dict[str, str], runs_last_hour: int | None, pause: PauseRecord | None = None
+) -> dict[str, Any]:
     """The `agents list --json` object of one agent."""
     return {
         "name": spec.name,
         "version": spec.version,
         "queue": spec.queue,
-        "paused": False,  # pausing an agent is issue 15's
+        "paused": pause is not None,
+        "pause_reason": pause.reason if pause is not None else None,
         "budget": spec.budget.as_dict() if spec.budget is not None else None,
         "spend_cap": spec.spend_cap.as_dict() if spec.spend_cap is not None else None,
         "breaker": breaker,
@@ -62,12 +66,13 @@ def _breakers(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]
     return {name: {p: str(states[p].state) for p in providers} for name, providers in used.items()}
 
 
-def _runs_last_hour(settings: Settings, now: datetime) -> dict[str, int] | None:
+def _from_database(settings: Settings, now: datetime) -> tuple[dict[str, int] | None, Pauses]:
+    """Runs created per agent in the last hour, and the pauses (nothing without a database)."""
     if settings.database_url is None:
-        return None
+        return None, NO_PAUSES
     store = store_for(settings)
     try:
-        return Queries(store.engine).runs_created_per_agent(now - timedelta(hours=1))
+        return Queries(store.engine).runs_created_per_agent(now - timedelta(hours=1)), store.pauses()
     finally:
         store.engine.dispose()
 
@@ -76,10 +81,13 @@ def gather(settings: Settings, registry: Registry, now: datetime) -> list[dict[s
     """One row per registered agent, by name."""
     names = sorted(registry.agents)
     breakers = _breakers(settings, names)
-    runs = _runs_last_hour(settings, now)
+    runs, pauses = _from_database(settings, now)
     return [
         agent_summary(
-            registry.agents[name], breakers.get(name, {}), None if runs is None else runs.get(name, 0)
+            registry.agents[name],
+            breakers.get(name, {}),
+            None if runs is None else runs.get(name, 0),
+            pauses.agent(name),
         )
         for name in names
     ]
@@ -90,6 +98,12 @@ def _cell(value: Any) -> Any:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
     return value
+
+
+def _paused_cell(row: dict[str, Any]) -> str:
+    if not row["paused"]:
+        return "no"
+    return f"yes: {row['pause_reason']}" if row["pause_reason"] else "yes"
 
 
 def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
@@ -105,4 +119,6 @@ def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
     if json_:
         print_json(rows)
     else:
-        print_table([{k: _cell(v) for k, v in row.items()} for row in rows], COLUMNS)
+        print_table(
+            [{k: _cell(v) for k, v in row.items()} | {"paused": _paused_cell(row)} for row in rows], COLUMNS
+        )

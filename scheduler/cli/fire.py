@@ -31,7 +31,9 @@ def fire(
     key: Annotated[
         str | None, typer.Option(help="Idempotency: firing twice with the same key makes one run")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Ignore the trigger's overlap policy")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Ignore the trigger's overlap policy, and fire even while it is paused")
+    ] = False,
     triggers: TriggersOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -45,8 +47,9 @@ def fire(
        earlier fire with the same --key made. A broker that cannot be reached
        is a note: the run stays recorded and the scheduler publishes it once
        the broker answers.
-    1  nothing will run: the overlap policy skipped it, or --key names a run
-       that already ended (standard output is empty); or the database failed.
+    1  nothing will run: the trigger is paused, the overlap policy skipped it, or
+       --key names a run that already ended (standard output is empty); or the
+       database failed.
     2  usage.
     """
     data: Any = None
@@ -58,9 +61,10 @@ def fire(
     settings = settings_for(triggers)
     registry = registry_for(settings)
     publisher = publisher_for(settings, registry)
+    store = store_for(settings)
     try:
         fired = operations.fire(
-            store_for(settings),
+            store,
             publisher,
             registry,
             trigger,
@@ -90,6 +94,14 @@ def fire(
     elif fired.status == RunStatus.WAITING:
         typer.echo(
             f"note: trigger {trigger!r} has a run in progress; this one waits for it (overlap policy)",
+            err=True,
+        )
+    spec = registry.triggers[trigger]
+    agent_pause = store.pauses().agent(registry.agent_for(spec).name)
+    if agent_pause is not None and fired.created:
+        typer.echo(
+            f"note: agent {registry.agent_for(spec).name!r} is paused ({agent_pause.describe()}); "
+            "the run waits until it is resumed",
             err=True,
         )
     if not fired.published:

@@ -52,6 +52,7 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
         "open_alerts": {},
         "outbox": {},
         "outbox_lag_s": None,
+        "paused": [],
         "errors": {},
     }
     for section, read in (("redis", _from_redis), ("database", _from_database)):
@@ -122,6 +123,16 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
         alerts = AlertStore(store.engine)
         open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
         outbox = OutboxStore(store.engine).status(now)
+        paused = [
+            {
+                "scope": p.scope.value,
+                "name": p.name,
+                "reason": p.reason,
+                "paused_by": p.paused_by,
+                "paused_at": iso(p.paused_at),
+            }
+            for _, p in sorted(store.pauses().records.items())
+        ]
     finally:
         store.engine.dispose()
     lag = max((s["oldest_pending_age_s"] or 0.0 for s in outbox.values()), default=0.0)
@@ -131,6 +142,7 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
         "open_alerts": {k: v for k, v in open_alerts.items() if v},
         "outbox": outbox,
         "outbox_lag_s": lag,
+        "paused": paused,
     }
 
 
@@ -171,6 +183,10 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
             f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
             f"{d['unacked']} reserved{age}{lost}"
         )
+    for p in data["paused"]:
+        what = f"every {p['scope']}" if p["name"] == "*" else f"{p['scope']} {p['name']}"
+        why = f": {p['reason']}" if p["reason"] else ""
+        echo(f"{'PAUSED':20} {what} since {p['paused_at']} by {p['paused_by']}{why}")
     for provider, breaker in sorted(data["breakers"].items()):
         typer.echo(f"{'breaker ' + provider:20} {breaker_line(breaker)}")
     runs = ", ".join(f"{k} {v}" for k, v in sorted(data["runs_last_hour"].items())) or "none"

@@ -20,6 +20,7 @@ from scheduler.cli._common import (
     settings_for,
     store_for,
 )
+from scheduler.core.pauses import NO_PAUSES, PauseRecord
 from scheduler.ops.doctor import visibility_problems
 from scheduler.storage.models import TriggerState
 from scheduler.storage.store import missed_t
@@ -34,7 +35,9 @@ def _state_label(row: TriggerState | None) -> str:
     return TriggerStatus.alert_of(row.state).value  # `source_failing` has its own column
 
 
-def trigger_summary(spec: TriggerSpec, row: TriggerState | None) -> dict[str, Any]:
+def trigger_summary(
+    spec: TriggerSpec, row: TriggerState | None, pause: PauseRecord | None = None
+) -> dict[str, Any]:
     """The `triggers list --json` object (URLs are masked by each kind's `describe`)."""
     return {
         "name": spec.name,
@@ -43,7 +46,8 @@ def trigger_summary(spec: TriggerSpec, row: TriggerState | None) -> dict[str, An
         "state": _state_label(row),
         "next_evaluation": iso(row.next_evaluation) if row else None,
         "source_failing": bool(row.source_failing) if row else False,
-        "paused": bool(row.paused) if row else False,
+        "paused": pause is not None,
+        "pause_reason": pause.reason if pause is not None else None,
     }
 
 
@@ -98,9 +102,14 @@ def list_triggers(
     """Every trigger with its kind, agent, state and next evaluation."""
     registry, settings = _load(triggers)
     rows_by_name: dict[str, TriggerState] = {}
+    pauses = NO_PAUSES
     if settings.database_url is not None:
-        rows_by_name = store_for(settings).trigger_rows()
-    rows = [trigger_summary(spec, rows_by_name.get(name)) for name, spec in sorted(registry.triggers.items())]
+        store = store_for(settings)
+        rows_by_name, pauses = store.trigger_rows(), store.pauses()
+    rows = [
+        trigger_summary(spec, rows_by_name.get(name), pauses.trigger(name))
+        for name, spec in sorted(registry.triggers.items())
+    ]
     if all_:
         for name, row in sorted(rows_by_name.items()):
             if name not in registry.triggers:
@@ -112,13 +121,21 @@ def list_triggers(
                         "state": "orphaned",
                         "next_evaluation": None,
                         "source_failing": row.source_failing,
-                        "paused": row.paused,
+                        "paused": pauses.trigger(name) is not None,
+                        "pause_reason": None,
                     }
                 )
     if json_:
         print_json(rows)
     else:
-        print_table(rows, ["name", "kind", "agent", "state", "next_evaluation", "source_failing", "paused"])
+        shown = [r | {"paused": _paused_cell(r)} for r in rows]
+        print_table(shown, ["name", "kind", "agent", "state", "next_evaluation", "source_failing", "paused"])
+
+
+def _paused_cell(row: dict[str, Any]) -> str:
+    if not row["paused"]:
+        return "no"
+    return f"yes: {row['pause_reason']}" if row["pause_reason"] else "yes"
 
 
 def _cron(registry: Registry, name: str) -> tuple[TriggerSpec, CronTrigger]:
@@ -165,10 +182,12 @@ def show(name: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> Non
     if spec is None:
         fail(f"no trigger named {name!r}")
     row = None
+    pause: PauseRecord | None = None
     missed: list[dict[str, Any]] = []
     if settings.database_url is not None:
         store = store_for(settings)
         row = store.trigger_rows().get(name)
+        pause = store.pauses().trigger(name)
         with store.engine.connect() as conn:
             for m in conn.execute(
                 sa.select(missed_t).where(missed_t.c.trigger == name).order_by(missed_t.c.first_slot)
@@ -181,7 +200,9 @@ def show(name: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> Non
                         "reason": m.reason,
                     }
                 )
-    data = trigger_summary(spec, row) | {
+    data = trigger_summary(spec, row, pause) | {
+        "paused_since": iso(pause.paused_at) if pause else None,
+        "paused_by": pause.paused_by if pause else None,
         "defined_at": str(spec.location),
         "overlap": spec.overlap,
         "settings": spec.source.describe(),

@@ -54,11 +54,16 @@ class StateWrite:
 
 @dataclass(frozen=True, slots=True)
 class MissedRow:
+    """A ledger entry: a gap of slots that did not run, and why."""
+
     trigger: str
     first: datetime
     last: datetime
     count: int
     reason: str
+    # Set for slots skipped by a pause: extend the trigger's row of the same pause (recorded
+    # since then) instead of adding one.
+    extends_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

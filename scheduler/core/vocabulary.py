@@ -140,6 +140,7 @@ class WaitingFor(StrEnum):
     RETRY = "retry"
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # its LLM provider's circuit breaker is open
     SPEND_CAP = "spend_cap"  # its agent spent its SpendCap for the current window
+    PAUSED = "paused"  # its agent is paused (`agents pause`): it starts on resume
 
 
 class StallReason(StrEnum):
@@ -191,6 +192,7 @@ class Delivery(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     EARLY = "early"  # delivered before its not_before: put back to wait
     DEFERRED = "deferred"  # its LLM provider is unavailable: waits without counting an attempt
+    PAUSED = "paused"  # its agent is paused: waits for the resume, no attempt taken
 
 
 # Deliveries whose attempt did not succeed: the Celery task raises so Flower shows FAILURE.

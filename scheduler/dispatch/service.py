@@ -48,11 +48,13 @@ from scheduler.core import keys, metrics
 from scheduler.core.clock import Clock
 from scheduler.core.errors import SchedulerError, StateConflictError
 from scheduler.core.leases import Leadership, Lease, identity
+from scheduler.core.pauses import NO_PAUSES, Pauses
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
 from scheduler.core.vocabulary import AlertKind, Reason, RunOverlap, RunStatus
 from scheduler.dispatch.firings import CHUNK_SIZE, Pending, chunks, pending_for
+from scheduler.dispatch.pausing import PAUSED_SLOT, on_resume, split_held, while_paused
 from scheduler.dispatch.sweeper import Sweeper
 from scheduler.storage.store import Dispatch, MissedRow, NewRun, Store, is_transient
 from triggers import (
@@ -71,6 +73,9 @@ ERROR_BACKOFF = timedelta(seconds=5)
 # in a row up to the max: a blip costs a second, an outage does not hammer the database.
 COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
 FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
+# A paused trigger that is not evaluated (db_change) looks at its pause again this often, so
+# a resume takes effect within a tick or so.
+PAUSED_RECHECK = timedelta(seconds=1)
 
 
 class TickFailedError(SchedulerError):
@@ -147,6 +152,7 @@ class SchedulerService:
         self._lock = threading.Lock()
         self._heap: list[tuple[datetime, str]] = []
         self._states: dict[str, tuple[dict[str, Any], int]] = {}
+        self._pauses: Pauses = NO_PAUSES  # read at the start of every tick
         self.poll_wait = poll_wait
         self._pool = ThreadPoolExecutor(max_workers=poll_workers, thread_name_prefix="nightowl-poll")
         # Polls started and not yet committed, with the (state, revision) each started from:
@@ -257,9 +263,14 @@ class SchedulerService:
                     raise
         elif self._stash:
             return  # still backing off: evaluating more would only grow what waits
+        self._read_pauses(now)
         due = list(self._pop_due(now))
         self._taken.update(due)
-        started = [self._start_poll(name, now) for name in due if _polls(self.registry, name)]
+        started = [
+            self._start_poll(name, now)
+            for name in due
+            if _polls(self.registry, name) and not self._frozen(name, now)
+        ]
         # Streamed: the first chunk commits and publishes after <= 500 evaluations,
         # not after all of them.
         evaluated = (self._evaluate(name, now, report) for name in due if not _polls(self.registry, name))
@@ -323,10 +334,34 @@ class SchedulerService:
         self._failing_since = None
 
     def _pop_due(self, now: datetime) -> Iterator[str]:
+        seen: set[str] = set()  # a trigger scheduled early (a resume) may be queued twice
         while self._heap and self._heap[0][0] <= now:
             _, name = heapq.heappop(self._heap)
-            if name in self.registry.triggers and name not in self._inflight:
+            if name in self.registry.triggers and name not in self._inflight and name not in seen:
+                seen.add(name)
                 yield name
+
+    def _read_pauses(self, now: datetime) -> None:
+        """The fleet's pauses, once per tick. When they changed, a resumed trigger that holds
+        a slot (a run-latest pause) is evaluated now, not at its next slot an hour away."""
+        pauses = self.store.pauses()
+        changed, self._pauses = pauses != self._pauses, pauses
+        if not changed:
+            return
+        busy = self._taken | set(self._inflight)
+        for name, (state, _) in self._states.items():
+            held = PAUSED_SLOT in state and name in self.registry.triggers and name not in busy
+            if held and pauses.trigger(name) is None:
+                self._schedule(name, now)
+
+    def _frozen(self, name: str, now: datetime) -> bool:
+        """A paused trigger that consumes its source (db_change) is not polled: its cursor
+        stays put, and it looks at its pause again after PAUSED_RECHECK."""
+        spec = self.registry.triggers[name]
+        if not getattr(spec.source, "consumes", False) or self._pauses.trigger(name) is None:
+            return False
+        self._schedule(name, now + PAUSED_RECHECK)
+        return True
 
     def _start_poll(self, name: str, now: datetime) -> Future[Evaluation]:
         spec = self.registry.triggers[name]
@@ -351,8 +386,9 @@ class SchedulerService:
     ) -> Pending | None:
         spec = self.registry.triggers[name]
         state, revision = prior if prior is not None else self._states.get(name, (None, 0))
+        inner, held = split_held(state)  # a slot a run-latest pause holds, hidden from the kind
         try:
-            ev = compute() if compute else spec.source.evaluate(name, now, state)
+            ev = compute() if compute else spec.source.evaluate(name, now, inner)
             # Polled state carries outside data (a cursor's key); cron state is nightowl's own.
             problem = json_problem(ev.state, "state") if compute is not None else None
             if problem is not None:
@@ -367,6 +403,11 @@ class SchedulerService:
             self._schedule(name, now + ERROR_BACKOFF)
             return None
         self._eval_failures.succeeded(f"trigger {name} evaluation")
+        pause = self._pauses.trigger(name)
+        if pause is not None:
+            ev = while_paused(ev, pause, held, polls=compute is not None)
+        elif held is not None:
+            ev = on_resume(ev, held)
         report.evaluated += 1
         self._observe(spec, ev.state)
         return pending_for(spec, self.registry.agent_for(spec), ev, state, revision)
@@ -388,7 +429,9 @@ class SchedulerService:
         runs = [r for p in chunk for r in p.runs]
         writes = [p.write for p in chunk if p.write is not None]
         missed = [
-            MissedRow(p.spec.name, g.first, g.last, g.count, g.reason)
+            MissedRow(
+                p.spec.name, g.first, g.last, g.count, g.reason, self._paused_since(p.spec.name, g.reason)
+            )
             for p in chunk
             for g in p.evaluation.missed
         ]
@@ -427,6 +470,12 @@ class SchedulerService:
             now,
             report,
         )
+
+    def _paused_since(self, name: str, reason: str) -> datetime | None:
+        """A paused slot extends the ledger row of the same pause (one row per pause, not
+        one per slot of an every-minute trigger paused overnight)."""
+        pause = self._pauses.trigger(name) if reason == Reason.PAUSED else None
+        return pause.paused_at if pause is not None else None
 
     def _commit_failed(self, chunk: list[Pending], exc: Exception, now: datetime, report: TickReport) -> None:
         """A chunk's commit failed: isolate a refusal, stash an outage (raises for the tick)."""

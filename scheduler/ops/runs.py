@@ -32,6 +32,10 @@ class OperationError(SchedulerError):
     """An operator action could not be carried out; the message says why."""
 
 
+class TriggerPausedError(OperationError):
+    """`fire` on a paused trigger without `force`: nothing was fired."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fired:
     run_id: str
@@ -55,8 +59,8 @@ def fire(
     key: str | None = None,
     force: bool = False,
 ) -> Fired:
-    """A manual run of `trigger`'s agent (`ManualFire` event), under its overlap policy
-    unless `force`."""
+    """A manual run of `trigger`'s agent (`ManualFire` event), under its overlap policy and
+    refused while the trigger is paused, unless `force`."""
     spec = registry.triggers.get(trigger)
     if spec is None:
         known = ", ".join(sorted(registry.triggers)) or "none"
@@ -64,6 +68,12 @@ def fire(
     problem = json_problem(payload, "payload")
     if problem is not None:
         raise OperationError(f"the payload cannot be stored: {problem}")
+    pause = None if force else store.pauses().trigger(trigger)
+    if pause is not None:
+        raise TriggerPausedError(
+            f"trigger {trigger!r} is paused ({pause.describe()}); nothing fired. Resume it with "
+            f"`nightowl triggers resume {trigger}`, or fire anyway with --force"
+        )
     agent = registry.agent_for(spec)
     overlap, overlap_key = (None, None) if force else overlap_for(spec.overlap, trigger, None)
     idem = f"manual:{trigger}:{key or uuid.uuid4()}"

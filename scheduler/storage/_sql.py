@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.storage.dialect import Dialect
-from scheduler.storage.models import Attempt, DeadLetter, MissedSlot, Run, Step, TriggerState
+from scheduler.storage.models import Attempt, DeadLetter, MissedSlot, Pause, Run, RunLog, Step, TriggerState
 
 runs_t = cast(sa.Table, Run.__table__)
 attempts_t = cast(sa.Table, Attempt.__table__)
@@ -16,6 +16,8 @@ steps_t = cast(sa.Table, Step.__table__)
 state_t = cast(sa.Table, TriggerState.__table__)
 missed_t = cast(sa.Table, MissedSlot.__table__)
 dead_t = cast(sa.Table, DeadLetter.__table__)
+pauses_t = cast(sa.Table, Pause.__table__)
+logs_t = cast(sa.Table, RunLog.__table__)
 
 
 class StoreGroup:

@@ -69,6 +69,7 @@ class Run(Base):
         ),
         sa.Index("ix_runs_trigger_created", "trigger", "created_at"),
         sa.Index("ix_runs_created", "created_at"),
+        sa.Index("ix_runs_replay_of", "replay_of"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -105,6 +106,9 @@ class Run(Base):
     cancel_requested: Mapped[str | None] = mapped_column(sa.String(32))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # live (its trigger fired it) | manual (`fire`) | backfill | replay (`runs replay`).
+    origin: Mapped[str | None] = mapped_column(sa.String(16))
+    replay_of: Mapped[str | None] = mapped_column(sa.String(36))  # the run a replay re-runs
 
 
 class Attempt(Base):
@@ -133,6 +137,7 @@ class Attempt(Base):
     progress_at: Mapped[datetime | None]
     usage: Mapped[Any | None]  # what this attempt spent (the run's usage sums every attempt)
     agent_version: Mapped[str | None] = mapped_column(sa.String(64))  # the code that ran it
+    traceback: Mapped[str | None] = mapped_column(sa.Text)  # scrubbed, bounded, agent frames first
 
 
 class Step(Base):
@@ -169,6 +174,38 @@ class TriggerState(Base):
     source_failing: Mapped[bool] = mapped_column(default=False)
     paused: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime]
+
+
+class Pause(Base):
+    """A paused trigger or agent (`name = '*'`: all of them); a resume deletes the row."""
+
+    __tablename__ = "pauses"
+
+    scope: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # trigger | agent
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    paused_by: Mapped[str | None] = mapped_column(sa.String(256))
+    paused_at: Mapped[datetime]
+    # A cron trigger's slots while paused: skip (ledger entries `skipped/paused`) or
+    # run-latest-on-resume (the newest one runs when it is resumed).
+    missed: Mapped[str] = mapped_column(sa.String(32))
+    # An agent's runs while paused: wait (until resumed) or skip (end `skipped/paused`).
+    pending: Mapped[str] = mapped_column(sa.String(16))
+
+
+class RunLog(Base):
+    """One `ctx.log` line of an attempt (`runs logs`), bounded per attempt, scrubbed."""
+
+    __tablename__ = "run_logs"
+    __table_args__ = (sa.UniqueConstraint("run_id", "attempt", "seq", name="uq_run_logs_run_attempt_seq"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    seq: Mapped[int]
+    at: Mapped[datetime]
+    level: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str] = mapped_column(sa.Text)
 
 
 class MissedSlot(Base):
@@ -249,6 +286,10 @@ class Alert(Base):
     sent_at: Mapped[datetime | None]
     episode: Mapped[int] = mapped_column(default=0, server_default="0")
     reminded_at: Mapped[datetime | None]
+    # `alerts ack`: the episode stays open until its cause ends, but sends no reminder.
+    acked_at: Mapped[datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(sa.String(256))
+    ack_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class DeadLetter(Base):

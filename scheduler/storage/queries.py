@@ -58,6 +58,15 @@ class Queries(StoreGroup):
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
 
+    def active_runs_of(self, agents: list[str] | None, statuses: tuple[str, ...]) -> list[str]:
+        """Ids of the runs of `agents` (None: every agent) in `statuses` (a pause's
+        `--cancel-running`)."""
+        stmt = sa.select(runs_t.c.id).where(runs_t.c.status.in_(statuses))
+        if agents is not None:
+            stmt = stmt.where(runs_t.c.agent.in_(agents))
+        with self.engine.connect() as conn:
+            return list(conn.scalars(stmt))
+
     def attempts_of(self, run_id: str) -> list[Attempt]:
         """A run's attempts in order (`runs show`)."""
         stmt = sa.select(Attempt).where(attempts_t.c.run_id == run_id).order_by(attempts_t.c.number)

@@ -92,6 +92,28 @@ def wake_next(
     conn.execute(sa.update(runs_t).where(runs_t.c.id == nxt).values(not_before=now))
 
 
+def _extend_ledger(conn: Connection, m: MissedRow) -> bool:
+    """Add `m` to the trigger's newest ledger row of the same reason recorded since
+    `m.extends_since` (the same pause); False when there is none."""
+    newest = (
+        sa.select(sa.func.max(missed_t.c.id))
+        .where(
+            missed_t.c.trigger == m.trigger,
+            missed_t.c.reason == m.reason,
+            missed_t.c.recorded_at >= m.extends_since,
+            missed_t.c.last_slot < m.first,
+        )
+        .scalar_subquery()
+    )
+    return bool(
+        conn.execute(
+            sa.update(missed_t)
+            .where(missed_t.c.id == newest)
+            .values(last_slot=m.last, count=missed_t.c.count + m.count)
+        ).rowcount
+    )
+
+
 class RunStore(StoreGroup):
     """Inserting firings, publishing runs (claim, unclaim, what is due) and the scheduler's
     and operator's writes to runs that have not started (park, skip, defer, cancel)."""
@@ -140,7 +162,8 @@ class RunStore(StoreGroup):
                 ]
                 ids = self._insert_runs(conn, rows)
                 inserted = [r for r in runs if r.id in ids]
-            if missed:
+            fresh = [m for m in missed if m.extends_since is None or not _extend_ledger(conn, m)]
+            if fresh:
                 conn.execute(
                     sa.insert(missed_t),
                     [
@@ -152,7 +175,7 @@ class RunStore(StoreGroup):
                             "reason": m.reason,
                             "recorded_at": now,
                         }
-                        for m in missed
+                        for m in fresh
                     ],
                 )
             return inserted

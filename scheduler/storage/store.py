@@ -31,14 +31,16 @@ from scheduler.storage.attempts import (
     plan_for,
 )
 from scheduler.storage.dead_letters import DeadLetterStore
+from scheduler.storage.pauses import PauseStore
 from scheduler.storage.queries import Queries
 from scheduler.storage.runs import RunStore
 from scheduler.storage.steps import StepStore
 from scheduler.storage.trigger_state import TriggerStateStore
 
 
-class Store(RunStore, AttemptStore, StepStore, TriggerStateStore, DeadLetterStore, Queries):
-    """Runs, attempts, steps, trigger state, dead letters and the read-only queries on one engine.
+class Store(RunStore, AttemptStore, StepStore, TriggerStateStore, DeadLetterStore, PauseStore, Queries):
+    """Runs, attempts, steps, trigger state, dead letters, pauses and the read-only queries on
+    one engine.
 
     `Store(engine, dialect=...)` pins the dialect's capabilities, and with them the
     attempt plan (the contract tests run the transaction plan on PostgreSQL)."""
@@ -55,6 +57,7 @@ __all__ = [
     "NewRun",
     "OutboxWrite",
     "OverlapBlockedError",
+    "PauseStore",
     "Plan",
     "Queries",
     "QueuedRun",

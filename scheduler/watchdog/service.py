@@ -54,6 +54,7 @@ from scheduler.core.values import Dispatch
 from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
 from scheduler.storage.outbox_store import OutboxStore
+from scheduler.storage.pauses import PauseStore
 from scheduler.storage.queries import Queries
 from scheduler.storage.runs import RunStore
 from scheduler.storage.watch_store import RunningAttempt, WatchStore
@@ -112,6 +113,7 @@ class Watchdog:
         self.registry = registry
         self.store = store
         self.watch = WatchStore(store.engine)
+        self.pauses = PauseStore(store.engine)
         self.outbox = OutboxStore(store.engine)
         self.alerts = alerts
         self.redis = redis_client
@@ -402,6 +404,16 @@ class Watchdog:
         heapq.heappush(self._late_heap, (max(due, not_before) if not_before else due, name, slot))
 
     def _late(self, now: datetime, report: CheckReport) -> None:
+        pauses = self.pauses.pauses() if self._late_heap and self._late_heap[0][0] <= now else None
+        # A paused trigger's slots are skipped or held on purpose (ledger entries, or the
+        # one a run-latest pause runs on resume): not late.
+        due = [(n, s) for n, s in self._due_slots(now) if pauses is None or pauses.trigger(n) is None]
+        if due:
+            self._judge_late(due, report)
+
+    def _due_slots(self, now: datetime) -> list[tuple[str, datetime]]:
+        """The (trigger, slot) pairs whose start deadline passed, at most MAX_LATE_SLOTS per
+        trigger per check; the next slot of each is queued."""
         due: list[tuple[str, datetime]] = []
         per_trigger: dict[str, int] = {}
         later: list[tuple[datetime, str, datetime]] = []
@@ -424,8 +436,9 @@ class Watchdog:
                 heapq.heappush(self._late_heap, (due_at, name, nxt))
         for entry in later:
             heapq.heappush(self._late_heap, entry)
-        if not due:
-            return
+        return due
+
+    def _judge_late(self, due: list[tuple[str, datetime]], report: CheckReport) -> None:
         runs = self.watch.by_keys(cron_key(n, s) for n, s in due)
         states = self.watch.trigger_states({n for n, _ in due})
         ledger = self.watch.missed_ranges({n for n, _ in due}, min(s for _, s in due))

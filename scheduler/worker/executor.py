@@ -42,6 +42,7 @@ from scheduler.core import keys
 from scheduler.core.clock import Clock
 from scheduler.core.heartbeats import HeartbeatIndex, Member
 from scheduler.core.leases import Lease, LeaseScripts
+from scheduler.core.pauses import Pauses, PendingOnPause
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
 from scheduler.core.values import Beat, StartedAttempt
@@ -71,6 +72,8 @@ _WATCH_FAILURES = StepFailures(log)
 
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
+# A run held by its agent's pause is released by the resume; this is the fallback look.
+PAUSED_RECHECK = timedelta(seconds=60)
 
 
 class ExecutorStore(Protocol):
@@ -136,6 +139,8 @@ class ExecutorStore(Protocol):
     def park(self, run_id: str, until: datetime, waiting_for: WaitingFor) -> None: ...
 
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool: ...
+
+    def park_paused(self, run_id: str, agent: str, until: datetime) -> bool: ...
 
     def get_run(self, run_id: str) -> Run | None: ...
 
@@ -241,6 +246,7 @@ class Executor:
         gate: Callable[[str], ProviderGate] | None = None,
         spend: SpendMeter | None = None,
         usage_sink: UsageSink | None = None,
+        pauses: Callable[[], Pauses] | None = None,
     ) -> None:
         self.store = store
         self.redis = redis_client
@@ -256,6 +262,7 @@ class Executor:
         self.gate: Callable[[str], ProviderGate] = gate or (lambda agent: OpenGate())
         self.spend = spend
         self.usage_sink = usage_sink
+        self.pauses = pauses  # the fleet's pauses, as this process last read them
         self._scripts = LeaseScripts(redis_client)
         self.heartbeats = HeartbeatIndex(redis_client, key_prefix)
 
@@ -277,6 +284,9 @@ class Executor:
                     self.store.defer(run_id, until)
                     log.info("run %s is leased by %s; delivery dropped", run_id, lease.holder())
                     return Delivery.LEASE_HELD
+                held = self._held_by_pause(spec, run_id)
+                if held is not None:
+                    return held
                 if self._over_spend_cap(spec, run_id):
                     return Delivery.PARKED
                 started = self.store.begin_attempt(
@@ -308,6 +318,23 @@ class Executor:
             return self._run_started(spec, started, member, lease)
         finally:
             self._release(lease, member)
+
+    def _held_by_pause(self, spec: AgentSpec, run_id: str) -> Delivery | None:
+        """A paused agent's run waits for the resume (or ends `skipped/paused`), before
+        any attempt is taken; None: the agent is not paused, run it."""
+        pause = self.pauses().agent(spec.name) if self.pauses is not None else None
+        if pause is None:
+            return None
+        now = self.clock.now()
+        if pause.pending is PendingOnPause.SKIP:
+            if not self.store.skip(run_id, Reason.PAUSED, now):
+                return None  # already started or ended: the usual path judges it
+            log.info("run %s skipped: agent %s is paused (%s)", run_id, spec.name, pause.describe())
+            return Delivery.SKIPPED
+        if not self.store.park_paused(run_id, spec.name, now + PAUSED_RECHECK):
+            return None  # resumed since this process read the pauses, or not startable
+        log.info("run %s waits: agent %s is paused (%s)", run_id, spec.name, pause.describe())
+        return Delivery.PAUSED
 
     def _over_spend_cap(self, spec: AgentSpec, run_id: str) -> bool:
         """Park the run until the window turns when its agent has spent its SpendCap across

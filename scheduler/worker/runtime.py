@@ -11,6 +11,7 @@ from scheduler.core import metrics
 from scheduler.core.breaker import RedisBreaker
 from scheduler.core.clock import SystemClock
 from scheduler.core.leases import identity
+from scheduler.core.pauses import PauseCache
 from scheduler.core.settings import Settings
 from scheduler.core.spend import SpendCounter
 from scheduler.outbox import registered_sinks
@@ -52,6 +53,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gate=breaker.gate,
         spend=SpendCounter(client, settings.redis_prefix),
         usage_sink=metrics.record_usage,
+        pauses=PauseCache(store.pauses).get,
     )
     return Runtime(settings, store, client, executor)
 
