@@ -20,12 +20,19 @@ class _Event(BaseModel):
 
 
 class CronTick(_Event):
-    """A cron slot came due. `scheduled_for` is the slot, not the wall clock."""
+    """A cron slot came due. `scheduled_for` is the slot, not the wall clock.
+
+    `nightowl fire` on a cron trigger sends one too, so an agent typed `event: CronTick`
+    works when run by hand: `manual` is True, `fired_by` says who, `scheduled_for` is
+    `--slot` (or the time of the fire), and `payload` is `--payload`, if any."""
 
     kind: Literal["cron"] = "cron"
     trigger: str
     scheduled_for: datetime
     fired_at: datetime
+    manual: bool = False
+    fired_by: str | None = None
+    payload: Any = None
 
 
 class RowChange(_Event):
@@ -90,5 +97,11 @@ def event_from_json(data: Any) -> Event:
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
-    """The JSON-safe dict stored on the run row."""
+    """The JSON-safe dict stored on the run row (a live cron tick without the manual-fire
+    fields: 10,000 of them in one slot should not carry three nulls each)."""
+    if isinstance(event, CronTick) and not event.manual:
+        return event.model_dump(mode="json", exclude=_MANUAL_FIELDS)
     return event.model_dump(mode="json")
+
+
+_MANUAL_FIELDS = {"manual", "fired_by", "payload"}

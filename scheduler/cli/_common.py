@@ -135,3 +135,39 @@ def progress(total: int, description: str) -> Iterator[Callable[[str], None]]:
             bar.update(task, advance=1, description=f"{description} {label}")
 
         yield advance
+
+
+def parse_instant(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 instant with an offset (`--slot`, `--from`), or a usage error naming it."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not ISO 8601 (e.g. 2026-03-01T03:00:00Z)", param_hint=option
+        ) from None
+    if at.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no offset; add Z or +02:00", param_hint=option)
+    return at.astimezone(UTC)
+
+
+def report_terminal(run: Any, json_: bool) -> None:
+    """A run that ended, as `fire --wait` and `runs wait` print it; exits 1 unless it
+    succeeded (the shell's `&&` then means "the agent succeeded")."""
+    data = {
+        "run_id": run.id,
+        "idempotency_key": run.idempotency_key,
+        "status": run.status,
+        "terminal_reason": run.terminal_reason,
+        "result": run.result,
+        "error": run.error,
+    }
+    if json_:
+        print_json(data)
+    else:
+        reason = f"/{run.terminal_reason}" if run.terminal_reason else ""
+        detail = json.dumps(run.result, default=str) if run.status == "succeeded" else (run.error or "")
+        echo(f"{run.id} {run.status}{reason} {detail}".rstrip())
+    if run.status != "succeeded":
+        raise typer.Exit(EXIT_FINDINGS)

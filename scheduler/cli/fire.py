@@ -13,20 +13,26 @@ from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
     fail,
+    parse_instant,
     print_json,
     publisher_for,
     registry_for,
+    report_terminal,
     settings_for,
     store_for,
 )
+from scheduler.core.settings import Settings
 from scheduler.core.vocabulary import ACTIVE_STATUSES, RunStatus
 from scheduler.ops import runs as operations
+from scheduler.storage.store import Store
+from triggers import Registry
 
 
 def fire(
     trigger: str,
     payload: Annotated[
-        str | None, typer.Option(help="JSON handed to the agent as ManualFire.payload")
+        str | None,
+        typer.Option(help="JSON handed to the agent as event.payload (ManualFire, or a manual CronTick)"),
     ] = None,
     key: Annotated[
         str | None, typer.Option(help="Idempotency: firing twice with the same key makes one run")
@@ -34,6 +40,19 @@ def fire(
     force: Annotated[
         bool, typer.Option(help="Ignore the trigger's overlap policy, and fire even while it is paused")
     ] = False,
+    slot: Annotated[
+        str | None,
+        typer.Option(help="Cron triggers: the slot the CronTick stands for (ISO 8601; default now)"),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Block until the run ends; print its result; exit 0 only if it succeeded"
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="With --wait: give up after this many seconds (exit 1)")
+    ] = None,
     triggers: TriggersOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -41,6 +60,10 @@ def fire(
 
     Standard output holds only the id of a run that will happen (with --json:
     {run_id, idempotency_key}); notes go to standard error.
+
+    With --wait it blocks until the run ends and prints it ({run_id, idempotency_key,
+    status, terminal_reason, result, error} with --json); the exit code is then 0 only
+    for `succeeded`, and 1 when it ended otherwise or --timeout passed first.
 
     Exit codes:
     0  a run is recorded and will run: a new one, or the active run that an
@@ -52,6 +75,7 @@ def fire(
        database failed.
     2  usage.
     """
+    at = parse_instant(slot, "--slot")
     data: Any = None
     if payload is not None:
         try:
@@ -72,6 +96,7 @@ def fire(
             payload=data,
             key=key,
             force=force,
+            slot=at,
         )
     finally:
         publisher.close()
@@ -85,10 +110,27 @@ def fire(
             f"nothing to run: key {key!r} was fired before as run {fired.run_id}, which "
             f"already ended {fired.status}; fire with another --key to run again"
         )
-    if json_:
-        print_json({"run_id": fired.run_id, "idempotency_key": fired.idempotency_key})
+    if not wait:
+        if json_:
+            print_json({"run_id": fired.run_id, "idempotency_key": fired.idempotency_key})
+        else:
+            typer.echo(fired.run_id)
     else:
-        typer.echo(fired.run_id)
+        typer.echo(f"run {fired.run_id}: waiting for it to end", err=True)
+    _notes(fired, trigger, key, registry, store, settings)
+    if wait:
+        report_terminal(operations.wait(store, fired.run_id, timeout), json_)
+
+
+def _notes(
+    fired: operations.Fired,
+    trigger: str,
+    key: str | None,
+    registry: Registry,
+    store: Store,
+    settings: Settings,
+) -> None:
+    """What the operator should know about the run they fired (standard error)."""
     if not fired.created:
         typer.echo(f"note: key {key!r} was fired before; that run is {fired.status} (no new run)", err=True)
     elif fired.status == RunStatus.WAITING:

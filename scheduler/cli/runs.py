@@ -18,6 +18,7 @@ from scheduler.cli._common import (
     print_table,
     publisher_for,
     redis_for,
+    report_terminal,
     settings_for,
     store_for,
 )
@@ -169,6 +170,21 @@ def cancel_run(run_id: str, triggers: TriggersOpt = None, json_: JsonOpt = False
         print_json({"run_id": run_id, "result": what})
     else:
         typer.echo(f"run {run_id}: {what}")
+
+
+@app.command("wait")
+def wait_run(
+    run_id: str,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Give up after this many seconds (exit 1).")
+    ] = None,
+    json_: JsonOpt = False,
+    triggers: TriggersOpt = None,
+) -> None:
+    """Block until a run ends and print it; exit 0 only if it succeeded, 1 when it ended
+    otherwise or --timeout passed first."""
+    store = store_for(settings_for(triggers))
+    report_terminal(operations.wait(store, run_id, timeout), json_)
 
 
 @app.command("show")

@@ -38,6 +38,8 @@ class NewRun:
     overlap: str | None = None  # a RunOverlap (skip | buffer_one | cancel_other | wait) or None
     id: str = field(default_factory=new_run_id)
     error: str | None = None  # why a run inserted already ended (an unstorable event)
+    origin: str = "live"  # a RunOrigin: live | manual | backfill | replay
+    replay_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class StartedAttempt:
     usage: dict[str, Any] | None = None
     deferrals: int = 0
     agent_version: str | None = None  # the version the run started with
+    replay_of: str | None = None  # the run this one replays (`runs replay`)
 
     @property
     def counted_attempt(self) -> int:

@@ -143,6 +143,15 @@ class WaitingFor(StrEnum):
     PAUSED = "paused"  # its agent is paused (`agents pause`): it starts on resume
 
 
+class RunOrigin(StrEnum):
+    """`runs.origin`: what made the run."""
+
+    LIVE = "live"  # its trigger fired
+    MANUAL = "manual"  # `nightowl fire`
+    BACKFILL = "backfill"  # `nightowl triggers backfill`
+    REPLAY = "replay"  # `nightowl runs replay`
+
+
 class StallReason(StrEnum):
     """`attempts.reason` of a `stalled` attempt."""
 

@@ -152,7 +152,8 @@ class SchedulerService:
         self._lock = threading.Lock()
         self._heap: list[tuple[datetime, str]] = []
         self._states: dict[str, tuple[dict[str, Any], int]] = {}
-        self._pauses: Pauses = NO_PAUSES  # read at the start of every tick
+        self._pauses: Pauses = NO_PAUSES  # read by every tick that evaluates something
+        self._pauses_read_at: datetime | None = None
         self.poll_wait = poll_wait
         self._pool = ThreadPoolExecutor(max_workers=poll_workers, thread_name_prefix="nightowl-poll")
         # Polls started and not yet committed, with the (state, revision) each started from:
@@ -263,14 +264,20 @@ class SchedulerService:
                     raise
         elif self._stash:
             return  # still backing off: evaluating more would only grow what waits
-        self._read_pauses(now)
         due = list(self._pop_due(now))
         self._taken.update(due)
+        # A failed read of the pauses fails the tick, but only after the polls started (on
+        # the last view): a database outage must not cost the observation a poll makes.
+        unread = self._read_pauses(now, needed=bool(due or self._inflight))
         started = [
             self._start_poll(name, now)
             for name in due
             if _polls(self.registry, name) and not self._frozen(name, now)
         ]
+        if unread is not None:
+            if started:  # the observation is made now, while the source still shows it
+                wait(started, timeout=self.poll_wait.total_seconds())
+            raise unread
         # Streamed: the first chunk commits and publishes after <= 500 evaluations,
         # not after all of them.
         evaluated = (self._evaluate(name, now, report) for name in due if not _polls(self.registry, name))
@@ -341,18 +348,32 @@ class SchedulerService:
                 seen.add(name)
                 yield name
 
-    def _read_pauses(self, now: datetime) -> None:
-        """The fleet's pauses, once per tick. When they changed, a resumed trigger that holds
-        a slot (a run-latest pause) is evaluated now, not at its next slot an hour away."""
-        pauses = self.store.pauses()
+    def _read_pauses(self, now: datetime, *, needed: bool) -> Exception | None:
+        """The fleet's pauses: every tick that evaluates something (a failed read fails the
+        tick, and its triggers are scheduled again), and every PAUSED_RECHECK otherwise (a
+        failed read then changes nothing: a tick with nothing due proves nothing about the
+        database). When they changed, a resumed trigger that holds a slot (a run-latest
+        pause) is evaluated now, not at its next slot an hour away."""
+        recent = self._pauses_read_at is not None and now - self._pauses_read_at < PAUSED_RECHECK
+        if not needed and recent:
+            return None
+        try:
+            pauses = self.store.pauses()
+        except Exception as exc:
+            if needed:
+                return exc
+            log.debug("pauses not read: %s", exc)
+            return None
+        self._pauses_read_at = now
         changed, self._pauses = pauses != self._pauses, pauses
         if not changed:
-            return
+            return None
         busy = self._taken | set(self._inflight)
         for name, (state, _) in self._states.items():
             held = PAUSED_SLOT in state and name in self.registry.triggers and name not in busy
             if held and pauses.trigger(name) is None:
                 self._schedule(name, now)
+        return None
 
     def _frozen(self, name: str, now: datetime) -> bool:
         """A paused trigger that consumes its source (db_change) is not polled: its cursor

@@ -10,22 +10,25 @@ from __future__ import annotations
 import contextlib
 import getpass
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import redis
 
-from agents import ManualFire, event_to_json, json_problem
+from agents import CronTick, Event, ManualFire, event_to_json, json_problem
 from scheduler.core.errors import RunNotFoundError, SchedulerError
 from scheduler.core.overlap import overlap_for
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.scrub import scrub_text
 from scheduler.core.values import Dispatch, NewRun
-from scheduler.core.vocabulary import RETRYABLE_STATUSES, TERMINAL_STATUSES, Reason, RunStatus
+from scheduler.core.vocabulary import RETRYABLE_STATUSES, TERMINAL_STATUSES, Reason, RunOrigin, RunStatus
+from scheduler.storage.models import Run
 from scheduler.storage.store import Store
-from triggers import Registry
+from triggers import CronTrigger, Registry
 
 
 class OperationError(SchedulerError):
@@ -58,9 +61,11 @@ def fire(
     payload: Any = None,
     key: str | None = None,
     force: bool = False,
+    slot: datetime | None = None,
 ) -> Fired:
-    """A manual run of `trigger`'s agent (`ManualFire` event), under its overlap policy and
-    refused while the trigger is paused, unless `force`."""
+    """A manual run of `trigger`'s agent, under its overlap policy and refused while the
+    trigger is paused, unless `force`. A cron trigger's agent gets a `CronTick` marked
+    manual (`scheduled_for` = `slot` or now), any other a `ManualFire`."""
     spec = registry.triggers.get(trigger)
     if spec is None:
         known = ", ".join(sorted(registry.triggers)) or "none"
@@ -77,8 +82,22 @@ def fire(
     agent = registry.agent_for(spec)
     overlap, overlap_key = (None, None) if force else overlap_for(spec.overlap, trigger, None)
     idem = f"manual:{trigger}:{key or uuid.uuid4()}"
-    event = ManualFire(
-        trigger=trigger, payload=payload, fired_by=f"{getpass.getuser()}@{socket.gethostname()}"
+    if slot is not None and not isinstance(spec.source, CronTrigger):
+        raise OperationError(f"--slot is for cron triggers; {trigger!r} is a {spec.kind} trigger")
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    # The event the trigger itself produces, so an agent typed `event: CronTick` works when
+    # fired by hand; the other kinds' events describe a change in a source, so a ManualFire.
+    event: Event = (
+        CronTick(
+            trigger=trigger,
+            scheduled_for=slot or now,
+            fired_at=now,
+            manual=True,
+            fired_by=by,
+            payload=payload,
+        )
+        if isinstance(spec.source, CronTrigger)
+        else ManualFire(trigger=trigger, payload=payload, fired_by=by)
     )
     run = NewRun(
         idempotency_key=idem,
@@ -86,10 +105,11 @@ def fire(
         agent=agent.name,
         queue=agent.queue,
         event=event_to_json(event),
-        logical_time=now,
+        logical_time=slot or now,
         agent_version=agent.version,
         overlap=overlap,
         overlap_key=overlap_key,
+        origin=RunOrigin.MANUAL,
     )
     inserted = store.commit_tick([run], [], [], now)
     if not inserted:
@@ -147,3 +167,41 @@ def cancel(store: Store, client: redis.Redis, prefix: str, run_id: str, now: dat
         "cancel requested: the agent sees ctx.cancelled at its next heartbeat; a retry "
         "will not start; a prefork worker terminates it after the agent's cancel_grace"
     )
+
+
+class WaitTimeoutError(OperationError):
+    """`wait` gave up before the run ended (the run goes on)."""
+
+    def __init__(self, run_id: str, status: str, timeout: float) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            f"run {run_id} is still {status} after {timeout:g}s (it goes on; "
+            f"`nightowl runs wait {run_id}` waits again)"
+        )
+
+
+def wait(
+    store: Store,
+    run_id: str,
+    timeout: float | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Run:
+    """Block until the run is terminal and return it (WaitTimeoutError after `timeout`
+    seconds; None: no limit). Polls the database, quickly at first (a no-op agent ends in
+    milliseconds), then every half second."""
+    deadline = None if timeout is None else monotonic() + timeout
+    interval = 0.05
+    while True:
+        run = store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        if run.status in TERMINAL_STATUSES:
+            return run
+        if deadline is not None and monotonic() >= deadline:
+            raise WaitTimeoutError(run_id, run.status, timeout or 0.0)
+        pause = interval if deadline is None else max(0.0, min(interval, deadline - monotonic()))
+        sleep(pause)
+        interval = min(interval * 2, 0.5)

@@ -186,6 +186,7 @@ _TAKE_FENCE = (
         runs_t.c.usage,
         runs_t.c.deferrals,
         runs_t.c.agent_version,
+        runs_t.c.replay_of,
     )
 )
 # Start, step 3 (and a cancelled run's end): an attempt still `running` lost its worker.
@@ -465,6 +466,7 @@ class AttemptStore(StoreGroup):
             row.usage,
             row.deferrals or 0,
             row.agent_version,
+            row.replay_of,
         )
 
     def _check_concurrency(self, conn: Connection, run_id: str, agent: str, cap: int) -> None:

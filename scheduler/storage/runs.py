@@ -50,6 +50,8 @@ _RUN_COLUMNS: dict[str, str] = {
     "created_at": "timestamptz",
     "finished_at": "timestamptz",
     "error": "text",
+    "origin": "text",
+    "replay_of": "text",
 }
 # A chunk of rows travels as ONE JSON document, expanded by jsonb_to_recordset: json.dumps
 # is C, while psycopg dumps array parameters element by element in Python (17 arrays of 500
@@ -157,6 +159,8 @@ class RunStore(StoreGroup):
                         "created_at": now,
                         "finished_at": now if r.status in TERMINAL_STATUSES else None,
                         "error": r.error,
+                        "origin": r.origin,
+                        "replay_of": r.replay_of,
                     }
                     for r in runs
                 ]

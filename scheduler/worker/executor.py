@@ -638,6 +638,7 @@ class Executor:
             log=logger,
             outbox=OutboxBuffer(self.sinks, self.outbox_max_value_bytes),
             previous_heartbeat=started.previous_heartbeat,
+            replay_of=started.replay_of,
             _heartbeat_sink=on_progress,
             _cancel=cancel_event,
             _budget=spec.budget,

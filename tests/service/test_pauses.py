@@ -20,6 +20,7 @@ from tests.service.test_db_change import Watched, trigger
 from triggers import metric
 
 MODULE = "tests.fixtures.e2e_triggers"
+RELIABILITY = "tests.fixtures.reliability_triggers"
 
 
 @pytest.fixture(autouse=True)
@@ -88,35 +89,35 @@ def test_run_latest_on_resume_runs_the_newest_paused_slot_once_under_its_live_ke
     settings: Settings, store: Store
 ) -> None:
     clock = FakeClock(T0)
-    registry = registry_of(MODULE, ["every-second"])
+    registry = registry_of(RELIABILITY, ["minutely"])
     svc = make_service(settings, registry, clock)
     svc.tick()
-    pause(store, "every-second", clock.now(), missed=MissedOnPause.RUN_LATEST)
+    pause(store, "minutely", clock.now(), missed=MissedOnPause.RUN_LATEST)
     for _ in range(4):
-        clock.advance(1)
+        clock.advance(60)
         svc.tick()
     assert keys(store) == []
-    assert ledger(store, "every-second") == [
-        (T0 + timedelta(seconds=1), T0 + timedelta(seconds=3), 3, "paused")
-    ]
+    assert ledger(store, "minutely") == [(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3), 3, "paused")]
     # A scheduler that takes over while paused keeps holding it (the slot is in the state)
     svc.close()
     svc = make_service(settings, registry, clock)
     svc.tick()
     assert keys(store) == []
-    # When resumed (no new slot due yet): the held slot runs, once, even with two replicas
-    store.resume(PauseScope.TRIGGER, "every-second", clock.now())
-    clock.advance(0.5)
+    # When resumed, the held slot runs within a tick or so (not at the next slot, a minute
+    # away), once, even with two replicas
+    store.resume(PauseScope.TRIGGER, "minutely", clock.now())
     other = make_service(settings, registry, clock, owner="standby")
-    svc.tick()
-    other.tick()
-    assert keys(store) == ["cron:every-second:2026-03-01T12:00:04Z"]
+    for _ in range(3):
+        clock.advance(0.5)
+        svc.tick()
+        other.tick()
+    assert keys(store) == ["cron:minutely:2026-03-01T12:04:00Z"]
     (run,) = store.list_runs()
-    assert run.logical_time == T0 + timedelta(seconds=4)
-    clock.advance(0.5)
+    assert run.logical_time == T0 + timedelta(minutes=4)
+    assert "paused_slot" not in store.trigger_rows()["minutely"].state
+    clock.advance(60)
     svc.tick()
-    assert keys(store) == ["cron:every-second:2026-03-01T12:00:04Z", "cron:every-second:2026-03-01T12:00:05Z"]
-    assert "paused_slot" not in store.trigger_rows()["every-second"].state
+    assert keys(store) == ["cron:minutely:2026-03-01T12:04:00Z", "cron:minutely:2026-03-01T12:05:00Z"]
 
 
 def test_a_paused_db_change_trigger_freezes_its_cursor_and_loses_no_row(
