@@ -12,6 +12,7 @@ from scheduler.cli import agents as agents_cmd
 from scheduler.cli import (
     agents_list,
     alerts_cmd,
+    backfill_cmd,
     deadletters_cmd,
     doctor_cmd,
     fire,
@@ -19,6 +20,7 @@ from scheduler.cli import (
     outbox_cmd,
     pause_cmd,
     runs,
+    runs_actions,
     services,
     status_cmd,
     triggers_cmd,
@@ -34,6 +36,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+runs.app.command("retry")(runs_actions.retry_runs)
+runs.app.command("cancel")(runs_actions.cancel_runs)
+runs.app.command("replay")(runs_actions.replay_runs)
 app.add_typer(runs.app, name="runs")
 app.add_typer(triggers_cmd.app, name="triggers")
 app.add_typer(services.db_app, name="db")
@@ -44,6 +49,7 @@ agents_cmd.app.command("list")(agents_list.list_agents)
 agents_cmd.app.command("pause")(pause_cmd.pause_agents)
 agents_cmd.app.command("resume")(pause_cmd.resume_agents)
 triggers_cmd.app.command("pause")(pause_cmd.pause_triggers)
+triggers_cmd.app.command("backfill")(backfill_cmd.backfill)
 triggers_cmd.app.command("resume")(pause_cmd.resume_triggers)
 app.add_typer(agents_cmd.app, name="agents")
 app.command("scheduler")(services.scheduler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -16,8 +15,6 @@ from scheduler.cli._common import (
     iso,
     print_json,
     print_table,
-    publisher_for,
-    redis_for,
     report_terminal,
     settings_for,
     store_for,
@@ -137,39 +134,6 @@ def list_runs(
     if rows:
         typer.echo("usage by agent (the runs above):")
         print_table(usage_by_agent(found), ["agent", "runs", "tokens", "cost_usd", "tool_calls"])
-
-
-@app.command("retry")
-def retry_run(run_id: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
-    """Give a dead, failed or timed-out run one more attempt."""
-    settings = settings_for(triggers)
-    store = store_for(settings)
-    publisher = publisher_for(settings)
-    try:
-        d = operations.retry(store, publisher, run_id, datetime.now(UTC))
-    finally:
-        publisher.close()
-    if json_:
-        print_json({"run_id": d.run_id, "attempt": d.attempt + 1})
-    else:
-        typer.echo(f"run {d.run_id} queued for attempt {d.attempt + 1}")
-
-
-@app.command("cancel")
-def cancel_run(run_id: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
-    """Cancel a run: at once if not started, cooperatively (then terminated) if running."""
-    settings = settings_for(triggers)
-    client = redis_for(settings)
-    try:
-        what = operations.cancel(
-            store_for(settings), client, settings.redis_prefix, run_id, datetime.now(UTC)
-        )
-    finally:
-        client.close()
-    if json_:
-        print_json({"run_id": run_id, "result": what})
-    else:
-        typer.echo(f"run {run_id}: {what}")
 
 
 @app.command("wait")

@@ -205,3 +205,68 @@ def wait(
         pause = interval if deadline is None else max(0.0, min(interval, deadline - monotonic()))
         sleep(pause)
         interval = min(interval * 2, 0.5)
+
+
+KEEP_PAYLOAD: Any = object()  # replay's `payload` default: the event as it was
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    run_id: str
+    replay_of: str
+    published: bool = True
+
+
+def replay(
+    store: Store,
+    publisher: Publisher,
+    run_id: str,
+    now: datetime,
+    *,
+    payload: Any = KEEP_PAYLOAD,
+    registry: Registry | None = None,
+    origin: RunOrigin = RunOrigin.REPLAY,
+) -> Replayed:
+    """A new run of the same agent with the same event (its payload replaced if given),
+    `replay_of` the original and a fresh idempotency key, so it can never be mistaken for
+    the original's redelivery. Not held back by the overlap policy: a replay is asked for.
+    It runs the agent's current version when the registry knows the agent."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    event = dict(run.event or {})
+    if payload is not KEEP_PAYLOAD:
+        if event.get("kind") not in ("manual", "cron"):
+            raise OperationError(
+                f"run {run_id}'s event is a {event.get('kind')} event, which carries no payload; "
+                "replay it without --payload"
+            )
+        problem = json_problem(payload, "payload")
+        if problem is not None:
+            raise OperationError(f"the payload cannot be stored: {problem}")
+        event["payload"] = payload
+        if event["kind"] == "cron":
+            event.setdefault("manual", False)
+    spec = registry.agents.get(run.agent) if registry is not None else None
+    new = NewRun(
+        idempotency_key=f"replay:{run_id}:{uuid.uuid4()}",
+        trigger=run.trigger,
+        agent=run.agent,
+        queue=spec.queue if spec is not None else run.queue,
+        event=event,
+        logical_time=run.logical_time,
+        agent_version=spec.version if spec is not None else run.agent_version,
+        origin=origin,
+        replay_of=run_id,
+    )
+    (inserted,) = store.commit_tick([new], [], [], now)
+    try:
+        dispatch(
+            store,
+            publisher,
+            [Dispatch(inserted.id, inserted.agent, inserted.queue, inserted.trigger, 0)],
+            now,
+        )
+    except Exception:
+        return Replayed(inserted.id, run_id, published=False)  # the sweeper publishes it
+    return Replayed(inserted.id, run_id)

@@ -42,11 +42,15 @@ class Queries(StoreGroup):
         trigger: str | None = None,
         agent: str | None = None,
         version: str | None = None,
+        since: datetime | None = None,
         limit: int = 50,
     ) -> list[Run]:
-        """Newest first (`runs list`), optionally of one status, trigger, agent or agent
-        version (the version a run started with)."""
+        """Newest first (`runs list`, and the runs a bulk action acts on), optionally of one
+        status, trigger, agent or agent version (the version a run started with), created
+        at or after `since`."""
         stmt = sa.select(Run).order_by(runs_t.c.created_at.desc(), runs_t.c.id).limit(limit)
+        if since is not None:
+            stmt = stmt.where(runs_t.c.created_at >= since)
         for column, value in (
             (runs_t.c.status, status),
             (runs_t.c.trigger, trigger),
@@ -57,6 +61,26 @@ class Queries(StoreGroup):
                 stmt = stmt.where(column == value)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
+
+    def runs_by_keys(self, keys: list[str]) -> dict[str, Run]:
+        """The runs with these idempotency keys (a backfill's slots), by key."""
+        out: dict[str, Run] = {}
+        with Session(self.engine, expire_on_commit=False) as session:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                out.update(
+                    (r.idempotency_key, r)
+                    for r in session.scalars(sa.select(Run).where(runs_t.c.idempotency_key.in_(chunk)))
+                )
+        return out
+
+    def statuses_of(self, run_ids: list[str]) -> dict[str, str]:
+        """run id -> status (a backfill waiting for its active runs)."""
+        if not run_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs_t.c.id, runs_t.c.status).where(runs_t.c.id.in_(run_ids)))
+            return {r.id: r.status for r in rows}
 
     def active_runs_of(self, agents: list[str] | None, statuses: tuple[str, ...]) -> list[str]:
         """Ids of the runs of `agents` (None: every agent) in `statuses` (a pause's
