@@ -44,7 +44,6 @@ def agent_summary(
         "version": spec.version,
         "queue": spec.queue,
         "paused": pause is not None,
-        "pause_reason": pause.reason if pause is not None else None,
         "budget": spec.budget.as_dict() if spec.budget is not None else None,
         "spend_cap": spec.spend_cap.as_dict() if spec.spend_cap is not None else None,
         "breaker": breaker,
@@ -77,12 +76,12 @@ def _from_database(settings: Settings, now: datetime) -> tuple[dict[str, int] | 
         store.engine.dispose()
 
 
-def gather(settings: Settings, registry: Registry, now: datetime) -> list[dict[str, Any]]:
-    """One row per registered agent, by name."""
+def gather(settings: Settings, registry: Registry, now: datetime) -> tuple[list[dict[str, Any]], Pauses]:
+    """One row per registered agent, by name, and the pauses (the table shows their reasons)."""
     names = sorted(registry.agents)
     breakers = _breakers(settings, names)
     runs, pauses = _from_database(settings, now)
-    return [
+    rows = [
         agent_summary(
             registry.agents[name],
             breakers.get(name, {}),
@@ -91,6 +90,7 @@ def gather(settings: Settings, registry: Registry, now: datetime) -> list[dict[s
         )
         for name in names
     ]
+    return rows, pauses
 
 
 def _cell(value: Any) -> Any:
@@ -100,10 +100,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _paused_cell(row: dict[str, Any]) -> str:
-    if not row["paused"]:
+def _paused_cell(pause: PauseRecord | None) -> str:
+    if pause is None:
         return "no"
-    return f"yes: {row['pause_reason']}" if row["pause_reason"] else "yes"
+    return f"yes: {pause.reason}" if pause.reason else "yes"
 
 
 def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
@@ -115,10 +115,14 @@ def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
         for problem in exc.problems:
             typer.echo(problem, err=True)
         raise typer.Exit(EXIT_FINDINGS) from None
-    rows = gather(settings, registry, datetime.now(UTC))
+    rows, pauses = gather(settings, registry, datetime.now(UTC))
     if json_:
         print_json(rows)
     else:
         print_table(
-            [{k: _cell(v) for k, v in row.items()} | {"paused": _paused_cell(row)} for row in rows], COLUMNS
+            [
+                {k: _cell(v) for k, v in row.items()} | {"paused": _paused_cell(pauses.agent(row["name"]))}
+                for row in rows
+            ],
+            COLUMNS,
         )

@@ -47,7 +47,6 @@ def trigger_summary(
         "next_evaluation": iso(row.next_evaluation) if row else None,
         "source_failing": bool(row.source_failing) if row else False,
         "paused": pause is not None,
-        "pause_reason": pause.reason if pause is not None else None,
     }
 
 
@@ -122,20 +121,19 @@ def list_triggers(
                         "next_evaluation": None,
                         "source_failing": row.source_failing,
                         "paused": pauses.trigger(name) is not None,
-                        "pause_reason": None,
                     }
                 )
     if json_:
         print_json(rows)
     else:
-        shown = [r | {"paused": _paused_cell(r)} for r in rows]
+        shown = [r | {"paused": _paused_cell(pauses.trigger(r["name"]))} for r in rows]
         print_table(shown, ["name", "kind", "agent", "state", "next_evaluation", "source_failing", "paused"])
 
 
-def _paused_cell(row: dict[str, Any]) -> str:
-    if not row["paused"]:
+def _paused_cell(pause: PauseRecord | None) -> str:
+    if pause is None:
         return "no"
-    return f"yes: {row['pause_reason']}" if row["pause_reason"] else "yes"
+    return f"yes: {pause.reason}" if pause.reason else "yes"
 
 
 def _cron(registry: Registry, name: str) -> tuple[TriggerSpec, CronTrigger]:
@@ -201,6 +199,7 @@ def show(name: str, triggers: TriggersOpt = None, json_: JsonOpt = False) -> Non
                     }
                 )
     data = trigger_summary(spec, row, pause) | {
+        "pause_reason": pause.reason if pause else None,
         "paused_since": iso(pause.paused_at) if pause else None,
         "paused_by": pause.paused_by if pause else None,
         "defined_at": str(spec.location),

@@ -247,6 +247,8 @@ _FINISH_ATTEMPT = (
         reason=_b("p_reason"),
         error_class=_b("p_error_class"),
         error_message=_b("p_error"),
+        traceback=_b("p_traceback"),
+        progress_at=sa.func.coalesce(_b("p_progress_at", type_=_WHEN), attempts_t.c.progress_at),
         usage=_b("p_attempt_usage"),
         finished_at=_now(),
     )
@@ -363,6 +365,8 @@ class Ending:
     last_heartbeat: dict[str, Any] | None = None
     outbox: Sequence[OutboxWrite] = ()
     attempt_usage: dict[str, Any] | None = None
+    traceback: str | None = None
+    progress_at: datetime | None = None
 
 
 def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Ending) -> dict[str, Any]:
@@ -384,6 +388,8 @@ def _finish_binds(started: StartedAttempt, outcome: AttemptOutcome, ending: Endi
         "p_result": ending.result,
         "p_error": ending.error,
         "p_error_class": ending.error_class,
+        "p_traceback": ending.traceback,
+        "p_progress_at": ending.progress_at,
         "p_usage": ending.usage,
         "p_attempt_usage": ending.attempt_usage,
         "p_heartbeat": ending.last_heartbeat,
@@ -553,6 +559,8 @@ class AttemptStore(StoreGroup):
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
         attempt_usage: dict[str, Any] | None = None,
+        traceback: str | None = None,
+        progress_at: datetime | None = None,
     ) -> RunStatus | None:
         """The fenced final write of `outcome`: the run status written, or None (and nothing
         written) when our fence is stale.
@@ -566,7 +574,18 @@ class AttemptStore(StoreGroup):
         The fence keeps a retry safe; a try whose commit landed before its connection broke
         is recognised by the run carrying our fence and an ended status.
         """
-        ending = Ending(now, result, error, error_class, usage, last_heartbeat, outbox, attempt_usage)
+        ending = Ending(
+            now,
+            result,
+            error,
+            error_class,
+            usage,
+            last_heartbeat,
+            outbox,
+            attempt_usage,
+            traceback,
+            progress_at,
+        )
         try:
             written = self._finish_once(started, outcome, ending)  # the common case
         except Exception as exc:

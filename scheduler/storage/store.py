@@ -33,12 +33,15 @@ from scheduler.storage.attempts import (
 from scheduler.storage.dead_letters import DeadLetterStore
 from scheduler.storage.pauses import PauseStore
 from scheduler.storage.queries import Queries
+from scheduler.storage.run_logs import RunLogStore
 from scheduler.storage.runs import RunStore
 from scheduler.storage.steps import StepStore
 from scheduler.storage.trigger_state import TriggerStateStore
 
 
-class Store(RunStore, AttemptStore, StepStore, TriggerStateStore, DeadLetterStore, PauseStore, Queries):
+class Store(
+    RunStore, AttemptStore, StepStore, TriggerStateStore, DeadLetterStore, PauseStore, RunLogStore, Queries
+):
     """Runs, attempts, steps, trigger state, dead letters, pauses and the read-only queries on
     one engine.
 

@@ -102,6 +102,27 @@ class AttemptFailed(Exception):
     retries are the database's, through the sweeper)."""
 
 
+_FAILURE_CLASSES: dict[str, type[AttemptFailed]] = {}
+
+
+def agent_failure(run_id: str, outcome: Delivery, error: tuple[str | None, str] | None) -> AttemptFailed:
+    """What the task raises for a failed attempt: named like the agent's own exception
+    (`RuntimeError('boom ...')` in Flower, not a wrapper's), still an AttemptFailed for
+    Celery's `throws`; the message ends with where to read the rest."""
+    where = f"run {run_id}: {outcome}; `nightowl runs show {run_id}` has the traceback and what happens next"
+    if error is None:
+        return AttemptFailed(scrub_text(where))
+    error_class, message = error
+    name = (error_class or "AttemptFailed").rsplit(".", 1)[-1]
+    if not name.isidentifier():
+        name = "AttemptFailed"
+    cls = _FAILURE_CLASSES.get(name)
+    if cls is None:
+        cls = _FAILURE_CLASSES.setdefault(name, type(name, (AttemptFailed,), {"__module__": "agent"}))
+    text = message.split(": ", 1)[1] if message.startswith(f"{name}: ") else message
+    return cls(scrub_text(f"{text} ({where})"))
+
+
 def _register_task(app: Celery, agent_name: str, queue: str) -> None:
     def run_agent(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         from scheduler.worker.runtime import current_runtime
@@ -122,7 +143,7 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
                 details={"expected": "[run_id]"},
             )
             return
-        from scheduler.worker.executor import DeliveryNotStarted
+        from scheduler.worker.executor import LAST_FAILURE, DeliveryNotStarted
 
         started = time.monotonic()
         try:
@@ -145,12 +166,7 @@ def _register_task(app: Celery, agent_name: str, queue: str) -> None:
             # The run's state is already committed; raising only makes Celery's events (and
             # Flower) show FAILURE with a reason instead of a green SUCCESS for a failed attempt.
             # Celery's events carry this text to Flower: scrubbed like everything we print.
-            raise AttemptFailed(
-                scrub_text(
-                    f"run {args[0]}: {outcome} (`nightowl runs show "
-                    f"{args[0]}` has the error and what happens next)"
-                )
-            )
+            raise agent_failure(args[0], outcome, LAST_FAILURE.error)
 
     # throws: an expected outcome, logged in one line without a traceback.
     app.task(

@@ -45,6 +45,7 @@ from scheduler.core.leases import Lease, LeaseScripts
 from scheduler.core.pauses import Pauses, PendingOnPause
 from scheduler.core.scrub import scrub_text
 from scheduler.core.steplog import StepFailures
+from scheduler.core.tracebacks import format_failure
 from scheduler.core.values import Beat, StartedAttempt
 from scheduler.core.verdict import (
     EXHAUSTED,
@@ -64,6 +65,8 @@ from scheduler.storage.store import (
     is_transient,
 )
 from scheduler.worker.journal import SpendMeter, StoreJournal, UsageFeed, UsageSink
+from scheduler.worker.logcapture import CapturingAdapter, LogCapture
+from scheduler.worker.logcapture import flush as flush_logs
 from triggers import Registry
 
 log = logging.getLogger("nightowl.worker")
@@ -72,6 +75,16 @@ _WATCH_FAILURES = StepFailures(log)
 
 # A run parked behind a running one is woken when that one ends; this is the fallback poll.
 PARK_POLL = timedelta(seconds=30)
+
+
+class _LastFailure(threading.local):
+    """The agent's own (error class, scrubbed message) of this thread's latest delivery, for
+    the Celery task to raise in Flower in place of a generic wrapper."""
+
+    error: tuple[str | None, str] | None = None
+
+
+LAST_FAILURE = _LastFailure()
 # A run held by its agent's pause is released by the resume; this is the fallback look.
 PAUSED_RECHECK = timedelta(seconds=60)
 
@@ -119,6 +132,8 @@ class ExecutorStore(Protocol):
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
         attempt_usage: dict[str, Any] | None = None,
+        traceback: str | None = None,
+        progress_at: datetime | None = None,
     ) -> RunStatus | None: ...
 
     def steps_of(self, run_id: str) -> list[StepRecord]: ...
@@ -268,6 +283,7 @@ class Executor:
 
     def execute(self, agent_name: str, run_id: str, task_id: str | None = None) -> Delivery:
         """One delivery. The common path costs a lease, one start and one finish transaction."""
+        LAST_FAILURE.error = None
         spec = self.registry.agents[agent_name]  # tasks exist only for registered agents
         # The owner is this delivery, not this process: in a threads pool two deliveries of
         # one run in the same process must not both see the lease as "mine".
@@ -441,10 +457,11 @@ class Executor:
             progress["at"] = self.clock.now()
 
         usage_lock = threading.Lock()  # a step's record and a beat write usage one at a time
+        capture = LogCapture(started.attempt, self.clock.now)
         ctx = self._context(
             spec,
             started,
-            logger,
+            CapturingAdapter(logger, capture),
             deadline=deadline,
             on_progress=on_progress,
             cancel_event=cancel_event,
@@ -474,6 +491,7 @@ class Executor:
                     attempt_usage=ctx.usage_totals.as_dict(),
                 )
             feed.push(ctx.usage_totals)
+            flush_logs(self.store, run_id, capture)
             if last_beat[0].current:
                 self._index_beat(member, spec, progress["at"])
             else:
@@ -522,6 +540,7 @@ class Executor:
             except (Exception, asyncio.CancelledError) as exc:
                 result, error = None, exc
         feed.push(ctx.usage_totals)
+        flush_logs(self.store, run_id, capture, final=True)
         if watch.hard and watch.reason is not None:
             return cancelled(watch.reason, hard=True).delivery  # on_hard wrote it
         return self._conclude(
@@ -532,6 +551,7 @@ class Executor:
             result=result,
             error=error,
             last_heartbeat=dict(latest) or None,
+            progress_at=progress["at"] if latest else None,
         )
 
     def _conclude(
@@ -544,9 +564,10 @@ class Executor:
         result: Any,
         error: BaseException | None,
         last_heartbeat: dict[str, Any] | None,
+        progress_at: datetime | None = None,
     ) -> Delivery:
         """The verdict on an attempt whose agent returned or raised, written fenced."""
-        logger = ctx.log
+        logger = ctx.log.plain if isinstance(ctx.log, CapturingAdapter) else ctx.log
         run_id = started.run_id
         verdict = attempt_verdict(
             spec, started.counted_attempt, cancel, ctx.over_budget, error, deferrals=started.deferrals
@@ -557,6 +578,8 @@ class Executor:
             result=result,
             error=None if error is None else f"{type(error).__name__}: {error}",
             error_class=None if error is None else type(error).__qualname__,
+            traceback=None if error is None else format_failure(error),
+            progress_at=progress_at,
             usage=ctx.usage_record(),
             attempt_usage=ctx.usage_totals.as_dict(),
             last_heartbeat=last_heartbeat,
@@ -684,12 +707,15 @@ class Executor:
         result: Any = None,
         error: str | None = None,
         error_class: str | None = None,
+        traceback: str | None = None,
+        progress_at: datetime | None = None,
         usage: dict[str, Any] | None = None,
         last_heartbeat: dict[str, Any] | None = None,
         outbox: Sequence[OutboxWrite] = (),
         attempt_usage: dict[str, Any] | None = None,
     ) -> RunStatus | None:
         if error is not None:
+            LAST_FAILURE.error = (error_class, scrub_text(error))
             # An agent's exception text may quote a URL with its secret, or hold a NUL
             # character (PostgreSQL's text refuses it): stored scrubbed and clean.
             error = scrub_text(error).replace("\x00", "\\x00")
@@ -702,6 +728,8 @@ class Executor:
             result=result,
             error=error,
             error_class=error_class,
+            traceback=traceback,
+            progress_at=progress_at,
             usage=usage,
             last_heartbeat=last_heartbeat,
             outbox=outbox,

@@ -78,7 +78,8 @@ def test_a_paused_agent_holds_its_runs_and_the_resume_starts_them(
     waiting = run_of(pg_store, run_id)
     assert (waiting.status, waiting.attempt, waiting.deliveries) == ("waiting", 0, 0)
     listed = {a["name"]: a for a in json.loads(cli("agents", "list", "--json").stdout)}
-    assert listed["echo"]["paused"] is True and listed["echo"]["pause_reason"] == "provider incident"
+    assert listed["echo"]["paused"] is True
+    assert "yes: provider incident" in cli("agents", "list").stdout
     assert listed["slow"]["paused"] is False
     status = json.loads(cli("status", "--json").stdout)
     assert [(p["scope"], p["name"], p["reason"]) for p in status["paused"]] == [
@@ -134,7 +135,7 @@ def test_a_paused_trigger_refuses_fire_unless_forced_and_listings_say_why(
     assert pg_store.list_runs() == []
     assert cli("fire", "every-second", "--force").returncode == 0
     rows = {t["name"]: t for t in json.loads(cli("triggers", "list", "--json").stdout)}
-    assert rows["every-second"]["paused"] is True and rows["every-second"]["pause_reason"] == "bad deploy"
+    assert rows["every-second"]["paused"] is True
     assert rows["slow"]["paused"] is False
     assert "yes: bad deploy" in cli("triggers", "list").stdout
     shown = json.loads(cli("triggers", "show", "every-second", "--json").stdout)
