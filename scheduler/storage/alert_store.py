@@ -102,12 +102,54 @@ class AlertStore:
                     sa.update(alerts_t)
                     .where(
                         alerts_t.c.id == alert_id,
+                        alerts_t.c.acked_at.is_(None),  # acknowledged: no more reminders
                         sa.func.coalesce(alerts_t.c.reminded_at, alerts_t.c.created_at) <= now - repeat,
                     )
                     .values(reminded_at=now)
                 ).rowcount
                 == 1
             )
+
+    def ack(self, alert_id: int, by: str, reason: str | None, now: datetime) -> AlertRow:
+        """Acknowledge the episode `alert_id` belongs to (its firing row is marked): it stays
+        open until its cause ends, and sends no more reminders. Raises LookupError for an
+        unknown id and ValueError for an episode that already resolved."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            row = session.get(AlertRow, alert_id)
+            if row is None:
+                raise LookupError(f"no alert with id {alert_id}; list them with `nightowl alerts list`")
+            episode = list(
+                session.scalars(
+                    sa.select(AlertRow).where(
+                        AlertRow.dedupe_key == row.dedupe_key, AlertRow.episode == row.episode
+                    )
+                )
+            )
+            if any(r.state == AlertState.RESOLVED for r in episode):
+                raise ValueError(f"alert {alert_id} ({row.kind}) already resolved; nothing to acknowledge")
+            firing = next(r for r in episode if r.state == AlertState.FIRING)
+            if firing.acked_at is None:
+                firing.acked_at, firing.acked_by, firing.ack_reason = now, by, reason
+            return firing
+
+    def open_alerts(self, limit: int = 500) -> list[AlertRow]:
+        """Firing rows whose episode has not resolved, newest first (`alerts list --open`)."""
+        resolved = alerts_t.alias("resolved")
+        ids = (
+            sa.select(alerts_t.c.id)
+            .outerjoin(
+                resolved,
+                sa.and_(
+                    resolved.c.dedupe_key == alerts_t.c.dedupe_key,
+                    resolved.c.episode == alerts_t.c.episode,
+                    resolved.c.state == AlertState.RESOLVED,
+                ),
+            )
+            .where(alerts_t.c.state == AlertState.FIRING, resolved.c.id.is_(None))
+        )
+        query = sa.select(AlertRow).where(AlertRow.id.in_(ids)).order_by(AlertRow.id.desc()).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(query))
 
     def record_channel(self, alert_id: int, channel: str, outcome: str, now: datetime) -> None:
         with Session(self.engine) as session, session.begin():

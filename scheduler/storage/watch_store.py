@@ -263,6 +263,21 @@ class WatchStore:
                 )
             }
 
+    def run_states(self, run_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """(status, attempt) of these runs (a run pruned by retention is absent)."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            return {
+                r.id: (r.status, r.attempt)
+                for r in conn.execute(
+                    sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.attempt).where(
+                        in_values(conn, runs_t.c.id, ids)
+                    )
+                )
+            }
+
     def by_keys(self, keys: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """(status, started_at) of the runs with these idempotency keys."""
         wanted = list(keys)

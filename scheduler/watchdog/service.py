@@ -53,6 +53,7 @@ from scheduler.core.spend import SpendCounter
 from scheduler.core.values import Dispatch
 from scheduler.core.verdict import lost
 from scheduler.core.vocabulary import AlertKind, RunStatus, StallReason
+from scheduler.storage.alert_store import OpenEpisode
 from scheduler.storage.outbox_store import OutboxStore
 from scheduler.storage.pauses import PauseStore
 from scheduler.storage.queries import Queries
@@ -79,6 +80,32 @@ _SLOT_HELD = frozenset(RunStatus) - {RunStatus.PENDING, RunStatus.QUEUED}
 def _stall_reason(deadline: str) -> StallReason:
     """The heartbeat index's `live` deadline is liveness, `progress` is ctx.heartbeat()."""
     return StallReason.WORKER_LOST if deadline == "live" else StallReason.NO_PROGRESS
+
+
+def _stall_over(o: OpenEpisode, state: tuple[str, int] | None) -> str | None:
+    """Why a stalled attempt's alert may end, or None while it may not."""
+    if state is None:
+        return "the run no longer exists (pruned)"
+    status, attempt = state
+    stalled_attempt = int(o.dedupe_key.rsplit(":", 1)[-1]) if o.dedupe_key.rsplit(":", 1)[-1].isdigit() else 0
+    if status == RunStatus.SUCCEEDED:
+        return "it succeeded after its stalled attempt"
+    if RunStatus(status).terminal:
+        return f"it ended {status}"
+    if status == RunStatus.RUNNING and attempt > stalled_attempt:
+        return f"attempt {attempt} is running"
+    return None
+
+
+def _death_over(state: tuple[str, int] | None) -> str | None:
+    """Why a dead run's alert may end (retried to success, cancelled, pruned), or None."""
+    if state is None:
+        return "the run no longer exists (pruned)"
+    if state[0] == RunStatus.SUCCEEDED:
+        return "it was retried and succeeded"
+    if state[0] == RunStatus.CANCELLED:
+        return "it was cancelled"
+    return None
 
 
 @dataclass
@@ -378,19 +405,31 @@ class Watchdog:
             )
 
     def _resolve_recovered(self, report: CheckReport) -> None:
-        open_ = self.alerts.store.open_of_kind(AlertKind.RUN_STALLED)
-        statuses = self.watch.statuses({o.run_id for o in open_ if o.run_id})
-        for o in open_:
-            if o.run_id and statuses.get(o.run_id) == RunStatus.SUCCEEDED:
-                report.alerts_sent += self.alerts.resolve(
-                    Alert(
-                        kind=AlertKind.RUN_STALLED,
-                        dedupe_key=o.dedupe_key,
-                        run_id=o.run_id,
-                        trigger=o.trigger,
-                        message=f"run {o.run_id} succeeded after its stalled attempt",
-                    )
-                )
+        """End the run alerts whose cause ended. `run_stalled`: the run moved on (a later
+        attempt runs, or it ended, however it ended: a death has its own alert). `run_dead`:
+        it was retried to success, or cancelled. Either: the run is gone (pruned)."""
+        stalled = self.alerts.store.open_of_kind(AlertKind.RUN_STALLED)
+        dead = self.alerts.store.open_of_kind(AlertKind.RUN_DEAD)
+        states = self.watch.run_states({o.run_id for o in (*stalled, *dead) if o.run_id})
+        for o in stalled:
+            why = _stall_over(o, states.get(o.run_id or ""))
+            if why is not None:
+                report.alerts_sent += self._resolve_run_alert(AlertKind.RUN_STALLED, o, why)
+        for o in dead:
+            ended = _death_over(states.get(o.run_id or ""))
+            if ended is not None:
+                report.alerts_sent += self._resolve_run_alert(AlertKind.RUN_DEAD, o, ended)
+
+    def _resolve_run_alert(self, kind: AlertKind, o: OpenEpisode, why: str) -> bool:
+        return self.alerts.resolve(
+            Alert(
+                kind=kind,
+                dedupe_key=o.dedupe_key,
+                run_id=o.run_id,
+                trigger=o.trigger,
+                message=f"run {o.run_id}: {why}",
+            )
+        )
 
     # 3. late schedules -----------------------------------------------------------
 
