@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -26,7 +27,7 @@ from scheduler.core.scrub import scrub_text
 from scheduler.core.service_errors import service_error
 from scheduler.core.vocabulary import AlertKind, RunStatus
 from scheduler.storage.alert_store import AlertStore
-from scheduler.storage.models import Run
+from scheduler.storage.models import Attempt, Run
 from scheduler.storage.outbox_store import OutboxStore
 from triggers import load
 from triggers.sources import celery_redis_reading
@@ -53,6 +54,7 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
         "outbox": {},
         "outbox_lag_s": None,
         "paused": [],
+        "running": [],
         "errors": {},
     }
     for section, read in (("redis", _from_redis), ("database", _from_database)):
@@ -123,6 +125,7 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
         alerts = AlertStore(store.engine)
         open_alerts = Counter({k: len(alerts.open_of_kind(k)) for k in ALERT_KINDS})
         outbox = OutboxStore(store.engine).status(now)
+        running = _running(store, now)
         paused = [
             {
                 "scope": p.scope.value,
@@ -143,7 +146,55 @@ def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
         "outbox": outbox,
         "outbox_lag_s": lag,
         "paused": paused,
+        "running": running,
     }
+
+
+MAX_RUNNING_SHOWN = 20
+
+
+def _running(store: Any, now: datetime) -> list[dict[str, Any]]:
+    """The running runs, oldest first: how long each has run and what its agent last said."""
+    runs = cast(sa.Table, Run.__table__)
+    attempts = cast(sa.Table, Attempt.__table__)
+    query = (
+        sa.select(
+            runs.c.id,
+            runs.c.agent,
+            runs.c.trigger,
+            runs.c.attempt,
+            runs.c.last_heartbeat,
+            attempts.c.started_at,
+            attempts.c.heartbeat_at,
+            attempts.c.progress_at,
+            attempts.c.worker,
+        )
+        .join(attempts, sa.and_(attempts.c.run_id == runs.c.id, attempts.c.number == runs.c.attempt))
+        .where(runs.c.status == RunStatus.RUNNING)
+        .order_by(attempts.c.started_at)
+        .limit(MAX_RUNNING_SHOWN)
+    )
+    with store.engine.connect() as conn:
+        rows = list(conn.execute(query))
+    return [
+        {
+            "run_id": r.id,
+            "agent": r.agent,
+            "trigger": r.trigger,
+            "attempt": r.attempt,
+            "worker": r.worker,
+            "age_s": round((now - r.started_at).total_seconds(), 1),
+            "last_heartbeat": {
+                "note": (r.last_heartbeat or {}).get("note"),
+                "details": (r.last_heartbeat or {}).get("details") or {},
+                "at": iso(r.progress_at if r.last_heartbeat else None),
+            },
+            "beat_age_s": None
+            if r.heartbeat_at is None
+            else round((now - r.heartbeat_at).total_seconds(), 1),
+        }
+        for r in rows
+    ]
 
 
 def breaker_line(breaker: dict[str, Any]) -> str:
@@ -158,8 +209,8 @@ def breaker_line(breaker: dict[str, Any]) -> str:
 
 
 def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
-    """Leaders, workers, queue depths, provider breakers, runs in the last hour, open alerts,
-    outbox lag."""
+    """Leaders, workers, queue depths, provider breakers, what is paused, the running runs
+    (age, last heartbeat), runs in the last hour, open alerts, outbox lag."""
     data = gather(settings_for(triggers), now=datetime.now(UTC))
     if json_:
         print_json(data)
@@ -182,6 +233,19 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
         typer.echo(
             f"{'queue ' + q:20} {runs_queued} runs queued; broker: {d['depth']} waiting, "
             f"{d['unacked']} reserved{age}{lost}"
+        )
+    if not data["running"]:
+        typer.echo(f"{'running':20} none")
+    for r in data["running"]:
+        beat = r["last_heartbeat"]
+        said = (
+            f"last said {beat['note'] or '-'} {json.dumps(beat['details'])}"
+            if beat["at"]
+            else "no heartbeat yet"
+        )
+        echo(
+            f"{'running':20} {r['run_id']} {r['trigger']} -> {r['agent']} attempt {r['attempt']}, "
+            f"{r['age_s']:.0f}s; {said}"
         )
     for p in data["paused"]:
         what = f"every {p['scope']}" if p["name"] == "*" else f"{p['scope']} {p['name']}"

@@ -113,6 +113,11 @@ def test_skip_pending_and_cancel_running(
     # --cancel-running stops a run that is under way (cooperatively, at its next beat)
     slow = fired(cli, "slow")
     wait_for(lambda: run_of(pg_store, slow).status == "running", timeout=20, message="the slow run to start")
+    # status lists it with its age and what it last said
+    wait_for(lambda: (run_of(pg_store, slow).last_heartbeat or {}).get("note") == "step", timeout=10)
+    (running,) = json.loads(cli("status", "--json").stdout)["running"]
+    assert (running["run_id"], running["attempt"], running["last_heartbeat"]["note"]) == (slow, 1, "step")
+    assert running["age_s"] >= 0 and running["last_heartbeat"]["at"]
     out = cli("agents", "pause", "slow", "--cancel-running")
     assert out.returncode == 0 and "1 running run(s) asked to cancel" in out.stdout, out.stdout
     run = finished(pg_store, slow)
