@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+import contextvars
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar, cast
 
 from agents import AgentSpec, SourceLocation
 from agents.options import check_choice, check_name, unknown_option_message
 from triggers.abc import OVERLAP_POLICIES, Overlap, SourceDefinitionError, TriggerDefinitionError
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+# Set while the loader imports a module: a trigger constructor's definition error is kept
+# here and the import goes on, so `triggers validate` reports every bad trigger of a
+# module at once instead of the first one per try.
+_COLLECTED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "nightowl_collected", default=None
+)
+
+
+@contextmanager
+def collecting(problems: list[str]) -> Iterator[None]:
+    token = _COLLECTED.set(problems)
+    try:
+        yield
+    finally:
+        _COLLECTED.reset(token)
+
+
+def collects(constructor: Callable[P, T]) -> Callable[P, T]:
+    """A trigger constructor whose definition error, during a load, is recorded rather than
+    raised (it then returns None: the trigger is not declared)."""
+
+    @functools.wraps(constructor)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return constructor(*args, **kwargs)
+        except TriggerDefinitionError as exc:
+            sink = _COLLECTED.get()
+            if sink is None:
+                raise
+            sink.append(str(exc))
+            return cast(T, None)
+
+    return wrapper
 
 
 def fail(location: SourceLocation, call: str, field: str, problem: str, fix: str) -> TriggerDefinitionError:

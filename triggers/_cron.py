@@ -14,7 +14,7 @@ from typing import Any, Literal, Never
 from agents import AgentSpec, CronTick
 from agents.location import caller_location
 from agents.options import as_timedelta, check_choice
-from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._common import check_common, collects, fail, field_check, reject_unknown
 from triggers._cronexpr import CronExpr, CronSyntaxError
 from triggers.abc import (
     Evaluation,
@@ -164,6 +164,7 @@ def _gaps(missed: list[datetime], expr: CronExpr, extra: int) -> list[MissedGap]
 _OPTIONS = ("tz", "catchup", "catchup_window", "overlap", "jitter", "start_deadline")
 
 
+@collects
 def cron(
     expr: str,
     *,

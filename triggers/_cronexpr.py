@@ -41,6 +41,62 @@ class CronSyntaxError(ValueError):
     """The expression or time zone is not one nightowl accepts; the message says why."""
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# name, lowest, highest, names and what a name is ("a day (mon..sun)")
+_FIELDS: dict[str, tuple[int, int, tuple[str, ...], str]] = {
+    "seconds": (0, 59, (), ""),
+    "minute": (0, 59, (), ""),
+    "hour": (0, 23, (), ""),
+    "day-of-month": (1, 31, (), ""),
+    "month": (1, 12, _MONTHS, "a month (jan..dec)"),
+    "day-of-week": (0, 7, _DAYS, "a day (mon..sun)"),
+}
+_YEAR = re.compile(r"^(19|20|21)\d\d$")
+
+
+def _check_value(field: str, part: str, token: str) -> None:
+    low, high, names, what = _FIELDS[field]
+    if token.isdigit():
+        if not low <= int(token) <= high:
+            raise CronSyntaxError(f"{field}: {part} is out of range ({low}-{high})")
+    elif token.lower() not in names:
+        if what:
+            raise CronSyntaxError(f"{field}: {token!r} is not {what} or a number {low}-{high}")
+        raise CronSyntaxError(f"{field}: {token!r} is not a number {low}-{high}")
+
+
+def _check_part(field: str, part: str) -> None:
+    """One comma-separated part: `*`, `*/n`, `a`, `a-b`, `a-b/n`, `a/n` (and `?`, `L`, `#`
+    forms croniter judges itself)."""
+    base, _, step = part.partition("/")
+    if step:
+        low, high = _FIELDS[field][:2]
+        if not step.isdigit() or not 1 <= int(step) <= high + (1 if low == 0 else 0):
+            raise CronSyntaxError(
+                f"{field}: {part} is out of range (a step of 1-{high + (1 if low == 0 else 0)})"
+            )
+    if base in ("*", "?") or any(c in base for c in "LW#"):
+        return
+    for token in base.split("-", 1):
+        _check_value(field, part, token)
+
+
+def check_fields(fields: list[str]) -> None:
+    """Name the field and the value that is wrong, as a person reads a crontab."""
+    names = list(_FIELDS)[1:] if len(fields) == 5 else list(_FIELDS)
+    if len(fields) == 6 and _YEAR.match(fields[5]):
+        raise CronSyntaxError(
+            f"6 fields mean a leading seconds field, not a trailing year: {fields[5]!r} would be "
+            "the day of the week; drop the year (cron has none)"
+        )
+    for field, text in zip(names, fields, strict=True):
+        for part in text.split(","):
+            if not part:
+                raise CronSyntaxError(f"{field}: an empty value in {text!r}")
+            _check_part(field, part)
+
+
 def _normalise(expr: str) -> tuple[str, list[str]]:
     """Expand aliases, reject what Debian cron lacks, fix croniter's `a-a` reading."""
     text = " ".join(expr.split())
@@ -57,6 +113,7 @@ def _normalise(expr: str) -> tuple[str, list[str]]:
     tokens = {tok.upper() for f in fields for tok in re.split(r"[,/()\-]", f)}
     if tokens & {"H", "R"}:
         raise CronSyntaxError("'H' and 'R' (hashed/random) are not cron syntax; use explicit values")
+    check_fields(fields)
     fields = [_SINGLE_RANGE.sub(r"\1", f) for f in fields]
     return " ".join(fields), fields
 

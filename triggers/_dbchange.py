@@ -34,7 +34,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from agents import AgentSpec, RowChange
 from agents.location import caller_location
 from agents.options import as_timedelta, check_choice
-from triggers._common import check_common, fail, field_check, reject_unknown
+from triggers._common import check_common, collects, fail, field_check, reject_unknown
 from triggers._rowvalues import (
     CursorKind,
     as_time,
@@ -431,6 +431,7 @@ _OPTIONS = (
 )
 
 
+@collects
 def db_change(
     table: str,
     *,

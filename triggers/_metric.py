@@ -19,7 +19,7 @@ from agents import AgentSpec, Event, MetricAlert
 from agents.location import caller_location
 from agents.options import as_timedelta, check_choice
 from triggers._alerting import AlertTrigger, Bounds, Policy, bounds_from
-from triggers._common import check_common, fail, field_check, reject_unknown, source_check
+from triggers._common import check_common, collects, fail, field_check, reject_unknown, source_check
 from triggers.abc import Overlap, TriggerSpec, declare
 from triggers.sources import (
     Reading,
@@ -317,6 +317,7 @@ _OPTIONS = (
 )
 
 
+@collects
 def metric(
     source: MetricSource | Callable[[], Any],
     *,

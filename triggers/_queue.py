@@ -26,7 +26,7 @@ from agents import AgentSpec, Event, QueueDepth
 from agents.location import caller_location
 from agents.options import as_timedelta
 from triggers._alerting import AlertTrigger, Bounds, Policy, bounds_from
-from triggers._common import check_common, fail, field_check, reject_unknown, source_check
+from triggers._common import check_common, collects, fail, field_check, reject_unknown, source_check
 from triggers._metric import alert_policy_from, callable_label
 from triggers.abc import Overlap, TriggerSpec, declare
 from triggers.sources import (
@@ -201,6 +201,7 @@ _OPTIONS = (
 )
 
 
+@collects
 def queue_depth(
     queue: str | RedisList | Callable[[], Any],
     *,

@@ -13,6 +13,7 @@ from types import ModuleType
 from agents import AgentSpec, NightowlError
 from agents._spec import declared_agents
 from agents._spec import forget_module as forget_agents
+from triggers._common import collecting
 from triggers.abc import TriggerError, TriggerSpec, declared_triggers
 from triggers.abc import forget_module as forget_triggers
 from triggers.sources import SourceDefaults
@@ -52,16 +53,46 @@ def split_modules(value: str | Iterable[str] | None) -> list[str]:
     return [p.strip() for p in parts if p and p.strip()]
 
 
+def _path_hint(module: str) -> str | None:
+    """`my_triggers.py` or `./jobs/my_triggers.py` given where a module name belongs."""
+    if not (module.endswith(".py") or "/" in module or "\\" in module):
+        return None
+    name = module.removesuffix(".py").replace("\\", "/").lstrip("./").replace("/", ".")
+    return (
+        f"{module!r} is a file path; --triggers and NIGHTOWL_TRIGGERS take a module name. "
+        f"Fix: pass --triggers {name} (run from the directory that contains it)"
+    )
+
+
+def _where(exc: BaseException, module: str) -> str:
+    """file:line of the innermost frame that is not the import machinery."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+    mine = [f for f in frames if "importlib" not in f.filename]
+    frame = (mine or frames)[-1] if (mine or frames) else None
+    return f"{frame.filename}:{frame.lineno}" if frame else module
+
+
 def _import(module: str, problems: list[str]) -> ModuleType | None:
+    hint = _path_hint(module)
+    if hint is not None:
+        problems.append(hint)
+        return None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `celery -A` does: modules next to you import
     fresh = module not in sys.modules
     if fresh:
         forget_agents(module)
         forget_triggers(module)
+    collected: list[str] = []
     try:
-        return importlib.import_module(module)
+        with collecting(collected):
+            imported = importlib.import_module(module)
+        if collected:
+            problems.extend(collected)
+            sys.modules.pop(module, None)  # imported again (and judged again) next time
+        return imported
     except NightowlError as exc:
+        problems.extend(collected)
         problems.append(str(exc))
     except SyntaxError as exc:
         problems.append(
@@ -74,10 +105,12 @@ def _import(module: str, problems: list[str]) -> ModuleType | None:
                 "Fix: check the dotted module name and run from the directory that contains it"
             )
         else:
-            problems.append(f"{module}: import failed: {exc}. Fix: install the missing package")
+            problems.append(
+                f"{_where(exc, module)}: importing {module} failed: {exc}. "
+                f"Fix: install the package that provides {exc.name!r}, or correct the import"
+            )
     except Exception as exc:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else module
+        where = _where(exc, module)
         problems.append(
             f"{where}: importing {module} raised {type(exc).__name__}: {exc}. "
             "Fix: make the module import cleanly"
@@ -135,5 +168,5 @@ def load(modules: str | Iterable[str] | None) -> Registry:  # noqa: C901 (collec
                 f"@agent({trig.agent_name!r}) or pass the decorated function"
             )
     if problems:
-        raise RegistryLoadError(problems)
+        raise RegistryLoadError(list(dict.fromkeys(problems)))  # each once
     return Registry(tuple(names), agents, triggers)

@@ -81,8 +81,25 @@ def validate(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
                 typer.echo(problem, err=True)
             typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EXIT_FINDINGS)
+    empty = [
+        m
+        for m in registry.modules
+        if not any(t.location.module == m for t in registry.triggers.values())
+        and not any(a.location.module == m for a in registry.agents.values())
+    ]
+    for m in empty:
+        typer.echo(
+            f"warning: module {m!r} defines no trigger and no agent (is it the module you meant?)", err=True
+        )
     if json_:
-        print_json({"ok": True, "agents": sorted(registry.agents), "triggers": sorted(registry.triggers)})
+        print_json(
+            {
+                "ok": True,
+                "agents": sorted(registry.agents),
+                "triggers": sorted(registry.triggers),
+                "warnings": [f"module {m!r} defines no trigger and no agent" for m in empty],
+            }
+        )
     else:
         typer.echo(
             f"ok: {len(registry.triggers)} trigger(s), {len(registry.agents)} agent(s) "

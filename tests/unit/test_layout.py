@@ -95,7 +95,7 @@ def test_ls_scheduler_reads_as_the_data_flow() -> None:
     packages = {p.name for p in (ROOT / "scheduler").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     modules = {p.name for p in (ROOT / "scheduler").glob("*.py")}
     assert packages == PROCESSES | CORE | ON_TOP
-    assert modules == {"__init__.py", "healthcheck.py"}
+    assert modules == {"__init__.py", "healthcheck.py", "client.py"}
 
 
 def test_the_dead_letter_consumer_path_names_a_real_class() -> None:

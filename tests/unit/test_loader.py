@@ -132,3 +132,49 @@ def test_validate_cli_exits_1_with_file_line(
     assert ok.returncode == 0, ok.stderr
     usage = cli("runs", "list", "--limit", "x", cwd=tmp_path)
     assert usage.returncode == 2
+
+
+def test_every_bad_trigger_of_a_module_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, path = write_module(
+        tmp_path,
+        """\
+        cron("0 0 * * fry", agent=a1, name="t1")
+        cron("*/70 * * * * *", agent=a1, name="t2")
+        cron("0 0 1 1 * 2026", agent=a1, name="t3")
+        cron("0 9 * * *", agent=a1, name="fine")
+        cron("0 25 * * *", agent=a1, name="t4")
+        """,
+        monkeypatch,
+    )
+    found = problems(name)
+    assert len(found) == 4 == len(set(found)), found
+    assert f"{path.name}:7:" in found[0] and "day-of-week: 'fry' is not a day (mon..sun)" in found[0]
+    assert f"{path.name}:8:" in found[1] and "seconds: */70 is out of range" in found[1]
+    assert "6 fields mean a leading seconds field, not a trailing year" in found[2]
+    assert f"{path.name}:11:" in found[3] and "hour: 25 is out of range (0-23)" in found[3]
+    # A second load judges it again (it is not left half-imported in sys.modules)
+    assert problems(name) == found
+
+
+def test_a_file_path_gets_the_module_name_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, _ = write_module(tmp_path, 'cron("0 9 * * *", agent=a1, name="fine")\n', monkeypatch)
+    for given in (f"{name}.py", f"./{name}.py"):
+        (found,) = problems(given)
+        assert "is a file path" in found and f"--triggers {name}" in found
+
+
+def test_an_import_error_names_the_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, path = write_module(tmp_path, "import nonexistent_pkg_for_test\n", monkeypatch)
+    (found,) = problems(name)
+    assert f"{path}:7:" in found and "nonexistent_pkg_for_test" in found
+
+
+def test_validate_warns_about_a_module_that_defines_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    (tmp_path / "nothing_here.py").write_text("X = 1\n")
+    out = cli("triggers", "validate", "--triggers", "nothing_here", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "warning: module 'nothing_here' defines no trigger and no agent" in out.stderr
