@@ -82,7 +82,7 @@ class QueueDepthTrigger(AlertTrigger):
         queue: str | RedisList | Callable[[], Any],
         *,
         broker_url: SecretStr | None,
-        key_prefix: str,
+        key_prefix: str | None,
         bounds: Bounds,
         policy: Policy,
         every: timedelta,
@@ -110,7 +110,7 @@ class QueueDepthTrigger(AlertTrigger):
             if isinstance(self.queue, RedisList)
             else "callable"
         )
-        return f"{kind}:{self.key_prefix}{self.queue_name}"
+        return f"{kind}:{self.key_prefix or ''}{self.queue_name}"
 
     def secrets(self) -> tuple[SecretStr | None, ...]:
         extra = self.queue.redis_url if isinstance(self.queue, RedisList) else None
@@ -127,12 +127,20 @@ class QueueDepthTrigger(AlertTrigger):
             source = {
                 "source": "celery",
                 "queue": self.queue,
-                "key_prefix": self.key_prefix,
+                "key_prefix": self.prefix(),
                 "broker_url": shown_url(self.broker_url, "(nightowl's broker)"),
             }
         else:
             source = {"source": "callable", "callable": self.queue_name}
         return {**source, **self.describe_policy()}
+
+    def prefix(self) -> str:
+        """The key prefix of the watched queues: as given; else "" on a broker named with
+        broker_url=, and nightowl's own prefix (NIGHTOWL_REDIS_PREFIX) on nightowl's broker,
+        which is where its own queues live."""
+        if self.key_prefix is not None:
+            return self.key_prefix
+        return "" if self.broker_url is not None else self.defaults.broker_prefix
 
     def _broker(self, defaults: SourceDefaults) -> str:
         if self.broker_url is not None:
@@ -159,7 +167,7 @@ class QueueDepthTrigger(AlertTrigger):
         scheme = url.split("://", 1)[0]
         if scheme in ("redis", "rediss", "valkey"):
             return celery_redis_reading(
-                redis_for(url.replace("valkey://", "redis://", 1)), self.queue, self.key_prefix, now
+                redis_for(url.replace("valkey://", "redis://", 1)), self.queue, self.prefix(), now
             )
         if scheme in ("amqp", "amqps", "pyamqp"):
             return rabbitmq_reading(url, self.queue)
@@ -210,7 +218,7 @@ def queue_depth(
     above: float,
     clear_below: float | None = None,
     broker_url: str | SecretStr | None = None,
-    key_prefix: str = "",
+    key_prefix: str | None = None,
     for_: timedelta | float = 0,
     every: timedelta | float = timedelta(seconds=10),
     cooldown: timedelta | float = timedelta(minutes=5),
@@ -255,7 +263,7 @@ def queue_depth(
         "pass a redis:// or amqp:// URL",
         lambda: secret_url(broker_url, "broker_url"),
     )
-    if not isinstance(key_prefix, str):
+    if key_prefix is not None and not isinstance(key_prefix, str):
         raise fail(location, call, "key_prefix", f"got {key_prefix!r}", "pass a string such as 'myapp:'")
     trigger = QueueDepthTrigger(
         queue,

@@ -36,6 +36,9 @@ class SourceDefaults:
 
     database_url: str | None = None
     broker_url: str | None = None
+    # The key prefix nightowl's own broker uses (NIGHTOWL_REDIS_PREFIX): a queue_depth that
+    # watches nightowl's broker reads its queues under it.
+    broker_prefix: str = ""
 
 
 def mask_url(url: str) -> str:

@@ -165,6 +165,7 @@ class Settings(BaseSettings):
         return SourceDefaults(
             database_url=self.database_url.get_secret_value() if self.database_url else None,
             broker_url=broker.get_secret_value() if broker else None,
+            broker_prefix=self.redis_prefix,
         )
 
     def describe(self) -> dict[str, str]:

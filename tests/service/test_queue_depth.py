@@ -182,3 +182,25 @@ def test_a_dead_broker_sets_source_failing_in_the_listing(settings: Settings, st
     row = store.trigger_rows()["dead"]
     assert row.source_failing is True
     assert "s3cret-pw" not in row.state["last_error"] and "s3cret-pw" not in str(dead.source.describe())
+
+
+def test_without_a_broker_url_it_watches_nightowls_own_queues_under_its_prefix(
+    settings: Settings, store: Store
+) -> None:
+    """`queue_depth("agents")` with no broker_url reads nightowl's broker under
+    NIGHTOWL_REDIS_PREFIX: the depth `status` shows, not 0 forever."""
+    registry = registry_with()
+    publisher = Publisher(create_app(settings, registry))
+    for _ in range(3):
+        publisher.publish([Dispatch(str(uuid.uuid4()), "on-row", "agents", "t", 0)])
+    publisher.close()
+    spec = queue_depth("agents", agent="on-alert", name="own-backlog", above=2)
+    svc = make_service(settings, registry_with(spec), FakeClock(T0))
+    svc.tick()
+    state = store.trigger_rows()["own-backlog"].state
+    assert state["last_reading"]["depth"] == 3, state
+    assert [r.trigger for r in store.list_runs()] == ["own-backlog"]
+    assert spec.source.describe()["key_prefix"] == settings.redis_prefix
+    # An explicit broker_url reads keys exactly as named (another app's broker)
+    named = queue_depth("agents", agent="on-alert", name="named", above=2, broker_url=REDIS_URL)
+    assert named.source.describe()["key_prefix"] == ""
