@@ -182,7 +182,6 @@ def show_data(store: Store, run: Run) -> dict[str, Any]:
         "not_before": iso(run.not_before),
         "deliveries": run.deliveries,
         "replay_of": run.replay_of,
-        "origin": run.origin,
     }
 
 

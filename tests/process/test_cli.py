@@ -73,7 +73,9 @@ def test_runs_list_and_show_json(settings: Settings, store: Store, cli: Cli) -> 
         "waiting_for",
         "not_before",
         "deliveries",
-    }
+        "last_heartbeat",
+        "replay_of",
+    }  # DESIGN's `runs show` shape
     assert detail["event"]["trigger"] == "every-second"
     missing = cli("runs", "show", "nope")
     assert missing.returncode == 1 and "no run with id" in missing.stderr
