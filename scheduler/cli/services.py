@@ -163,12 +163,15 @@ def relay(
 
 def worker(
     triggers: TriggersOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1)] = 2,
-    pool: Annotated[str, typer.Option(help="prefork | threads | solo")] = "prefork",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Pool size, as Celery's -c.")
+    ] = 2,
+    pool: Annotated[str, typer.Option("--pool", "-P", help="prefork | threads | solo")] = "prefork",
     queues: Annotated[
-        str | None, typer.Option(help="Comma-separated queues (default: every agent's queue)")
+        str | None,
+        typer.Option("--queues", "-Q", help="Comma-separated queues (default: every agent's queue)"),
     ] = None,
-    loglevel: str = "INFO",
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Celery's log level")] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")] = None,
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddressOpt = "127.0.0.1",

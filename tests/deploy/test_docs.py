@@ -142,3 +142,38 @@ def test_the_docs_verifier_accepts_a_real_alert_and_rejects_it_five_minutes_late
     assert verify("s3cret", ts, body, sig)  # type: ignore[operator]  # within 5 minutes
     namespace["time"] = SimpleNamespace(time=lambda: int(ts) + 301)
     assert not verify("s3cret", ts, body, sig)  # type: ignore[operator]  # a replay, too old
+
+
+README = DOCS.parent / "README.md"
+
+
+def test_the_readme_trigger_module_loads_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (code,) = [b for b in BLOCK.findall(README.read_text()) if "from triggers import" in b]
+    name = f"readme_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load(name)
+    assert {"digest-9am", "new-orders", "email-backlog", "error-rate"} <= set(registry.triggers)
+
+
+def test_every_nightowl_command_in_the_readme_parses() -> None:
+    """Each `nightowl ...` line of the README's shell blocks, with --help added: an option
+    the CLI does not have (`worker -c 4` once) fails here, not for the reader."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from scheduler.cli import app
+
+    sh = re.findall(r"```sh\n(.*?)```", README.read_text(), re.DOTALL)
+    commands = [
+        shlex.split(line.split("#", 1)[0])[1:]
+        for block in sh
+        for line in block.splitlines()
+        if line.strip().startswith("nightowl ")
+    ]
+    assert len(commands) >= 5
+    runner = CliRunner()
+    for args in commands:
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
