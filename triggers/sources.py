@@ -133,9 +133,12 @@ class SourceHealth:
 
 
 def record_success(state: dict[str, Any]) -> dict[str, Any]:
-    if not state.get("failures") and not state.get("source_failing"):
+    """A poll that worked: the failure count, the flag and the last error go (a source that
+    recovered must not keep showing yesterday's error in `triggers show`)."""
+    if not state.get("failures") and not state.get("source_failing") and "last_error" not in state:
         return state
-    return {**state, "failures": 0, "source_failing": False}
+    cleared = {k: v for k, v in state.items() if k not in ("last_error", "last_error_at")}
+    return {**cleared, "failures": 0, "source_failing": False}
 
 
 def check_number(value: object, what: str) -> float | None:

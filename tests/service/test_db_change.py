@@ -215,6 +215,8 @@ def test_a_down_database_sets_source_failing_after_three_polls_and_recovers(
     clock.advance(5)
     svc.tick()
     assert store.trigger_rows()["down"].source_failing is False
+    # and `triggers show` no longer shows the old error
+    assert "last_error" not in store.trigger_rows()["down"].state
 
 
 def test_runs_and_cursor_commit_together_so_a_lost_commit_replays_exactly_once(
