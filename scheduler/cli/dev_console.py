@@ -8,6 +8,7 @@ one attempt, which of its durable steps were replayed from an earlier attempt.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -108,7 +109,7 @@ class DevConsole:
         self._finished.add(run.id)
         if run.attempt > 1:
             self._missed_retries(run)
-        detail = run.result if run.status == RunStatus.SUCCEEDED else run.error
+        detail = json.dumps(run.result, default=str) if run.status == RunStatus.SUCCEEDED else run.error
         reason = f"/{run.terminal_reason}" if run.terminal_reason else ""
         self.echo(
             f"[{_clock(run.finished_at)}] {run.trigger} -> {run.agent}: {run.status}{reason}{tries_note(run)}"

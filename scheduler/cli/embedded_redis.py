@@ -89,9 +89,12 @@ class EmbeddedRedis:
             "--logfile",
             str((self.directory / "redis.log").resolve()),
         ]
+        # A session of its own: the terminal's Ctrl-C reaches `dev` and its worker, which
+        # drain their runs, and not the broker they drain through (dev stops it last).
         self._proc = subprocess.Popen(
             args,
             preexec_fn=die_with_parent,  # noqa: PLW1509
+            start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

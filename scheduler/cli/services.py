@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +177,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@host)")] = None,
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddressOpt = "127.0.0.1",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No banner and no settings line.")] = False,
 ) -> None:
     """A Celery worker for `scheduler.celery_app` (thin wrapper, scales out anywhere)."""
     if pool not in ("prefork", "threads", "solo"):
@@ -206,8 +209,16 @@ def worker(
     app = create_app(settings, registry)
     set_app(app)
     chosen = queues or ",".join(app.conf.nightowl_queues)
-    typer.echo(f"nightowl worker: queues={chosen} {settings.describe()}")
+    if quiet:
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+
+        warnings.simplefilter("ignore", SecurityWarning)  # running as root: said once, in docs
+    else:
+        typer.echo(f"nightowl worker: queues={chosen} {settings.describe()}")
     argv = [
+        *(["--quiet"] if quiet else []),
         "worker",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
@@ -263,14 +274,33 @@ def _write_env_file(values: dict[str, str]) -> None:
 
 def dev(
     triggers: TriggersOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1)] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 2,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also every service log line and the Celery banner.")
+    ] = False,
+    reset: Annotated[
+        bool,
+        typer.Option("--reset", help="Start from an empty .nightowl/ (runs, state, embedded Redis data)."),
+    ] = False,
 ) -> None:
-    """Everything in one process tree: embedded Redis + SQLite unless URLs are set."""
+    """Everything in one process tree: embedded Redis + SQLite unless URLs are set.
+
+    The console prints one line per run outcome, retry or wait, and one per alert; the
+    services' own log lines show only when something is wrong (warnings from the scheduler,
+    errors from the worker), or all of them with --verbose."""
+    if reset and DEV_DIR.exists():
+        shutil.rmtree(DEV_DIR)
+        typer.echo(
+            f"nightowl dev: --reset: removed {DEV_DIR}/ (its runs, trigger state and embedded Redis data)"
+        )
     explicit = Settings(_env_file=None)  # a stale env file from an earlier run is not "set"
     settings = settings_for(triggers)
     if not settings.triggers:
         raise typer.BadParameter("pass --triggers MODULE (or set NIGHTOWL_TRIGGERS)", param_hint="--triggers")
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level if verbose else "WARNING")
+    if not verbose:
+        # The console prints every alert; the alert log channel would print each twice.
+        logging.getLogger("nightowl.alerts").setLevel(logging.ERROR)
     registry_for(settings)  # fail fast on a broken module, before starting anything
     embedded: EmbeddedRedis | None = None
     db_url = (
@@ -302,21 +332,7 @@ def dev(
         typer.echo(f"nightowl dev: database {db_url}")
         typer.echo(f"nightowl dev: redis {redis_url}{' (embedded)' if embedded else ''}")
         typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
-        # The dev console prints each finished run itself; the worker only reports problems.
-        # The dev worker dies with `dev` (and with its embedded broker): no drain to wait for.
-        env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": "WARNING", "NIGHTOWL_SHUTDOWN_GRACE": "0"}
-        worker_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler.cli",
-                "worker",
-                f"--concurrency={concurrency}",
-                "--loglevel=WARNING",
-            ],
-            env=env,
-            preexec_fn=worker_dies_with_parent,  # noqa: PLW1509
-        )
+        worker_proc = _start_dev_worker(values, concurrency, verbose)
         service = build_service(settings, registry_for(settings))
         loops = [
             ServiceLoop(service, settings),
@@ -337,6 +353,26 @@ def dev(
             _stop_child(worker_proc)
         if embedded is not None:
             embedded.stop()
+
+
+def _start_dev_worker(values: dict[str, str], concurrency: int, verbose: bool) -> subprocess.Popen[bytes]:
+    """`nightowl dev`'s worker: it dies with `dev` (and with its embedded broker), so there is
+    no drain to wait for; quiet unless --verbose (the console reports retries and failures)."""
+    level = "INFO" if verbose else "ERROR"
+    env = {**os.environ, **values, "NIGHTOWL_LOG_LEVEL": level, "NIGHTOWL_SHUTDOWN_GRACE": "0"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--loglevel={level}",
+            *([] if verbose else ["--quiet"]),
+        ],
+        env=env,
+        preexec_fn=worker_dies_with_parent,  # noqa: PLW1509
+    )
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:

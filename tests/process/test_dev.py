@@ -164,3 +164,65 @@ def test_demo_shows_all_four_trigger_kinds_a_replay_and_the_breaker(tmp_path: Pa
     assert "new-orders -> order-triage: waiting/provider_unavailable until" in out
     assert "ALERT provider_unavailable firing: provider scripted-triage is unavailable" in out
     assert "ALERT run_stalled firing" in out
+
+
+QUIET_MODULE = """
+import time
+
+from agents import agent
+from triggers import cron
+
+@agent("greeter")
+def greeter(ctx, event):
+    time.sleep(0.5)  # often still running at Ctrl-C: the worker drains it before the broker stops
+    return {"hello": event.trigger}
+
+cron("* * * * * *", agent=greeter, name="each-second", overlap="allow")
+"""
+
+
+def test_the_console_is_one_line_per_run_and_ctrl_c_drains_without_tracebacks(
+    tmp_path: Path, cli: Cli
+) -> None:
+    (tmp_path / "quietmod.py").write_text(QUIET_MODULE)
+    (tmp_path / ".nightowl").mkdir()
+    (tmp_path / ".nightowl" / "leftover").write_text("from an earlier run")
+
+    def start() -> subprocess.Popen[str]:
+        # A session of its own, signalled as a terminal's Ctrl-C is: the whole process group
+        return subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "quietmod", "--reset"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    proc = start()
+    try:
+        wait_for(
+            lambda: sum(r["status"] == "succeeded" for r in _runs(cli, tmp_path)) >= 3,
+            timeout=40,
+            interval=0.5,
+            message="three succeeded runs",
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "--reset: removed .nightowl/" in out and not (tmp_path / ".nightowl" / "leftover").exists()
+    lines = out.splitlines()
+    succeeded = [line for line in lines if "each-second -> greeter: succeeded" in line]
+    assert len(succeeded) >= 2 and len({line.split("run=")[1] for line in succeeded}) == len(succeeded)
+    assert '{"hello": "each-second"}' in succeeded[0]  # JSON, not a Python repr
+    for noise in (
+        "Traceback",
+        "celery@",
+        "[config]",
+        "nightowl worker: queues=",
+        " INFO ",
+        "SecurityWarning",
+    ):
+        assert noise not in out, (noise, out)
