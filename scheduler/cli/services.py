@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from scheduler.cli import dev_reload
 from scheduler.cli._common import TriggersOpt, fail, progress, registry_for, settings_for
 from scheduler.cli.dev_console import DevConsole
 from scheduler.cli.embedded_redis import EmbeddedRedis, worker_dies_with_parent
@@ -282,6 +283,12 @@ def dev(
         bool,
         typer.Option("--reset", help="Start from an empty .nightowl/ (runs, state, embedded Redis data)."),
     ] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload", help="Restart the services when a trigger module changes (and still loads)."
+        ),
+    ] = False,
 ) -> None:
     """Everything in one process tree: embedded Redis + SQLite unless URLs are set.
 
@@ -302,18 +309,11 @@ def dev(
         # The console prints every alert; the alert log channel would print each twice.
         logging.getLogger("nightowl.alerts").setLevel(logging.ERROR)
     registry_for(settings)  # fail fast on a broken module, before starting anything
-    embedded: EmbeddedRedis | None = None
-    db_url = (
-        explicit.database_url.get_secret_value()
-        if explicit.database_url
-        else f"sqlite:///{(DEV_DIR / 'nightowl.db').resolve()}"
-    )
-    if explicit.redis_url is None:
-        embedded = EmbeddedRedis(DEV_DIR)
+    embedded = EmbeddedRedis(DEV_DIR) if explicit.redis_url is None else None
+    if embedded is not None:
         embedded.start()
-        redis_url = embedded.url
-    else:
-        redis_url = explicit.redis_url.get_secret_value()
+    redis_url = embedded.url if embedded is not None else _secret(explicit.redis_url)
+    db_url = _secret(explicit.database_url) or f"sqlite:///{(DEV_DIR / 'nightowl.db').resolve()}"
     values = {
         "NIGHTOWL_DATABASE_URL": db_url,
         "NIGHTOWL_REDIS_URL": redis_url,
@@ -324,14 +324,38 @@ def dev(
     settings = settings.model_copy(
         update={"database_url": SecretStr(db_url), "redis_url": SecretStr(redis_url)}
     )
-    worker_proc: subprocess.Popen[bytes] | None = None
-    loops: list[ServiceLoop | WatchdogLoop | RelayLoop] = []
-    stop = threading.Event()
+    restart = threading.Event()
     try:
         upgrade(make_engine(db_url))
         typer.echo(f"nightowl dev: database {db_url}")
         typer.echo(f"nightowl dev: redis {redis_url}{' (embedded)' if embedded else ''}")
         typer.echo(f"nightowl dev: wrote {DEV_ENV_FILE}; try `nightowl runs list` in this folder")
+        _run_dev(settings, values, concurrency, verbose, restart if reload else None)
+    finally:
+        if embedded is not None:
+            embedded.stop()  # last: the worker drained through it
+    if restart.is_set():  # a fresh process: every module imported anew
+        argv = [a for a in sys.argv[1:] if a != "--reset"]
+        os.execv(sys.executable, [sys.executable, "-m", "scheduler.cli", *argv])  # noqa: S606
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def _run_dev(
+    settings: Settings,
+    values: dict[str, str],
+    concurrency: int,
+    verbose: bool,
+    restart: threading.Event | None,
+) -> None:
+    """The worker, the three loops, the console (and the reload watcher) until Ctrl-C, a
+    SIGTERM or a change that validates; then each is stopped, the worker drained."""
+    worker_proc: subprocess.Popen[bytes] | None = None
+    loops: list[ServiceLoop | WatchdogLoop | RelayLoop] = []
+    stop = threading.Event()
+    try:
         worker_proc = _start_dev_worker(values, concurrency, verbose)
         service = build_service(settings, registry_for(settings))
         loops = [
@@ -342,7 +366,16 @@ def dev(
         for loop in loops:
             loop.start()
         threading.Thread(target=DevConsole(service.store).run, args=(stop,), daemon=True).start()
-        typer.echo("nightowl dev: running; Ctrl-C to stop")
+        if restart is not None:
+
+            def restart_now() -> None:
+                restart.set()
+                stop.set()
+
+            threading.Thread(
+                target=dev_reload.watch, args=(settings.triggers, stop, restart_now), daemon=True
+            ).start()
+        typer.echo("nightowl dev: running; Ctrl-C to stop" + ("; reloading on changes" if restart else ""))
         _wait_for_signal(stop)
     finally:
         stop.set()
@@ -351,8 +384,6 @@ def dev(
             loop.stop()
         if worker_proc is not None:
             _stop_child(worker_proc)
-        if embedded is not None:
-            embedded.stop()
 
 
 def _start_dev_worker(values: dict[str, str], concurrency: int, verbose: bool) -> subprocess.Popen[bytes]:

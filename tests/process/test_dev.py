@@ -226,3 +226,58 @@ def test_the_console_is_one_line_per_run_and_ctrl_c_drains_without_tracebacks(
         "SecurityWarning",
     ):
         assert noise not in out, (noise, out)
+
+
+RELOAD_MODULE = """
+from agents import agent
+from triggers import cron
+
+@agent("versioned")
+def versioned(ctx, event):
+    return {"version": VERSION}
+
+VERSION = 1
+cron("* * * * * *", agent=versioned, name="each-second", overlap="allow")
+"""
+
+
+def test_reload_restarts_on_a_change_that_loads_and_keeps_running_on_one_that_does_not(
+    tmp_path: Path, cli: Cli
+) -> None:
+    module = tmp_path / "reloadmod.py"
+    module.write_text(RELOAD_MODULE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "dev", "--triggers", "reloadmod", "--reload"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def versions() -> set[object]:
+        return {
+            (r.get("result") or {}).get("version")  # type: ignore[union-attr]
+            for r in (
+                json.loads(
+                    cli("runs", "show", str(run["id"]), "--json", cwd=tmp_path, env=_env(tmp_path)).stdout
+                )
+                for run in _runs(cli, tmp_path)[:3]
+                if run["status"] == "succeeded"
+            )
+        }
+
+    try:
+        wait_for(lambda: 1 in versions(), timeout=40, interval=0.5, message="a run of version 1")
+        module.write_text(RELOAD_MODULE.replace("cron(", "cron(0, ", 1))  # no longer loads
+        time.sleep(3)
+        assert proc.poll() is None  # still running the old code
+        module.write_text(RELOAD_MODULE.replace("VERSION = 1", "VERSION = 2"))
+        wait_for(lambda: 2 in versions(), timeout=60, interval=0.5, message="a run of version 2")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert "changed but does not load; still running the old code" in out, out
+    assert "reloadmod.py changed; restarting the services" in out, out
+    assert "Traceback" not in out
