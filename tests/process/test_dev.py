@@ -258,7 +258,7 @@ def test_reload_restarts_on_a_change_that_loads_and_keeps_running_on_one_that_do
 
     def versions() -> set[object]:
         return {
-            (r.get("result") or {}).get("version")  # type: ignore[union-attr]
+            (r.get("result") or {}).get("version")
             for r in (
                 json.loads(
                     cli("runs", "show", str(run["id"]), "--json", cwd=tmp_path, env=_env(tmp_path)).stdout
