@@ -15,13 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nightowl dev --triggers examples.demo
 
+# scripts/test-services.sh installs what the suite needs where it can (or names the command)
+# and starts Redis, PostgreSQL and RabbitMQ when they are down.
 test: $(STAMP)
+	./scripts/test-services.sh
 	$(BIN)/python -m pytest -n 2 -m "not faults" $(PYTEST_ARGS)
 
 # The fault harness (tests/faults): real deployments under injected faults, one scenario at
 # a time; then the fault matrix in docs/reliability.md is regenerated from the results,
 # whether or not every scenario passed.
 faults: $(STAMP)
+	./scripts/test-services.sh
 	$(BIN)/python -m pytest -n 0 -m faults tests/faults $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python -m tests.faults.report; exit $$status
 

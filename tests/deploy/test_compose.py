@@ -235,7 +235,9 @@ def _seconds(duration: str) -> float:
 def _promtool() -> str:
     binary = shutil.which("promtool")
     if binary is None:
-        pytest.fail("promtool is required (Debian package `prometheus`; .ci/run installs it)")
+        pytest.fail(
+            "promtool is required (Debian package `prometheus`; `make test` installs it through scripts/test-services.sh where it can)"
+        )
     return binary
 
 

@@ -1,5 +1,5 @@
 """`nightowl flower`: real Flower against a real worker, authentication, and the Tasks page
-rendered in headless Chromium when it is installed (.ci/run installs it)."""
+rendered in headless Chromium when it is installed (scripts/test-services.sh installs it where it can)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_flower_lists_agent_tasks_behind_auth_and_renders_them(
         assert wait_for(listed, timeout=10, interval=0.5, message="the task after a restart")
         chromium = shutil.which("chromium")
         if chromium is None:
-            pytest.skip("chromium is not installed (.ci/run installs it)")
+            pytest.skip("chromium is not installed (scripts/test-services.sh installs it where it can)")
         shot = ROOT / ".nightowl" / "flower-tasks.png"
         shot.parent.mkdir(exist_ok=True)
         flags = [
