@@ -236,7 +236,7 @@ def _promtool() -> str:
     binary = shutil.which("promtool")
     if binary is None:
         pytest.fail(
-            "promtool is required (Debian package `prometheus`; `make test` installs it through scripts/test-services.sh where it can)"
+            "promtool is required (Debian package `prometheus`; scripts/test-services.sh installs it)"
         )
     return binary
 

@@ -47,7 +47,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail(
-            "the prometheus binary is required (Debian package `prometheus`; `make test` installs it through scripts/test-services.sh where it can)"
+            "the prometheus binary is required "
+            "(Debian package `prometheus`; scripts/test-services.sh installs it)"
         )
     registry = CollectorRegistry()
     gauge = Gauge("nightowl_demo_queue_lag_seconds", "A gauge the test sets.", ["shard"], registry=registry)
