@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo needs the runtime dependencies only (a smaller, faster first install); the test
+# extras come with the first `make test`.
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: demo test faults check lint typecheck fmt clean bench
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/nightowl dev --triggers examples.demo
 
 # scripts/test-services.sh installs what the suite needs where it can (or names the command)
