@@ -206,10 +206,16 @@ class DbChangeTrigger(PollingTrigger):
             )
         column = table.c[self.cursor]
         kind = cursor_kind(column)
+        if kind is None and engine.dialect.name == "sqlite" and isinstance(column.type, sa.String):
+            # SQLite has no time type: a TEXT column holding ISO 8601 times (what
+            # datetime('now') and Python's isoformat() write) is read as one, compared as
+            # stored, as SQLite compares its TIMESTAMP columns.
+            kind = "time"
         if kind is None:
             raise SourceError(
                 f"cursor column {self.cursor!r} is {column.type}; db_change needs a "
-                "timestamp or an integer column"
+                "timestamp or an integer column (on SQLite a TEXT column of ISO 8601 times "
+                "works too; declare it TIMESTAMP to say so)"
             )
         self._check_lookback(kind)
         text_time = kind == "time" and engine.dialect.name == "sqlite"

@@ -434,3 +434,27 @@ def test_concurrent_writers_lose_no_row(pg_watched: Watched) -> None:
     for _ in range(3):
         fired.extend(poller.keys(0.01))
     assert len(fired) == len(set(fired)) == 200
+
+
+def test_a_text_cursor_of_iso_times_works_on_sqlite(tmp_path: Any) -> None:
+    """SQLite has no time type: a TEXT column of ISO 8601 times is a time cursor there."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE orders_text (id INTEGER PRIMARY KEY, updated_at TEXT NOT NULL)"))
+    poller = Poller(
+        db_change("orders_text", agent="on-row", name="texty", db_url=url, cursor="updated_at", key="id"), T0
+    )
+    poller.poll()
+    assert poller.state is not None and not poller.state.get("failures"), poller.state
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO orders_text (id, updated_at) VALUES (1, :a), (2, :b)"),
+            {"a": "2026-03-01T09:00:00+00:00", "b": "2026-03-01T09:00:01+00:00"},
+        )
+    assert poller.keys(1) == [
+        "db:texty:1:2026-03-01T09:00:00+00:00",
+        "db:texty:2:2026-03-01T09:00:01+00:00",
+    ]
+    assert poller.keys(1) == []
+    engine.dispose()
