@@ -7,18 +7,19 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import redis
 import typer
 
-from scheduler.core.celery import broker_app
-from scheduler.core.publish import Publisher
 from scheduler.core.scrub import register_registry, scrub_text, scrub_value
 from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
 from triggers import Registry, load, split_modules
+
+if TYPE_CHECKING:
+    from scheduler.core.publish import Publisher
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # findings, refusals, failed operations
@@ -60,7 +61,11 @@ def store_for(settings: Settings) -> Store:
 
 
 def publisher_for(settings: Settings, registry: Registry | None = None) -> Publisher:
-    """A publisher on the configured broker (closing it is the caller's job)."""
+    """A publisher on the configured broker (closing it is the caller's job). Celery is
+    imported here, by the commands that publish, not by every command."""
+    from scheduler.core.celery import broker_app
+    from scheduler.core.publish import Publisher
+
     return Publisher(broker_app(settings, registry))
 
 

@@ -19,14 +19,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 
 from scheduler.core import keys
 from scheduler.core.values import Dispatch
 from scheduler.storage.runs import RunStore
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger("nightowl.publish")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import kombu.exceptions
 import pydantic
 import redis
 import sqlalchemy as sa
@@ -40,6 +39,8 @@ def service_error(exc: BaseException) -> str | None:
             f"Redis failed: {exc} (check NIGHTOWL_REDIS_URL and that the server is up; "
             "`nightowl doctor` checks every setting)"
         )
+    import kombu.exceptions  # here: commands that never touch the broker need not import kombu
+
     if isinstance(exc, kombu.exceptions.OperationalError):
         return scrubbed(
             f"the broker failed: {exc} (check NIGHTOWL_BROKER_URL, or "

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 
 from scheduler.core import keys
 from scheduler.core.settings import Settings
 from triggers import Registry
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 # Room between an agent's hard stop and the broker handing its message to someone else.
 VISIBILITY_MARGIN = timedelta(minutes=5)

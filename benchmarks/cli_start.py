@@ -1,0 +1,65 @@
+"""How long `nightowl` takes to start, measured from outside: the median wall time of each
+read-only command over several runs, and its ratio to a bare `python -c pass` measured in
+the same run (this machine's absolute times drift; the ratio does not).
+
+    python benchmarks/cli_start.py [--repeat N] [--tree PATH]
+
+`--tree` points at another checkout (an older commit) to compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = [
+    ["--help"],
+    ["runs", "list"],
+    ["runs", "show", "00000000-0000-0000-0000-000000000000"],
+    ["status"],
+]
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False, timeout=120)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--tree", type=Path, default=ROOT)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")},
+            "PYTHONPATH": str(args.tree),
+            "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "NIGHTOWL_REDIS_URL": os.environ.get("NIGHTOWL_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "NIGHTOWL_TRIGGERS": "examples.demo",
+        }
+        cli = [sys.executable, "-m", "scheduler.cli"]
+        subprocess.run([*cli, "db", "upgrade"], env=env, cwd=args.tree, capture_output=True, check=True)
+        baseline = statistics.median(
+            timed([sys.executable, "-c", "pass"], env, args.tree) for _ in range(args.repeat)
+        )
+        print(f"baseline python -c pass: {baseline:.3f} s (median of {args.repeat})")
+        for command in COMMANDS:
+            runs = [timed([*cli, *command], env, args.tree) for _ in range(args.repeat)]
+            median = statistics.median(runs)
+            print(
+                f"nightowl {' '.join(command):<55} median {median:.3f} s  min {min(runs):.3f}  "
+                f"max {max(runs):.3f}  ({median / baseline:.1f}x python start)"
+            )
+
+
+if __name__ == "__main__":
+    main()
