@@ -121,17 +121,27 @@ class DevConsole:
                 self.echo(line)
 
     def _missed_retries(self, run: Run) -> None:
-        """A retry whose wait was shorter than the console's one-second poll was never seen
-        waiting: print it from the attempts, so each failed attempt shows exactly once."""
+        """A retry (or a provider deferral) whose wait was shorter than the console's
+        one-second poll was never seen waiting: print it from the attempts, so each failed or
+        deferred attempt shows exactly once."""
         attempts = self.store.attempts_of(run.id)
+        deferrals = 0
         for failed, after in pairwise(attempts):
-            if failed.status != AttemptStatus.FAILED:
+            deferrals += failed.status == AttemptStatus.DEFERRED
+            if failed.status not in (AttemptStatus.FAILED, AttemptStatus.DEFERRED):
                 continue
             if (run.id, failed.number) in self._retries:
                 continue
             self._retries.add((run.id, failed.number))
-            error = f"{failed.error_class}: {failed.error_message}" if failed.error_class else ""
             head = f"[{_clock(failed.finished_at)}] {run.trigger} -> {run.agent}:"
+            if failed.status == AttemptStatus.DEFERRED:
+                self.echo(
+                    f"{head} waiting/provider_unavailable until {_clock(after.started_at)} run={run.id} "
+                    f"(its LLM provider's circuit breaker is open; deferral {deferrals}, not counted "
+                    "as an attempt)"
+                )
+                continue
+            error = f"{failed.error_class}: {failed.error_message}" if failed.error_class else ""
             retry = f"retry at {_clock(after.started_at)}"
             self.echo(f"{head} attempt {failed.number} failed, {retry} run={run.id} {error}".rstrip())
 
@@ -146,6 +156,7 @@ class DevConsole:
             self._retries.add((run.id, run.attempt))
             self.echo(f"{head} attempt {run.attempt} failed, retry at {until} run={run.id} {run.error}")
         elif run.waiting_for == WaitingFor.PROVIDER_UNAVAILABLE:
+            self._retries.add((run.id, run.attempt))
             self.echo(
                 f"{head} waiting/provider_unavailable until {until} run={run.id} (its LLM provider's "
                 f"circuit breaker is open; deferral {run.deferrals}, not counted as an attempt)"

@@ -87,11 +87,18 @@ def test_sigkilled_worker_is_alerted_within_the_bound_requeued_and_resolved(
         request["headers"]["X-Nightowl-Signature"],
     )
     assert detected < 2.0 + 2 * 0.1 + 1.0, detected  # + 1 s for the HTTP hop and the kill itself
-    # And the run is requeued, succeeds on another worker, and the alert resolves
+    # And the run is requeued, runs on another worker (the stall is over: the alert resolves)
+    # and succeeds
     second = start_worker(MODULE)
     checking(dog, lambda: len(receiver.requests) >= 2, 30, "the resolved alert")
+
+    def succeeded() -> bool:
+        found = pg_store.get_run(run_id)
+        return found is not None and found.status == "succeeded"
+
+    checking(dog, succeeded, 30, "the retry to succeed")
     run = pg_store.get_run(run_id)
-    assert run is not None and run.status == "succeeded"
+    assert run is not None
     assert run.result is not None
     assert (run.result["pid"], run.result["attempt"]) == (second.proc.pid, 2)
     # the retry got the killed attempt's last progress (ctx.previous_heartbeat) to resume from
