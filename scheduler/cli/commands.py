@@ -55,6 +55,8 @@ COMMANDS: dict[str, Entry] = {
 # Typer vendors its own click (typer._click): its types are used through typer's objects only.
 def _command(name: str, entry: Entry) -> Any:
     target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
+    if entry.group and not isinstance(target, typer.Typer):
+        target = target()  # scheduler/cli/groups.py assembles the group when asked
     if entry.group:
         group = typer.main.get_group(target)
         group.name = name
