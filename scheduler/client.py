@@ -27,7 +27,7 @@ from scheduler.core.pauses import ALL, MissedOnPause, PauseScope, PendingOnPause
 from scheduler.core.publish import Publisher
 from scheduler.core.scrub import register_registry
 from scheduler.core.settings import Settings
-from scheduler.core.vocabulary import RunStatus
+from scheduler.core.vocabulary import TERMINAL_STATUSES, RunStatus
 from scheduler.ops import pauses as pause_ops
 from scheduler.ops import runs as run_ops
 from scheduler.ops.pauses import PauseChange
@@ -306,12 +306,13 @@ class Client:
         skip_pending: bool = False,
         cancel_running: bool = False,
     ) -> list[PauseChange]:
-        """Pause a trigger (or, `scope="agent"`, an agent); `name=None` pauses every one."""
+        """Pause a trigger (or, `scope="agent"`, an agent); `name=None` (not "") pauses every
+        one."""
         return pause_ops.pause(
             self.store,
             self.registry,
             PauseScope(scope),
-            [name or ALL],
+            [ALL if name is None else name],
             datetime.now(UTC),
             reason=reason,
             missed=MissedOnPause(missed),
@@ -357,7 +358,25 @@ class AsyncClient:
         return await asyncio.to_thread(self.sync.fire, trigger, payload, key, slot=slot, force=force)
 
     async def wait(self, run_id: str, timeout: float | timedelta | None = None) -> Result:
-        return await asyncio.to_thread(self.sync.wait, run_id, timeout)
+        """Polls on the event loop (each read on a thread), so cancelling it (asyncio.wait_for)
+        stops it: no thread keeps polling, and the program can exit."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        interval = 0.05
+        while True:
+            run = await asyncio.to_thread(self.sync.store.get_run, run_id)
+            if run is None:
+                raise RunNotFoundError(run_id)
+            if run.status in TERMINAL_STATUSES:
+                info = RunInfo.of(run)
+                if info.status != RunStatus.SUCCEEDED:
+                    raise _ERRORS.get(info.status, RunNotSucceeded)(info)
+                return Result(info.id, info.result, info.attempt, info.usage, info)
+            if deadline is not None and loop.time() >= deadline:
+                raise WaitTimeoutError(run_id, run.status, seconds or 0.0)
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, 0.5)
 
     async def get(self, run_id: str) -> RunInfo:
         return await asyncio.to_thread(self.sync.get, run_id)

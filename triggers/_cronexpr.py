@@ -72,11 +72,10 @@ def _check_part(field: str, part: str) -> None:
     base, _, step = part.partition("/")
     if step:
         low, high = _FIELDS[field][:2]
-        if not step.isdigit() or not 1 <= int(step) <= high + (1 if low == 0 else 0):
-            raise CronSyntaxError(
-                f"{field}: {part} is out of range (a step of 1-{high + (1 if low == 0 else 0)})"
-            )
-    if base in ("*", "?") or any(c in base for c in "LW#"):
+        span = high - low + 1  # a larger step can only ever hit the first value: a mistake
+        if not step.isdigit() or not 1 <= int(step) <= span:
+            raise CronSyntaxError(f"{field}: {part} is out of range (a step of 1-{span})")
+    if base in ("*", "?") or any(c in base.upper() for c in "LW#"):
         return
     for token in base.split("-", 1):
         _check_value(field, part, token)

@@ -39,12 +39,10 @@ def list_alerts(
     """Every alert event: kind, state, what it is about, and how each channel took it."""
     if state is not None and state not in tuple(AlertState):
         raise typer.BadParameter("use firing or resolved", param_hint="--state")
+    if open_ and state is not None:
+        raise typer.BadParameter("--open lists firing episodes; drop --state", param_hint="--state")
     store = AlertStore(store_for(settings_for(triggers)).engine)
-    found = (
-        [a for a in store.open_alerts(limit) if kind is None or a.kind == kind]
-        if open_
-        else store.history(limit=limit, kind=kind, state=state)
-    )
+    found = store.open_alerts(limit, kind) if open_ else store.history(limit=limit, kind=kind, state=state)
     rows = [
         {
             "id": a.id,

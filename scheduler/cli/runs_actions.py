@@ -53,18 +53,21 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `12h`, `2d`, `1w`, `1h30m` (a bare number is seconds)."""
+    """`90s`, `30m`, `12h`, `2d`, `1w`, `1h30m` (a bare number is seconds), up to 100 years."""
     cleaned = text.strip().lower()
+    bad = typer.BadParameter(
+        f"{text!r} is not a duration; write e.g. 30m, 12h, 2d or 1h30m", param_hint="--since"
+    )
     try:
-        return timedelta(seconds=float(cleaned))
+        seconds = float(cleaned)
     except ValueError:
-        pass
-    parts = _DURATION.findall(cleaned)
-    if not parts or _DURATION.sub("", cleaned).strip():
-        raise typer.BadParameter(
-            f"{text!r} is not a duration; write e.g. 30m, 12h, 2d or 1h30m", param_hint="--since"
-        )
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+        parts = _DURATION.findall(cleaned)
+        if not parts or _DURATION.sub("", cleaned).strip():
+            raise bad from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not 0 <= seconds <= 100 * 365 * 86400:  # refuses inf and nan too
+        raise bad
+    return timedelta(seconds=seconds)
 
 
 def _select(

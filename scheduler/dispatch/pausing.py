@@ -69,7 +69,8 @@ def while_paused(
         if held is not None:  # superseded by a newer slot: it is skipped after all
             skipped.append(datetime.fromisoformat(held["logical_time"]))
         state[PAUSED_SLOT] = _held(newest)
-    gaps = list(ev.missed)
+    # Slots a catch-up policy dropped in this same evaluation were skipped by the pause too.
+    gaps = [MissedGap(g.first, g.last, g.count, reason=Reason.PAUSED) for g in ev.missed]
     if skipped:
         gaps.append(MissedGap(min(skipped), max(skipped), len(skipped), reason=Reason.PAUSED))
     return Evaluation([], state, ev.next_at, gaps)

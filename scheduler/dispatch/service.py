@@ -425,6 +425,11 @@ class SchedulerService:
             return None
         self._eval_failures.succeeded(f"trigger {name} evaluation")
         pause = self._pauses.trigger(name)
+        if pause is not None and getattr(spec.source, "consumes", False):
+            # A poll that started before the pause: committing its cursor would skip rows
+            # that never fire. Its result is dropped; the rows are read again after resume.
+            self._schedule(name, now + PAUSED_RECHECK)
+            return None
         if pause is not None:
             ev = while_paused(ev, pause, held, polls=compute is not None)
         elif held is not None:

@@ -132,7 +132,7 @@ class AlertStore:
                 firing.acked_at, firing.acked_by, firing.ack_reason = now, by, reason
             return firing
 
-    def open_alerts(self, limit: int = 500) -> list[AlertRow]:
+    def open_alerts(self, limit: int = 500, kind: str | None = None) -> list[AlertRow]:
         """Firing rows whose episode has not resolved, newest first (`alerts list --open`)."""
         resolved = alerts_t.alias("resolved")
         ids = (
@@ -147,6 +147,8 @@ class AlertStore:
             )
             .where(alerts_t.c.state == AlertState.FIRING, resolved.c.id.is_(None))
         )
+        if kind is not None:
+            ids = ids.where(alerts_t.c.kind == kind)
         query = sa.select(AlertRow).where(AlertRow.id.in_(ids)).order_by(AlertRow.id.desc()).limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(query))

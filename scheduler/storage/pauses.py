@@ -13,6 +13,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from scheduler.core.pauses import ALL, MissedOnPause, PauseRecord, Pauses, PauseScope, PendingOnPause
 from scheduler.core.vocabulary import Reason, RunStatus, WaitingFor
@@ -29,6 +30,14 @@ def _record(row: sa.Row[tuple[object, ...]]) -> PauseRecord:
         paused_by=m["paused_by"],
         missed=MissedOnPause(m["missed"]),
         pending=PendingOnPause(m["pending"]),
+    )
+
+
+def _agent_paused(agent: str) -> sa.Exists:
+    return (
+        sa.select(pauses_t.c.name)
+        .where(pauses_t.c.scope == PauseScope.AGENT.value, pauses_t.c.name.in_((agent, ALL)))
+        .exists()
     )
 
 
@@ -50,14 +59,22 @@ class PauseStore(StoreGroup):
             "pending": record.pending.value,
         }
         key = (pauses_t.c.scope == record.scope.value, pauses_t.c.name == record.name)
-        with self.engine.begin() as conn:
-            if not conn.execute(sa.update(pauses_t).where(*key).values(**values)).rowcount:
-                conn.execute(
-                    sa.insert(pauses_t).values(
-                        scope=record.scope.value, name=record.name, paused_at=record.paused_at, **values
-                    )
-                )
-            return _record(conn.execute(sa.select(pauses_t).where(*key)).one())
+        for _ in range(3):  # two operators pausing at once: the loser updates the winner's row
+            try:
+                with self.engine.begin() as conn:
+                    if not conn.execute(sa.update(pauses_t).where(*key).values(**values)).rowcount:
+                        conn.execute(
+                            sa.insert(pauses_t).values(
+                                scope=record.scope.value,
+                                name=record.name,
+                                paused_at=record.paused_at,
+                                **values,
+                            )
+                        )
+                    return _record(conn.execute(sa.select(pauses_t).where(*key)).one())
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"pausing {record.scope.value} {record.name!r} kept conflicting; try again")
 
     def resume(
         self, scope: PauseScope, name: str, now: datetime, *, skip_pending: bool = False
@@ -98,14 +115,27 @@ class PauseStore(StoreGroup):
         )
         return int(conn.execute(sa.update(runs_t).where(*held).values(**values)).rowcount)
 
+    def skip_paused(self, run_id: str, agent: str, now: datetime) -> bool:
+        """End a run that has not started `skipped/paused` while its agent's pause row
+        exists (a worker's view may be a second old: a resumed agent's run is not skipped)."""
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(
+                    sa.update(runs_t)
+                    .where(
+                        runs_t.c.id == run_id,
+                        runs_t.c.status.in_((RunStatus.PENDING, RunStatus.QUEUED, RunStatus.WAITING)),
+                        _agent_paused(agent),
+                    )
+                    .values(status=RunStatus.SKIPPED, terminal_reason=Reason.PAUSED, finished_at=now)
+                ).rowcount
+                == 1
+            )
+
     def park_paused(self, run_id: str, agent: str, until: datetime) -> bool:
         """Hold a run that has not started while its agent's pause row exists; False when
         the pause is gone (resumed since the worker's view was read): run it."""
-        paused = (
-            sa.select(pauses_t.c.name)
-            .where(pauses_t.c.scope == PauseScope.AGENT.value, pauses_t.c.name.in_((agent, ALL)))
-            .exists()
-        )
+        paused = _agent_paused(agent)
         with self.engine.begin() as conn:
             return (
                 conn.execute(

@@ -157,6 +157,8 @@ class ExecutorStore(Protocol):
 
     def park_paused(self, run_id: str, agent: str, until: datetime) -> bool: ...
 
+    def skip_paused(self, run_id: str, agent: str, now: datetime) -> bool: ...
+
     def get_run(self, run_id: str) -> Run | None: ...
 
 
@@ -343,8 +345,8 @@ class Executor:
             return None
         now = self.clock.now()
         if pause.pending is PendingOnPause.SKIP:
-            if not self.store.skip(run_id, Reason.PAUSED, now):
-                return None  # already started or ended: the usual path judges it
+            if not self.store.skip_paused(run_id, spec.name, now):
+                return None  # resumed since, started or ended: the usual path judges it
             log.info("run %s skipped: agent %s is paused (%s)", run_id, spec.name, pause.describe())
             return Delivery.SKIPPED
         if not self.store.park_paused(run_id, spec.name, now + PAUSED_RECHECK):

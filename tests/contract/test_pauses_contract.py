@@ -95,3 +95,14 @@ def test_a_park_after_the_resume_does_not_hold_the_run(store: Store) -> None:
     assert not store.park_paused(run.id, "a", T0 + timedelta(hours=1))
     loaded = store.get_run(run.id)
     assert loaded is not None and loaded.status == RunStatus.PENDING
+
+
+def test_a_skip_after_the_resume_does_not_end_the_run(store: Store) -> None:
+    (run,) = store.commit_tick([new_run("k1")], [], [], T0)
+    store.pause(PauseRecord(AGENT, "a", T0, pending=PendingOnPause.SKIP))
+    store.resume(AGENT, "a", T0)
+    assert not store.skip_paused(run.id, "a", T0)
+    store.pause(PauseRecord(AGENT, ALL, T0, pending=PendingOnPause.SKIP))
+    assert store.skip_paused(run.id, "a", T0)
+    ended = store.get_run(run.id)
+    assert ended is not None and (ended.status, ended.terminal_reason) == (RunStatus.SKIPPED, "paused")

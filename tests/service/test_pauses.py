@@ -168,3 +168,50 @@ def test_a_paused_metric_trigger_keeps_evaluating_and_fires_nothing(settings: Se
     clock.advance(10)
     svc.tick()
     assert [r.idempotency_key for r in store.list_runs()] == ["alert:errors:2:firing"]
+
+
+def test_a_db_change_poll_in_flight_when_the_pause_lands_commits_nothing(
+    settings: Settings, store: Store, db_url: str
+) -> None:
+    """A poll that started before the pause and ends after it must not move the cursor past
+    rows it did not fire (they would never run)."""
+    import threading
+    from datetime import timedelta as td
+
+    watched = Watched(db_url)
+    try:
+        clock = FakeClock(T0)
+        spec = trigger(watched, every=1)
+        svc = make_service(settings, registry_with(spec), clock)
+        svc.poll_wait = td(seconds=0.1)
+        svc.tick()
+        cursor_before = store.trigger_rows()["orders"].state
+        release = threading.Event()
+        real = spec.source.evaluate
+
+        def slow(*args: object, **kwargs: object) -> object:
+            release.wait(10)
+            return real(*args, **kwargs)
+
+        spec.source.evaluate = slow
+        base = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+        watched.insert({"id": 1, "updated_at": base})
+        clock.advance(1)
+        svc.tick()  # the poll starts and is still running
+        pause(store, "orders", clock.now())
+        release.set()
+        import time
+
+        time.sleep(0.3)
+        clock.advance(1)
+        svc.tick()  # it finishes while paused: dropped
+        assert store.list_runs() == []
+        assert store.trigger_rows()["orders"].state == cursor_before
+        spec.source.evaluate = real
+        store.resume(PauseScope.TRIGGER, "orders", clock.now())
+        for _ in range(2):
+            clock.advance(1)
+            svc.tick()
+        assert [r.idempotency_key.split(":")[2] for r in store.list_runs()] == ["1"]
+    finally:
+        watched.close()

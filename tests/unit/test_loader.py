@@ -178,3 +178,23 @@ def test_validate_warns_about_a_module_that_defines_nothing(
     out = cli("triggers", "validate", "--triggers", "nothing_here", cwd=tmp_path, PYTHONPATH=str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "warning: module 'nothing_here' defines no trigger and no agent" in out.stderr
+
+
+def test_croniter_forms_stay_accepted_and_wild_steps_are_refused() -> None:
+    from triggers import CronExpr, CronSyntaxError
+
+    for ok in (
+        "0 0 l * *",
+        "0 0 15w * *",
+        "0 0 1-l * *",
+        "0 0 L * *",
+        "1-10/2 * * * *",
+        "0 0 * jan-mar mon-fri",
+        "0 0 * * 5#2",
+        "0 0 ? * 7",
+        "*/60 * * * * *",
+    ):
+        CronExpr(ok)
+    for bad in ("*/70 * * * * *", "*/61 * * * *", "*/0 * * * *"):
+        with pytest.raises(CronSyntaxError, match="out of range"):
+            CronExpr(bad)
