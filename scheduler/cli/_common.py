@@ -56,6 +56,19 @@ def registry_for(settings: Settings) -> Registry:
     return registry
 
 
+def loaded_registry(settings: Settings) -> Registry:
+    """The registry, or each problem of the trigger modules on stderr and exit 1 (what every
+    command that needs the modules does when they do not load)."""
+    from triggers import RegistryLoadError
+
+    try:
+        return registry_for(settings)
+    except RegistryLoadError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_FINDINGS) from None
+
+
 def store_for(settings: Settings) -> Store:
     return Store(make_engine(settings.require_database_url()))
 

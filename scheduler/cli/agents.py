@@ -22,13 +22,13 @@ from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
     fail,
+    loaded_registry,
     print_json,
-    registry_for,
     settings_for,
 )
 from scheduler.core.scrub import scrub_text
 from scheduler.outbox import registered_sinks
-from triggers import Registry, RegistryLoadError
+from triggers import Registry
 
 app = typer.Typer(help="Run and inspect agents.", no_args_is_help=True)
 
@@ -96,12 +96,7 @@ def _registry(triggers: str | None) -> Registry:
         raise typer.BadParameter(
             "no trigger modules: pass --triggers or set NIGHTOWL_TRIGGERS", param_hint="--triggers"
         )
-    try:
-        return registry_for(settings)
-    except RegistryLoadError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    return loaded_registry(settings)
 
 
 def _trigger_of(registry: Registry, spec: AgentSpec) -> tuple[str, str] | None:

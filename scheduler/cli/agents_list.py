@@ -12,17 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import typer
-
 from agents import AgentSpec
 from scheduler.cli._common import (
-    EXIT_FINDINGS,
     JsonOpt,
     TriggersOpt,
+    loaded_registry,
     print_json,
     print_table,
     redis_for,
-    registry_for,
     settings_for,
     store_for,
 )
@@ -30,7 +27,7 @@ from scheduler.core.breaker import RedisBreaker
 from scheduler.core.pauses import NO_PAUSES, PauseRecord, Pauses
 from scheduler.core.settings import Settings
 from scheduler.storage.queries import Queries
-from triggers import Registry, RegistryLoadError
+from triggers import Registry
 
 COLUMNS = ["name", "version", "queue", "paused", "budget", "spend_cap", "breaker", "runs_last_hour"]
 
@@ -109,12 +106,7 @@ def _paused_cell(pause: PauseRecord | None) -> str:
 def list_agents(triggers: TriggersOpt = None, json_: JsonOpt = False) -> None:
     """Every agent with its version, queue, budget, spend cap, breakers and recent runs."""
     settings = settings_for(triggers)
-    try:
-        registry = registry_for(settings)
-    except RegistryLoadError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    registry = loaded_registry(settings)
     rows, pauses = gather(settings, registry, datetime.now(UTC))
     if json_:
         print_json(rows)

@@ -14,17 +14,16 @@ from scheduler.cli._common import (
     JsonOpt,
     TriggersOpt,
     echo,
+    loaded_registry,
     parse_instant,
     print_json,
     print_table,
     progress,
     publisher_for,
-    registry_for,
     settings_for,
     store_for,
 )
 from scheduler.ops.backfill import Action, Backfill, Reprocess, SlotPlan, cron_spec, plan, slots
-from triggers import RegistryLoadError
 
 
 def backfill(
@@ -57,12 +56,7 @@ def backfill(
     start, end = parse_instant(from_, "--from"), parse_instant(to, "--to")
     assert start is not None and end is not None
     settings = settings_for(triggers)
-    try:
-        registry = registry_for(settings)
-    except RegistryLoadError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    registry = loaded_registry(settings)
     spec, cron = cron_spec(registry, name)
     store = store_for(settings)
     plans = plan(store, spec, slots(cron, start, end, datetime.now(UTC)), reprocess)

@@ -4,35 +4,46 @@ hold its commands, and each imported only when one of its commands runs
 
 from __future__ import annotations
 
+import importlib
+
 import typer
+
+# group module -> the commands other modules add to it: (name, module, function)
+_EXTRA: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "runs": (
+        ("retry", "runs_actions", "retry_runs"),
+        ("cancel", "runs_actions", "cancel_runs"),
+        ("replay", "runs_actions", "replay_runs"),
+    ),
+    "agents": (
+        ("list", "agents_list", "list_agents"),
+        ("pause", "pause_cmd", "pause_agents"),
+        ("resume", "pause_cmd", "resume_agents"),
+    ),
+    "triggers_cmd": (
+        ("pause", "pause_cmd", "pause_triggers"),
+        ("resume", "pause_cmd", "resume_triggers"),
+        ("backfill", "backfill_cmd", "backfill"),
+    ),
+}
+
+
+def _assembled(module: str) -> typer.Typer:
+    app: typer.Typer = importlib.import_module(f"scheduler.cli.{module}").app
+    have = {c.name for c in app.registered_commands}
+    for name, where, function in _EXTRA[module]:
+        if name not in have:  # once per process (in-process CLI tests run many commands)
+            app.command(name)(getattr(importlib.import_module(f"scheduler.cli.{where}"), function))
+    return app
 
 
 def runs_app() -> typer.Typer:
-    from scheduler.cli import runs, runs_actions
-
-    if "retry" not in {c.name for c in runs.app.registered_commands}:
-        runs.app.command("retry")(runs_actions.retry_runs)
-        runs.app.command("cancel")(runs_actions.cancel_runs)
-        runs.app.command("replay")(runs_actions.replay_runs)
-    return runs.app
+    return _assembled("runs")
 
 
 def agents_app() -> typer.Typer:
-    from scheduler.cli import agents as agents_cmd
-    from scheduler.cli import agents_list, pause_cmd
-
-    if "list" not in {c.name for c in agents_cmd.app.registered_commands}:
-        agents_cmd.app.command("list")(agents_list.list_agents)
-        agents_cmd.app.command("pause")(pause_cmd.pause_agents)
-        agents_cmd.app.command("resume")(pause_cmd.resume_agents)
-    return agents_cmd.app
+    return _assembled("agents")
 
 
 def triggers_app() -> typer.Typer:
-    from scheduler.cli import backfill_cmd, pause_cmd, triggers_cmd
-
-    if "pause" not in {c.name for c in triggers_cmd.app.registered_commands}:
-        triggers_cmd.app.command("pause")(pause_cmd.pause_triggers)
-        triggers_cmd.app.command("resume")(pause_cmd.resume_triggers)
-        triggers_cmd.app.command("backfill")(backfill_cmd.backfill)
-    return triggers_cmd.app
+    return _assembled("triggers_cmd")

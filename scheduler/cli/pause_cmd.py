@@ -10,11 +10,10 @@ from typing import Annotated
 import typer
 
 from scheduler.cli._common import (
-    EXIT_FINDINGS,
     JsonOpt,
     TriggersOpt,
+    loaded_registry,
     print_json,
-    registry_for,
     settings_for,
     store_for,
 )
@@ -22,7 +21,7 @@ from scheduler.core.pauses import ALL, MissedOnPause, PauseScope, PendingOnPause
 from scheduler.core.settings import Settings
 from scheduler.ops import pauses as operations
 from scheduler.ops.pauses import PauseChange
-from triggers import Registry, RegistryLoadError
+from triggers import Registry
 
 NamesArg = Annotated[list[str] | None, typer.Argument(help="Names to pause or resume.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every one, including ones deployed later.")]
@@ -52,12 +51,7 @@ CancelRunningOpt = Annotated[
 
 def _registry(triggers: str | None) -> tuple[Registry, Settings]:
     settings = settings_for(triggers)
-    try:
-        return registry_for(settings), settings
-    except RegistryLoadError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    return loaded_registry(settings), settings
 
 
 def _names(names: list[str] | None, all_: bool) -> list[str]:

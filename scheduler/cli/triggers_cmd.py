@@ -14,6 +14,7 @@ from scheduler.cli._common import (
     TriggersOpt,
     fail,
     iso,
+    loaded_registry,
     print_json,
     print_table,
     registry_for,
@@ -52,12 +53,7 @@ def trigger_summary(
 
 def _load(triggers: str | None) -> tuple[Registry, Any]:
     settings = settings_for(triggers)
-    try:
-        return registry_for(settings), settings
-    except RegistryLoadError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    return loaded_registry(settings), settings
 
 
 @app.command("validate")
