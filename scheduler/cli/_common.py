@@ -9,17 +9,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import redis
 import typer
 
 from scheduler.core.scrub import register_registry, scrub_text, scrub_value
 from scheduler.core.settings import Settings
 from scheduler.storage.engine import make_engine
 from scheduler.storage.store import Store
-from triggers import Registry, load, split_modules
 
 if TYPE_CHECKING:
+    import redis
+
     from scheduler.core.publish import Publisher
+    from triggers import Registry
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # findings, refusals, failed operations
@@ -44,6 +45,8 @@ def settings_for(triggers: str | None = None, *, dev_env_file: bool = True, **ov
     someone set on purpose, never on a `nightowl dev` leftover.
     """
     if triggers:
+        from triggers import split_modules
+
         overrides["triggers"] = split_modules(triggers)
     if not dev_env_file:
         overrides["_env_file"] = None
@@ -51,6 +54,10 @@ def settings_for(triggers: str | None = None, *, dev_env_file: bool = True, **ov
 
 
 def registry_for(settings: Settings) -> Registry:
+    """The user's trigger modules, loaded (imported here: only the commands that need the
+    modules pay for them)."""
+    from triggers import load
+
     registry = load(settings.triggers)
     register_registry(registry)  # the modules' own database, broker and sink URLs
     return registry
@@ -83,6 +90,8 @@ def publisher_for(settings: Settings, registry: Registry | None = None) -> Publi
 
 
 def redis_for(settings: Settings) -> redis.Redis:
+    import redis
+
     return redis.Redis.from_url(settings.require_redis_url())
 
 

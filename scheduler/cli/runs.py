@@ -23,7 +23,6 @@ from scheduler.cli._common import (
     store_for,
 )
 from scheduler.core.vocabulary import TERMINAL_STATUSES, RunStatus
-from scheduler.ops import runs as operations
 from scheduler.storage.models import Attempt, Run
 from scheduler.storage.store import Store
 
@@ -154,6 +153,8 @@ def wait_run(
     """Block until a run ends and print it; exit 0 only if it succeeded, 1 when it ended
     otherwise or --timeout passed first."""
     store = store_for(settings_for(triggers))
+    from scheduler.ops import runs as operations
+
     report_terminal(operations.wait(store, run_id, timeout), json_)
 
 

@@ -32,7 +32,6 @@ from scheduler.cli._common import (
 )
 from scheduler.core.settings import Settings
 from scheduler.core.vocabulary import RunStatus
-from scheduler.ops import runs as operations
 from scheduler.storage.models import Run
 from scheduler.storage.store import Store
 from triggers import Registry, RegistryLoadError
@@ -187,6 +186,8 @@ def retry_runs(
     json_: JsonOpt = False,
 ) -> None:
     """Give dead, failed or timed-out runs one more attempt (the same run, its attempts go on)."""
+    from scheduler.ops import runs as operations
+
     settings = settings_for(triggers)
     store = store_for(settings)
     runs, bulk = _select(store, run_id, status, agent, trigger, since)
@@ -215,6 +216,8 @@ def cancel_runs(
     json_: JsonOpt = False,
 ) -> None:
     """Cancel runs: at once if not started, cooperatively (then terminated) if running."""
+    from scheduler.ops import runs as operations
+
     settings = settings_for(triggers)
     store = store_for(settings)
     runs, bulk = _select(store, run_id, status, agent, trigger, since)
@@ -246,6 +249,8 @@ def replay_runs(
 ) -> None:
     """Run again as new runs: the same event, a fresh idempotency key, replay_of the original
     (the agent sees ctx.replay_of). The originals stay as they are."""
+    from scheduler.ops import runs as operations
+
     data: Any = operations.KEEP_PAYLOAD
     if payload is not None:
         try:

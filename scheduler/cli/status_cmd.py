@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
 import typer
@@ -23,24 +23,26 @@ from scheduler.cli._common import (
 from scheduler.core import keys
 from scheduler.core.breaker import RedisBreaker
 from scheduler.core.errors import ConfigError
+from scheduler.core.presence import live_workers
 from scheduler.core.scrub import scrub_text
 from scheduler.core.service_errors import service_error
 from scheduler.core.vocabulary import AlertKind, RunStatus
 from scheduler.storage.alert_store import AlertStore
 from scheduler.storage.models import Attempt, Run
 from scheduler.storage.outbox_store import OutboxStore
-from triggers import load
 from triggers.sources import celery_redis_reading
 
 ROLES = ("scheduler", "watchdog")
 ALERT_KINDS = tuple(AlertKind)
 
 
-def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[str, Any]:
+def gather(settings: Any, *, now: datetime, ping_workers: bool = False) -> dict[str, Any]:
     """Everything `status` shows, as one JSON-ready dict.
 
     A service that is down is part of the answer, not a crash: its sections stay empty and
     `errors` says what failed (status is what an operator runs when something is wrong).
+    The database is read first: the queues whose runs are queued there are read on the
+    broker too, with those the live workers consume (no trigger module is imported).
     """
     data: dict[str, Any] = {
         "at": iso(now),
@@ -57,9 +59,9 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
         "running": [],
         "errors": {},
     }
-    for section, read in (("redis", _from_redis), ("database", _from_database)):
+    for section, read in (("database", _from_database), ("redis", _from_redis)):
         try:
-            data.update(read(settings, now, ping_workers))
+            data.update(read(settings, now, data, ping_workers))
         except Exception as exc:
             message = service_error(exc)
             if message is None and not isinstance(exc, ConfigError):
@@ -68,7 +70,7 @@ def gather(settings: Any, *, now: datetime, ping_workers: bool = True) -> dict[s
     return data
 
 
-def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, Any]:
+def _from_redis(settings: Any, now: datetime, sofar: dict[str, Any], ping_workers: bool) -> dict[str, Any]:
     client = redis_for(settings)
     try:
         prefix = settings.redis_prefix
@@ -81,9 +83,8 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
                 "owner": owner.decode() if isinstance(owner, bytes) else owner,
                 "lease_ms_left": ttl if ttl and ttl > 0 else None,
             }
-        queues = {"agents"}
-        if settings.triggers:
-            queues |= {a.queue for a in load(settings.triggers).agents.values()}
+        present = live_workers(client, prefix)
+        queues = {"agents", *sofar["queued_runs"], *(q for w in present for q in w.queues)}
         depths = {}
         for q in sorted(queues):
             reading = celery_redis_reading(client, q, prefix, now)
@@ -92,16 +93,16 @@ def _from_redis(settings: Any, now: datetime, ping_workers: bool) -> dict[str, A
         breakers = {provider: info.as_dict() for provider, info in states.items()}
     finally:
         client.close()
-    workers: list[str] = []
-    if ping_workers:
+    workers = {w.hostname for w in present}
+    if ping_workers:  # the broadcast answers only from workers that are not stuck
         from scheduler.core.celery import broker_app
 
         replies = broker_app(settings).control.ping(timeout=1.0) or []
-        workers = sorted(name for reply in replies for name in reply)
-    return {"leaders": leaders, "queues": depths, "breakers": breakers, "workers": workers}
+        workers |= {name for reply in replies for name in reply}
+    return {"leaders": leaders, "queues": depths, "breakers": breakers, "workers": sorted(workers)}
 
 
-def _from_database(settings: Any, now: datetime, _ping: bool) -> dict[str, Any]:
+def _from_database(settings: Any, now: datetime, _sofar: dict[str, Any], _ping: bool) -> dict[str, Any]:
     store = store_for(settings)
     try:
         runs = cast(sa.Table, Run.__table__)
@@ -208,10 +209,17 @@ def breaker_line(breaker: dict[str, Any]) -> str:
     return f"HALF-OPEN, {since}; the next call probes it"
 
 
-def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
+def status(
+    json_: JsonOpt = False,
+    triggers: TriggersOpt = None,
+    ping: Annotated[
+        bool,
+        typer.Option("--ping", help="Also broadcast a ping to the workers (waits one second)."),
+    ] = False,
+) -> None:
     """Leaders, workers, queue depths, provider breakers, what is paused, the running runs
     (age, last heartbeat), runs in the last hour, open alerts, outbox lag."""
-    data = gather(settings_for(triggers), now=datetime.now(UTC))
+    data = gather(settings_for(triggers), now=datetime.now(UTC), ping_workers=ping)
     if json_:
         print_json(data)
         return
@@ -220,7 +228,7 @@ def status(json_: JsonOpt = False, triggers: TriggersOpt = None) -> None:
     for role, lead in data["leaders"].items():
         state = f"alive ({lead['owner']})" if lead["alive"] else "NONE"
         typer.echo(f"{role + ' leader':20} {state}")
-    typer.echo(f"{'workers':20} {', '.join(data['workers']) or 'none answered'}")
+    typer.echo(f"{'workers':20} {', '.join(data['workers']) or 'none alive'}")
     for q in sorted(set(data["queues"]) | set(data["queued_runs"])):
         d = data["queues"].get(q)
         runs_queued = data["queued_runs"].get(q, 0)

@@ -96,3 +96,10 @@ def spend(prefix: str, agent: str, window_start: int) -> str:
     """HASH `tokens`, `cost_usd`: an agent's spend in the SpendCap window starting at
     `window_start` (Unix seconds)."""
     return f"{prefix}spend:{agent}:{window_start}"
+
+
+def workers(prefix: str) -> str:
+    """HASH hostname -> JSON {seen_ms, pid, queues}: each worker's presence, rewritten every
+    few seconds by the worker itself (scheduler/core/presence.py), so `status` lists the
+    live workers without a broadcast ping that always waits out its timeout."""
+    return f"{prefix}workers"

@@ -10,11 +10,43 @@ registered under that name. Register sinks in a trigger module:
 
 from __future__ import annotations
 
-from scheduler.outbox.abc import Entry, Outcome, Sink, SinkError
-from scheduler.outbox.registry import register_sink, registered_sinks, sink_for
-from scheduler.outbox.sinks.http import WebhookSink
-from scheduler.outbox.sinks.redis import RedisCacheSink, RedisStreamSink
-from scheduler.outbox.sinks.sql import SqlAppendSink, SqlUpsertSink, VectorSink
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.outbox.abc import Entry, Outcome, Sink, SinkError
+    from scheduler.outbox.registry import register_sink, registered_sinks, sink_for
+    from scheduler.outbox.sinks.http import WebhookSink
+    from scheduler.outbox.sinks.redis import RedisCacheSink, RedisStreamSink
+    from scheduler.outbox.sinks.sql import SqlAppendSink, SqlUpsertSink, VectorSink
+
+_HOME = {
+    "Entry": "scheduler.outbox.abc",
+    "Outcome": "scheduler.outbox.abc",
+    "Sink": "scheduler.outbox.abc",
+    "SinkError": "scheduler.outbox.abc",
+    "register_sink": "scheduler.outbox.registry",
+    "registered_sinks": "scheduler.outbox.registry",
+    "sink_for": "scheduler.outbox.registry",
+    "WebhookSink": "scheduler.outbox.sinks.http",
+    "RedisCacheSink": "scheduler.outbox.sinks.redis",
+    "RedisStreamSink": "scheduler.outbox.sinks.redis",
+    "SqlAppendSink": "scheduler.outbox.sinks.sql",
+    "SqlUpsertSink": "scheduler.outbox.sinks.sql",
+    "VectorSink": "scheduler.outbox.sinks.sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names are imported on first use (PEP 562): the storage layer needs `Entry`, not the
+    HTTP client and the sinks every import of this package used to load."""
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'scheduler.outbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Entry",

@@ -239,3 +239,34 @@ def _after_fork(**_: Any) -> None:
     from scheduler.worker.runtime import reset_runtime
 
     reset_runtime()
+
+
+_presence: Any = None  # the running Presence of this worker's main process, if any
+
+
+@signals.worker_ready.connect
+def _announce(sender: Any = None, **_: Any) -> None:
+    """Write this worker's presence (hostname, queues) every few seconds, for `status`."""
+    global _presence
+    import redis
+
+    from scheduler.core.presence import Presence
+
+    settings = Settings()
+    url = settings.redis_url
+    if url is None or sender is None:
+        return
+    queues = [q.name for q in getattr(sender.app.amqp.queues, "consume_from", {}).values()]
+    _presence = Presence(
+        lambda: redis.Redis.from_url(url.get_secret_value(), socket_timeout=5),
+        settings.redis_prefix,
+        str(sender.hostname),
+        queues,
+    )
+    _presence.start()
+
+
+@signals.worker_shutdown.connect
+def _withdraw(**_: Any) -> None:
+    if _presence is not None:
+        _presence.stop()

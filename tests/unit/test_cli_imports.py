@@ -1,5 +1,5 @@
 """Which modules a read-only command imports: `nightowl --help`, `runs list`, `runs show` and
-`status --help` must start without Celery, Alembic, the services or the user's trigger
+`status` must start without Celery, Alembic, the services or the user's trigger
 modules (they took about 3 s to start when every command imported everything). An import
 test, not a timed one: benchmarks/cli_start.py measures the seconds."""
 
@@ -35,6 +35,14 @@ NEVER = (
     "scheduler.relay",
     "flower",
     "examples",
+    # trigger kinds and what they bring: `triggers` and `agents` import names on first use
+    "triggers._cron",
+    "triggers._metric",
+    "triggers._queue",
+    "triggers._dbchange",
+    "httpx",
+    "prometheus_client",
+    "croniter",
 )
 
 
@@ -60,6 +68,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
         "NIGHTOWL_TRIGGERS": "examples.demo",
+        # a Redis that does not answer: `status` reports it, and must not import Celery for it
+        "NIGHTOWL_REDIS_URL": "redis://127.0.0.1:1/0",
     }
 
 
@@ -71,6 +81,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         ["runs", "show", "x", "--help"],
         ["status", "--help"],
         ["runs", "list"],
+        ["runs", "show", "00000000-0000-0000-0000-000000000000"],
+        ["status"],
+        ["status", "--json"],
     ],
 )
 def test_read_only_commands_import_no_service_and_no_trigger_module(
@@ -86,3 +99,14 @@ def test_help_imports_typer_and_nothing_of_nightowl_beyond_the_command_table(env
     ours = sorted(m for m in modules if m.split(".")[0] in {"scheduler", "agents", "triggers"})
     assert ours == ["scheduler", "scheduler.cli", "scheduler.cli.commands"], ours
     assert "sqlalchemy" not in modules and "pydantic" not in modules
+
+
+def test_status_on_a_live_redis_imports_no_celery(env: dict[str, str]) -> None:
+    """With Redis answering, `status` reads leaders, queues and the workers' presence, all
+    without Celery (a ping broadcast is `status --ping`)."""
+    from tests.helpers import REDIS_URL
+
+    modules = imported(["status", "--json"], {**env, "NIGHTOWL_REDIS_URL": REDIS_URL})
+    loaded = sorted(m for m in modules if any(m == n or m.startswith(f"{n}.") for n in NEVER))
+    assert loaded == [], loaded
+    assert "scheduler.core.presence" in modules
