@@ -73,6 +73,11 @@ def backfill(
                 spec,
                 max_active=max_active,
                 on_done=lambda p: advance(p.slot.isoformat()),
+                on_held=lambda n: echo(
+                    f"{n} backfill run(s) wait: their agent is paused; they start on "
+                    "`nightowl agents resume` (Ctrl-C leaves them queued)",
+                    err=True,
+                ),
             ).run(plans)
     finally:
         publisher.close()

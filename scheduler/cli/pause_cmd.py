@@ -68,7 +68,11 @@ def _report(changes: list[PauseChange], json_: bool) -> None:
         return
     for c in changes:
         what = f"every {c.scope.value}" if c.name == ALL else f"{c.scope.value} {c.name}"
-        if c.paused:
+        if c.under_all:
+            own = "resumed" if c.changed else "was not paused on its own"
+            state = f"{own}, and stays paused by `pause --all` (resume it with `resume --all`)"
+            extra = ""
+        elif c.paused:
             state = "paused" if c.changed else "was already paused"
             extra = f"; {c.runs} running run(s) asked to cancel" if c.runs else ""
         else:

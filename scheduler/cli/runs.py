@@ -216,13 +216,13 @@ def logs_of_run(
     store = store_for(settings_for(triggers))
     if store.get_run(run_id) is None:
         fail(f"no run with id {run_id!r}; list runs with `nightowl runs list`")
-    last = 0
+    last: tuple[int, int] | None = None
     printed: list[dict[str, Any]] = []
     while True:
         run = store.get_run(run_id)
         ended = run is None or run.status in TERMINAL_STATUSES
-        for row_id, line in store.logs_of(run_id, attempt=attempt, after_id=last):
-            last = max(last, row_id)
+        for line in store.logs_of(run_id, attempt=attempt, after=last):
+            last = (line.attempt, line.seq)
             item = {
                 "attempt": line.attempt,
                 "seq": line.seq,

@@ -100,7 +100,11 @@ def _select(
 
 
 def _confirm(verb: str, runs: list[Run], dry_run: bool, yes: bool, json_: bool) -> bool:
-    """Show what matches; True when the action should go ahead."""
+    """Show what matches; True when the action should go ahead. Under `--json` the listing
+    is stdout's answer only for a dry run; otherwise the count still goes to stderr, so a
+    prompt never asks about an unknown number of runs."""
+    if json_ and not dry_run:
+        typer.echo(f"{len(runs)} run(s) match", err=True)
     if not json_ or dry_run:
         rows = [
             {

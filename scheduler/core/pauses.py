@@ -96,8 +96,10 @@ NO_PAUSES = Pauses()
 class PauseCache:
     """A worker's view of the pauses, read at most once per `ttl` seconds.
 
-    A read that fails keeps the last view (a database blip must not unpause a fleet, and
-    the start of the attempt that follows fails on the same blip anyway)."""
+    A read that fails raises to its caller (the attempt's start, which fails on the same
+    database blip anyway and is delivered again); it never yields an empty view, since a
+    blip must not unpause a fleet. The calls within `ttl` after a failed read get the last
+    good view instead of each waiting on the database again."""
 
     def __init__(
         self, load: Callable[[], Pauses], ttl: float = 1.0, monotonic: Callable[[], float] = time.monotonic

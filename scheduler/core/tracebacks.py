@@ -10,6 +10,7 @@ user's frame that called it.
 
 from __future__ import annotations
 
+import os
 import sysconfig
 import traceback
 from pathlib import Path
@@ -19,10 +20,14 @@ from scheduler.core.scrub import scrub_text
 MAX_TRACEBACK_CHARS = 16_000
 _HEAD = 4_000  # a cut traceback keeps its start (the agent's frames) and its end (the raise)
 
-_NIGHTOWL = tuple(str(Path(__file__).resolve().parents[2] / p) for p in ("scheduler", "agents", "triggers"))
+# Directory prefixes, each ending in the separator: `/srv/app/agents2/x.py` is the user's
+# even though it starts with the text of nightowl's `/srv/app/agents`.
+_NIGHTOWL = tuple(
+    str(Path(__file__).resolve().parents[2] / p) + os.sep for p in ("scheduler", "agents", "triggers")
+)
 _LIBRARY = tuple(
     {
-        str(Path(p).resolve())
+        str(Path(p).resolve()) + os.sep
         for k in ("stdlib", "platstdlib", "purelib", "platlib")
         if (p := sysconfig.get_path(k))
     }

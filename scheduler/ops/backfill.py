@@ -23,13 +23,14 @@ from enum import StrEnum
 from agents import CronTick, event_to_json
 from scheduler.core.publish import Publisher, dispatch
 from scheduler.core.values import Dispatch, NewRun
-from scheduler.core.vocabulary import TERMINAL_STATUSES, RunOrigin, RunStatus
+from scheduler.core.vocabulary import TERMINAL_STATUSES, RunOrigin, RunStatus, WaitingFor
 from scheduler.ops.runs import OperationError, replay
 from scheduler.storage.models import Run
 from scheduler.storage.store import Store
 from triggers import CronTrigger, Registry, TriggerSpec, cron_key
 
 MAX_SLOTS = 10_000
+GONE = "gone"  # the status reported for a run pruned or deleted while the backfill waited
 _EPSILON = timedelta(microseconds=1)  # --from is inclusive; iter_after is strict
 
 
@@ -132,6 +133,8 @@ class Backfill:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     sleep: Callable[[float], None] = time.sleep
     on_done: Callable[[SlotPlan], None] = lambda _p: None
+    # told once each time every active run is held by a pause (the backfill waits for resume)
+    on_held: Callable[[int], None] = lambda _n: None
 
     def run(self, plans: list[SlotPlan]) -> list[SlotPlan]:
         if self.max_active < 1:
@@ -195,13 +198,19 @@ class Backfill:
 
     def _wait_below(self, limit: int, active: dict[str, int], out: list[SlotPlan]) -> None:
         interval = 0.05
+        held = False
         while len(active) >= limit:
             statuses = self.store.statuses_of(list(active))
-            for run_id, status in statuses.items():
-                if status in TERMINAL_STATUSES:
+            for run_id in list(active):
+                status, _ = statuses.get(run_id, (GONE, None))  # pruned or deleted: done
+                if status in TERMINAL_STATUSES or status == GONE:
                     i = active.pop(run_id)
                     out[i] = replace(out[i], status=status)
                     self.on_done(out[i])
+            paused = [r for r in active if statuses.get(r, ("", None))[1] == WaitingFor.PAUSED]
+            if paused and len(paused) == len(active) and not held:
+                self.on_held(len(paused))
+            held = bool(paused) and len(paused) == len(active)
             if len(active) >= limit:
                 self.sleep(interval)
                 interval = min(interval * 2, 0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from scheduler.core.pauses import ALL, MissedOnPause, PauseRecord, Pauses, PauseScope, PendingOnPause
@@ -30,6 +30,7 @@ class PauseChange:
     reason: str | None = None
     changed: bool = True  # False: it was already in that state
     runs: int = 0  # runs cancelled (pause --cancel-running) or released/skipped (resume)
+    under_all: bool = False  # resumed on its own but still paused by `*` (pause --all)
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "paused": self.paused, "reason": self.reason}
@@ -110,6 +111,12 @@ def resume(
                 scope, name, False, record.reason if record else None, changed=record is not None, runs=moved
             )
         )
+    everything = store.pauses().records.get((scope, ALL))
+    if everything is not None:  # a name resumed under `pause --all` is still paused by it
+        changes = [
+            replace(c, paused=True, reason=everything.reason, under_all=True) if c.name != ALL else c
+            for c in changes
+        ]
     return changes
 
 

@@ -74,13 +74,16 @@ class Queries(StoreGroup):
                 )
         return out
 
-    def statuses_of(self, run_ids: list[str]) -> dict[str, str]:
-        """run id -> status (a backfill waiting for its active runs)."""
+    def statuses_of(self, run_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """run id -> (status, waiting_for), for a backfill waiting for its active runs; a run
+        that is gone (pruned, deleted) is not in the answer."""
         if not run_ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(runs_t.c.id, runs_t.c.status).where(runs_t.c.id.in_(run_ids)))
-            return {r.id: r.status for r in rows}
+            rows = conn.execute(
+                sa.select(runs_t.c.id, runs_t.c.status, runs_t.c.waiting_for).where(runs_t.c.id.in_(run_ids))
+            )
+            return {r.id: (r.status, r.waiting_for) for r in rows}
 
     def active_runs_of(self, agents: list[str] | None, statuses: tuple[str, ...]) -> list[str]:
         """Ids of the runs of `agents` (None: every agent) in `statuses` (a pause's

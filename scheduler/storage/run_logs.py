@@ -43,15 +43,21 @@ class RunLogStore(StoreGroup):
             )
 
     def logs_of(
-        self, run_id: str, *, attempt: int | None = None, after_id: int = 0
-    ) -> list[tuple[int, LogLine]]:
-        """(row id, line) in order; `after_id` for following a running attempt."""
-        stmt = (
-            sa.select(logs_t)
-            .where(logs_t.c.run_id == run_id, logs_t.c.id > after_id)
-            .order_by(logs_t.c.attempt, logs_t.c.seq)
-        )
+        self, run_id: str, *, attempt: int | None = None, after: tuple[int, int] | None = None
+    ) -> list[LogLine]:
+        """The lines in (attempt, seq) order; `after=(attempt, seq)` for following a running
+        attempt. The cursor is the lines' own order, not the row id: on PostgreSQL ids come
+        from a sequence and two batches can commit in the other order, so a follower paging
+        by id could skip the batch that committed second."""
+        stmt = sa.select(logs_t).where(logs_t.c.run_id == run_id).order_by(logs_t.c.attempt, logs_t.c.seq)
         if attempt is not None:
             stmt = stmt.where(logs_t.c.attempt == attempt)
+        if after is not None:
+            stmt = stmt.where(
+                sa.or_(
+                    logs_t.c.attempt > after[0],
+                    sa.and_(logs_t.c.attempt == after[0], logs_t.c.seq > after[1]),
+                )
+            )
         with self.engine.connect() as conn:
-            return [(r.id, LogLine(r.attempt, r.seq, r.at, r.level, r.message)) for r in conn.execute(stmt)]
+            return [LogLine(r.attempt, r.seq, r.at, r.level, r.message) for r in conn.execute(stmt)]

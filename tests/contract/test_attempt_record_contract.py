@@ -30,12 +30,13 @@ def test_a_finish_keeps_the_traceback_and_the_last_progress_time(store: Store) -
 def test_log_lines_are_kept_per_attempt_and_pruned_with_their_run(store: Store) -> None:
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
     lines = [LogLine(1, i, T0, "INFO", f"line {i}") for i in (1, 2)] + [LogLine(2, 1, T0, "WARNING", "again")]
-    store.record_logs(run.id, lines[:2])
+    # the later batch first: a follower's cursor is (attempt, seq), not the commit order
     store.record_logs(run.id, lines[2:])
-    got = store.logs_of(run.id)
-    assert [line for _, line in got] == lines
-    assert [line.message for _, line in store.logs_of(run.id, attempt=2)] == ["again"]
-    assert [line.message for _, line in store.logs_of(run.id, after_id=got[0][0])] == ["line 2", "again"]
+    store.record_logs(run.id, lines[:2])
+    assert store.logs_of(run.id) == lines
+    assert [line.message for line in store.logs_of(run.id, attempt=2)] == ["again"]
+    assert [line.message for line in store.logs_of(run.id, after=(1, 1))] == ["line 2", "again"]
+    assert [line.message for line in store.logs_of(run.id, after=(1, 2))] == ["again"]
     a = store.begin_attempt(run.id, "w1", None, T0, agent="a")
     assert a is not None and store.finish(a, FAILED, now=T0, error="x")
     assert prune(store.engine, T0 + timedelta(days=1)).runs == 1

@@ -157,6 +157,12 @@ def test_a_paused_trigger_refuses_fire_unless_forced_and_listings_say_why(
         {"name": "*", "paused": True, "reason": "incident 42"},
     ]
     assert json.loads(cli("triggers", "list", "--json").stdout)[0]["paused"] is True
+    # one name resumed under the kill switch stays paused, and says by what
+    one = cli("triggers", "resume", "slow")
+    assert "stays paused by `pause --all`" in one.stdout, one.stdout
+    assert json.loads(cli("triggers", "resume", "slow", "--json").stdout) == [
+        {"name": "slow", "paused": True, "reason": "incident 42"}
+    ]
     out = cli("resume", "--all")
     assert out.returncode == 0, out.stderr
     assert pg_store.pauses().records == {}

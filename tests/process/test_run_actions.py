@@ -67,7 +67,7 @@ def test_bulk_actions_count_first_confirm_and_dry_run(
     assert out.returncode == 1 and "pass --yes" in out.stderr, out.stderr
     assert len(pg_store.list_runs()) == 3
     out = cli("runs", "replay", "--status", "failed", "--agent", "refuses", "--yes", "--json")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and "2 run(s) match" in out.stderr, out.stderr
     made = json.loads(out.stdout)
     assert sorted(m["replay_of"] for m in made) == sorted(failed)
     # Retry: the failed originals get one more attempt each (and fail again, non-retryable)

@@ -4,6 +4,7 @@ exception Flower shows, named like the agent's own."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from scheduler.core import tracebacks
 from scheduler.core.tracebacks import MAX_TRACEBACK_CHARS, format_failure, is_agent_frame
@@ -29,6 +30,9 @@ def test_the_agents_frames_come_first_and_nightowls_are_not_among_them() -> None
     assert "pw-in-a-url" not in text  # scrubbed
     assert not is_agent_frame(tracebacks.__file__)
     assert not is_agent_frame(json.__file__)
+    # a user's directory whose name only starts like nightowl's package is the user's
+    sibling = Path(tracebacks.__file__).resolve().parents[2] / "agents_of_mine" / "bot.py"
+    assert is_agent_frame(str(sibling))
 
 
 def test_a_huge_traceback_keeps_its_start_and_end() -> None:
