@@ -20,7 +20,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenacity import Retrying, stop_after_attempt, wait_exponential
+from tenacity import Retrying, stop_after_attempt, stop_when_event_set, wait_exponential
 
 from scheduler.alerts.alert import Alert, scrubbed
 from scheduler.alerts.channels import Channel
@@ -44,6 +44,10 @@ class _Worker:
         self.attempts = attempts
         self.backoff_max = backoff_max
         self.queue: queue.Queue[tuple[int, Alert, dict[str, Any]] | None] = queue.Queue()
+        # Set on close: a delivery still retrying makes no further attempt, and what is
+        # still queued gets one try each (a watchdog stopping while a channel is down used
+        # to wait out every backoff, 15 s on SIGTERM).
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"nightowl-alert-{channel.name}", daemon=True)
         self.thread.start()
 
@@ -57,13 +61,18 @@ class _Worker:
             finally:
                 self.queue.task_done()
 
+    def _pause(self, seconds: float) -> None:
+        """The backoff between attempts, cut short by close()."""
+        self.closing.wait(seconds)
+
     def _deliver(self, alert_id: int, alert: Alert, payload: dict[str, Any]) -> None:
         outcome: str = ChannelOutcome.SENT
         try:
             for attempt in Retrying(
-                stop=stop_after_attempt(self.attempts),
+                stop=stop_after_attempt(self.attempts) | stop_when_event_set(self.closing),
                 reraise=True,
                 wait=wait_exponential(multiplier=0.5, max=self.backoff_max),
+                sleep=self._pause,
             ):
                 with attempt:
                     self.channel.send(alert, payload)
@@ -190,7 +199,9 @@ class AlertManager:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the channel threads and wait for them, so no thread still holds a database
         connection when the caller disposes the engine."""
+        deadline = time.monotonic() + timeout
         for worker in self._workers:
+            worker.closing.set()
             worker.queue.put(None)
         for worker in self._workers:
-            worker.thread.join(timeout)
+            worker.thread.join(max(0.0, deadline - time.monotonic()))

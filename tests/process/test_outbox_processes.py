@@ -65,6 +65,7 @@ def delivered(outbox: OutboxStore) -> int:
     return sum(s["delivered"] for s in outbox.status(datetime.now(UTC)).values())
 
 
+@pytest.mark.timeout(300)  # 25 s alone; on a loaded 2-core machine its 1,200 deliveries take longer
 def test_six_sinks_200_runs_relay_sigkilled_twice_each_write_lands_exactly_once(
     pg_settings: Settings,
     pg_store: Store,

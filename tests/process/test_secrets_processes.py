@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,8 +217,8 @@ def scenario(
         with engine.connect() as conn:
             run_id = conn.execute(sa.text("SELECT id FROM runs WHERE status = 'dead' LIMIT 1")).scalar()
         assert isinstance(run_id, str)
-        # The operator's view of it all, while everything runs
-        for args in (
+        # The operator's view of it all, while everything runs (four commands at a time)
+        commands = (
             ("runs", "list", "--json"),
             ("runs", "show", run_id),
             ("runs", "show", run_id, "--json"),
@@ -230,10 +231,15 @@ def scenario(
             ("triggers", "show", "watched-db"),
             ("outbox", "status", "--json"),
             ("doctor",),
-        ):
-            done = run_cli_process(args, env, ROOT, timeout=120)
+        )
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda a: run_cli_process(a, env, ROOT, timeout=120), commands))
+        for args, done in zip(commands, answers, strict=True):
             outputs += [f"$ nightowl {' '.join(args)} -> {done.returncode}", done.stdout, done.stderr]
     finally:
+        for p in procs:  # SIGTERM to all first: they stop side by side, not one after another
+            if p.proc.poll() is None:
+                p.proc.terminate()
         for p in procs:
             p.stop()
         engine.dispose()

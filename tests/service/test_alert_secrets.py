@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -76,3 +77,27 @@ def test_a_failing_webhook_leaves_no_secret_in_the_alert_row_or_the_log(
     assert len(failing_receiver.requests) == 2
     body = failing_receiver.requests[0]["body"].decode()
     assert secret_path not in body and "/***" in body
+
+
+def test_closing_while_a_channel_is_down_stops_its_retries_and_records_the_failure(
+    store: Store, failing_receiver: Receiver
+) -> None:
+    """A watchdog stopping while its webhook is down must not wait out every backoff (it
+    took 15 s on SIGTERM): the retrying delivery stops, its failure is still recorded."""
+    manager = AlertManager(
+        AlertStore(store.engine),
+        FakeClock(T0),
+        [WebhookChannel(failing_receiver.url, SecretStr("s"))],
+        attempts=5,
+        backoff_max=3600,  # without the stop, the fourth attempt would come after minutes
+    )
+    manager.fire(Alert(kind=AlertKind.RUN_DEAD, dedupe_key="run_dead:x", message="dead", run_id="x"))
+    deadline = time.monotonic() + 10
+    while not failing_receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    manager.close(timeout=30)
+    assert 1 <= len(failing_receiver.requests) < 5
+    (row,) = AlertStore(store.engine).history(limit=5)
+    assert row.channels is not None
+    (outcome,) = row.channels.values()
+    assert str(outcome).startswith("failed"), row.channels
