@@ -58,5 +58,23 @@ class ServiceLoop(IntervalLoop):
 
     def _tick(self) -> None:
         report = self.service.tick()
-        for trigger, run_id in report.fired:
-            log.info("fired %s -> run %s", trigger, run_id)
+        if report.fired:
+            log_fired(report.fired)
+
+
+SHOWN_PER_TICK = 5
+
+
+def log_fired(fired: list[tuple[str, str]]) -> None:
+    """One INFO line per tick, the runs it fired (the first few by name), and one DEBUG line
+    per run: 10,000 triggers due at once are one line, not 10,000 (writing them cost the
+    burst a large share of its time)."""
+    shown = ", ".join(f"{t} -> run {r}" for t, r in fired[:SHOWN_PER_TICK])
+    more = len(fired) - SHOWN_PER_TICK
+    if more > 0:
+        log.info("fired %s and %d more (%d runs this tick)", shown, more, len(fired))
+    else:
+        log.info("fired %s", shown)
+    if log.isEnabledFor(logging.DEBUG):
+        for trigger, run_id in fired:
+            log.debug("fired %s -> run %s", trigger, run_id)
