@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,14 +20,21 @@ from scheduler.core.metrics import LOOP_LAST_SUCCESS
 from scheduler.core.steplog import StepFailures
 
 
+OVERDUE_GAP = timedelta(milliseconds=100)
+
+
 class Step(NamedTuple):
     """One step of a loop: woken every `every`; a `drain` step runs again at once while it
-    returns True (the relay: a busy outbox drains without waiting for the next wake-up)."""
+    returns True (the relay: a busy outbox drains without waiting for the next wake-up).
+    `next_at`, when given, says after each run when the step is next due (a datetime, or
+    None): the loop wakes it then if that comes before `every` (the scheduler's tick wakes
+    at the boundary its triggers are due at, not up to a tick interval after it)."""
 
     name: str
     run: Callable[[], object]
     every: timedelta
     drain: bool = False
+    next_at: Callable[[], datetime | None] | None = None
 
 
 class _DropSkippedWakeUps(logging.Filter):
@@ -83,6 +90,19 @@ class IntervalLoop:
     def _wake(self, step: Step) -> None:
         while self._guarded(step) and step.drain and not self.stopped.is_set():
             pass
+        if step.next_at is not None and not self.stopped.is_set():
+            self._wake_early(step, step.next_at())
+
+    def _wake_early(self, step: Step, at: datetime | None) -> None:
+        """Move the step's next wake-up to `at` when that is sooner than its interval."""
+        now = datetime.now(UTC)
+        if at is None or at >= now + step.every:
+            return
+        if at <= now:  # overdue (a retry scheduled for "now"): soon, but never a busy loop
+            at = now + min(step.every, OVERDUE_GAP)
+        with self._lock:
+            if self._aps.running and not self.stopped.is_set():
+                self._aps.modify_job(step.name, next_run_time=at)
 
     def _guarded(self, step: Step) -> bool:
         """One step; during an outage one line, then one a minute, not a traceback per
@@ -105,6 +125,8 @@ class IntervalLoop:
         with self._lock:
             if not self.stopped.is_set():
                 self._aps.start()
+        if self._first.next_at is not None:
+            self._wake_early(self._first, self._first.next_at())
 
     def stop(self) -> None:
         """Stop waking the steps, wait for the one running (a drain step stops after its

@@ -49,7 +49,7 @@ class ServiceLoop(IntervalLoop):
         self.service = service
         super().__init__(
             [
-                Step("tick", self._tick, settings.tick_interval),
+                Step("tick", self._tick, settings.tick_interval, next_at=service.next_due),
                 Step("sweep", service.sweep, settings.sweep_interval),
             ],
             service.close,

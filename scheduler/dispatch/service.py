@@ -203,6 +203,14 @@ class SchedulerService:
         heapq.heapify(self._heap)
         log.info("scheduler leader: %d triggers", len(self._heap))
 
+    def next_due(self) -> datetime | None:
+        """When the earliest trigger is next due (None when not leading or nothing is
+        scheduled): the loop wakes the tick then, so a burst starts at its boundary."""
+        with self._lock:
+            if not self.leadership.leading or not self._heap:
+                return None
+            return self._heap[0][0]
+
     def resign(self) -> None:
         """Give the lease up now (clean shutdown), so a standby takes over at once."""
         with self._lock:

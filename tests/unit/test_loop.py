@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -93,3 +93,45 @@ def test_a_failing_step_logs_one_line_not_one_per_wake_up(caplog: pytest.LogCapt
         loop.stop()
     lines = [r for r in caplog.records if r.name == "test.loop"]
     assert len(lines) == 1 and "tick failed: ConnectionError" in lines[0].getMessage()
+
+
+def test_a_step_that_says_when_it_is_next_due_is_woken_then_not_a_whole_interval_later() -> None:
+    """The scheduler's tick: its interval is a ceiling, its triggers' boundary the wake-up."""
+    runs: list[float] = []
+    due = [time.time() + 0.2]
+
+    def tick() -> None:
+        runs.append(time.time())
+
+    def next_at() -> datetime | None:
+        return datetime.fromtimestamp(due.pop(), UTC) if due else None
+
+    loop = IntervalLoop(
+        [Step("tick", tick, timedelta(seconds=30), next_at=next_at)], lambda: None, logging.getLogger("t")
+    )
+    loop.start()
+    try:
+        wait_for(lambda: len(runs) >= 2, timeout=10, message="the early wake-up")
+    finally:
+        loop.stop()
+    assert runs[1] - runs[0] >= 0.15  # at the time it named, not at once
+
+
+def test_an_overdue_next_time_wakes_soon_but_never_spins() -> None:
+    runs: list[float] = []
+    loop = IntervalLoop(
+        [
+            Step(
+                "tick",
+                lambda: runs.append(time.time()),
+                timedelta(seconds=30),
+                next_at=lambda: datetime.fromtimestamp(0, UTC),
+            )
+        ],
+        lambda: None,
+        logging.getLogger("t"),
+    )
+    loop.start()
+    time.sleep(0.5)
+    loop.stop()
+    assert 2 <= len(runs) <= 8, len(runs)  # every OVERDUE_GAP (100 ms), not back to back
