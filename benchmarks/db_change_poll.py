@@ -28,6 +28,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._harness import Result, Stat, ratio, say
 from triggers import db_change, dispose_engines
 from triggers.abc import forget_module
 
@@ -65,7 +66,7 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def bench_size(rows: int, repeat: int) -> dict[str, float]:
+def bench_size(rows: int, repeat: int, changed: int = 500) -> dict[str, float]:
     table = f"bench_dbchange_{uuid.uuid4().hex[:8]}"
     naive = f"{table}_noindex"
     with psycopg.connect(PG, autocommit=True) as conn:
@@ -73,7 +74,13 @@ def bench_size(rows: int, repeat: int) -> dict[str, float]:
         build(conn, naive, rows, index=False)
         try:
             spec = db_change(
-                table, agent="bench", name="bench", db_url=PG, cursor="updated_at", key="id", batch_size=500
+                table,
+                agent="bench",
+                name="bench",
+                db_url=PG,
+                cursor="updated_at",
+                key="id",
+                batch_size=max(500, changed),
             )
             trigger = spec.source
             now = datetime.now(UTC)
@@ -89,12 +96,12 @@ def bench_size(rows: int, repeat: int) -> dict[str, float]:
             fresh: list[float] = []
             next_id = rows + 1
             for round_ in range(repeat):
-                insert_new(conn, table, next_id, 500, round_)
-                next_id += 500
+                insert_new(conn, table, next_id, changed, round_)
+                next_id += changed
                 t0 = time.perf_counter()
                 ev = trigger.evaluate("bench", now, state)
                 fresh.append(time.perf_counter() - t0)
-                assert len(ev.firings) == 500, len(ev.firings)
+                assert len(ev.firings) == changed, len(ev.firings)
                 state = ev.state
             last = conn.execute(f"SELECT max(updated_at) FROM {naive}").fetchone()
             assert last is not None
@@ -109,6 +116,29 @@ def bench_size(rows: int, repeat: int) -> dict[str, float]:
             forget_module(__name__)
             dispose_engines()
     return {"idle_ms": median_ms(idle), "new500_ms": median_ms(fresh), "naive_idle_ms": median_ms(baseline)}
+
+
+def run(quick: bool) -> Result:
+    """db_poll_cost: a db_change poll that picks up 100 changed rows, at 10k, 100k and 1M
+    rows on PostgreSQL; the baseline is the same poll at 10k rows."""
+    sizes, repeat = ((10_000, 100_000), 5) if quick else ((10_000, 100_000, 1_000_000), 30)
+    per: dict[str, Stat] = {}
+    idle: dict[str, Stat] = {}
+    for size in sizes:
+        say(f"db_poll_cost: {size:,} rows, {repeat} polls")
+        got = bench_size(size, repeat, changed=100)
+        per[f"rows={size}"] = Stat([got["new500_ms"] / 1000], "s")
+        idle[f"rows={size}"] = Stat([got["idle_ms"] / 1000], "s")
+    small, big = per[f"rows={sizes[0]}"].median, per[f"rows={sizes[-1]}"].median
+    r = ratio(big, small)
+    return Result(
+        name="db_poll_cost",
+        figures={"poll_100_changed": per, "idle_poll": idle},
+        baseline={f"rows={sizes[0]}": per[f"rows={sizes[0]}"]},
+        ratio=r,
+        target=f"poll at {sizes[-1]:,} rows / at {sizes[0]:,} rows <= 1.5 (medians of {repeat} polls)",
+        met=None if quick else r <= 1.5,
+    )
 
 
 def main() -> None:

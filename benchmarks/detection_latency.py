@@ -26,6 +26,7 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._db import create_database, drop_database
+from benchmarks._harness import Result, Stat, ratio, say
 from scheduler.alerts import AlertManager, WebhookChannel
 from scheduler.core.clock import SystemClock
 from scheduler.core.publish import Publisher
@@ -46,11 +47,8 @@ MODULE = "tests.fixtures.stall_agents"
 HEARTBEAT_TIMEOUT = 2.0  # the plodder agent's
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=0.5)
-    args = parser.parse_args()
+def measure(kills: int, interval: float) -> list[float]:
+    """Seconds from each SIGKILL to its signed `run_stalled` alert at the receiver."""
     url = create_database("dl")
     prefix = f"bench-dl-{uuid.uuid4().hex[:6]}:"
     receiver = Receiver()
@@ -62,7 +60,7 @@ def main() -> None:
         settings = Settings(
             _env_file=None,
             database_url=url,
-            redis_url=REDIS,  # type: ignore[arg-type]
+            redis_url=REDIS,
             redis_prefix=prefix,
         )
         registry = load(MODULE)
@@ -80,13 +78,13 @@ def main() -> None:
         )
 
         def loop() -> None:
-            while not stop.wait(args.interval):
+            while not stop.wait(interval):
                 dog.check()
 
         threading.Thread(target=loop, daemon=True).start()
         publisher = Publisher(create_app(settings, registry))
         latencies = []
-        for i in range(args.kills):
+        for i in range(kills):
             worker = WorkerProcess(child_env(settings, MODULE), "solo", 1)
             worker.wait_ready()
             run_id = fire(store, publisher, registry, "x-plodder", datetime.now(UTC)).run_id
@@ -106,14 +104,7 @@ def main() -> None:
                 time.sleep(0.01)
             arrived = next(r["at"] for r in receiver.requests if r["json"]["run_id"] == run_id)
             latencies.append(arrived - killed)
-            print(f"kill {i + 1}: alert after {arrived - killed:.2f} s", flush=True)
-        bound = HEARTBEAT_TIMEOUT + 2 * args.interval
-        print(
-            f"median detection latency {statistics.median(latencies):.2f} s "
-            f"(min {min(latencies):.2f}, max {max(latencies):.2f}) over {len(latencies)} SIGKILLs; "
-            f"configured bound {bound:.2f} s (heartbeat_timeout {HEARTBEAT_TIMEOUT:g} s + "
-            f"2 x watchdog_interval {args.interval:g} s)"
-        )
+            say(f"stall_detection: kill {i + 1}: alert after {arrived - killed:.2f} s")
         publisher.close()
         stop.set()
         dog.resign()
@@ -123,6 +114,42 @@ def main() -> None:
         stop.set()
         receiver.close()
         drop_database(url)
+    return latencies
+
+
+def run(quick: bool) -> Result:
+    """stall_detection: SIGKILL a worker mid-run, time to the signed alert, against the
+    configured bound heartbeat_timeout + 2 x watchdog_interval."""
+    kills, interval = (2, 0.5) if quick else (10, 0.5)
+    got = Stat(measure(kills, interval), "s")
+    bound = HEARTBEAT_TIMEOUT + 2 * interval
+    r = ratio(got.median, bound)
+    return Result(
+        name="stall_detection",
+        figures={"kill_to_alert": got, "kills": kills},
+        baseline={
+            "bound_s": bound,
+            "heartbeat_timeout_s": HEARTBEAT_TIMEOUT,
+            "watchdog_interval_s": interval,
+        },
+        ratio=r,
+        target="median kill-to-alert <= the bound (ratio <= 1)",
+        met=None if quick else r <= 1,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=0.5)
+    args = parser.parse_args()
+    latencies = measure(args.kills, args.interval)
+    bound = HEARTBEAT_TIMEOUT + 2 * args.interval
+    print(
+        f"median detection latency {statistics.median(latencies):.2f} s "
+        f"(min {min(latencies):.2f}, max {max(latencies):.2f}) over {len(latencies)} SIGKILLs; "
+        f"configured bound {bound:.2f} s"
+    )
 
 
 if __name__ == "__main__":

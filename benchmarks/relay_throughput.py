@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.outbox import OutboxWrite
 from benchmarks._db import create_database, drop_database
+from benchmarks._harness import Result, ratio, say, stats
 from scheduler.core.clock import SystemClock
 from scheduler.outbox import RedisCacheSink, RedisStreamSink, SqlAppendSink, SqlUpsertSink, register_sink
 from scheduler.relay.service import Relay
@@ -71,11 +72,8 @@ def direct(n: int, url: str, prefix: str, client: redis.Redis) -> float:
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args()
+def measure(entries: int, batch: int) -> tuple[float, float]:
+    """(relay entries/s, direct writes/s) for `entries` committed rows to each of 4 sinks."""
     prefix = f"bench-relay-{uuid.uuid4().hex[:6]}:"
     url = create_database("relay")
     client = redis.Redis.from_url(REDIS)
@@ -87,34 +85,57 @@ def main() -> None:
         register_sink("prefs", SqlUpsertSink("bench_prefs", db_url=url, key_column="user_key"))
         register_sink("audit", SqlAppendSink("bench_audit", db_url=url))
         now = datetime.now(UTC)
-        per_run = 1
         with engine.begin() as conn:  # committed rows, as successful runs would leave them
-            for i in range(0, args.entries, per_run):
+            for i in range(entries):
                 writes = [OutboxWrite(s, f"user:{i}", {"n": i, "channel": "email"}) for s in SINKS]
                 insert_writes(conn, f"run-{i}", writes, now)
-        relay = Relay(OutboxStore(engine), SystemClock(), batch=args.batch)
+        relay = Relay(OutboxStore(engine), SystemClock(), batch=batch)
         relay.step()  # warm: sinks create their tables, scripts load
         started = time.perf_counter()
         report = relay.drain()
         relay_s = time.perf_counter() - started
-        total = len(SINKS) * args.entries
+        total = len(SINKS) * entries
         status = OutboxStore(engine).status(datetime.now(UTC))
         assert sum(s["delivered"] for s in status.values()) == total, status
         relay.close()
-        direct_s = direct(args.entries, url, prefix, client)
-        relay_rate = (report.delivered) / relay_s
-        direct_rate = total / direct_s
-        print(
-            f"relay: {total:,} entries to 4 sinks in {relay_s:.2f} s = {relay_rate:,.0f} entries/s "
-            f"(batch {args.batch})"
-        )
-        print(f"direct writes in a loop: {total:,} writes in {direct_s:.2f} s = {direct_rate:,.0f} writes/s")
-        print(f"relay / direct = {relay_rate / direct_rate:.2f}")
+        direct_s = direct(entries, url, prefix, client)
         engine.dispose()
+        return report.delivered / relay_s, total / direct_s
     finally:
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
         drop_database(url)
+
+
+def run(quick: bool) -> Result:
+    """relay_throughput: outbox entries delivered per second to the cache, stream, SQL upsert
+    and SQL append sinks, against the same writes done directly in a loop."""
+    entries, repeat = (500, 1) if quick else (5_000, 3)
+    rows = []
+    for r in range(repeat):
+        say(f"relay_throughput: {entries} entries x 4 sinks, round {r + 1}/{repeat}")
+        relay_rate, direct_rate = measure(entries, 500)
+        rows.append({"relay": relay_rate, "direct": direct_rate})
+    got = stats(rows, {"relay": "entries/s", "direct": "writes/s"})
+    rr = ratio(got["relay"].median, got["direct"].median)
+    return Result(
+        name="relay_throughput",
+        figures={"relay": got["relay"], "entries": entries * len(SINKS)},
+        baseline={"direct_writes": got["direct"]},
+        ratio=rr,
+        target="relay / direct >= 0.5",
+        met=None if quick else rr >= 0.5,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    relay_rate, direct_rate = measure(args.entries, args.batch)
+    print(f"relay: {relay_rate:,.0f} entries/s (batch {args.batch}); direct writes: {direct_rate:,.0f}/s")
+    print(f"relay / direct = {relay_rate / direct_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._db import create_database, drop_database  # noqa: E402
+from benchmarks._harness import Result, ratio, say, stats  # noqa: E402
 from scheduler.core.publish import Publisher  # noqa: E402
 from scheduler.core.settings import Settings  # noqa: E402
 from scheduler.core.values import Dispatch, NewRun  # noqa: E402
@@ -58,7 +59,7 @@ def wait_count(client: redis.Redis, key: str, n: int, timeout: float = 600) -> f
     t0 = time.perf_counter()
     while int(client.get(key) or 0) < n:
         if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"only {client.get(key)} of {n} done")
+            raise RuntimeError(f"only {client.get(key)!r} of {n} done")
         time.sleep(0.005)
     return time.perf_counter()
 
@@ -99,6 +100,18 @@ def plain_celery(n: int, safe: bool = False) -> float:
 
 
 def nightowl(n: int, db: str) -> float:
+    """Runs per second of N no-op runs, each published once."""
+    return n / nightowl_runs(n, db)["elapsed_s"]
+
+
+def _drained(client: redis.Redis, prefix: str) -> bool:
+    lists = [f"{prefix}agents"] + [f"{prefix}agents\x06\x16{p}" for p in (3, 6, 9)]
+    return sum(int(client.llen(k)) for k in lists) == 0 and int(client.hlen(f"{prefix}unacked")) == 0
+
+
+def nightowl_runs(n: int, db: str, copies: int = 1) -> dict[str, float]:
+    """N no-op runs, each run's message published `copies` times: seconds until every run
+    executed and every message was consumed, and how many times the agent ran."""
     prefix = f"bench-nightowl-{uuid.uuid4().hex[:6]}:"
     url = create_database("throughput", db)
     try:
@@ -130,7 +143,7 @@ def nightowl(n: int, db: str) -> float:
             settings = Settings(
                 _env_file=None,
                 database_url=url,
-                redis_url=REDIS,  # type: ignore[arg-type]
+                redis_url=REDIS,
                 redis_prefix=prefix,
             )
             store = Store(make_engine(url))
@@ -157,21 +170,55 @@ def nightowl(n: int, db: str) -> float:
             client = redis.Redis.from_url(REDIS)
             t0 = time.perf_counter()
             for i in range(0, n, 500):
-                publisher.publish([Dispatch(r.id, "noop", "agents", "bench", 0) for r in runs[i : i + 500]])
+                chunk = [Dispatch(r.id, "noop", "agents", "bench", 0) for r in runs[i : i + 500]]
+                publisher.publish([d for d in chunk for _ in range(copies)])
             t1 = wait_count(client, f"{prefix}done", n)
+            while copies > 1 and not _drained(client, prefix):  # the duplicates are consumed too
+                time.sleep(0.005)
+                t1 = time.perf_counter()
             deadline = time.monotonic() + 60
             while len(store.list_runs(status="succeeded", limit=n)) < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError("runs did not all reach succeeded")
                 time.sleep(0.1)
+            time.sleep(0.5)  # a duplicate executed late would count now
+            executions = int(client.get(f"{prefix}done") or 0)
             publisher.close()
             store.engine.dispose()
-            return n / (t1 - t0)
+            return {"elapsed_s": t1 - t0, "executions": float(executions)}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     finally:
         drop_database(url)
+
+
+def run(quick: bool) -> Result:
+    """run_throughput: N no-op runs end to end, 2 prefork worker processes, PostgreSQL,
+    against plain Celery with its defaults and with the same knobs (acks_late, prefetch 1,
+    task events), interleaved so the machine's drift hits every side alike."""
+    n, repeat = (300, 1) if quick else (10_000, 3)
+    rows: list[dict[str, float]] = []
+    for r in range(repeat):
+        say(f"run_throughput: {n} runs, round {r + 1}/{repeat}")
+        rows.append(
+            {
+                "plain_defaults": plain_celery(n),
+                "plain_same_knobs": plain_celery(n, safe=True),
+                "nightowl": nightowl(n, "postgresql"),
+            }
+        )
+    got = stats(rows, {k: "runs/s" for k in rows[0]})
+    to_plain = ratio(got["nightowl"].median, got["plain_defaults"].median)
+    to_safe = ratio(got["nightowl"].median, got["plain_same_knobs"].median)
+    return Result(
+        name="run_throughput",
+        figures={"nightowl_runs_per_s": got["nightowl"], "ratio_to_same_knobs": to_safe, "n": n},
+        baseline={"plain_defaults": got["plain_defaults"], "plain_same_knobs": got["plain_same_knobs"]},
+        ratio=to_plain,
+        target=">= 0.5x plain Celery with defaults (ratio), >= 0.8x with the same knobs",
+        met=None if quick else to_plain >= 0.5 and to_safe >= 0.8,
+    )
 
 
 def main() -> None:
