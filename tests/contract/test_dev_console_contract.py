@@ -16,7 +16,9 @@ def test_a_retry_shorter_than_the_poll_is_printed_from_the_attempts(store: Store
     (run,) = store.commit_tick([new_run("k1")], [], [], T0)
     first = store.begin_attempt(run.id, "w1", None, T0, agent="a")
     assert first is not None
-    assert store.finish(first, RETRY, now=T0 + timedelta(seconds=1), error="RuntimeError: upstream")
+    assert store.finish(
+        first, RETRY, now=T0 + timedelta(seconds=1), error="RuntimeError: upstream", error_class="RuntimeError"
+    )
     # The console polls only now: the retry's wait is already over.
     second = store.begin_attempt(run.id, "w1", None, T0 + timedelta(seconds=32), agent="a")
     assert second is not None
@@ -25,6 +27,8 @@ def test_a_retry_shorter_than_the_poll_is_printed_from_the_attempts(store: Store
     console.step()  # a second poll prints nothing twice
     retried = [line for line in lines if "attempt 1 failed, retry at 12:00:32" in line]
     assert len(retried) == 1, lines
+    assert retried[0].endswith(" RuntimeError: upstream"), retried
+    assert "RuntimeError: RuntimeError" not in retried[0], retried  # the type once, not twice
     assert any(": succeeded after 2 attempts" in line for line in lines), lines
     assert lines.index(retried[0]) < next(i for i, line in enumerate(lines) if "succeeded" in line)
 
