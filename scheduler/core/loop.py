@@ -19,7 +19,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from scheduler.core.metrics import LOOP_LAST_SUCCESS
 from scheduler.core.steplog import StepFailures
 
-
 OVERDUE_GAP = timedelta(milliseconds=100)
 
 

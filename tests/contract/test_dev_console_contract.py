@@ -17,7 +17,11 @@ def test_a_retry_shorter_than_the_poll_is_printed_from_the_attempts(store: Store
     first = store.begin_attempt(run.id, "w1", None, T0, agent="a")
     assert first is not None
     assert store.finish(
-        first, RETRY, now=T0 + timedelta(seconds=1), error="RuntimeError: upstream", error_class="RuntimeError"
+        first,
+        RETRY,
+        now=T0 + timedelta(seconds=1),
+        error="RuntimeError: upstream",
+        error_class="RuntimeError",
     )
     # The console polls only now: the retry's wait is already over.
     second = store.begin_attempt(run.id, "w1", None, T0 + timedelta(seconds=32), agent="a")
