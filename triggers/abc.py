@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import SecretStr
 
 from agents import AgentSpec, Event, NightowlError, SourceLocation
-from triggers._urls import SourceDefaults
+from triggers.urls import SourceDefaults
 
 Overlap = Literal["skip", "buffer_one", "allow", "cancel_other", "per_key"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "buffer_one", "allow", "cancel_other", "per_key")

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from triggers._urls import (
+from triggers.urls import (
     MAX_ERROR_CHARS,
     SourceDefaults,
     mask_url,
@@ -30,7 +30,7 @@ from triggers._urls import (
     sqlite_dbapi,
 )
 
-# Re-exported from triggers._urls (callers import them from here); the module's own names
+# Re-exported from triggers.urls (callers import them from here); the module's own names
 # are public as ever.
 __all__ = [
     "MAX_ERROR_CHARS",

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from triggers._urls import mask_url, scrub_url_passwords
+from triggers.urls import mask_url, scrub_url_passwords
 
 _lock = threading.Lock()
 _secrets: dict[str, str] = {}  # raw value -> what to show instead

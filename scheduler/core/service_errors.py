@@ -10,7 +10,7 @@ import pydantic
 import redis
 import sqlalchemy as sa
 
-from triggers._urls import scrub
+from triggers.urls import scrub
 
 # A missing table (SQLite, PostgreSQL); not `database "x" does not exist` nor a missing role,
 # which are the URL's to fix, not the schema's.

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from agents import BreakerPolicy
 from scheduler.core import scrub
 from scheduler.core.errors import ConfigError
-from triggers._urls import SourceDefaults, mask_url
+from triggers.urls import SourceDefaults, mask_url
 
 DEV_DIR = Path(".nightowl")
 DEV_ENV_FILE = DEV_DIR / "env"

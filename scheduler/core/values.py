@@ -9,7 +9,7 @@ importing the statements that store it (storage imports them from here).
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,16 @@ from scheduler.core.vocabulary import RunStatus
 
 
 def new_run_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its canonical text form.
+
+    `str(uuid.uuid4())` builds a UUID object to print it: about 7 us, three times per run of
+    a 10,000-trigger burst (the run, its Celery task id, the delivery tag). Formatting the
+    16 random bytes directly gives the same text at a fraction of the cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

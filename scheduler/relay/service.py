@@ -40,7 +40,7 @@ from scheduler.core.scrub import scrub_text
 from scheduler.outbox.abc import Entry, Outcome, Sink
 from scheduler.outbox.registry import registered_sinks, sink_for
 from scheduler.storage.outbox_store import STATUS_COUNTS, OutboxStore
-from triggers._urls import SourceDefaults
+from triggers.urls import SourceDefaults
 
 log = logging.getLogger("nightowl.relay")
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from triggers._urls import sqlite_dbapi
+from triggers.urls import sqlite_dbapi
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
