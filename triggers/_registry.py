@@ -14,9 +14,9 @@ from agents import AgentSpec, NightowlError
 from agents._spec import declared_agents
 from agents._spec import forget_module as forget_agents
 from triggers._common import collecting
-from triggers.urls import SourceDefaults
 from triggers.abc import TriggerError, TriggerSpec, declared_triggers
 from triggers.abc import forget_module as forget_triggers
+from triggers.urls import SourceDefaults
 
 
 class RegistryLoadError(TriggerError):
