@@ -174,10 +174,10 @@ def test_an_agent_over_its_budget_is_stopped_and_not_retried(
 
 
 def test_agent_that_kills_its_process_ends_poison(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
+    pg_settings: Settings, pg_store: Store, start_worker: Callable[..., WorkerProcess], cli: Cli
 ) -> None:
     start_worker(MODULE, pool="prefork", concurrency=1)
-    run = ended(store, fire(cli, "x-crasher"), timeout=60, sweep=real_sweeper(settings))
+    run = ended(pg_store, fire(cli, "x-crasher"), timeout=60, sweep=real_sweeper(pg_settings))
     assert (run.status, run.terminal_reason) == ("failed", "poison")
     assert run.deliveries == 3  # two started attempts, then the guard
-    assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
+    assert [a.status for a in pg_store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]

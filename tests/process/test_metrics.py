@@ -68,7 +68,7 @@ def test_long_running_processes_serve_nightowl_metrics(settings: Settings, store
     assert store.list_runs(limit=5)
 
 
-def test_prefork_worker_metrics_sum_the_pool_processes(settings: Settings, store: Store) -> None:
+def test_prefork_worker_metrics_sum_the_pool_processes(pg_settings: Settings, pg_store: Store) -> None:
     from datetime import UTC, datetime
 
     from scheduler.core.clock import FakeClock
@@ -76,7 +76,7 @@ def test_prefork_worker_metrics_sum_the_pool_processes(settings: Settings, store
 
     port = free_port()
     worker = WorkerProcess(
-        child_env(settings, "tests.fixtures.seconds_triggers"),
+        child_env(pg_settings, "tests.fixtures.seconds_triggers"),
         "prefork",
         2,
         command=[sys.executable, "-m", "scheduler.cli", "worker", "--metrics-port", str(port)],
@@ -84,9 +84,9 @@ def test_prefork_worker_metrics_sum_the_pool_processes(settings: Settings, store
     try:
         worker.wait_ready()
         clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-        svc = make_service(settings, registry_of("tests.fixtures.seconds_triggers"), clock)
-        fire_then_drain(svc, clock, store, seconds=3)
-        done = len(store.list_runs(status="succeeded", limit=100))
+        svc = make_service(pg_settings, registry_of("tests.fixtures.seconds_triggers"), clock)
+        fire_then_drain(svc, clock, pg_store, seconds=3)
+        done = len(pg_store.list_runs(status="succeeded", limit=100))
         assert done >= 2
 
         def finished() -> float:

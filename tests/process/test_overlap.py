@@ -111,8 +111,8 @@ def test_policy_with_a_real_worker(
 
 
 def test_agent_concurrency_cap_holds_across_workers(
-    settings: Settings,
-    store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
     redis_client: redis.Redis,
     prefix: str,
     start_worker: Callable[..., WorkerProcess],
@@ -121,11 +121,11 @@ def test_agent_concurrency_cap_holds_across_workers(
     start_worker(MODULE, pool="threads", concurrency=2)
     start_worker(MODULE, pool="threads", concurrency=2)
     clock = FakeClock(datetime.now(UTC))
-    svc = make_service(settings, registry_of(MODULE, ["capped"]), clock)
+    svc = make_service(pg_settings, registry_of(MODULE, ["capped"]), clock)
 
     # When it fires every second for four seconds (at least three slots, whatever the phase)
-    fire_then_drain(svc, clock, store, 4.0)
+    fire_then_drain(svc, clock, pg_store, 4.0)
     # Then every run succeeded, never two at once
-    runs = store.list_runs()
+    runs = pg_store.list_runs()
     assert len(runs) >= 3 and {r.status for r in runs} == {"succeeded"}
     assert int(redis_client.get(gauge_keys("capped", prefix)[1]) or 0) == 1

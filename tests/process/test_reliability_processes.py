@@ -96,15 +96,15 @@ def test_a_database_outage_at_delivery_hands_messages_back(
 
 
 def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
-    settings: Settings, store: Store, start_worker: Callable[..., WorkerProcess]
+    pg_settings: Settings, pg_store: Store, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     registry = registry_of(MODULE, ["r-dies"])
     start_worker(MODULE, pool="prefork", concurrency=1)
     clock = FakeClock(datetime.now(UTC))
-    svc = make_service(settings, registry, clock)
-    publisher = Publisher(create_app(settings, registry))
+    svc = make_service(pg_settings, registry, clock)
+    publisher = Publisher(create_app(pg_settings, registry))
     try:
-        fired = fire(store, publisher, registry, "r-dies", clock.now())
+        fired = fire(pg_store, publisher, registry, "r-dies", clock.now())
     finally:
         publisher.close()
 
@@ -112,16 +112,16 @@ def test_an_agent_whose_process_keeps_dying_ends_dead_and_alerted(
         follow_real_time(clock)
         svc.hold_leadership()
         svc.sweep()
-        run = store.get_run(fired.run_id)
+        run = pg_store.get_run(fired.run_id)
         return run is not None and run.finished_at is not None
 
     wait_for(ended, timeout=60, interval=0.2, message="the run to end")
-    run = store.get_run(fired.run_id)
+    run = pg_store.get_run(fired.run_id)
     assert run is not None and (run.status, run.terminal_reason) == ("dead", "attempts_exhausted")
-    assert [a.status for a in store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
-    dog = make_watchdog(settings, registry, FakeClock(datetime.now(UTC)))
+    assert [a.status for a in pg_store.attempts_of(run.id)] == ["stalled", "stalled", "failed"]
+    dog = make_watchdog(pg_settings, registry, FakeClock(datetime.now(UTC)))
     dog.check()
-    assert [(a.kind, a.run_id) for a in AlertStore(store.engine).history() if a.kind == "run_dead"] == [
+    assert [(a.kind, a.run_id) for a in AlertStore(pg_store.engine).history() if a.kind == "run_dead"] == [
         ("run_dead", run.id)
     ]
 

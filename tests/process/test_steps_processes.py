@@ -120,8 +120,8 @@ def test_an_outage_defers_runs_and_they_resume_when_the_provider_recovers(
 
 
 def test_a_runaway_that_kills_its_process_is_stopped_by_the_run_wide_budget(
-    settings: Settings,
-    store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
     fake_llm: FakeLLM,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
@@ -129,15 +129,17 @@ def test_a_runaway_that_kills_its_process_is_stopped_by_the_run_wide_budget(
     # tokens each) and a budget of 100 tokens for the run
     start_worker(MODULE, pool="prefork", concurrency=1, NIGHTOWL_LLM_BASE_URL=fake_llm.url)
     started = time.monotonic()
-    run_id = fire_run(settings, store, MODULE, "t-llm-runaway")
+    run_id = fire_run(pg_settings, pg_store, MODULE, "t-llm-runaway")
     # When it is redelivered after each crash
-    Sweeper(settings).until(store, [run_id], lambda r: r.finished_at is not None, "the budget to stop it")
+    Sweeper(pg_settings).until(
+        pg_store, [run_id], lambda r: r.finished_at is not None, "the budget to stop it"
+    )
     # Then the budget, summed over the attempts, ends it: 7 calls (105 tokens), each paid once
-    run = store.get_run(run_id)
+    run = pg_store.get_run(run_id)
     assert run is not None and (run.status, run.terminal_reason) == ("budget_exceeded", "tokens")
     assert fake_llm.count() == 7
     assert run.usage is not None and run.usage["tokens"] == 105
-    crashed = [a for a in store.attempts_of(run_id) if a.status == "stalled"]
+    crashed = [a for a in pg_store.attempts_of(run_id) if a.status == "stalled"]
     assert len(crashed) == 2  # killed after calls 3 and 6; the third attempt crossed the limit
     print(
         f"runaway: {fake_llm.count()} calls, {run.usage['tokens']} tokens of a 100 budget, "

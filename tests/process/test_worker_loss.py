@@ -47,26 +47,26 @@ def sweep_until_finished(
 
 
 def test_whole_worker_killed_mid_run_is_replaced_within_one_lease(
-    settings: Settings,
-    store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
     redis_client: redis.Redis,
     prefix: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a worker running a 3-second agent whose lease lasts 2 seconds
     first = start_worker(MODULE)
-    svc, clock, run_id = fire_slow(settings)
+    svc, clock, run_id = fire_slow(pg_settings)
     wait_for(lambda: redis_client.get(calls_key(run_id, prefix)), message="the agent to start")
     # When the whole worker is SIGKILLed mid-run and another worker is up
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(timeout=10)
     second = start_worker(MODULE)
     # Then the sweeper republishes once the lease expired, and the run completes once
-    sweep_until_finished(svc, clock, store, run_id)
-    run = store.get_run(run_id)
+    sweep_until_finished(svc, clock, pg_store, run_id)
+    run = pg_store.get_run(run_id)
     assert run is not None and run.status == "succeeded"
     assert run.result == {"pid": second.proc.pid, "attempt": 2}
-    assert [(a.number, a.status, a.reason) for a in store.attempts_of(run_id)] == [
+    assert [(a.number, a.status, a.reason) for a in pg_store.attempts_of(run_id)] == [
         (1, "stalled", "worker_lost"),
         (2, "succeeded", None),
     ]
@@ -129,8 +129,8 @@ def test_prefork_child_killed_mid_run_is_redelivered_and_completes_once(
 
 
 def test_the_same_message_five_times_runs_the_agent_once(
-    settings: Settings,
-    store: Store,
+    pg_settings: Settings,
+    pg_store: Store,
     redis_client: redis.Redis,
     prefix: str,
     start_worker: Callable[..., WorkerProcess],
@@ -138,16 +138,16 @@ def test_the_same_message_five_times_runs_the_agent_once(
     # Given two workers with four threads each
     start_worker(MODULE, pool="threads", concurrency=4)
     start_worker(MODULE, pool="threads", concurrency=4)
-    svc, clock, run_id = fire_slow(settings)
+    svc, clock, run_id = fire_slow(pg_settings)
     # When the same agent.<name>(run_id) message is published four more times at once
     dispatch = Dispatch(run_id, "slow", "agents", "slow", 0)
     svc.publisher.publish([dispatch] * 4)
-    sweep_until_finished(svc, clock, store, run_id)
+    sweep_until_finished(svc, clock, pg_store, run_id)
     # And once more after the run succeeded
     svc.publisher.publish([dispatch])
     time.sleep(1.0)
     # Then the agent body ran exactly once and one attempt exists
     assert int(redis_client.get(calls_key(run_id, prefix)) or 0) == 1
-    run = store.get_run(run_id)
+    run = pg_store.get_run(run_id)
     assert run is not None and run.status == "succeeded"
-    assert [a.status for a in store.attempts_of(run_id)] == ["succeeded"]
+    assert [a.status for a in pg_store.attempts_of(run_id)] == ["succeeded"]
