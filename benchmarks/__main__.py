@@ -32,6 +32,7 @@ BENCHMARKS = {
     "db_poll_cost": "benchmarks.db_change_poll",
     "relay_throughput": "benchmarks.relay_throughput",
     "watchdog_scan": "benchmarks.watchdog_check",
+    "cli_start": "benchmarks.cli_start",
 }
 PEERS = ("redbeat", "apscheduler")
 

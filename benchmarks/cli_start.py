@@ -17,6 +17,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks._harness import Result
+
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
@@ -31,6 +36,39 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False, timeout=120)
     return time.perf_counter() - start
+
+
+def measure(repeat: int, tree: Path = ROOT) -> tuple[list[float], dict[str, list[float]]]:
+    """Wall times of `python -c pass` and of each read-only command, `repeat` times each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")},
+            "PYTHONPATH": str(tree),
+            "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "NIGHTOWL_REDIS_URL": os.environ.get("NIGHTOWL_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "NIGHTOWL_TRIGGERS": "examples.demo",
+        }
+        cli = [sys.executable, "-m", "scheduler.cli"]
+        subprocess.run([*cli, "db", "upgrade"], env=env, cwd=tree, capture_output=True, check=True)
+        base = [timed([sys.executable, "-c", "pass"], env, tree) for _ in range(repeat)]
+        return base, {" ".join(c): [timed([*cli, *c], env, tree) for _ in range(repeat)] for c in COMMANDS}
+
+
+def run(quick: bool) -> Result:
+    """cli_start (issue 15): the read-only commands start in under a second."""
+    from benchmarks._harness import Result, Stat, ratio
+
+    base, times = measure(3 if quick else 9)
+    per = {name: Stat(t, "s") for name, t in times.items()}
+    worst = max(s.median for s in per.values())
+    return Result(
+        name="cli_start",
+        figures=per,
+        baseline={"python -c pass": Stat(base, "s")},
+        ratio=ratio(worst, Stat(base, "s").median),
+        target="every read-only command (--help, runs list, runs show, status) < 1 s (median)",
+        met=None if quick else worst < 1.0,
+    )
 
 
 def main() -> None:
