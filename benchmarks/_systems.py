@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class Started:
     ready: Callable[[], bool] | None  # leading / holding its lock, where the system has one
     cleanup: Callable[[], None] = lambda: None
     log: Path | None = None
+    # when its process started (made right after the spawn): start-up is timed from here,
+    # not from before the database was created and migrated
+    spawned_at: float = field(default_factory=time.time)
 
 
 @dataclass

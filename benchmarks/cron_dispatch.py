@@ -73,7 +73,6 @@ def measure(
     whole_minute = any(not s.seconds for s in systems)
     when = boundary(datetime.now(UTC) + timedelta(seconds=warmup), whole_minute)
     at = when.timestamp()
-    spawned = time.time()
     started: dict[str, Started] = {}
     out: dict[str, Any] = {}
     try:
@@ -84,7 +83,7 @@ def measure(
         for name, st in started.items():
             if st.ready is not None:
                 waited = wait_for(st.ready, max(0.0, at - time.time() - 0.2))
-                leading[name] = None if waited is None else time.time() - spawned
+                leading[name] = None if waited is None else time.time() - st.spawned_at
         _sleep_until(at - 2)
         cpu0 = {name: _cpu(st) for name, st in started.items()}
         deadline = at + burst_timeout

@@ -30,8 +30,9 @@ from triggers.urls import (
     sqlite_dbapi,
 )
 
-# Re-exported from triggers.urls (callers import them from here); the module's own names
-# are public as ever.
+# Re-exported from triggers.urls (callers import them from here). Listed for mypy's explicit
+# re-export; a star import of this module therefore gives these names only (nothing in
+# nightowl star-imports it; import what you need by name).
 __all__ = [
     "MAX_ERROR_CHARS",
     "SourceDefaults",

@@ -67,6 +67,7 @@ class _Worker:
 
     def _deliver(self, alert_id: int, alert: Alert, payload: dict[str, Any]) -> None:
         outcome: str = ChannelOutcome.SENT
+        tried = 0
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(self.attempts) | stop_when_event_set(self.closing),
@@ -75,6 +76,7 @@ class _Worker:
                 sleep=self._pause,
             ):
                 with attempt:
+                    tried += 1
                     self.channel.send(alert, payload)
         except Exception as exc:
             # Scrubbed before it is cut short: a cut could leave half a secret unrecognised.
@@ -82,10 +84,10 @@ class _Worker:
             outcome = f"{ChannelOutcome.FAILED}: {error[:200]}"
             metrics.ALERTS_SENT.labels(self.channel.name, ChannelOutcome.FAILED).inc()
             log.error(
-                "alert %s via %s failed after %d attempts: %s",
+                "alert %s via %s failed after %d attempt(s): %s",
                 alert.dedupe_key,
                 self.channel.name,
-                self.attempts,
+                tried,
                 error,
             )
         if outcome == ChannelOutcome.SENT:

@@ -74,8 +74,9 @@ def backfill(
                 max_active=max_active,
                 on_done=lambda p: advance(p.slot.isoformat()),
                 on_held=lambda n: echo(
-                    f"{n} backfill run(s) wait: their agent is paused; they start on "
-                    "`nightowl agents resume` (Ctrl-C leaves them queued)",
+                    f"{n} backfill run(s) wait: their agent is paused; they start once it is "
+                    "resumed (`nightowl agents resume NAME`, or `resume --all` after a "
+                    "`pause --all`; Ctrl-C leaves them queued)",
                     err=True,
                 ),
             ).run(plans)

@@ -71,7 +71,7 @@ def _report(changes: list[PauseChange], json_: bool) -> None:
         if c.under_all:
             own = "resumed" if c.changed else "was not paused on its own"
             state = f"{own}, and stays paused by `pause --all` (resume it with `resume --all`)"
-            extra = ""
+            extra = f"; {c.runs} held run(s) skipped" if c.runs else ""
         elif c.paused:
             state = "paused" if c.changed else "was already paused"
             extra = f"; {c.runs} running run(s) asked to cancel" if c.runs else ""

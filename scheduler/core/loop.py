@@ -25,15 +25,16 @@ OVERDUE_GAP = timedelta(milliseconds=100)
 class Step(NamedTuple):
     """One step of a loop: woken every `every`; a `drain` step runs again at once while it
     returns True (the relay: a busy outbox drains without waiting for the next wake-up).
-    `next_at`, when given, says after each run when the step is next due (a datetime, or
-    None): the loop wakes it then if that comes before `every` (the scheduler's tick wakes
-    at the boundary its triggers are due at, not up to a tick interval after it)."""
+    `next_at`, when given, says after each run in how many seconds the step is next due (or
+    None), by the step's own clock: the loop wakes it then if that comes before its next
+    interval wake-up (the scheduler's tick wakes at the boundary its triggers are due at,
+    not up to a tick interval after it). It only ever brings a wake-up forward."""
 
     name: str
     run: Callable[[], object]
     every: timedelta
     drain: bool = False
-    next_at: Callable[[], datetime | None] | None = None
+    next_at: Callable[[], float | None] | None = None
 
 
 class _DropSkippedWakeUps(logging.Filter):
@@ -92,16 +93,21 @@ class IntervalLoop:
         if step.next_at is not None and not self.stopped.is_set():
             self._wake_early(step, step.next_at())
 
-    def _wake_early(self, step: Step, at: datetime | None) -> None:
-        """Move the step's next wake-up to `at` when that is sooner than its interval."""
-        now = datetime.now(UTC)
-        if at is None or at >= now + step.every:
+    def _wake_early(self, step: Step, due_in: float | None) -> None:
+        """Bring the step's next wake-up forward to `due_in` seconds from now (never later
+        than the interval wake-up APScheduler already has for it)."""
+        if due_in is None:
             return
-        if at <= now:  # overdue (a retry scheduled for "now"): soon, but never a busy loop
-            at = now + min(step.every, OVERDUE_GAP)
+        # overdue (a retry scheduled for "now"): soon, but never a busy loop
+        delay = timedelta(seconds=due_in) if due_in > 0 else min(step.every, OVERDUE_GAP)
+        at = datetime.now(UTC) + delay
         with self._lock:
-            if self._aps.running and not self.stopped.is_set():
-                self._aps.modify_job(step.name, next_run_time=at)
+            if not self._aps.running or self.stopped.is_set():
+                return
+            job = self._aps.get_job(step.name)
+            if job is None or (job.next_run_time is not None and job.next_run_time <= at):
+                return
+            self._aps.modify_job(step.name, next_run_time=at)
 
     def _guarded(self, step: Step) -> bool:
         """One step; during an outage one line, then one a minute, not a traceback per

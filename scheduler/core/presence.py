@@ -93,7 +93,7 @@ class Presence:
         """Stop writing and remove the entry (a clean shutdown is not a lost worker)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self._every + 1)
+            self._thread.join(timeout=3)  # a write in flight ends within its socket timeout
         try:
             client = self._factory()
             try:

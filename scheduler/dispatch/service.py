@@ -203,13 +203,15 @@ class SchedulerService:
         heapq.heapify(self._heap)
         log.info("scheduler leader: %d triggers", len(self._heap))
 
-    def next_due(self) -> datetime | None:
-        """When the earliest trigger is next due (None when not leading or nothing is
-        scheduled): the loop wakes the tick then, so a burst starts at its boundary."""
+    def next_due(self) -> float | None:
+        """Seconds until the earliest trigger is due, by this service's clock (None when not
+        leading, nothing is scheduled, or a failed commit is backing off: then the tick
+        keeps its interval): the loop wakes the tick then, so a burst starts at its
+        boundary."""
         with self._lock:
-            if not self.leadership.leading or not self._heap:
+            if not self.leadership.leading or not self._heap or self._stash:
                 return None
-            return self._heap[0][0]
+            return (self._heap[0][0] - self.clock.now()).total_seconds()
 
     def resign(self) -> None:
         """Give the lease up now (clean shutdown), so a standby takes over at once."""

@@ -257,8 +257,15 @@ def _announce(sender: Any = None, **_: Any) -> None:
     if url is None or sender is None:
         return
     queues = [q.name for q in getattr(sender.app.amqp.queues, "consume_from", {}).values()]
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # Short timeouts and no retries: the presence is advisory, and its last write (on
+    # shutdown) must never hold a worker's shutdown up against a Redis that does not answer.
     _presence = Presence(
-        lambda: redis.Redis.from_url(url.get_secret_value(), socket_timeout=5),
+        lambda: redis.Redis.from_url(
+            url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        ),
         settings.redis_prefix,
         str(sender.hostname),
         queues,

@@ -6,10 +6,12 @@ it wakes them, what it logs, and that start and stop cannot strand each other.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import statistics
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -98,13 +100,13 @@ def test_a_failing_step_logs_one_line_not_one_per_wake_up(caplog: pytest.LogCapt
 def test_a_step_that_says_when_it_is_next_due_is_woken_then_not_a_whole_interval_later() -> None:
     """The scheduler's tick: its interval is a ceiling, its triggers' boundary the wake-up."""
     runs: list[float] = []
-    due = [time.time() + 0.2]
+    due = [0.2]
 
     def tick() -> None:
         runs.append(time.time())
 
-    def next_at() -> datetime | None:
-        return datetime.fromtimestamp(due.pop(), UTC) if due else None
+    def next_at() -> float | None:
+        return due.pop() if due else None
 
     loop = IntervalLoop(
         [Step("tick", tick, timedelta(seconds=30), next_at=next_at)], lambda: None, logging.getLogger("t")
@@ -125,7 +127,7 @@ def test_an_overdue_next_time_wakes_soon_but_never_spins() -> None:
                 "tick",
                 lambda: runs.append(time.time()),
                 timedelta(seconds=30),
-                next_at=lambda: datetime.fromtimestamp(0, UTC),
+                next_at=lambda: -5.0,
             )
         ],
         lambda: None,
@@ -135,3 +137,27 @@ def test_an_overdue_next_time_wakes_soon_but_never_spins() -> None:
     time.sleep(0.5)
     loop.stop()
     assert 2 <= len(runs) <= 8, len(runs)  # every OVERDUE_GAP (100 ms), not back to back
+
+
+def test_an_early_wake_up_never_pushes_the_interval_wake_up_later() -> None:
+    """A tick that ran long has its interval wake-up already queued: a `next_at` after that
+    must not move it later (it would delay the lease renewal)."""
+    runs: list[float] = []
+
+    def slow() -> None:
+        runs.append(time.monotonic())
+        time.sleep(0.3)
+
+    loop = IntervalLoop(
+        [Step("tick", slow, timedelta(seconds=0.4), next_at=lambda: 0.35)],
+        lambda: None,
+        logging.getLogger("t"),
+    )
+    loop.start()
+    try:
+        wait_for(lambda: len(runs) >= 4, timeout=10, message="four ticks")
+    finally:
+        loop.stop()
+    gaps = [b - a for a, b in itertools.pairwise(runs[1:])]
+    # the 0.4 s interval holds; moved to 0.35 s after each 0.3 s tick, the gap would be 0.65 s
+    assert statistics.median(gaps) < 0.55, gaps
