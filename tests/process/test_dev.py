@@ -153,6 +153,14 @@ def test_demo_shows_all_four_trigger_kinds_a_replay_and_the_breaker(tmp_path: Pa
             return any(a["kind"] == "provider_unavailable" for a in _alerts(cli, tmp_path))
 
         wait_for(breaker_opened, timeout=40, interval=1.0, message="the scripted outage's breaker")
+
+        def triage_deferred() -> bool:  # a run that came after the breaker opened waits
+            return any(
+                r["agent"] == "order-triage" and r["status"] == "waiting" for r in _runs(cli, tmp_path)
+            )
+
+        wait_for(triage_deferred, timeout=40, interval=0.5, message="a deferred order-triage run")
+        time.sleep(2)  # the console prints what it sees once a second
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -87,7 +87,10 @@ def test_a_fast_retry_is_not_overwritten_by_the_publishers_bookkeeping(
     # The worker's retry stands: `waiting` with its backoff, not `queued` with no message.
     run = store.get_run(run_id)
     assert run is not None and (run.status, run.waiting_for) == ("waiting", "retry")
-    assert run.not_before is not None and run.not_before > clock.now()
+    (attempt,) = store.attempts_of(run_id)
+    # (the worker's clock is the wall clock: its backoff counts from when the attempt ended)
+    assert run.not_before is not None and attempt.finished_at is not None
+    assert run.not_before > attempt.finished_at
     # And once the backoff passed, the sweeper sends it again (it is not stranded).
     clock.set(run.not_before + timedelta(seconds=1))
     assert svc.sweep() == 1
