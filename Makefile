@@ -55,13 +55,14 @@ fmt: $(STAMP)
 
 # The benchmarks of the real processes (docs/performance.md); BENCH_ARGS="--quick --json" is
 # the smoke test .ci/run runs. The peers (RedBeat, APScheduler) are the `bench` extra.
+# Only the benchmarks' report goes to stdout (set-up output to stderr), so `--json` pipes.
 bench: $(VENV)/.bench
-	./scripts/test-services.sh
-	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	@./scripts/test-services.sh >&2
+	@$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 $(VENV)/.bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	touch $@
+	@$(BIN)/python -m pip install --quiet -e ".[bench]" >&2
+	@touch $@
 
 clean:
 	rm -rf $(VENV) .nightowl .pytest_cache .mypy_cache .ruff_cache
