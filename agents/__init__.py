@@ -6,8 +6,9 @@ depend only on it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agents.lazy import lazy_names
 
 if TYPE_CHECKING:
     from agents._budget import Budget, BudgetExceeded, SpendCap
@@ -96,15 +97,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Names are imported on first use (PEP 562): the scheduler's storage needs `OutboxWrite`,
-    not the event models and the step journal that every import of this package used to build."""
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # the next lookup is an ordinary one
-    return value
+__getattr__ = lazy_names(__name__, _HOME, globals())
 
 
 __all__ = [

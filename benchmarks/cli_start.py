@@ -76,27 +76,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--tree", type=Path, default=ROOT)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")},
-            "PYTHONPATH": str(args.tree),
-            "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "NIGHTOWL_REDIS_URL": os.environ.get("NIGHTOWL_REDIS_URL", "redis://127.0.0.1:6379/15"),
-            "NIGHTOWL_TRIGGERS": "examples.demo",
-        }
-        cli = [sys.executable, "-m", "scheduler.cli"]
-        subprocess.run([*cli, "db", "upgrade"], env=env, cwd=args.tree, capture_output=True, check=True)
-        baseline = statistics.median(
-            timed([sys.executable, "-c", "pass"], env, args.tree) for _ in range(args.repeat)
+    base, times = measure(args.repeat, args.tree)
+    baseline = statistics.median(base)
+    print(f"baseline python -c pass: {baseline:.3f} s (median of {args.repeat})")
+    for command, runs in times.items():
+        median = statistics.median(runs)
+        print(
+            f"nightowl {command:<55} median {median:.3f} s  min {min(runs):.3f}  "
+            f"max {max(runs):.3f}  ({median / baseline:.1f}x python start)"
         )
-        print(f"baseline python -c pass: {baseline:.3f} s (median of {args.repeat})")
-        for command in COMMANDS:
-            runs = [timed([*cli, *command], env, args.tree) for _ in range(args.repeat)]
-            median = statistics.median(runs)
-            print(
-                f"nightowl {' '.join(command):<55} median {median:.3f} s  min {min(runs):.3f}  "
-                f"max {max(runs):.3f}  ({median / baseline:.1f}x python start)"
-            )
 
 
 if __name__ == "__main__":

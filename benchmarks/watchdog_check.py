@@ -106,10 +106,8 @@ def baseline(entries: int, client: redis.Redis) -> float:
     return elapsed
 
 
-def run(quick: bool) -> Result:
-    """watchdog_scan: one check over N live heartbeats with 10 expired, against reading all
-    N entries (what a check scanning every running attempt costs at least)."""
-    entries, repeat = (10_000, 3) if quick else (100_000, 9)
+def measure(sizes: list[int], repeat: int) -> list[tuple[list[tuple[float, int]], list[float]]]:
+    """For each size: (check seconds, entries read) and read-all seconds, `repeat` times."""
     url = create_database("wd")
     try:
         engine = make_engine(url)
@@ -117,12 +115,25 @@ def run(quick: bool) -> Result:
         store = Store(engine)
         client = redis.Redis.from_url(REDIS)
         registry = load("tests.fixtures.watch_agents")
-        say(f"watchdog_scan: {entries} entries, {EXPIRED} expired, {repeat} rounds")
-        checks = [one_round(entries, store, client, registry) for _ in range(repeat)]
-        scans = [baseline(entries, client) for _ in range(repeat)]
+        out = [
+            (
+                [one_round(n, store, client, registry) for _ in range(repeat)],
+                [baseline(n, client) for _ in range(repeat)],
+            )
+            for n in sizes
+        ]
         engine.dispose()
+        return out
     finally:
         drop_database(url)
+
+
+def run(quick: bool) -> Result:
+    """watchdog_scan: one check over N live heartbeats with 10 expired, against reading all
+    N entries (what a check scanning every running attempt costs at least)."""
+    entries, repeat = (10_000, 3) if quick else (100_000, 9)
+    say(f"watchdog_scan: {entries} entries, {EXPIRED} expired, {repeat} rounds")
+    ((checks, scans),) = measure([entries], repeat)
     check = Stat([c for c, _ in checks], "s")
     scan = Stat(scans, "s")
     r = ratio(check.median, scan.median)
@@ -141,26 +152,15 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
-    url = create_database("wd")
-    try:
-        engine = make_engine(url)
-        upgrade(engine)
-        store = Store(engine)
-        client = redis.Redis.from_url(REDIS)
-        registry = load("tests.fixtures.watch_agents")
-        for entries in (1_000, args.entries):
-            checks = [one_round(entries, store, client, registry) for _ in range(args.repeat)]
-            scan = [baseline(entries, client) for _ in range(args.repeat)]
-            check_ms = statistics.median(c for c, _ in checks) * 1000
-            scan_ms = statistics.median(scan) * 1000
-            print(
-                f"{entries:>7,} entries, {EXPIRED} expired: check {check_ms:.1f} ms "
-                f"(read {checks[0][1]} entries); reading all entries {scan_ms:.1f} ms "
-                f"(scan / check = {scan_ms / check_ms:.1f})"
-            )
-        engine.dispose()
-    finally:
-        drop_database(url)
+    sizes = [1_000, args.entries]
+    for entries, (checks, scan) in zip(sizes, measure(sizes, args.repeat), strict=True):
+        check_ms = statistics.median(c for c, _ in checks) * 1000
+        scan_ms = statistics.median(scan) * 1000
+        print(
+            f"{entries:>7,} entries, {EXPIRED} expired: check {check_ms:.1f} ms "
+            f"(read {checks[0][1]} entries); reading all entries {scan_ms:.1f} ms "
+            f"(scan / check = {scan_ms / check_ms:.1f})"
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ database, or `import triggers.sources`, does not pay for every trigger kind's im
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agents.lazy import lazy_names
 
 if TYPE_CHECKING:
     from triggers._cron import CronTrigger, cron, cron_key
@@ -77,13 +78,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'triggers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # the next lookup is an ordinary one
-    return value
+__getattr__ = lazy_names(__name__, _HOME, globals())
 
 
 __all__ = [

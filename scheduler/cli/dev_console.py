@@ -141,7 +141,7 @@ class DevConsole:
                     "as an attempt)"
                 )
                 continue
-            error = _error_line(failed.error_class, failed.error_message)
+            error = failed.error_message or ""  # stored as `Type: message`
             retry = f"retry at {_clock(after.started_at)}"
             self.echo(f"{head} attempt {failed.number} failed, {retry} run={run.id} {error}".rstrip())
 
@@ -163,11 +163,3 @@ class DevConsole:
             )
         else:
             self.echo(f"{head} waiting/spend_cap until {until} run={run.id} (the agent spent its SpendCap)")
-
-
-def _error_line(error_class: str | None, message: str | None) -> str:
-    """`Type: message` once: the stored message may already start with its type."""
-    text = message or ""
-    if error_class and not text.startswith(f"{error_class}:"):
-        return f"{error_class}: {text}".rstrip(": ")
-    return text

@@ -105,10 +105,12 @@ class Presence:
 
     def _run(self) -> None:
         client: redis.Redis | None = None
+        swept = False
         while not self._stop.is_set():
             try:
                 client = client or self._factory()
-                self.write(client)
+                self.write(client, sweep=not swept)
+                swept = True
                 self._failures.succeeded("presence")
             except redis.RedisError as exc:
                 self._failures.failed("presence", exc)
@@ -117,11 +119,15 @@ class Presence:
         if client is not None:
             client.close()
 
-    def write(self, client: redis.Redis, now: float | None = None) -> None:
+    def write(self, client: redis.Redis, now: float | None = None, *, sweep: bool = True) -> None:
+        """This worker's entry; with `sweep` (its first write) also delete entries a day old
+        (one HGETALL per worker start, not per beat)."""
         now = time.time() if now is None else now
         entry = {"seen_ms": int(now * 1000), "pid": os.getpid(), "queues": self._queues}
         name = keys.workers(self._prefix)
         client.hset(name, self._hostname, json.dumps(entry))
+        if not sweep:
+            return
         stale = [
             host
             for host, raw in client.hgetall(name).items()

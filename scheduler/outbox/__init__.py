@@ -10,8 +10,9 @@ registered under that name. Register sinks in a trigger module:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agents.lazy import lazy_names
 
 if TYPE_CHECKING:
     from scheduler.outbox.abc import Entry, Outcome, Sink, SinkError
@@ -37,15 +38,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Names are imported on first use (PEP 562): the storage layer needs `Entry`, not the
-    HTTP client and the sinks every import of this package used to load."""
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'scheduler.outbox' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME, globals())
 
 
 __all__ = [
