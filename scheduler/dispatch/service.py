@@ -14,9 +14,9 @@ Tick, numbered:
 A crash between 4 and 5 leaves runs `pending`; `sweep()` publishes them.
 
 Any failure in 3-5 leaves every trigger taken off the heap in step 2 scheduled again
-(with backoff), so a database blip never unschedules a trigger; a tick that failed
-raises after putting them back (the loop's healthcheck goes stale) and failures that
-last raise `scheduler_failing`.
+(a second later; a stashed commit backs off up to 5 s), so a database blip never
+unschedules a trigger; a tick that failed raises after putting them back (the loop's
+healthcheck goes stale) and failures that last raise `scheduler_failing`.
 
 Sweep: republish `pending` runs past the grace, due `waiting` runs and `running` runs
 whose lease expired, and (on a Redis broker) `queued` runs whose message is gone from
@@ -69,9 +69,14 @@ from triggers import (
 log = logging.getLogger("nightowl.scheduler")
 
 ERROR_BACKOFF = timedelta(seconds=5)
-# A failed tick commit puts its triggers back this long after now, doubling per failed tick
-# in a row up to the max: a blip costs a second, an outage does not hammer the database.
-COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=30))
+# A failed tick's stashed commit is tried again this long after now, doubling per failed
+# tick in a row up to the max: a blip costs a second, an outage costs one connection
+# attempt per 5 s, and the scheduler commits again within 5 s of the database answering.
+COMMIT_BACKOFF = (timedelta(seconds=1), timedelta(seconds=5))
+# A trigger a failed tick took off the heap is due again this soon, however long the outage
+# has lasted (a backoff grown by other triggers' failures kept a cron silent for 30 s after
+# the database was back). While a stash backs off no trigger is evaluated anyway.
+TAKEN_RETRY = timedelta(seconds=1)
 FAILING_ALERT_AFTER = timedelta(seconds=30)  # ticks failing this long -> scheduler_failing
 # A paused trigger that is not evaluated (db_change) looks at its pause again this often, so
 # a resume takes effect within a tick or so.
@@ -246,12 +251,12 @@ class SchedulerService:
                 failure = exc
             finally:
                 # Whatever failed, every trigger taken off the heap is scheduled again.
-                retry_at = now + self._commit_backoff() if failure is not None else now
+                retry_at = now + TAKEN_RETRY if failure is not None else now
                 for name in self._taken - set(self._inflight):
                     heapq.heappush(self._heap, (retry_at, name))
                 self._taken.clear()
                 if failure is not None:
-                    self._stash_retry_at = retry_at
+                    self._stash_retry_at = now + self._commit_backoff()
             if failure is None:
                 if report.commits:  # only a commit proves the database is back
                     self._tick_succeeded(now)
@@ -260,7 +265,7 @@ class SchedulerService:
             self._tick_failed(now, failure)
             raise TickFailedError(
                 f"tick failed ({scrub_text(f'{type(failure).__name__}: {failure}')[:300]}); "
-                f"its triggers retry in {self._commit_backoff()}"
+                f"its triggers retry in {TAKEN_RETRY}"
             ) from failure
 
     def _tick(self, now: datetime, report: TickReport) -> None:

@@ -86,8 +86,11 @@ def wake_next(
             runs_t.c.status == RunStatus.WAITING,
             runs_t.c.waiting_for == waiting_for,
             runs_t.c.id != after,
+            # not one an earlier finish already woke: two finishes close together would
+            # both wake the same run, and the second wake-up would be lost
+            runs_t.c.not_before > now,
         )
-        .order_by(runs_t.c.created_at)
+        .order_by(runs_t.c.created_at, runs_t.c.id)
         .limit(1)
         .scalar_subquery()
     )
@@ -384,13 +387,53 @@ class RunStore(StoreGroup):
     # -- runs that have not started ---------------------------------------
 
     def park(self, run_id: str, until: datetime, waiting_for: WaitingFor) -> None:
-        """Blocked (overlap or concurrency): wait until a holder ends, or `until` at the latest."""
+        """Wait until `until` (a spend cap's window) or until a holder's finish wakes it."""
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
                 .values(status=RunStatus.WAITING, not_before=until, waiting_for=waiting_for)
             )
+
+    def park_blocked(
+        self, run_id: str, now: datetime, poll: timedelta, waiting_for: WaitingFor, *, cap: int | None = None
+    ) -> bool:
+        """Blocked on its overlap key (or, with `cap`, its agent's concurrency): wait until a
+        holder's finish wakes it, or `poll` at the latest. True: it waits for a holder.
+
+        The holders are locked before the run is parked, so a holder finishing at the same
+        moment either sees the parked run (and wakes it) or is seen finished here (and the
+        run is due at once): no wake-up is lost to that race, which would leave the run
+        waiting out the whole poll.
+        """
+        with self.engine.begin() as conn:
+            run = conn.execute(
+                sa.select(runs_t.c.overlap_key, runs_t.c.agent).where(runs_t.c.id == run_id)
+            ).first()
+            if run is None:
+                return False
+            held = (
+                runs_t.c.agent == run.agent
+                if waiting_for == WaitingFor.CONCURRENCY
+                else runs_t.c.overlap_key == run.overlap_key
+            )
+            holders = sa.select(runs_t.c.id).where(
+                held, runs_t.c.status == RunStatus.RUNNING, runs_t.c.id != run_id
+            )
+            if self.dialect.skip_locked_rows:  # PostgreSQL: wait for a holder's finish in flight
+                holders = holders.with_for_update(of=runs_t)
+            count = len(conn.execute(holders).all())
+            blocked = count >= cap if waiting_for == WaitingFor.CONCURRENCY and cap else count > 0
+            conn.execute(
+                sa.update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
+                .values(
+                    status=RunStatus.WAITING,
+                    not_before=now + poll if blocked else now,
+                    waiting_for=waiting_for,
+                )
+            )
+            return blocked
 
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool:
         """End an active run `skipped/<reason>` before it started."""

@@ -153,6 +153,10 @@ class ExecutorStore(Protocol):
 
     def park(self, run_id: str, until: datetime, waiting_for: WaitingFor) -> None: ...
 
+    def park_blocked(
+        self, run_id: str, now: datetime, poll: timedelta, waiting_for: WaitingFor, *, cap: int | None = None
+    ) -> bool: ...
+
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool: ...
 
     def park_paused(self, run_id: str, agent: str, until: datetime) -> bool: ...
@@ -322,7 +326,9 @@ class Executor:
             except OverlapBlockedError as blocked:
                 return self._blocked(blocked)
             except ConcurrencyBlockedError:
-                self.store.park(run_id, self.clock.now() + PARK_POLL, WaitingFor.CONCURRENCY)
+                self.store.park_blocked(
+                    run_id, self.clock.now(), PARK_POLL, WaitingFor.CONCURRENCY, cap=spec.concurrency
+                )
                 log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
                 return Delivery.PARKED
             except (sa.exc.DBAPIError, redis.RedisError) as exc:
@@ -428,7 +434,7 @@ class Executor:
             self.store.skip(blocked.run_id, Reason.OVERLAP, now)
             log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
             return Delivery.SKIPPED
-        self.store.park(blocked.run_id, now + PARK_POLL, WaitingFor.OVERLAP)
+        self.store.park_blocked(blocked.run_id, now, PARK_POLL, WaitingFor.OVERLAP)
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return Delivery.PARKED
 

@@ -245,7 +245,7 @@ def test_concurrency_cap_parks_and_wakes(plan_store: Store) -> None:
     # A third run of the same agent must wait: the cap is fleet-wide, in the database.
     with pytest.raises(ConcurrencyBlockedError):
         plan_store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2)
-    plan_store.park(runs[2].id, T0 + timedelta(minutes=5), WaitingFor.CONCURRENCY)
+    assert plan_store.park_blocked(runs[2].id, T0, timedelta(minutes=5), WaitingFor.CONCURRENCY, cap=2)
     assert plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10) == []
     # When one finishes, the parked run is woken at once.
     plan_store.finish(a1, SUCCEEDED, now=T0 + timedelta(seconds=2))
@@ -291,12 +291,56 @@ def test_one_running_run_per_overlap_key(plan_store: Store) -> None:
     assert blocked.value.overlap == "wait"
     # ...but not one with another key.
     assert plan_store.begin_attempt(r3.id, "w", None, T0, agent="a") is not None
-    plan_store.park(r2.id, T0 + timedelta(minutes=5), WaitingFor.OVERLAP)
+    assert plan_store.park_blocked(r2.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP)
     plan_store.finish(first, SUCCEEDED, now=T0 + timedelta(seconds=1))
     (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == r2.id  # woken when the holder ended
     assert plan_store.claim_for_publish([due], T0 + timedelta(seconds=1), timedelta(0))
     assert plan_store.begin_attempt(r2.id, "w", None, T0 + timedelta(seconds=1), agent="a") is not None
+
+
+@EACH_PLAN
+def test_a_run_blocked_by_a_holder_that_has_since_ended_is_due_at_once(plan_store: Store) -> None:
+    """The holder's finish ran between the blocked start and the park: it woke no one, so
+    the park itself must see that nothing holds the key (else the run waits the poll out)."""
+    holder, late = plan_store.commit_tick(
+        [new_run("h", overlap="wait", overlap_key="k"), new_run("l", overlap="wait", overlap_key="k")],
+        [],
+        [],
+        T0,
+    )
+    started = plan_store.begin_attempt(holder.id, "w", None, T0, agent="a")
+    assert started is not None
+    with pytest.raises(OverlapBlockedError):
+        plan_store.begin_attempt(late.id, "w", None, T0, agent="a")
+    plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=1))
+    assert not plan_store.park_blocked(
+        late.id, T0 + timedelta(seconds=1), timedelta(minutes=5), WaitingFor.OVERLAP
+    )
+    (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
+    assert due.run_id == late.id
+
+
+@EACH_PLAN
+def test_each_finish_wakes_a_run_no_earlier_finish_woke(plan_store: Store) -> None:
+    """Two holders ending before the sweeper republished the first one woken: the second
+    wakes the next run, not the same one again (a lost wake-up strands the queue's tail)."""
+    h1, w1, w2, h2 = plan_store.commit_tick(
+        [new_run(n, overlap="wait", overlap_key="k") for n in ("h1", "w1", "w2", "h2")], [], [], T0
+    )
+    first = plan_store.begin_attempt(h1.id, "w", None, T0, agent="a")
+    assert first is not None
+    for waiting in (w1, w2):
+        with pytest.raises(OverlapBlockedError):
+            plan_store.begin_attempt(waiting.id, "w", None, T0, agent="a")
+        assert plan_store.park_blocked(waiting.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP)
+    t1 = T0 + timedelta(seconds=1)
+    plan_store.finish(first, SUCCEEDED, now=t1)
+    second = plan_store.begin_attempt(h2.id, "w", None, t1, agent="a")  # a live run got in first
+    assert second is not None
+    plan_store.finish(second, SUCCEEDED, now=t1 + timedelta(seconds=1))
+    due = plan_store.due_for_publish(t1 + timedelta(seconds=1), T0, 10)
+    assert {d.run_id for d in due} == {w1.id, w2.id}
 
 
 def test_a_delivery_deferred_behind_a_vanished_lease_holder_is_republished(store: Store) -> None:

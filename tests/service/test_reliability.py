@@ -7,6 +7,7 @@ wall clock where workers stamp real times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -165,6 +166,27 @@ def test_a_failed_tick_commit_leaves_every_trigger_scheduled(
     assert fired == {"every-second", "minutely"}
     clock.advance(1)
     assert {t for t, _ in svc.tick().fired} == {"every-second"}
+
+
+def test_triggers_fire_within_a_second_of_a_long_outage_ending(
+    pg_settings: Settings, pg_store: Store
+) -> None:
+    """Many failed ticks (a 10 s outage fails one every 0.25 s) must not push the triggers
+    they took off the heap to the backoff's ceiling: back within a second, not 30 s."""
+    registry = registry_of(MODULE, ["every-second", "minutely"])
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 55, tzinfo=UTC))
+    svc = make_service(pg_settings, registry, clock)
+    svc.tick()
+    with database_refusing(pg_settings):  # 12:00:55 to 12:01:05: the minutely slot inside
+        for _ in range(40):
+            clock.advance(0.25)
+            with contextlib.suppress(TickFailedError):
+                svc.tick()
+    fired: set[str] = set()
+    for _ in range(4):  # one second after the database answers
+        clock.advance(0.25)
+        fired |= {t for t, _ in svc.tick().fired}
+    assert fired == {"every-second", "minutely"}
 
 
 # -- 3. values PostgreSQL would refuse -------------------------------------------------------
