@@ -102,15 +102,17 @@ class ConcurrencyBlockedError(StorageError):
 
     def __init__(self, run_id: str, cap: int) -> None:
         self.run_id = run_id
+        self.cap = cap
         super().__init__(f"run {run_id} waits: its agent is at its concurrency cap of {cap}")
 
 
 class OverlapBlockedError(StorageError):
     """Another run with the same overlap key is running; this one may not start now."""
 
-    def __init__(self, run_id: str, overlap: str | None) -> None:
+    def __init__(self, run_id: str, overlap: str | None, key: str | None = None) -> None:
         self.run_id = run_id
         self.overlap = overlap
+        self.key = key  # the overlap key, which the run parks on
         super().__init__(f"run {run_id} is blocked by a running run with the same overlap key")
 
 
@@ -452,7 +454,7 @@ class AttemptStore(StoreGroup):
                 opened = _STARTS[self.plan](conn, binds)
         except IntegrityError:
             # uq_runs_running_overlap: a run with the same overlap key is running.
-            raise OverlapBlockedError(run_id, self._overlap_of(run_id)) from None
+            raise OverlapBlockedError(run_id, *self._overlap_of(run_id)) from None
         if opened is None:
             return None
         row, took_over = opened
@@ -488,9 +490,13 @@ class AttemptStore(StoreGroup):
         if running >= cap:
             raise ConcurrencyBlockedError(run_id, cap)
 
-    def _overlap_of(self, run_id: str) -> str | None:
+    def _overlap_of(self, run_id: str) -> tuple[str | None, str | None]:
+        """(overlap policy, overlap key) of a run a holder blocked."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(runs_t.c.overlap).where(runs_t.c.id == run_id)).scalar()
+            row = conn.execute(
+                sa.select(runs_t.c.overlap, runs_t.c.overlap_key).where(runs_t.c.id == run_id)
+            ).first()
+        return (None, None) if row is None else (row.overlap, row.overlap_key)
 
     # -- while it runs ----------------------------------------------------
 

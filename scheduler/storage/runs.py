@@ -396,34 +396,32 @@ class RunStore(StoreGroup):
             )
 
     def park_blocked(
-        self, run_id: str, now: datetime, poll: timedelta, waiting_for: WaitingFor, *, cap: int | None = None
+        self,
+        run_id: str,
+        now: datetime,
+        poll: timedelta,
+        waiting_for: WaitingFor,
+        held: str | None,
+        *,
+        cap: int = 1,
     ) -> bool:
-        """Blocked on its overlap key (or, with `cap`, its agent's concurrency): wait until a
-        holder's finish wakes it, or `poll` at the latest. True: it waits for a holder.
+        """Blocked on `held` (its overlap key, or for CONCURRENCY its agent, capped at `cap`
+        running runs): wait until a holder's finish wakes it, or `poll` at the latest.
+        True: it waits for a holder.
 
         The holders are locked before the run is parked, so a holder finishing at the same
         moment either sees the parked run (and wakes it) or is seen finished here (and the
         run is due at once): no wake-up is lost to that race, which would leave the run
         waiting out the whole poll.
         """
+        column = runs_t.c.agent if waiting_for == WaitingFor.CONCURRENCY else runs_t.c.overlap_key
+        holders = sa.select(runs_t.c.id).where(
+            column == held, runs_t.c.status == RunStatus.RUNNING, runs_t.c.id != run_id
+        )
+        if self.dialect.skip_locked_rows:  # row locks: wait for a holder's finish in flight
+            holders = holders.with_for_update(of=runs_t)
         with self.engine.begin() as conn:
-            run = conn.execute(
-                sa.select(runs_t.c.overlap_key, runs_t.c.agent).where(runs_t.c.id == run_id)
-            ).first()
-            if run is None:
-                return False
-            held = (
-                runs_t.c.agent == run.agent
-                if waiting_for == WaitingFor.CONCURRENCY
-                else runs_t.c.overlap_key == run.overlap_key
-            )
-            holders = sa.select(runs_t.c.id).where(
-                held, runs_t.c.status == RunStatus.RUNNING, runs_t.c.id != run_id
-            )
-            if self.dialect.skip_locked_rows:  # PostgreSQL: wait for a holder's finish in flight
-                holders = holders.with_for_update(of=runs_t)
-            count = len(conn.execute(holders).all())
-            blocked = count >= cap if waiting_for == WaitingFor.CONCURRENCY and cap else count > 0
+            blocked = len(conn.execute(holders).all()) >= cap
             conn.execute(
                 sa.update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.status.in_(UNSTARTED))
@@ -433,7 +431,7 @@ class RunStore(StoreGroup):
                     waiting_for=waiting_for,
                 )
             )
-            return blocked
+        return blocked
 
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool:
         """End an active run `skipped/<reason>` before it started."""

@@ -154,7 +154,14 @@ class ExecutorStore(Protocol):
     def park(self, run_id: str, until: datetime, waiting_for: WaitingFor) -> None: ...
 
     def park_blocked(
-        self, run_id: str, now: datetime, poll: timedelta, waiting_for: WaitingFor, *, cap: int | None = None
+        self,
+        run_id: str,
+        now: datetime,
+        poll: timedelta,
+        waiting_for: WaitingFor,
+        held: str | None,
+        *,
+        cap: int = 1,
     ) -> bool: ...
 
     def skip(self, run_id: str, reason: Reason, now: datetime) -> bool: ...
@@ -325,9 +332,9 @@ class Executor:
                     return self._not_started(agent_name, run_id, task_id)
             except OverlapBlockedError as blocked:
                 return self._blocked(blocked)
-            except ConcurrencyBlockedError:
+            except ConcurrencyBlockedError as capped:
                 self.store.park_blocked(
-                    run_id, self.clock.now(), PARK_POLL, WaitingFor.CONCURRENCY, cap=spec.concurrency
+                    run_id, self.clock.now(), PARK_POLL, WaitingFor.CONCURRENCY, spec.name, cap=capped.cap
                 )
                 log.info("run %s waits: agent %s is at its concurrency cap", run_id, spec.name)
                 return Delivery.PARKED
@@ -434,7 +441,7 @@ class Executor:
             self.store.skip(blocked.run_id, Reason.OVERLAP, now)
             log.info("run %s skipped: another run of its trigger is running", blocked.run_id)
             return Delivery.SKIPPED
-        self.store.park_blocked(blocked.run_id, now, PARK_POLL, WaitingFor.OVERLAP)
+        self.store.park_blocked(blocked.run_id, now, PARK_POLL, WaitingFor.OVERLAP, blocked.key)
         log.info("run %s waits for the running run with the same overlap key", blocked.run_id)
         return Delivery.PARKED
 

@@ -245,7 +245,7 @@ def test_concurrency_cap_parks_and_wakes(plan_store: Store) -> None:
     # A third run of the same agent must wait: the cap is fleet-wide, in the database.
     with pytest.raises(ConcurrencyBlockedError):
         plan_store.begin_attempt(runs[2].id, "w", None, T0, agent="a", concurrency=2)
-    assert plan_store.park_blocked(runs[2].id, T0, timedelta(minutes=5), WaitingFor.CONCURRENCY, cap=2)
+    assert plan_store.park_blocked(runs[2].id, T0, timedelta(minutes=5), WaitingFor.CONCURRENCY, "a", cap=2)
     assert plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10) == []
     # When one finishes, the parked run is woken at once.
     plan_store.finish(a1, SUCCEEDED, now=T0 + timedelta(seconds=2))
@@ -291,7 +291,7 @@ def test_one_running_run_per_overlap_key(plan_store: Store) -> None:
     assert blocked.value.overlap == "wait"
     # ...but not one with another key.
     assert plan_store.begin_attempt(r3.id, "w", None, T0, agent="a") is not None
-    assert plan_store.park_blocked(r2.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP)
+    assert plan_store.park_blocked(r2.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP, "t")
     plan_store.finish(first, SUCCEEDED, now=T0 + timedelta(seconds=1))
     (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == r2.id  # woken when the holder ended
@@ -315,7 +315,7 @@ def test_a_run_blocked_by_a_holder_that_has_since_ended_is_due_at_once(plan_stor
         plan_store.begin_attempt(late.id, "w", None, T0, agent="a")
     plan_store.finish(started, SUCCEEDED, now=T0 + timedelta(seconds=1))
     assert not plan_store.park_blocked(
-        late.id, T0 + timedelta(seconds=1), timedelta(minutes=5), WaitingFor.OVERLAP
+        late.id, T0 + timedelta(seconds=1), timedelta(minutes=5), WaitingFor.OVERLAP, "k"
     )
     (due,) = plan_store.due_for_publish(T0 + timedelta(seconds=1), T0, 10)
     assert due.run_id == late.id
@@ -333,7 +333,7 @@ def test_each_finish_wakes_a_run_no_earlier_finish_woke(plan_store: Store) -> No
     for waiting in (w1, w2):
         with pytest.raises(OverlapBlockedError):
             plan_store.begin_attempt(waiting.id, "w", None, T0, agent="a")
-        assert plan_store.park_blocked(waiting.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP)
+        assert plan_store.park_blocked(waiting.id, T0, timedelta(minutes=5), WaitingFor.OVERLAP, "k")
     t1 = T0 + timedelta(seconds=1)
     plan_store.finish(first, SUCCEEDED, now=t1)
     second = plan_store.begin_attempt(h2.id, "w", None, t1, agent="a")  # a live run got in first
